@@ -1,0 +1,1 @@
+//! OpenCL runtime layer and hand-written kernels for LLM inference on mobile GPUs.

@@ -1,0 +1,1 @@
+//! Thin engine composing symshape, fp4, kvcache and clkernels into Llama-family generation.

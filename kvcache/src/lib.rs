@@ -1,0 +1,1 @@
+//! Sub-tensor KV cache: preallocated per-layer caches written in place through views, copy-free.

@@ -1,0 +1,1 @@
+//! Symbolic tensor shapes and a provably safe memory plan, for dynamic-shape inference.
