@@ -1,0 +1,10 @@
+//! `tlite chat`.
+
+/// Arguments of this subcommand.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the subcommand.
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`tlite chat` is not built yet")
+}

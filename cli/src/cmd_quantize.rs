@@ -1,0 +1,10 @@
+//! `tlite quantize`.
+
+/// Arguments of this subcommand.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the subcommand.
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`tlite quantize` is not built yet")
+}

@@ -1,0 +1,1 @@
+//! Kernel families, each a `.cl` file beside the module that launches it.

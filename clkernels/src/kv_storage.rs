@@ -1,0 +1,1 @@
+//! The OpenCL storage backend for the `kvcache` crate.

@@ -1,0 +1,1 @@
+//! OpenCL runtime: devices, capabilities, programs, queues, buffers and errors.
