@@ -1,1 +1,15 @@
-//! Thin engine composing symshape, fp4, kvcache and clkernels into Llama-family generation.
+//! Thin engine composing `symshape`, `fp4`, `kvcache` and `clkernels` into Llama-family generation.
+//!
+//! `model` loads configs and weights (Hugging Face folders, llama2.c checkpoints, tlite's own quantised folders);
+//! `tokenizer` wraps the tokenizers crate; `gpu` runs the forward pass with the OpenCL kernels; `sampling`,
+//! `chat_template` and `generate` turn logits into streamed text.
+
+pub mod chat_template;
+pub mod error;
+pub mod generate;
+pub mod gpu;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+
+pub use error::EngineError;

@@ -1,0 +1,1 @@
+//! The generation loop: prefill in chunks, decode, stream tokens, stop.

@@ -1,0 +1,1 @@
+//! Tokenisation through the tokenizers crate, plus the llama2.c tokenizer.bin format.
