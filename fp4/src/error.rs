@@ -1,0 +1,39 @@
+//! The one error type of the crate: every way outside input can be wrong, named.
+
+/// Everything that can go wrong when packing, unpacking, storing or loading M0E4 weights.
+#[derive(Debug, thiserror::Error)]
+pub enum Fp4Error {
+    /// Group sizes are fixed by the GPU kernels (one 16-byte load per 32 codes).
+    #[error("unsupported group size {0}: M0E4 groups must be 32, 64 or 128 elements")]
+    InvalidGroupSize(usize),
+    /// Groups run along the input dimension and never straddle rows.
+    #[error("matrix has {cols} columns, which is not a multiple of the group size {group}")]
+    ColsNotMultipleOfGroup { cols: usize, group: usize },
+    /// A matrix needs at least one row and one column.
+    #[error("matrix shape {rows}x{cols} is empty")]
+    EmptyShape { rows: usize, cols: usize },
+    /// The flat weight slice does not hold `rows * cols` elements.
+    #[error("weights have {actual} elements but shape {rows}x{cols} needs {expected}")]
+    LengthMismatch { rows: usize, cols: usize, expected: usize, actual: usize },
+    /// NaN or infinity cannot be represented by any scale and offset.
+    #[error("weight at row {row}, column {col} is not finite ({value})")]
+    NonFinite { row: usize, col: usize, value: f32 },
+    /// The group's values are too large for an f16 scale or offset.
+    #[error("group {group_index} of row {row} spans [{min}, {max}], which needs a scale or offset beyond the f16 range")]
+    OutOfF16Range { row: usize, group_index: usize, min: f32, max: f32 },
+    /// One of the packed arrays has the wrong number of elements for the shape.
+    #[error("packed `{part}` has {actual} elements but the shape needs {expected}")]
+    PartLength { part: &'static str, expected: usize, actual: usize },
+    /// The vector multiplied by a matrix does not have `cols` elements.
+    #[error("input vector has {actual} elements but the matrix has {expected} columns")]
+    VectorLength { expected: usize, actual: usize },
+    /// A safetensors file could not be read or written by the safetensors crate.
+    #[error("safetensors error in {path}: {message}")]
+    Safetensors { path: String, message: String },
+    /// A safetensors file is well-formed but is not an M0E4 file this crate can load.
+    #[error("{path}: {message}")]
+    BadFile { path: String, message: String },
+    /// Reading or writing a file failed.
+    #[error("I/O error on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}

@@ -1,0 +1,180 @@
+//! Least-squares search for a 16-level affine grid `level(q) = z + d·q` over one group.
+//!
+//! M0E4 (`s·(1+q/16) + b`) and asymmetric INT4 (`d·q + m`) are both such grids; they differ only
+//! in how `(d, z)` is stored. The search minimises the group's squared error subject to the grid
+//! *covering* the group — `z - d/2 <= min` and `z + 15.5·d >= max` — so that every weight is
+//! within half a step of its level and outliers are never clipped (clipping lowers the RMS
+//! error a little but damages exactly the large weights a model relies on).
+//!
+//! Every candidate costs one pass over the group that rounds to codes and accumulates `Σq`,
+//! `Σq²` and `Σq·x` in eight independent lanes (so the loop vectorises); the squared error and
+//! the least-squares refit of `(d, z)` for those codes both follow in closed form. Values are
+//! centred on the group mean first so the closed-form error does not cancel catastrophically.
+
+/// Adding and subtracting 1.5·2^23 rounds an f32 in `[0, 2^22)` to the nearest integer
+/// (ties to even) without a libm call, which keeps the loops vectorisable.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// Lanes of independent accumulators, enough for AVX2 and a multiple of what SSE2 needs.
+const LANES: usize = 8;
+
+/// A 16-level grid: level `q` is `z + d·q`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grid {
+    /// Step between levels.
+    pub d: f32,
+    /// Value of level 0.
+    pub z: f32,
+}
+
+/// Nearest code of `v` on a grid given by `z` and `1/d`, clamped to `0..=15`.
+#[inline(always)]
+pub(crate) fn nearest_code(v: f32, z: f32, inv_d: f32) -> f32 {
+    let t = (v - z) * inv_d;
+    let t = if t < 0.0 { 0.0 } else { t };
+    let t = if t > 15.0 { 15.0 } else { t };
+    (t + ROUND_MAGIC) - ROUND_MAGIC
+}
+
+/// Sums over one group for a given grid's codes.
+#[derive(Debug, Clone, Copy)]
+struct CodeSums {
+    sq: f32,
+    sqq: f32,
+    sqx: f32,
+}
+
+#[inline(always)]
+fn code_sums(x: &[f32], g: Grid) -> CodeSums {
+    let inv = 1.0 / g.d;
+    let mut sq = [0.0f32; LANES];
+    let mut sqq = [0.0f32; LANES];
+    let mut sqx = [0.0f32; LANES];
+    for chunk in x.chunks_exact(LANES) {
+        for i in 0..LANES {
+            let v = chunk[i];
+            let q = nearest_code(v, g.z, inv);
+            sq[i] += q;
+            sqq[i] += q * q;
+            sqx[i] += q * v;
+        }
+    }
+    CodeSums { sq: sq.iter().sum(), sqq: sqq.iter().sum(), sqx: sqx.iter().sum() }
+}
+
+/// Statistics of one centred group that every candidate reuses.
+#[derive(Debug, Clone, Copy)]
+struct GroupStats {
+    n: f32,
+    /// Σx² of the centred values (Σx is zero by construction).
+    sxx: f32,
+    min: f32,
+    max: f32,
+}
+
+/// Squared error of grid `g` when the codes have sums `c`.
+#[inline(always)]
+fn sse(st: &GroupStats, c: &CodeSums, g: Grid) -> f32 {
+    // Σ(x - z - d q)² with Σx = 0.
+    let e = st.sxx - 2.0 * g.d * c.sqx + st.n * g.z * g.z + 2.0 * g.z * g.d * c.sq + g.d * g.d * c.sqq;
+    e.max(0.0)
+}
+
+/// Least-squares `(d, z)` for fixed codes, pulled back into the covering region.
+#[inline(always)]
+fn refit(st: &GroupStats, c: &CodeSums) -> Option<Grid> {
+    let den = st.n * c.sqq - c.sq * c.sq;
+    if den <= 0.0 {
+        return None;
+    }
+    // Σx = 0, so d = n·Σqx / den and z = -d·Σq / n.
+    let d = st.n * c.sqx / den;
+    let z = -d * c.sq / st.n;
+    Some(cover(st, Grid { d, z }))
+}
+
+/// The covering grid nearest to `g`: widen the step to at least range/16, then slide `z` into
+/// `[max - 15.5·d, min + 0.5·d]`.
+#[inline(always)]
+fn cover(st: &GroupStats, g: Grid) -> Grid {
+    let d = g.d.max((st.max - st.min) / 16.0);
+    let lo = st.max - 15.5 * d;
+    let hi = st.min + 0.5 * d;
+    let z = if g.z < lo { lo } else if g.z > hi { hi } else { g.z };
+    Grid { d, z }
+}
+
+/// How hard [`search`] looks. More candidates lower the error a little and cost time linearly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchEffort {
+    /// Step candidates between `range/15` (min/max grid) and `range/16` (tightest covering grid).
+    pub steps: usize,
+    /// Least-squares refit rounds after the best candidate.
+    pub refits: usize,
+}
+
+impl Default for SearchEffort {
+    fn default() -> Self {
+        Self { steps: 3, refits: 2 }
+    }
+}
+
+/// Plain min/max grid (`d = range/15`, `z = min`): what llama.cpp's Q4_1 does, kept as a baseline.
+pub fn minmax_grid(min: f32, max: f32) -> Grid {
+    Grid { d: (max - min) / 15.0, z: min }
+}
+
+/// Finds the covering grid with (near-)least squared error for `x`, whose finite values span
+/// `[min, max]` with `min < max`. `x.len()` must be a multiple of 8 and at most 128.
+pub fn search(x: &[f32], min: f32, max: f32, effort: SearchEffort) -> Grid {
+    let n = x.len();
+    let mean = x.iter().sum::<f32>() / n as f32;
+    let mut centred = [0.0f32; 128];
+    let xc = &mut centred[..n];
+    let mut sxx = [0.0f32; LANES];
+    for (dst, src) in xc.chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            let v = src[i] - mean;
+            dst[i] = v;
+            sxx[i] += v * v;
+        }
+    }
+    let st = GroupStats { n: n as f32, sxx: sxx.iter().sum(), min: min - mean, max: max - mean };
+    let range = st.max - st.min;
+
+    let first = Grid { d: range / 15.0, z: st.min };
+    let mut best_sums = code_sums(xc, first);
+    let mut best = first;
+    let mut best_err = sse(&st, &best_sums, first);
+    let steps = effort.steps.max(1);
+    for k in 1..steps {
+        // Steps from range/15 towards range/16, `z` centred in the feasible interval.
+        let u = k as f32 / (steps - 1) as f32;
+        let d = range / (15.0 + u);
+        let z = 0.5 * ((st.max - 15.5 * d) + (st.min + 0.5 * d));
+        let g = Grid { d, z };
+        let sums = code_sums(xc, g);
+        let err = sse(&st, &sums, g);
+        if err < best_err {
+            best = g;
+            best_err = err;
+            best_sums = sums;
+        }
+    }
+    for _ in 0..effort.refits {
+        let Some(g) = refit(&st, &best_sums) else { break };
+        if g == best {
+            break;
+        }
+        let sums = code_sums(xc, g);
+        let err = sse(&st, &sums, g);
+        if err < best_err {
+            best = g;
+            best_err = err;
+            best_sums = sums;
+        } else {
+            break;
+        }
+    }
+    Grid { d: best.d, z: best.z + mean }
+}
