@@ -1,0 +1,220 @@
+//! The architecture-independent description of a Llama-family decoder, filled from `config.json` or a llama2.c header.
+
+use crate::EngineError;
+
+/// Decoder families tlite runs. llama2.c checkpoints load as [`Architecture::Llama`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Architecture {
+    /// Llama 2/3 (and llama2.c checkpoints).
+    Llama,
+    /// Mistral: a Llama with its own `model_type`.
+    Mistral,
+    /// Qwen2: QKV bias, usually tied embeddings.
+    Qwen2,
+    /// Gemma: GeGLU, RMSNorm with `1 + w`, embeddings scaled by `sqrt(hidden)`, tied embeddings.
+    Gemma,
+}
+
+impl Architecture {
+    /// Parses a Hugging Face `model_type`; anything else is "unsupported architecture: X".
+    pub fn from_model_type(model_type: &str) -> Result<Self, EngineError> {
+        match model_type {
+            "llama" => Ok(Self::Llama),
+            "mistral" => Ok(Self::Mistral),
+            "qwen2" => Ok(Self::Qwen2),
+            "gemma" => Ok(Self::Gemma),
+            other => Err(EngineError::UnsupportedArchitecture(other.to_string())),
+        }
+    }
+
+    /// The Hugging Face `model_type` string.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Gemma => "gemma",
+        }
+    }
+}
+
+/// Which pairs of a head's dimensions rotary embedding rotates together.
+///
+/// Recorded instead of permuting q/k weights at load, so the weights stay byte-identical to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RopeStyle {
+    /// Pairs `(i, i + rotary_dim/2)`: Hugging Face `rotate_half` (Llama, Mistral, Qwen2, Gemma checkpoints).
+    HalfSplit,
+    /// Pairs `(2i, 2i+1)`: llama2.c and GPT-J.
+    Interleaved,
+}
+
+/// Rotary frequency scaling from `config.json`'s `rope_scaling`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// Positions divided by `factor` (`"type": "linear"`).
+    Linear {
+        /// Position divisor.
+        factor: f32,
+    },
+    /// Llama 3.x frequency-dependent scaling (`"rope_type": "llama3"`).
+    Llama3 {
+        /// Divisor of the low frequencies.
+        factor: f32,
+        /// Wavelengths above `original_max_ctx / low_freq_factor` are fully scaled.
+        low_freq_factor: f32,
+        /// Wavelengths below `original_max_ctx / high_freq_factor` are left alone.
+        high_freq_factor: f32,
+        /// Context the model was pre-trained with.
+        original_max_ctx: usize,
+    },
+}
+
+impl RopeScaling {
+    /// Inverse frequencies of the `rotary_dim / 2` rotated pairs, with this scaling applied.
+    pub fn apply(scaling: Option<RopeScaling>, theta: f32, rotary_dim: usize) -> Vec<f32> {
+        let half = rotary_dim / 2;
+        (0..half)
+            .map(|i| {
+                let inv = f64::from(theta).powf(-2.0 * i as f64 / rotary_dim as f64);
+                let scaled = match scaling {
+                    None => inv,
+                    Some(RopeScaling::Linear { factor }) => inv / f64::from(factor),
+                    Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_ctx }) => {
+                        let (factor, lo, hi) = (f64::from(factor), f64::from(low_freq_factor), f64::from(high_freq_factor));
+                        let old = original_max_ctx as f64;
+                        let wavelen = 2.0 * std::f64::consts::PI / inv;
+                        if wavelen < old / hi {
+                            inv
+                        } else if wavelen > old / lo {
+                            inv / factor
+                        } else {
+                            let smooth = (old / wavelen - lo) / (hi - lo);
+                            (1.0 - smooth) * inv / factor + smooth * inv
+                        }
+                    }
+                };
+                scaled as f32
+            })
+            .collect()
+    }
+}
+
+/// Activation inside the gated MLP: `act(gate) * up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// SwiGLU (Llama, Mistral, Qwen2).
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (Gemma).
+    GeluTanh,
+}
+
+/// Everything the forward pass needs to know about a model besides its weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Family.
+    pub arch: Architecture,
+    /// Residual stream width (`hidden_size`, llama2.c `dim`).
+    pub hidden: usize,
+    /// MLP inner width (`intermediate_size`, llama2.c `hidden_dim`).
+    pub ffn: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (≤ heads, divides heads).
+    pub kv_heads: usize,
+    /// Width of one head (usually hidden / heads; Gemma may differ).
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the embedding and of the output head).
+    pub vocab: usize,
+    /// Longest context the model supports (`max_position_embeddings`, llama2.c `seq_len`).
+    pub max_ctx: usize,
+    /// RMSNorm epsilon.
+    pub norm_eps: f32,
+    /// Rotary base.
+    pub rope_theta: f32,
+    /// Rotary pairing convention of the stored q/k weights.
+    pub rope_style: RopeStyle,
+    /// Rotary scaling, if any.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Fraction of each head that is rotated (1.0 for all supported families).
+    pub partial_rotary: f32,
+    /// True when the output head reuses the embedding matrix.
+    pub tied_embeddings: bool,
+    /// True when q, k and v projections carry a bias (Qwen2).
+    pub qkv_bias: bool,
+    /// MLP activation.
+    pub activation: Activation,
+    /// RMSNorm multiplies by `1 + w` instead of `w` (Gemma stores `w - 1`).
+    pub norm_plus_one: bool,
+    /// Embedding rows are multiplied by this (Gemma: `sqrt(hidden)`).
+    pub embed_scale: Option<f32>,
+    /// Beginning-of-sequence token, if the model has one.
+    pub bos: Option<u32>,
+    /// Tokens that end generation.
+    pub eos: Vec<u32>,
+}
+
+impl ModelConfig {
+    /// `kv_heads * head_dim`: rows of the k and v projections.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// `heads * head_dim`: rows of the q projection, columns of the o projection.
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Number of leading dimensions of each head that rotary embedding rotates (even).
+    pub fn rotary_dim(&self) -> usize {
+        let d = (self.head_dim as f32 * self.partial_rotary).round() as usize;
+        d - d % 2
+    }
+
+    /// Inverse rotary frequencies of this model, scaling included.
+    pub fn rope_inv_freqs(&self) -> Vec<f32> {
+        RopeScaling::apply(self.rope_scaling, self.rope_theta, self.rotary_dim())
+    }
+
+    /// Checks the dimensions are positive and consistent; names the offending field otherwise.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
+        for (name, v) in [
+            ("hidden", self.hidden),
+            ("ffn", self.ffn),
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("kv_heads", self.kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab", self.vocab),
+            ("max_ctx", self.max_ctx),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be positive"));
+            }
+        }
+        if self.heads % self.kv_heads != 0 {
+            return bad(format!("heads {} is not a multiple of kv_heads {}", self.heads, self.kv_heads));
+        }
+        if self.head_dim % 2 != 0 {
+            return bad(format!("head_dim {} must be even for rotary embedding", self.head_dim));
+        }
+        if !(self.partial_rotary > 0.0 && self.partial_rotary <= 1.0) {
+            return bad(format!("partial_rotary_factor {} must be in (0, 1]", self.partial_rotary));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return bad(format!("norm eps {} must be finite and non-negative", self.norm_eps));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(format!("rope_theta {} must be positive", self.rope_theta));
+        }
+        for (name, id) in self.bos.iter().map(|b| ("bos", *b)).chain(self.eos.iter().map(|e| ("eos", *e))) {
+            if id as usize >= self.vocab {
+                return bad(format!("{name} token id {id} is outside the vocabulary of {}", self.vocab));
+            }
+        }
+        Ok(())
+    }
+}
