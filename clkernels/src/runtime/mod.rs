@@ -1,1 +1,31 @@
 //! OpenCL runtime: devices, capabilities, programs, queues, buffers and errors.
+//!
+//! ```no_run
+//! use clkernels::runtime::{DeviceBuffer, Gpu, ProgramSource};
+//! let gpu = Gpu::open_default()?;
+//! let program = gpu.program(&ProgramSource { name: "demo", source: "kernel void k(global float* x) {}" }, &[])?;
+//! let buffer = DeviceBuffer::<f32>::from_slice(&gpu, &[1.0, 2.0])?;
+//! # let _ = (program, buffer);
+//! # Ok::<(), clkernels::runtime::ClError>(())
+//! ```
+
+mod buffer;
+pub mod cache;
+mod caps;
+pub mod cl_consts;
+mod device;
+mod error;
+mod gpu;
+mod loader;
+mod priority;
+mod program;
+
+pub use buffer::DeviceBuffer;
+pub use cache::{BinaryCache, CacheKey, CachePolicy};
+pub use caps::{Capabilities, ClVersion, DeviceKind, VendorFamily};
+pub use device::{list_devices, select, DeviceEntry, DeviceSelector};
+pub use error::{ClError, ClResultExt};
+pub use gpu::{Gpu, GpuOptions};
+pub use loader::ensure_loaded;
+pub use priority::{PerfHint, PriorityMechanism, PriorityReport, QueuePriority};
+pub use program::{build_options, BuildOrigin, BuildStats, ProgramSource};

@@ -1,0 +1,133 @@
+//! [`DeviceBuffer`]: a typed device allocation that knows its length, with blocking transfers.
+
+use std::marker::PhantomData;
+
+use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
+use opencl3::types::CL_BLOCKING;
+
+use crate::runtime::{ClError, ClResultExt, Gpu};
+
+/// A device buffer of `len` elements of `T`.
+#[derive(Debug)]
+pub struct DeviceBuffer<T> {
+    buffer: Buffer<T>,
+    len: usize,
+    _marker: PhantomData<T>,
+}
+
+impl<T: bytemuck::Pod> DeviceBuffer<T> {
+    /// Allocates `len` uninitialised elements.
+    pub fn new(gpu: &Gpu, len: usize) -> Result<Self, ClError> {
+        let element_bytes = std::mem::size_of::<T>();
+        let bytes = len.checked_mul(element_bytes);
+        let reason = match bytes {
+            _ if len == 0 || element_bytes == 0 => Some("OpenCL buffers cannot be empty"),
+            None => Some("byte size overflows"),
+            Some(b) if gpu.caps().max_alloc_bytes > 0 && b as u64 > gpu.caps().max_alloc_bytes => {
+                Some("larger than the device's CL_DEVICE_MAX_MEM_ALLOC_SIZE")
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            return Err(ClError::InvalidBufferSize {
+                elements: len,
+                element_bytes,
+                reason,
+            });
+        }
+        // SAFETY: no host pointer is passed.
+        let buffer = unsafe {
+            Buffer::<T>::create(gpu.context(), CL_MEM_READ_WRITE, len, std::ptr::null_mut())
+        }
+        .cl_call("clCreateBuffer")?;
+        Ok(DeviceBuffer {
+            buffer,
+            len,
+            _marker: PhantomData,
+        })
+    }
+
+    /// Allocates a buffer holding a copy of `data`.
+    pub fn from_slice(gpu: &Gpu, data: &[T]) -> Result<Self, ClError> {
+        let mut buffer = Self::new(gpu, data.len())?;
+        buffer.write(gpu, data)?;
+        Ok(buffer)
+    }
+
+    /// Reads the whole buffer back (blocking; waits for earlier work on the queue).
+    pub fn read(&self, gpu: &Gpu) -> Result<Vec<T>, ClError> {
+        let mut out = vec![T::zeroed(); self.len];
+        // SAFETY: `out` has exactly the buffer's length and lives until the blocking read returns.
+        unsafe {
+            gpu.queue()
+                .enqueue_read_buffer(&self.buffer, CL_BLOCKING, 0, &mut out, &[])
+        }
+        .cl_call("clEnqueueReadBuffer")?;
+        Ok(out)
+    }
+
+    /// Overwrites the whole buffer with `data` (blocking).
+    pub fn write(&mut self, gpu: &Gpu, data: &[T]) -> Result<(), ClError> {
+        if data.len() != self.len {
+            return Err(ClError::LengthMismatch {
+                call: "DeviceBuffer::write",
+                expected: self.len,
+                got: data.len(),
+            });
+        }
+        // SAFETY: `data` has the buffer's length and outlives the blocking write.
+        unsafe {
+            gpu.queue()
+                .enqueue_write_buffer(&mut self.buffer, CL_BLOCKING, 0, data, &[])
+        }
+        .cl_call("clEnqueueWriteBuffer")?;
+        Ok(())
+    }
+
+    /// Sets every byte to `byte` (blocking); used to poison outputs in tests.
+    pub fn fill_bytes(&mut self, gpu: &Gpu, byte: u8) -> Result<(), ClError> {
+        let pattern = [byte];
+        // SAFETY: the pattern outlives the call (the driver copies it), the range is the whole buffer.
+        let event = unsafe {
+            cl3::command_queue::enqueue_fill_buffer(
+                gpu.queue().get(),
+                self.buffer.get_mut(),
+                pattern.as_ptr().cast(),
+                1,
+                0,
+                self.byte_len(),
+                0,
+                std::ptr::null(),
+            )
+        }
+        .cl_call("clEnqueueFillBuffer")?;
+        opencl3::event::Event::new(event)
+            .wait()
+            .cl_call("clWaitForEvents")
+    }
+
+    /// Length in elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: OpenCL buffers cannot be empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Size in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.len * std::mem::size_of::<T>()
+    }
+
+    /// The underlying `opencl3` buffer (for kernel arguments).
+    pub fn raw(&self) -> &Buffer<T> {
+        &self.buffer
+    }
+
+    /// The underlying `opencl3` buffer, mutably.
+    pub fn raw_mut(&mut self) -> &mut Buffer<T> {
+        &mut self.buffer
+    }
+}

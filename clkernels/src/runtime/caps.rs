@@ -1,0 +1,399 @@
+//! What a device can do, read once when it is opened, so kernels pick their path without querying the driver again.
+
+use opencl3::device::{Device, CL_DEVICE_TYPE_ACCELERATOR, CL_DEVICE_TYPE_CPU, CL_DEVICE_TYPE_GPU};
+use serde::Serialize;
+
+use crate::runtime::cl_consts::{
+    CL_DEVICE_SCHEDULING_CONTROLS_CAPABILITIES_ARM, CL_DEVICE_SUB_GROUP_SIZES_INTEL,
+    CL_DEVICE_WARP_SIZE_NV,
+};
+use crate::runtime::{ClError, ClResultExt};
+
+/// The GPU family, which decides vendor-specific kernel paths and priority mechanisms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum VendorFamily {
+    /// Qualcomm Adreno.
+    Adreno,
+    /// Arm Mali (MediaTek, Samsung Exynos, Google Tensor).
+    Mali,
+    /// NVIDIA.
+    Nvidia,
+    /// Intel GPUs.
+    Intel,
+    /// The Portable Computing Language implementation (here: the CPU).
+    Pocl,
+    /// Anything else.
+    Other,
+}
+
+impl VendorFamily {
+    /// The preprocessor define that tells kernels which vendor path to take.
+    pub fn define(self) -> &'static str {
+        match self {
+            VendorFamily::Adreno => "TLITE_VENDOR_ADRENO",
+            VendorFamily::Mali => "TLITE_VENDOR_MALI",
+            VendorFamily::Nvidia => "TLITE_VENDOR_NVIDIA",
+            VendorFamily::Intel => "TLITE_VENDOR_INTEL",
+            VendorFamily::Pocl => "TLITE_VENDOR_POCL",
+            VendorFamily::Other => "TLITE_VENDOR_OTHER",
+        }
+    }
+
+    /// Classifies a device from its platform name, vendor and name strings.
+    pub fn detect(platform_name: &str, vendor: &str, name: &str) -> Self {
+        let all = format!("{platform_name} {vendor} {name}").to_ascii_lowercase();
+        if all.contains("adreno") || all.contains("qualcomm") {
+            VendorFamily::Adreno
+        } else if all.contains("mali") || vendor.to_ascii_lowercase().starts_with("arm") {
+            VendorFamily::Mali
+        } else if platform_name.contains("Portable Computing Language") || all.contains("pocl") {
+            VendorFamily::Pocl
+        } else if all.contains("nvidia") {
+            VendorFamily::Nvidia
+        } else if all.contains("intel") {
+            VendorFamily::Intel
+        } else {
+            VendorFamily::Other
+        }
+    }
+}
+
+/// The OpenCL device type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DeviceKind {
+    /// A GPU.
+    Gpu,
+    /// A CPU.
+    Cpu,
+    /// An accelerator.
+    Accelerator,
+    /// Anything else.
+    Other,
+}
+
+/// A `major.minor` OpenCL version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ClVersion {
+    /// Major version.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+}
+
+impl ClVersion {
+    /// Parses the version out of strings such as `OpenCL 3.0 PoCL …` or `OpenCL C 1.2 Adreno(TM) 740`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let token = text
+            .split_whitespace()
+            .find(|t| t.contains('.') && t.starts_with(|c: char| c.is_ascii_digit()))?;
+        let mut parts = token.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts
+            .next()?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()?;
+        Some(ClVersion { major, minor })
+    }
+}
+
+impl std::fmt::Display for ClVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Everything tlite needs to know about one device.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capabilities {
+    /// Platform name, e.g. `Portable Computing Language`.
+    pub platform_name: String,
+    /// Platform version string.
+    pub platform_version: String,
+    /// Device name.
+    pub name: String,
+    /// Device vendor string.
+    pub vendor: String,
+    /// The vendor family tlite recognises.
+    pub vendor_family: VendorFamily,
+    /// Device type.
+    pub kind: DeviceKind,
+    /// Driver version string (part of the program-cache key).
+    pub driver_version: String,
+    /// Device OpenCL version string.
+    pub opencl_version: String,
+    /// Parsed device OpenCL version.
+    pub opencl_version_number: Option<ClVersion>,
+    /// OpenCL C version string.
+    pub opencl_c_version: String,
+    /// `cl_khr_fp16`: half-precision arithmetic in kernels.
+    pub fp16: bool,
+    /// `cl_khr_subgroups` (or core sub-groups on OpenCL 2.1+/3.0 with a non-zero sub-group count).
+    pub subgroups_khr: bool,
+    /// `cl_intel_subgroups`.
+    pub subgroups_intel: bool,
+    /// Qualcomm sub-group extensions (`cl_qcom_reqd_sub_group_size`, `cl_qcom_subgroup_shuffle`).
+    pub subgroups_qcom: bool,
+    /// Known sub-group (warp/wave) sizes; empty when the device does not say.
+    pub subgroup_sizes: Vec<u32>,
+    /// `CL_DEVICE_MAX_NUM_SUB_GROUPS`, 0 when unknown.
+    pub max_num_subgroups: u32,
+    /// `cl_khr_priority_hints`.
+    pub khr_priority_hints: bool,
+    /// `cl_khr_throttle_hints`.
+    pub khr_throttle_hints: bool,
+    /// `cl_qcom_priority_hint`.
+    pub qcom_priority_hint: bool,
+    /// `cl_qcom_perf_hint`.
+    pub qcom_perf_hint: bool,
+    /// `cl_qcom_recordable_queues`.
+    pub qcom_recordable_queues: bool,
+    /// `cl_qcom_large_buffer`.
+    pub qcom_large_buffer: bool,
+    /// `cl_arm_scheduling_controls`.
+    pub arm_scheduling_controls: bool,
+    /// `CL_DEVICE_SCHEDULING_CONTROLS_CAPABILITIES_ARM` bits, 0 when absent.
+    pub arm_scheduling_capabilities: u64,
+    /// `cl_khr_integer_dot_product`.
+    pub khr_integer_dot_product: bool,
+    /// `cl_qcom_dot_product8`.
+    pub qcom_dot_product8: bool,
+    /// The `cl_arm_integer_dot_product_*` extensions present.
+    pub arm_integer_dot_product: Vec<String>,
+    /// Image support.
+    pub image_support: bool,
+    /// `CL_DEVICE_MAX_MEM_ALLOC_SIZE` in bytes.
+    pub max_alloc_bytes: u64,
+    /// `CL_DEVICE_GLOBAL_MEM_SIZE` in bytes.
+    pub global_mem_bytes: u64,
+    /// `CL_DEVICE_MEM_BASE_ADDR_ALIGN` in bits (sub-buffer origins must be multiples of it).
+    pub base_addr_align_bits: u32,
+    /// `CL_DEVICE_LOCAL_MEM_SIZE` in bytes.
+    pub local_mem_bytes: u64,
+    /// Compute units.
+    pub compute_units: u32,
+    /// Largest work-group size.
+    pub max_work_group_size: usize,
+    /// Largest work-item sizes per dimension.
+    pub max_work_item_sizes: Vec<usize>,
+    /// Clock in MHz.
+    pub max_clock_mhz: u32,
+    /// The full extension list.
+    pub extensions: Vec<String>,
+}
+
+impl Capabilities {
+    /// Reads the capabilities of `device`. Required queries fail with a [`ClError`]; optional ones default.
+    pub fn query(device: &Device) -> Result<Self, ClError> {
+        let platform = opencl3::platform::Platform::new(
+            device.platform().cl_call("clGetDeviceInfo(PLATFORM)")?,
+        );
+        let platform_name = platform.name().unwrap_or_default();
+        let platform_version = platform.version().unwrap_or_default();
+        let name = device.name().cl_call("clGetDeviceInfo(NAME)")?;
+        let vendor = device.vendor().unwrap_or_default();
+        let extensions: Vec<String> = device
+            .extensions()
+            .cl_call("clGetDeviceInfo(EXTENSIONS)")?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let has = |ext: &str| extensions.iter().any(|e| e == ext);
+        let device_type = device.dev_type().cl_call("clGetDeviceInfo(TYPE)")?;
+        let kind = if device_type & CL_DEVICE_TYPE_GPU != 0 {
+            DeviceKind::Gpu
+        } else if device_type & CL_DEVICE_TYPE_CPU != 0 {
+            DeviceKind::Cpu
+        } else if device_type & CL_DEVICE_TYPE_ACCELERATOR != 0 {
+            DeviceKind::Accelerator
+        } else {
+            DeviceKind::Other
+        };
+        let opencl_version = device.version().unwrap_or_default();
+        let opencl_version_number = ClVersion::parse(&opencl_version);
+        let at_least_2_1 =
+            opencl_version_number.is_some_and(|v| v >= ClVersion { major: 2, minor: 1 });
+        let max_num_subgroups = if has("cl_khr_subgroups") || at_least_2_1 {
+            device.max_num_sub_groups().unwrap_or(0)
+        } else {
+            0
+        };
+        let subgroups_intel = has("cl_intel_subgroups");
+        let mut subgroup_sizes = Vec::new();
+        if subgroups_intel {
+            if let Ok(bytes) = device.get_data(CL_DEVICE_SUB_GROUP_SIZES_INTEL) {
+                subgroup_sizes.extend(
+                    bytes
+                        .chunks_exact(std::mem::size_of::<usize>())
+                        .filter_map(|c| c.try_into().ok().map(usize::from_ne_bytes))
+                        .filter_map(|s| u32::try_from(s).ok()),
+                );
+            }
+        }
+        if subgroup_sizes.is_empty() && has("cl_nv_device_attribute_query") {
+            if let Ok(bytes) = device.get_data(CL_DEVICE_WARP_SIZE_NV) {
+                if let Some(Ok(four)) = bytes.get(..4).map(<[u8; 4]>::try_from) {
+                    subgroup_sizes.push(u32::from_ne_bytes(four));
+                }
+            }
+        }
+        let arm_scheduling_controls = has("cl_arm_scheduling_controls");
+        let arm_scheduling_capabilities = if arm_scheduling_controls {
+            device
+                .get_data(CL_DEVICE_SCHEDULING_CONTROLS_CAPABILITIES_ARM)
+                .ok()
+                .and_then(|b| b.get(..8).and_then(|s| <[u8; 8]>::try_from(s).ok()))
+                .map(u64::from_ne_bytes)
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(Capabilities {
+            vendor_family: VendorFamily::detect(&platform_name, &vendor, &name),
+            platform_name,
+            platform_version,
+            kind,
+            driver_version: device.driver_version().unwrap_or_default(),
+            opencl_version,
+            opencl_version_number,
+            opencl_c_version: device.opencl_c_version().unwrap_or_default(),
+            fp16: has("cl_khr_fp16"),
+            subgroups_khr: has("cl_khr_subgroups") || (at_least_2_1 && max_num_subgroups > 0),
+            subgroups_intel,
+            subgroups_qcom: has("cl_qcom_reqd_sub_group_size") || has("cl_qcom_subgroup_shuffle"),
+            subgroup_sizes,
+            max_num_subgroups,
+            khr_priority_hints: has("cl_khr_priority_hints"),
+            khr_throttle_hints: has("cl_khr_throttle_hints"),
+            qcom_priority_hint: has("cl_qcom_priority_hint"),
+            qcom_perf_hint: has("cl_qcom_perf_hint"),
+            qcom_recordable_queues: has("cl_qcom_recordable_queues"),
+            qcom_large_buffer: has("cl_qcom_large_buffer"),
+            arm_scheduling_controls,
+            arm_scheduling_capabilities,
+            khr_integer_dot_product: has("cl_khr_integer_dot_product"),
+            qcom_dot_product8: has("cl_qcom_dot_product8"),
+            arm_integer_dot_product: extensions
+                .iter()
+                .filter(|e| e.starts_with("cl_arm_integer_dot_product"))
+                .cloned()
+                .collect(),
+            image_support: device.image_support().unwrap_or(false),
+            max_alloc_bytes: device.max_mem_alloc_size().unwrap_or(0),
+            global_mem_bytes: device.global_mem_size().unwrap_or(0),
+            base_addr_align_bits: device.mem_base_addr_align().unwrap_or(0),
+            local_mem_bytes: device.local_mem_size().unwrap_or(0),
+            compute_units: device.max_compute_units().unwrap_or(0),
+            max_work_group_size: device.max_work_group_size().unwrap_or(0),
+            max_work_item_sizes: device.max_work_item_sizes().unwrap_or_default(),
+            max_clock_mhz: device.max_clock_frequency().unwrap_or(0),
+            name,
+            vendor,
+            extensions,
+        })
+    }
+
+    /// Whether the device has the named extension.
+    pub fn has_extension(&self, name: &str) -> bool {
+        self.extensions.iter().any(|e| e == name)
+    }
+
+    /// Sub-groups usable through the `sub_group_*` built-ins (`cl_khr_subgroups` or `cl_intel_subgroups`).
+    pub fn has_subgroups(&self) -> bool {
+        self.subgroups_khr || self.subgroups_intel
+    }
+
+    /// The defines every program built for this device gets, so one source selects its vendor path.
+    pub fn defines(&self) -> Vec<(String, String)> {
+        let mut defines = vec![(self.vendor_family.define().to_string(), "1".to_string())];
+        let mut flag = |on: bool, name: &str| {
+            if on {
+                defines.push((name.to_string(), "1".to_string()));
+            }
+        };
+        flag(self.fp16, "TLITE_HAS_FP16");
+        flag(self.has_subgroups(), "TLITE_HAS_SUBGROUPS");
+        flag(self.subgroups_khr, "TLITE_HAS_SUBGROUPS_KHR");
+        flag(self.subgroups_intel, "TLITE_HAS_SUBGROUPS_INTEL");
+        flag(self.subgroups_qcom, "TLITE_HAS_SUBGROUPS_QCOM");
+        flag(self.khr_integer_dot_product, "TLITE_HAS_INTEGER_DOT_KHR");
+        flag(self.qcom_dot_product8, "TLITE_HAS_DOT8_QCOM");
+        flag(
+            !self.arm_integer_dot_product.is_empty(),
+            "TLITE_HAS_INTEGER_DOT_ARM",
+        );
+        flag(self.image_support, "TLITE_HAS_IMAGES");
+        if let Some(&size) = self.subgroup_sizes.iter().max() {
+            defines.push(("TLITE_SUBGROUP_SIZE".to_string(), size.to_string()));
+        }
+        defines.push((
+            "TLITE_MAX_WORK_GROUP_SIZE".to_string(),
+            self.max_work_group_size.to_string(),
+        ));
+        defines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_from_driver_strings() {
+        assert_eq!(
+            ClVersion::parse("OpenCL 3.0 PoCL 3.1+debian"),
+            Some(ClVersion { major: 3, minor: 0 })
+        );
+        assert_eq!(
+            ClVersion::parse("OpenCL C 1.2 Adreno(TM) 740"),
+            Some(ClVersion { major: 1, minor: 2 })
+        );
+        assert_eq!(
+            ClVersion::parse("OpenCL 2.1 v1.r38p1-01eac0"),
+            Some(ClVersion { major: 2, minor: 1 })
+        );
+        assert_eq!(ClVersion::parse("garbage"), None);
+    }
+
+    #[test]
+    fn vendor_families_are_recognised() {
+        assert_eq!(
+            VendorFamily::detect(
+                "QUALCOMM Snapdragon(TM)",
+                "QUALCOMM",
+                "QUALCOMM Adreno(TM) 740"
+            ),
+            VendorFamily::Adreno
+        );
+        assert_eq!(
+            VendorFamily::detect("ARM Platform", "ARM", "Mali-G710 r0p0"),
+            VendorFamily::Mali
+        );
+        assert_eq!(
+            VendorFamily::detect("NVIDIA CUDA", "NVIDIA Corporation", "NVIDIA H100 80GB HBM3"),
+            VendorFamily::Nvidia
+        );
+        assert_eq!(
+            VendorFamily::detect(
+                "Portable Computing Language",
+                "GenuineIntel",
+                "pthread-skylake-avx512"
+            ),
+            VendorFamily::Pocl
+        );
+        assert_eq!(
+            VendorFamily::detect(
+                "Intel(R) OpenCL Graphics",
+                "Intel(R) Corporation",
+                "Intel(R) Arc(TM)"
+            ),
+            VendorFamily::Intel
+        );
+        assert_eq!(
+            VendorFamily::detect("Clover", "AMD", "Radeon"),
+            VendorFamily::Other
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! [`Gpu`]: one opened device with its context, one in-order queue, its capabilities and its programs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use opencl3::command_queue::CommandQueue;
+use opencl3::context::Context;
+use opencl3::device::Device;
+use opencl3::program::Program;
+
+use crate::runtime::cache::{BinaryCache, CacheKey, CachePolicy, Rejection};
+use crate::runtime::device::{list_devices, select};
+use crate::runtime::priority::{self, PerfHint, PriorityReport, QueuePriority};
+use crate::runtime::program::{build_options, BuildOrigin, BuildStats, ProgramSource};
+use crate::runtime::{Capabilities, ClError, ClResultExt, DeviceSelector};
+
+/// How to open a device.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Which device.
+    pub selector: DeviceSelector,
+    /// Queue priority.
+    pub priority: QueuePriority,
+    /// Qualcomm perf hint (ignored elsewhere).
+    pub perf_hint: PerfHint,
+    /// Where compiled programs are cached.
+    pub cache: CachePolicy,
+}
+
+/// An opened device. Cheap to clone: all clones share the context, queue and program cache.
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    // Field order is drop order: programs and queue go before the context.
+    programs: Mutex<HashMap<CacheKey, Arc<Program>>>,
+    queue: CommandQueue,
+    context: Context,
+    device: Device,
+    caps: Capabilities,
+    priority: PriorityReport,
+    cache: Option<BinaryCache>,
+    compiled: AtomicUsize,
+    disk_hits: AtomicUsize,
+    memory_hits: AtomicUsize,
+    rejected_entries: AtomicUsize,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("device", &self.inner.caps.name)
+            .field("priority", &self.inner.priority)
+            .field("cache", &self.inner.cache.as_ref().map(BinaryCache::dir))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gpu {
+    /// Opens the selected device with a queue of the requested priority and the default program cache.
+    pub fn open(selector: &DeviceSelector, priority: QueuePriority) -> Result<Gpu, ClError> {
+        Self::open_with(&GpuOptions {
+            selector: selector.clone(),
+            priority,
+            ..GpuOptions::default()
+        })
+    }
+
+    /// Opens the device named by `TLITE_DEVICE` (index or name substring), else the first GPU, else the first
+    /// device, at normal priority.
+    pub fn open_default() -> Result<Gpu, ClError> {
+        Self::open(&DeviceSelector::from_env(), QueuePriority::Normal)
+    }
+
+    /// Opens a device with every option spelled out.
+    pub fn open_with(options: &GpuOptions) -> Result<Gpu, ClError> {
+        let entries = list_devices()?;
+        let entry = select(&entries, &options.selector)?;
+        let device = entry.device();
+        let caps = entry.caps;
+        let mut report = PriorityReport {
+            requested: options.priority,
+            applied: Vec::new(),
+            rejected: Vec::new(),
+        };
+
+        let (ctx_props, ctx_used) =
+            priority::context_properties(&caps, options.priority, options.perf_hint);
+        let context = if ctx_props.is_empty() {
+            Context::from_device(&device).cl_call("clCreateContext")?
+        } else {
+            match Context::from_devices(&[device.id()], &ctx_props, None, std::ptr::null_mut()) {
+                Ok(ctx) => {
+                    report.applied.extend(ctx_used);
+                    ctx
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "context priority/perf hints rejected; retrying without them");
+                    report.rejected.extend(ctx_used);
+                    Context::from_device(&device).cl_call("clCreateContext")?
+                }
+            }
+        };
+
+        let (queue_props, queue_used) = priority::queue_properties(&caps, options.priority);
+        let queue = match create_queue(&context, &device, &caps, &queue_props) {
+            Ok(q) => {
+                report.applied.extend(queue_used);
+                q
+            }
+            Err(e) if !queue_props.is_empty() => {
+                tracing::warn!(error = %e, "queue priority properties rejected; retrying without them");
+                report.rejected.extend(queue_used);
+                create_queue(&context, &device, &caps, &[])?
+            }
+            Err(e) => return Err(e),
+        };
+        priority::log_fallback(&caps, &report);
+        tracing::debug!(device = %caps.name, priority = ?report, "opened OpenCL device");
+
+        Ok(Gpu {
+            inner: Arc::new(Inner {
+                programs: Mutex::new(HashMap::new()),
+                queue,
+                context,
+                device,
+                caps,
+                priority: report,
+                cache: options.cache.resolve().map(BinaryCache::new),
+                compiled: AtomicUsize::new(0),
+                disk_hits: AtomicUsize::new(0),
+                memory_hits: AtomicUsize::new(0),
+                rejected_entries: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// What the device can do.
+    pub fn caps(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+
+    /// The OpenCL context.
+    pub fn context(&self) -> &Context {
+        &self.inner.context
+    }
+
+    /// The one in-order command queue.
+    pub fn queue(&self) -> &CommandQueue {
+        &self.inner.queue
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// Which priority mechanisms took effect.
+    pub fn priority_applied(&self) -> &PriorityReport {
+        &self.inner.priority
+    }
+
+    /// The on-disk program cache, if enabled.
+    pub fn binary_cache(&self) -> Option<&BinaryCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// Counts of compilations and cache hits so far.
+    pub fn build_stats(&self) -> BuildStats {
+        BuildStats {
+            compiled: self.inner.compiled.load(Ordering::Relaxed),
+            disk_hits: self.inner.disk_hits.load(Ordering::Relaxed),
+            memory_hits: self.inner.memory_hits.load(Ordering::Relaxed),
+            rejected_entries: self.inner.rejected_entries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits for all queued work.
+    pub fn finish(&self) -> Result<(), ClError> {
+        self.inner.queue.finish().cl_call("clFinish")
+    }
+
+    /// Builds (or loads from the binary cache) an embedded program. The capability defines (`TLITE_HAS_FP16`,
+    /// `TLITE_HAS_SUBGROUPS`, `TLITE_VENDOR_ADRENO`/`_MALI`/`_NVIDIA`/`_INTEL`/`_POCL`/`_OTHER`, …) are added
+    /// automatically; `extra_defines` are `(NAME, VALUE)` pairs (an empty value defines the bare name).
+    pub fn program(
+        &self,
+        src: &ProgramSource,
+        extra_defines: &[(&str, &str)],
+    ) -> Result<Arc<Program>, ClError> {
+        self.program_with_origin(src, extra_defines).map(|(p, _)| p)
+    }
+
+    /// As [`Gpu::program`], also saying where the program came from.
+    pub fn program_with_origin(
+        &self,
+        src: &ProgramSource,
+        extra_defines: &[(&str, &str)],
+    ) -> Result<(Arc<Program>, BuildOrigin), ClError> {
+        let options = build_options(&self.inner.caps, extra_defines)?;
+        let caps = &self.inner.caps;
+        let key = CacheKey::new(
+            &[
+                &caps.platform_name,
+                &caps.platform_version,
+                &caps.name,
+                &caps.driver_version,
+                &caps.opencl_version,
+            ],
+            &options,
+            src.source,
+        );
+        let mut programs = self
+            .inner
+            .programs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = programs.get(&key) {
+            self.inner.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((Arc::clone(p), BuildOrigin::Memory));
+        }
+        let (program, origin) = self.load_or_compile(src, &options, &key)?;
+        let program = Arc::new(program);
+        programs.insert(key, Arc::clone(&program));
+        Ok((program, origin))
+    }
+
+    fn load_or_compile(
+        &self,
+        src: &ProgramSource,
+        options: &str,
+        key: &CacheKey,
+    ) -> Result<(Program, BuildOrigin), ClError> {
+        let device_id = self.inner.device.id();
+        if let Some(cache) = &self.inner.cache {
+            match cache.load(key) {
+                Ok(binary) => {
+                    // SAFETY: the device belongs to this context.
+                    let built = unsafe {
+                        Program::create_from_binary(&self.inner.context, &[device_id], &[&binary])
+                    }
+                    .and_then(|mut p| p.build(&[device_id], options).map(|()| p));
+                    match built {
+                        Ok(p) => {
+                            self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(
+                                program = src.name,
+                                "program loaded from the binary cache"
+                            );
+                            return Ok((p, BuildOrigin::DiskCache));
+                        }
+                        Err(e) => {
+                            self.inner.rejected_entries.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(program = src.name, error = %e, "driver rejected a cached binary; rebuilding");
+                            cache.remove(key);
+                        }
+                    }
+                }
+                Err(Rejection::Missing) => {}
+                Err(reason) => {
+                    self.inner.rejected_entries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        program = src.name,
+                        ?reason,
+                        "ignoring an invalid program-cache entry; rebuilding"
+                    );
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut program = Program::create_from_source(&self.inner.context, src.source)
+            .cl_call("clCreateProgramWithSource")?;
+        if let Err(e) = program.build(&[device_id], options) {
+            let log = program
+                .get_build_log(device_id)
+                .unwrap_or_else(|_| "(no build log)".to_string());
+            return Err(ClError::Build {
+                program: src.name.to_string(),
+                name: opencl3::error_codes::error_text(e.0),
+                options: options.to_string(),
+                log,
+            });
+        }
+        self.inner.compiled.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            program = src.name,
+            ms = started.elapsed().as_millis() as u64,
+            "program compiled"
+        );
+        if let Some(cache) = &self.inner.cache {
+            match program.get_binaries() {
+                Ok(binaries) => match binaries.first().filter(|b| !b.is_empty()) {
+                    Some(binary) => {
+                        if let Err(e) = cache.store(key, binary) {
+                            tracing::warn!(dir = %cache.dir().display(), error = %e, "could not write the program cache");
+                        }
+                    }
+                    None => {
+                        tracing::debug!(program = src.name, "driver returned no binary to cache")
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(program = src.name, error = %e, "driver cannot return program binaries")
+                }
+            }
+        }
+        Ok((program, BuildOrigin::Compiled))
+    }
+}
+
+fn create_queue(
+    context: &Context,
+    device: &Device,
+    caps: &Capabilities,
+    props: &[u64],
+) -> Result<CommandQueue, ClError> {
+    let max_dims = caps.max_work_item_sizes.len() as u32;
+    let at_least_2 = caps.opencl_version_number.is_some_and(|v| v.major >= 2);
+    if at_least_2 {
+        let ptr = if props.is_empty() {
+            std::ptr::null()
+        } else {
+            props.as_ptr()
+        };
+        // SAFETY: the device belongs to the context; props is zero-terminated or null.
+        let queue = unsafe {
+            cl3::command_queue::create_command_queue_with_properties(
+                context.get(),
+                device.id(),
+                ptr,
+            )
+        }
+        .cl_call("clCreateCommandQueueWithProperties")?;
+        Ok(CommandQueue::new(queue, max_dims.max(1)))
+    } else if !props.is_empty() && caps.has_extension("cl_khr_create_command_queue") {
+        CommandQueue::create_with_properties_khr(context, device.id(), props)
+            .cl_call("clCreateCommandQueueWithPropertiesKHR")
+    } else if !props.is_empty() {
+        Err(ClError::Call {
+            call: "clCreateCommandQueue",
+            code: opencl3::error_codes::CL_INVALID_QUEUE_PROPERTIES,
+            name: "CL_INVALID_QUEUE_PROPERTIES",
+        })
+    } else {
+        // SAFETY: the device belongs to the context.
+        #[allow(deprecated)]
+        let queue =
+            unsafe { cl3::command_queue::create_command_queue(context.get(), device.id(), 0) }
+                .cl_call("clCreateCommandQueue")?;
+        Ok(CommandQueue::new(queue, max_dims.max(1)))
+    }
+}
