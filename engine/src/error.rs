@@ -95,6 +95,9 @@ pub enum EngineError {
 impl EngineError {
     /// An [`EngineError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! The architecture-independent description of a Llama-family decoder, filled from `config.json` or a llama2.c header.
 
 use crate::EngineError;
+use serde::{Deserialize, Serialize};
 
 /// Decoder families tlite runs. llama2.c checkpoints load as [`Architecture::Llama`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Architecture {
     /// Llama 2/3 (and llama2.c checkpoints).
     Llama,
@@ -41,7 +42,7 @@ impl Architecture {
 /// Which pairs of a head's dimensions rotary embedding rotates together.
 ///
 /// Recorded instead of permuting q/k weights at load, so the weights stay byte-identical to the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RopeStyle {
     /// Pairs `(i, i + rotary_dim/2)`: Hugging Face `rotate_half` (Llama, Mistral, Qwen2, Gemma checkpoints).
     HalfSplit,
@@ -50,7 +51,7 @@ pub enum RopeStyle {
 }
 
 /// Rotary frequency scaling from `config.json`'s `rope_scaling`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum RopeScaling {
     /// Positions divided by `factor` (`"type": "linear"`).
     Linear {
@@ -80,8 +81,17 @@ impl RopeScaling {
                 let scaled = match scaling {
                     None => inv,
                     Some(RopeScaling::Linear { factor }) => inv / f64::from(factor),
-                    Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_ctx }) => {
-                        let (factor, lo, hi) = (f64::from(factor), f64::from(low_freq_factor), f64::from(high_freq_factor));
+                    Some(RopeScaling::Llama3 {
+                        factor,
+                        low_freq_factor,
+                        high_freq_factor,
+                        original_max_ctx,
+                    }) => {
+                        let (factor, lo, hi) = (
+                            f64::from(factor),
+                            f64::from(low_freq_factor),
+                            f64::from(high_freq_factor),
+                        );
                         let old = original_max_ctx as f64;
                         let wavelen = 2.0 * std::f64::consts::PI / inv;
                         if wavelen < old / hi {
@@ -101,7 +111,7 @@ impl RopeScaling {
 }
 
 /// Activation inside the gated MLP: `act(gate) * up`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Activation {
     /// SwiGLU (Llama, Mistral, Qwen2).
     Silu,
@@ -110,7 +120,7 @@ pub enum Activation {
 }
 
 /// Everything the forward pass needs to know about a model besides its weights.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// Family.
     pub arch: Architecture,
@@ -178,6 +188,16 @@ impl ModelConfig {
         RopeScaling::apply(self.rope_scaling, self.rope_theta, self.rotary_dim())
     }
 
+    /// [`ModelConfig::validate`], with the config file named in the error.
+    pub(crate) fn validate_in(&self, path: &std::path::Path) -> Result<(), EngineError> {
+        self.validate().map_err(|e| match e {
+            EngineError::InvalidConfig(m) => {
+                EngineError::InvalidConfig(format!("{}: {m}", path.display()))
+            }
+            other => other,
+        })
+    }
+
     /// Checks the dimensions are positive and consistent; names the offending field otherwise.
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
@@ -196,23 +216,43 @@ impl ModelConfig {
             }
         }
         if self.heads % self.kv_heads != 0 {
-            return bad(format!("heads {} is not a multiple of kv_heads {}", self.heads, self.kv_heads));
+            return bad(format!(
+                "heads {} is not a multiple of kv_heads {}",
+                self.heads, self.kv_heads
+            ));
         }
         if self.head_dim % 2 != 0 {
-            return bad(format!("head_dim {} must be even for rotary embedding", self.head_dim));
+            return bad(format!(
+                "head_dim {} must be even for rotary embedding",
+                self.head_dim
+            ));
         }
         if !(self.partial_rotary > 0.0 && self.partial_rotary <= 1.0) {
-            return bad(format!("partial_rotary_factor {} must be in (0, 1]", self.partial_rotary));
+            return bad(format!(
+                "partial_rotary_factor {} must be in (0, 1]",
+                self.partial_rotary
+            ));
         }
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
-            return bad(format!("norm eps {} must be finite and non-negative", self.norm_eps));
+            return bad(format!(
+                "norm eps {} must be finite and non-negative",
+                self.norm_eps
+            ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return bad(format!("rope_theta {} must be positive", self.rope_theta));
         }
-        for (name, id) in self.bos.iter().map(|b| ("bos", *b)).chain(self.eos.iter().map(|e| ("eos", *e))) {
+        for (name, id) in self
+            .bos
+            .iter()
+            .map(|b| ("bos", *b))
+            .chain(self.eos.iter().map(|e| ("eos", *e)))
+        {
             if id as usize >= self.vocab {
-                return bad(format!("{name} token id {id} is outside the vocabulary of {}", self.vocab));
+                return bad(format!(
+                    "{name} token id {id} is outside the vocabulary of {}",
+                    self.vocab
+                ));
             }
         }
         Ok(())

@@ -27,19 +27,28 @@ impl Tensor {
     /// An f32 tensor; fails if `data` does not hold `shape`'s element count.
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, EngineError> {
         check_len(&shape, data.len())?;
-        Ok(Self { shape, data: TensorData::F32(data) })
+        Ok(Self {
+            shape,
+            data: TensorData::F32(data),
+        })
     }
 
     /// An f16 tensor; fails if `data` does not hold `shape`'s element count.
     pub fn f16(shape: Vec<usize>, data: Vec<f16>) -> Result<Self, EngineError> {
         check_len(&shape, data.len())?;
-        Ok(Self { shape, data: TensorData::F16(data) })
+        Ok(Self {
+            shape,
+            data: TensorData::F16(data),
+        })
     }
 
     /// An M0E4 matrix, shaped `[rows, cols]`.
     pub fn m0e4(m: fp4::M0e4Matrix) -> Self {
         let s = m.shape();
-        Self { shape: vec![s.rows, s.cols], data: TensorData::M0e4(m) }
+        Self {
+            shape: vec![s.rows, s.cols],
+            data: TensorData::M0e4(m),
+        }
     }
 
     /// Number of elements.
@@ -99,7 +108,9 @@ fn check_len(shape: &[usize], len: usize) -> Result<(), EngineError> {
     if want == len {
         Ok(())
     } else {
-        Err(EngineError::Model(format!("tensor of shape {shape:?} needs {want} elements, got {len}")))
+        Err(EngineError::Model(format!(
+            "tensor of shape {shape:?} needs {want} elements, got {len}"
+        )))
     }
 }
 
@@ -154,11 +165,25 @@ impl ModelWeights {
     /// Bytes of all weights in memory.
     pub fn bytes(&self) -> usize {
         let layer = |l: &LayerWeights| {
-            [&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down]
-                .iter()
-                .map(|t| t.bytes())
-                .sum::<usize>()
-                + [&l.bq, &l.bk, &l.bv].iter().filter_map(|b| b.as_ref()).map(Tensor::bytes).sum::<usize>()
+            [
+                &l.attn_norm,
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.ffn_norm,
+                &l.w_gate,
+                &l.w_up,
+                &l.w_down,
+            ]
+            .iter()
+            .map(|t| t.bytes())
+            .sum::<usize>()
+                + [&l.bq, &l.bk, &l.bv]
+                    .iter()
+                    .filter_map(|b| b.as_ref())
+                    .map(Tensor::bytes)
+                    .sum::<usize>()
         };
         self.embedding.bytes()
             + self.layers.iter().map(layer).sum::<usize>()

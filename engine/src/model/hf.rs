@@ -1,0 +1,333 @@
+//! Hugging Face model folders: `config.json`, `generation_config.json`, safetensors shards.
+
+use super::convert::{matrix, vector, MatrixRole, Source};
+use super::st_files::SafetensorsSet;
+use super::{
+    Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelWeights,
+    RopeScaling, RopeStyle,
+};
+use crate::EngineError;
+use rayon::prelude::*;
+use serde_json::Value;
+use std::path::Path;
+
+/// Reads and parses a JSON file.
+pub(crate) fn read_json(path: &Path) -> Result<Value, EngineError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| EngineError::Json {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Typed access to a config object, with errors naming the file and the key.
+struct Fields<'a> {
+    path: &'a Path,
+    json: &'a Value,
+}
+
+impl Fields<'_> {
+    fn err(&self, msg: String) -> EngineError {
+        EngineError::InvalidConfig(format!("{}: {msg}", self.path.display()))
+    }
+
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>, EngineError> {
+        match self.json.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|x| usize::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    self.err(format!("`{key}` must be a non-negative integer, got {v}"))
+                }),
+        }
+    }
+
+    fn usize(&self, key: &str) -> Result<usize, EngineError> {
+        self.opt_usize(key)?
+            .ok_or_else(|| self.err(format!("missing `{key}`")))
+    }
+
+    fn opt_f32(&self, key: &str) -> Result<Option<f32>, EngineError> {
+        match self.json.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|x| Some(x as f32))
+                .ok_or_else(|| self.err(format!("`{key}` must be a number, got {v}"))),
+        }
+    }
+
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>, EngineError> {
+        match self.json.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.err(format!("`{key}` must be true or false, got {v}"))),
+        }
+    }
+
+    fn opt_str(&self, key: &str) -> Option<&str> {
+        self.json.get(key).and_then(Value::as_str)
+    }
+
+    /// A token id or a list of them (`eos_token_id` may be either).
+    fn ids(&self, key: &str) -> Result<Vec<u32>, EngineError> {
+        let one = |v: &Value| {
+            v.as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "`{key}` must be a token id or a list of them, got {v}"
+                    ))
+                })
+        };
+        match self.json.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a.iter().map(one).collect(),
+            Some(v) => Ok(vec![one(v)?]),
+        }
+    }
+}
+
+fn parse_rope_scaling(f: &Fields<'_>) -> Result<Option<RopeScaling>, EngineError> {
+    let Some(rs) = f.json.get("rope_scaling").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let sub = Fields {
+        path: f.path,
+        json: rs,
+    };
+    let kind = sub
+        .opt_str("rope_type")
+        .or_else(|| sub.opt_str("type"))
+        .unwrap_or("default");
+    let factor = || {
+        sub.opt_f32("factor")?
+            .ok_or_else(|| sub.err("rope_scaling: missing `factor`".into()))
+    };
+    match kind {
+        "default" => Ok(None),
+        "linear" => Ok(Some(RopeScaling::Linear { factor: factor()? })),
+        "llama3" => Ok(Some(RopeScaling::Llama3 {
+            factor: factor()?,
+            low_freq_factor: sub.opt_f32("low_freq_factor")?.unwrap_or(1.0),
+            high_freq_factor: sub.opt_f32("high_freq_factor")?.unwrap_or(4.0),
+            original_max_ctx: sub
+                .opt_usize("original_max_position_embeddings")?
+                .unwrap_or(8192),
+        })),
+        other => Err(sub.err(format!(
+            "rope_scaling type `{other}` is not supported (linear and llama3 are)"
+        ))),
+    }
+}
+
+/// Parses `config.json` (and `generation_config.json` beside it, when present) into a validated [`ModelConfig`].
+pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
+    let path = folder.join("config.json");
+    let json = read_json(&path)?;
+    let f = Fields {
+        path: &path,
+        json: &json,
+    };
+    let model_type = f
+        .opt_str("model_type")
+        .ok_or_else(|| f.err("missing `model_type`".into()))?;
+    let arch = Architecture::from_model_type(model_type)?;
+    let hidden = f.usize("hidden_size")?;
+    let heads = f.usize("num_attention_heads")?;
+    if heads == 0 {
+        return Err(f.err("num_attention_heads must be positive".into()));
+    }
+    let head_dim = match f.opt_usize("head_dim")? {
+        Some(d) => d,
+        None => {
+            if hidden % heads != 0 {
+                return Err(f.err(format!(
+                    "num_attention_heads {heads} does not divide hidden_size {hidden}"
+                )));
+            }
+            hidden / heads
+        }
+    };
+    let act_name = f
+        .opt_str("hidden_activation")
+        .or_else(|| f.opt_str("hidden_act"))
+        .unwrap_or("silu");
+    let activation = match (arch, act_name) {
+        (Architecture::Gemma, "gelu" | "gelu_pytorch_tanh" | "gelu_new") => Activation::GeluTanh,
+        (_, "silu" | "swish") => Activation::Silu,
+        (_, other) => {
+            return Err(f.err(format!(
+                "activation `{other}` is not supported for {model_type}"
+            )))
+        }
+    };
+    let gemma = arch == Architecture::Gemma;
+    let mut cfg = ModelConfig {
+        arch,
+        hidden,
+        ffn: f.usize("intermediate_size")?,
+        layers: f.usize("num_hidden_layers")?,
+        heads,
+        kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(heads),
+        head_dim,
+        vocab: f.usize("vocab_size")?,
+        max_ctx: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+        norm_eps: f.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
+        rope_theta: f.opt_f32("rope_theta")?.unwrap_or(10000.0),
+        rope_style: RopeStyle::HalfSplit,
+        rope_scaling: parse_rope_scaling(&f)?,
+        partial_rotary: f.opt_f32("partial_rotary_factor")?.unwrap_or(1.0),
+        tied_embeddings: f.opt_bool("tie_word_embeddings")?.unwrap_or(gemma),
+        qkv_bias: arch == Architecture::Qwen2 || f.opt_bool("attention_bias")?.unwrap_or(false),
+        activation,
+        norm_plus_one: gemma,
+        embed_scale: gemma.then(|| (hidden as f32).sqrt()),
+        bos: f.ids("bos_token_id")?.first().copied(),
+        eos: f.ids("eos_token_id")?,
+    };
+    let gen_path = folder.join("generation_config.json");
+    if gen_path.is_file() {
+        let gen = read_json(&gen_path)?;
+        let g = Fields {
+            path: &gen_path,
+            json: &gen,
+        };
+        if let Some(bos) = g.ids("bos_token_id")?.first() {
+            cfg.bos = Some(*bos);
+        }
+        let eos = g.ids("eos_token_id")?;
+        if !eos.is_empty() {
+            cfg.eos = eos;
+        }
+    }
+    cfg.validate_in(&path)?;
+    Ok(cfg)
+}
+
+/// Loads a Hugging Face folder's weights, converted as `opts` asks.
+pub(crate) fn load_folder(
+    folder: &Path,
+    opts: &LoadOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Model, EngineError> {
+    let config = parse_config(folder)?;
+    let st = SafetensorsSet::open_folder(folder)?;
+    let weights = load_weights(&st, &config, opts, progress)?;
+    Ok(Model { config, weights })
+}
+
+fn load_weights(
+    st: &SafetensorsSet,
+    c: &ModelConfig,
+    opts: &LoadOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<ModelWeights, EngineError> {
+    let total = c.layers + 2;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let tick = || {
+        progress(
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            total,
+        )
+    };
+    let mat = |name: &str, rows: usize, cols: usize, role: MatrixRole| {
+        let raw = st.get(name)?;
+        raw.expect_shape(&[rows, cols])?;
+        matrix(name, Source::Raw(raw), rows, cols, role, opts)
+    };
+    let vec = |name: &str, len: usize| {
+        let raw = st.get(name)?;
+        raw.expect_shape(&[len])?;
+        vector(Source::Raw(raw), len)
+    };
+    let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
+    let embedding = mat(
+        "model.embed_tokens.weight",
+        c.vocab,
+        h,
+        MatrixRole::Embedding,
+    )?;
+    tick();
+    let layers = (0..c.layers)
+        .into_par_iter()
+        .map(|i| {
+            let p = format!("model.layers.{i}");
+            let bias = |n: &str, len: usize| {
+                if c.qkv_bias {
+                    vec(&format!("{p}.self_attn.{n}.bias"), len).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let l = LayerWeights {
+                attn_norm: vec(&format!("{p}.input_layernorm.weight"), h)?,
+                wq: mat(
+                    &format!("{p}.self_attn.q_proj.weight"),
+                    q,
+                    h,
+                    MatrixRole::Linear,
+                )?,
+                wk: mat(
+                    &format!("{p}.self_attn.k_proj.weight"),
+                    kv,
+                    h,
+                    MatrixRole::Linear,
+                )?,
+                wv: mat(
+                    &format!("{p}.self_attn.v_proj.weight"),
+                    kv,
+                    h,
+                    MatrixRole::Linear,
+                )?,
+                wo: mat(
+                    &format!("{p}.self_attn.o_proj.weight"),
+                    h,
+                    q,
+                    MatrixRole::Linear,
+                )?,
+                bq: bias("q_proj", q)?,
+                bk: bias("k_proj", kv)?,
+                bv: bias("v_proj", kv)?,
+                ffn_norm: vec(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                w_gate: mat(
+                    &format!("{p}.mlp.gate_proj.weight"),
+                    ffn,
+                    h,
+                    MatrixRole::Linear,
+                )?,
+                w_up: mat(
+                    &format!("{p}.mlp.up_proj.weight"),
+                    ffn,
+                    h,
+                    MatrixRole::Linear,
+                )?,
+                w_down: mat(
+                    &format!("{p}.mlp.down_proj.weight"),
+                    h,
+                    ffn,
+                    MatrixRole::Linear,
+                )?,
+            };
+            tick();
+            Ok(l)
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    let final_norm = vec("model.norm.weight", h)?;
+    let lm_head = if c.tied_embeddings {
+        None
+    } else {
+        Some(mat("lm_head.weight", c.vocab, h, MatrixRole::Embedding)?)
+    };
+    tick();
+    Ok(ModelWeights {
+        embedding,
+        layers,
+        final_norm,
+        lm_head,
+    })
+}

@@ -1,0 +1,309 @@
+//! llama2.c checkpoints (`model.bin`): a 7×i32 header, then every weight in f32, classifier tied unless the
+//! header's vocab size is negative.
+
+use super::convert::{matrix, vector, MatrixRole, Source};
+use super::{
+    Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelWeights,
+    RopeStyle,
+};
+use crate::EngineError;
+use std::path::Path;
+
+const HEADER_BYTES: usize = 7 * 4;
+
+/// The header of a llama2.c checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Llama2cHeader {
+    /// Residual width.
+    pub dim: usize,
+    /// MLP width.
+    pub hidden_dim: usize,
+    /// Layers.
+    pub n_layers: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Maximum context.
+    pub seq_len: usize,
+    /// True when the file carries its own classifier (negative vocab size in the file).
+    pub untied: bool,
+}
+
+impl Llama2cHeader {
+    /// Parses and sanity-checks the 28-byte header.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, EngineError> {
+        let head = bytes
+            .get(..HEADER_BYTES)
+            .ok_or_else(|| EngineError::Truncated {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{} bytes is shorter than the {HEADER_BYTES}-byte llama2.c header",
+                    bytes.len()
+                ),
+            })?;
+        let f: Vec<i32> = head
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let names = [
+            "dim",
+            "hidden_dim",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "vocab_size",
+            "seq_len",
+        ];
+        let mut v = [0usize; 7];
+        for (i, (&x, name)) in f.iter().zip(names).enumerate() {
+            let a = if i == 5 {
+                x.unsigned_abs() as i64
+            } else {
+                i64::from(x)
+            };
+            if a <= 0 || a > 1 << 24 {
+                return Err(EngineError::InvalidConfig(format!(
+                    "{}: llama2.c header field {name} = {x} is not a plausible size",
+                    path.display()
+                )));
+            }
+            v[i] = a as usize;
+        }
+        Ok(Self {
+            dim: v[0],
+            hidden_dim: v[1],
+            n_layers: v[2],
+            n_heads: v[3],
+            n_kv_heads: v[4],
+            vocab_size: v[5],
+            seq_len: v[6],
+            untied: f[5] < 0,
+        })
+    }
+
+    /// The model configuration the header implies (llama2.c conventions: interleaved rotary, theta 1e4, eps 1e-5).
+    pub fn config(&self, path: &Path) -> Result<ModelConfig, EngineError> {
+        if self.dim % self.n_heads != 0 {
+            return Err(EngineError::InvalidConfig(format!(
+                "{}: n_heads {} does not divide dim {}",
+                path.display(),
+                self.n_heads,
+                self.dim
+            )));
+        }
+        let cfg = ModelConfig {
+            arch: Architecture::Llama,
+            hidden: self.dim,
+            ffn: self.hidden_dim,
+            layers: self.n_layers,
+            heads: self.n_heads,
+            kv_heads: self.n_kv_heads,
+            head_dim: self.dim / self.n_heads,
+            vocab: self.vocab_size,
+            max_ctx: self.seq_len,
+            norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_style: RopeStyle::Interleaved,
+            rope_scaling: None,
+            partial_rotary: 1.0,
+            tied_embeddings: !self.untied,
+            qkv_bias: false,
+            activation: Activation::Silu,
+            norm_plus_one: false,
+            embed_scale: None,
+            // SentencePiece ids: 1 = <s>. llama2.c stops on BOS (it delimits stories in training) as well as </s>.
+            bos: (self.vocab_size > 1).then_some(1),
+            eos: if self.vocab_size > 2 {
+                vec![2, 1]
+            } else {
+                Vec::new()
+            },
+        };
+        cfg.validate_in(path)?;
+        Ok(cfg)
+    }
+
+    /// Number of f32 values after the header that this header announces.
+    pub fn expected_floats(&self) -> usize {
+        let (d, h, l, v, s) = (
+            self.dim,
+            self.hidden_dim,
+            self.n_layers,
+            self.vocab_size,
+            self.seq_len,
+        );
+        let kv = self.n_kv_heads * (d / self.n_heads);
+        let head_size = d / self.n_heads;
+        v * d
+            + l * (d + d * d + 2 * kv * d + d * d + d + 3 * h * d)
+            + d
+            + s * head_size
+            + if self.untied { v * d } else { 0 }
+    }
+}
+
+/// A cursor over the f32 payload that names each tensor it hands out.
+struct Reader<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, name: &str, n: usize) -> Result<Vec<f32>, EngineError> {
+        let end = self.pos + 4 * n;
+        let b = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or_else(|| EngineError::Truncated {
+                path: self.path.to_path_buf(),
+                message: format!(
+                    "file ends at byte {} inside tensor `{name}` (needs bytes up to {end})",
+                    self.bytes.len()
+                ),
+            })?;
+        self.pos = end;
+        Ok(b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// `layers` consecutive tensors of `per` floats each (llama2.c stores each weight kind for all layers together).
+    fn take_layers(
+        &mut self,
+        name: &str,
+        layers: usize,
+        per: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        (0..layers)
+            .map(|i| self.take(&format!("{name}[{i}]"), per))
+            .collect()
+    }
+}
+
+/// Loads a llama2.c checkpoint.
+pub(crate) fn load_file(
+    path: &Path,
+    opts: &LoadOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Model, EngineError> {
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    let header = Llama2cHeader::parse(path, &bytes)?;
+    let config = header.config(path)?;
+    let want = HEADER_BYTES + 4 * header.expected_floats();
+    if bytes.len() < want {
+        return Err(EngineError::Truncated {
+            path: path.to_path_buf(),
+            message: format!(
+                "the header announces {want} bytes but the file has {}",
+                bytes.len()
+            ),
+        });
+    }
+    if bytes.len() > want {
+        return Err(EngineError::Model(format!(
+            "{}: {} trailing bytes after the {want} the llama2.c header announces (wrong format or version?)",
+            path.display(),
+            bytes.len() - want
+        )));
+    }
+    let c = &config;
+    let (d, kv, hd, l) = (c.hidden, c.kv_dim(), c.ffn, c.layers);
+    let mut r = Reader {
+        path,
+        bytes: &bytes,
+        pos: HEADER_BYTES,
+    };
+    let total = l + 2;
+    let embedding = r.take("token_embedding", c.vocab * d)?;
+    let rms_att = r.take_layers("rms_att", l, d)?;
+    let wq = r.take_layers("wq", l, d * d)?;
+    let wk = r.take_layers("wk", l, kv * d)?;
+    let wv = r.take_layers("wv", l, kv * d)?;
+    let wo = r.take_layers("wo", l, d * d)?;
+    let rms_ffn = r.take_layers("rms_ffn", l, d)?;
+    let w1 = r.take_layers("w1", l, hd * d)?;
+    let w2 = r.take_layers("w2", l, d * hd)?;
+    let w3 = r.take_layers("w3", l, hd * d)?;
+    let rms_final = r.take("rms_final", d)?;
+    let _freq_cis = r.take("freq_cis", c.max_ctx * c.head_dim)?;
+    let wcls = if header.untied {
+        Some(r.take("wcls", c.vocab * d)?)
+    } else {
+        None
+    };
+
+    let embedding = matrix(
+        "token_embedding",
+        Source::F32(embedding),
+        c.vocab,
+        d,
+        MatrixRole::Embedding,
+        opts,
+    )?;
+    progress(1, total);
+    let mut layers = Vec::with_capacity(l);
+    let iter = rms_att
+        .into_iter()
+        .zip(wq)
+        .zip(wk)
+        .zip(wv)
+        .zip(wo)
+        .zip(rms_ffn)
+        .zip(w1)
+        .zip(w2)
+        .zip(w3);
+    for (i, ((((((((an, q), k), v), o), fnm), g), down), up)) in iter.enumerate() {
+        let lin = |n: &str, src: Vec<f32>, rows, cols| {
+            matrix(
+                &format!("{n}[{i}]"),
+                Source::F32(src),
+                rows,
+                cols,
+                MatrixRole::Linear,
+                opts,
+            )
+        };
+        layers.push(LayerWeights {
+            attn_norm: vector(Source::F32(an), d)?,
+            wq: lin("wq", q, d, d)?,
+            wk: lin("wk", k, kv, d)?,
+            wv: lin("wv", v, kv, d)?,
+            wo: lin("wo", o, d, d)?,
+            bq: None,
+            bk: None,
+            bv: None,
+            ffn_norm: vector(Source::F32(fnm), d)?,
+            w_gate: lin("w1", g, hd, d)?,
+            w_up: lin("w3", up, hd, d)?,
+            w_down: lin("w2", down, d, hd)?,
+        });
+        progress(i + 2, total);
+    }
+    let final_norm = vector(Source::F32(rms_final), d)?;
+    let lm_head = wcls
+        .map(|w| {
+            matrix(
+                "wcls",
+                Source::F32(w),
+                c.vocab,
+                d,
+                MatrixRole::Embedding,
+                opts,
+            )
+        })
+        .transpose()?;
+    progress(total, total);
+    Ok(Model {
+        config,
+        weights: ModelWeights {
+            embedding,
+            layers,
+            final_norm,
+            lm_head,
+        },
+    })
+}
