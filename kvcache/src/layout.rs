@@ -1,0 +1,154 @@
+//! Geometry of one per-layer K or V buffer and typed views into it.
+//!
+//! Each buffer is laid out `[kv_head][max_ctx][head_dim]` (head-major). Why:
+//!
+//! * a decode attention work-group for one kv head streams one contiguous `[ctx][head_dim]` slab, the best case for
+//!   coalesced loads and prefetch on phone GPUs;
+//! * the element of head `h`, position `p`, dimension `d` is `((h * max_ctx) + p) * head_dim + d`, so a new token
+//!   lands in place at a fixed address and never moves afterwards;
+//! * `n` new tokens form a strided view: `n * head_dim` contiguous elements per head, `max_ctx * head_dim` between
+//!   heads, which a projection kernel writes with one extra stride argument.
+//!
+//! Position-major (`[ctx][head][dim]`) would make the new-token region contiguous, but then every attention read
+//! skips over the other heads; reads happen at every step over the whole context while writes touch only the `n`
+//! new positions, so reads decide.
+
+use crate::dtype::KvDtype;
+
+/// Which of the two per-layer tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvPart {
+    /// Keys.
+    Key,
+    /// Values.
+    Value,
+}
+
+impl KvPart {
+    /// Both parts, keys first.
+    pub const BOTH: [KvPart; 2] = [KvPart::Key, KvPart::Value];
+}
+
+/// Shape of one per-layer K (or V) buffer: `[kv_heads][max_ctx][head_dim]` of `dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KvLayout {
+    /// Grouped-query KV heads of one layer.
+    pub kv_heads: usize,
+    /// Positions the buffer holds.
+    pub max_ctx: usize,
+    /// Elements per head and position.
+    pub head_dim: usize,
+    /// Element type.
+    pub dtype: KvDtype,
+}
+
+impl KvLayout {
+    /// Elements in one buffer.
+    pub fn buffer_elems(&self) -> u64 {
+        self.kv_heads as u64 * self.max_ctx as u64 * self.head_dim as u64
+    }
+
+    /// Bytes of one buffer.
+    pub fn buffer_bytes(&self) -> u64 {
+        self.buffer_elems() * self.dtype.bytes()
+    }
+
+    /// Elements between consecutive heads.
+    pub fn head_stride_elems(&self) -> u64 {
+        self.max_ctx as u64 * self.head_dim as u64
+    }
+
+    /// Element index of (`head`, `position`, dimension 0).
+    pub fn element_index(&self, head: usize, position: usize) -> u64 {
+        (head as u64 * self.max_ctx as u64 + position as u64) * self.head_dim as u64
+    }
+
+    /// View of positions `[start, start + len)` of every head.
+    ///
+    /// The caller keeps `start + len <= max_ctx`; the cache only builds views it has checked.
+    pub fn positions_view(&self, start: usize, len: usize) -> KvView {
+        KvView {
+            offset_elems: self.element_index(0, start),
+            first_position: start,
+            positions: len,
+            heads: self.kv_heads,
+            head_dim: self.head_dim,
+            head_stride_elems: self.head_stride_elems(),
+            position_stride_elems: self.head_dim as u64,
+            dtype: self.dtype,
+        }
+    }
+}
+
+/// A strided sub-tensor of one K or V buffer, `[heads][positions][head_dim]`.
+///
+/// This is what a kernel receives: element (`h`, `i`, `d`) of the view lies at
+/// `offset_elems + h * head_stride_elems + i * position_stride_elems + d` of the buffer (or of the sub-region, when
+/// bound to one: then `offset_elems` is relative to the sub-region, see [`crate::KvBinding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KvView {
+    /// Element offset of (head 0, first position, dim 0).
+    pub offset_elems: u64,
+    /// Cache position (slot) of the view's first position; the causal mask and rotary embedding need it.
+    pub first_position: usize,
+    /// Positions in the view.
+    pub positions: usize,
+    /// Heads in the view.
+    pub heads: usize,
+    /// Elements per head and position (contiguous).
+    pub head_dim: usize,
+    /// Elements between heads.
+    pub head_stride_elems: u64,
+    /// Elements between positions.
+    pub position_stride_elems: u64,
+    /// Element type.
+    pub dtype: KvDtype,
+}
+
+impl KvView {
+    /// Element index of (`head`, `i`-th position of the view, `dim`).
+    pub fn element_index(&self, head: usize, i: usize, dim: usize) -> u64 {
+        self.offset_elems
+            + head as u64 * self.head_stride_elems
+            + i as u64 * self.position_stride_elems
+            + dim as u64
+    }
+
+    /// Elements from the first to one past the last element the view touches (0 for an empty view).
+    pub fn span_elems(&self) -> u64 {
+        if self.positions == 0 || self.heads == 0 || self.head_dim == 0 {
+            return 0;
+        }
+        (self.heads as u64 - 1) * self.head_stride_elems
+            + (self.positions as u64 - 1) * self.position_stride_elems
+            + self.head_dim as u64
+    }
+
+    /// One past the last element, counted from the buffer (or sub-region) start.
+    pub fn end_elems(&self) -> u64 {
+        self.offset_elems + self.span_elems()
+    }
+
+    /// Elements the view actually holds.
+    pub fn elems(&self) -> u64 {
+        self.heads as u64 * self.positions as u64 * self.head_dim as u64
+    }
+
+    /// Byte offset of the first element.
+    pub fn offset_bytes(&self) -> u64 {
+        self.offset_elems * self.dtype.bytes()
+    }
+
+    /// Bytes from the first to one past the last element touched.
+    pub fn span_bytes(&self) -> u64 {
+        self.span_elems() * self.dtype.bytes()
+    }
+
+    /// Same view, with the offset moved back by `origin_elems` (for binding to a sub-region starting there).
+    pub fn rebased(&self, origin_elems: u64) -> KvView {
+        KvView {
+            offset_elems: self.offset_elems - origin_elems,
+            ..*self
+        }
+    }
+}

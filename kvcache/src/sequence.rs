@@ -1,0 +1,393 @@
+//! One sequence's cache: per-layer K and V buffers, the committed length, and the step protocol.
+
+use std::sync::Arc;
+
+use crate::binding::KvBinding;
+use crate::error::KvError;
+use crate::layout::{KvPart, KvView};
+use crate::plan::{KvConfig, MemoryLimits};
+use crate::pool::PoolShared;
+use crate::step::{ContextShift, FullPolicy, KvStats, KvStep, ShiftReport};
+use crate::storage::{ByteRange, KvStorage};
+
+/// The K and V buffer of one layer.
+#[derive(Debug)]
+pub struct LayerBuffers<B> {
+    /// Keys, `[kv_head][max_ctx][head_dim]`.
+    pub key: B,
+    /// Values, same layout.
+    pub value: B,
+}
+
+/// Identifies a sequence in logs; unique within its pool (or process, for standalone sequences).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SequenceId(pub u64);
+
+/// The KV cache of one sequence: preallocated for `max_ctx` positions, written in place, never copied by a step.
+///
+/// Protocol per forward pass: [`begin_step`](Self::begin_step)`(n)` → the model writes new K/V through
+/// [`KvStep::write_view`] and attends over [`KvStep::read_view`] → [`commit`](Self::commit) (or
+/// [`commit_accepted`](Self::commit_accepted) for speculative decoding, or [`cancel`](Self::cancel)).
+/// "Append" is exactly that protocol; rollback is [`truncate`](Self::truncate), which moves no data.
+pub struct KvSequence<S: KvStorage> {
+    storage: Arc<S>,
+    config: KvConfig,
+    policy: FullPolicy,
+    layers: Vec<LayerBuffers<S::Buffer>>,
+    len: usize,
+    open: Option<(u64, usize, usize)>,
+    next_token: u64,
+    stats: KvStats,
+    id: SequenceId,
+    pool: Option<Arc<PoolShared<S::Buffer>>>,
+}
+
+impl<S: KvStorage> std::fmt::Debug for KvSequence<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvSequence")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .field("policy", &self.policy)
+            .field("len", &self.len)
+            .field("open", &self.open)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> KvError {
+    KvError::Storage(Box::new(e))
+}
+
+pub(crate) fn validate_policy(policy: &FullPolicy, max_ctx: usize) -> Result<(), KvError> {
+    if let FullPolicy::Shift(ContextShift { keep_first, .. }) = *policy {
+        if keep_first >= max_ctx {
+            return Err(KvError::ShiftKeepsEverything {
+                keep_first,
+                max_ctx,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn allocate_layers<S: KvStorage>(
+    storage: &S,
+    config: &KvConfig,
+) -> Result<Vec<LayerBuffers<S::Buffer>>, KvError> {
+    let bytes = config.buffer_bytes()?;
+    (0..config.shape.layers)
+        .map(|_| {
+            Ok(LayerBuffers {
+                key: storage.allocate(bytes).map_err(storage_err)?,
+                value: storage.allocate(bytes).map_err(storage_err)?,
+            })
+        })
+        .collect()
+}
+
+static STANDALONE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl<S: KvStorage> KvSequence<S> {
+    /// Allocates a standalone sequence (no pool): `2 * layers` buffers of `config.buffer_bytes()` each.
+    ///
+    /// Fails with [`KvError::BufferTooLarge`] when one buffer exceeds the backend's max allocation.
+    pub fn new(storage: Arc<S>, config: KvConfig, policy: FullPolicy) -> Result<Self, KvError> {
+        config.plan(&MemoryLimits {
+            max_alloc_bytes: storage.limits().max_alloc_bytes,
+            budget_bytes: u64::MAX,
+        })?;
+        validate_policy(&policy, config.max_ctx)?;
+        let layers = allocate_layers(&*storage, &config)?;
+        let id = SequenceId(STANDALONE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Ok(Self::from_parts(storage, config, policy, layers, id, None))
+    }
+
+    pub(crate) fn from_parts(
+        storage: Arc<S>,
+        config: KvConfig,
+        policy: FullPolicy,
+        layers: Vec<LayerBuffers<S::Buffer>>,
+        id: SequenceId,
+        pool: Option<Arc<PoolShared<S::Buffer>>>,
+    ) -> Self {
+        KvSequence {
+            storage,
+            config,
+            policy,
+            layers,
+            len: 0,
+            open: None,
+            next_token: 0,
+            stats: KvStats::default(),
+            id,
+            pool,
+        }
+    }
+
+    /// Identifier for logs.
+    pub fn id(&self) -> SequenceId {
+        self.id
+    }
+
+    /// Shape and capacity.
+    pub fn config(&self) -> &KvConfig {
+        &self.config
+    }
+
+    /// Positions committed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No positions committed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Capacity in positions.
+    pub fn max_ctx(&self) -> usize {
+        self.config.max_ctx
+    }
+
+    /// Current full policy.
+    pub fn policy(&self) -> FullPolicy {
+        self.policy
+    }
+
+    /// Changes the full policy.
+    pub fn set_policy(&mut self, policy: FullPolicy) -> Result<(), KvError> {
+        validate_policy(&policy, self.config.max_ctx)?;
+        self.policy = policy;
+        Ok(())
+    }
+
+    /// Counters (steps, copies).
+    pub fn stats(&self) -> KvStats {
+        self.stats
+    }
+
+    /// The backend the buffers live in.
+    pub fn storage(&self) -> &Arc<S> {
+        &self.storage
+    }
+
+    /// View of the committed positions `[0, len)`.
+    pub fn committed_view(&self) -> KvView {
+        self.config.layout().positions_view(0, self.len)
+    }
+
+    /// The K or V buffer of `layer`.
+    pub fn buffer(&self, layer: usize, part: KvPart) -> Result<&S::Buffer, KvError> {
+        let buffers = self.layers.get(layer).ok_or(KvError::LayerOutOfRange {
+            layer,
+            layers: self.layers.len(),
+        })?;
+        Ok(match part {
+            KvPart::Key => &buffers.key,
+            KvPart::Value => &buffers.value,
+        })
+    }
+
+    /// Reserves positions `[len, len + n)` for a step and returns its views.
+    ///
+    /// If they do not fit, the full policy decides: [`KvError::Full`], or a context shift that copies the kept tail
+    /// down first (reported in [`KvStep::shift`]).
+    pub fn begin_step(&mut self, n: usize) -> Result<KvStep, KvError> {
+        if let Some((_, start, end)) = self.open {
+            return Err(KvError::StepInProgress { start, end });
+        }
+        if n == 0 {
+            return Err(KvError::EmptyStep);
+        }
+        let max_ctx = self.config.max_ctx;
+        let mut shift = None;
+        if n > max_ctx - self.len {
+            match self.policy {
+                FullPolicy::Error => {
+                    return Err(KvError::Full {
+                        len: self.len,
+                        requested: n,
+                        max_ctx,
+                    })
+                }
+                FullPolicy::Shift(policy) => {
+                    let room = max_ctx - policy.keep_first;
+                    if n > room {
+                        return Err(KvError::StepTooLarge {
+                            requested: n,
+                            max_ctx,
+                            keep_first: policy.keep_first,
+                            room,
+                        });
+                    }
+                    // len > keep_first here: len + n > max_ctx and n <= max_ctx - keep_first.
+                    let needed = self.len + n - max_ctx;
+                    let droppable = self.len - policy.keep_first;
+                    let drop = policy.drop_at_least.max(needed).min(droppable);
+                    shift = Some(self.shift(policy.keep_first, drop)?);
+                }
+            }
+        }
+        let start = self.len;
+        let token = self.next_token;
+        self.next_token += 1;
+        self.open = Some((token, start, start + n));
+        let layout = self.config.layout();
+        Ok(KvStep {
+            token,
+            start,
+            len: n,
+            write: layout.positions_view(start, n),
+            read: layout.positions_view(0, start + n),
+            shift,
+        })
+    }
+
+    fn check_open(&self, step: &KvStep) -> Result<(), KvError> {
+        match self.open {
+            Some((token, _, _)) if token == step.token => Ok(()),
+            _ => Err(KvError::StaleStep {
+                start: step.start,
+                end: step.start + step.len,
+            }),
+        }
+    }
+
+    /// Makes all positions of the step part of the sequence.
+    pub fn commit(&mut self, step: KvStep) -> Result<(), KvError> {
+        let n = step.len;
+        self.commit_accepted(step, n)
+    }
+
+    /// Keeps only the first `accepted` positions of the step (speculative decoding: the verified draft tokens).
+    pub fn commit_accepted(&mut self, step: KvStep, accepted: usize) -> Result<(), KvError> {
+        self.check_open(&step)?;
+        if accepted > step.len {
+            return Err(KvError::AcceptTooMany {
+                accepted,
+                reserved: step.len,
+            });
+        }
+        self.open = None;
+        self.len = step.start + accepted;
+        self.stats.steps_committed += 1;
+        self.stats.positions_committed += accepted as u64;
+        Ok(())
+    }
+
+    /// Abandons the step; the sequence keeps its length from before it (a shift it caused stays done).
+    pub fn cancel(&mut self, step: KvStep) -> Result<(), KvError> {
+        self.check_open(&step)?;
+        self.open = None;
+        Ok(())
+    }
+
+    /// Rolls the sequence back to its first `to` positions (regeneration, rejected speculation). Moves no data.
+    pub fn truncate(&mut self, to: usize) -> Result<(), KvError> {
+        if self.open.is_some() {
+            return Err(KvError::StepOpen);
+        }
+        if to > self.len {
+            return Err(KvError::TruncateBeyondLength { to, len: self.len });
+        }
+        self.len = to;
+        Ok(())
+    }
+
+    /// Empties the sequence. Moves no data.
+    pub fn clear(&mut self) -> Result<(), KvError> {
+        self.truncate(0)
+    }
+
+    /// Drops positions `[keep_first, keep_first + drop)` and moves `[keep_first + drop, len)` down to
+    /// `keep_first`, in chunks of at most `drop` positions so no copy overlaps itself.
+    fn shift(&mut self, keep_first: usize, drop: usize) -> Result<ShiftReport, KvError> {
+        let layout = self.config.layout();
+        let elem = layout.dtype.bytes();
+        let moved_from = keep_first + drop..self.len;
+        let mut bytes_copied = 0u64;
+        if drop > 0 {
+            for buffers in &self.layers {
+                for buffer in [&buffers.key, &buffers.value] {
+                    for head in 0..layout.kv_heads {
+                        let mut src = moved_from.start;
+                        while src < moved_from.end {
+                            let chunk = drop.min(moved_from.end - src);
+                            let len = chunk as u64 * layout.head_dim as u64 * elem;
+                            let src_byte = layout.element_index(head, src) * elem;
+                            let dst_byte = layout.element_index(head, src - drop) * elem;
+                            self.storage
+                                .copy_within(buffer, src_byte, dst_byte, len)
+                                .map_err(storage_err)?;
+                            bytes_copied += len;
+                            src += chunk;
+                        }
+                    }
+                }
+            }
+        }
+        self.len -= drop;
+        self.stats.shifts += 1;
+        self.stats.bytes_copied += bytes_copied;
+        Ok(ShiftReport {
+            keep_first,
+            dropped: drop,
+            moved_from,
+            bytes_copied,
+        })
+    }
+
+    /// Binds `view` to the K or V buffer of `layer`: a sub-region when the backend can make one at the view's
+    /// origin, otherwise the whole buffer with the view's element offset.
+    ///
+    /// A view starting at element 0 always binds the whole buffer (no sub-region is needed for it).
+    pub fn bind(
+        &self,
+        layer: usize,
+        part: KvPart,
+        view: &KvView,
+    ) -> Result<KvBinding<'_, S>, KvError> {
+        let buffer = self.buffer(layer, part)?;
+        let layout = self.config.layout();
+        let buffer_elems = layout.buffer_elems();
+        if view.end_elems() > buffer_elems || view.dtype != layout.dtype {
+            return Err(KvError::ViewOutOfRange {
+                end_elem: view.end_elems(),
+                buffer_elems,
+            });
+        }
+        let origin = view.offset_bytes();
+        if view.offset_elems > 0
+            && view.span_elems() > 0
+            && self.storage.limits().is_aligned(origin)
+        {
+            let range = ByteRange {
+                origin,
+                len: view.span_bytes(),
+            };
+            if let Some(region) = self
+                .storage
+                .sub_region(buffer, range)
+                .map_err(storage_err)?
+            {
+                return Ok(KvBinding::SubRegion {
+                    region,
+                    view: view.rebased(view.offset_elems),
+                });
+            }
+        }
+        Ok(KvBinding::Offset {
+            buffer,
+            view: *view,
+        })
+    }
+}
+
+impl<S: KvStorage> Drop for KvSequence<S> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give_back(std::mem::take(&mut self.layers));
+        }
+    }
+}
