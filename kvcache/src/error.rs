@@ -145,6 +145,14 @@ pub enum KvError {
         /// Elements of the buffer.
         buffer_elems: u64,
     },
+    /// A view of another element type than the buffer's.
+    #[error("view has element type {view} but the buffer stores {buffer}")]
+    ViewDtypeMismatch {
+        /// The view's dtype.
+        view: KvDtype,
+        /// The buffer's dtype.
+        buffer: KvDtype,
+    },
     /// Context shift configured with `keep_first` leaving no room.
     #[error("context shift keeps {keep_first} positions but max_ctx is {max_ctx}: nothing could ever be dropped")]
     ShiftKeepsEverything {

@@ -152,3 +152,56 @@ impl KvView {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Index of every element of a view, against a nested-array model of `[head][ctx][dim]`.
+    #[test]
+    fn views_index_like_nested_arrays() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..200 {
+            let layout = KvLayout {
+                kv_heads: rng.random_range(1..6),
+                max_ctx: rng.random_range(1..40),
+                head_dim: rng.random_range(1..20),
+                dtype: KvDtype::F16,
+            };
+            // Flat index of a nested array, counted by walking it.
+            let mut flat = vec![vec![vec![0u64; layout.head_dim]; layout.max_ctx]; layout.kv_heads];
+            let mut next = 0;
+            for head in flat.iter_mut() {
+                for pos in head.iter_mut() {
+                    for e in pos.iter_mut() {
+                        *e = next;
+                        next += 1;
+                    }
+                }
+            }
+            assert_eq!(next, layout.buffer_elems());
+            let start = rng.random_range(0..layout.max_ctx);
+            let len = rng.random_range(1..=layout.max_ctx - start);
+            let view = layout.positions_view(start, len);
+            let mut last = 0;
+            for (h, head) in flat.iter().enumerate() {
+                for i in 0..len {
+                    for (d, &want) in head[start + i].iter().enumerate() {
+                        let idx = view.element_index(h, i, d);
+                        assert_eq!(idx, want);
+                        last = last.max(idx);
+                    }
+                }
+            }
+            assert_eq!(view.end_elems(), last + 1);
+            assert_eq!(view.offset_elems, flat[0][start][0]);
+            assert_eq!(
+                view.elems(),
+                (layout.kv_heads * len * layout.head_dim) as u64
+            );
+            assert_eq!(view.span_bytes(), view.span_elems() * 2);
+        }
+    }
+}

@@ -351,7 +351,13 @@ impl<S: KvStorage> KvSequence<S> {
         let buffer = self.buffer(layer, part)?;
         let layout = self.config.layout();
         let buffer_elems = layout.buffer_elems();
-        if view.end_elems() > buffer_elems || view.dtype != layout.dtype {
+        if view.dtype != layout.dtype {
+            return Err(KvError::ViewDtypeMismatch {
+                view: view.dtype,
+                buffer: layout.dtype,
+            });
+        }
+        if view.end_elems() > buffer_elems {
             return Err(KvError::ViewOutOfRange {
                 end_elem: view.end_elems(),
                 buffer_elems,

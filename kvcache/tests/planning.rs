@@ -70,8 +70,20 @@ fn llama2_7b_on_a_phone_allocation_cap() {
         .plan(&limits)
         .unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, KvError::BufferTooLarge { largest_fitting_ctx: 32768, .. }), "{text}");
-    assert!(text.contains("268435456") && text.contains("32768"), "{text}");
+    assert!(
+        matches!(
+            err,
+            KvError::BufferTooLarge {
+                largest_fitting_ctx: 32768,
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("268435456") && text.contains("32768"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -84,11 +96,17 @@ fn zero_sizes_and_overflow_are_refused() {
     };
     assert!(matches!(
         KvConfig::new(ok, 0),
-        Err(KvError::InvalidConfig { field: "max_ctx", .. })
+        Err(KvError::InvalidConfig {
+            field: "max_ctx",
+            ..
+        })
     ));
     assert!(matches!(
         KvConfig::new(KvModelShape { kv_heads: 0, ..ok }, 8),
-        Err(KvError::InvalidConfig { field: "kv_heads", .. })
+        Err(KvError::InvalidConfig {
+            field: "kv_heads",
+            ..
+        })
     ));
     let huge = KvModelShape {
         layers: usize::MAX / 2,

@@ -98,7 +98,10 @@ fn pool_refuses_what_cannot_fit() {
             budget_bytes: total - 1,
         },
     );
-    assert!(matches!(under, Err(KvError::OverBudget { .. })), "{under:?}");
+    assert!(
+        matches!(under, Err(KvError::OverBudget { .. })),
+        "{under:?}"
+    );
     let zero = KvPool::with_capacity(Arc::clone(&storage), config(), 0);
     assert!(matches!(zero, Err(KvError::InvalidConfig { .. })));
     let small_alloc = KvPool::with_budget(

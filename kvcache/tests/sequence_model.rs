@@ -16,9 +16,16 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum Op {
     /// Begin a step of `n` tokens, write them, commit `accept` of them (all when `accept >= n`), or cancel.
-    Step { n: usize, accept: usize, cancel: bool, seed: u64 },
+    Step {
+        n: usize,
+        accept: usize,
+        cancel: bool,
+        seed: u64,
+    },
     /// Roll back to `frac` of the current length.
-    Truncate { frac: f64 },
+    Truncate {
+        frac: f64,
+    },
     Clear,
 }
 

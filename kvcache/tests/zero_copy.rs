@@ -72,7 +72,10 @@ fn whole_generation_copies_zero_bytes() {
         counters.bytes_written,
         counters.bytes_copied
     );
-    assert!(step_no > 100, "the simulation must be long: {step_no} steps");
+    assert!(
+        step_no > 100,
+        "the simulation must be long: {step_no} steps"
+    );
     assert_eq!(counters.bytes_copied, 0);
     assert_eq!(counters.copy_calls, 0);
     assert_eq!(seq.stats().bytes_copied, 0);
@@ -110,7 +113,10 @@ fn sub_regions_only_at_aligned_origins() {
                 assert_eq!(region.range.len, ((2 * 32 + 1) * 8 * 2) as u64);
             }
             KvBinding::Offset { view, .. } => {
-                assert!(p == 0 || p % 4 != 0, "no sub-region at aligned position {p}");
+                assert!(
+                    p == 0 || p % 4 != 0,
+                    "no sub-region at aligned position {p}"
+                );
                 assert_eq!(view.offset_elems, (p * 8) as u64);
             }
         }
@@ -126,7 +132,10 @@ fn sub_regions_only_at_aligned_origins() {
     assert!(matches!(seq.begin_step(1), Err(KvError::Full { .. })));
     assert!(matches!(
         seq.bind(1, KvPart::Key, &seq.committed_view()),
-        Err(KvError::LayerOutOfRange { layer: 1, layers: 1 })
+        Err(KvError::LayerOutOfRange {
+            layer: 1,
+            layers: 1
+        })
     ));
 }
 
