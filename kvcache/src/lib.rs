@@ -19,6 +19,32 @@
 //! * [`KvPool`]: several sequences (sessions) under one budget.
 //! * [`KvView`], [`KvBinding`]: what kernels receive.
 //!
+//! # Steps, rollback and sessions
+//! A forward pass over `n` tokens is `begin_step(n)` → write K/V through [`KvStep::write_view`], attend over
+//! [`KvStep::read_view`] → [`KvSequence::commit`] (or [`KvSequence::commit_accepted`] to keep only the verified
+//! draft tokens of a speculative step, or [`KvSequence::cancel`]). New token `i` of the step has cache slot and
+//! rotary position `step.start() + i`. [`KvSequence::truncate`] and [`KvSequence::clear`] only change the length.
+//! A [`KvPool`] hands out sequences (chat sessions), each owning its own per-layer buffers, caps how many are alive,
+//! and recycles the buffers of dropped ones.
+//!
+//! # When the cache is full
+//! [`FullPolicy::Error`] refuses the step ([`KvError::Full`]). [`FullPolicy::Shift`] keeps the first `keep_first`
+//! positions, drops the oldest after them and moves the rest down; this is the only operation that copies, it is
+//! reported in [`KvStep::shift`] and counted in [`KvStats::bytes_copied`]. The moved keys' rotary positions change:
+//! the engine must re-rotate the keys in [`ShiftReport::rerotate_slots`] by `-dropped` positions.
+//!
+//! # For backend authors
+//! Implement [`KvStorage`] with bytes only: `limits()` reports the max single allocation
+//! (`CL_DEVICE_MAX_MEM_ALLOC_SIZE`) and the sub-region origin alignment (`CL_DEVICE_MEM_BASE_ADDR_ALIGN`, which
+//! OpenCL gives in *bits*: divide by 8). [`KvSequence::bind`] asks for a sub-region only at aligned origins, and the
+//! backend may still decline with `Ok(None)`; otherwise the kernel gets the whole buffer and
+//! [`KvView::offset_elems`]. Kernels should therefore take `(buffer, offset_elems)` always; the sub-region form is
+//! for callees that cannot take an offset. A write view's sub-region spans from head 0's first new position to the
+//! last head's last new position, so it also covers other positions of the inner heads: a kernel writes only the
+//! view's strided elements. `copy_within` is called only for a context shift, with non-overlapping ranges.
+//!
+//! This crate has no GPU code; its tests run on the host backend.
+//!
 //! # Example
 //! ```
 //! use std::sync::Arc;
