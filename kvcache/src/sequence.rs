@@ -150,6 +150,11 @@ impl<S: KvStorage> KvSequence<S> {
         self.config.max_ctx
     }
 
+    /// Positions a step can still add without a context shift.
+    pub fn room(&self) -> usize {
+        self.config.max_ctx - self.len
+    }
+
     /// Current full policy.
     pub fn policy(&self) -> FullPolicy {
         self.policy
