@@ -41,7 +41,8 @@
 //! [`KvView::offset_elems`]. Kernels should therefore take `(buffer, offset_elems)` always; the sub-region form is
 //! for callees that cannot take an offset. A write view's sub-region spans from head 0's first new position to the
 //! last head's last new position, so it also covers other positions of the inner heads: a kernel writes only the
-//! view's strided elements. `copy_within` is called only for a context shift, with non-overlapping ranges.
+//! view's strided elements. `copy_rows_within` (by default one `copy_within` per row) is called only for a context
+//! shift, with non-overlapping ranges.
 //!
 //! This crate has no GPU code; its tests run on the host backend.
 //!
@@ -87,4 +88,4 @@ pub use plan::{CapacityPlan, KvConfig, KvModelShape, MemoryLimits};
 pub use pool::KvPool;
 pub use sequence::{KvSequence, LayerBuffers, SequenceId};
 pub use step::{ContextShift, FullPolicy, KvStats, KvStep, ShiftReport};
-pub use storage::{ByteRange, KvStorage, StorageLimits};
+pub use storage::{ByteRange, CopyRows, KvStorage, StorageLimits};

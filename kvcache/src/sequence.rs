@@ -8,7 +8,7 @@ use crate::layout::{KvPart, KvView};
 use crate::plan::{KvConfig, MemoryLimits};
 use crate::pool::PoolShared;
 use crate::step::{ContextShift, FullPolicy, KvStats, KvStep, ShiftReport};
-use crate::storage::{ByteRange, KvStorage};
+use crate::storage::{ByteRange, CopyRows, KvStorage};
 
 /// The K and V buffer of one layer.
 #[derive(Debug)]
@@ -315,19 +315,22 @@ impl<S: KvStorage> KvSequence<S> {
         if drop > 0 {
             for buffers in &self.layers {
                 for buffer in [&buffers.key, &buffers.value] {
-                    for head in 0..layout.kv_heads {
-                        let mut src = moved_from.start;
-                        while src < moved_from.end {
-                            let chunk = drop.min(moved_from.end - src);
-                            let len = chunk as u64 * layout.head_dim as u64 * elem;
-                            let src_byte = layout.element_index(head, src) * elem;
-                            let dst_byte = layout.element_index(head, src - drop) * elem;
-                            self.storage
-                                .copy_within(buffer, src_byte, dst_byte, len)
-                                .map_err(storage_err)?;
-                            bytes_copied += len;
-                            src += chunk;
-                        }
+                    let mut src = moved_from.start;
+                    while src < moved_from.end {
+                        let chunk = drop.min(moved_from.end - src);
+                        // The same chunk of every head: rows one head slab apart.
+                        let rows = CopyRows {
+                            src: layout.element_index(0, src) * elem,
+                            dst: layout.element_index(0, src - drop) * elem,
+                            row_bytes: chunk as u64 * layout.head_dim as u64 * elem,
+                            rows: layout.kv_heads as u64,
+                            row_stride: layout.head_stride_elems() * elem,
+                        };
+                        self.storage
+                            .copy_rows_within(buffer, rows)
+                            .map_err(storage_err)?;
+                        bytes_copied += rows.row_bytes * rows.rows;
+                        src += chunk;
                     }
                 }
             }

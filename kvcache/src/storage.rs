@@ -19,6 +19,22 @@ impl ByteRange {
     }
 }
 
+/// Equal-length, equally spaced copies inside one buffer: row `r` copies `row_bytes` from `src + r * row_stride` to
+/// `dst + r * row_stride`. A context shift moves the same positions of every head this way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CopyRows {
+    /// Source byte of row 0.
+    pub src: u64,
+    /// Destination byte of row 0.
+    pub dst: u64,
+    /// Bytes per row.
+    pub row_bytes: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes between consecutive rows (same for source and destination).
+    pub row_stride: u64,
+}
+
 /// Backend properties the cache plans with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StorageLimits {
@@ -80,4 +96,16 @@ pub trait KvStorage {
         dst: u64,
         len: u64,
     ) -> Result<(), Self::Error>;
+
+    /// Copies `rows` inside `buffer`; no row's source overlaps any row's destination.
+    ///
+    /// The default issues one [`copy_within`](KvStorage::copy_within) per row; a backend may override it with one
+    /// strided copy (e.g. `clEnqueueCopyBufferRect`) where its device allows that.
+    fn copy_rows_within(&self, buffer: &Self::Buffer, rows: CopyRows) -> Result<(), Self::Error> {
+        for r in 0..rows.rows {
+            let at = r * rows.row_stride;
+            self.copy_within(buffer, rows.src + at, rows.dst + at, rows.row_bytes)?;
+        }
+        Ok(())
+    }
 }
