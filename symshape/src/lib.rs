@@ -1,1 +1,82 @@
 //! Symbolic tensor shapes and a provably safe memory plan, for dynamic-shape inference.
+//!
+//! This is technique (a) of Transformer-Lite: shapes are expressions in symbols such as `seq` and
+//! `past`, derived once per model; buffer sizes and reuse are planned from those expressions;
+//! at run time every size and offset comes from a compiled evaluator in well under a microsecond.
+//!
+//! * [`Domain`] declares symbols with ranges (`1 ≤ seq ≤ max_ctx`) and sum constraints
+//!   (`seq + past ≤ max_ctx`), and proves inequalities on them.
+//! * [`Expr`] is an exact polynomial with integer coefficients; equal shapes have identical
+//!   canonical forms, so shape checks are decisions, not guesses.
+//! * [`Graph`] records ops in execution order; each builder method (`matmul`, `linear`, `add`,
+//!   `reshape`, `permute`, `concat`, `slice`, `narrow`, `gather`, `embedding`, `rms_norm`,
+//!   `layer_norm`, `rotary`, `attention`, `attention_scores`, `attention_values`, `softmax`,
+//!   `reduce`, `write_into`) checks its shape rule and fails with [`SymShapeError::Shape`]
+//!   naming the op, the node and the expressions.
+//! * [`Graph::plan`] assigns activations to reusable buffers only where the buffer's size is
+//!   proven to cover the tensor on the whole domain, and compiles every expression for
+//!   [`MemoryPlan::evaluate_into`].
+//! * [`models::llama_decoder`] builds and plans a Llama-family decoder.
+//!
+//! ```
+//! use symshape::{Domain, Graph, DType, Expr, PlanOptions};
+//! let mut d = Domain::new();
+//! let seq = d.symbol("seq", 1, 2048)?;
+//! let mut g = Graph::new(d);
+//! let x = g.input("x", &[seq.clone(), Expr::constant(64)], DType::F32)?;
+//! let w = g.input("w", &[Expr::constant(128), Expr::constant(64)], DType::F32)?;
+//! let y = g.linear("proj", x, w)?;
+//! assert_eq!(g.shape(y)?.to_string(), "[seq, 128]");
+//! let plan = g.plan(PlanOptions::default())?;
+//! let v = plan.evaluate(&plan.bind(&[("seq", 3)])?)?;
+//! assert_eq!(plan.location(&v, y).map(|l| l.bytes), Some(3 * 128 * 4));
+//! # Ok::<(), symshape::SymShapeError>(())
+//! ```
+//!
+//! # Symbolica
+//!
+//! The issue asked for shape expressions backed by the Symbolica CAS. Symbolica 3.0.0 builds
+//! here (with `numerica = "=3.0.0"` pinned, `integer-malachite` + `float-astro`, no GMP), but
+//! without a licence key it restricts and alters the host process in ways a library must not
+//! impose on its users (source: `symbolica-3.0.0/src/license.rs`, `src/state.rs`):
+//!
+//! * The first use of its global state or a workspace calls `LicenseManager::check()`
+//!   (`state.rs:582`, `state.rs:1577`), which with no `SYMBOLICA_LICENSE` prints a banner to
+//!   **stdout** (`license.rs:260-290`, "For non-commercial use only, limited to one Symbolica
+//!   thread per user"; hidden only by `SYMBOLICA_HIDE_BANNER`) — it would corrupt any CLI output.
+//! * It spawns a thread that opens a TCP connection to `symbolica.io:12012` and sends its version
+//!   (`license.rs:342-356`, `connect()` at `license.rs:367-374`): an unrequested network call
+//!   from every process, including apps on phones.
+//! * It calls `rayon::ThreadPoolBuilder::new().num_threads(1).build_global()`
+//!   (`license.rs:292-294`): if Symbolica is touched before anything else uses rayon, the whole
+//!   process's rayon pool is pinned to **one thread**.
+//! * Each thread that uses it takes a per-user file lock `symbolica-restricted-thread-0.lock`
+//!   (`license.rs:298-321`, `try_acquire_lock` at `license.rs:1186`); a second thread or a second
+//!   process of the same user gets the lock refused and the process is **`abort()`ed**. That
+//!   breaks `cargo test`'s parallel test threads, two engines on one machine, or an app that
+//!   plans on a worker thread while another process plans too.
+//! * The licence (`License.md`) is source-available, non-commercial without a paid key, which
+//!   does not fit this workspace's `MIT OR Apache-2.0`.
+//!
+//! So symshape does its algebra itself: shape expressions are polynomials, which need only exact
+//! expansion, comparison and the shift-positivity proof in [`Domain::proves_nonnegative`]
+//! (~400 lines). Symbolica is an optional, default-off feature `symbolica`: when enabled, a
+//! small internal module re-expands every proof obligation with Symbolica on one dedicated
+//! thread at plan time and refuses a proof unless both agree. The per-step path never touches
+//! any CAS.
+
+mod domain;
+mod error;
+mod eval;
+mod expr;
+mod graph;
+pub mod models;
+mod plan;
+mod rules;
+
+pub use domain::{Domain, SumAtMost, SymbolRange};
+pub use error::SymShapeError;
+pub use expr::{Expr, Symbol};
+pub use graph::{DType, Graph, OpNode, Shape, Storage, TensorId, TensorInfo};
+pub use plan::{BufferPlan, Location, MemoryPlan, PlanOptions, PlanValues};
+pub use rules::{Reduce, ReshapeDim};
