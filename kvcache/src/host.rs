@@ -190,6 +190,7 @@ impl HostStorage {
     ) -> Result<(), HostStorageError> {
         match binding {
             KvBinding::SubRegion { region, view } => {
+                check_in_region(region, view)?;
                 self.write_at(&region.buffer, region.range.origin, view, data)
             }
             KvBinding::Offset { buffer, view } => self.write_at(buffer, 0, view, data),
@@ -203,6 +204,7 @@ impl HostStorage {
     ) -> Result<Vec<f32>, HostStorageError> {
         match binding {
             KvBinding::SubRegion { region, view } => {
+                check_in_region(region, view)?;
                 read_at(&region.buffer, region.range.origin, view)
             }
             KvBinding::Offset { buffer, view } => read_at(buffer, 0, view),
@@ -245,6 +247,18 @@ impl HostStorage {
             .fetch_add(view.elems() * elem, Ordering::Relaxed);
         Ok(())
     }
+}
+
+fn check_in_region(region: &HostRegion, view: &KvView) -> Result<(), HostStorageError> {
+    let end = view.offset_bytes() + view.span_bytes();
+    if end > region.range.len {
+        return Err(HostStorageError::OutOfRange {
+            start: view.offset_bytes(),
+            end,
+            len: region.range.len,
+        });
+    }
+    Ok(())
 }
 
 fn range(bytes: &[u8], start: u64, len: u64) -> Result<std::ops::Range<usize>, HostStorageError> {

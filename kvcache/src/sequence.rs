@@ -197,7 +197,8 @@ impl<S: KvStorage> KvSequence<S> {
     /// Reserves positions `[len, len + n)` for a step and returns its views.
     ///
     /// If they do not fit, the full policy decides: [`KvError::Full`], or a context shift that copies the kept tail
-    /// down first (reported in [`KvStep::shift`]).
+    /// down first (reported in [`KvStep::shift`]). If the backend fails during a shift, the sequence is truncated
+    /// to its `keep_first` positions (the only ones known intact) and the error returned.
     pub fn begin_step(&mut self, n: usize) -> Result<KvStep, KvError> {
         if let Some((_, start, end)) = self.open {
             return Err(KvError::StepInProgress { start, end });
@@ -230,7 +231,14 @@ impl<S: KvStorage> KvSequence<S> {
                     let needed = self.len + n - max_ctx;
                     let droppable = self.len - policy.keep_first;
                     let drop = policy.drop_at_least.max(needed).min(droppable);
-                    shift = Some(self.shift(policy.keep_first, drop)?);
+                    match self.shift(policy.keep_first, drop) {
+                        Ok(report) => shift = Some(report),
+                        Err(e) => {
+                            // Part of the tail may have moved; only the kept prefix is still known good.
+                            self.len = policy.keep_first;
+                            return Err(e);
+                        }
+                    }
                 }
             }
         }

@@ -109,9 +109,12 @@ fn sessions_run_on_separate_threads() {
     };
     let pool =
         KvPool::with_capacity(Arc::clone(&storage), KvConfig::new(shape, 32).unwrap(), 4).unwrap();
+    // Acquire all four first: a session that finished early would otherwise hand its buffers to the next one.
+    let seqs: Vec<_> = (0..4)
+        .map(|_| pool.acquire(FullPolicy::Error).unwrap())
+        .collect();
     std::thread::scope(|scope| {
-        for t in 0..4 {
-            let mut seq = pool.acquire(FullPolicy::Error).unwrap();
+        for (t, mut seq) in seqs.into_iter().enumerate() {
             let storage = Arc::clone(&storage);
             scope.spawn(move || {
                 for _ in 0..=t {
