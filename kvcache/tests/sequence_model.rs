@@ -77,7 +77,7 @@ fn case() -> impl Strategy<Value = (Dims, usize, u64, FullPolicy, Vec<Op>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn sequence_matches_naive_model((dims, max_ctx, align, policy, ops) in case()) {
