@@ -14,16 +14,30 @@ pub enum Fp4Error {
     EmptyShape { rows: usize, cols: usize },
     /// The flat weight slice does not hold `rows * cols` elements.
     #[error("weights have {actual} elements but shape {rows}x{cols} needs {expected}")]
-    LengthMismatch { rows: usize, cols: usize, expected: usize, actual: usize },
+    LengthMismatch {
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        actual: usize,
+    },
     /// NaN or infinity cannot be represented by any scale and offset.
     #[error("weight at row {row}, column {col} is not finite ({value})")]
     NonFinite { row: usize, col: usize, value: f32 },
     /// The group's values are too large for an f16 scale or offset.
     #[error("group {group_index} of row {row} spans [{min}, {max}], which needs a scale or offset beyond the f16 range")]
-    OutOfF16Range { row: usize, group_index: usize, min: f32, max: f32 },
+    OutOfF16Range {
+        row: usize,
+        group_index: usize,
+        min: f32,
+        max: f32,
+    },
     /// One of the packed arrays has the wrong number of elements for the shape.
     #[error("packed `{part}` has {actual} elements but the shape needs {expected}")]
-    PartLength { part: &'static str, expected: usize, actual: usize },
+    PartLength {
+        part: &'static str,
+        expected: usize,
+        actual: usize,
+    },
     /// The vector multiplied by a matrix does not have `cols` elements.
     #[error("input vector has {actual} elements but the matrix has {expected} columns")]
     VectorLength { expected: usize, actual: usize },
@@ -35,5 +49,8 @@ pub enum Fp4Error {
     BadFile { path: String, message: String },
     /// Reading or writing a file failed.
     #[error("I/O error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }

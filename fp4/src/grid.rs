@@ -9,7 +9,7 @@
 //! Every candidate costs one pass over the group that rounds to codes and accumulates `Σq`,
 //! `Σq²` and `Σq·x` in eight independent lanes (so the loop vectorises); the squared error and
 //! the least-squares refit of `(d, z)` for those codes both follow in closed form. Values are
-//! centred on the group mean first so the closed-form error does not cancel catastrophically.
+//! centred on the group mean (in registers) so the closed-form error does not cancel badly.
 
 /// Adding and subtracting 1.5·2^23 rounds an f32 in `[0, 2^22)` to the nearest integer
 /// (ties to even) without a libm call, which keeps the loops vectorisable.
@@ -36,7 +36,7 @@ pub(crate) fn nearest_code(v: f32, z: f32, inv_d: f32) -> f32 {
     (t + ROUND_MAGIC) - ROUND_MAGIC
 }
 
-/// Sums over one group for a given grid's codes.
+/// Sums over one group for a given grid's codes (`sqx` uses the centred values `x - mean`).
 #[derive(Debug, Clone, Copy)]
 struct CodeSums {
     sq: f32,
@@ -45,39 +45,47 @@ struct CodeSums {
 }
 
 #[inline(always)]
-fn code_sums(x: &[f32], g: Grid) -> CodeSums {
+fn code_sums(x: &[f32], mean: f32, g: Grid) -> CodeSums {
     let inv = 1.0 / g.d;
+    let z = g.z + mean;
     let mut sq = [0.0f32; LANES];
     let mut sqq = [0.0f32; LANES];
     let mut sqx = [0.0f32; LANES];
     for chunk in x.chunks_exact(LANES) {
         for i in 0..LANES {
             let v = chunk[i];
-            let q = nearest_code(v, g.z, inv);
+            let q = nearest_code(v, z, inv);
             sq[i] += q;
             sqq[i] += q * q;
-            sqx[i] += q * v;
+            sqx[i] += q * (v - mean);
         }
     }
-    CodeSums { sq: sq.iter().sum(), sqq: sqq.iter().sum(), sqx: sqx.iter().sum() }
+    CodeSums {
+        sq: lane_sum(&sq),
+        sqq: lane_sum(&sqq),
+        sqx: lane_sum(&sqx),
+    }
 }
 
-/// Statistics of one centred group that every candidate reuses.
+#[inline(always)]
+fn lane_sum(a: &[f32; LANES]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+/// Statistics of one group, in coordinates centred on the group mean.
 #[derive(Debug, Clone, Copy)]
 struct GroupStats {
     n: f32,
-    /// Σx² of the centred values (Σx is zero by construction).
-    sxx: f32,
     min: f32,
     max: f32,
 }
 
-/// Squared error of grid `g` when the codes have sums `c`.
+/// Squared error of grid `g` (centred coordinates) when the codes have sums `c`, less the
+/// constant `Σ(x - mean)²`, which does not change which grid is best.
 #[inline(always)]
 fn sse(st: &GroupStats, c: &CodeSums, g: Grid) -> f32 {
-    // Σ(x - z - d q)² with Σx = 0.
-    let e = st.sxx - 2.0 * g.d * c.sqx + st.n * g.z * g.z + 2.0 * g.z * g.d * c.sq + g.d * g.d * c.sqq;
-    e.max(0.0)
+    // Σ(x - z - d q)² with Σx = 0, dropping Σx².
+    -2.0 * g.d * c.sqx + st.n * g.z * g.z + 2.0 * g.z * g.d * c.sq + g.d * g.d * c.sqq
 }
 
 /// Least-squares `(d, z)` for fixed codes, pulled back into the covering region.
@@ -100,7 +108,13 @@ fn cover(st: &GroupStats, g: Grid) -> Grid {
     let d = g.d.max((st.max - st.min) / 16.0);
     let lo = st.max - 15.5 * d;
     let hi = st.min + 0.5 * d;
-    let z = if g.z < lo { lo } else if g.z > hi { hi } else { g.z };
+    let z = if g.z < lo {
+        lo
+    } else if g.z > hi {
+        hi
+    } else {
+        g.z
+    };
     Grid { d, z }
 }
 
@@ -115,35 +129,31 @@ pub struct SearchEffort {
 
 impl Default for SearchEffort {
     fn default() -> Self {
-        Self { steps: 3, refits: 2 }
+        Self {
+            steps: 3,
+            refits: 2,
+        }
     }
-}
-
-/// Plain min/max grid (`d = range/15`, `z = min`): what llama.cpp's Q4_1 does, kept as a baseline.
-pub fn minmax_grid(min: f32, max: f32) -> Grid {
-    Grid { d: (max - min) / 15.0, z: min }
 }
 
 /// Finds the covering grid with (near-)least squared error for `x`, whose finite values span
 /// `[min, max]` with `min < max`. `x.len()` must be a multiple of 8 and at most 128.
-pub fn search(x: &[f32], min: f32, max: f32, effort: SearchEffort) -> Grid {
+#[inline(always)]
+pub fn search(x: &[f32], sum: f32, min: f32, max: f32, effort: SearchEffort) -> Grid {
     let n = x.len();
-    let mean = x.iter().sum::<f32>() / n as f32;
-    let mut centred = [0.0f32; 128];
-    let xc = &mut centred[..n];
-    let mut sxx = [0.0f32; LANES];
-    for (dst, src) in xc.chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)) {
-        for i in 0..LANES {
-            let v = src[i] - mean;
-            dst[i] = v;
-            sxx[i] += v * v;
-        }
-    }
-    let st = GroupStats { n: n as f32, sxx: sxx.iter().sum(), min: min - mean, max: max - mean };
+    let mean = sum / n as f32;
+    let st = GroupStats {
+        n: n as f32,
+        min: min - mean,
+        max: max - mean,
+    };
     let range = st.max - st.min;
 
-    let first = Grid { d: range / 15.0, z: st.min };
-    let mut best_sums = code_sums(xc, first);
+    let first = Grid {
+        d: range / 15.0,
+        z: st.min,
+    };
+    let mut best_sums = code_sums(x, mean, first);
     let mut best = first;
     let mut best_err = sse(&st, &best_sums, first);
     let steps = effort.steps.max(1);
@@ -153,7 +163,7 @@ pub fn search(x: &[f32], min: f32, max: f32, effort: SearchEffort) -> Grid {
         let d = range / (15.0 + u);
         let z = 0.5 * ((st.max - 15.5 * d) + (st.min + 0.5 * d));
         let g = Grid { d, z };
-        let sums = code_sums(xc, g);
+        let sums = code_sums(x, mean, g);
         let err = sse(&st, &sums, g);
         if err < best_err {
             best = g;
@@ -162,11 +172,13 @@ pub fn search(x: &[f32], min: f32, max: f32, effort: SearchEffort) -> Grid {
         }
     }
     for _ in 0..effort.refits {
-        let Some(g) = refit(&st, &best_sums) else { break };
+        let Some(g) = refit(&st, &best_sums) else {
+            break;
+        };
         if g == best {
             break;
         }
-        let sums = code_sums(xc, g);
+        let sums = code_sums(x, mean, g);
         let err = sse(&st, &sums, g);
         if err < best_err {
             best = g;
@@ -176,5 +188,8 @@ pub fn search(x: &[f32], min: f32, max: f32, effort: SearchEffort) -> Grid {
             break;
         }
     }
-    Grid { d: best.d, z: best.z + mean }
+    Grid {
+        d: best.d,
+        z: best.z + mean,
+    }
 }

@@ -2,6 +2,7 @@
 //!
 //! (Full format documentation below is being written; the public names are stable.)
 
+pub mod baseline;
 mod error;
 mod grid;
 mod matrix;
@@ -10,6 +11,7 @@ mod quantize;
 pub mod recipe;
 pub mod reference;
 mod shape;
+pub mod stats;
 
 pub use error::Fp4Error;
 pub use grid::{Grid, SearchEffort};

@@ -25,7 +25,11 @@ pub(crate) fn check_part(part: &'static str, expected: usize, len: usize) -> Res
     if len == expected {
         Ok(())
     } else {
-        Err(Fp4Error::PartLength { part, expected, actual: len })
+        Err(Fp4Error::PartLength {
+            part,
+            expected,
+            actual: len,
+        })
     }
 }
 
@@ -43,7 +47,13 @@ impl M0e4Matrix {
         check_part("codes", shape.len() / 2, codes.len())?;
         check_part("scales", groups, scales.len())?;
         check_part("offsets", groups, offsets.len())?;
-        Ok(Self { shape, group, codes, scales, offsets })
+        Ok(Self {
+            shape,
+            group,
+            codes,
+            scales,
+            offsets,
+        })
     }
 
     /// Gives the parts back: `(codes, scales, offsets)`.

@@ -32,7 +32,10 @@ fn dequantize_group(bytes: &[u8], s: f32, b: f32, dst: &mut [f32]) {
 pub fn matvec(m: &M0e4Matrix, x: &[f32]) -> Result<Vec<f32>, Fp4Error> {
     let shape = m.shape();
     if x.len() != shape.cols {
-        return Err(Fp4Error::VectorLength { expected: shape.cols, actual: x.len() });
+        return Err(Fp4Error::VectorLength {
+            expected: shape.cols,
+            actual: x.len(),
+        });
     }
     let g = m.group().len();
     let gpr = m.groups_per_row();
@@ -42,7 +45,10 @@ pub fn matvec(m: &M0e4Matrix, x: &[f32]) -> Result<Vec<f32>, Fp4Error> {
             let mut codes = [0u8; 128];
             let mut acc = 0.0f64;
             for (j, bytes) in m.row_codes(r).chunks_exact(g / 2).enumerate() {
-                let (s, b) = (m.scales()[r * gpr + j].to_f32(), m.offsets()[r * gpr + j].to_f32());
+                let (s, b) = (
+                    m.scales()[r * gpr + j].to_f32(),
+                    m.offsets()[r * gpr + j].to_f32(),
+                );
                 unpack_pairs(bytes, &mut codes[..g]);
                 for (&q, &xv) in codes[..g].iter().zip(&x[j * g..(j + 1) * g]) {
                     acc += f64::from(s * h_f32(q) + b) * f64::from(xv);

@@ -31,10 +31,16 @@ impl MatrixShape {
     /// Checks that this shape can be packed with groups of `group`.
     pub fn check_groupable(&self, group: GroupSize) -> Result<(), Fp4Error> {
         if self.rows == 0 || self.cols == 0 {
-            return Err(Fp4Error::EmptyShape { rows: self.rows, cols: self.cols });
+            return Err(Fp4Error::EmptyShape {
+                rows: self.rows,
+                cols: self.cols,
+            });
         }
         if self.cols % group.len() != 0 {
-            return Err(Fp4Error::ColsNotMultipleOfGroup { cols: self.cols, group: group.len() });
+            return Err(Fp4Error::ColsNotMultipleOfGroup {
+                cols: self.cols,
+                group: group.len(),
+            });
         }
         Ok(())
     }
