@@ -90,6 +90,34 @@ pub enum EngineError {
         /// Vocabulary size.
         vocab: usize,
     },
+    /// Sampling parameters or logits were refused.
+    #[error(transparent)]
+    Sampling(#[from] crate::sampling::SamplingError),
+    /// The OpenCL runtime failed (no device, out of memory, build failure).
+    #[error("OpenCL: {0}")]
+    Cl(#[from] clkernels::runtime::ClError),
+    /// A kernel launcher refused its arguments or failed.
+    #[error("kernel: {0}")]
+    Kernel(#[from] clkernels::kernels::KernelError),
+    /// The KV cache refused a step (full, too large for the device) or its backend failed.
+    #[error("KV cache: {0}")]
+    KvCache(#[from] kvcache::KvError),
+    /// The prompt (with what is already in the cache) does not fit the context.
+    #[error("prompt of {prompt} tokens does not fit the context of {context} tokens (already cached: {cached})")]
+    PromptTooLong {
+        /// Tokens of the prompt that must be run.
+        prompt: usize,
+        /// Tokens kept in the cache before it.
+        cached: usize,
+        /// Context size.
+        context: usize,
+    },
+    /// A generation option is out of range (e.g. `max_tokens` = 0).
+    #[error("invalid generation option: {0}")]
+    InvalidOption(String),
+    /// The GPU forward pass cannot run this model (a feature the kernels lack).
+    #[error("unsupported by the GPU forward pass: {0}")]
+    Unsupported(String),
 }
 
 impl EngineError {

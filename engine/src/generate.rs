@@ -1,1 +1,755 @@
 //! The generation loop: prefill in chunks, decode, stream tokens, stop.
+//!
+//! [`Generator`] drives any [`LanguageModel`] (the OpenCL forward pass in [`crate::gpu`], or a reference in tests)
+//! with any [`TextCodec`]. It keeps the token ids that are in the model's KV cache; a new prompt that starts with
+//! them only runs the rest, which is how `tlite chat` keeps the cache between turns (the template re-renders the
+//! whole conversation, and only the new turn is prefilled).
+
+use std::time::{Duration, Instant};
+
+use crate::model::ModelConfig;
+use crate::sampling::{Sampler, SamplingParams};
+use crate::EngineError;
+
+/// What a forward step must hand back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Nothing: an intermediate prefill chunk (no logits are computed).
+    Nothing,
+    /// The arg-max of the last position's logits, chosen on the device (one `u32` read back).
+    Argmax,
+    /// The last position's full logits (read back for sampling on the CPU).
+    Logits,
+}
+
+/// What a forward step handed back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutput {
+    /// Nothing was asked.
+    Nothing,
+    /// The arg-max token.
+    Token(u32),
+    /// The last position's logits, `vocab` values.
+    Logits(Vec<f32>),
+}
+
+/// A decoder with a KV cache: what the generation loop needs from a forward pass.
+pub trait LanguageModel {
+    /// The model's shapes.
+    fn config(&self) -> &ModelConfig;
+    /// Positions the cache holds at most.
+    fn context_len(&self) -> usize;
+    /// Positions currently in the cache.
+    fn cached_len(&self) -> usize;
+    /// The longest step [`LanguageModel::step`] accepts (prefill chunks are cut to it).
+    fn max_step_tokens(&self) -> usize;
+    /// Drops cached positions from `len` on (moves no data).
+    fn truncate(&mut self, len: usize) -> Result<(), EngineError>;
+    /// Appends `tokens` at the end of the cache and returns what `want` asks about the last one.
+    fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError>;
+    /// Peak device memory this model has used, in bytes (0 when unknown).
+    fn peak_device_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// Text to token ids and back.
+pub trait TextCodec {
+    /// Token ids of `text` (no BOS: the generator adds it).
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError>;
+    /// Text of `ids` (special tokens included as text, so stop strings can see them).
+    fn decode(&self, ids: &[u32]) -> Result<String, EngineError>;
+    /// The id of a token written exactly as `token`, if the vocabulary has one.
+    fn token_id(&self, token: &str) -> Option<u32>;
+}
+
+/// Options of one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// Tokens to generate at most. Must be at least 1 ([`EngineError::InvalidOption`] otherwise).
+    pub max_tokens: usize,
+    /// How tokens are chosen.
+    pub sampling: SamplingParams,
+    /// Generation stops when the text contains one of these; the stop string itself is not returned.
+    pub stop_strings: Vec<String>,
+    /// Prompt tokens per prefill step (0: the model's maximum); long prompts are cut so a step never holds the GPU
+    /// long.
+    pub prefill_chunk: usize,
+    /// Prepend the model's BOS token to the prompt.
+    pub add_bos: bool,
+    /// Extra token ids that end generation besides the model's EOS ids (e.g. a chat template's end of turn).
+    pub extra_eos: Vec<u32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 128,
+            sampling: SamplingParams::greedy(),
+            stop_strings: Vec::new(),
+            prefill_chunk: 0,
+            add_bos: true,
+            extra_eos: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model emitted an end-of-sequence token.
+    Eos,
+    /// The text reached this stop string.
+    StopString(String),
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context is full.
+    ContextFull,
+}
+
+/// Timing figures of one generation (and of the load, when the caller fills it in).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Model load and upload time.
+    pub load: Duration,
+    /// Prompt tokens actually run (cached ones are not counted).
+    pub prefill_tokens: usize,
+    /// Time spent on them, up to and including the first generated token.
+    pub prefill: Duration,
+    /// Tokens generated after the first.
+    pub decode_tokens: usize,
+    /// Time spent on them.
+    pub decode: Duration,
+    /// Peak device memory, bytes (0 when unknown).
+    pub peak_device_bytes: u64,
+}
+
+impl Timings {
+    /// Prompt tokens per second.
+    pub fn prefill_tok_s(&self) -> f64 {
+        rate(self.prefill_tokens, self.prefill)
+    }
+
+    /// Generated tokens per second (after the first).
+    pub fn decode_tok_s(&self) -> f64 {
+        rate(self.decode_tokens, self.decode)
+    }
+}
+
+fn rate(tokens: usize, time: Duration) -> f64 {
+    if time.is_zero() {
+        0.0
+    } else {
+        tokens as f64 / time.as_secs_f64()
+    }
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The generated text (without the stop string).
+    pub text: String,
+    /// The generated token ids (including a final EOS, if one stopped generation).
+    pub tokens: Vec<u32>,
+    /// Why it ended.
+    pub stop: StopReason,
+    /// Figures.
+    pub timings: Timings,
+}
+
+/// A model, its tokenizer and the token ids held in its KV cache.
+#[derive(Debug)]
+pub struct Generator<M, T> {
+    model: M,
+    codec: T,
+    /// Token ids whose keys and values are in the cache, in order.
+    cached: Vec<u32>,
+    /// Load time, copied into every generation's timings.
+    load_time: Duration,
+}
+
+impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
+    /// Wraps a model whose cache is empty (or is emptied here).
+    pub fn new(mut model: M, codec: T) -> Result<Self, EngineError> {
+        model.truncate(0)?;
+        Ok(Self {
+            model,
+            codec,
+            cached: Vec::new(),
+            load_time: Duration::ZERO,
+        })
+    }
+
+    /// Records how long loading took, to be reported with every generation.
+    pub fn set_load_time(&mut self, load: Duration) {
+        self.load_time = load;
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The model, mutably (e.g. to run steps directly in tests).
+    pub fn model_mut(&mut self) -> &mut M {
+        &mut self.model
+    }
+
+    /// The tokenizer.
+    pub fn codec(&self) -> &T {
+        &self.codec
+    }
+
+    /// Token ids currently in the cache.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Forgets the cache.
+    pub fn reset(&mut self) -> Result<(), EngineError> {
+        self.model.truncate(0)?;
+        self.cached.clear();
+        Ok(())
+    }
+
+    /// Token ids of a prompt as the model sees it (BOS first when asked and the model has one).
+    pub fn prompt_tokens(&self, prompt: &str, add_bos: bool) -> Result<Vec<u32>, EngineError> {
+        let mut ids = Vec::new();
+        if add_bos {
+            ids.extend(self.model.config().bos);
+        }
+        ids.extend(self.codec.encode(prompt)?);
+        Ok(ids)
+    }
+
+    /// Generates a continuation of `prompt`, streaming text pieces to `on_text` as they become complete UTF-8.
+    ///
+    /// The cached tokens that start the prompt are reused; the rest is prefilled in chunks. `max_tokens` = 0 is an
+    /// [`EngineError::InvalidOption`]; a prompt that does not fit the context is [`EngineError::PromptTooLong`].
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        options: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation, EngineError> {
+        let ids = self.prompt_tokens(prompt, options.add_bos)?;
+        self.generate_from_tokens(&ids, options, on_text)
+    }
+
+    /// As [`Generator::generate`], from token ids (checked against the vocabulary).
+    pub fn generate_from_tokens(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation, EngineError> {
+        if options.max_tokens == 0 {
+            return Err(EngineError::InvalidOption("max_tokens must be at least 1".into()));
+        }
+        if prompt.is_empty() {
+            return Err(EngineError::InvalidOption(
+                "the prompt has no tokens (and the model no BOS token)".into(),
+            ));
+        }
+        let vocab = self.model.config().vocab;
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::TokenOutOfRange { id, vocab });
+        }
+        let mut sampler = Sampler::new(options.sampling.clone())?;
+        let context = self.model.context_len();
+
+        // Reuse the cached prefix; at least the last prompt token must run to produce logits.
+        let mut keep = common_prefix(&self.cached, prompt).min(prompt.len() - 1);
+        let fresh = prompt.len() - keep;
+        if prompt.len() > context {
+            return Err(EngineError::PromptTooLong {
+                prompt: fresh,
+                cached: keep,
+                context,
+            });
+        }
+        if keep < self.cached.len() {
+            self.model.truncate(keep)?;
+            self.cached.truncate(keep);
+        }
+        keep = self.cached.len();
+
+        let mut eos: Vec<u32> = self.model.config().eos.clone();
+        eos.extend(&options.extra_eos);
+        let want = if options.sampling.is_plain_greedy() {
+            Want::Argmax
+        } else {
+            Want::Logits
+        };
+        let mut timings = Timings {
+            load: self.load_time,
+            ..Timings::default()
+        };
+
+        // Prefill.
+        let started = Instant::now();
+        let chunk = match options.prefill_chunk {
+            0 => self.model.max_step_tokens(),
+            n => n.min(self.model.max_step_tokens()),
+        }
+        .max(1);
+        let todo = &prompt[keep..];
+        let mut output = StepOutput::Nothing;
+        for (i, part) in todo.chunks(chunk).enumerate() {
+            let last = (i + 1) * chunk >= todo.len();
+            output = self.step(part, if last { want } else { Want::Nothing })?;
+        }
+        timings.prefill_tokens = todo.len();
+
+        // Decode.
+        let context_ids = &prompt[prompt.len().saturating_sub(4)..];
+        let mut stream = TextStream::new(context_ids.to_vec(), &options.stop_strings);
+        let mut generated = Vec::new();
+        let mut decode_started = None;
+        let stop = loop {
+            let token = match output {
+                StepOutput::Token(t) => t,
+                StepOutput::Logits(ref logits) => sampler.sample(logits, &self.cached)?,
+                StepOutput::Nothing => {
+                    return Err(EngineError::InvalidOption(
+                        "the model returned no output for the last token".into(),
+                    ))
+                }
+            };
+            if decode_started.is_none() {
+                timings.prefill = started.elapsed();
+                decode_started = Some(Instant::now());
+            }
+            generated.push(token);
+            if eos.contains(&token) {
+                break StopReason::Eos;
+            }
+            if let Some(s) = stream.push(token, &self.codec, &mut on_text)? {
+                break StopReason::StopString(s);
+            }
+            if generated.len() >= options.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.cached.len() >= context {
+                break StopReason::ContextFull;
+            }
+            output = self.step(&[token], want)?;
+            timings.decode_tokens += 1;
+        };
+        stream.finish(&mut on_text);
+        if let Some(t) = decode_started {
+            timings.decode = t.elapsed();
+        }
+        timings.peak_device_bytes = self.model.peak_device_bytes();
+        Ok(Generation {
+            text: stream.text,
+            tokens: generated,
+            stop,
+            timings,
+        })
+    }
+
+    fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
+        let out = self.model.step(tokens, want);
+        match out {
+            Ok(o) => {
+                self.cached.extend_from_slice(tokens);
+                Ok(o)
+            }
+            Err(e) => {
+                // The model may have cached part of the step; realign with what we know it holds.
+                let _ = self.model.truncate(self.cached.len());
+                Err(e)
+            }
+        }
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Turns generated tokens into text pieces: waits while the text ends in an incomplete UTF-8 sequence, holds back
+/// text that could be the start of a stop string, and cuts at the first stop string.
+#[derive(Debug)]
+struct TextStream {
+    /// Tokens before the pending ones, decoded with them so leading spaces come out right.
+    context: Vec<u32>,
+    /// Generated tokens not yet turned into text.
+    pending: Vec<u32>,
+    /// All text produced so far (including any held back).
+    text: String,
+    /// Bytes of `text` already handed to the callback.
+    emitted: usize,
+    stops: Vec<String>,
+}
+
+impl TextStream {
+    fn new(context: Vec<u32>, stops: &[String]) -> Self {
+        Self {
+            context,
+            pending: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        }
+    }
+
+    /// Adds a token; returns the stop string if the text now contains one (the text is cut before it).
+    fn push(
+        &mut self,
+        token: u32,
+        codec: &impl TextCodec,
+        on_text: &mut impl FnMut(&str),
+    ) -> Result<Option<String>, EngineError> {
+        self.pending.push(token);
+        let base = codec.decode(&self.context)?;
+        let mut all = self.context.clone();
+        all.extend(&self.pending);
+        let full = codec.decode(&all)?;
+        // An incomplete multi-byte character decodes as U+FFFD; wait for the bytes that complete it (bounded, so a
+        // genuinely invalid sequence still comes out).
+        if full.ends_with('\u{FFFD}') && self.pending.len() < 8 {
+            return Ok(None);
+        }
+        let new = match full.strip_prefix(base.as_str()) {
+            Some(rest) => rest.to_string(),
+            None => {
+                let common = base
+                    .char_indices()
+                    .zip(full.chars())
+                    .take_while(|((_, a), b)| a == b)
+                    .count();
+                full.chars().skip(common).collect()
+            }
+        };
+        self.text.push_str(&new);
+        let keep_from = all.len().saturating_sub(4);
+        self.context = all.split_off(keep_from);
+        self.pending.clear();
+
+        let search_from = self
+            .emitted
+            .saturating_sub(self.stops.iter().map(String::len).max().unwrap_or(0));
+        let search_from = floor_char_boundary(&self.text, search_from);
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| {
+                self.text[search_from..]
+                    .find(s.as_str())
+                    .map(|at| (search_from + at, s))
+            })
+            .min_by_key(|(at, _)| *at);
+        if let Some((at, stop)) = hit {
+            let stop = stop.clone();
+            self.text.truncate(at);
+            self.emit_to(self.text.len(), on_text);
+            return Ok(Some(stop));
+        }
+        // Hold back the longest tail that could still grow into a stop string.
+        let held = self
+            .stops
+            .iter()
+            .map(|s| longest_suffix_prefix(&self.text, s))
+            .max()
+            .unwrap_or(0);
+        self.emit_to(self.text.len() - held, on_text);
+        Ok(None)
+    }
+
+    fn emit_to(&mut self, end: usize, on_text: &mut impl FnMut(&str)) {
+        let end = floor_char_boundary(&self.text, end);
+        if end > self.emitted {
+            on_text(&self.text[self.emitted..end]);
+            self.emitted = end;
+        }
+    }
+
+    /// Hands over whatever was held back (generation ended without completing a stop string).
+    fn finish(&mut self, on_text: &mut impl FnMut(&str)) {
+        self.emit_to(self.text.len(), on_text);
+    }
+}
+
+/// Length of the longest proper suffix of `text` that is a prefix of `stop`.
+fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
+    (1..stop.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| {
+            text.is_char_boundary(text.len() - n) && stop.as_bytes().starts_with(&text.as_bytes()[text.len() - n..])
+        })
+        .unwrap_or(0)
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::{Activation, Architecture, RopeStyle};
+
+    fn config(vocab: usize) -> ModelConfig {
+        ModelConfig {
+            arch: Architecture::Llama,
+            hidden: 8,
+            ffn: 16,
+            layers: 1,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            vocab,
+            max_ctx: 32,
+            norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_style: RopeStyle::HalfSplit,
+            rope_scaling: None,
+            partial_rotary: 1.0,
+            tied_embeddings: false,
+            qkv_bias: false,
+            activation: Activation::Silu,
+            norm_plus_one: false,
+            embed_scale: None,
+            bos: Some(1),
+            eos: vec![2],
+        }
+    }
+
+    /// Predicts `script[len]` (the token at the next position) as a one-hot logit, recording every step it runs.
+    struct Scripted {
+        config: ModelConfig,
+        script: Vec<u32>,
+        cache: Vec<u32>,
+        steps: Vec<usize>,
+        max_step: usize,
+    }
+
+    impl LanguageModel for Scripted {
+        fn config(&self) -> &ModelConfig {
+            &self.config
+        }
+        fn context_len(&self) -> usize {
+            self.config.max_ctx
+        }
+        fn cached_len(&self) -> usize {
+            self.cache.len()
+        }
+        fn max_step_tokens(&self) -> usize {
+            self.max_step
+        }
+        fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
+            self.cache.truncate(len);
+            Ok(())
+        }
+        fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
+            assert!(tokens.len() <= self.max_step);
+            self.cache.extend_from_slice(tokens);
+            self.steps.push(tokens.len());
+            let next = self.script.get(self.cache.len()).copied().unwrap_or(2);
+            let mut logits = vec![0.0; self.config.vocab];
+            logits[next as usize] = 10.0;
+            Ok(match want {
+                Want::Nothing => StepOutput::Nothing,
+                Want::Argmax => StepOutput::Token(next),
+                Want::Logits => StepOutput::Logits(logits),
+            })
+        }
+    }
+
+    /// Byte-level codec: id < 256 is that byte; 256 is the text "STOP"; 257 is "<end>".
+    struct Bytes;
+
+    impl TextCodec for Bytes {
+        fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+            Ok(text.bytes().map(u32::from).collect())
+        }
+        fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
+            let mut bytes = Vec::new();
+            for &id in ids {
+                match id {
+                    0..=255 => bytes.push(id as u8),
+                    256 => bytes.extend_from_slice(b"STOP"),
+                    _ => bytes.extend_from_slice(b"<end>"),
+                }
+            }
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        fn token_id(&self, _: &str) -> Option<u32> {
+            None
+        }
+    }
+
+    fn generator(prompt: &str, continuation: &[u32]) -> Generator<Scripted, Bytes> {
+        let mut script = vec![1];
+        script.extend(prompt.bytes().map(u32::from));
+        script.extend_from_slice(continuation);
+        let model = Scripted {
+            config: config(258),
+            script,
+            cache: Vec::new(),
+            steps: Vec::new(),
+            max_step: 4,
+        };
+        Generator::new(model, Bytes).unwrap()
+    }
+
+    fn run(g: &mut Generator<Scripted, Bytes>, prompt: &str, opts: &GenerateOptions) -> (Generation, Vec<String>) {
+        let mut pieces = Vec::new();
+        let out = g.generate(prompt, opts, |s| pieces.push(s.to_string())).unwrap();
+        (out, pieces)
+    }
+
+    #[test]
+    fn streams_multibyte_characters_whole() {
+        let cont: Vec<u32> = "héllo €".bytes().map(u32::from).chain([2]).collect();
+        let mut g = generator("ab", &cont);
+        let (out, pieces) = run(&mut g, "ab", &GenerateOptions::default());
+        assert_eq!(out.text, "héllo €");
+        assert_eq!(out.stop, StopReason::Eos);
+        assert_eq!(pieces.concat(), "héllo €");
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+        assert!(
+            pieces.contains(&"é".to_string()) && pieces.contains(&"€".to_string()),
+            "{pieces:?}"
+        );
+    }
+
+    #[test]
+    fn stops_on_stop_string_without_emitting_it() {
+        let cont: Vec<u32> = "one ST two"
+            .bytes()
+            .map(u32::from)
+            .chain([256])
+            .chain(b"x".map(u32::from))
+            .collect();
+        let mut g = generator("p", &cont);
+        let opts = GenerateOptions {
+            stop_strings: vec!["STOP".into()],
+            ..GenerateOptions::default()
+        };
+        let (out, pieces) = run(&mut g, "p", &opts);
+        assert_eq!(out.stop, StopReason::StopString("STOP".into()));
+        assert_eq!(out.text, "one ST two");
+        assert_eq!(pieces.concat(), "one ST two");
+        // A held-back "ST" that never became "STOP" is flushed at the end.
+        let (out, pieces) = run(&mut generator("p", b"xxST".map(u32::from).as_slice()), "p", &opts);
+        assert_eq!((out.text.as_str(), out.stop), ("xxST", StopReason::Eos));
+        assert_eq!(pieces.concat(), "xxST");
+    }
+
+    #[test]
+    fn max_tokens_and_zero() {
+        let mut g = generator("q", &b"abcdef".map(u32::from));
+        let (out, _) = run(
+            &mut g,
+            "q",
+            &GenerateOptions {
+                max_tokens: 3,
+                ..GenerateOptions::default()
+            },
+        );
+        assert_eq!((out.text.as_str(), out.stop), ("abc", StopReason::MaxTokens));
+        let err = g.generate(
+            "q",
+            &GenerateOptions {
+                max_tokens: 0,
+                ..GenerateOptions::default()
+            },
+            |_| {},
+        );
+        assert!(matches!(err, Err(EngineError::InvalidOption(_))), "{err:?}");
+    }
+
+    #[test]
+    fn chunked_prefill_and_prefix_reuse() {
+        let mut g = generator("0123456789", &b"ab".map(u32::from));
+        let opts = GenerateOptions {
+            max_tokens: 2,
+            prefill_chunk: 3,
+            ..GenerateOptions::default()
+        };
+        run(&mut g, "0123456789", &opts);
+        // BOS + 10 prompt tokens in chunks of 3, then one decode step.
+        assert_eq!(g.model().steps, vec![3, 3, 3, 2, 1]);
+        assert_eq!(g.cached_tokens().len(), 12);
+        // The same prompt again runs only its last token.
+        g.model_mut().steps.clear();
+        let (out, _) = run(&mut g, "0123456789", &opts);
+        assert_eq!(g.model().steps, vec![1, 1]);
+        assert_eq!(out.timings.prefill_tokens, 1);
+        assert_eq!(out.text, "ab");
+    }
+
+    #[test]
+    fn sampling_path_reads_logits() {
+        let mut g = generator("z", &b"hi".map(u32::from));
+        let sampling = SamplingParams {
+            temperature: 0.7,
+            top_k: 5,
+            seed: 3,
+            ..SamplingParams::greedy()
+        };
+        let (out, _) = run(
+            &mut g,
+            "z",
+            &GenerateOptions {
+                sampling,
+                max_tokens: 2,
+                ..GenerateOptions::default()
+            },
+        );
+        assert_eq!(out.text, "hi");
+    }
+
+    #[test]
+    fn bad_prompts_are_refused() {
+        let mut g = generator("", &[]);
+        let long = "x".repeat(40);
+        assert!(matches!(
+            g.generate(&long, &GenerateOptions::default(), |_| {}),
+            Err(EngineError::PromptTooLong { context: 32, .. })
+        ));
+        assert!(matches!(
+            g.generate_from_tokens(&[1, 999], &GenerateOptions::default(), |_| {}),
+            Err(EngineError::TokenOutOfRange { id: 999, vocab: 258 })
+        ));
+        let opts = GenerateOptions {
+            add_bos: false,
+            ..GenerateOptions::default()
+        };
+        assert!(matches!(
+            g.generate("", &opts, |_| {}),
+            Err(EngineError::InvalidOption(_))
+        ));
+    }
+
+    #[test]
+    fn context_full_ends_generation() {
+        let mut g = generator("", &[b'a'.into(); 64]);
+        let prompt = "y".repeat(29);
+        let (out, _) = run(
+            &mut g,
+            &prompt,
+            &GenerateOptions {
+                max_tokens: 100,
+                ..GenerateOptions::default()
+            },
+        );
+        assert_eq!(out.stop, StopReason::ContextFull);
+        assert_eq!(g.cached_tokens().len(), 32);
+    }
+
+    #[test]
+    fn suffix_prefix() {
+        assert_eq!(longest_suffix_prefix("abcST", "STOP"), 2);
+        assert_eq!(longest_suffix_prefix("abc", "STOP"), 0);
+        assert_eq!(longest_suffix_prefix("é", "éx"), 2);
+    }
+}
