@@ -37,7 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let cpu = cpu_seconds().zip(c0).map(|(a, b)| (a - b) / reps as f64);
             let Some(m) = m else { continue };
             let e = fp4::stats::error_stats(&w, &fp4::reference::dequantize(&m));
-            let per_cpu = cpu.map_or("n/a".to_string(), |c| format!("{:.0}", shape.len() as f64 / c / 1e6));
+            let per_cpu = cpu.map_or("n/a".to_string(), |c| {
+                format!("{:.0}", shape.len() as f64 / c / 1e6)
+            });
             println!(
                 "({steps},{refits}) | {group} | {:.0} | {per_cpu} | {:.5}",
                 shape.len() as f64 / wall / 1e6,

@@ -5,6 +5,7 @@
 pub mod baseline;
 mod error;
 mod grid;
+pub mod io;
 mod matrix;
 pub mod packing;
 mod quantize;

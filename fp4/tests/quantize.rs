@@ -2,9 +2,11 @@
 //! random weights.
 #![allow(clippy::unwrap_used)]
 
-use fp4::reference::{dequantize, matvec};
 use fp4::recipe::{h_bits_f16, h_bits_f32, h_f16, h_f32};
-use fp4::{quantize_m0e4, quantize_m0e4_with, Fp4Error, GroupSize, M0e4Matrix, MatrixShape, SearchEffort};
+use fp4::reference::{dequantize, matvec};
+use fp4::{
+    quantize_m0e4, quantize_m0e4_with, Fp4Error, GroupSize, M0e4Matrix, MatrixShape, SearchEffort,
+};
 use half::{bf16, f16};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -28,7 +30,11 @@ fn bound(m: &M0e4Matrix, gi: usize) -> f32 {
 fn bit_recipe_matches_formula_for_all_codes() {
     for q in 0u8..16 {
         let exact = 1.0 + f32::from(q) / 16.0;
-        assert_eq!(h_bits_f16(q), f16::from_f32(exact).to_bits(), "f16 bits, q={q}");
+        assert_eq!(
+            h_bits_f16(q),
+            f16::from_f32(exact).to_bits(),
+            "f16 bits, q={q}"
+        );
         assert_eq!(h_bits_f32(q), exact.to_bits(), "f32 bits, q={q}");
         assert_eq!(h_f16(q).to_f32(), exact, "f16 value, q={q}");
         assert_eq!(h_f32(q), exact, "f32 value, q={q}");
@@ -97,7 +103,10 @@ fn packed_layout_matches_the_documented_nibble_and_word_order() {
                 let q = ((word >> (4 * i)) & 0xF) as u8;
                 let c = 8 * t + i;
                 assert_eq!(q, m.code(r, c));
-                assert_eq!(q, (m.codes()[r * shape.cols / 2 + c / 2] >> (4 * (c % 2))) & 0xF);
+                assert_eq!(
+                    q,
+                    (m.codes()[r * shape.cols / 2 + c / 2] >> (4 * (c % 2))) & 0xF
+                );
                 let gi = r * m.groups_per_row() + c / 32;
                 let expect = m.scales()[gi].to_f32() * h_f32(q) + m.offsets()[gi].to_f32();
                 assert_eq!(deq[r * shape.cols + c].to_bits(), expect.to_bits());
@@ -106,13 +115,20 @@ fn packed_layout_matches_the_documented_nibble_and_word_order() {
             }
         }
     }
-    assert!(distinct.len() >= 14, "Gaussian data should use nearly all codes, got {distinct:?}");
+    assert!(
+        distinct.len() >= 14,
+        "Gaussian data should use nearly all codes, got {distinct:?}"
+    );
 }
 
 #[test]
 fn matvec_matches_dequantise_then_dense() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    for (rows, cols, group) in [(7, 96, GroupSize::G32), (33, 128, GroupSize::G64), (5, 256, GroupSize::G128)] {
+    for (rows, cols, group) in [
+        (7, 96, GroupSize::G32),
+        (33, 128, GroupSize::G64),
+        (5, 256, GroupSize::G128),
+    ] {
         let shape = MatrixShape::new(rows, cols);
         let w = gaussian(shape.len(), 0.05, rng.random());
         let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0f32..1.0)).collect();
@@ -122,9 +138,21 @@ fn matvec_matches_dequantise_then_dense() {
         assert_eq!(y.len(), rows);
         for r in 0..rows {
             let row = &deq[r * cols..(r + 1) * cols];
-            let dense: f64 = row.iter().zip(&x).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
-            let mag: f64 = row.iter().zip(&x).map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs()).sum();
-            assert!((f64::from(y[r]) - dense).abs() <= 1e-6 * mag + 1e-12, "row {r}: {} vs {dense}", y[r]);
+            let dense: f64 = row
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let mag: f64 = row
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+                .sum();
+            assert!(
+                (f64::from(y[r]) - dense).abs() <= 1e-6 * mag + 1e-12,
+                "row {r}: {} vs {dense}",
+                y[r]
+            );
         }
     }
 }
@@ -137,9 +165,15 @@ fn search_beats_min_max_on_gaussian_weights() {
         let m = quantize_m0e4_with(&w, shape, GroupSize::G32, e).unwrap();
         fp4::stats::error_stats(&w, &dequantize(&m)).rms
     };
-    let minmax = err(SearchEffort { steps: 1, refits: 0 });
+    let minmax = err(SearchEffort {
+        steps: 1,
+        refits: 0,
+    });
     let searched = err(SearchEffort::default());
-    assert!(searched < 0.97 * minmax, "search rms {searched} vs min/max {minmax}");
+    assert!(
+        searched < 0.97 * minmax,
+        "search rms {searched} vs min/max {minmax}"
+    );
 }
 
 #[test]
@@ -149,7 +183,9 @@ fn constant_groups_are_exact_up_to_f16() {
     w.extend(gaussian(32, 1.0, 9));
     let m = quantize_m0e4(&w, shape, GroupSize::G32).unwrap();
     assert_eq!(m.scales()[0], f16::ZERO);
-    assert!(dequantize(&m)[..32].iter().all(|&v| v == f16::from_f32(0.3).to_f32()));
+    assert!(dequantize(&m)[..32]
+        .iter()
+        .all(|&v| v == f16::from_f32(0.3).to_f32()));
 }
 
 #[test]
@@ -158,40 +194,85 @@ fn bad_input_gets_named_errors() {
     let shape = MatrixShape::new(2, 64);
     assert!(matches!(
         quantize_m0e4(&w[..2 * 48], MatrixShape::new(2, 48), GroupSize::G32),
-        Err(Fp4Error::ColsNotMultipleOfGroup { cols: 48, group: 32 })
+        Err(Fp4Error::ColsNotMultipleOfGroup {
+            cols: 48,
+            group: 32
+        })
     ));
     assert!(matches!(
         quantize_m0e4(&w, MatrixShape::new(1, 64), GroupSize::G128),
-        Err(Fp4Error::ColsNotMultipleOfGroup { cols: 64, group: 128 })
+        Err(Fp4Error::ColsNotMultipleOfGroup {
+            cols: 64,
+            group: 128
+        })
     ));
     assert!(matches!(
         quantize_m0e4(&w[1..], shape, GroupSize::G32),
-        Err(Fp4Error::LengthMismatch { expected: 128, actual: 127, .. })
+        Err(Fp4Error::LengthMismatch {
+            expected: 128,
+            actual: 127,
+            ..
+        })
     ));
-    assert!(matches!(quantize_m0e4(&w[..0], MatrixShape::new(0, 64), GroupSize::G32), Err(Fp4Error::EmptyShape { .. })));
+    assert!(matches!(
+        quantize_m0e4(&w[..0], MatrixShape::new(0, 64), GroupSize::G32),
+        Err(Fp4Error::EmptyShape { .. })
+    ));
     let mut bad = w.clone();
     bad[64 + 37] = f32::NAN;
-    assert!(matches!(quantize_m0e4(&bad, shape, GroupSize::G32), Err(Fp4Error::NonFinite { row: 1, col: 37, .. })));
+    assert!(matches!(
+        quantize_m0e4(&bad, shape, GroupSize::G32),
+        Err(Fp4Error::NonFinite {
+            row: 1,
+            col: 37,
+            ..
+        })
+    ));
     bad[64 + 37] = 1.0;
     bad[5] = f32::NEG_INFINITY;
-    assert!(matches!(quantize_m0e4(&bad, shape, GroupSize::G32), Err(Fp4Error::NonFinite { row: 0, col: 5, .. })));
+    assert!(matches!(
+        quantize_m0e4(&bad, shape, GroupSize::G32),
+        Err(Fp4Error::NonFinite { row: 0, col: 5, .. })
+    ));
     bad[5] = 60000.0;
     bad[6] = -60000.0;
     assert!(matches!(
         quantize_m0e4(&bad, shape, GroupSize::G32),
-        Err(Fp4Error::OutOfF16Range { row: 0, group_index: 0, .. })
+        Err(Fp4Error::OutOfF16Range {
+            row: 0,
+            group_index: 0,
+            ..
+        })
     ));
-    assert!(matches!(GroupSize::try_from(48), Err(Fp4Error::InvalidGroupSize(48))));
+    assert!(matches!(
+        GroupSize::try_from(48),
+        Err(Fp4Error::InvalidGroupSize(48))
+    ));
     let m = quantize_m0e4(&w, shape, GroupSize::G32).unwrap();
-    assert!(matches!(matvec(&m, &w[..63]), Err(Fp4Error::VectorLength { expected: 64, actual: 63 })));
+    assert!(matches!(
+        matvec(&m, &w[..63]),
+        Err(Fp4Error::VectorLength {
+            expected: 64,
+            actual: 63
+        })
+    ));
     let (codes, scales, offsets) = m.into_parts();
     assert!(matches!(
-        M0e4Matrix::from_parts(shape, GroupSize::G32, codes[1..].to_vec(), scales.clone(), offsets.clone()),
+        M0e4Matrix::from_parts(
+            shape,
+            GroupSize::G32,
+            codes[1..].to_vec(),
+            scales.clone(),
+            offsets.clone()
+        ),
         Err(Fp4Error::PartLength { part: "codes", .. })
     ));
     assert!(matches!(
         M0e4Matrix::from_parts(shape, GroupSize::G32, codes, scales, offsets[1..].to_vec()),
-        Err(Fp4Error::PartLength { part: "offsets", .. })
+        Err(Fp4Error::PartLength {
+            part: "offsets",
+            ..
+        })
     ));
 }
 
@@ -200,13 +281,18 @@ fn heavy_tailed_outliers_are_never_clipped() {
     let shape = MatrixShape::new(16, 256);
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
     let t = StudentT::new(3.0f32).unwrap();
-    let w: Vec<f32> = (0..shape.len()).map(|_| 0.02 * t.sample(&mut rng)).collect();
+    let w: Vec<f32> = (0..shape.len())
+        .map(|_| 0.02 * t.sample(&mut rng))
+        .collect();
     for group in GroupSize::ALL {
         let m = quantize_m0e4(&w, shape, group).unwrap();
         let back = dequantize(&m);
         for (i, (&x, &y)) in w.iter().zip(&back).enumerate() {
             let gi = i / group.len();
-            assert!((x - y).abs() <= bound(&m, gi), "G={group} elem {i}: {x} -> {y}");
+            assert!(
+                (x - y).abs() <= bound(&m, gi),
+                "G={group} elem {i}: {x} -> {y}"
+            );
         }
     }
 }
