@@ -77,6 +77,12 @@ impl DeviceEntry {
 /// Lists every device of every platform, numbered in order. Fails clearly when no OpenCL library or platform exists.
 pub fn list_devices() -> Result<Vec<DeviceEntry>, ClError> {
     loader::ensure_loaded()?;
+    // The ocl-icd loader initialises itself on the first clGetPlatformIDs without a lock: concurrent first calls
+    // (parallel tests, several Gpus opened at once) can see no platform or crash. Discovery is serialised.
+    static DISCOVERY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = DISCOVERY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let platforms = match get_platforms() {
         Ok(p) => p,
         // The ICD loader reports "no platform" as CL_PLATFORM_NOT_FOUND_KHR (-1001).

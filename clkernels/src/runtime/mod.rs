@@ -29,3 +29,6 @@ pub use gpu::{Gpu, GpuOptions};
 pub use loader::ensure_loaded;
 pub use priority::{PerfHint, PriorityMechanism, PriorityReport, QueuePriority};
 pub use program::{build_options, BuildOrigin, BuildStats, ProgramSource};
+
+#[cfg(test)]
+mod tests;
