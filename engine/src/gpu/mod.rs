@@ -1,0 +1,483 @@
+//! The OpenCL forward pass: plans shapes with symshape, keeps the KV cache in place, enqueues kernels.
+//!
+//! At load, [`GpuModel`] uploads the weights (M0E4 through the kernels' device type, f16 otherwise), allocates one
+//! K and one V buffer per layer with `kvcache` on clkernels' OpenCL storage, and derives the step plan. A step only
+//! evaluates the plan for `(seq, past)` on the CPU and enqueues kernels: prefill (`seq > 1`) uses the mat-mat
+//! kernels, decode the mat-vec ones (with the fused gate+up). The only reads back are the arg-max token (greedy)
+//! or the last position's logits (sampling); a decode step whose input is the token the device itself just chose
+//! reads its id from the device, so greedy decode writes nothing to the device either.
+
+mod plan;
+mod weights;
+
+use std::sync::Arc;
+
+use clkernels::kernels::attention::{Attention, AttentionShape, KvOperand};
+use clkernels::kernels::elementwise::Elementwise;
+use clkernels::kernels::embedding::Embedding;
+use clkernels::kernels::matmul::{MatmulF16, MatmulM0e4};
+use clkernels::kernels::matvec::{MatvecF16, MatvecM0e4};
+use clkernels::kernels::norm::{Norm, RmsNormParams, RowsShape};
+use clkernels::kernels::rope::{HeadsLayout, Rope, RopeConfig, RopeStyle as KernelRopeStyle};
+use clkernels::kernels::sampling::Sampling;
+use clkernels::kernels::{GatedActivation, Residual};
+use clkernels::kv_storage::ClKvStorage;
+use clkernels::runtime::{DeviceBuffer, DeviceSelector, Gpu, QueuePriority};
+use kvcache::{FullPolicy, KvConfig, KvDtype, KvModelShape, KvPart, KvSequence, KvStep, KvView};
+
+pub use plan::{ScratchSizes, StepPlan};
+pub use weights::{DeviceLayer, DeviceMatrix, DeviceWeights};
+
+use crate::generate::{LanguageModel, StepOutput, Want};
+use crate::model::{Activation, Model, ModelConfig, RopeStyle};
+use crate::EngineError;
+
+/// How to place a model on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Which OpenCL device.
+    pub device: DeviceSelector,
+    /// Queue priority: low by default, so a phone's UI keeps the GPU when it needs it.
+    pub priority: QueuePriority,
+    /// Context to allocate the KV cache for (`None`: the model's own maximum).
+    pub max_ctx: Option<usize>,
+    /// Most tokens one step runs (longer prompts are prefilled in chunks of at most this).
+    pub max_chunk: usize,
+    /// Element type of the KV cache.
+    pub kv_dtype: KvDtype,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            device: DeviceSelector::Default,
+            priority: QueuePriority::Low,
+            max_ctx: None,
+            max_chunk: 256,
+            kv_dtype: KvDtype::F16,
+        }
+    }
+}
+
+/// The kernel launchers one model uses.
+#[derive(Debug)]
+struct Kernels {
+    matvec: MatvecM0e4,
+    matvec_f16: MatvecF16,
+    matmul: MatmulM0e4,
+    matmul_f16: MatmulF16,
+    norm: Norm,
+    rope: Rope,
+    embedding: Embedding,
+    sampling: Sampling,
+    attention: Attention,
+    elementwise: Elementwise,
+}
+
+impl Kernels {
+    fn new(gpu: &Gpu) -> Result<Self, EngineError> {
+        Ok(Self {
+            matvec: MatvecM0e4::new(gpu)?,
+            matvec_f16: MatvecF16::new(gpu)?,
+            matmul: MatmulM0e4::new(gpu)?,
+            matmul_f16: MatmulF16::new(gpu)?,
+            norm: Norm::new(gpu)?,
+            rope: Rope::new(gpu)?,
+            embedding: Embedding::new(gpu)?,
+            sampling: Sampling::new(gpu)?,
+            attention: Attention::new(gpu)?,
+            elementwise: Elementwise::new(gpu)?,
+        })
+    }
+
+    /// `y = W·x (+ residual)` for `seq` rows: mat-vec in decode, mat-mat in prefill.
+    fn linear(
+        &self,
+        w: &DeviceMatrix,
+        x: &DeviceBuffer<f32>,
+        seq: usize,
+        y: &mut DeviceBuffer<f32>,
+        residual: Residual<'_>,
+    ) -> Result<(), EngineError> {
+        match (w, seq) {
+            (DeviceMatrix::M0e4(m), 1) => self.matvec.enqueue(m, x, y, residual)?,
+            (DeviceMatrix::M0e4(m), _) => self.matmul.enqueue(m, x, seq, y, residual)?,
+            (DeviceMatrix::F16(m), 1) => self.matvec_f16.enqueue(m, x, y, residual)?,
+            (DeviceMatrix::F16(m), _) => self.matmul_f16.enqueue(m, x, seq, y, residual)?,
+        }
+        Ok(())
+    }
+}
+
+/// Activations of the largest step, reused by every step and layer.
+#[derive(Debug)]
+struct Scratch {
+    /// Token ids of a prefill chunk.
+    ids: DeviceBuffer<u32>,
+    /// Token id of a decode step chosen on the host.
+    id1: DeviceBuffer<u32>,
+    /// The arg-max the device chose last (also the next decode step's input when greedy).
+    chosen: DeviceBuffer<u32>,
+    /// Residual stream `[seq][hidden]`.
+    x: DeviceBuffer<f32>,
+    /// Normed residual `[seq][hidden]`.
+    xn: DeviceBuffer<f32>,
+    /// Fused q|k|v `[seq][q_dim + 2 kv_dim]`.
+    qkv: DeviceBuffer<f32>,
+    /// Attention output `[seq][q_dim]`.
+    attn: DeviceBuffer<f32>,
+    /// Gate (then gated activation) `[seq][ffn]`.
+    gate: DeviceBuffer<f32>,
+    /// Up `[seq][ffn]`.
+    up: DeviceBuffer<f32>,
+    /// The last position's residual and its norm, `[hidden]` each.
+    last: DeviceBuffer<f32>,
+    last_normed: DeviceBuffer<f32>,
+    /// Logits of the last position.
+    logits: DeviceBuffer<f32>,
+    /// Host staging for `ids`.
+    host_ids: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(gpu: &Gpu, sizes: &ScratchSizes, max_chunk: usize, hidden: usize) -> Result<Self, EngineError> {
+        let f = |n: usize| DeviceBuffer::<f32>::new(gpu, n.max(1));
+        Ok(Self {
+            ids: DeviceBuffer::new(gpu, max_chunk)?,
+            id1: DeviceBuffer::new(gpu, 1)?,
+            chosen: DeviceBuffer::new(gpu, 1)?,
+            x: f(sizes.hidden)?,
+            xn: f(sizes.hidden)?,
+            qkv: f(sizes.qkv)?,
+            attn: f(sizes.attn)?,
+            gate: f(sizes.ffn)?,
+            up: f(sizes.ffn)?,
+            last: f(hidden)?,
+            last_normed: f(hidden)?,
+            logits: f(sizes.vocab)?,
+            host_ids: vec![0; max_chunk],
+        })
+    }
+}
+
+/// A model placed on an OpenCL device with its KV cache: a [`LanguageModel`] for the generator.
+#[derive(Debug)]
+pub struct GpuModel {
+    gpu: Gpu,
+    config: ModelConfig,
+    weights: DeviceWeights,
+    kernels: Kernels,
+    kv: KvSequence<ClKvStorage>,
+    scratch: Scratch,
+    plan: StepPlan,
+    max_chunk: usize,
+    rope: RopeConfig,
+    /// The token the device chose last and still holds in `scratch.chosen`.
+    device_choice: Option<u32>,
+    device_bytes: u64,
+}
+
+impl GpuModel {
+    /// Opens the device named in `options` and places `model` on it.
+    pub fn load(model: &Model, options: &GpuOptions) -> Result<Self, EngineError> {
+        let gpu = Gpu::open(&options.device, options.priority)?;
+        Self::with_gpu(gpu, model, options)
+    }
+
+    /// Places `model` on an already opened device (`options.device` and `options.priority` are not used).
+    pub fn with_gpu(gpu: Gpu, model: &Model, options: &GpuOptions) -> Result<Self, EngineError> {
+        let config = model.config.clone();
+        config.validate()?;
+        if let Some(s) = config.rope_scaling {
+            return Err(EngineError::Unsupported(format!(
+                "rope scaling {s:?}: the rotary kernels take a plain theta (no frequency table yet)"
+            )));
+        }
+        if options.max_chunk == 0 {
+            return Err(EngineError::InvalidOption("max_chunk must be at least 1".into()));
+        }
+        let max_ctx = options.max_ctx.unwrap_or(config.max_ctx).min(config.max_ctx).max(1);
+        let max_chunk = options.max_chunk.min(max_ctx);
+        let plan = StepPlan::new(&config, max_ctx)?;
+        let weights = DeviceWeights::upload(&gpu, model)?;
+        let kernels = Kernels::new(&gpu)?;
+        let sizes = ScratchSizes::new(&config, max_chunk);
+        let scratch = Scratch::new(&gpu, &sizes, max_chunk, config.hidden)?;
+        let kv_config = KvConfig::new(
+            KvModelShape {
+                layers: config.layers,
+                kv_heads: config.kv_heads,
+                head_dim: config.head_dim,
+                dtype: options.kv_dtype,
+            },
+            max_ctx,
+        )?;
+        let kv_bytes = kv_config.total_bytes()?;
+        let kv = KvSequence::new(Arc::new(ClKvStorage::new(&gpu)), kv_config, FullPolicy::Error)?;
+        let rope = RopeConfig {
+            head_dim: config.head_dim,
+            rotary_dim: config.rotary_dim(),
+            theta: config.rope_theta,
+            style: match config.rope_style {
+                RopeStyle::HalfSplit => KernelRopeStyle::HalfSplit,
+                RopeStyle::Interleaved => KernelRopeStyle::Interleaved,
+            },
+        };
+        let device_bytes = weights.bytes() as u64 + kv_bytes + sizes.bytes(config.hidden) as u64 + 4 * max_chunk as u64;
+        Ok(Self {
+            gpu,
+            config,
+            weights,
+            kernels,
+            kv,
+            scratch,
+            plan,
+            max_chunk,
+            rope,
+            device_choice: None,
+            device_bytes,
+        })
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The weights on the device.
+    pub fn weights(&self) -> &DeviceWeights {
+        &self.weights
+    }
+
+    /// Bytes this model allocated on the device (weights, KV cache, activations).
+    pub fn device_bytes(&self) -> u64 {
+        self.device_bytes
+    }
+
+    /// The plan's activation arena for the last step (what one arena would need; for reports).
+    pub fn plan_arena_bytes(&self) -> u64 {
+        self.plan.arena_bytes()
+    }
+
+    fn rms_params(&self) -> RmsNormParams {
+        RmsNormParams {
+            eps: self.config.norm_eps,
+            weight_offset: if self.config.norm_plus_one { 1.0 } else { 0.0 },
+        }
+    }
+
+    /// Enqueues the decoder over `seq` tokens whose ids are on the device, writing K/V through `step`.
+    fn enqueue_layers(&mut self, seq: usize, from_choice: bool, step: &KvStep) -> Result<(), EngineError> {
+        let c = &self.config;
+        let k = &self.kernels;
+        let s = &mut self.scratch;
+        let (hidden, q_dim, kv_dim) = (c.hidden, c.q_dim(), c.kv_dim());
+        let qkv_dim = q_dim + 2 * kv_dim;
+        let past = step.start();
+        let rows = RowsShape { rows: seq, dim: hidden };
+        let norm = RmsNormParams {
+            eps: c.norm_eps,
+            weight_offset: if c.norm_plus_one { 1.0 } else { 0.0 },
+        };
+        let act = match c.activation {
+            Activation::Silu => GatedActivation::Silu,
+            Activation::GeluTanh => GatedActivation::GeluTanh,
+        };
+        let ids = if from_choice {
+            &s.chosen
+        } else if seq == 1 {
+            &s.id1
+        } else {
+            &s.ids
+        };
+        let scale = c.embed_scale.unwrap_or(1.0);
+        match &self.weights.embedding {
+            DeviceMatrix::F16(m) => k.embedding.enqueue_f16(m, ids, seq, &mut s.x, scale)?,
+            DeviceMatrix::M0e4(m) => k.embedding.enqueue_m0e4(m, ids, seq, &mut s.x, scale)?,
+        }
+        let q_layout = HeadsLayout {
+            offset: 0,
+            token_stride: qkv_dim,
+            heads: c.heads,
+            seq,
+        };
+        let k_layout = HeadsLayout {
+            offset: q_dim,
+            token_stride: qkv_dim,
+            heads: c.kv_heads,
+            seq,
+        };
+        let v_layout = HeadsLayout {
+            offset: q_dim + kv_dim,
+            ..k_layout
+        };
+        let shape = AttentionShape {
+            seq,
+            past,
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+        };
+        let attn_scale = 1.0 / (c.head_dim as f32).sqrt();
+        for (i, layer) in self.weights.layers.iter().enumerate() {
+            k.norm.rms(&s.x, &layer.attn_norm, &mut s.xn, rows, norm)?;
+            k.linear(&layer.qkv, &s.xn, seq, &mut s.qkv, Residual::None)?;
+            if let Some(bias) = &layer.qkv_bias {
+                k.elementwise.add_bias_rows(&mut s.qkv, bias, seq, qkv_dim)?;
+            }
+            k.rope.enqueue(&mut s.qkv, q_layout, self.rope, past)?;
+            let k_buf = self.kv.buffer(i, KvPart::Key)?.raw();
+            let v_buf = self.kv.buffer(i, KvPart::Value)?.raw();
+            let write = step.write_view();
+            k.attention
+                .enqueue_kv_write(&s.qkv, k_layout, KvOperand::new(k_buf, write)?, Some(self.rope), past)?;
+            k.attention
+                .enqueue_kv_write(&s.qkv, v_layout, KvOperand::new(v_buf, write)?, None, past)?;
+            let read = step.read_view();
+            let (k_op, v_op) = (KvOperand::new(k_buf, read)?, KvOperand::new(v_buf, read)?);
+            k.attention
+                .enqueue(&s.qkv, q_layout, k_op, v_op, shape, attn_scale, &mut s.attn)?;
+            k.linear(&layer.wo, &s.attn, seq, &mut s.x, Residual::Accumulate)?;
+            k.norm.rms(&s.x, &layer.ffn_norm, &mut s.xn, rows, norm)?;
+            match (&layer.gate, &layer.up, seq) {
+                (DeviceMatrix::M0e4(g), DeviceMatrix::M0e4(u), 1) => {
+                    k.matvec.enqueue_gate_up(g, u, &s.xn, &mut s.gate, act)?
+                }
+                _ => {
+                    k.linear(&layer.gate, &s.xn, seq, &mut s.gate, Residual::None)?;
+                    k.linear(&layer.up, &s.xn, seq, &mut s.up, Residual::None)?;
+                    k.elementwise.gated_in_place(&mut s.gate, &s.up, seq * c.ffn, act)?;
+                }
+            }
+            k.linear(&layer.down, &s.gate, seq, &mut s.x, Residual::Accumulate)?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues the final norm and the output head over the last of `seq` positions.
+    fn enqueue_logits(&mut self, seq: usize) -> Result<(), EngineError> {
+        let hidden = self.config.hidden;
+        let params = self.rms_params();
+        let k = &self.kernels;
+        let s = &mut self.scratch;
+        let one = RowsShape { rows: 1, dim: hidden };
+        if seq == 1 {
+            k.norm
+                .rms(&s.x, &self.weights.final_norm, &mut s.last_normed, one, params)?;
+        } else {
+            // The strided K/V write kernel doubles as a row copy: one "head" of `hidden` values, no rotation.
+            let src = HeadsLayout {
+                offset: (seq - 1) * hidden,
+                token_stride: hidden,
+                heads: 1,
+                seq: 1,
+            };
+            let view = KvView {
+                offset_elems: 0,
+                first_position: 0,
+                positions: 1,
+                heads: 1,
+                head_dim: hidden,
+                head_stride_elems: hidden as u64,
+                position_stride_elems: hidden as u64,
+                dtype: KvDtype::F32,
+            };
+            k.attention
+                .enqueue_kv_write(&s.x, src, KvOperand::from_device_buffer(&s.last, view), None, 0)?;
+            k.norm
+                .rms(&s.last, &self.weights.final_norm, &mut s.last_normed, one, params)?;
+        }
+        k.linear(self.weights.head(), &s.last_normed, 1, &mut s.logits, Residual::None)
+    }
+
+    /// Uploads the ids of a step unless the device already holds them.
+    fn stage_ids(&mut self, tokens: &[u32]) -> Result<bool, EngineError> {
+        if tokens.len() == 1 && self.device_choice == Some(tokens[0]) {
+            return Ok(true);
+        }
+        let s = &mut self.scratch;
+        if tokens.len() == 1 {
+            s.id1.write(&self.gpu, tokens)?;
+        } else {
+            s.host_ids[..tokens.len()].copy_from_slice(tokens);
+            s.host_ids[tokens.len()..].fill(0);
+            s.ids.write(&self.gpu, &s.host_ids)?;
+        }
+        Ok(false)
+    }
+}
+
+impl LanguageModel for GpuModel {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn context_len(&self) -> usize {
+        self.kv.max_ctx()
+    }
+
+    fn cached_len(&self) -> usize {
+        self.kv.len()
+    }
+
+    fn max_step_tokens(&self) -> usize {
+        self.max_chunk
+    }
+
+    fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
+        if len < self.kv.len() {
+            self.kv.truncate(len)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
+        let seq = tokens.len();
+        if seq == 0 || seq > self.max_chunk {
+            return Err(EngineError::InvalidOption(format!(
+                "a step runs 1..={} tokens, got {seq}",
+                self.max_chunk
+            )));
+        }
+        let vocab = self.config.vocab;
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::TokenOutOfRange { id, vocab });
+        }
+        let past = self.kv.len();
+        if past + seq > self.kv.max_ctx() {
+            return Err(EngineError::PromptTooLong {
+                prompt: seq,
+                cached: past,
+                context: self.kv.max_ctx(),
+            });
+        }
+        self.plan.evaluate(seq, past, &self.config)?;
+        let from_choice = self.stage_ids(tokens)?;
+        let step = self.kv.begin_step(seq)?;
+        if let Err(e) = self.enqueue_layers(seq, from_choice, &step) {
+            self.kv.cancel(step)?;
+            return Err(e);
+        }
+        self.kv.commit(step)?;
+        self.device_choice = None;
+        match want {
+            Want::Nothing => Ok(StepOutput::Nothing),
+            Want::Argmax => {
+                self.enqueue_logits(seq)?;
+                let s = &mut self.scratch;
+                self.kernels.sampling.argmax(&s.logits, vocab, &mut s.chosen)?;
+                let token = s.chosen.read(&self.gpu)?[0];
+                self.device_choice = Some(token);
+                Ok(StepOutput::Token(token))
+            }
+            Want::Logits => {
+                self.enqueue_logits(seq)?;
+                Ok(StepOutput::Logits(self.scratch.logits.read(&self.gpu)?))
+            }
+        }
+    }
+
+    fn peak_device_bytes(&self) -> u64 {
+        self.device_bytes
+    }
+}

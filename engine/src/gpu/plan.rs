@@ -1,0 +1,104 @@
+//! Shapes and scratch sizes of the forward pass, from `symshape`'s decoder plan.
+//!
+//! The plan is derived once at load; each step evaluates it for `(seq, past)` on the CPU (a compiled polynomial
+//! evaluation, no GPU round trip), which also refuses any step outside the domain `seq + past ≤ max_ctx`. The
+//! kernels take whole buffers, so the activations live in a few scratch buffers sized for the largest step
+//! (`max_chunk` tokens) rather than in the plan's single arena; [`ScratchSizes`] is the one place that sizes them.
+
+use symshape::models::{llama_decoder, DecoderDims, LlamaDecoder};
+use symshape::PlanValues;
+
+use crate::model::ModelConfig;
+use crate::EngineError;
+
+/// Element counts of the scratch buffers for steps of up to `max_chunk` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScratchSizes {
+    /// Residual stream and normed copy, `[max_chunk][hidden]`.
+    pub hidden: usize,
+    /// Fused q|k|v output, `[max_chunk][q_dim + 2 kv_dim]`.
+    pub qkv: usize,
+    /// Attention output, `[max_chunk][q_dim]`.
+    pub attn: usize,
+    /// Gate and up outputs, `[max_chunk][ffn]` each.
+    pub ffn: usize,
+    /// Logits of one position.
+    pub vocab: usize,
+}
+
+impl ScratchSizes {
+    /// Sizes for `config` and steps of at most `max_chunk` tokens.
+    pub fn new(config: &ModelConfig, max_chunk: usize) -> Self {
+        Self {
+            hidden: max_chunk * config.hidden,
+            qkv: max_chunk * (config.q_dim() + 2 * config.kv_dim()),
+            attn: max_chunk * config.q_dim(),
+            ffn: max_chunk * config.ffn,
+            vocab: config.vocab,
+        }
+    }
+
+    /// Bytes of all scratch buffers (f32), including the last-row copies.
+    pub fn bytes(&self, hidden: usize) -> usize {
+        4 * (2 * self.hidden + self.qkv + self.attn + 2 * self.ffn + self.vocab + 2 * hidden)
+    }
+}
+
+/// The symbolic plan of one model and a reusable evaluation buffer.
+#[derive(Debug)]
+pub struct StepPlan {
+    decoder: LlamaDecoder,
+    values: PlanValues,
+}
+
+impl StepPlan {
+    /// Derives the plan (once per model).
+    pub fn new(config: &ModelConfig, max_ctx: usize) -> Result<Self, EngineError> {
+        let i = |v: usize| i64::try_from(v).map_err(|_| EngineError::InvalidConfig(format!("{v} is too large")));
+        let dims = DecoderDims {
+            layers: config.layers,
+            hidden: i(config.hidden)?,
+            heads: i(config.heads)?,
+            kv_heads: i(config.kv_heads)?,
+            head_dim: i(config.head_dim)?,
+            ffn: i(config.ffn)?,
+            vocab: i(config.vocab)?,
+            max_ctx: i(max_ctx)?,
+            dtype_bytes: 4,
+        };
+        let decoder = llama_decoder(&dims).map_err(|e| EngineError::InvalidConfig(format!("shape plan: {e}")))?;
+        Ok(Self {
+            decoder,
+            values: PlanValues::default(),
+        })
+    }
+
+    /// Evaluates the plan for a step and checks the shapes the kernels will be given against it.
+    pub fn evaluate(&mut self, seq: usize, past: usize, config: &ModelConfig) -> Result<(), EngineError> {
+        let bad = |e: String| EngineError::InvalidOption(format!("step of {seq} tokens after {past}: {e}"));
+        self.decoder
+            .evaluate_into(seq as i64, past as i64, &mut self.values)
+            .map_err(|e| bad(e.to_string()))?;
+        let layer = self
+            .decoder
+            .layers
+            .first()
+            .ok_or_else(|| bad("model has no layers".into()))?;
+        let plan = &self.decoder.plan;
+        let q = plan.dims(&self.values, layer.q);
+        let k = plan.dims(&self.values, layer.k_new);
+        let want_q = vec![seq as i64, config.heads as i64, config.head_dim as i64];
+        let want_k = vec![seq as i64, config.kv_heads as i64, config.head_dim as i64];
+        if q.as_ref() != Some(&want_q) || k.as_ref() != Some(&want_k) {
+            return Err(bad(format!(
+                "plan gives q {q:?} and k {k:?}, kernels expect {want_q:?} and {want_k:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes of the plan's activation arena for the last evaluated step (what a single-arena runtime would use).
+    pub fn arena_bytes(&self) -> u64 {
+        self.values.arena_bytes
+    }
+}
