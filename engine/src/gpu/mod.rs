@@ -26,7 +26,7 @@ use clkernels::runtime::{DeviceBuffer, DeviceSelector, Gpu, QueuePriority};
 use kvcache::{FullPolicy, KvConfig, KvDtype, KvModelShape, KvPart, KvSequence, KvStep, KvView};
 
 pub use plan::{ScratchSizes, StepPlan};
-pub use weights::{DeviceLayer, DeviceMatrix, DeviceWeights};
+pub use weights::{padded_ffn, DeviceLayer, DeviceMatrix, DeviceWeights};
 
 use crate::generate::{LanguageModel, StepOutput, Want};
 use crate::model::{Activation, Model, ModelConfig, RopeStyle};
@@ -346,7 +346,8 @@ impl GpuModel {
                 _ => {
                     k.linear(&layer.gate, &s.xn, seq, &mut s.gate, Residual::None)?;
                     k.linear(&layer.up, &s.xn, seq, &mut s.up, Residual::None)?;
-                    k.elementwise.gated_in_place(&mut s.gate, &s.up, seq * c.ffn, act)?;
+                    k.elementwise
+                        .gated_in_place(&mut s.gate, &s.up, seq * weights::padded_ffn(c.ffn), act)?;
                 }
             }
             k.linear(&layer.down, &s.gate, seq, &mut s.x, Residual::Accumulate)?;

@@ -20,7 +20,7 @@ pub struct ScratchSizes {
     pub qkv: usize,
     /// Attention output, `[max_chunk][q_dim]`.
     pub attn: usize,
-    /// Gate and up outputs, `[max_chunk][ffn]` each.
+    /// Gate and up outputs, `[max_chunk][padded ffn]` each.
     pub ffn: usize,
     /// Logits of one position.
     pub vocab: usize,
@@ -33,7 +33,7 @@ impl ScratchSizes {
             hidden: max_chunk * config.hidden,
             qkv: max_chunk * (config.q_dim() + 2 * config.kv_dim()),
             attn: max_chunk * config.q_dim(),
-            ffn: max_chunk * config.ffn,
+            ffn: max_chunk * super::weights::padded_ffn(config.ffn),
             vocab: config.vocab,
         }
     }

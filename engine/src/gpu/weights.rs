@@ -79,6 +79,59 @@ impl DeviceMatrix {
     }
 }
 
+/// The MLP width the device uses: `ffn` rounded up to a multiple of 32, because the f16 mat-mat kernel needs its
+/// inner dimension in whole 32-wide tiles (stories260K has ffn = 172). The extra gate/up rows and down columns are
+/// zero, so the padded MLP computes exactly the same values (act(0) * 0 = 0 feeds zero columns).
+pub fn padded_ffn(ffn: usize) -> usize {
+    ffn.next_multiple_of(32)
+}
+
+/// `t` (`[rows, cols]`) with zero rows appended up to `rows` (M0E4 stays M0E4: zero codes, scales and offsets).
+fn pad_rows(t: &Tensor, rows: usize) -> Result<Tensor, EngineError> {
+    let extra = rows - t.rows();
+    let cols = t.cols();
+    let shape = vec![rows, cols];
+    Ok(match &t.data {
+        TensorData::M0e4(m) => {
+            let (mut codes, mut scales, mut offsets) = m.clone().into_parts();
+            let groups = cols / m.group().len();
+            codes.resize(codes.len() + extra * cols / 2, 0);
+            scales.resize(scales.len() + extra * groups, f16::ZERO);
+            offsets.resize(offsets.len() + extra * groups, f16::ZERO);
+            Tensor::m0e4(fp4::M0e4Matrix::from_parts(
+                MatrixShape::new(rows, cols),
+                m.group(),
+                codes,
+                scales,
+                offsets,
+            )?)
+        }
+        TensorData::F16(v) => {
+            let mut v = v.clone();
+            v.resize(rows * cols, f16::ZERO);
+            Tensor::f16(shape, v)?
+        }
+        TensorData::F32(v) => {
+            let mut v = v.clone();
+            v.resize(rows * cols, 0.0);
+            Tensor::f32(shape, v)?
+        }
+    })
+}
+
+/// `t` (`[rows, cols]`) with zero columns appended up to `cols`, as f16 (a matrix whose columns are not a multiple
+/// of 32 was never M0E4; one that was is dequantised).
+fn pad_cols(t: &Tensor, cols: usize) -> Result<Tensor, EngineError> {
+    let (rows, old) = (t.rows(), t.cols());
+    let values = t.to_f32();
+    let mut v = Vec::with_capacity(rows * cols);
+    for row in values.chunks(old) {
+        v.extend(row.iter().map(|&x| f16::from_f32(x)));
+        v.extend(std::iter::repeat_n(f16::ZERO, cols - old));
+    }
+    Tensor::f16(vec![rows, cols], v)
+}
+
 /// Uploads a vector tensor (norm weight, bias) as f32.
 pub fn upload_vector(gpu: &Gpu, name: &str, t: &Tensor, len: usize) -> Result<DeviceBuffer<f32>, EngineError> {
     let v = t.to_f32();
@@ -214,8 +267,23 @@ fn upload_layer(
         qkv_bias,
         wo: DeviceMatrix::upload(gpu, &name("wo"), &l.wo)?,
         ffn_norm: upload_vector(gpu, &name("ffn_norm"), &l.ffn_norm, hidden)?,
-        gate: DeviceMatrix::upload(gpu, &name("w_gate"), &l.w_gate)?,
-        up: DeviceMatrix::upload(gpu, &name("w_up"), &l.w_up)?,
-        down: DeviceMatrix::upload(gpu, &name("w_down"), &l.w_down)?,
+        gate: upload_mlp(gpu, &name("w_gate"), &l.w_gate, false)?,
+        up: upload_mlp(gpu, &name("w_up"), &l.w_up, false)?,
+        down: upload_mlp(gpu, &name("w_down"), &l.w_down, true)?,
     })
+}
+
+/// Uploads an MLP matrix padded to [`padded_ffn`]: rows for gate/up, columns for down.
+fn upload_mlp(gpu: &Gpu, name: &str, t: &Tensor, down: bool) -> Result<DeviceMatrix, EngineError> {
+    let ffn = if down { t.cols() } else { t.rows() };
+    let padded = padded_ffn(ffn);
+    if padded == ffn {
+        return DeviceMatrix::upload(gpu, name, t);
+    }
+    let t = if down {
+        pad_cols(t, padded)?
+    } else {
+        pad_rows(t, padded)?
+    };
+    DeviceMatrix::upload(gpu, name, &t)
 }

@@ -1,0 +1,335 @@
+//! The OpenCL forward pass against the plain-Rust reference (fixtures::reference_model), on every architecture's
+//! tiny model, with f16 and M0E4 weights, and the step protocol (prefill-then-decode, chunking, bad input).
+//!
+//! The reference runs on exactly the weights the device holds (f16-rounded, or M0E4-dequantised), so the
+//! tolerances measure the forward pass, not quantisation: logits agree within `2e-3 * (1 + max|ref|)` with an f32
+//! KV cache and `2e-2 * (1 + max|ref|)` with an f16 one.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use clkernels::runtime::Gpu;
+use engine::generate::{GenerateOptions, Generator, LanguageModel, StepOutput, TextCodec, Want};
+use engine::gpu::{GpuModel, GpuOptions};
+use engine::model::{self, Architecture, LoadOptions, Model, RopeStyle as EngineRope, WeightFormat};
+use engine::EngineError;
+use fixtures::reference_model::{RefArch, RefConfig, RefLayer, RefModel, RefWeights};
+use fixtures::tiny_models::{write_hf_folder, StoreDtype, TinySpec};
+use kvcache::KvDtype;
+use rand::{Rng, SeedableRng};
+
+fn gpu() -> Gpu {
+    Gpu::open_default().expect("an OpenCL device (PoCL on the dev box)")
+}
+
+/// The reference model on the engine model's own weights (f32 values of f16 or dequantised M0E4 tensors).
+fn reference_of(m: &Model, max_ctx: usize) -> RefModel {
+    let c = &m.config;
+    let w = &m.weights;
+    let layers = w
+        .layers
+        .iter()
+        .map(|l| RefLayer {
+            attn_norm: l.attn_norm.to_f32(),
+            wq: l.wq.to_f32(),
+            wk: l.wk.to_f32(),
+            wv: l.wv.to_f32(),
+            wo: l.wo.to_f32(),
+            bq: l.bq.as_ref().map(|t| t.to_f32()),
+            bk: l.bk.as_ref().map(|t| t.to_f32()),
+            bv: l.bv.as_ref().map(|t| t.to_f32()),
+            ffn_norm: l.ffn_norm.to_f32(),
+            w_gate: l.w_gate.to_f32(),
+            w_up: l.w_up.to_f32(),
+            w_down: l.w_down.to_f32(),
+        })
+        .collect();
+    RefModel {
+        config: RefConfig {
+            arch: match c.arch {
+                Architecture::Llama => RefArch::Llama,
+                Architecture::Mistral => RefArch::Mistral,
+                Architecture::Qwen2 => RefArch::Qwen2,
+                Architecture::Gemma => RefArch::Gemma,
+            },
+            hidden: c.hidden,
+            ffn: c.ffn,
+            layers: c.layers,
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+            vocab: c.vocab,
+            max_ctx,
+            norm_eps: c.norm_eps,
+            rope_inv_freqs: c.rope_inv_freqs(),
+            rope_style: match c.rope_style {
+                EngineRope::HalfSplit => fixtures::reference_model::RopeStyle::HalfSplit,
+                EngineRope::Interleaved => fixtures::reference_model::RopeStyle::Interleaved,
+            },
+            norm_plus_one: c.norm_plus_one,
+            embed_scale: c.embed_scale.unwrap_or(1.0),
+            gelu: c.activation == model::Activation::GeluTanh,
+        },
+        weights: RefWeights {
+            embedding: w.embedding.to_f32(),
+            layers,
+            final_norm: w.final_norm.to_f32(),
+            lm_head: w.lm_head.as_ref().map(|t| t.to_f32()),
+        },
+    }
+}
+
+/// The tiny model of `arch` (Llama without its rope scaling, which the rotary kernels do not take yet).
+fn tiny(arch: RefArch, dir: &Path, format: WeightFormat) -> Model {
+    let mut spec = TinySpec::for_arch(arch);
+    spec.llama3_scaling = None;
+    write_hf_folder(&spec, dir, StoreDtype::F32, 1).unwrap();
+    model::load(
+        dir,
+        &LoadOptions {
+            quantize: format,
+            keep_embeddings_f16: true,
+        },
+    )
+    .unwrap()
+}
+
+fn random_tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()
+}
+
+fn logits(out: StepOutput) -> Vec<f32> {
+    match out {
+        StepOutput::Logits(l) => l,
+        other => panic!("expected logits, got {other:?}"),
+    }
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = 1.0 + want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (i, err) = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .enumerate()
+        .fold(
+            (0, 0.0f32),
+            |best, (i, e)| if e > best.1 || e.is_nan() { (i, e) } else { best },
+        );
+    assert!(
+        err <= rel * scale,
+        "{what}: max |diff| {err} at {i} (got {}, want {}) > {rel} * {scale}",
+        got[i],
+        want[i]
+    );
+}
+
+fn options(kv: KvDtype, max_chunk: usize) -> GpuOptions {
+    GpuOptions {
+        max_chunk,
+        kv_dtype: kv,
+        max_ctx: Some(64),
+        ..GpuOptions::default()
+    }
+}
+
+/// Prefill a prompt, then decode a few tokens one by one; every step's logits against the reference.
+fn check_against_reference(arch: RefArch, format: WeightFormat, kv: KvDtype, rel: f32) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(arch, dir.path(), format);
+    let reference = reference_of(&m, 64);
+    let mut cache = reference.new_cache();
+    let mut gpu_model = GpuModel::with_gpu(gpu(), &m, &options(kv, 16)).unwrap();
+    let tokens = random_tokens(arch as u64 + 11, 14, m.config.vocab);
+    let (prompt, rest) = tokens.split_at(10);
+    let want = reference.prefill(&mut cache, prompt);
+    let got = logits(gpu_model.step(prompt, Want::Logits).unwrap());
+    assert_close(&format!("{arch:?} {format:?} prefill"), &got, want.last().unwrap(), rel);
+    for (i, &t) in rest.iter().enumerate() {
+        let want = reference.prefill(&mut cache, &[t]);
+        let got = logits(gpu_model.step(&[t], Want::Logits).unwrap());
+        assert_close(&format!("{arch:?} {format:?} decode {i}"), &got, &want[0], rel);
+    }
+    assert_eq!(gpu_model.cached_len(), 14);
+}
+
+const ARCHS: [RefArch; 4] = [RefArch::Llama, RefArch::Mistral, RefArch::Qwen2, RefArch::Gemma];
+const M0E4: WeightFormat = WeightFormat::M0e4 {
+    group: fp4::GroupSize::G32,
+};
+
+#[test]
+fn f16_weights_match_the_reference_on_every_architecture() {
+    for arch in ARCHS {
+        check_against_reference(arch, WeightFormat::F16, KvDtype::F32, 2e-3);
+    }
+}
+
+#[test]
+fn m0e4_weights_match_the_dequantised_reference_on_every_architecture() {
+    for arch in ARCHS {
+        check_against_reference(arch, M0E4, KvDtype::F32, 2e-3);
+    }
+}
+
+#[test]
+fn f16_kv_cache_stays_close() {
+    check_against_reference(RefArch::Qwen2, M0E4, KvDtype::F16, 2e-2);
+    check_against_reference(RefArch::Gemma, WeightFormat::F16, KvDtype::F16, 2e-2);
+}
+
+#[test]
+fn prefill_then_decode_equals_one_long_prefill_and_chunking_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(RefArch::Mistral, dir.path(), M0E4);
+    let g = gpu();
+    let tokens = random_tokens(5, 13, m.config.vocab);
+    let mut whole = GpuModel::with_gpu(g.clone(), &m, &options(KvDtype::F32, 16)).unwrap();
+    let one = logits(whole.step(&tokens, Want::Logits).unwrap());
+
+    let mut stepped = GpuModel::with_gpu(g.clone(), &m, &options(KvDtype::F32, 16)).unwrap();
+    stepped.step(&tokens[..9], Want::Nothing).unwrap();
+    for &t in &tokens[9..12] {
+        stepped.step(&[t], Want::Nothing).unwrap();
+    }
+    let decoded = logits(stepped.step(&tokens[12..], Want::Logits).unwrap());
+    assert_close("prefill then decode", &decoded, &one, 1e-3);
+
+    let mut chunked = GpuModel::with_gpu(g, &m, &options(KvDtype::F32, 4)).unwrap();
+    let mut last = Vec::new();
+    for part in tokens.chunks(4) {
+        last = logits(chunked.step(part, Want::Logits).unwrap());
+    }
+    assert_close("chunks of 4", &last, &one, 1e-3);
+
+    // Arg-max on the device agrees with the host arg-max of the same logits.
+    let mut again = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 16)).unwrap();
+    let StepOutput::Token(t) = again.step(&tokens, Want::Argmax).unwrap() else {
+        panic!("expected a token")
+    };
+    let host = one
+        .iter()
+        .enumerate()
+        .fold(0, |b, (i, &v)| if v > one[b] { i } else { b });
+    assert_eq!(t as usize, host);
+}
+
+/// The tiny models' tokenizer as a codec (byte-level BPE from the tokenizers crate).
+struct Tok(tokenizers::Tokenizer);
+
+impl TextCodec for Tok {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        Ok(self
+            .0
+            .encode(text, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+    fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
+        self.0
+            .decode(ids, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))
+    }
+    fn token_id(&self, token: &str) -> Option<u32> {
+        self.0.token_to_id(token)
+    }
+}
+
+#[test]
+fn greedy_generation_matches_the_reference_and_bad_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(RefArch::Qwen2, dir.path(), M0E4);
+    let reference = reference_of(&m, 64);
+    let gpu_model = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 8)).unwrap();
+    let mut g = Generator::new(gpu_model, Tok(fixtures::tiny_models::tiny_tokenizer().unwrap())).unwrap();
+    let prompt = random_tokens(9, 12, m.config.vocab);
+    let opts = GenerateOptions {
+        max_tokens: 6,
+        prefill_chunk: 5,
+        ..GenerateOptions::default()
+    };
+    let out = g.generate_from_tokens(&prompt, &opts, |_| {}).unwrap();
+    let want = reference.greedy(&prompt, out.tokens.len());
+    assert_eq!(out.tokens, want);
+
+    assert!(matches!(
+        g.generate_from_tokens(&[1, m.config.vocab as u32], &opts, |_| {}),
+        Err(EngineError::TokenOutOfRange { .. })
+    ));
+    assert!(matches!(
+        g.generate_from_tokens(&random_tokens(1, 65, m.config.vocab), &opts, |_| {}),
+        Err(EngineError::PromptTooLong { context: 64, .. })
+    ));
+    let zero = GenerateOptions {
+        max_tokens: 0,
+        ..opts.clone()
+    };
+    assert!(matches!(
+        g.generate_from_tokens(&prompt, &zero, |_| {}),
+        Err(EngineError::InvalidOption(_))
+    ));
+    // A refused step leaves the model usable: the same generation again gives the same tokens.
+    let again = g.generate_from_tokens(&prompt, &opts, |_| {}).unwrap();
+    assert_eq!(again.tokens, want);
+    // Steps outside what the device was sized for are refused, not run.
+    let model = g.model_mut();
+    assert!(matches!(
+        model.step(&[], Want::Logits),
+        Err(EngineError::InvalidOption(_))
+    ));
+    assert!(matches!(
+        model.step(&[0; 9], Want::Logits),
+        Err(EngineError::InvalidOption(_))
+    ));
+}
+
+#[test]
+fn rope_scaling_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    write_hf_folder(&TinySpec::for_arch(RefArch::Llama), dir.path(), StoreDtype::F32, 1).unwrap();
+    let m = model::load(dir.path(), &LoadOptions::default()).unwrap();
+    let err = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 8)).unwrap_err();
+    assert!(matches!(err, EngineError::Unsupported(_)), "{err}");
+}
+
+#[test]
+fn stories260k_matches_the_reference() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K/stories260K.bin");
+    if !path.is_file() {
+        eprintln!("skipping: {} is absent", path.display());
+        return;
+    }
+    for (format, rel) in [(WeightFormat::F16, 2e-3), (M0E4, 2e-3)] {
+        let m = model::load(
+            &path,
+            &LoadOptions {
+                quantize: format,
+                keep_embeddings_f16: true,
+            },
+        )
+        .unwrap();
+        let reference = reference_of(&m, 64);
+        let mut cache = reference.new_cache();
+        let mut gm = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 16)).unwrap();
+        let tokens = random_tokens(260, 20, m.config.vocab);
+        let want = reference.prefill(&mut cache, &tokens[..16]);
+        assert_close(
+            "stories260K prefill",
+            &logits(gm.step(&tokens[..16], Want::Logits).unwrap()),
+            &want[15],
+            rel,
+        );
+        for &t in &tokens[16..] {
+            let want = reference.prefill(&mut cache, &[t]);
+            assert_close(
+                "stories260K decode",
+                &logits(gm.step(&[t], Want::Logits).unwrap()),
+                &want[0],
+                rel,
+            );
+        }
+    }
+}
