@@ -1,1 +1,201 @@
 //! The OpenCL storage backend for the `kvcache` crate.
+//!
+//! Each per-layer K or V cache is one `cl_mem` buffer. A view whose origin is a multiple of the device's
+//! `CL_DEVICE_MEM_BASE_ADDR_ALIGN` becomes a sub-buffer (`clCreateSubBuffer`), which a kernel can take as its own
+//! argument; any other origin is refused here (`Ok(None)`), and `kvcache` then binds the whole buffer with the
+//! view's element offset, which every kernel in [`crate::kernels::attention`] applies itself. Either way no cache
+//! contents are copied; the only copy is [`KvStorage::copy_within`] for a context shift.
+
+use kvcache::{ByteRange, KvBinding, KvStorage, StorageLimits};
+use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
+use opencl3::types::CL_BLOCKING;
+
+use crate::kernels::attention::KvOperand;
+use crate::runtime::{ClError, ClResultExt, Gpu};
+
+/// One per-layer K or V buffer.
+#[derive(Debug)]
+pub struct ClKvBuffer {
+    buffer: Buffer<u8>,
+    bytes: u64,
+}
+
+impl ClKvBuffer {
+    /// The `opencl3` buffer.
+    pub fn raw(&self) -> &Buffer<u8> {
+        &self.buffer
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// A sub-buffer of a [`ClKvBuffer`].
+#[derive(Debug)]
+pub struct ClKvRegion {
+    buffer: Buffer<u8>,
+    range: ByteRange,
+}
+
+impl ClKvRegion {
+    /// The `opencl3` sub-buffer.
+    pub fn raw(&self) -> &Buffer<u8> {
+        &self.buffer
+    }
+
+    /// Where in its parent buffer it lies.
+    pub fn range(&self) -> ByteRange {
+        self.range
+    }
+}
+
+/// KV storage in OpenCL buffers of one device.
+#[derive(Debug, Clone)]
+pub struct ClKvStorage {
+    gpu: Gpu,
+}
+
+impl ClKvStorage {
+    /// Storage on `gpu`'s context and queue.
+    pub fn new(gpu: &Gpu) -> Self {
+        ClKvStorage { gpu: gpu.clone() }
+    }
+
+    /// Reads a whole buffer back (blocking; for tests and debugging).
+    pub fn read_bytes(&self, buffer: &ClKvBuffer) -> Result<Vec<u8>, ClError> {
+        let mut out = vec![0u8; buffer.bytes as usize];
+        // SAFETY: `out` has the buffer's size and outlives the blocking read.
+        unsafe {
+            self.gpu
+                .queue()
+                .enqueue_read_buffer(&buffer.buffer, CL_BLOCKING, 0, &mut out, &[])
+        }
+        .cl_call("clEnqueueReadBuffer")?;
+        Ok(out)
+    }
+
+    /// Overwrites a whole buffer (blocking; for tests and tools that load a cache).
+    pub fn write_bytes(&self, buffer: &mut ClKvBuffer, data: &[u8]) -> Result<(), ClError> {
+        if data.len() as u64 != buffer.bytes {
+            return Err(ClError::LengthMismatch {
+                call: "ClKvStorage::write_bytes",
+                expected: buffer.bytes as usize,
+                got: data.len(),
+            });
+        }
+        // SAFETY: `data` has the buffer's size and outlives the blocking write.
+        unsafe {
+            self.gpu
+                .queue()
+                .enqueue_write_buffer(&mut buffer.buffer, CL_BLOCKING, 0, data, &[])
+        }
+        .cl_call("clEnqueueWriteBuffer")?;
+        Ok(())
+    }
+}
+
+/// The kernel operand for a binding made by `kvcache::KvSequence::bind` on this storage.
+pub fn operand<'a>(
+    binding: &'a KvBinding<'a, ClKvStorage>,
+) -> Result<KvOperand<'a>, crate::kernels::KernelError> {
+    match binding {
+        KvBinding::SubRegion { region, view } => KvOperand::new(&region.buffer, *view),
+        KvBinding::Offset { buffer, view } => KvOperand::new(&buffer.buffer, *view),
+    }
+}
+
+impl KvStorage for ClKvStorage {
+    type Buffer = ClKvBuffer;
+    type Region = ClKvRegion;
+    type Error = ClError;
+
+    fn limits(&self) -> StorageLimits {
+        let caps = self.gpu.caps();
+        StorageLimits {
+            max_alloc_bytes: caps.max_alloc_bytes,
+            sub_region_align_bytes: u64::from(caps.base_addr_align_bits / 8).max(1),
+        }
+    }
+
+    fn allocate(&self, bytes: u64) -> Result<ClKvBuffer, ClError> {
+        let len = usize::try_from(bytes).map_err(|_| ClError::InvalidBufferSize {
+            elements: usize::MAX,
+            element_bytes: 1,
+            reason: "byte size does not fit in usize",
+        })?;
+        if len == 0 {
+            return Err(ClError::InvalidBufferSize {
+                elements: 0,
+                element_bytes: 1,
+                reason: "OpenCL buffers cannot be empty",
+            });
+        }
+        // SAFETY: no host pointer is passed.
+        let buffer = unsafe {
+            Buffer::<u8>::create(
+                self.gpu.context(),
+                CL_MEM_READ_WRITE,
+                len,
+                std::ptr::null_mut(),
+            )
+        }
+        .cl_call("clCreateBuffer")?;
+        Ok(ClKvBuffer { buffer, bytes })
+    }
+
+    fn sub_region(
+        &self,
+        buffer: &ClKvBuffer,
+        range: ByteRange,
+    ) -> Result<Option<ClKvRegion>, ClError> {
+        let limits = self.limits();
+        if range.len == 0 || range.end() > buffer.bytes || !limits.is_aligned(range.origin) {
+            return Ok(None);
+        }
+        // SAFETY: the range lies inside the parent buffer and its origin meets the device's alignment.
+        let sub = unsafe {
+            buffer.buffer.create_sub_buffer(
+                CL_MEM_READ_WRITE,
+                range.origin as usize,
+                range.len as usize,
+            )
+        };
+        match sub {
+            Ok(sub) => Ok(Some(ClKvRegion { buffer: sub, range })),
+            // A driver may still refuse (e.g. a stricter alignment than reported): fall back to an offset.
+            Err(e) if e.0 == opencl3::error_codes::CL_MISALIGNED_SUB_BUFFER_OFFSET => Ok(None),
+            Err(e) => Err(ClError::from_code("clCreateSubBuffer", e.0)),
+        }
+    }
+
+    fn copy_within(
+        &self,
+        buffer: &ClKvBuffer,
+        src: u64,
+        dst: u64,
+        len: u64,
+    ) -> Result<(), ClError> {
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: kvcache guarantees both ranges lie inside the buffer and do not overlap; the copy is ordered on
+        // the in-order queue before any later kernel that reads the cache.
+        let event = unsafe {
+            cl3::command_queue::enqueue_copy_buffer(
+                self.gpu.queue().get(),
+                buffer.buffer.get(),
+                buffer.buffer.get(),
+                src as usize,
+                dst as usize,
+                len as usize,
+                0,
+                std::ptr::null(),
+            )
+        }
+        .cl_call("clEnqueueCopyBuffer")?;
+        drop(opencl3::event::Event::new(event));
+        Ok(())
+    }
+}

@@ -1,1 +1,258 @@
 //! Kernel families, each a `.cl` file beside the module that launches it.
+//!
+//! Every launcher is built once per [`Gpu`] (`X::new(&gpu)?`), compiles its program through the runtime's binary
+//! cache with the device's capability defines, and then only sets arguments and enqueues: no launcher blocks or
+//! reads back. Shapes are checked against buffer lengths before anything is enqueued, so a wrong shape is a
+//! [`KernelError::Shape`] naming the kernel and the mismatch, never an out-of-bounds access on the device.
+//!
+//! | family | module | kernels |
+//! | --- | --- | --- |
+//! | decode mat-vec | [`matvec`] | M0E4 (+ residual, gate+up with SiLU/GELU), f16 |
+//! | prefill mat-mat | [`matmul`] | M0E4 and f16, local-memory tiles, register blocking |
+//! | norms | [`norm`] | RMSNorm (with Gemma's weight offset), LayerNorm |
+//! | rotary | [`rope`] | interleaved and half-split, partial rotary dim, `past` offset |
+//! | embedding | [`embedding`] | f16 and M0E4 tables, scale |
+//! | sampling | [`sampling`] | softmax (temperature), argmax, top-k |
+//! | attention | [`attention`] | causal GQA prefill/decode with split-K, in-place K/V append |
+//! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add |
+
+pub mod attention;
+pub mod elementwise;
+pub mod embedding;
+pub mod matmul;
+pub mod matvec;
+pub mod norm;
+pub mod rope;
+pub mod sampling;
+
+use std::sync::Mutex;
+
+use opencl3::kernel::Kernel;
+use opencl3::memory::ClMem;
+use opencl3::types::cl_mem;
+
+use crate::runtime::{ClError, DeviceBuffer, Gpu, ProgramSource};
+
+/// Prepends the shared prelude (`common.cl`) to a family's source.
+macro_rules! program_source {
+    ($name:literal, $file:literal) => {
+        $crate::runtime::ProgramSource {
+            name: $name,
+            source: concat!(include_str!("common.cl"), "\n", include_str!($file)),
+        }
+    };
+}
+pub(crate) use program_source;
+
+/// Why a launcher refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// An OpenCL call (or the program build) failed.
+    #[error(transparent)]
+    Cl(#[from] ClError),
+    /// Shapes and buffers do not fit together.
+    #[error("{kernel}: {problem}")]
+    Shape {
+        /// The launcher.
+        kernel: &'static str,
+        /// What does not fit.
+        problem: String,
+    },
+}
+
+/// Shorthand for a shape error.
+pub(crate) fn shape_error(kernel: &'static str, problem: impl Into<String>) -> KernelError {
+    KernelError::Shape {
+        kernel,
+        problem: problem.into(),
+    }
+}
+
+/// Checks that `buffer` holds at least `needed` elements.
+pub(crate) fn check_len<T>(
+    kernel: &'static str,
+    what: &str,
+    buffer: &DeviceBuffer<T>,
+    needed: usize,
+) -> Result<(), KernelError>
+where
+    T: bytemuck::Pod,
+{
+    if buffer.len() < needed {
+        return Err(shape_error(
+            kernel,
+            format!(
+                "{what} buffer has {} elements but the shape needs {needed}",
+                buffer.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Converts a size to the `uint` the kernels take.
+pub(crate) fn to_u32(kernel: &'static str, what: &str, value: usize) -> Result<u32, KernelError> {
+    u32::try_from(value)
+        .map_err(|_| shape_error(kernel, format!("{what} = {value} does not fit in 32 bits")))
+}
+
+/// What a matrix product does with the previous contents of its output.
+#[derive(Debug, Clone, Copy)]
+pub enum Residual<'a> {
+    /// `y = W·x`.
+    None,
+    /// `y = W·x + r` with `r` a separate buffer of `y`'s shape.
+    Add(&'a DeviceBuffer<f32>),
+    /// `y = W·x + y`: the residual stream is the output buffer itself.
+    Accumulate,
+}
+
+impl Residual<'_> {
+    /// The kernels' `res_mode` argument.
+    pub(crate) fn mode(&self) -> u32 {
+        match self {
+            Residual::None => 0,
+            Residual::Add(_) => 1,
+            Residual::Accumulate => 2,
+        }
+    }
+}
+
+/// The activation of a gated feed-forward (`act(gate) * up`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GatedActivation {
+    /// SiLU: SwiGLU (Llama, Mistral, Qwen2).
+    #[default]
+    Silu,
+    /// tanh-approximated GELU: GeGLU (Gemma).
+    GeluTanh,
+}
+
+impl GatedActivation {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            GatedActivation::Silu => 0,
+            GatedActivation::GeluTanh => 1,
+        }
+    }
+}
+
+/// One kernel argument.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg {
+    /// A buffer.
+    Mem(cl_mem),
+    /// A `uint`.
+    U32(u32),
+    /// A `float`.
+    F32(f32),
+}
+
+impl<T: bytemuck::Pod> From<&DeviceBuffer<T>> for Arg {
+    fn from(buffer: &DeviceBuffer<T>) -> Self {
+        Arg::Mem(buffer.raw().get())
+    }
+}
+
+impl<T: bytemuck::Pod> From<&mut DeviceBuffer<T>> for Arg {
+    fn from(buffer: &mut DeviceBuffer<T>) -> Self {
+        Arg::Mem(buffer.raw().get())
+    }
+}
+
+impl From<u32> for Arg {
+    fn from(v: u32) -> Self {
+        Arg::U32(v)
+    }
+}
+
+impl From<f32> for Arg {
+    fn from(v: f32) -> Self {
+        Arg::F32(v)
+    }
+}
+
+/// A kernel object behind a lock: setting arguments and enqueuing must not interleave between threads.
+#[derive(Debug)]
+pub(crate) struct LockedKernel {
+    name: &'static str,
+    kernel: Mutex<Kernel>,
+}
+
+impl LockedKernel {
+    /// Creates kernel `name` of the program built from `src` with `defines`.
+    pub(crate) fn build(
+        gpu: &Gpu,
+        src: &ProgramSource,
+        defines: &[(&str, &str)],
+        name: &'static str,
+    ) -> Result<Self, KernelError> {
+        let program = gpu.program(src, defines)?;
+        let kernel = Kernel::create(&program, name)
+            .map_err(|e| ClError::from_code("clCreateKernel", e.0))?;
+        Ok(LockedKernel {
+            name,
+            kernel: Mutex::new(kernel),
+        })
+    }
+
+    /// Sets `args` in order and enqueues an NDRange of `global` work-items (`local` per group, or the driver's
+    /// choice). Global sizes are rounded up to a multiple of `local`.
+    pub(crate) fn launch(
+        &self,
+        gpu: &Gpu,
+        args: &[Arg],
+        global: &[usize],
+        local: Option<&[usize]>,
+    ) -> Result<(), KernelError> {
+        let kernel = self
+            .kernel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, arg) in args.iter().enumerate() {
+            let index = i as u32;
+            // SAFETY: each argument is a plain value or a live cl_mem of a buffer the caller borrows for the
+            // duration of this call; the argument types match the kernel's signature (checked by the launchers).
+            let set = unsafe {
+                match arg {
+                    Arg::Mem(m) => kernel.set_arg(index, m),
+                    Arg::U32(v) => kernel.set_arg(index, v),
+                    Arg::F32(v) => kernel.set_arg(index, v),
+                }
+            };
+            set.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
+        }
+        let global: Vec<usize> = match local {
+            Some(l) => global
+                .iter()
+                .zip(l)
+                .map(|(&g, &l)| g.div_ceil(l).max(1) * l)
+                .collect(),
+            None => global.to_vec(),
+        };
+        if global.contains(&0) {
+            return Ok(());
+        }
+        // SAFETY: the kernel's arguments are all set above; the size arrays live across the call.
+        let event = unsafe {
+            gpu.queue().enqueue_nd_range_kernel(
+                kernel.get(),
+                global.len() as u32,
+                std::ptr::null(),
+                global.as_ptr(),
+                local.map_or(std::ptr::null(), |l| l.as_ptr()),
+                &[],
+            )
+        }
+        .map_err(|e| ClError::from_code("clEnqueueNDRangeKernel", e.0))?;
+        drop(event);
+        tracing::trace!(kernel = self.name, ?global, "enqueued");
+        Ok(())
+    }
+}
+
+/// The largest power of two `<= limit` and `<= want` (at least 1): local sizes for the tree reductions.
+pub(crate) fn pow2_at_most(want: usize, limit: usize) -> usize {
+    let cap = want.min(limit.max(1));
+    1usize << (usize::BITS - 1 - cap.leading_zeros())
+}

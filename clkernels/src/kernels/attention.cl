@@ -1,0 +1,155 @@
+// Causal grouped-query attention over the kvcache layout, plus the in-place K/V append.
+//
+// K and V are read straight from the per-layer cache buffers: element (kv head h, position p, dim d) lies at
+// kv_off + h * head_stride + p * pos_stride + d (a kvcache::KvView bound to a whole buffer or a sub-buffer).
+// KV_F16 selects f16 storage (vload_half / vstore_half_rte), else f32.
+//
+// attn_partial: one work-group per (split s, query head h, query token t). Token t sits at position past + t and
+// attends positions [0, past + t]; split s covers positions [s * chunk, (s + 1) * chunk) of those. The work-group
+// walks its positions ATT_WG at a time (one position per work-item for the score), keeping a running maximum m,
+// sum l and unnormalised output o in the FlashAttention style, so memory stays O(head_dim) per work-group and
+// O(seq * head_dim) overall. With one split it writes the normalised output; with several (decode over a long
+// context) it writes (m, l, o) partials that attn_combine merges.
+
+#ifndef ATT_WG
+#define ATT_WG 64
+#endif
+#ifndef ATT_MAX_HD
+#define ATT_MAX_HD 256
+#endif
+#define ATT_DPT ((ATT_MAX_HD + ATT_WG - 1) / ATT_WG)
+
+#ifdef KV_F16
+typedef half kv_t;
+#define KV_LOAD(p, i) vload_half((i), (p))
+#define KV_STORE(v, p, i) vstore_half_rte((v), (i), (p))
+#else
+typedef float kv_t;
+#define KV_LOAD(p, i) ((p)[(i)])
+#define KV_STORE(v, p, i) ((p)[(i)] = (v))
+#endif
+
+// Global size (ATT_WG * splits, heads, seq), local (ATT_WG, 1, 1).
+// q: element d of head h of token t at q_off + t * q_stride + h * head_dim + d.
+// out: [seq][heads][head_dim]. part_ml: [seq][heads][splits] float2 (m, l). part_o: [seq][heads][splits][head_dim].
+kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
+void attn_partial(global const float* q, uint q_off, uint q_stride, global const kv_t* k, global const kv_t* v,
+                  uint kv_off, uint head_stride, uint pos_stride, global float* out, global float2* part_ml,
+                  global float* part_o, uint past, uint heads, uint group, uint head_dim, uint chunk, uint splits,
+                  float scale) {
+    local float qs[ATT_MAX_HD];
+    local float ps[ATT_WG];
+    local float scratch[ATT_WG];
+    const uint lid = get_local_id(0);
+    const uint s = get_group_id(0), h = get_global_id(1), t = get_global_id(2);
+    const uint kvh = h / group;
+    const uint n_keys = past + t + 1;
+    const uint start = s * chunk;
+    const uint end = min(start + chunk, n_keys);
+
+    for (uint d = lid; d < head_dim; d += ATT_WG) qs[d] = q[q_off + (size_t)t * q_stride + (size_t)h * head_dim + d] * scale;
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    const size_t kv_head = kv_off + (size_t)kvh * head_stride;
+    float o[ATT_DPT];
+#pragma unroll
+    for (uint i = 0; i < ATT_DPT; ++i) o[i] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+
+    for (uint base = start; base < end; base += ATT_WG) {
+        const uint j = base + lid;
+        float score = -INFINITY;
+        if (j < end) {
+            const size_t kr = kv_head + (size_t)j * pos_stride;
+            float acc = 0.0f;
+            for (uint d = 0; d < head_dim; ++d) acc = mad(qs[d], KV_LOAD(k, kr + d), acc);
+            score = acc;
+        }
+        const float new_m = fmax(m, tl_wg_max(score, scratch));
+        const float p = j < end ? exp(score - new_m) : 0.0f;
+        ps[lid] = p;
+        const float block_sum = tl_wg_sum(p, scratch);
+        const float corr = exp(m - new_m);
+        l = l * corr + block_sum;
+        const uint n = min((uint)ATT_WG, end - base);
+#pragma unroll
+        for (uint i = 0; i < ATT_DPT; ++i) {
+            const uint d = lid + i * ATT_WG;
+            if (d < head_dim) {
+                float acc = o[i] * corr;
+                for (uint jj = 0; jj < n; ++jj) acc = mad(ps[jj], KV_LOAD(v, kv_head + (size_t)(base + jj) * pos_stride + d), acc);
+                o[i] = acc;
+            }
+        }
+        m = new_m;
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
+    const size_t th = (size_t)t * heads + h;
+    if (splits == 1) {
+        const float inv = 1.0f / l;
+#pragma unroll
+        for (uint i = 0; i < ATT_DPT; ++i) {
+            const uint d = lid + i * ATT_WG;
+            if (d < head_dim) out[th * head_dim + d] = o[i] * inv;
+        }
+    } else {
+        const size_t ps_idx = th * splits + s;
+#pragma unroll
+        for (uint i = 0; i < ATT_DPT; ++i) {
+            const uint d = lid + i * ATT_WG;
+            if (d < head_dim) part_o[ps_idx * head_dim + d] = o[i];
+        }
+        if (lid == 0) part_ml[ps_idx] = (float2)(m, l);
+    }
+}
+
+// Merges the splits' partials: out = sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M). Global size (head_dim, heads, seq).
+kernel void attn_combine(global const float2* part_ml, global const float* part_o, global float* out, uint heads,
+                         uint head_dim, uint splits) {
+    const uint d = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
+    const size_t th = (size_t)t * heads + h;
+    float mx = -INFINITY;
+    for (uint s = 0; s < splits; ++s) mx = fmax(mx, part_ml[th * splits + s].x);
+    float num = 0.0f, den = 0.0f;
+    for (uint s = 0; s < splits; ++s) {
+        const float2 ml = part_ml[th * splits + s];
+        if (ml.x == -INFINITY) continue;
+        const float w = exp(ml.x - mx);
+        den = mad(ml.y, w, den);
+        num = mad(part_o[(th * splits + s) * head_dim + d], w, num);
+    }
+    out[th * head_dim + d] = num / den;
+}
+
+// Writes seq new tokens' K (rotated here when rotary_dim > 0) and V into the cache in place.
+// src: element d of kv head h of token t at src_off + t * src_stride + h * head_dim + d (f32, e.g. the k or v part
+// of a fused QKV output). dst: dst_off + h * head_stride + t * pos_stride + d (the step's write view).
+// Rotary as in rope.cl, token t at position past + t. Global size (head_dim, kv_heads, seq).
+kernel void kv_write(global const float* src, uint src_off, uint src_stride, global kv_t* dst, uint dst_off,
+                     uint head_stride, uint pos_stride, uint head_dim, uint rotary_dim, float log2_theta, uint past,
+                     uint style) {
+    const uint d = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
+    const size_t sh = src_off + (size_t)t * src_stride + (size_t)h * head_dim;
+    float val = src[sh + d];
+    if (d < rotary_dim) {
+        const uint half_rd = rotary_dim / 2;
+        uint i, partner;
+        bool first;
+        if (style == 0) {
+            i = d / 2;
+            first = (d & 1) == 0;
+            partner = d ^ 1;
+        } else {
+            first = d < half_rd;
+            i = first ? d : d - half_rd;
+            partner = first ? d + half_rd : d - half_rd;
+        }
+        const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
+        float c;
+        const float sn = sincos((float)(past + t) * freq, &c);
+        const float other = src[sh + partner];
+        val = first ? val * c - other * sn : other * sn + val * c;
+    }
+    KV_STORE(val, dst, dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d);
+}

@@ -1,0 +1,343 @@
+//! Causal grouped-query attention over the `kvcache` layout and the in-place K/V append (`attention.cl`).
+//!
+//! K and V are read where the cache keeps them: a [`KvOperand`] is a cache buffer (or sub-buffer) plus the
+//! [`kvcache::KvView`] that says where the heads and positions are, so attention needs no copy of the cache and the
+//! append writes each step's K (rotated) and V straight into the step's write view.
+
+use std::marker::PhantomData;
+use std::sync::Mutex;
+
+use kvcache::{KvDtype, KvView};
+use opencl3::memory::ClMem;
+use opencl3::types::cl_mem;
+
+use super::rope::{HeadsLayout, RopeConfig};
+use super::{check_len, program_source, shape_error, to_u32, Arg, KernelError, LockedKernel};
+use crate::runtime::{DeviceBuffer, Gpu};
+
+const SOURCE: crate::runtime::ProgramSource = program_source!("attention", "attention.cl");
+
+/// Work-items per attention work-group (positions scored at once).
+const ATT_WG: usize = 64;
+/// Largest head dimension the kernels hold in local memory.
+pub const MAX_HEAD_DIM: usize = 256;
+/// Positions per split of the context in decode.
+const DECODE_CHUNK: usize = 256;
+
+/// One cache buffer as a kernel operand: the `cl_mem` (whole buffer or sub-buffer) and the view into it.
+#[derive(Debug, Clone, Copy)]
+pub struct KvOperand<'a> {
+    mem: cl_mem,
+    bytes: usize,
+    view: KvView,
+    _borrow: PhantomData<&'a ()>,
+}
+
+impl<'a> KvOperand<'a> {
+    /// A view into an OpenCL buffer (a [`crate::kv_storage::ClKvBuffer`] or a sub-buffer region).
+    pub fn new<T>(
+        buffer: &'a opencl3::memory::Buffer<T>,
+        view: KvView,
+    ) -> Result<Self, KernelError> {
+        let bytes = buffer
+            .size()
+            .map_err(|e| crate::runtime::ClError::from_code("clGetMemObjectInfo", e.0))?;
+        Ok(KvOperand {
+            mem: buffer.get(),
+            bytes,
+            view,
+            _borrow: PhantomData,
+        })
+    }
+
+    /// A view into a typed device buffer (tests and tools that keep K/V outside a `kvcache` sequence).
+    pub fn from_device_buffer<T: bytemuck::Pod>(buffer: &'a DeviceBuffer<T>, view: KvView) -> Self {
+        KvOperand {
+            mem: buffer.raw().get(),
+            bytes: buffer.byte_len(),
+            view,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The view.
+    pub fn view(&self) -> &KvView {
+        &self.view
+    }
+
+    fn check(&self, kernel: &'static str, what: &str) -> Result<(), KernelError> {
+        let end = self.view.end_elems() * self.view.dtype.bytes();
+        if end > self.bytes as u64 {
+            return Err(shape_error(
+                kernel,
+                format!(
+                    "{what} view ends at byte {end} but its buffer has {} bytes",
+                    self.bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Shape of one attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// New query tokens (1 in decode).
+    pub seq: usize,
+    /// Tokens already in the cache; query `t` attends positions `0..=past + t`.
+    pub past: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (a divisor of `heads`).
+    pub kv_heads: usize,
+    /// Head dimension (at most [`MAX_HEAD_DIM`]).
+    pub head_dim: usize,
+}
+
+struct Scratch {
+    ml: Option<DeviceBuffer<f32>>,
+    o: Option<DeviceBuffer<f32>>,
+}
+
+/// Attention and K/V-append launcher.
+pub struct Attention {
+    gpu: Gpu,
+    partial_f32: LockedKernel,
+    partial_f16: LockedKernel,
+    combine: LockedKernel,
+    write_f32: LockedKernel,
+    write_f16: LockedKernel,
+    scratch: Mutex<Scratch>,
+}
+
+impl std::fmt::Debug for Attention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attention").finish_non_exhaustive()
+    }
+}
+
+fn grow(gpu: &Gpu, slot: &mut Option<DeviceBuffer<f32>>, len: usize) -> Result<(), KernelError> {
+    if slot.as_ref().is_none_or(|b| b.len() < len) {
+        *slot = Some(DeviceBuffer::new(gpu, len.max(1))?);
+    }
+    Ok(())
+}
+
+impl Attention {
+    /// Builds the kernels for both cache element types.
+    pub fn new(gpu: &Gpu) -> Result<Self, KernelError> {
+        let wg = ATT_WG.to_string();
+        let hd = MAX_HEAD_DIM.to_string();
+        let base = [("ATT_WG", wg.as_str()), ("ATT_MAX_HD", hd.as_str())];
+        let f16 = [base[0], base[1], ("KV_F16", "1")];
+        Ok(Attention {
+            gpu: gpu.clone(),
+            partial_f32: LockedKernel::build(gpu, &SOURCE, &base, "attn_partial")?,
+            partial_f16: LockedKernel::build(gpu, &SOURCE, &f16, "attn_partial")?,
+            combine: LockedKernel::build(gpu, &SOURCE, &base, "attn_combine")?,
+            write_f32: LockedKernel::build(gpu, &SOURCE, &base, "kv_write")?,
+            write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "kv_write")?,
+            scratch: Mutex::new(Scratch { ml: None, o: None }),
+        })
+    }
+
+    /// How many context splits a call uses: several only when few (token, head) work-groups exist.
+    pub fn splits(&self, shape: &AttentionShape) -> usize {
+        let n_keys = shape.past + shape.seq;
+        if shape.seq * shape.heads >= 4 * self.gpu.caps().compute_units.max(1) as usize {
+            1
+        } else {
+            n_keys.div_ceil(DECODE_CHUNK).max(1)
+        }
+    }
+
+    /// Enqueues `out = softmax(q·kᵀ·scale, causal) · v`.
+    ///
+    /// `q` holds the queries at `q_layout` (heads = `shape.heads`, seq = `shape.seq`; the q part of a fused QKV
+    /// output works as is). `k` and `v` are read views of the cache starting at position 0 and covering at least
+    /// `past + seq` positions of `kv_heads` heads. `out` is `[seq][heads][head_dim]`.
+    pub fn enqueue(
+        &self,
+        q: &DeviceBuffer<f32>,
+        q_layout: HeadsLayout,
+        k: KvOperand<'_>,
+        v: KvOperand<'_>,
+        shape: AttentionShape,
+        scale: f32,
+        out: &mut DeviceBuffer<f32>,
+    ) -> Result<(), KernelError> {
+        const K: &str = "attention";
+        let AttentionShape {
+            seq,
+            past,
+            heads,
+            kv_heads,
+            head_dim,
+        } = shape;
+        if seq == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(shape_error(
+                K,
+                format!("bad shape {shape:?} (heads must be a multiple of kv_heads)"),
+            ));
+        }
+        if head_dim == 0 || head_dim > MAX_HEAD_DIM {
+            return Err(shape_error(
+                K,
+                format!("head_dim {head_dim} must be in 1..={MAX_HEAD_DIM}"),
+            ));
+        }
+        if q_layout.heads != heads || q_layout.seq != seq {
+            return Err(shape_error(
+                K,
+                format!("q layout {q_layout:?} does not match {shape:?}"),
+            ));
+        }
+        check_len(K, "q", q, q_layout.end(head_dim))?;
+        check_len(K, "out", out, seq * heads * head_dim)?;
+        let kv = k.view;
+        for (name, op) in [("k", &k), ("v", &v)] {
+            op.check(K, name)?;
+            let w = op.view;
+            if w.first_position != 0
+                || w.positions < past + seq
+                || w.heads != kv_heads
+                || w.head_dim != head_dim
+            {
+                return Err(shape_error(
+                    K,
+                    format!("{name} view {w:?} must start at position 0 and cover {} positions of {kv_heads} heads of {head_dim}", past + seq),
+                ));
+            }
+            if (
+                w.offset_elems,
+                w.head_stride_elems,
+                w.position_stride_elems,
+                w.dtype,
+            ) != (
+                kv.offset_elems,
+                kv.head_stride_elems,
+                kv.position_stride_elems,
+                kv.dtype,
+            ) {
+                return Err(shape_error(K, "k and v views differ in layout"));
+            }
+        }
+        let splits = self.splits(&shape);
+        let chunk = if splits == 1 {
+            past + seq
+        } else {
+            DECODE_CHUNK
+        };
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if splits > 1 {
+            grow(&self.gpu, &mut scratch.ml, seq * heads * splits * 2)?;
+            grow(&self.gpu, &mut scratch.o, seq * heads * splits * head_dim)?;
+        }
+        let (ml_arg, o_arg): (Arg, Arg) = match (&scratch.ml, &scratch.o) {
+            (Some(ml), Some(o)) if splits > 1 => (ml.into(), o.into()),
+            _ => ((&*out).into(), (&*out).into()),
+        };
+        let args = [
+            q.into(),
+            to_u32(K, "q offset", q_layout.offset)?.into(),
+            to_u32(K, "q token stride", q_layout.token_stride)?.into(),
+            Arg::Mem(k.mem),
+            Arg::Mem(v.mem),
+            to_u32(K, "kv offset", kv.offset_elems as usize)?.into(),
+            to_u32(K, "head stride", kv.head_stride_elems as usize)?.into(),
+            to_u32(K, "position stride", kv.position_stride_elems as usize)?.into(),
+            (&*out).into(),
+            ml_arg,
+            o_arg,
+            to_u32(K, "past", past)?.into(),
+            to_u32(K, "heads", heads)?.into(),
+            to_u32(K, "group", heads / kv_heads)?.into(),
+            to_u32(K, "head_dim", head_dim)?.into(),
+            to_u32(K, "chunk", chunk)?.into(),
+            to_u32(K, "splits", splits)?.into(),
+            scale.into(),
+        ];
+        let partial = match kv.dtype {
+            KvDtype::F16 => &self.partial_f16,
+            KvDtype::F32 => &self.partial_f32,
+        };
+        partial.launch(
+            &self.gpu,
+            &args,
+            &[ATT_WG * splits, heads, seq],
+            Some(&[ATT_WG, 1, 1]),
+        )?;
+        if splits > 1 {
+            let args = [
+                ml_arg,
+                o_arg,
+                (&*out).into(),
+                to_u32(K, "heads", heads)?.into(),
+                to_u32(K, "head_dim", head_dim)?.into(),
+                to_u32(K, "splits", splits)?.into(),
+            ];
+            self.combine
+                .launch(&self.gpu, &args, &[head_dim, heads, seq], None)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `src_layout.seq` new tokens of `src_layout.heads` K or V heads into the cache view `dst` (a
+    /// step's write view), rotating them first when `rope` is given (K: token `t` at position
+    /// `first_position + t`; V: pass `None`). Converts to the cache's element type on the way.
+    pub fn enqueue_kv_write(
+        &self,
+        src: &DeviceBuffer<f32>,
+        src_layout: HeadsLayout,
+        dst: KvOperand<'_>,
+        rope: Option<RopeConfig>,
+        first_position: usize,
+    ) -> Result<(), KernelError> {
+        const K: &str = "kv_write";
+        let w = dst.view;
+        dst.check(K, "destination")?;
+        if w.heads != src_layout.heads || w.positions != src_layout.seq {
+            return Err(shape_error(
+                K,
+                format!("destination view {w:?} does not match the source {src_layout:?}"),
+            ));
+        }
+        check_len(K, "src", src, src_layout.end(w.head_dim))?;
+        let (rotary_dim, log2_theta, style) = match rope {
+            Some(r) => {
+                r.validate(K)?;
+                if r.head_dim != w.head_dim {
+                    return Err(shape_error(K, "rope head_dim differs from the cache's"));
+                }
+                (r.rotary_dim, r.log2_theta(), r.style.code())
+            }
+            None => (0, 0.0, 0),
+        };
+        if w.positions == 0 {
+            return Ok(());
+        }
+        let args = [
+            src.into(),
+            to_u32(K, "src offset", src_layout.offset)?.into(),
+            to_u32(K, "src token stride", src_layout.token_stride)?.into(),
+            Arg::Mem(dst.mem),
+            to_u32(K, "dst offset", w.offset_elems as usize)?.into(),
+            to_u32(K, "head stride", w.head_stride_elems as usize)?.into(),
+            to_u32(K, "position stride", w.position_stride_elems as usize)?.into(),
+            to_u32(K, "head_dim", w.head_dim)?.into(),
+            to_u32(K, "rotary_dim", rotary_dim)?.into(),
+            log2_theta.into(),
+            to_u32(K, "first_position", first_position)?.into(),
+            style.into(),
+        ];
+        let kernel = match w.dtype {
+            KvDtype::F16 => &self.write_f16,
+            KvDtype::F32 => &self.write_f32,
+        };
+        kernel.launch(&self.gpu, &args, &[w.head_dim, w.heads, w.positions], None)
+    }
+}

@@ -1,0 +1,26 @@
+// Small elementwise kernels the decoder needs between the big ones. Global size n (or (cols, rows)).
+
+// out = a + b. out may alias a or b.
+kernel void add(global const float* a, global const float* b, global float* out) {
+    const size_t i = get_global_id(0);
+    out[i] = a[i] + b[i];
+}
+
+// out = act(gate) * up with act 0 = SiLU (SwiGLU), 1 = tanh-GELU (Gemma's GeGLU). out may alias gate or up.
+kernel void gated_act(global const float* gate, global const float* up, global float* out, uint act) {
+    const size_t i = get_global_id(0);
+    const float g = gate[i];
+    float a;
+    if (act == 0) {
+        a = g / (1.0f + exp(-g));
+    } else {
+        a = 0.5f * g * (1.0f + tanh(0.7978845608f * (g + 0.044715f * g * g * g)));
+    }
+    out[i] = a * up[i];
+}
+
+// y[row][c] += bias[c] for y shaped [rows][cols] (Qwen2's QKV bias). Global size (cols, rows).
+kernel void add_bias_rows(global float* y, global const float* bias, uint cols) {
+    const uint c = get_global_id(0), r = get_global_id(1);
+    y[(size_t)r * cols + c] += bias[c];
+}

@@ -1,0 +1,417 @@
+//! Decode matrix-vector products (`matvec.cl`): `y = W·x (+ r)` on M0E4 weights with fused dequantisation,
+//! the gate+up pair with its activation in one launch, and f16-weight heads.
+//!
+//! QKV in one launch: upload the concatenated `[q; k; v]` weight ([`DeviceM0e4::concat_rows`]) and run one
+//! [`MatvecM0e4::enqueue`]; the rotary and K/V-append kernels read the parts of its output by offset.
+
+use fp4::{GroupSize, M0e4Matrix, MatrixShape};
+use half::f16;
+
+use super::{
+    check_len, program_source, shape_error, to_u32, Arg, GatedActivation, KernelError,
+    LockedKernel, Residual,
+};
+use crate::runtime::{DeviceBuffer, Gpu, VendorFamily};
+
+const SOURCE: crate::runtime::ProgramSource = program_source!("matvec", "matvec.cl");
+
+/// An M0E4 matrix on the device, in exactly the layout of [`fp4::M0e4Matrix`].
+#[derive(Debug)]
+pub struct DeviceM0e4 {
+    /// Packed codes, `rows * cols / 2` bytes.
+    pub codes: DeviceBuffer<u8>,
+    /// Scales, `[rows][cols / G]`.
+    pub scales: DeviceBuffer<f16>,
+    /// Offsets, `[rows][cols / G]`.
+    pub offsets: DeviceBuffer<f16>,
+    /// Rows (output features) and columns (input features).
+    pub shape: MatrixShape,
+    /// Group size along the columns.
+    pub group: GroupSize,
+}
+
+impl DeviceM0e4 {
+    /// Uploads `matrix`.
+    pub fn upload(gpu: &Gpu, matrix: &M0e4Matrix) -> Result<Self, KernelError> {
+        Ok(DeviceM0e4 {
+            codes: DeviceBuffer::from_slice(gpu, matrix.codes())?,
+            scales: DeviceBuffer::from_slice(gpu, matrix.scales())?,
+            offsets: DeviceBuffer::from_slice(gpu, matrix.offsets())?,
+            shape: matrix.shape(),
+            group: matrix.group(),
+        })
+    }
+
+    /// Uploads several matrices of equal columns and group stacked along the rows (e.g. `[q; k; v]` so the QKV
+    /// projection is one launch, or `[gate; up]`).
+    pub fn concat_rows(gpu: &Gpu, parts: &[&M0e4Matrix]) -> Result<Self, KernelError> {
+        let first = parts
+            .first()
+            .ok_or_else(|| shape_error("DeviceM0e4::concat_rows", "no matrices given"))?;
+        let (cols, group) = (first.shape().cols, first.group());
+        let mut rows = 0;
+        let (mut codes, mut scales, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, m) in parts.iter().enumerate() {
+            if m.shape().cols != cols || m.group() != group {
+                return Err(shape_error(
+                    "DeviceM0e4::concat_rows",
+                    format!(
+                        "part {i} is {}x{} with group {}, but part 0 has {cols} columns and group {group}",
+                        m.shape().rows,
+                        m.shape().cols,
+                        m.group()
+                    ),
+                ));
+            }
+            rows += m.shape().rows;
+            codes.extend_from_slice(m.codes());
+            scales.extend_from_slice(m.scales());
+            offsets.extend_from_slice(m.offsets());
+        }
+        Ok(DeviceM0e4 {
+            codes: DeviceBuffer::from_slice(gpu, &codes)?,
+            scales: DeviceBuffer::from_slice(gpu, &scales)?,
+            offsets: DeviceBuffer::from_slice(gpu, &offsets)?,
+            shape: MatrixShape::new(rows, cols),
+            group,
+        })
+    }
+
+    /// Bytes a mat-vec reads from this matrix (codes, scales, offsets).
+    pub fn bytes(&self) -> usize {
+        self.codes.byte_len() + self.scales.byte_len() + self.offsets.byte_len()
+    }
+
+    /// `log2(G / 32)`: how many 32-code chunks share one scale, as the kernels take it.
+    pub(crate) fn chunks_per_group_shift(&self) -> u32 {
+        match self.group {
+            GroupSize::G32 => 0,
+            GroupSize::G64 => 1,
+            GroupSize::G128 => 2,
+        }
+    }
+}
+
+/// An f16 matrix on the device, row-major `[rows][cols]` (e.g. an unquantised output head).
+#[derive(Debug)]
+pub struct DeviceF16Matrix {
+    /// The weights.
+    pub data: DeviceBuffer<f16>,
+    /// Rows and columns.
+    pub shape: MatrixShape,
+}
+
+impl DeviceF16Matrix {
+    /// Uploads a row-major `[rows][cols]` f16 matrix.
+    pub fn upload(gpu: &Gpu, data: &[f16], shape: MatrixShape) -> Result<Self, KernelError> {
+        if data.len() != shape.len() || shape.is_empty() {
+            return Err(shape_error(
+                "DeviceF16Matrix::upload",
+                format!(
+                    "{} values for a {}x{} matrix",
+                    data.len(),
+                    shape.rows,
+                    shape.cols
+                ),
+            ));
+        }
+        Ok(DeviceF16Matrix {
+            data: DeviceBuffer::from_slice(gpu, data)?,
+            shape,
+        })
+    }
+}
+
+/// Launch geometry of the mat-vec kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatvecConfig {
+    /// Work-items per work-group (a power of two).
+    pub work_group: usize,
+    /// Rows per work-group; the activations of a chunk are loaded once for all of them.
+    pub rows_per_group: usize,
+    /// Use half-precision products where the device has `cl_khr_fp16` (the M0E4 FP16 recipe).
+    pub half_math: bool,
+}
+
+impl MatvecConfig {
+    /// A starting point per vendor: wide groups for desktop GPUs, 64-lane half waves on Adreno, small on CPUs.
+    pub fn for_gpu(gpu: &Gpu) -> Self {
+        let caps = gpu.caps();
+        let (work_group, rows_per_group) = match caps.vendor_family {
+            VendorFamily::Nvidia => (128, 4),
+            VendorFamily::Adreno => (64, 4),
+            VendorFamily::Mali => (64, 4),
+            VendorFamily::Pocl => (32, 4),
+            _ => (128, 4),
+        };
+        MatvecConfig {
+            work_group: super::pow2_at_most(work_group, caps.max_work_group_size),
+            rows_per_group,
+            half_math: caps.fp16,
+        }
+    }
+
+    fn defines(&self) -> Vec<(&'static str, String)> {
+        let mut d = vec![
+            ("MV_WG", self.work_group.to_string()),
+            ("MV_ROWS", self.rows_per_group.to_string()),
+        ];
+        if self.half_math {
+            d.push(("TLITE_MV_HALF_MATH", "1".to_string()));
+        }
+        d
+    }
+}
+
+/// Builds a kernel of the mat-vec program with `config` and `extra` defines.
+fn build(
+    gpu: &Gpu,
+    config: &MatvecConfig,
+    extra: &[(&str, &str)],
+    name: &'static str,
+) -> Result<LockedKernel, KernelError> {
+    if !config.work_group.is_power_of_two()
+        || config.rows_per_group == 0
+        || config.rows_per_group > config.work_group
+    {
+        return Err(shape_error(
+            "MatvecConfig",
+            format!(
+                "work_group {} must be a power of two >= rows_per_group {}",
+                config.work_group, config.rows_per_group
+            ),
+        ));
+    }
+    let owned = config.defines();
+    let mut defines: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    defines.extend_from_slice(extra);
+    LockedKernel::build(gpu, &SOURCE, &defines, name)
+}
+
+/// Decode mat-vec on M0E4 weights: `y = W·x (+ r)` and `out = act(Wg·x) * (Wu·x)`.
+#[derive(Debug)]
+pub struct MatvecM0e4 {
+    gpu: Gpu,
+    config: MatvecConfig,
+    plain: LockedKernel,
+    gate_up: LockedKernel,
+}
+
+impl MatvecM0e4 {
+    /// Builds the kernels with the vendor's default geometry.
+    pub fn new(gpu: &Gpu) -> Result<Self, KernelError> {
+        Self::with_config(gpu, MatvecConfig::for_gpu(gpu))
+    }
+
+    /// Builds the kernels with an explicit geometry (benchmarks tune it).
+    pub fn with_config(gpu: &Gpu, config: MatvecConfig) -> Result<Self, KernelError> {
+        Self::with_defines(gpu, config, &[])
+    }
+
+    /// As [`MatvecM0e4::with_config`], adding compiler defines (tests use `TLITE_COMPILE_CHECK` and vendor flags).
+    pub fn with_defines(
+        gpu: &Gpu,
+        config: MatvecConfig,
+        extra: &[(&str, &str)],
+    ) -> Result<Self, KernelError> {
+        Ok(MatvecM0e4 {
+            gpu: gpu.clone(),
+            config,
+            plain: build(gpu, &config, extra, "matvec_m0e4")?,
+            gate_up: build(gpu, &config, extra, "matvec_m0e4_gate_up")?,
+        })
+    }
+
+    /// The geometry in use.
+    pub fn config(&self) -> MatvecConfig {
+        self.config
+    }
+
+    fn check(
+        w: &DeviceM0e4,
+        x: &DeviceBuffer<f32>,
+        y_len: usize,
+        y_name: &str,
+    ) -> Result<(u32, u32), KernelError> {
+        const K: &str = "matvec_m0e4";
+        let MatrixShape { rows, cols } = w.shape;
+        w.shape
+            .check_groupable(w.group)
+            .map_err(|e| shape_error(K, e.to_string()))?;
+        if w.codes.len() < rows * cols / 2 || w.scales.len() < rows * (cols / w.group.len()) {
+            return Err(shape_error(
+                K,
+                "weight buffers are shorter than the matrix shape",
+            ));
+        }
+        if w.offsets.len() < w.scales.len().min(rows * (cols / w.group.len())) {
+            return Err(shape_error(
+                K,
+                "offset buffer is shorter than the matrix shape",
+            ));
+        }
+        check_len(K, "x", x, cols)?;
+        if y_len < rows {
+            return Err(shape_error(
+                K,
+                format!("{y_name} buffer has {y_len} elements but W has {rows} rows"),
+            ));
+        }
+        Ok((to_u32(K, "rows", rows)?, to_u32(K, "cols / 32", cols / 32)?))
+    }
+
+    fn groups(&self, rows: usize) -> usize {
+        rows.div_ceil(self.config.rows_per_group)
+    }
+
+    /// Enqueues `y = W·x` (+ `residual`). `x` holds at least `cols` values, `y` at least `rows`.
+    pub fn enqueue(
+        &self,
+        w: &DeviceM0e4,
+        x: &DeviceBuffer<f32>,
+        y: &mut DeviceBuffer<f32>,
+        residual: Residual<'_>,
+    ) -> Result<(), KernelError> {
+        let (rows, chunks) = Self::check(w, x, y.len(), "y")?;
+        let res_arg: Arg = match residual {
+            Residual::Add(r) => {
+                check_len("matvec_m0e4", "residual", r, w.shape.rows)?;
+                r.into()
+            }
+            _ => (&*y).into(),
+        };
+        let args = [
+            (&w.codes).into(),
+            (&w.scales).into(),
+            (&w.offsets).into(),
+            x.into(),
+            (&*y).into(),
+            res_arg,
+            rows.into(),
+            chunks.into(),
+            w.chunks_per_group_shift().into(),
+            residual.mode().into(),
+        ];
+        let wg = self.config.work_group;
+        self.plain.launch(
+            &self.gpu,
+            &args,
+            &[self.groups(w.shape.rows) * wg],
+            Some(&[wg]),
+        )
+    }
+
+    /// Enqueues `out = act(Wg·x) * (Wu·x)` (the gated feed-forward's first half). `gate` and `up` must have the
+    /// same shape and group size.
+    pub fn enqueue_gate_up(
+        &self,
+        gate: &DeviceM0e4,
+        up: &DeviceM0e4,
+        x: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+        act: GatedActivation,
+    ) -> Result<(), KernelError> {
+        if gate.shape != up.shape || gate.group != up.group {
+            return Err(shape_error(
+                "matvec_m0e4_gate_up",
+                format!(
+                    "gate is {}x{} (group {}) but up is {}x{} (group {})",
+                    gate.shape.rows,
+                    gate.shape.cols,
+                    gate.group,
+                    up.shape.rows,
+                    up.shape.cols,
+                    up.group
+                ),
+            ));
+        }
+        let (rows, chunks) = Self::check(gate, x, out.len(), "out")?;
+        Self::check(up, x, out.len(), "out")?;
+        let args = [
+            (&gate.codes).into(),
+            (&gate.scales).into(),
+            (&gate.offsets).into(),
+            (&up.codes).into(),
+            (&up.scales).into(),
+            (&up.offsets).into(),
+            x.into(),
+            (&*out).into(),
+            rows.into(),
+            chunks.into(),
+            gate.chunks_per_group_shift().into(),
+            act.code().into(),
+        ];
+        let wg = self.config.work_group;
+        self.gate_up.launch(
+            &self.gpu,
+            &args,
+            &[self.groups(gate.shape.rows) * wg],
+            Some(&[wg]),
+        )
+    }
+}
+
+/// Mat-vec on f16 weights (`y = W·x (+ r)`), for output heads kept in f16. `cols` must be a multiple of 8.
+#[derive(Debug)]
+pub struct MatvecF16 {
+    gpu: Gpu,
+    config: MatvecConfig,
+    kernel: LockedKernel,
+}
+
+impl MatvecF16 {
+    /// Builds the kernel with the vendor's default geometry.
+    pub fn new(gpu: &Gpu) -> Result<Self, KernelError> {
+        Self::with_config(gpu, MatvecConfig::for_gpu(gpu))
+    }
+
+    /// Builds the kernel with an explicit geometry.
+    pub fn with_config(gpu: &Gpu, config: MatvecConfig) -> Result<Self, KernelError> {
+        Ok(MatvecF16 {
+            gpu: gpu.clone(),
+            config,
+            kernel: build(gpu, &config, &[], "matvec_f16")?,
+        })
+    }
+
+    /// Enqueues `y = W·x` (+ `residual`).
+    pub fn enqueue(
+        &self,
+        w: &DeviceF16Matrix,
+        x: &DeviceBuffer<f32>,
+        y: &mut DeviceBuffer<f32>,
+        residual: Residual<'_>,
+    ) -> Result<(), KernelError> {
+        const K: &str = "matvec_f16";
+        let MatrixShape { rows, cols } = w.shape;
+        if cols % 8 != 0 {
+            return Err(shape_error(
+                K,
+                format!("cols = {cols} is not a multiple of 8"),
+            ));
+        }
+        check_len(K, "w", &w.data, rows * cols)?;
+        check_len(K, "x", x, cols)?;
+        check_len(K, "y", y, rows)?;
+        let res_arg: Arg = match residual {
+            Residual::Add(r) => {
+                check_len(K, "residual", r, rows)?;
+                r.into()
+            }
+            _ => (&*y).into(),
+        };
+        let args = [
+            (&w.data).into(),
+            x.into(),
+            (&*y).into(),
+            res_arg,
+            to_u32(K, "rows", rows)?.into(),
+            to_u32(K, "cols", cols)?.into(),
+            residual.mode().into(),
+        ];
+        let wg = self.config.work_group;
+        let groups = rows.div_ceil(self.config.rows_per_group);
+        self.kernel
+            .launch(&self.gpu, &args, &[groups * wg], Some(&[wg]))
+    }
+}

@@ -1,0 +1,142 @@
+//! Rotary position embedding (`rope.cl`), in place on a strided activation buffer.
+
+use super::{check_len, program_source, shape_error, to_u32, KernelError, LockedKernel};
+use crate::runtime::{DeviceBuffer, Gpu};
+
+const SOURCE: crate::runtime::ProgramSource = program_source!("rope", "rope.cl");
+
+/// Which dimensions rotate together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Pairs `(2i, 2i+1)` (GPT-J, llama.cpp's default, llama2.c).
+    Interleaved,
+    /// Pairs `(i, i + rotary_dim/2)` (Hugging Face Llama, NeoX, Qwen2, Gemma).
+    HalfSplit,
+}
+
+impl RopeStyle {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            RopeStyle::Interleaved => 0,
+            RopeStyle::HalfSplit => 1,
+        }
+    }
+}
+
+/// Rotary parameters of a model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeConfig {
+    /// Dimension of one head.
+    pub head_dim: usize,
+    /// Leading dimensions rotated (even, at most `head_dim`); the rest pass through.
+    pub rotary_dim: usize,
+    /// Frequency base.
+    pub theta: f32,
+    /// Pairing.
+    pub style: RopeStyle,
+}
+
+impl RopeConfig {
+    pub(crate) fn validate(&self, kernel: &'static str) -> Result<(), KernelError> {
+        if self.head_dim == 0 || self.rotary_dim % 2 != 0 || self.rotary_dim > self.head_dim {
+            return Err(shape_error(
+                kernel,
+                format!(
+                    "rotary_dim {} must be even and <= head_dim {}",
+                    self.rotary_dim, self.head_dim
+                ),
+            ));
+        }
+        if !(self.theta.is_finite() && self.theta > 1.0) {
+            return Err(shape_error(
+                kernel,
+                format!("rope_theta {} must be finite and > 1", self.theta),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn log2_theta(&self) -> f32 {
+        self.theta.log2()
+    }
+}
+
+/// Where the heads to rotate live: element `d` of head `h` of token `t` is at
+/// `offset + t * token_stride + h * head_dim + d` (e.g. the q part of a fused QKV output has offset 0 and
+/// token_stride `(heads + 2 * kv_heads) * head_dim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadsLayout {
+    /// Element offset of token 0, head 0.
+    pub offset: usize,
+    /// Elements between tokens.
+    pub token_stride: usize,
+    /// Heads per token.
+    pub heads: usize,
+    /// Tokens.
+    pub seq: usize,
+}
+
+impl HeadsLayout {
+    /// One past the last element touched.
+    pub(crate) fn end(&self, head_dim: usize) -> usize {
+        if self.seq == 0 {
+            return self.offset;
+        }
+        self.offset + (self.seq - 1) * self.token_stride + self.heads * head_dim
+    }
+}
+
+/// Rotary launcher.
+#[derive(Debug)]
+pub struct Rope {
+    gpu: Gpu,
+    kernel: LockedKernel,
+}
+
+impl Rope {
+    /// Builds the kernel.
+    pub fn new(gpu: &Gpu) -> Result<Self, KernelError> {
+        Ok(Rope {
+            gpu: gpu.clone(),
+            kernel: LockedKernel::build(gpu, &SOURCE, &[], "rope")?,
+        })
+    }
+
+    /// Rotates `x` in place; token `t` of the layout sits at position `past + t`.
+    pub fn enqueue(
+        &self,
+        x: &mut DeviceBuffer<f32>,
+        layout: HeadsLayout,
+        config: RopeConfig,
+        past: usize,
+    ) -> Result<(), KernelError> {
+        const K: &str = "rope";
+        config.validate(K)?;
+        if layout.token_stride < layout.heads * config.head_dim && layout.seq > 1 {
+            return Err(shape_error(
+                K,
+                "token_stride is smaller than heads * head_dim",
+            ));
+        }
+        check_len(K, "x", x, layout.end(config.head_dim))?;
+        if config.rotary_dim == 0 || layout.seq == 0 || layout.heads == 0 {
+            return Ok(());
+        }
+        let args = [
+            (&*x).into(),
+            to_u32(K, "offset", layout.offset)?.into(),
+            to_u32(K, "token_stride", layout.token_stride)?.into(),
+            to_u32(K, "head_dim", config.head_dim)?.into(),
+            to_u32(K, "rotary_dim", config.rotary_dim)?.into(),
+            config.log2_theta().into(),
+            to_u32(K, "past", past)?.into(),
+            config.style.code().into(),
+        ];
+        self.kernel.launch(
+            &self.gpu,
+            &args,
+            &[config.rotary_dim / 2, layout.heads, layout.seq],
+            None,
+        )
+    }
+}

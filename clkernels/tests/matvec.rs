@@ -1,0 +1,239 @@
+//! Decode mat-vec kernels against `fp4::reference::matvec` / dense references, on awkward shapes.
+//!
+//! Tolerance: |err| <= 1e-5 · Σ|w·x| per row (f32 accumulation in a different order than the reference).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use clkernels::kernels::matvec::{
+    DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4,
+};
+use clkernels::kernels::{GatedActivation, Residual};
+use clkernels::runtime::Gpu;
+use common::*;
+use fp4::{GroupSize, MatrixShape};
+use half::f16;
+
+const REL: f32 = 1e-5;
+
+/// Runs plain, residual-add and accumulate mat-vecs for each group size on awkward row counts.
+fn check_matvec(gpu: &Gpu, mv: &MatvecM0e4, label: &str) {
+    let gpu = gpu.clone();
+    let mut rng = rng(label);
+    for (group, rows, cols) in [
+        (GroupSize::G32, 37, 96),
+        (GroupSize::G64, 13, 320),
+        (GroupSize::G128, 70, 256),
+    ] {
+        let m = random_m0e4(&mut rng, rows, cols, group);
+        let x = normal(&mut rng, cols, 1.0);
+        let r = normal(&mut rng, rows, 1.0);
+        let dense = fp4::reference::dequantize(&m);
+        let l1 = row_l1(&dense, cols, &x);
+        let want = fp4::reference::matvec(&m, &x).unwrap();
+        let w = DeviceM0e4::upload(&gpu, &m).unwrap();
+        let xd = upload(&gpu, &x);
+        let what = format!("{label} G{} {rows}x{cols}", group.len());
+
+        let mut y = poisoned(&gpu, rows);
+        mv.enqueue(&w, &xd, &mut y, Residual::None).unwrap();
+        assert_dot_close(&what, &y.read(&gpu).unwrap(), &want, &l1, REL);
+
+        let rd = upload(&gpu, &r);
+        let mut y = poisoned(&gpu, rows);
+        mv.enqueue(&w, &xd, &mut y, Residual::Add(&rd)).unwrap();
+        let want_r: Vec<f32> = want.iter().zip(&r).map(|(a, b)| a + b).collect();
+        assert_dot_close(
+            &format!("{what} +r"),
+            &y.read(&gpu).unwrap(),
+            &want_r,
+            &l1,
+            REL,
+        );
+
+        let mut y = upload(&gpu, &r);
+        mv.enqueue(&w, &xd, &mut y, Residual::Accumulate).unwrap();
+        assert_dot_close(
+            &format!("{what} +=y"),
+            &y.read(&gpu).unwrap(),
+            &want_r,
+            &l1,
+            REL,
+        );
+    }
+}
+
+#[test]
+fn m0e4_matvec_matches_reference_for_every_group_size() {
+    let gpu = gpu();
+    check_matvec(&gpu, &MatvecM0e4::new(&gpu).unwrap(), "default");
+}
+
+#[test]
+fn m0e4_matvec_geometries_agree() {
+    let gpu = gpu();
+    for (wg, rows) in [(64, 1), (128, 8), (16, 3)] {
+        let config = MatvecConfig {
+            work_group: wg,
+            rows_per_group: rows,
+            half_math: false,
+        };
+        check_matvec(
+            &gpu,
+            &MatvecM0e4::with_config(&gpu, config).unwrap(),
+            &format!("wg{wg} rows{rows}"),
+        );
+    }
+}
+
+/// The sub-group paths (khr/intel built-ins, Adreno shuffles) built with TLITE_COMPILE_CHECK, whose stand-ins make
+/// a sub-group of one work-item: this compiles the vendor code on PoCL and checks its reduction logic.
+#[test]
+fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
+    let gpu = gpu();
+    let config = MatvecConfig {
+        work_group: 32,
+        rows_per_group: 4,
+        half_math: false,
+    };
+    for (label, defines) in [
+        (
+            "khr subgroups",
+            vec![
+                ("TLITE_COMPILE_CHECK", ""),
+                ("TLITE_HAS_SUBGROUPS", "1"),
+                ("TLITE_HAS_SUBGROUPS_KHR", "1"),
+            ],
+        ),
+        (
+            "adreno",
+            vec![
+                ("TLITE_COMPILE_CHECK", ""),
+                ("TLITE_HAS_SUBGROUPS_QCOM", "1"),
+                ("TLITE_VENDOR_ADRENO", "1"),
+            ],
+        ),
+        (
+            "mali",
+            vec![
+                ("TLITE_COMPILE_CHECK", ""),
+                ("TLITE_HAS_SUBGROUPS", "1"),
+                ("TLITE_VENDOR_MALI", "1"),
+            ],
+        ),
+    ] {
+        let mv = MatvecM0e4::with_defines(&gpu, config, &defines).unwrap();
+        check_matvec(&gpu, &mv, label);
+    }
+}
+
+#[test]
+fn m0e4_gate_up_matches_silu_and_gelu_of_two_references() {
+    let gpu = gpu();
+    let mut rng = rng("gate_up");
+    let mv = MatvecM0e4::new(&gpu).unwrap();
+    for (group, rows, cols, act) in [
+        (GroupSize::G32, 45, 128, GatedActivation::Silu),
+        (GroupSize::G128, 19, 384, GatedActivation::GeluTanh),
+    ] {
+        let g = random_m0e4(&mut rng, rows, cols, group);
+        let u = random_m0e4(&mut rng, rows, cols, group);
+        let x = normal(&mut rng, cols, 1.0);
+        let gv = fp4::reference::matvec(&g, &x).unwrap();
+        let uv = fp4::reference::matvec(&u, &x).unwrap();
+        let want = match act {
+            GatedActivation::Silu => fixtures::ops::silu_mul(&gv, &uv),
+            GatedActivation::GeluTanh => fixtures::ops::gelu_mul(&gv, &uv),
+        };
+        let (gd, ud) = (
+            DeviceM0e4::upload(&gpu, &g).unwrap(),
+            DeviceM0e4::upload(&gpu, &u).unwrap(),
+        );
+        let mut out = poisoned(&gpu, rows);
+        mv.enqueue_gate_up(&gd, &ud, &upload(&gpu, &x), &mut out, act)
+            .unwrap();
+        // The product of two dot products: relative 1e-4 of the magnitude plus a floor scaled to the inputs.
+        assert_close(
+            &format!("gate_up {act:?}"),
+            &out.read(&gpu).unwrap(),
+            &want,
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn qkv_in_one_launch_equals_three_separate_products() {
+    let gpu = gpu();
+    let mut rng = rng("qkv");
+    let mv = MatvecM0e4::new(&gpu).unwrap();
+    let (q, k, v) = (
+        random_m0e4(&mut rng, 64, 128, GroupSize::G32),
+        random_m0e4(&mut rng, 16, 128, GroupSize::G32),
+        random_m0e4(&mut rng, 16, 128, GroupSize::G32),
+    );
+    let x = normal(&mut rng, 128, 1.0);
+    let qkv = DeviceM0e4::concat_rows(&gpu, &[&q, &k, &v]).unwrap();
+    let mut y = poisoned(&gpu, 96);
+    mv.enqueue(&qkv, &upload(&gpu, &x), &mut y, Residual::None)
+        .unwrap();
+    let mut want = fp4::reference::matvec(&q, &x).unwrap();
+    want.extend(fp4::reference::matvec(&k, &x).unwrap());
+    want.extend(fp4::reference::matvec(&v, &x).unwrap());
+    assert_close("qkv", &y.read(&gpu).unwrap(), &want, 1e-4, 1e-4);
+}
+
+#[test]
+fn f16_matvec_matches_dense_reference() {
+    let gpu = gpu();
+    let mut rng = rng("f16 matvec");
+    let mv = MatvecF16::new(&gpu).unwrap();
+    let (rows, cols) = (101, 200);
+    let w: Vec<f16> = normal(&mut rng, rows * cols, 0.1)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+    let x = normal(&mut rng, cols, 1.0);
+    let r = normal(&mut rng, rows, 1.0);
+    let want = fixtures::ops::matvec(&wf, cols, &x, Some(&r));
+    let wd = DeviceF16Matrix::upload(&gpu, &w, MatrixShape::new(rows, cols)).unwrap();
+    let mut y = poisoned(&gpu, rows);
+    mv.enqueue(
+        &wd,
+        &upload(&gpu, &x),
+        &mut y,
+        Residual::Add(&upload(&gpu, &r)),
+    )
+    .unwrap();
+    let l1 = row_l1(&wf, cols, &x);
+    assert_dot_close("f16 matvec", &y.read(&gpu).unwrap(), &want, &l1, REL);
+}
+
+#[test]
+fn shape_errors_are_refused_before_launch() {
+    let gpu = gpu();
+    let mut rng = rng("matvec errors");
+    let mv = MatvecM0e4::new(&gpu).unwrap();
+    let m = random_m0e4(&mut rng, 8, 64, GroupSize::G32);
+    let w = DeviceM0e4::upload(&gpu, &m).unwrap();
+    let short_x = upload(&gpu, &normal(&mut rng, 32, 1.0));
+    let mut y = poisoned(&gpu, 8);
+    let err = mv
+        .enqueue(&w, &short_x, &mut y, Residual::None)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("x buffer has 32 elements"),
+        "{err}"
+    );
+    let x = upload(&gpu, &normal(&mut rng, 64, 1.0));
+    let mut short_y = poisoned(&gpu, 7);
+    assert!(mv.enqueue(&w, &x, &mut short_y, Residual::None).is_err());
+    let bad = MatvecConfig {
+        work_group: 48,
+        rows_per_group: 4,
+        half_math: false,
+    };
+    assert!(MatvecM0e4::with_config(&gpu, bad).is_err());
+}
