@@ -1,0 +1,116 @@
+//! Helpers shared by the `load_*` tests: copying an engine model into the fixtures reference, comparing logits.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use engine::model::{Activation, Architecture, Model, RopeStyle, Tensor};
+use fixtures::reference_model::{RefArch, RefConfig, RefLayer, RefModel, RefWeights};
+use std::path::PathBuf;
+
+/// `../shared/models` beside the checkout.
+pub fn shared_models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models")
+}
+
+/// stories260K's path; panics with a clear message if the shared data is missing.
+pub fn stories260k() -> PathBuf {
+    let p = shared_models().join("stories260K/stories260K.bin");
+    assert!(
+        p.is_file(),
+        "shared model missing: {} (see DEVELOPERS.md, Shared data)",
+        p.display()
+    );
+    p
+}
+
+/// The engine model's weights (dequantised to f32 where needed) as a reference model.
+pub fn to_ref(m: &Model) -> RefModel {
+    let c = &m.config;
+    let v = |t: &Tensor| t.to_f32();
+    let config = RefConfig {
+        arch: match c.arch {
+            Architecture::Llama => RefArch::Llama,
+            Architecture::Mistral => RefArch::Mistral,
+            Architecture::Qwen2 => RefArch::Qwen2,
+            Architecture::Gemma => RefArch::Gemma,
+        },
+        hidden: c.hidden,
+        ffn: c.ffn,
+        layers: c.layers,
+        heads: c.heads,
+        kv_heads: c.kv_heads,
+        head_dim: c.head_dim,
+        vocab: c.vocab,
+        max_ctx: c.max_ctx,
+        norm_eps: c.norm_eps,
+        rope_inv_freqs: c.rope_inv_freqs(),
+        rope_style: match c.rope_style {
+            RopeStyle::HalfSplit => fixtures::ops::RopeStyle::HalfSplit,
+            RopeStyle::Interleaved => fixtures::ops::RopeStyle::Interleaved,
+        },
+        norm_plus_one: c.norm_plus_one,
+        embed_scale: c.embed_scale.unwrap_or(1.0),
+        gelu: c.activation == Activation::GeluTanh,
+    };
+    let w = &m.weights;
+    let layers = w
+        .layers
+        .iter()
+        .map(|l| RefLayer {
+            attn_norm: v(&l.attn_norm),
+            wq: v(&l.wq),
+            wk: v(&l.wk),
+            wv: v(&l.wv),
+            wo: v(&l.wo),
+            bq: l.bq.as_ref().map(v),
+            bk: l.bk.as_ref().map(v),
+            bv: l.bv.as_ref().map(v),
+            ffn_norm: v(&l.ffn_norm),
+            w_gate: v(&l.w_gate),
+            w_up: v(&l.w_up),
+            w_down: v(&l.w_down),
+        })
+        .collect();
+    RefModel {
+        config,
+        weights: RefWeights {
+            embedding: v(&w.embedding),
+            layers,
+            final_norm: v(&w.final_norm),
+            lm_head: w.lm_head.as_ref().map(v),
+        },
+    }
+}
+
+/// Largest |a - b| over two logit tables, relative to the largest |a|.
+pub fn rel_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = a
+        .iter()
+        .flatten()
+        .fold(0.0f32, |m, x| m.max(x.abs()))
+        .max(1e-6);
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// A fresh temporary folder.
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Relative RMS error ‖a − b‖ / ‖a‖ over two logit tables.
+pub fn rel_rms(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum();
+    let den: f64 = a.iter().flatten().map(|x| f64::from(*x).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt() as f32
+}
