@@ -1,10 +1,188 @@
-//! `tlite generate`.
+//! `tlite generate`: one prompt, streamed continuation. The model, sampling and device options are shared with
+//! `tlite chat` (see [`ModelArgs`] and [`SamplingArgs`]).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clkernels::runtime::{DeviceSelector, QueuePriority};
+use engine::generate::{GenerateOptions, Generation};
+use engine::gpu::GpuOptions;
+use engine::model::WeightFormat;
+use engine::sampling::SamplingParams;
+use engine::session::{default_model_path, Session, SessionOptions};
+
+/// Which model, how it is stored, and where it runs.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Model: a Hugging Face folder, a llama2.c `.bin` checkpoint or a `tlite quantize` folder (default: the bundled
+    /// model in fixtures/models/default).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Weight storage on the device: m0e4 (4-bit) or f16.
+    #[arg(long, default_value = "m0e4", value_parser = ["m0e4", "f16"])]
+    pub weights: String,
+    /// M0E4 group size (32, 64 or 128).
+    #[arg(long, default_value_t = 32)]
+    pub group: usize,
+    /// Quantise the embedding and output head too (by default they stay f16).
+    #[arg(long)]
+    pub quantize_embeddings: bool,
+    /// OpenCL device: index or name substring (default: $TLITE_DEVICE, else the first GPU).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// GPU queue priority: low (the default, so the UI keeps the GPU), normal or high.
+    #[arg(long, default_value = "low")]
+    pub priority: QueuePriority,
+    /// Context to allocate the KV cache for (default: the model's own maximum).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Prompt tokens per prefill step (long prompts are prefilled in chunks of this).
+    #[arg(long, default_value_t = 256)]
+    pub prefill_chunk: usize,
+}
+
+impl ModelArgs {
+    /// Loads the model, its tokenizer and its template, and places it on the device.
+    pub fn open(&self) -> anyhow::Result<Session> {
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None => default_model_path()?,
+        };
+        let weights = match self.weights.as_str() {
+            "f16" => WeightFormat::F16,
+            _ => WeightFormat::M0e4 {
+                group: fp4::GroupSize::try_from(self.group)?,
+            },
+        };
+        if self.prefill_chunk == 0 {
+            anyhow::bail!("--prefill-chunk must be at least 1");
+        }
+        let options = SessionOptions {
+            weights,
+            keep_embeddings_f16: !self.quantize_embeddings,
+            gpu: GpuOptions {
+                device: match &self.device {
+                    Some(d) => DeviceSelector::parse(d),
+                    None => DeviceSelector::from_env(),
+                },
+                priority: self.priority,
+                max_ctx: self.ctx,
+                max_chunk: self.prefill_chunk,
+                ..GpuOptions::default()
+            },
+        };
+        Session::open(&path, &options).with_context(|| format!("loading {}", path.display()))
+    }
+}
+
+/// How tokens are chosen and when generation stops.
+#[derive(Debug, clap::Args)]
+pub struct SamplingArgs {
+    /// Tokens to generate at most (at least 1).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Softmax temperature; 0 is greedy (chosen on the device).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling mass (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens below this fraction of the most likely one's probability (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Penalty on tokens seen in the last --repeat-window tokens (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_window: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when the text contains this (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Print load time, prefill and decode speed and device memory to stderr.
+    #[arg(long)]
+    pub timings: bool,
+}
+
+impl SamplingArgs {
+    /// The engine's options.
+    pub fn options(&self, prefill_chunk: usize) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens: self.max_tokens,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                repeat_window: self.repeat_window,
+                seed: self.seed,
+            },
+            stop_strings: self.stop.clone(),
+            prefill_chunk,
+            ..GenerateOptions::default()
+        }
+    }
+}
 
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tlite generate` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut session = args.model.open()?;
+    let options = args.sampling.options(args.model.prefill_chunk);
+    let mut stdout = std::io::stdout().lock();
+    // The prompt is echoed with the first piece, so a refused prompt prints only the error.
+    let mut echoed = false;
+    let out = session.generator.generate(&args.prompt, &options, |piece| {
+        if !echoed {
+            let _ = write!(stdout, "{}", args.prompt);
+            echoed = true;
+        }
+        let _ = write!(stdout, "{piece}");
+        let _ = stdout.flush();
+    })?;
+    if !echoed {
+        write!(stdout, "{}", args.prompt)?;
+    }
+    writeln!(stdout)?;
+    if args.sampling.timings {
+        print_timings(&out);
+    }
+    Ok(())
+}
+
+/// The `--timings` report, on stderr so stdout stays the text.
+pub fn print_timings(out: &Generation) {
+    let t = &out.timings;
+    eprintln!(
+        "load {:.2} s | prefill {} tok in {:.3} s = {:.1} tok/s | decode {} tok in {:.3} s = {:.1} tok/s | \
+         device memory {:.1} MiB | stop: {:?}",
+        t.load.as_secs_f64(),
+        t.prefill_tokens,
+        t.prefill.as_secs_f64(),
+        t.prefill_tok_s(),
+        t.decode_tokens,
+        t.decode.as_secs_f64(),
+        t.decode_tok_s(),
+        t.peak_device_bytes as f64 / (1024.0 * 1024.0),
+        out.stop
+    );
 }

@@ -753,3 +753,17 @@ mod tests {
         assert_eq!(longest_suffix_prefix("é", "éx"), 2);
     }
 }
+
+impl TextCodec for crate::tokenizer::Tokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        crate::tokenizer::Tokenizer::encode(self, text, false)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
+        crate::tokenizer::Tokenizer::decode(self, ids)
+    }
+
+    fn token_id(&self, token: &str) -> Option<u32> {
+        self.token_to_id(token)
+    }
+}

@@ -10,6 +10,8 @@ pub mod generate;
 pub mod gpu;
 pub mod model;
 pub mod sampling;
+pub mod session;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use error::EngineError;

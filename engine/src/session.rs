@@ -1,0 +1,165 @@
+//! Everything `tlite generate` and `tlite chat` need, composed: find the model, load and upload it, open its
+//! tokenizer and chat template, and run turns that keep the KV cache.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::chat_template::{ChatMessage, ChatTemplate, Role};
+use crate::generate::{GenerateOptions, Generation, Generator, LanguageModel};
+use crate::gpu::{GpuModel, GpuOptions};
+use crate::model::{self, LoadOptions, WeightFormat};
+use crate::tokenizer::Tokenizer;
+use crate::EngineError;
+
+/// Where the bundled default model lives, relative to the repository root.
+pub const DEFAULT_MODEL_DIR: &str = "fixtures/models/default";
+
+/// The bundled default model: `$TLITE_DEFAULT_MODEL`, else `fixtures/models/default` under the current folder,
+/// beside the executable's repository (`<repo>/target/<profile>/tlite`), or under the source tree this binary was
+/// built from. The error lists every place searched.
+pub fn default_model_path() -> Result<PathBuf, EngineError> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("TLITE_DEFAULT_MODEL") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(PathBuf::from(DEFAULT_MODEL_DIR));
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            candidates.push(up.join(DEFAULT_MODEL_DIR));
+        }
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_MODEL_DIR));
+    if let Some(found) = candidates.iter().find(|p| p.exists()) {
+        return Ok(found.clone());
+    }
+    let searched: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    Err(EngineError::Model(format!(
+        "no model given and the bundled default model was not found (searched: {}); pass --model <folder or .bin>",
+        searched.join(", ")
+    )))
+}
+
+/// How to load and place a model.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionOptions {
+    /// Storage of the linear layers after loading (a tlite quantised folder is used as stored).
+    pub weights: WeightFormat,
+    /// Keep the embedding and output head in f16 when quantising.
+    pub keep_embeddings_f16: bool,
+    /// Device, priority, context and step size.
+    pub gpu: GpuOptions,
+}
+
+/// A loaded model on the device with its tokenizer and chat template.
+#[derive(Debug)]
+pub struct Session {
+    /// The generation loop over the device model.
+    pub generator: Generator<GpuModel, Tokenizer>,
+    /// The chat format of the model.
+    pub template: ChatTemplate,
+    /// Model load and upload time.
+    pub load_time: Duration,
+    /// Where the model came from.
+    pub model_path: PathBuf,
+    history: Vec<ChatMessage>,
+}
+
+impl Session {
+    /// Loads the model at `path` (folder or llama2.c `.bin`), its tokenizer, and places it on the device.
+    pub fn open(path: &Path, options: &SessionOptions) -> Result<Self, EngineError> {
+        let started = Instant::now();
+        let tokenizer = Tokenizer::for_model(path)?;
+        let model = model::load(
+            path,
+            &LoadOptions {
+                quantize: options.weights,
+                keep_embeddings_f16: options.keep_embeddings_f16,
+            },
+        )?;
+        tokenizer.check_model_vocab(model.config.vocab)?;
+        let template = ChatTemplate::detect(model.config.arch, chat_template_source(path).as_deref(), |t| {
+            tokenizer.token_to_id(t).is_some()
+        });
+        let gpu_model = GpuModel::load(&model, &options.gpu)?;
+        drop(model);
+        let mut generator = Generator::new(gpu_model, tokenizer)?;
+        let load_time = started.elapsed();
+        generator.set_load_time(load_time);
+        Ok(Self {
+            generator,
+            template,
+            load_time,
+            model_path: path.to_path_buf(),
+            history: Vec::new(),
+        })
+    }
+
+    /// Token ids of the chat template's end-of-turn markers that this vocabulary has.
+    pub fn end_of_turn_ids(&self) -> Vec<u32> {
+        self.template
+            .end_of_turn_tokens()
+            .iter()
+            .filter_map(|t| self.generator.codec().token_to_id(t))
+            .collect()
+    }
+
+    /// Sets the system prompt of the conversation (before its first turn).
+    pub fn set_system(&mut self, system: &str) {
+        self.history.retain(|m| m.role != Role::System);
+        self.history.insert(0, ChatMessage::new(Role::System, system));
+    }
+
+    /// Forgets the conversation (and the cache).
+    pub fn reset_chat(&mut self) -> Result<(), EngineError> {
+        self.history.retain(|m| m.role == Role::System);
+        self.generator.reset()
+    }
+
+    /// One chat turn: renders the whole conversation with the template (only the part not already in the KV cache
+    /// runs), streams the reply, and records it.
+    pub fn chat_turn(
+        &mut self,
+        user: &str,
+        options: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation, EngineError> {
+        self.history.push(ChatMessage::new(Role::User, user));
+        let prompt = self.template.render(&self.history, true);
+        let mut opts = options.clone();
+        opts.stop_strings
+            .extend(self.template.stop_strings().iter().map(|s| s.to_string()));
+        opts.extra_eos.extend(self.end_of_turn_ids());
+        match self.generator.generate(&prompt, &opts, on_text) {
+            Ok(out) => {
+                self.history.push(ChatMessage::new(Role::Assistant, out.text.trim()));
+                Ok(out)
+            }
+            Err(e) => {
+                self.history.pop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Positions in the KV cache (for showing how much context is left).
+    pub fn cached_len(&self) -> usize {
+        self.generator.model().cached_len()
+    }
+}
+
+/// `chat_template` of the model's `tokenizer_config.json`, if any (a string, or the `default` of a named list).
+fn chat_template_source(path: &Path) -> Option<String> {
+    let file = model::tokenizer_dir(path).join("tokenizer_config.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    match json.get("chat_template")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(list) => list
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .or(list.first())
+            .and_then(|t| t.get("template"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}
