@@ -10,6 +10,9 @@ use std::error::Error;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
+/// Quantises a matrix in some format and returns the weights it dequantises to.
+type Dequantiser = Box<dyn Fn(&[f32], MatrixShape) -> Res<Vec<f32>>>;
+
 /// One named weight matrix.
 struct Tensor {
     name: String,
@@ -18,11 +21,7 @@ struct Tensor {
 }
 
 /// Every format compared: name, bits per weight, and a function returning the dequantised weights.
-fn methods() -> Vec<(
-    &'static str,
-    f64,
-    Box<dyn Fn(&[f32], MatrixShape) -> Res<Vec<f32>>>,
-)> {
+fn methods() -> Vec<(&'static str, f64, Dequantiser)> {
     let minmax = SearchEffort {
         steps: 1,
         refits: 0,

@@ -10,7 +10,7 @@ pub fn code_at(row_bytes: &[u8], col: usize) -> u8 {
 /// Packs pairs of 4-bit codes (values `0..=15`) into bytes; `out.len()` must be `codes.len()/2`.
 #[inline(always)]
 pub fn pack_pairs(codes: &[u8], out: &mut [u8]) {
-    for (byte, pair) in out.iter_mut().zip(codes.chunks_exact(2)) {
+    for (byte, pair) in out.iter_mut().zip(codes.as_chunks::<2>().0) {
         *byte = (pair[0] & 0xF) | ((pair[1] & 0xF) << 4);
     }
 }

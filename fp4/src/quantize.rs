@@ -1,6 +1,6 @@
 //! The group-parallel quantisation driver and the M0E4 quantiser built on it.
 
-use crate::grid::{self, nearest_code, SearchEffort};
+use crate::grid::{self, SearchEffort};
 use crate::packing::pack_pairs;
 use crate::{Fp4Error, GroupSize, M0e4Matrix, MatrixShape};
 use half::{bf16, f16};
@@ -36,6 +36,9 @@ impl Weight for bf16 {
 /// Groups handed to one rayon task: large enough to amortise scheduling, small enough to balance.
 const GROUPS_PER_TASK: usize = 256;
 
+/// Packed codes and the two per-group parameter arrays of a quantised matrix.
+pub(crate) type PackedParts = (Vec<u8>, Vec<f16>, Vec<f16>);
+
 /// One quantised group's two f16 parameters.
 pub(crate) type GroupParams = (f16, f16);
 
@@ -58,39 +61,90 @@ pub(crate) trait GroupQuantiser: Sync {
 }
 
 /// Lanes used to summarise a group (a multiple of 8 divides every group size).
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
-/// Converts one group to f32 and summarises it; `None` when some value is NaN or infinite.
+/// Converts one group to f32 and summarises it; `None` when the sum is not finite, which is
+/// the case whenever some value is NaN or infinite (and when finite values sum past f32).
 #[inline(always)]
 fn load_group<T: Weight>(src: &[T], dst: &mut [f32]) -> Option<GroupSummary> {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+    #[cfg(target_arch = "x86_64")]
+    let summary = if grid::avx2::available() {
+        // SAFETY: the CPU supports AVX2 and FMA, which is all `summarise` was compiled for.
+        unsafe { grid::avx2::summarise(dst) }
+    } else {
+        summarise_portable(dst)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let summary = summarise_portable(dst);
+    summary.sum.is_finite().then_some(summary)
+}
+
+/// Minimum, maximum and sum of `x` in eight lanes (the same order as the AVX2 version).
+#[inline(always)]
+pub(crate) fn summarise_portable(x: &[f32]) -> GroupSummary {
     let mut min = [f32::INFINITY; LANES];
     let mut max = [f32::NEG_INFINITY; LANES];
     let mut sum = [0.0f32; LANES];
-    let mut finite = true;
-    for (d, s) in dst.chunks_exact_mut(LANES).zip(src.chunks_exact(LANES)) {
+    for c in x.as_chunks::<LANES>().0 {
         for i in 0..LANES {
-            let x = s[i].to_f32();
-            d[i] = x;
-            finite &= x.abs() < f32::INFINITY;
-            min[i] = if x < min[i] { x } else { min[i] };
-            max[i] = if x > max[i] { x } else { max[i] };
-            sum[i] += x;
+            min[i] = if c[i] < min[i] { c[i] } else { min[i] };
+            max[i] = if c[i] > max[i] { c[i] } else { max[i] };
+            sum[i] += c[i];
         }
     }
-    if !finite {
-        return None;
+    lanes_summary(&min, &max, &sum)
+}
+
+/// Folds eight lanes of minimums, maximums and sums into one summary.
+#[inline(always)]
+pub(crate) fn lanes_summary(
+    min: &[f32; LANES],
+    max: &[f32; LANES],
+    sum: &[f32; LANES],
+) -> GroupSummary {
+    let (mut lo, mut hi) = (min[0], max[0]);
+    for i in 1..LANES {
+        lo = if min[i] < lo { min[i] } else { lo };
+        hi = if max[i] > hi { max[i] } else { hi };
     }
-    let fold = |a: &[f32; LANES], f: fn(f32, f32) -> f32| a.iter().copied().fold(a[0], f);
-    Some(GroupSummary {
-        min: fold(&min, f32::min),
-        max: fold(&max, f32::max),
-        sum: ((sum[0] + sum[4]) + (sum[1] + sum[5])) + ((sum[2] + sum[6]) + (sum[3] + sum[7])),
-    })
+    GroupSummary {
+        min: lo,
+        max: hi,
+        sum: grid::lane_sum(sum),
+    }
+}
+
+/// The error for a group whose sum was not finite: the first NaN or infinity, or, when every
+/// value is finite but huge, the f16 range error such values would hit anyway.
+#[cold]
+fn non_finite_error(v: &[f32], index: usize, groups_per_row: usize) -> Fp4Error {
+    let g = v.len();
+    let (row, group_index) = (index / groups_per_row, index % groups_per_row);
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(k) => Fp4Error::NonFinite {
+            row,
+            col: group_index * g + k,
+            value: v[k],
+        },
+        None => {
+            let fold = |f: fn(f32, f32) -> f32, init: f32| v.iter().copied().fold(init, f);
+            Fp4Error::OutOfF16Range {
+                row,
+                group_index,
+                min: fold(f32::min, f32::INFINITY),
+                max: fold(f32::max, f32::NEG_INFINITY),
+            }
+        }
+    }
 }
 
 /// Quantises the consecutive groups of one rayon task; `first_group` is the index of its first
 /// group in the whole matrix (for error messages).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn run_task<T: Weight, Q: GroupQuantiser>(
     q: &Q,
     w: &[T],
@@ -109,28 +163,21 @@ fn run_task<T: Weight, Q: GroupQuantiser>(
         .zip(p1.iter_mut().zip(p2.iter_mut()))
         .enumerate()
     {
-        let index = first_group + i;
-        let (row, group_index) = (index / groups_per_row, index % groups_per_row);
         let v = &mut vals[..g];
         let Some(summary) = load_group(wg, v) else {
-            let (k, &value) = v
-                .iter()
-                .enumerate()
-                .find(|(_, x)| !x.is_finite())
-                .unwrap_or((0, &f32::NAN));
-            return Err(Fp4Error::NonFinite {
-                row,
-                col: group_index * g + k,
-                value,
-            });
+            return Err(non_finite_error(v, first_group + i, groups_per_row));
         };
         let c = &mut unpacked[..g];
-        let (a, b) = q.quantise(v, summary, c).ok_or(Fp4Error::OutOfF16Range {
-            row,
-            group_index,
-            min: summary.min,
-            max: summary.max,
-        })?;
+        let Some((a, b)) = q.quantise(v, summary, c) else {
+            let index = first_group + i;
+            let (row, group_index) = (index / groups_per_row, index % groups_per_row);
+            return Err(Fp4Error::OutOfF16Range {
+                row,
+                group_index,
+                min: summary.min,
+                max: summary.max,
+            });
+        };
         pack_pairs(c, cg);
         *pa = a;
         *pb = b;
@@ -162,7 +209,7 @@ pub(crate) fn quantize_groups<T: Weight, Q: GroupQuantiser>(
     shape: MatrixShape,
     group: GroupSize,
     q: &Q,
-) -> Result<(Vec<u8>, Vec<f16>, Vec<f16>), Fp4Error> {
+) -> Result<PackedParts, Fp4Error> {
     shape.check_groupable(group)?;
     if weights.len() != shape.len() {
         return Err(Fp4Error::LengthMismatch {
@@ -211,8 +258,15 @@ pub(crate) fn to_f16_finite(x: f32) -> Option<f16> {
 pub(crate) fn assign_codes(x: &[f32], d: f32, z: f32, codes: &mut [u8]) {
     if d > 0.0 {
         let inv = 1.0 / d;
-        for (c, &v) in codes.iter_mut().zip(x) {
-            *c = nearest_code(v, z, inv) as u8;
+        for (c, v) in codes
+            .as_chunks_mut::<LANES>()
+            .0
+            .iter_mut()
+            .zip(x.as_chunks::<LANES>().0)
+        {
+            for i in 0..LANES {
+                c[i] = grid::nearest_code_bits(v[i], z, inv);
+            }
         }
     } else {
         codes.fill(0);

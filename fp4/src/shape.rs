@@ -36,7 +36,7 @@ impl MatrixShape {
                 cols: self.cols,
             });
         }
-        if self.cols % group.len() != 0 {
+        if !self.cols.is_multiple_of(group.len()) {
             return Err(Fp4Error::ColsNotMultipleOfGroup {
                 cols: self.cols,
                 group: group.len(),
