@@ -92,25 +92,38 @@ pub fn list_devices() -> Result<Vec<DeviceEntry>, ClError> {
     if platforms.is_empty() {
         return Err(ClError::NoPlatform);
     }
+    // A broken ICD (a driver installed without its hardware, say) must not hide the working ones: its errors are
+    // logged and it is skipped; they are returned only when no device at all is usable.
     let mut entries = Vec::new();
+    let mut first_error = None;
     for (platform_index, platform) in platforms.iter().enumerate() {
         let ids = match platform.get_devices(CL_DEVICE_TYPE_ALL) {
             Ok(ids) => ids,
             Err(e) if e.0 == opencl3::error_codes::CL_DEVICE_NOT_FOUND => Vec::new(),
-            Err(e) => return Err(ClError::from_code("clGetDeviceIDs", e.0)),
+            Err(e) => {
+                let err = ClError::from_code("clGetDeviceIDs", e.0);
+                tracing::warn!(platform = platform_index, error = %err, "skipping an OpenCL platform");
+                first_error.get_or_insert(err);
+                Vec::new()
+            }
         };
         for id in ids {
-            let caps = Capabilities::query(&Device::new(id))?;
-            entries.push(DeviceEntry {
-                index: entries.len(),
-                platform_index,
-                id,
-                caps,
-            });
+            match Capabilities::query(&Device::new(id)) {
+                Ok(caps) => entries.push(DeviceEntry {
+                    index: entries.len(),
+                    platform_index,
+                    id,
+                    caps,
+                }),
+                Err(err) => {
+                    tracing::warn!(platform = platform_index, error = %err, "skipping an OpenCL device");
+                    first_error.get_or_insert(err);
+                }
+            }
         }
     }
     if entries.is_empty() {
-        return Err(ClError::NoPlatform);
+        return Err(first_error.unwrap_or(ClError::NoPlatform));
     }
     Ok(entries)
 }

@@ -19,6 +19,11 @@ pub enum QueuePriority {
     High,
 }
 
+impl QueuePriority {
+    /// The priority generation should use: low, as the paper does, so the phone's UI keeps its frame rate.
+    pub const FOR_GENERATION: QueuePriority = QueuePriority::Low;
+}
+
 impl std::str::FromStr for QueuePriority {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
