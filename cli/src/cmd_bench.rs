@@ -48,7 +48,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.arch, config.layers, config.hidden, config.ffn, config.vocab, args.group
     );
     let model = synthetic_model(&config, group, 7)?;
-    let r = run_bench(gpu.clone(), &model, args.prompt_len, args.gen, args.prefill_chunk)?;
+    let r = run_bench(
+        gpu.clone(),
+        &model,
+        args.prompt_len,
+        args.gen,
+        args.prefill_chunk,
+    )?;
     let gb = |b: f64| b / 1e9;
     println!("device            {}", gpu.caps().name);
     println!(

@@ -151,14 +151,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     // The prompt is echoed with the first piece, so a refused prompt prints only the error.
     let mut echoed = false;
-    let out = session.generator.generate(&args.prompt, &options, |piece| {
-        if !echoed {
-            let _ = write!(stdout, "{}", args.prompt);
-            echoed = true;
-        }
-        let _ = write!(stdout, "{piece}");
-        let _ = stdout.flush();
-    })?;
+    let out = session
+        .generator
+        .generate(&args.prompt, &options, |piece| {
+            if !echoed {
+                let _ = write!(stdout, "{}", args.prompt);
+                echoed = true;
+            }
+            let _ = write!(stdout, "{piece}");
+            let _ = stdout.flush();
+        })?;
     if !echoed {
         write!(stdout, "{}", args.prompt)?;
     }

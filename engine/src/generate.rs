@@ -244,7 +244,9 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation, EngineError> {
         if options.max_tokens == 0 {
-            return Err(EngineError::InvalidOption("max_tokens must be at least 1".into()));
+            return Err(EngineError::InvalidOption(
+                "max_tokens must be at least 1".into(),
+            ));
         }
         if prompt.is_empty() {
             return Err(EngineError::InvalidOption(
@@ -477,7 +479,10 @@ fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
     (1..stop.len().min(text.len() + 1))
         .rev()
         .find(|&n| {
-            text.is_char_boundary(text.len() - n) && stop.as_bytes().starts_with(&text.as_bytes()[text.len() - n..])
+            text.is_char_boundary(text.len() - n)
+                && stop
+                    .as_bytes()
+                    .starts_with(&text.as_bytes()[text.len() - n..])
         })
         .unwrap_or(0)
 }
@@ -488,6 +493,20 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+impl TextCodec for crate::tokenizer::Tokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        crate::tokenizer::Tokenizer::encode(self, text, false)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
+        crate::tokenizer::Tokenizer::decode(self, ids)
+    }
+
+    fn token_id(&self, token: &str) -> Option<u32> {
+        self.token_to_id(token)
+    }
 }
 
 #[cfg(test)]
@@ -600,9 +619,15 @@ mod tests {
         Generator::new(model, Bytes).unwrap()
     }
 
-    fn run(g: &mut Generator<Scripted, Bytes>, prompt: &str, opts: &GenerateOptions) -> (Generation, Vec<String>) {
+    fn run(
+        g: &mut Generator<Scripted, Bytes>,
+        prompt: &str,
+        opts: &GenerateOptions,
+    ) -> (Generation, Vec<String>) {
         let mut pieces = Vec::new();
-        let out = g.generate(prompt, opts, |s| pieces.push(s.to_string())).unwrap();
+        let out = g
+            .generate(prompt, opts, |s| pieces.push(s.to_string()))
+            .unwrap();
         (out, pieces)
     }
 
@@ -639,7 +664,11 @@ mod tests {
         assert_eq!(out.text, "one ST two");
         assert_eq!(pieces.concat(), "one ST two");
         // A held-back "ST" that never became "STOP" is flushed at the end.
-        let (out, pieces) = run(&mut generator("p", b"xxST".map(u32::from).as_slice()), "p", &opts);
+        let (out, pieces) = run(
+            &mut generator("p", b"xxST".map(u32::from).as_slice()),
+            "p",
+            &opts,
+        );
         assert_eq!((out.text.as_str(), out.stop), ("xxST", StopReason::Eos));
         assert_eq!(pieces.concat(), "xxST");
     }
@@ -655,7 +684,10 @@ mod tests {
                 ..GenerateOptions::default()
             },
         );
-        assert_eq!((out.text.as_str(), out.stop), ("abc", StopReason::MaxTokens));
+        assert_eq!(
+            (out.text.as_str(), out.stop),
+            ("abc", StopReason::MaxTokens)
+        );
         let err = g.generate(
             "q",
             &GenerateOptions {
@@ -718,7 +750,10 @@ mod tests {
         ));
         assert!(matches!(
             g.generate_from_tokens(&[1, 999], &GenerateOptions::default(), |_| {}),
-            Err(EngineError::TokenOutOfRange { id: 999, vocab: 258 })
+            Err(EngineError::TokenOutOfRange {
+                id: 999,
+                vocab: 258
+            })
         ));
         let opts = GenerateOptions {
             add_bos: false,
@@ -751,19 +786,5 @@ mod tests {
         assert_eq!(longest_suffix_prefix("abcST", "STOP"), 2);
         assert_eq!(longest_suffix_prefix("abc", "STOP"), 0);
         assert_eq!(longest_suffix_prefix("é", "éx"), 2);
-    }
-}
-
-impl TextCodec for crate::tokenizer::Tokenizer {
-    fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        crate::tokenizer::Tokenizer::encode(self, text, false)
-    }
-
-    fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
-        crate::tokenizer::Tokenizer::decode(self, ids)
-    }
-
-    fn token_id(&self, token: &str) -> Option<u32> {
-        self.token_to_id(token)
     }
 }

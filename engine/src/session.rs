@@ -28,7 +28,11 @@ pub fn default_model_path() -> Result<PathBuf, EngineError> {
             candidates.push(up.join(DEFAULT_MODEL_DIR));
         }
     }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_MODEL_DIR));
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(DEFAULT_MODEL_DIR),
+    );
     if let Some(found) = candidates.iter().find(|p| p.exists()) {
         return Ok(found.clone());
     }
@@ -77,9 +81,11 @@ impl Session {
             },
         )?;
         tokenizer.check_model_vocab(model.config.vocab)?;
-        let template = ChatTemplate::detect(model.config.arch, chat_template_source(path).as_deref(), |t| {
-            tokenizer.token_to_id(t).is_some()
-        });
+        let template = ChatTemplate::detect(
+            model.config.arch,
+            chat_template_source(path).as_deref(),
+            |t| tokenizer.token_to_id(t).is_some(),
+        );
         let gpu_model = GpuModel::load(&model, &options.gpu)?;
         drop(model);
         let mut generator = Generator::new(gpu_model, tokenizer)?;
@@ -106,7 +112,8 @@ impl Session {
     /// Sets the system prompt of the conversation (before its first turn).
     pub fn set_system(&mut self, system: &str) {
         self.history.retain(|m| m.role != Role::System);
-        self.history.insert(0, ChatMessage::new(Role::System, system));
+        self.history
+            .insert(0, ChatMessage::new(Role::System, system));
     }
 
     /// Forgets the conversation (and the cache).
@@ -131,7 +138,8 @@ impl Session {
         opts.extra_eos.extend(self.end_of_turn_ids());
         match self.generator.generate(&prompt, &opts, on_text) {
             Ok(out) => {
-                self.history.push(ChatMessage::new(Role::Assistant, out.text.trim()));
+                self.history
+                    .push(ChatMessage::new(Role::Assistant, out.text.trim()));
                 Ok(out)
             }
             Err(e) => {

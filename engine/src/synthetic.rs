@@ -14,7 +14,9 @@ use rayon::prelude::*;
 
 use crate::generate::{LanguageModel, StepOutput, Want};
 use crate::gpu::{GpuModel, GpuOptions};
-use crate::model::{Activation, Architecture, LayerWeights, Model, ModelConfig, ModelWeights, RopeStyle, Tensor};
+use crate::model::{
+    Activation, Architecture, LayerWeights, Model, ModelConfig, ModelWeights, RopeStyle, Tensor,
+};
 use crate::EngineError;
 
 /// Model shapes `tlite bench` knows (the published configurations of these checkpoints).
@@ -128,7 +130,12 @@ impl BenchArch {
     }
 }
 
-fn random_m0e4(rng: &mut StdRng, rows: usize, cols: usize, group: GroupSize) -> Result<Tensor, EngineError> {
+fn random_m0e4(
+    rng: &mut StdRng,
+    rows: usize,
+    cols: usize,
+    group: GroupSize,
+) -> Result<Tensor, EngineError> {
     let mut codes = vec![0u8; rows * cols / 2];
     rng.fill_bytes(&mut codes);
     let groups = rows * (cols / group.len());
@@ -136,7 +143,10 @@ fn random_m0e4(rng: &mut StdRng, rows: usize, cols: usize, group: GroupSize) -> 
     let scales: Vec<f16> = (0..groups)
         .map(|_| f16::from_f32(0.02 * (0.5 + rng.random::<f32>())))
         .collect();
-    let offsets: Vec<f16> = scales.iter().map(|s| f16::from_f32(-1.5 * s.to_f32())).collect();
+    let offsets: Vec<f16> = scales
+        .iter()
+        .map(|s| f16::from_f32(-1.5 * s.to_f32()))
+        .collect();
     Ok(Tensor::m0e4(M0e4Matrix::from_parts(
         MatrixShape::new(rows, cols),
         group,
@@ -160,11 +170,15 @@ fn vector(n: usize, value: f32) -> Result<Tensor, EngineError> {
 
 /// A model of `config`'s shapes with random M0E4 linear layers (group `group`) and f16 embedding/head.
 /// Matrices whose input width is not a multiple of the group stay f16, as the loader does.
-pub fn synthetic_model(config: &ModelConfig, group: GroupSize, seed: u64) -> Result<Model, EngineError> {
+pub fn synthetic_model(
+    config: &ModelConfig,
+    group: GroupSize,
+    seed: u64,
+) -> Result<Model, EngineError> {
     config.validate()?;
     let c = config;
     let matrix = |rng: &mut StdRng, rows: usize, cols: usize| {
-        if cols % group.len() == 0 {
+        if cols.is_multiple_of(group.len()) {
             random_m0e4(rng, rows, cols, group)
         } else {
             random_f16(rng, vec![rows, cols], 0.01)
@@ -173,7 +187,8 @@ pub fn synthetic_model(config: &ModelConfig, group: GroupSize, seed: u64) -> Res
     let layers = (0..c.layers)
         .into_par_iter()
         .map(|i| {
-            let mut rng = StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng =
+                StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let bias = |rng: &mut StdRng, n: usize| -> Result<Option<Tensor>, EngineError> {
                 if c.qkv_bias {
                     Ok(Some(Tensor::f32(
@@ -286,7 +301,9 @@ pub fn run_bench(
     let mut gm = GpuModel::with_gpu(gpu.clone(), model, &options)?;
     let mut rng = StdRng::seed_from_u64(42);
     let vocab = model.config.vocab as u32;
-    let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..vocab)).collect();
+    let prompt: Vec<u32> = (0..prompt_len)
+        .map(|_| rng.random_range(0..vocab))
+        .collect();
     // Warm-up: first launches of every kernel (prefill and decode shapes), then start over.
     let warm = &prompt[..prompt_len.min(gm.max_step_tokens()).max(1)];
     gm.step(warm, Want::Argmax)?;
@@ -310,13 +327,21 @@ pub fn run_bench(
     let prefill = started.elapsed();
     let mut token = match out {
         StepOutput::Token(t) => t,
-        _ => return Err(EngineError::InvalidOption("prefill returned no token".into())),
+        _ => {
+            return Err(EngineError::InvalidOption(
+                "prefill returned no token".into(),
+            ))
+        }
     };
     let started = Instant::now();
     for _ in 0..gen {
         token = match gm.step(&[token], Want::Argmax)? {
             StepOutput::Token(t) => t,
-            _ => return Err(EngineError::InvalidOption("decode returned no token".into())),
+            _ => {
+                return Err(EngineError::InvalidOption(
+                    "decode returned no token".into(),
+                ))
+            }
         };
     }
     let decode = started.elapsed();

@@ -11,7 +11,9 @@ use std::path::Path;
 use clkernels::runtime::Gpu;
 use engine::generate::{GenerateOptions, Generator, LanguageModel, StepOutput, TextCodec, Want};
 use engine::gpu::{GpuModel, GpuOptions};
-use engine::model::{self, Architecture, LoadOptions, Model, RopeStyle as EngineRope, WeightFormat};
+use engine::model::{
+    self, Architecture, LoadOptions, Model, RopeStyle as EngineRope, WeightFormat,
+};
 use engine::EngineError;
 use fixtures::reference_model::{RefArch, RefConfig, RefLayer, RefModel, RefWeights};
 use fixtures::tiny_models::{write_hf_folder, StoreDtype, TinySpec};
@@ -114,10 +116,13 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
         .zip(want)
         .map(|(g, w)| (g - w).abs())
         .enumerate()
-        .fold(
-            (0, 0.0f32),
-            |best, (i, e)| if e > best.1 || e.is_nan() { (i, e) } else { best },
-        );
+        .fold((0, 0.0f32), |best, (i, e)| {
+            if e > best.1 || e.is_nan() {
+                (i, e)
+            } else {
+                best
+            }
+        });
     assert!(
         err <= rel * scale,
         "{what}: max |diff| {err} at {i} (got {}, want {}) > {rel} * {scale}",
@@ -146,16 +151,31 @@ fn check_against_reference(arch: RefArch, format: WeightFormat, kv: KvDtype, rel
     let (prompt, rest) = tokens.split_at(10);
     let want = reference.prefill(&mut cache, prompt);
     let got = logits(gpu_model.step(prompt, Want::Logits).unwrap());
-    assert_close(&format!("{arch:?} {format:?} prefill"), &got, want.last().unwrap(), rel);
+    assert_close(
+        &format!("{arch:?} {format:?} prefill"),
+        &got,
+        want.last().unwrap(),
+        rel,
+    );
     for (i, &t) in rest.iter().enumerate() {
         let want = reference.prefill(&mut cache, &[t]);
         let got = logits(gpu_model.step(&[t], Want::Logits).unwrap());
-        assert_close(&format!("{arch:?} {format:?} decode {i}"), &got, &want[0], rel);
+        assert_close(
+            &format!("{arch:?} {format:?} decode {i}"),
+            &got,
+            &want[0],
+            rel,
+        );
     }
     assert_eq!(gpu_model.cached_len(), 14);
 }
 
-const ARCHS: [RefArch; 4] = [RefArch::Llama, RefArch::Mistral, RefArch::Qwen2, RefArch::Gemma];
+const ARCHS: [RefArch; 4] = [
+    RefArch::Llama,
+    RefArch::Mistral,
+    RefArch::Qwen2,
+    RefArch::Gemma,
+];
 const M0E4: WeightFormat = WeightFormat::M0e4 {
     group: fp4::GroupSize::G32,
 };
@@ -244,7 +264,11 @@ fn greedy_generation_matches_the_reference_and_bad_input_is_refused() {
     let m = tiny(RefArch::Qwen2, dir.path(), M0E4);
     let reference = reference_of(&m, 64);
     let gpu_model = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 8)).unwrap();
-    let mut g = Generator::new(gpu_model, Tok(fixtures::tiny_models::tiny_tokenizer().unwrap())).unwrap();
+    let mut g = Generator::new(
+        gpu_model,
+        Tok(fixtures::tiny_models::tiny_tokenizer().unwrap()),
+    )
+    .unwrap();
     let prompt = random_tokens(9, 12, m.config.vocab);
     let opts = GenerateOptions {
         max_tokens: 6,
@@ -289,7 +313,13 @@ fn greedy_generation_matches_the_reference_and_bad_input_is_refused() {
 #[test]
 fn rope_scaling_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    write_hf_folder(&TinySpec::for_arch(RefArch::Llama), dir.path(), StoreDtype::F32, 1).unwrap();
+    write_hf_folder(
+        &TinySpec::for_arch(RefArch::Llama),
+        dir.path(),
+        StoreDtype::F32,
+        1,
+    )
+    .unwrap();
     let m = model::load(dir.path(), &LoadOptions::default()).unwrap();
     let err = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 8)).unwrap_err();
     assert!(matches!(err, EngineError::Unsupported(_)), "{err}");
@@ -297,7 +327,8 @@ fn rope_scaling_is_refused_clearly() {
 
 #[test]
 fn stories260k_matches_the_reference() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K/stories260K.bin");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/models/stories260K/stories260K.bin");
     if !path.is_file() {
         eprintln!("skipping: {} is absent", path.display());
         return;

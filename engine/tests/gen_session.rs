@@ -35,7 +35,13 @@ fn text_generation_and_chat_turns_reuse_the_cache() {
         .as_ref()
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| dir.path().to_path_buf());
-    write_hf_folder(&TinySpec::for_arch(RefArch::Qwen2), &path, StoreDtype::F32, 1).unwrap();
+    write_hf_folder(
+        &TinySpec::for_arch(RefArch::Qwen2),
+        &path,
+        StoreDtype::F32,
+        1,
+    )
+    .unwrap();
     let mut a = open(&path);
     assert_eq!(a.template, ChatTemplate::ChatMl);
 

@@ -140,7 +140,12 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(gpu: &Gpu, sizes: &ScratchSizes, max_chunk: usize, hidden: usize) -> Result<Self, EngineError> {
+    fn new(
+        gpu: &Gpu,
+        sizes: &ScratchSizes,
+        max_chunk: usize,
+        hidden: usize,
+    ) -> Result<Self, EngineError> {
         let f = |n: usize| DeviceBuffer::<f32>::new(gpu, n.max(1));
         Ok(Self {
             ids: DeviceBuffer::new(gpu, max_chunk)?,
@@ -194,9 +199,15 @@ impl GpuModel {
             )));
         }
         if options.max_chunk == 0 {
-            return Err(EngineError::InvalidOption("max_chunk must be at least 1".into()));
+            return Err(EngineError::InvalidOption(
+                "max_chunk must be at least 1".into(),
+            ));
         }
-        let max_ctx = options.max_ctx.unwrap_or(config.max_ctx).min(config.max_ctx).max(1);
+        let max_ctx = options
+            .max_ctx
+            .unwrap_or(config.max_ctx)
+            .min(config.max_ctx)
+            .max(1);
         let max_chunk = options.max_chunk.min(max_ctx);
         let plan = StepPlan::new(&config, max_ctx)?;
         let weights = DeviceWeights::upload(&gpu, model)?;
@@ -213,7 +224,11 @@ impl GpuModel {
             max_ctx,
         )?;
         let kv_bytes = kv_config.total_bytes()?;
-        let kv = KvSequence::new(Arc::new(ClKvStorage::new(&gpu)), kv_config, FullPolicy::Error)?;
+        let kv = KvSequence::new(
+            Arc::new(ClKvStorage::new(&gpu)),
+            kv_config,
+            FullPolicy::Error,
+        )?;
         let rope = RopeConfig {
             head_dim: config.head_dim,
             rotary_dim: config.rotary_dim(),
@@ -223,7 +238,10 @@ impl GpuModel {
                 RopeStyle::Interleaved => KernelRopeStyle::Interleaved,
             },
         };
-        let device_bytes = weights.bytes() as u64 + kv_bytes + sizes.bytes(config.hidden) as u64 + 4 * max_chunk as u64;
+        let device_bytes = weights.bytes() as u64
+            + kv_bytes
+            + sizes.bytes(config.hidden) as u64
+            + 4 * max_chunk as u64;
         Ok(Self {
             gpu,
             config,
@@ -267,14 +285,22 @@ impl GpuModel {
     }
 
     /// Enqueues the decoder over `seq` tokens whose ids are on the device, writing K/V through `step`.
-    fn enqueue_layers(&mut self, seq: usize, from_choice: bool, step: &KvStep) -> Result<(), EngineError> {
+    fn enqueue_layers(
+        &mut self,
+        seq: usize,
+        from_choice: bool,
+        step: &KvStep,
+    ) -> Result<(), EngineError> {
         let c = &self.config;
         let k = &self.kernels;
         let s = &mut self.scratch;
         let (hidden, q_dim, kv_dim) = (c.hidden, c.q_dim(), c.kv_dim());
         let qkv_dim = q_dim + 2 * kv_dim;
         let past = step.start();
-        let rows = RowsShape { rows: seq, dim: hidden };
+        let rows = RowsShape {
+            rows: seq,
+            dim: hidden,
+        };
         let norm = RmsNormParams {
             eps: c.norm_eps,
             weight_offset: if c.norm_plus_one { 1.0 } else { 0.0 },
@@ -323,16 +349,27 @@ impl GpuModel {
             k.norm.rms(&s.x, &layer.attn_norm, &mut s.xn, rows, norm)?;
             k.linear(&layer.qkv, &s.xn, seq, &mut s.qkv, Residual::None)?;
             if let Some(bias) = &layer.qkv_bias {
-                k.elementwise.add_bias_rows(&mut s.qkv, bias, seq, qkv_dim)?;
+                k.elementwise
+                    .add_bias_rows(&mut s.qkv, bias, seq, qkv_dim)?;
             }
             k.rope.enqueue(&mut s.qkv, q_layout, self.rope, past)?;
             let k_buf = self.kv.buffer(i, KvPart::Key)?.raw();
             let v_buf = self.kv.buffer(i, KvPart::Value)?.raw();
             let write = step.write_view();
-            k.attention
-                .enqueue_kv_write(&s.qkv, k_layout, KvOperand::new(k_buf, write)?, Some(self.rope), past)?;
-            k.attention
-                .enqueue_kv_write(&s.qkv, v_layout, KvOperand::new(v_buf, write)?, None, past)?;
+            k.attention.enqueue_kv_write(
+                &s.qkv,
+                k_layout,
+                KvOperand::new(k_buf, write)?,
+                Some(self.rope),
+                past,
+            )?;
+            k.attention.enqueue_kv_write(
+                &s.qkv,
+                v_layout,
+                KvOperand::new(v_buf, write)?,
+                None,
+                past,
+            )?;
             let read = step.read_view();
             let (k_op, v_op) = (KvOperand::new(k_buf, read)?, KvOperand::new(v_buf, read)?);
             k.attention
@@ -346,8 +383,12 @@ impl GpuModel {
                 _ => {
                     k.linear(&layer.gate, &s.xn, seq, &mut s.gate, Residual::None)?;
                     k.linear(&layer.up, &s.xn, seq, &mut s.up, Residual::None)?;
-                    k.elementwise
-                        .gated_in_place(&mut s.gate, &s.up, seq * weights::padded_ffn(c.ffn), act)?;
+                    k.elementwise.gated_in_place(
+                        &mut s.gate,
+                        &s.up,
+                        seq * weights::padded_ffn(c.ffn),
+                        act,
+                    )?;
                 }
             }
             k.linear(&layer.down, &s.gate, seq, &mut s.x, Residual::Accumulate)?;
@@ -361,10 +402,18 @@ impl GpuModel {
         let params = self.rms_params();
         let k = &self.kernels;
         let s = &mut self.scratch;
-        let one = RowsShape { rows: 1, dim: hidden };
+        let one = RowsShape {
+            rows: 1,
+            dim: hidden,
+        };
         if seq == 1 {
-            k.norm
-                .rms(&s.x, &self.weights.final_norm, &mut s.last_normed, one, params)?;
+            k.norm.rms(
+                &s.x,
+                &self.weights.final_norm,
+                &mut s.last_normed,
+                one,
+                params,
+            )?;
         } else {
             // The strided K/V write kernel doubles as a row copy: one "head" of `hidden` values, no rotation.
             let src = HeadsLayout {
@@ -383,12 +432,28 @@ impl GpuModel {
                 position_stride_elems: hidden as u64,
                 dtype: KvDtype::F32,
             };
-            k.attention
-                .enqueue_kv_write(&s.x, src, KvOperand::from_device_buffer(&s.last, view), None, 0)?;
-            k.norm
-                .rms(&s.last, &self.weights.final_norm, &mut s.last_normed, one, params)?;
+            k.attention.enqueue_kv_write(
+                &s.x,
+                src,
+                KvOperand::from_device_buffer(&s.last, view),
+                None,
+                0,
+            )?;
+            k.norm.rms(
+                &s.last,
+                &self.weights.final_norm,
+                &mut s.last_normed,
+                one,
+                params,
+            )?;
         }
-        k.linear(self.weights.head(), &s.last_normed, 1, &mut s.logits, Residual::None)
+        k.linear(
+            self.weights.head(),
+            &s.last_normed,
+            1,
+            &mut s.logits,
+            Residual::None,
+        )
     }
 
     /// Uploads the ids of a step unless the device already holds them.
@@ -466,7 +531,9 @@ impl LanguageModel for GpuModel {
             Want::Argmax => {
                 self.enqueue_logits(seq)?;
                 let s = &mut self.scratch;
-                self.kernels.sampling.argmax(&s.logits, vocab, &mut s.chosen)?;
+                self.kernels
+                    .sampling
+                    .argmax(&s.logits, vocab, &mut s.chosen)?;
                 let token = s.chosen.read(&self.gpu)?[0];
                 self.device_choice = Some(token);
                 Ok(StepOutput::Token(token))

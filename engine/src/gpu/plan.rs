@@ -54,7 +54,9 @@ pub struct StepPlan {
 impl StepPlan {
     /// Derives the plan (once per model).
     pub fn new(config: &ModelConfig, max_ctx: usize) -> Result<Self, EngineError> {
-        let i = |v: usize| i64::try_from(v).map_err(|_| EngineError::InvalidConfig(format!("{v} is too large")));
+        let i = |v: usize| {
+            i64::try_from(v).map_err(|_| EngineError::InvalidConfig(format!("{v} is too large")))
+        };
         let dims = DecoderDims {
             layers: config.layers,
             hidden: i(config.hidden)?,
@@ -66,7 +68,8 @@ impl StepPlan {
             max_ctx: i(max_ctx)?,
             dtype_bytes: 4,
         };
-        let decoder = llama_decoder(&dims).map_err(|e| EngineError::InvalidConfig(format!("shape plan: {e}")))?;
+        let decoder = llama_decoder(&dims)
+            .map_err(|e| EngineError::InvalidConfig(format!("shape plan: {e}")))?;
         Ok(Self {
             decoder,
             values: PlanValues::default(),
@@ -74,8 +77,15 @@ impl StepPlan {
     }
 
     /// Evaluates the plan for a step and checks the shapes the kernels will be given against it.
-    pub fn evaluate(&mut self, seq: usize, past: usize, config: &ModelConfig) -> Result<(), EngineError> {
-        let bad = |e: String| EngineError::InvalidOption(format!("step of {seq} tokens after {past}: {e}"));
+    pub fn evaluate(
+        &mut self,
+        seq: usize,
+        past: usize,
+        config: &ModelConfig,
+    ) -> Result<(), EngineError> {
+        let bad = |e: String| {
+            EngineError::InvalidOption(format!("step of {seq} tokens after {past}: {e}"))
+        };
         self.decoder
             .evaluate_into(seq as i64, past as i64, &mut self.values)
             .map_err(|e| bad(e.to_string()))?;

@@ -47,7 +47,10 @@ impl DeviceMatrix {
     pub fn upload_stacked(gpu: &Gpu, name: &str, parts: &[&Tensor]) -> Result<Self, EngineError> {
         let cols = parts.first().map(|t| t.cols()).unwrap_or(0);
         let rows: usize = parts.iter().map(|t| t.rows()).sum();
-        if parts.is_empty() || parts.iter().any(|t| t.shape.len() != 2 || t.cols() != cols) || rows == 0 {
+        if parts.is_empty()
+            || parts.iter().any(|t| t.shape.len() != 2 || t.cols() != cols)
+            || rows == 0
+        {
             let shapes: Vec<_> = parts.iter().map(|t| t.shape.clone()).collect();
             return Err(EngineError::Model(format!(
                 "{name}: cannot stack matrices of shapes {shapes:?}"
@@ -133,7 +136,12 @@ fn pad_cols(t: &Tensor, cols: usize) -> Result<Tensor, EngineError> {
 }
 
 /// Uploads a vector tensor (norm weight, bias) as f32.
-pub fn upload_vector(gpu: &Gpu, name: &str, t: &Tensor, len: usize) -> Result<DeviceBuffer<f32>, EngineError> {
+pub fn upload_vector(
+    gpu: &Gpu,
+    name: &str,
+    t: &Tensor,
+    len: usize,
+) -> Result<DeviceBuffer<f32>, EngineError> {
     let v = t.to_f32();
     if v.len() != len {
         return Err(EngineError::Model(format!(
@@ -226,7 +234,9 @@ impl DeviceWeights {
 
     /// Bytes one decode step reads from the weights (every layer matrix and the head; one embedding row).
     pub fn bytes_per_token(&self) -> usize {
-        let layer = |l: &DeviceLayer| l.qkv.bytes() + l.wo.bytes() + l.gate.bytes() + l.up.bytes() + l.down.bytes();
+        let layer = |l: &DeviceLayer| {
+            l.qkv.bytes() + l.wo.bytes() + l.gate.bytes() + l.up.bytes() + l.down.bytes()
+        };
         self.layers.iter().map(layer).sum::<usize>() + self.head().bytes()
     }
 }
