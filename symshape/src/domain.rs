@@ -146,6 +146,21 @@ impl Domain {
     /// True when `e`, written in `t = sym - lo ≥ 0`, has only non-negative coefficients: then it
     /// is non-negative and non-decreasing in every symbol on the box.
     pub fn coefficients_nonnegative(&self, e: &Expr) -> bool {
+        if e.is_overflowed() || self.check_symbols(e).is_err() {
+            return false;
+        }
+        #[cfg(feature = "symbolica")]
+        {
+            crate::cas::shifted_coefficients_nonnegative(self, e).unwrap_or(false)
+        }
+        #[cfg(not(feature = "symbolica"))]
+        {
+            self.builtin_coefficients_nonnegative(e)
+        }
+    }
+
+    #[cfg_attr(feature = "symbolica", allow(dead_code))]
+    fn builtin_coefficients_nonnegative(&self, e: &Expr) -> bool {
         let shifted = self.shift_to_zero(e);
         !shifted.is_overflowed() && shifted.terms().all(|(_, c)| c >= 0)
     }

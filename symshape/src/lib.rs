@@ -65,6 +65,8 @@
 //! thread at plan time and refuses a proof unless both agree. The per-step path never touches
 //! any CAS.
 
+#[cfg(feature = "symbolica")]
+mod cas;
 mod domain;
 mod error;
 mod eval;
