@@ -7,9 +7,10 @@
 //!   or from the same least-squares search M0E4 uses.
 
 use crate::grid::{self, SearchEffort};
-use crate::packing::unpack_pairs;
+use crate::packing::{pack_pairs, unpack_pairs};
 use crate::quantize::{
-    assign_codes, quantize_groups, to_f16_finite, GroupParams, GroupQuantiser, GroupSummary, Weight,
+    assign_packed, quantize_groups, to_f16_finite, GroupParams, GroupQuantiser, GroupSummary,
+    Weight,
 };
 use crate::{Fp4Error, GroupSize, MatrixShape};
 use half::f16;
@@ -44,8 +45,10 @@ struct Symmetric;
 
 impl GroupQuantiser for Symmetric {
     #[inline(always)]
-    fn quantise(&self, x: &[f32], sm: GroupSummary, codes: &mut [u8]) -> Option<GroupParams> {
+    fn quantise(&self, x: &[f32], sm: GroupSummary, packed: &mut [u8]) -> Option<GroupParams> {
         let (min, max) = (sm.min, sm.max);
+        let mut unpacked = [0u8; 128];
+        let codes = &mut unpacked[..x.len()];
         let m = if -min > max { min } else { max };
         let d = to_f16_finite(m / -8.0)?;
         let df = d.to_f32();
@@ -57,6 +60,7 @@ impl GroupQuantiser for Symmetric {
                 *c = ((v / df) + 8.0).round().clamp(0.0, 15.0) as u8;
             }
         }
+        pack_pairs(codes, packed);
         Some((d, f16::ZERO))
     }
 }
@@ -65,16 +69,16 @@ struct Asymmetric(SearchEffort);
 
 impl GroupQuantiser for Asymmetric {
     #[inline(always)]
-    fn quantise(&self, x: &[f32], sm: GroupSummary, codes: &mut [u8]) -> Option<GroupParams> {
+    fn quantise(&self, x: &[f32], sm: GroupSummary, packed: &mut [u8]) -> Option<GroupParams> {
         let (min, max) = (sm.min, sm.max);
         if min == max {
-            codes.fill(0);
+            packed.fill(0);
             return Some((f16::ZERO, to_f16_finite(min)?));
         }
         let g = grid::search(x, sm.sum, min, max, self.0);
         let d = to_f16_finite(g.d)?;
         let m = to_f16_finite(g.z)?;
-        assign_codes(x, d.to_f32(), m.to_f32(), codes);
+        assign_packed(x, d.to_f32(), m.to_f32(), packed);
         Some((d, m))
     }
 }

@@ -104,6 +104,7 @@ pub(crate) mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub(crate) fn sums(x: &[f32], mean: f32, z: f32, inv: f32) -> CodeSums {
         let (vz, vinv, vmean) = (_mm256_set1_ps(z), _mm256_set1_ps(inv), _mm256_set1_ps(mean));
         let (zero, fifteen, magic) = (
@@ -135,8 +136,44 @@ pub(crate) mod avx2 {
         }
     }
 
+    /// Packs the nearest codes of `x` on the grid `(z, 1/inv)`, exactly as the portable
+    /// `nearest_code_bits` loop of [`crate::quantize::assign_packed`] does.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(crate) fn assign_packed(x: &[f32], z: f32, inv: f32, packed: &mut [u8]) {
+        let (vz, vinv) = (_mm256_set1_ps(z), _mm256_set1_ps(inv));
+        let (zero, fifteen, magic) = (
+            _mm256_setzero_ps(),
+            _mm256_set1_ps(15.0),
+            _mm256_set1_ps(ROUND_MAGIC),
+        );
+        let nibble = _mm256_set1_epi32(0xF);
+        // Odd elements go to the high nibble: shift them by 4 before pairing.
+        let shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+        for (chunk, out) in x
+            .as_chunks::<LANES>()
+            .0
+            .iter()
+            .zip(packed.as_chunks_mut::<4>().0)
+        {
+            // SAFETY: `chunk` is eight contiguous f32; the load has no alignment requirement.
+            let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            let t = _mm256_mul_ps(_mm256_sub_ps(v, vz), vinv);
+            let t = _mm256_min_ps(_mm256_max_ps(t, zero), fifteen);
+            let q = _mm256_and_si256(_mm256_castps_si256(_mm256_add_ps(t, magic)), nibble);
+            let q = _mm256_sllv_epi32(q, shifts);
+            let mut c = [0i32; LANES];
+            // SAFETY: `c` holds eight i32; the store has no alignment requirement.
+            unsafe { _mm256_storeu_si256(c.as_mut_ptr().cast(), q) };
+            for j in 0..4 {
+                out[j] = (c[2 * j] | c[2 * j + 1]) as u8;
+            }
+        }
+    }
+
     /// Minimum, maximum and sum of `x`, as [`crate::quantize::summarise_portable`] computes them.
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub(crate) fn summarise(x: &[f32]) -> GroupSummary {
         let (mut lo, mut hi, mut sum) = (
             _mm256_set1_ps(f32::INFINITY),
@@ -322,6 +359,15 @@ mod tests {
                 let asum = unsafe { avx2::sums(&x, mean, z, 1.0 / d) };
                 assert_eq!((ps.sq, ps.sqq, ps.sqx), (asum.sq, asum.sqq, asum.sqx));
                 assert!(ps.sq > 0.0);
+                let mut portable = vec![0u8; n / 2];
+                for (byte, pair) in portable.iter_mut().zip(x.as_chunks::<2>().0) {
+                    *byte = nearest_code_bits(pair[0], z, 1.0 / d)
+                        | (nearest_code_bits(pair[1], z, 1.0 / d) << 4);
+                }
+                let mut simd = vec![0u8; n / 2];
+                // SAFETY: AVX2 and FMA were checked above.
+                unsafe { avx2::assign_packed(&x, z, 1.0 / d, &mut simd) };
+                assert_eq!(portable, simd);
             }
         }
     }

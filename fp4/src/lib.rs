@@ -125,6 +125,33 @@
 //! stories260K: the token embedding and every wq, wk, wv, wo, w1, w3 (K = dim = 64) qualify for
 //! G=32 and G=64 (204 288 of 259 328 weights); the five w2 matrices (K = hidden = 172) and
 //! everything at G=128 do not.
+//!
+//! # Speed
+//!
+//! Quantising (default search, 2 step candidates + 2 least-squares refits per group), measured
+//! with `cargo run -p fp4 --release --example speed` on a 4096×4096 Gaussian matrix, pinned to
+//! two cores (`taskset -c 0,1`, `RAYON_NUM_THREADS=2`) of an idle 16-core Xeon (the lent
+//! device's host CPU, AVX2): **249 M weights/s at G=32**, 387 at G=64, 608 at G=128; the plain
+//! min/max grid runs at 475 M weights/s (G=32). One core: 138 M weights/s (G=32, 1 step + 2
+//! refits). On the shared 2-core dev box the same figures scale with whatever share of the
+//! cores other builds leave (criterion: `cargo bench -p bench --bench fp4`).
+//!
+//! # Storage
+//!
+//! [`io`] writes named matrices plus unquantised F16 tensors into one safetensors file
+//! (codes U8 `[rows, cols/2]`, scales and offsets F16 `[rows, cols/G]`, `__metadata__`
+//! `format = "m0e4"`, `format_version = "1"`, `group_size`) and loads them back owned
+//! ([`io::read_tensors`]) or borrowed straight from the file's bytes ([`io::parse`]), rejecting
+//! wrong versions, sizes and group sizes with errors that name the file and tensor.
+//!
+//! # API in brief
+//!
+//! * [`quantize_m0e4`] / [`quantize_m0e4_with`] → [`M0e4Matrix`] (accessors `codes`, `scales`,
+//!   `offsets`, `row_codes`, `code`, `value`; [`M0e4Matrix::from_parts`] checks lengths).
+//! * [`reference::dequantize`], [`reference::matvec`]: plain-Rust references for kernel tests.
+//! * [`recipe`]: the bit recipe; [`packing`]: nibble order.
+//! * [`baseline`]: symmetric (Q4_0) and asymmetric (Q4_1) INT4 in the same packing.
+//! * [`stats`]: RMS / max error; [`io`]: safetensors.
 
 pub mod baseline;
 mod error;
@@ -139,7 +166,7 @@ mod shape;
 pub mod stats;
 
 pub use error::Fp4Error;
-pub use grid::{Grid, SearchEffort};
+pub use grid::SearchEffort;
 pub use matrix::M0e4Matrix;
 pub use quantize::{quantize_m0e4, quantize_m0e4_with, Weight};
 pub use shape::{GroupSize, MatrixShape};

@@ -1,7 +1,6 @@
 //! The group-parallel quantisation driver and the M0E4 quantiser built on it.
 
 use crate::grid::{self, SearchEffort};
-use crate::packing::pack_pairs;
 use crate::{Fp4Error, GroupSize, M0e4Matrix, MatrixShape};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -55,9 +54,9 @@ pub(crate) struct GroupSummary {
 /// A trait rather than a closure so the whole per-group path inlines into the AVX2 copy of the
 /// driver loop.
 pub(crate) trait GroupQuantiser: Sync {
-    /// Writes one code per value of `x` into `codes` and returns the group's parameters, or
-    /// `None` when they would not fit in f16.
-    fn quantise(&self, x: &[f32], summary: GroupSummary, codes: &mut [u8]) -> Option<GroupParams>;
+    /// Writes the codes of `x`, packed two per byte, into `packed` (`x.len()/2` bytes) and
+    /// returns the group's parameters, or `None` when they would not fit in f16.
+    fn quantise(&self, x: &[f32], summary: GroupSummary, packed: &mut [u8]) -> Option<GroupParams>;
 }
 
 /// Lanes used to summarise a group (a multiple of 8 divides every group size).
@@ -156,7 +155,6 @@ fn run_task<T: Weight, Q: GroupQuantiser>(
     groups_per_row: usize,
 ) -> Result<(), Fp4Error> {
     let mut vals = [0.0f32; 128];
-    let mut unpacked = [0u8; 128];
     for (i, ((wg, cg), (pa, pb))) in w
         .chunks_exact(g)
         .zip(codes.chunks_exact_mut(g / 2))
@@ -167,8 +165,7 @@ fn run_task<T: Weight, Q: GroupQuantiser>(
         let Some(summary) = load_group(wg, v) else {
             return Err(non_finite_error(v, first_group + i, groups_per_row));
         };
-        let c = &mut unpacked[..g];
-        let Some((a, b)) = q.quantise(v, summary, c) else {
+        let Some((a, b)) = q.quantise(v, summary, cg) else {
             let index = first_group + i;
             let (row, group_index) = (index / groups_per_row, index % groups_per_row);
             return Err(Fp4Error::OutOfF16Range {
@@ -178,7 +175,6 @@ fn run_task<T: Weight, Q: GroupQuantiser>(
                 max: summary.max,
             });
         };
-        pack_pairs(c, cg);
         *pa = a;
         *pb = b;
     }
@@ -253,23 +249,24 @@ pub(crate) fn to_f16_finite(x: f32) -> Option<f16> {
     h.is_finite().then_some(h)
 }
 
-/// Writes, for each value, the nearest code on the grid `level(q) = z + d·q` (all zeros when `d == 0`).
+/// Writes, packed two per byte, the nearest code of each value on the grid
+/// `level(q) = z + d·q` (all zeros when `d == 0`); AVX2 when available, same codes either way.
 #[inline(always)]
-pub(crate) fn assign_codes(x: &[f32], d: f32, z: f32, codes: &mut [u8]) {
+pub(crate) fn assign_packed(x: &[f32], d: f32, z: f32, packed: &mut [u8]) {
     if d > 0.0 {
         let inv = 1.0 / d;
-        for (c, v) in codes
-            .as_chunks_mut::<LANES>()
-            .0
-            .iter_mut()
-            .zip(x.as_chunks::<LANES>().0)
-        {
-            for i in 0..LANES {
-                c[i] = grid::nearest_code_bits(v[i], z, inv);
-            }
+        #[cfg(target_arch = "x86_64")]
+        if grid::avx2::available() {
+            // SAFETY: the CPU supports AVX2 and FMA, which is all `assign_packed` was compiled for.
+            unsafe { grid::avx2::assign_packed(x, z, inv, packed) };
+            return;
+        }
+        for (byte, pair) in packed.iter_mut().zip(x.as_chunks::<2>().0) {
+            *byte = grid::nearest_code_bits(pair[0], z, inv)
+                | (grid::nearest_code_bits(pair[1], z, inv) << 4);
         }
     } else {
-        codes.fill(0);
+        packed.fill(0);
     }
 }
 
@@ -279,10 +276,10 @@ struct M0e4Quantiser(SearchEffort);
 
 impl GroupQuantiser for M0e4Quantiser {
     #[inline(always)]
-    fn quantise(&self, x: &[f32], sm: GroupSummary, codes: &mut [u8]) -> Option<GroupParams> {
+    fn quantise(&self, x: &[f32], sm: GroupSummary, packed: &mut [u8]) -> Option<GroupParams> {
         if sm.min == sm.max {
             // A constant group: s = 0, every code 0, w = b.
-            codes.fill(0);
+            packed.fill(0);
             return Some((f16::ZERO, to_f16_finite(sm.min)?));
         }
         let grid = grid::search(x, sm.sum, sm.min, sm.max, self.0);
@@ -290,7 +287,7 @@ impl GroupQuantiser for M0e4Quantiser {
         let b = to_f16_finite(grid.z - s.to_f32())?;
         let (sf, bf) = (s.to_f32(), b.to_f32());
         // Levels are s·(1 + q/16) + b = (s + b) + (s/16)·q.
-        assign_codes(x, sf / 16.0, sf + bf, codes);
+        assign_packed(x, sf / 16.0, sf + bf, packed);
         Some((s, b))
     }
 }
