@@ -357,3 +357,42 @@ fn priority_properties_follow_the_extensions() {
         ]
     );
 }
+
+/// Benchmark (prints, asserts only origins): compiling every kernel family vs loading it from the binary cache.
+/// `cargo test -p clkernels --release --lib runtime::tests::program_cache_timing -- --ignored --nocapture`
+/// (set `POCL_KERNEL_CACHE=0` to keep PoCL's own compiler cache out of the first figure).
+#[test]
+#[ignore = "benchmark; run by hand"]
+fn program_cache_timing() {
+    let kernels = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels");
+    let common = std::fs::read_to_string(kernels.join("common.cl")).unwrap_or_default();
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(&kernels).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        if path.extension().is_some_and(|e| e == "cl") && name != "common" {
+            let text = format!("{common}\n{}", std::fs::read_to_string(&path).unwrap());
+            sources.push(ProgramSource {
+                name: Box::leak(name.into_boxed_str()),
+                source: Box::leak(text.into_boxed_str()),
+            });
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for round in ["compile", "disk cache"] {
+        let gpu = Gpu::open_with(&cache_opts(dir.path(), QueuePriority::Normal)).unwrap();
+        let started = std::time::Instant::now();
+        for src in &sources {
+            let (_, origin) = gpu.program_with_origin(src, &[]).unwrap();
+            if round == "disk cache" {
+                assert_eq!(origin, BuildOrigin::DiskCache, "{}", src.name);
+            }
+        }
+        println!(
+            "{round}: {} programs on {} in {:.3} s",
+            sources.len(),
+            gpu.caps().name,
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
