@@ -76,7 +76,8 @@ fn truncated_and_malformed_safetensors() {
 
 #[test]
 fn inconsistent_config() {
-    let cases: [(&str, fn(&mut serde_json::Value)); 5] = [
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 5] = [
         ("does not divide hidden_size", |j| {
             j["num_attention_heads"] = 5.into();
             j.as_object_mut().unwrap().remove("head_dim");

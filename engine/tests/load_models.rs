@@ -58,7 +58,7 @@ fn every_arch_loads_with_family_config_and_exact_weights() {
         let gemma = c.arch == Architecture::Gemma;
         assert_eq!(c.norm_plus_one, gemma);
         assert_eq!(c.activation == Activation::GeluTanh, gemma);
-        assert_eq!(c.embed_scale, gemma.then(|| 8.0));
+        assert_eq!(c.embed_scale, gemma.then_some(8.0));
         assert_eq!((c.bos, c.eos.clone()), (Some(1), vec![2]));
         assert_eq!(
             matches!(c.rope_scaling, Some(RopeScaling::Llama3 { .. })),
@@ -192,4 +192,17 @@ fn llama2c_checkpoint_written_by_fixtures_loads_interleaved() {
         assert_eq!(loaded.weights, reference.weights);
         assert_eq!(loaded.forward(&PROMPT), reference.forward(&PROMPT));
     }
+}
+
+#[test]
+fn mistral_sliding_window_caps_the_context() {
+    let dir = tmp();
+    fixtures::tiny_models::write_tiny_hf_model(RefArch::Mistral, dir.path()).unwrap();
+    assert_eq!(engine::model::load_config(dir.path()).unwrap().max_ctx, 128);
+    let p = dir.path().join("config.json");
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    j["sliding_window"] = 64.into();
+    std::fs::write(&p, j.to_string()).unwrap();
+    assert_eq!(engine::model::load_config(dir.path()).unwrap().max_ctx, 64);
 }

@@ -75,7 +75,7 @@ pub(crate) fn matrix(
             if role == MatrixRole::Embedding && opts.keep_embeddings_f16 {
                 return Tensor::f16(shape, src.to_f16(name)?);
             }
-            if cols % group.len() != 0 {
+            if !cols.is_multiple_of(group.len()) {
                 tracing::info!(
                     "{name}: {cols} input features is not a multiple of the M0E4 group {group}; kept in f16"
                 );

@@ -190,6 +190,19 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
         bos: f.ids("bos_token_id")?.first().copied(),
         eos: f.ids("eos_token_id")?,
     };
+    // Sliding-window attention is not implemented; within the window it equals full attention, so the usable
+    // context is capped at the window instead of silently computing something else beyond it.
+    let sliding =
+        arch == Architecture::Mistral || f.opt_bool("use_sliding_window")?.unwrap_or(false);
+    if let (true, Some(window)) = (sliding, f.opt_usize("sliding_window")?) {
+        if window > 0 && window < cfg.max_ctx {
+            tracing::info!(
+                "{}: context capped at the sliding window of {window} tokens",
+                path.display()
+            );
+            cfg.max_ctx = window;
+        }
+    }
     let gen_path = folder.join("generation_config.json");
     if gen_path.is_file() {
         let gen = read_json(&gen_path)?;

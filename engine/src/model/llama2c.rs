@@ -86,7 +86,7 @@ impl Llama2cHeader {
 
     /// The model configuration the header implies (llama2.c conventions: interleaved rotary, theta 1e4, eps 1e-5).
     pub fn config(&self, path: &Path) -> Result<ModelConfig, EngineError> {
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             return Err(EngineError::InvalidConfig(format!(
                 "{}: n_heads {} does not divide dim {}",
                 path.display(),

@@ -220,7 +220,7 @@ impl RawTensor<'_> {
     }
 
     /// The elements widened to f32 (f32, f16 and bf16 files).
-    pub fn to_f32(&self) -> Result<Vec<f32>, EngineError> {
+    pub fn to_f32(self) -> Result<Vec<f32>, EngineError> {
         let b = self.bytes;
         Ok(match self.dtype {
             Dtype::F32 => b
@@ -240,7 +240,7 @@ impl RawTensor<'_> {
     }
 
     /// The elements as f16 (copied for f16 files; rounded for f32/bf16, failing on values beyond f16's range).
-    pub fn to_f16(&self) -> Result<Vec<f16>, EngineError> {
+    pub fn to_f16(self) -> Result<Vec<f16>, EngineError> {
         if self.dtype == Dtype::F16 {
             return Ok(self
                 .bytes
