@@ -9,6 +9,15 @@ use rayon::prelude::*;
 pub trait Weight: Copy + Send + Sync {
     /// The value as f32 (exact for f16 and bf16).
     fn to_f32(self) -> f32;
+
+    /// Converts a group (`dst.len() == src.len()`), overridden where one vector instruction
+    /// converts eight values at once.
+    #[inline(always)]
+    fn load(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
 }
 
 impl Weight for f32 {
@@ -22,6 +31,41 @@ impl Weight for f16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+
+    #[inline(always)]
+    fn load(src: &[Self], dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
+        {
+            // SAFETY: the CPU supports F16C and AVX, which is all `load_f16c` was compiled for.
+            unsafe { load_f16c(src, dst) };
+            return;
+        }
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
+}
+
+/// f16 → f32 eight at a time with `vcvtph2ps` (exact, like every f16 → f32 conversion).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+#[inline]
+fn load_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    for (s, d) in src
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .zip(dst.as_chunks_mut::<8>().0)
+    {
+        // SAFETY: `s` is eight contiguous f16 (16 bytes) and `d` eight f32; neither access
+        // needs alignment.
+        unsafe {
+            let h = _mm_loadu_si128(s.as_ptr().cast());
+            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
     }
 }
 
@@ -66,9 +110,7 @@ pub(crate) const LANES: usize = 8;
 /// the case whenever some value is NaN or infinite (and when finite values sum past f32).
 #[inline(always)]
 fn load_group<T: Weight>(src: &[T], dst: &mut [f32]) -> Option<GroupSummary> {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
-    }
+    T::load(src, dst);
     #[cfg(target_arch = "x86_64")]
     let summary = if grid::avx2::available() {
         // SAFETY: the CPU supports AVX2 and FMA, which is all `summarise` was compiled for.
