@@ -120,3 +120,22 @@ fn damaged_quantised_folder_is_a_clear_error() {
         .to_string();
     assert!(e.contains("tlite_format"), "{e}");
 }
+
+#[test]
+fn saving_an_f32_model_is_refused_instead_of_rounded() {
+    let src = tmp();
+    write_tiny_hf_model(RefArch::Llama, src.path()).unwrap();
+    let m = load(
+        src.path(),
+        &LoadOptions {
+            quantize: WeightFormat::F32,
+            keep_embeddings_f16: false,
+        },
+    )
+    .unwrap();
+    let out = tmp();
+    let e = tlite_format::save(&m, src.path(), out.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("f16 cannot hold exactly"), "{e}");
+}

@@ -50,9 +50,24 @@ pub(crate) enum MatrixRole {
     Embedding,
 }
 
-/// A norm weight or a bias: always f32 (tiny, and the kernels read them in f32).
-pub(crate) fn vector(src: Source<'_>, len: usize) -> Result<Tensor, EngineError> {
-    Tensor::f32(vec![len], src.into_f32()?)
+/// A norm weight or a bias: always f32 (tiny, and the kernels read them in f32). With f16 or M0E4 storage the
+/// values are rounded to f16 precision, so a tlite folder (which stores them as f16) reloads them exactly.
+pub(crate) fn vector(
+    name: &str,
+    src: Source<'_>,
+    len: usize,
+    opts: &LoadOptions,
+) -> Result<Tensor, EngineError> {
+    let mut v = src.into_f32()?;
+    if opts.quantize != WeightFormat::F32 {
+        let h = f32_to_f16_checked(&v).map_err(|value| {
+            EngineError::Model(format!(
+                "tensor `{name}` holds {value}, beyond the f16 range; load it as f32"
+            ))
+        })?;
+        v = h.iter().map(|x| x.to_f32()).collect();
+    }
+    Tensor::f32(vec![len], v)
 }
 
 /// A `[rows, cols]` matrix stored as `opts` asks.

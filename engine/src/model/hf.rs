@@ -256,7 +256,7 @@ fn load_weights(
     let vec = |name: &str, len: usize| {
         let raw = st.get(name)?;
         raw.expect_shape(&[len])?;
-        vector(Source::Raw(raw), len)
+        vector(name, Source::Raw(raw), len, opts)
     };
     let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
     let embedding = mat(

@@ -268,7 +268,7 @@ pub(crate) fn load_file(
             )
         };
         layers.push(LayerWeights {
-            attn_norm: vector(Source::F32(an), d)?,
+            attn_norm: vector(&format!("rms_att[{i}]"), Source::F32(an), d, opts)?,
             wq: lin("wq", q, d, d)?,
             wk: lin("wk", k, kv, d)?,
             wv: lin("wv", v, kv, d)?,
@@ -276,14 +276,14 @@ pub(crate) fn load_file(
             bq: None,
             bk: None,
             bv: None,
-            ffn_norm: vector(Source::F32(fnm), d)?,
+            ffn_norm: vector(&format!("rms_ffn[{i}]"), Source::F32(fnm), d, opts)?,
             w_gate: lin("w1", g, hd, d)?,
             w_up: lin("w3", up, hd, d)?,
             w_down: lin("w2", down, d, hd)?,
         });
         progress(i + 2, total);
     }
-    let final_norm = vector(Source::F32(rms_final), d)?;
+    let final_norm = vector("rms_final", Source::F32(rms_final), d, opts)?;
     let lm_head = wcls
         .map(|w| {
             matrix(

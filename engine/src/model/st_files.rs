@@ -135,24 +135,6 @@ impl SafetensorsSet {
         })
     }
 
-    /// The `__metadata__` map of the first shard, if any.
-    pub fn metadata(&self) -> Option<&HashMap<String, String>> {
-        self.shards.first().and_then(|s| s.meta.metadata().as_ref())
-    }
-
-    /// True when a tensor of this name exists.
-    pub fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
-    }
-
-    /// The "missing tensor" error for `name`.
-    pub fn missing(&self, name: &str) -> EngineError {
-        EngineError::MissingTensor {
-            path: self.folder.clone(),
-            tensor: name.to_string(),
-        }
-    }
-
     /// The tensor `name`, or a "missing tensor" error naming the folder.
     pub fn get(&self, name: &str) -> Result<RawTensor<'_>, EngineError> {
         let idx = *self
@@ -256,15 +238,6 @@ impl RawTensor<'_> {
                 self.name
             ))
         })
-    }
-
-    /// The raw bytes, checked to be `dtype`.
-    pub fn bytes_of(&self, dtype: Dtype) -> Result<&[u8], EngineError> {
-        if self.dtype == dtype {
-            Ok(self.bytes)
-        } else {
-            Err(self.bad_dtype())
-        }
     }
 }
 

@@ -1,20 +1,15 @@
-//! tlite's own quantised folder: `config.json` holding the resolved [`ModelConfig`], one `model.safetensors` holding
-//! every tensor already in its final storage (M0E4 parts, f16, f32), and the tokenizer files copied from the source.
-//! Loading it converts nothing: bytes go straight into the tensors.
+//! tlite's own quantised folder: `config.json` holding the resolved [`ModelConfig`] (marked `tlite_format`), one
+//! `model.safetensors` written through `fp4::io` (M0E4 matrices as codes/scales/offsets, everything else f16), and
+//! the tokenizer files copied from the source. Loading it converts nothing but f16 norm vectors back to f32.
 
 use super::hf::read_json;
-use super::st_files::{RawTensor, SafetensorsSet};
+use super::st_files::f32_to_f16_checked;
 use super::{LayerWeights, Model, ModelConfig, ModelWeights, Tensor, TensorData};
 use crate::EngineError;
 use half::f16;
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
-use std::collections::HashMap;
 use std::path::Path;
 
-/// Value of `tlite_format` in `config.json` and of `format` in the safetensors metadata.
-pub const FORMAT_TAG: &str = "tlite";
-/// Version of the folder layout.
+/// Version of the folder layout, the value of `tlite_format` in `config.json`.
 pub const FORMAT_VERSION: u64 = 1;
 /// Files copied from the source folder (or from beside a llama2.c checkpoint) when present.
 pub const TOKENIZER_FILES: [&str; 6] = [
@@ -77,68 +72,35 @@ pub fn save(model: &Model, tokenizer_dir: &Path, out: &Path) -> Result<(), Engin
     })?;
     std::fs::write(&cfg_path, text).map_err(|e| EngineError::io(&cfg_path, e))?;
 
-    let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    // f32 tensors (norms, biases) are stored as f16; loading with f16 or M0E4 already rounded them, so this is
+    // exact, and anything that would not be (an f32-loaded model) is refused rather than silently rounded.
+    let mut matrices: Vec<(String, &fp4::M0e4Matrix)> = Vec::new();
+    let mut dense: Vec<(String, Vec<usize>, Vec<f16>)> = Vec::new();
     for (name, t) in named(&model.weights) {
         match &t.data {
-            TensorData::F32(v) => blobs.push((
-                name,
-                Dtype::F32,
-                t.shape.clone(),
-                bytemuck::cast_slice(v).to_vec(),
-            )),
-            TensorData::F16(v) => blobs.push((
-                name,
-                Dtype::F16,
-                t.shape.clone(),
-                bytemuck::cast_slice(v).to_vec(),
-            )),
-            TensorData::M0e4(m) => {
-                let s = m.shape();
-                let g = m.groups_per_row();
-                blobs.push((
-                    format!("{name}.m0e4_codes"),
-                    Dtype::U8,
-                    vec![s.rows, s.cols / 2],
-                    m.codes().to_vec(),
-                ));
-                blobs.push((
-                    format!("{name}.m0e4_scales"),
-                    Dtype::F16,
-                    vec![s.rows, g],
-                    bytemuck::cast_slice(m.scales()).to_vec(),
-                ));
-                blobs.push((
-                    format!("{name}.m0e4_offsets"),
-                    Dtype::F16,
-                    vec![s.rows, g],
-                    bytemuck::cast_slice(m.offsets()).to_vec(),
-                ));
+            TensorData::M0e4(m) => matrices.push((name, m)),
+            TensorData::F16(v) => dense.push((name, t.shape.clone(), v.clone())),
+            TensorData::F32(v) => {
+                let h = f32_to_f16_checked(v)
+                    .ok()
+                    .filter(|h| h.iter().zip(v).all(|(a, b)| a.to_f32() == *b));
+                let h = h.ok_or_else(|| {
+                    EngineError::Model(format!(
+                        "tensor `{name}` is f32 with values f16 cannot hold exactly: a tlite folder stores f16 and \
+                         M0E4, so load the model with WeightFormat::F16 or M0e4 before saving"
+                    ))
+                })?;
+                dense.push((name, t.shape.clone(), h));
             }
         }
     }
-    let st_path = out.join("model.safetensors");
-    let views = blobs
+    let m_refs: Vec<(&str, &fp4::M0e4Matrix)> =
+        matrices.iter().map(|(n, m)| (n.as_str(), *m)).collect();
+    let d_refs: Vec<(&str, &[usize], &[f16])> = dense
         .iter()
-        .map(|(n, d, s, b)| {
-            TensorView::new(*d, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| EngineError::Safetensors {
-                    path: st_path.clone(),
-                    message: e.to_string(),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let meta: HashMap<String, String> = [
-        ("format".to_string(), FORMAT_TAG.to_string()),
-        ("tlite_format".to_string(), FORMAT_VERSION.to_string()),
-    ]
-    .into();
-    safetensors::serialize_to_file(views, Some(meta), &st_path).map_err(|e| {
-        EngineError::Safetensors {
-            path: st_path.clone(),
-            message: e.to_string(),
-        }
-    })?;
+        .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
+        .collect();
+    fp4::io::write_tensors(&out.join("model.safetensors"), &m_refs, &d_refs)?;
 
     for f in TOKENIZER_FILES {
         let src = tokenizer_dir.join(f);
@@ -150,63 +112,45 @@ pub fn save(model: &Model, tokenizer_dir: &Path, out: &Path) -> Result<(), Engin
     Ok(())
 }
 
-fn f16s(r: &RawTensor<'_>) -> Result<Vec<f16>, EngineError> {
-    Ok(r.bytes_of(Dtype::F16)?
-        .chunks_exact(2)
-        .map(|c| f16::from_le_bytes([c[0], c[1]]))
-        .collect())
+/// Tensors of a file read by `fp4::io`, handed out by name with their shape checked.
+struct Stored {
+    path: std::path::PathBuf,
+    file: fp4::io::M0e4File,
 }
 
-fn f32s(r: &RawTensor<'_>) -> Result<Vec<f32>, EngineError> {
-    Ok(r.bytes_of(Dtype::F32)?
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-/// Reads one tensor in whatever storage the file holds, checking it has `shape`.
-fn read_tensor(st: &SafetensorsSet, name: &str, shape: &[usize]) -> Result<Tensor, EngineError> {
-    if st.contains(name) {
-        let r = st.get(name)?;
-        r.expect_shape(shape)?;
-        return match r.dtype {
-            Dtype::F32 => Tensor::f32(shape.to_vec(), f32s(&r)?),
-            Dtype::F16 => Tensor::f16(shape.to_vec(), f16s(&r)?),
-            _ => Err(EngineError::UnsupportedDtype {
-                path: r.path.to_path_buf(),
-                tensor: name.to_string(),
-                dtype: format!("{:?}", r.dtype),
-            }),
+impl Stored {
+    /// The tensor `name` shaped `shape`: an M0E4 matrix, an f16 matrix, or (`vector`) an f32 vector.
+    fn take(&mut self, name: &str, shape: &[usize], vector: bool) -> Result<Tensor, EngineError> {
+        let shape_err = |actual: Vec<usize>| EngineError::TensorShape {
+            path: self.path.clone(),
+            tensor: name.to_string(),
+            expected: shape.to_vec(),
+            actual,
         };
+        if let Some(m) = self.file.matrices.remove(name) {
+            let s = m.shape();
+            if vector || [s.rows, s.cols] != shape {
+                return Err(shape_err(vec![s.rows, s.cols]));
+            }
+            return Ok(Tensor::m0e4(m));
+        }
+        let d = self
+            .file
+            .dense
+            .remove(name)
+            .ok_or_else(|| EngineError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+            })?;
+        if d.shape != shape {
+            return Err(shape_err(d.shape));
+        }
+        if vector {
+            Tensor::f32(d.shape, d.data.iter().map(|x| x.to_f32()).collect())
+        } else {
+            Tensor::f16(d.shape, d.data)
+        }
     }
-    let codes_name = format!("{name}.m0e4_codes");
-    if !st.contains(&codes_name) || shape.len() != 2 {
-        return Err(st.missing(name));
-    }
-    let (rows, cols) = (shape[0], shape[1]);
-    let codes = st.get(&codes_name)?;
-    codes.expect_shape(&[rows, cols / 2])?;
-    let scales = st.get(&format!("{name}.m0e4_scales"))?;
-    let offsets = st.get(&format!("{name}.m0e4_offsets"))?;
-    let groups = scales.shape.get(1).copied().unwrap_or(0);
-    if groups == 0 || cols % groups != 0 {
-        return Err(EngineError::Model(format!(
-            "{}: `{name}.m0e4_scales` has shape {:?}, which fits no group size for {cols} columns",
-            scales.path.display(),
-            scales.shape
-        )));
-    }
-    scales.expect_shape(&[rows, groups])?;
-    offsets.expect_shape(&[rows, groups])?;
-    let group = fp4::GroupSize::try_from(cols / groups)?;
-    let m = fp4::M0e4Matrix::from_parts(
-        fp4::MatrixShape::new(rows, cols),
-        group,
-        codes.bytes_of(Dtype::U8)?.to_vec(),
-        f16s(&scales)?,
-        f16s(&offsets)?,
-    )?;
-    Ok(Tensor::m0e4(m))
 }
 
 /// Reads a tlite folder's configuration.
@@ -238,53 +182,48 @@ pub(crate) fn load_folder(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Model, EngineError> {
     let c = load_folder_config(folder)?;
-    let st = SafetensorsSet::open_files(folder, &[folder.join("model.safetensors")])?;
-    if st
-        .metadata()
-        .and_then(|m| m.get("format"))
-        .map(String::as_str)
-        != Some(FORMAT_TAG)
-    {
-        return Err(EngineError::Model(format!(
-            "{}: safetensors metadata does not mark the tlite format",
-            folder.join("model.safetensors").display()
-        )));
-    }
+    let path = folder.join("model.safetensors");
+    let file = fp4::io::read_tensors(&path)?;
+    let mut st = Stored { path, file };
     let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
     let total = c.layers + 2;
-    let embedding = read_tensor(&st, "embedding", &[c.vocab, h])?;
+    let embedding = st.take("embedding", &[c.vocab, h], false)?;
     progress(1, total);
     let mut layers = Vec::with_capacity(c.layers);
     for i in 0..c.layers {
-        let t = |n: &str, shape: &[usize]| read_tensor(&st, &format!("layers.{i}.{n}"), shape);
-        let bias = |n: &str, len: usize| {
-            if c.qkv_bias {
-                t(n, &[len]).map(Some)
-            } else {
-                Ok(None)
-            }
+        let mut t = |n: &str, shape: &[usize], vector: bool| {
+            st.take(&format!("layers.{i}.{n}"), shape, vector)
+        };
+        let (bq, bk, bv) = if c.qkv_bias {
+            (
+                Some(t("bq", &[q], true)?),
+                Some(t("bk", &[kv], true)?),
+                Some(t("bv", &[kv], true)?),
+            )
+        } else {
+            (None, None, None)
         };
         layers.push(LayerWeights {
-            attn_norm: t("attn_norm", &[h])?,
-            wq: t("wq", &[q, h])?,
-            wk: t("wk", &[kv, h])?,
-            wv: t("wv", &[kv, h])?,
-            wo: t("wo", &[h, q])?,
-            bq: bias("bq", q)?,
-            bk: bias("bk", kv)?,
-            bv: bias("bv", kv)?,
-            ffn_norm: t("ffn_norm", &[h])?,
-            w_gate: t("w_gate", &[ffn, h])?,
-            w_up: t("w_up", &[ffn, h])?,
-            w_down: t("w_down", &[h, ffn])?,
+            attn_norm: t("attn_norm", &[h], true)?,
+            wq: t("wq", &[q, h], false)?,
+            wk: t("wk", &[kv, h], false)?,
+            wv: t("wv", &[kv, h], false)?,
+            wo: t("wo", &[h, q], false)?,
+            bq,
+            bk,
+            bv,
+            ffn_norm: t("ffn_norm", &[h], true)?,
+            w_gate: t("w_gate", &[ffn, h], false)?,
+            w_up: t("w_up", &[ffn, h], false)?,
+            w_down: t("w_down", &[h, ffn], false)?,
         });
         progress(i + 2, total);
     }
-    let final_norm = read_tensor(&st, "final_norm", &[h])?;
+    let final_norm = st.take("final_norm", &[h], true)?;
     let lm_head = if c.tied_embeddings {
         None
     } else {
-        Some(read_tensor(&st, "lm_head", &[c.vocab, h])?)
+        Some(st.take("lm_head", &[c.vocab, h], false)?)
     };
     progress(total, total);
     Ok(Model {
