@@ -1,0 +1,50 @@
+//! The benchmark's pieces: the published shapes are consistent, a synthetic model of small shapes runs end to end
+//! on the device, and its figures are finite and positive (speeds are printed by `tlite bench`, never asserted).
+#![allow(clippy::unwrap_used)]
+
+use clkernels::runtime::Gpu;
+use engine::synthetic::{copy_bandwidth, run_bench, synthetic_model, BenchArch};
+
+#[test]
+fn published_shapes_are_valid_and_shrink() {
+    for name in ["llama2-7b", "gemma-2b", "qwen1.5-4b", "chatglm2-6b"] {
+        let arch: BenchArch = name.parse().unwrap();
+        let c = arch.config(None);
+        c.validate().unwrap();
+        assert_eq!(arch.config(Some(2)).layers, 2, "{name}");
+    }
+    assert_eq!(BenchArch::Llama2_7b.config(None).q_dim(), 4096);
+    assert_eq!(BenchArch::Gemma2b.config(None).kv_heads, 1);
+    assert!("gpt2".parse::<BenchArch>().unwrap_err().contains("gpt2"));
+}
+
+#[test]
+fn a_small_synthetic_model_runs_end_to_end() {
+    let mut config = BenchArch::Qwen15_4b.config(Some(2));
+    (
+        config.hidden,
+        config.ffn,
+        config.heads,
+        config.kv_heads,
+        config.head_dim,
+        config.vocab,
+    ) = (128, 352, 4, 2, 32, 500);
+    let model = synthetic_model(&config, fp4::GroupSize::G32, 3).unwrap();
+    // ffn 352 is a multiple of 32: every linear layer is M0E4; the embedding and head stay f16.
+    assert_eq!(model.weights.layers[0].w_down.dtype_name(), "m0e4");
+    assert_eq!(model.weights.embedding.dtype_name(), "f16");
+    let gpu = Gpu::open_default().unwrap();
+    let r = run_bench(gpu.clone(), &model, 9, 4, 4).unwrap();
+    for v in [
+        r.prefill_tok_s,
+        r.decode_tok_s,
+        r.copy_bytes_per_s,
+        r.roofline_tok_s(),
+        r.percent_of_roofline(),
+    ] {
+        assert!(v.is_finite() && v > 0.0, "{r:?}");
+    }
+    assert!(r.weight_bytes_per_token > 0 && r.device_bytes > r.weight_bytes_per_token);
+    assert!(copy_bandwidth(&gpu, 1 << 20, 2).unwrap() > 0.0);
+    assert!(run_bench(gpu, &model, 0, 4, 4).is_err());
+}
