@@ -16,37 +16,70 @@ use clkernels::runtime::{DeviceBuffer, Gpu};
 use common::*;
 use fixtures::ops;
 use half::f16;
-use kvcache::{FullPolicy, KvConfig, KvDtype, KvLayout, KvModelShape, KvPart, KvSequence, KvStorage};
+use kvcache::{
+    FullPolicy, KvConfig, KvDtype, KvLayout, KvModelShape, KvPart, KvSequence, KvStorage,
+};
 
 fn round_f16(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
 }
 
-fn run_direct(gpu: &Gpu, att: &Attention, shape: AttentionShape, ctx: usize, dtype: KvDtype, label: &str) {
+fn run_direct(
+    gpu: &Gpu,
+    att: &Attention,
+    shape: AttentionShape,
+    ctx: usize,
+    dtype: KvDtype,
+    label: &str,
+) {
     let mut rng = rng(label);
-    let AttentionShape { seq, past, heads, kv_heads, head_dim } = shape;
+    let AttentionShape {
+        seq,
+        past,
+        heads,
+        kv_heads,
+        head_dim,
+    } = shape;
     let q = normal(&mut rng, seq * heads * head_dim, 1.0);
     let mut k = normal(&mut rng, kv_heads * ctx * head_dim, 1.0);
     let mut v = normal(&mut rng, kv_heads * ctx * head_dim, 1.0);
-    let layout = KvLayout { kv_heads, max_ctx: ctx, head_dim, dtype };
+    let layout = KvLayout {
+        kv_heads,
+        max_ctx: ctx,
+        head_dim,
+        dtype,
+    };
     let view = layout.positions_view(0, past + seq);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut out = poisoned(gpu, seq * heads * head_dim);
     let qd = upload(gpu, &q);
-    let ql = HeadsLayout { offset: 0, token_stride: heads * head_dim, heads, seq };
+    let ql = HeadsLayout {
+        offset: 0,
+        token_stride: heads * head_dim,
+        heads,
+        seq,
+    };
     match dtype {
         KvDtype::F32 => {
             let (kd, vd) = (upload(gpu, &k), upload(gpu, &v));
-            let (ko, vo) = (KvOperand::from_device_buffer(&kd, view), KvOperand::from_device_buffer(&vd, view));
-            att.enqueue(&qd, ql, ko, vo, shape, scale, &mut out).unwrap();
+            let (ko, vo) = (
+                KvOperand::from_device_buffer(&kd, view),
+                KvOperand::from_device_buffer(&vd, view),
+            );
+            att.enqueue(&qd, ql, ko, vo, shape, scale, &mut out)
+                .unwrap();
         }
         KvDtype::F16 => {
             k = round_f16(&k);
             v = round_f16(&v);
             let to16 = |x: &[f32]| -> Vec<f16> { x.iter().map(|&a| f16::from_f32(a)).collect() };
             let (kd, vd) = (upload(gpu, &to16(&k)), upload(gpu, &to16(&v)));
-            let (ko, vo) = (KvOperand::from_device_buffer(&kd, view), KvOperand::from_device_buffer(&vd, view));
-            att.enqueue(&qd, ql, ko, vo, shape, scale, &mut out).unwrap();
+            let (ko, vo) = (
+                KvOperand::from_device_buffer(&kd, view),
+                KvOperand::from_device_buffer(&vd, view),
+            );
+            att.enqueue(&qd, ql, ko, vo, shape, scale, &mut out)
+                .unwrap();
         }
     }
     let want = ops::attention_causal(
@@ -54,7 +87,13 @@ fn run_direct(gpu: &Gpu, att: &Attention, shape: AttentionShape, ctx: usize, dty
         &k,
         &v,
         ctx,
-        ops::AttentionShape { seq, past, heads, kv_heads, head_dim },
+        ops::AttentionShape {
+            seq,
+            past,
+            heads,
+            kv_heads,
+            head_dim,
+        },
         scale,
     );
     let what = format!("{label} splits={}", att.splits(&shape));
@@ -65,23 +104,80 @@ fn run_direct(gpu: &Gpu, att: &Attention, shape: AttentionShape, ctx: usize, dty
 fn prefill_attention_matches_reference() {
     let gpu = gpu();
     let att = Attention::new(&gpu).unwrap();
-    let s = |seq, past, heads, kv_heads, head_dim| AttentionShape { seq, past, heads, kv_heads, head_dim };
-    run_direct(&gpu, &att, s(37, 0, 4, 2, 64), 50, KvDtype::F32, "prefill f32 gqa");
-    run_direct(&gpu, &att, s(70, 20, 2, 1, 48), 100, KvDtype::F16, "prefill f16 after past");
-    run_direct(&gpu, &att, s(9, 0, 3, 3, 80), 9, KvDtype::F32, "prefill mha odd head_dim");
+    let s = |seq, past, heads, kv_heads, head_dim| AttentionShape {
+        seq,
+        past,
+        heads,
+        kv_heads,
+        head_dim,
+    };
+    run_direct(
+        &gpu,
+        &att,
+        s(37, 0, 4, 2, 64),
+        50,
+        KvDtype::F32,
+        "prefill f32 gqa",
+    );
+    run_direct(
+        &gpu,
+        &att,
+        s(70, 20, 2, 1, 48),
+        100,
+        KvDtype::F16,
+        "prefill f16 after past",
+    );
+    run_direct(
+        &gpu,
+        &att,
+        s(9, 0, 3, 3, 80),
+        9,
+        KvDtype::F32,
+        "prefill mha odd head_dim",
+    );
 }
 
 #[test]
 fn decode_attention_splits_long_contexts_and_matches_reference() {
     let gpu = gpu();
     let att = Attention::new(&gpu).unwrap();
-    let s = |seq, past, heads, kv_heads, head_dim| AttentionShape { seq, past, heads, kv_heads, head_dim };
+    let s = |seq, past, heads, kv_heads, head_dim| AttentionShape {
+        seq,
+        past,
+        heads,
+        kv_heads,
+        head_dim,
+    };
     let long = s(1, 700, 4, 2, 64);
-    assert!(att.splits(&long) > 1, "a 701-position decode should use several splits");
+    assert!(
+        att.splits(&long) > 1,
+        "a 701-position decode should use several splits"
+    );
     run_direct(&gpu, &att, long, 800, KvDtype::F32, "decode f32 long");
-    run_direct(&gpu, &att, s(1, 1000, 8, 1, 128), 1024, KvDtype::F16, "decode f16 long mqa");
-    run_direct(&gpu, &att, s(1, 0, 2, 2, 32), 4, KvDtype::F32, "decode first token");
-    run_direct(&gpu, &att, s(2, 300, 2, 1, 64), 310, KvDtype::F32, "two-token verify step");
+    run_direct(
+        &gpu,
+        &att,
+        s(1, 1000, 8, 1, 128),
+        1024,
+        KvDtype::F16,
+        "decode f16 long mqa",
+    );
+    run_direct(
+        &gpu,
+        &att,
+        s(1, 0, 2, 2, 32),
+        4,
+        KvDtype::F32,
+        "decode first token",
+    );
+    run_direct(
+        &gpu,
+        &att,
+        s(2, 300, 2, 1, 64),
+        310,
+        KvDtype::F32,
+        "two-token verify step",
+    );
 }
 
 /// A whole prefill + decode through kvcache on the OpenCL backend: K is rotated and written in place by
@@ -93,13 +189,32 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
     let att = Attention::new(&gpu).unwrap();
     let rope = Rope::new(&gpu).unwrap();
     let (heads, kv_heads, head_dim, max_ctx) = (4, 2, 32, 64);
-    let cfg = RopeConfig { head_dim, rotary_dim: 32, theta: 10000.0, style: RopeStyle::HalfSplit };
-    let ref_rope = ops::RopeParams { head_dim, rotary_dim: 32, rope_theta: 10000.0, style: ops::RopeStyle::HalfSplit };
+    let cfg = RopeConfig {
+        head_dim,
+        rotary_dim: 32,
+        theta: 10000.0,
+        style: RopeStyle::HalfSplit,
+    };
+    let ref_rope = ops::RopeParams {
+        head_dim,
+        rotary_dim: 32,
+        rope_theta: 10000.0,
+        style: ops::RopeStyle::HalfSplit,
+    };
     for dtype in [KvDtype::F32, KvDtype::F16] {
         let storage = Arc::new(ClKvStorage::new(&gpu));
-        let shape = KvModelShape { layers: 1, kv_heads, head_dim, dtype };
-        let mut seq_cache =
-            KvSequence::new(storage.clone(), KvConfig::new(shape, max_ctx).unwrap(), FullPolicy::Error).unwrap();
+        let shape = KvModelShape {
+            layers: 1,
+            kv_heads,
+            head_dim,
+            dtype,
+        };
+        let mut seq_cache = KvSequence::new(
+            storage.clone(),
+            KvConfig::new(shape, max_ctx).unwrap(),
+            FullPolicy::Error,
+        )
+        .unwrap();
         // Reference cache, [kv_head][max_ctx][head_dim], as the kernels should leave it.
         let mut ref_k = vec![0.0f32; kv_heads * max_ctx * head_dim];
         let mut ref_v = ref_k.clone();
@@ -110,15 +225,30 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
             let stride = (heads + 2 * kv_heads) * head_dim;
             let qkv = normal(&mut rng, n * stride, 1.0);
             let mut qkv_d = upload(&gpu, &qkv);
-            let ql = HeadsLayout { offset: 0, token_stride: stride, heads, seq: n };
+            let ql = HeadsLayout {
+                offset: 0,
+                token_stride: stride,
+                heads,
+                seq: n,
+            };
             rope.enqueue(&mut qkv_d, ql, cfg, past).unwrap();
-            let kl = HeadsLayout { offset: heads * head_dim, token_stride: stride, heads: kv_heads, seq: n };
-            let vl = HeadsLayout { offset: (heads + kv_heads) * head_dim, ..kl };
+            let kl = HeadsLayout {
+                offset: heads * head_dim,
+                token_stride: stride,
+                heads: kv_heads,
+                seq: n,
+            };
+            let vl = HeadsLayout {
+                offset: (heads + kv_heads) * head_dim,
+                ..kl
+            };
             let wv = step.write_view();
             let kb = seq_cache.bind(0, KvPart::Key, &wv).unwrap();
-            att.enqueue_kv_write(&qkv_d, kl, operand(&kb).unwrap(), Some(cfg), past).unwrap();
+            att.enqueue_kv_write(&qkv_d, kl, operand(&kb).unwrap(), Some(cfg), past)
+                .unwrap();
             let vb = seq_cache.bind(0, KvPart::Value, &wv).unwrap();
-            att.enqueue_kv_write(&qkv_d, vl, operand(&vb).unwrap(), None, past).unwrap();
+            att.enqueue_kv_write(&qkv_d, vl, operand(&vb).unwrap(), None, past)
+                .unwrap();
 
             // Reference: rotate q and k on the host, store k and v (rounded like the cache).
             let mut q_ref = Vec::new();
@@ -132,7 +262,10 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
                 let v = &row[(heads + kv_heads) * head_dim..];
                 for h in 0..kv_heads {
                     let at = (h * max_ctx + past + t) * head_dim;
-                    let (ks, vs) = (&k[h * head_dim..][..head_dim], &v[h * head_dim..][..head_dim]);
+                    let (ks, vs) = (
+                        &k[h * head_dim..][..head_dim],
+                        &v[h * head_dim..][..head_dim],
+                    );
                     let (ks, vs) = match dtype {
                         KvDtype::F16 => (round_f16(ks), round_f16(vs)),
                         KvDtype::F32 => (ks.to_vec(), vs.to_vec()),
@@ -143,27 +276,71 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
             }
 
             let rv = step.read_view();
-            let (kr, vr) = (seq_cache.bind(0, KvPart::Key, &rv).unwrap(), seq_cache.bind(0, KvPart::Value, &rv).unwrap());
-            let shape = AttentionShape { seq: n, past, heads, kv_heads, head_dim };
+            let (kr, vr) = (
+                seq_cache.bind(0, KvPart::Key, &rv).unwrap(),
+                seq_cache.bind(0, KvPart::Value, &rv).unwrap(),
+            );
+            let shape = AttentionShape {
+                seq: n,
+                past,
+                heads,
+                kv_heads,
+                head_dim,
+            };
             let mut out = poisoned(&gpu, n * heads * head_dim);
             let scale = 1.0 / (head_dim as f32).sqrt();
-            att.enqueue(&qkv_d, ql, operand(&kr).unwrap(), operand(&vr).unwrap(), shape, scale, &mut out).unwrap();
-            let ashape = ops::AttentionShape { seq: n, past, heads, kv_heads, head_dim };
+            att.enqueue(
+                &qkv_d,
+                ql,
+                operand(&kr).unwrap(),
+                operand(&vr).unwrap(),
+                shape,
+                scale,
+                &mut out,
+            )
+            .unwrap();
+            let ashape = ops::AttentionShape {
+                seq: n,
+                past,
+                heads,
+                kv_heads,
+                head_dim,
+            };
             let want = ops::attention_causal(&q_ref, &ref_k, &ref_v, max_ctx, ashape, scale);
-            assert_close(&format!("{dtype} step at {past} (+{n})"), &out.read(&gpu).unwrap(), &want, 3e-5, 1e-4);
+            assert_close(
+                &format!("{dtype} step at {past} (+{n})"),
+                &out.read(&gpu).unwrap(),
+                &want,
+                3e-5,
+                1e-4,
+            );
             seq_cache.commit(step).unwrap();
         }
         // The cache holds exactly the rotated K written in place (valid positions only).
         let len = seq_cache.len();
-        let bytes = storage.read_bytes(seq_cache.buffer(0, KvPart::Key).unwrap()).unwrap();
+        let bytes = storage
+            .read_bytes(seq_cache.buffer(0, KvPart::Key).unwrap())
+            .unwrap();
         let got: Vec<f32> = match dtype {
-            KvDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            KvDtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            KvDtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            KvDtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
         };
         for h in 0..kv_heads {
             let at = h * max_ctx * head_dim;
             let n = len * head_dim;
-            assert_close(&format!("{dtype} cache K head {h}"), &got[at..at + n], &ref_k[at..at + n], 2e-5, 1e-3);
+            assert_close(
+                &format!("{dtype} cache K head {h}"),
+                &got[at..at + n],
+                &ref_k[at..at + n],
+                2e-5,
+                1e-3,
+            );
         }
         assert!(storage.limits().sub_region_align_bytes >= 1);
     }
@@ -173,16 +350,37 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
 fn attention_refuses_views_that_do_not_cover_the_context() {
     let gpu = gpu();
     let att = Attention::new(&gpu).unwrap();
-    let layout = KvLayout { kv_heads: 1, max_ctx: 8, head_dim: 16, dtype: KvDtype::F32 };
+    let layout = KvLayout {
+        kv_heads: 1,
+        max_ctx: 8,
+        head_dim: 16,
+        dtype: KvDtype::F32,
+    };
     let kv: DeviceBuffer<f32> = upload(&gpu, &vec![0.5; 8 * 16]);
     let short = layout.positions_view(0, 3);
-    let q = upload(&gpu, &vec![0.25; 16]);
+    let q = upload(&gpu, &[0.25f32; 16]);
     let mut out = poisoned(&gpu, 16);
-    let shape = AttentionShape { seq: 1, past: 3, heads: 1, kv_heads: 1, head_dim: 16 };
-    let ql = HeadsLayout { offset: 0, token_stride: 16, heads: 1, seq: 1 };
+    let shape = AttentionShape {
+        seq: 1,
+        past: 3,
+        heads: 1,
+        kv_heads: 1,
+        head_dim: 16,
+    };
+    let ql = HeadsLayout {
+        offset: 0,
+        token_stride: 16,
+        heads: 1,
+        seq: 1,
+    };
     let op = KvOperand::from_device_buffer(&kv, short);
-    let err = att.enqueue(&q, ql, op, op, shape, 0.25, &mut out).unwrap_err();
+    let err = att
+        .enqueue(&q, ql, op, op, shape, 0.25, &mut out)
+        .unwrap_err();
     assert!(err.to_string().contains("cover 4 positions"), "{err}");
-    let big = AttentionShape { head_dim: 512, ..shape };
+    let big = AttentionShape {
+        head_dim: 512,
+        ..shape
+    };
     assert!(att.enqueue(&q, ql, op, op, big, 0.25, &mut out).is_err());
 }

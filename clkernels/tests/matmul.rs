@@ -19,9 +19,11 @@ fn l1_matmul(w: &[f32], cols: usize, x: &[f32]) -> Vec<f32> {
 
 fn check(gpu: &Gpu, mm: &MatmulM0e4, label: &str) {
     let mut rng = rng(label);
-    for (group, seq, rows, cols) in
-        [(GroupSize::G32, 7, 37, 96), (GroupSize::G64, 70, 65, 128), (GroupSize::G128, 33, 130, 256)]
-    {
+    for (group, seq, rows, cols) in [
+        (GroupSize::G32, 7, 37, 96),
+        (GroupSize::G64, 70, 65, 128),
+        (GroupSize::G128, 33, 130, 256),
+    ] {
         let m = random_m0e4(&mut rng, rows, cols, group);
         let dense = fp4::reference::dequantize(&m);
         let x = normal(&mut rng, seq * cols, 1.0);
@@ -38,12 +40,26 @@ fn check(gpu: &Gpu, mm: &MatmulM0e4, label: &str) {
 
         let want_r = fixtures::ops::matmul_wt(&dense, rows, cols, &x, Some(&r));
         let mut y = poisoned(gpu, seq * rows);
-        mm.enqueue(&w, &xd, seq, &mut y, Residual::Add(&upload(gpu, &r))).unwrap();
-        assert_dot_close(&format!("{what} +r"), &y.read(gpu).unwrap(), &want_r, &l1, 1e-5);
+        mm.enqueue(&w, &xd, seq, &mut y, Residual::Add(&upload(gpu, &r)))
+            .unwrap();
+        assert_dot_close(
+            &format!("{what} +r"),
+            &y.read(gpu).unwrap(),
+            &want_r,
+            &l1,
+            1e-5,
+        );
 
         let mut y = upload(gpu, &r);
-        mm.enqueue(&w, &xd, seq, &mut y, Residual::Accumulate).unwrap();
-        assert_dot_close(&format!("{what} +=y"), &y.read(gpu).unwrap(), &want_r, &l1, 1e-5);
+        mm.enqueue(&w, &xd, seq, &mut y, Residual::Accumulate)
+            .unwrap();
+        assert_dot_close(
+            &format!("{what} +=y"),
+            &y.read(gpu).unwrap(),
+            &want_r,
+            &l1,
+            1e-5,
+        );
     }
 }
 
@@ -57,10 +73,33 @@ fn m0e4_matmul_matches_dequantised_reference() {
 fn m0e4_matmul_other_tilings_agree() {
     let gpu = gpu();
     for config in [
-        MatmulConfig { tile_m: 64, tile_n: 64, work_m: 4, work_n: 4 },
-        MatmulConfig { tile_m: 16, tile_n: 32, work_m: 2, work_n: 4 },
+        MatmulConfig {
+            tile_m: 64,
+            tile_n: 64,
+            work_m: 4,
+            work_n: 4,
+            vec: false,
+        },
+        MatmulConfig {
+            tile_m: 16,
+            tile_n: 32,
+            work_m: 2,
+            work_n: 4,
+            vec: false,
+        },
+        MatmulConfig {
+            tile_m: 32,
+            tile_n: 64,
+            work_m: 4,
+            work_n: 8,
+            vec: true,
+        },
     ] {
-        check(&gpu, &MatmulM0e4::with_config(&gpu, config).unwrap(), &format!("{config:?}"));
+        check(
+            &gpu,
+            &MatmulM0e4::with_config(&gpu, config).unwrap(),
+            &format!("{config:?}"),
+        );
     }
 }
 
@@ -69,14 +108,26 @@ fn f16_matmul_matches_dense_reference() {
     let gpu = gpu();
     let mut rng = rng("f16 matmul");
     let (seq, rows, cols) = (19, 45, 160);
-    let w: Vec<f16> = normal(&mut rng, rows * cols, 0.1).into_iter().map(f16::from_f32).collect();
+    let w: Vec<f16> = normal(&mut rng, rows * cols, 0.1)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
     let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
     let x = normal(&mut rng, seq * cols, 1.0);
     let wd = DeviceF16Matrix::upload(&gpu, &w, MatrixShape::new(rows, cols)).unwrap();
     let mut y = poisoned(&gpu, seq * rows);
-    MatmulF16::new(&gpu).unwrap().enqueue(&wd, &upload(&gpu, &x), seq, &mut y, Residual::None).unwrap();
+    MatmulF16::new(&gpu)
+        .unwrap()
+        .enqueue(&wd, &upload(&gpu, &x), seq, &mut y, Residual::None)
+        .unwrap();
     let want = fixtures::ops::matmul_wt(&wf, rows, cols, &x, None);
-    assert_dot_close("f16 matmul", &y.read(&gpu).unwrap(), &want, &l1_matmul(&wf, cols, &x), 1e-5);
+    assert_dot_close(
+        "f16 matmul",
+        &y.read(&gpu).unwrap(),
+        &want,
+        &l1_matmul(&wf, cols, &x),
+        1e-5,
+    );
 }
 
 #[test]
@@ -87,8 +138,20 @@ fn matmul_refuses_bad_shapes() {
     let w = DeviceM0e4::upload(&gpu, &random_m0e4(&mut rng, 8, 64, GroupSize::G32)).unwrap();
     let x = upload(&gpu, &normal(&mut rng, 3 * 64, 1.0));
     let mut y = poisoned(&gpu, 3 * 8);
-    assert!(mm.enqueue(&w, &x, 4, &mut y, Residual::None).is_err(), "x too short for seq 4");
-    assert!(mm.enqueue(&w, &x, 0, &mut y, Residual::None).is_err(), "seq 0");
-    let bad = MatmulConfig { tile_m: 30, tile_n: 32, work_m: 4, work_n: 4 };
+    assert!(
+        mm.enqueue(&w, &x, 4, &mut y, Residual::None).is_err(),
+        "x too short for seq 4"
+    );
+    assert!(
+        mm.enqueue(&w, &x, 0, &mut y, Residual::None).is_err(),
+        "seq 0"
+    );
+    let bad = MatmulConfig {
+        tile_m: 30,
+        tile_n: 32,
+        work_m: 4,
+        work_n: 4,
+        vec: false,
+    };
     assert!(MatmulM0e4::with_config(&gpu, bad).is_err());
 }

@@ -237,3 +237,42 @@ fn shape_errors_are_refused_before_launch() {
     };
     assert!(MatvecM0e4::with_config(&gpu, bad).is_err());
 }
+
+/// The FP16 recipe path (half products, `cl_khr_fp16`). PoCL 3.1 has no `cl_khr_fp16`; if its compiler still
+/// accepts half arithmetic the path runs and must match within half-precision error (2e-3 of Σ|w·x|), otherwise the
+/// build error is printed and only the f32 path stands checked on this device.
+#[test]
+fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
+    let gpu = gpu();
+    let config = MatvecConfig {
+        work_group: 32,
+        rows_per_group: 4,
+        half_math: true,
+    };
+    let defines = [("TLITE_HAS_FP16", "1")];
+    let mv = match MatvecM0e4::with_defines(&gpu, config, &defines) {
+        Ok(mv) => mv,
+        Err(err) => {
+            eprintln!("half-math path not buildable on this device (expected on PoCL 3.1): {err}");
+            assert!(
+                !gpu.caps().fp16,
+                "a device with cl_khr_fp16 must build the half path: {err}"
+            );
+            return;
+        }
+    };
+    let mut rng = rng("half math");
+    let m = random_m0e4(&mut rng, 29, 256, GroupSize::G64);
+    let x = normal(&mut rng, 256, 1.0);
+    let l1 = row_l1(&fp4::reference::dequantize(&m), 256, &x);
+    let want = fp4::reference::matvec(&m, &x).unwrap();
+    let mut y = poisoned(&gpu, 29);
+    mv.enqueue(
+        &DeviceM0e4::upload(&gpu, &m).unwrap(),
+        &upload(&gpu, &x),
+        &mut y,
+        Residual::None,
+    )
+    .unwrap();
+    assert_dot_close("half math", &y.read(&gpu).unwrap(), &want, &l1, 2e-3);
+}

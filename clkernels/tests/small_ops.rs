@@ -34,19 +34,49 @@ fn rmsnorm_and_layernorm_match_reference() {
         let (xd, wd, bd) = (upload(&gpu, &x), upload(&gpu, &w), upload(&gpu, &b));
         for offset in [0.0, 1.0] {
             let mut y = poisoned(&gpu, rows * dim);
-            let p = RmsNormParams { eps: 1e-5, weight_offset: offset };
+            let p = RmsNormParams {
+                eps: 1e-5,
+                weight_offset: offset,
+            };
             norm.rms(&xd, &wd, &mut y, shape, p).unwrap();
             let want = ops::rmsnorm(&x, &w, 1e-5, offset);
-            assert_close(&format!("rmsnorm {rows}x{dim} +{offset}"), &y.read(&gpu).unwrap(), &want, 1e-5, 1e-5);
+            assert_close(
+                &format!("rmsnorm {rows}x{dim} +{offset}"),
+                &y.read(&gpu).unwrap(),
+                &want,
+                1e-5,
+                1e-5,
+            );
         }
         let mut inplace = upload(&gpu, &x);
-        norm.rms_in_place(&mut inplace, &wd, shape, RmsNormParams { eps: 1e-6, weight_offset: 0.0 }).unwrap();
-        assert_close("rmsnorm in place", &inplace.read(&gpu).unwrap(), &ops::rmsnorm(&x, &w, 1e-6, 0.0), 1e-5, 1e-5);
+        norm.rms_in_place(
+            &mut inplace,
+            &wd,
+            shape,
+            RmsNormParams {
+                eps: 1e-6,
+                weight_offset: 0.0,
+            },
+        )
+        .unwrap();
+        assert_close(
+            "rmsnorm in place",
+            &inplace.read(&gpu).unwrap(),
+            &ops::rmsnorm(&x, &w, 1e-6, 0.0),
+            1e-5,
+            1e-5,
+        );
         for bias in [None, Some(&bd)] {
             let mut y = poisoned(&gpu, rows * dim);
             norm.layer(&xd, &wd, bias, &mut y, shape, 1e-5).unwrap();
             let want = ops::layernorm(&x, &w, bias.map(|_| b.as_slice()), 1e-5);
-            assert_close(&format!("layernorm {rows}x{dim}"), &y.read(&gpu).unwrap(), &want, 1e-5, 1e-5);
+            assert_close(
+                &format!("layernorm {rows}x{dim}"),
+                &y.read(&gpu).unwrap(),
+                &want,
+                1e-5,
+                1e-5,
+            );
         }
     }
 }
@@ -67,23 +97,60 @@ fn rope_matches_reference_for_both_styles_partial_dims_and_strided_layouts() {
         let stride = (heads + 2 * kv_heads) * head_dim;
         let qkv = normal(&mut rng, seq * stride, 1.0);
         let mut xd = upload(&gpu, &qkv);
-        let cfg = RopeConfig { head_dim, rotary_dim, theta, style };
-        rope.enqueue(&mut xd, HeadsLayout { offset: 0, token_stride: stride, heads, seq }, cfg, past).unwrap();
-        let k_layout = HeadsLayout { offset: heads * head_dim, token_stride: stride, heads: kv_heads, seq };
+        let cfg = RopeConfig {
+            head_dim,
+            rotary_dim,
+            theta,
+            style,
+        };
+        rope.enqueue(
+            &mut xd,
+            HeadsLayout {
+                offset: 0,
+                token_stride: stride,
+                heads,
+                seq,
+            },
+            cfg,
+            past,
+        )
+        .unwrap();
+        let k_layout = HeadsLayout {
+            offset: heads * head_dim,
+            token_stride: stride,
+            heads: kv_heads,
+            seq,
+        };
         rope.enqueue(&mut xd, k_layout, cfg, past).unwrap();
         let got = xd.read(&gpu).unwrap();
         let ref_style = match style {
             RopeStyle::Interleaved => ops::RopeStyle::Interleaved,
             RopeStyle::HalfSplit => ops::RopeStyle::HalfSplit,
         };
-        let params = ops::RopeParams { head_dim, rotary_dim, rope_theta: theta, style: ref_style };
+        let params = ops::RopeParams {
+            head_dim,
+            rotary_dim,
+            rope_theta: theta,
+            style: ref_style,
+        };
         let mut want = qkv.clone();
         for t in 0..seq {
             let row = &mut want[t * stride..(t + 1) * stride];
             ops::rope(&mut row[..heads * head_dim], heads, params, past + t);
-            ops::rope(&mut row[heads * head_dim..(heads + kv_heads) * head_dim], kv_heads, params, past + t);
+            ops::rope(
+                &mut row[heads * head_dim..(heads + kv_heads) * head_dim],
+                kv_heads,
+                params,
+                past + t,
+            );
         }
-        assert_close(&format!("rope {style:?} hd{head_dim} rd{rotary_dim}"), &got, &want, 2e-5, 1e-5);
+        assert_close(
+            &format!("rope {style:?} hd{head_dim} rd{rotary_dim}"),
+            &got,
+            &want,
+            2e-5,
+            1e-5,
+        );
     }
 }
 
@@ -99,21 +166,38 @@ fn embedding_gathers_f16_and_m0e4_rows_with_scale() {
     let idd = upload(&gpu, &ids);
     let scale = (dim as f32).sqrt();
 
-    let table: Vec<f16> = normal(&mut rng, vocab * dim, 1.0).into_iter().map(f16::from_f32).collect();
+    let table: Vec<f16> = normal(&mut rng, vocab * dim, 1.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
     let tf: Vec<f32> = table.iter().map(|v| v.to_f32()).collect();
     let td = DeviceF16Matrix::upload(&gpu, &table, MatrixShape::new(vocab, dim)).unwrap();
     let mut out = poisoned(&gpu, ids.len() * dim);
-    emb.enqueue_f16(&td, &idd, ids.len(), &mut out, scale).unwrap();
-    assert_close("embed f16", &out.read(&gpu).unwrap(), &ops::embedding(&tf, dim, &ids, scale), 0.0, 1e-6);
+    emb.enqueue_f16(&td, &idd, ids.len(), &mut out, scale)
+        .unwrap();
+    assert_close(
+        "embed f16",
+        &out.read(&gpu).unwrap(),
+        &ops::embedding(&tf, dim, &ids, scale),
+        0.0,
+        1e-6,
+    );
 
     for group in GroupSize::ALL {
         let m = random_m0e4(&mut rng, vocab, 128, group);
         let dense = fp4::reference::dequantize(&m);
         let md = DeviceM0e4::upload(&gpu, &m).unwrap();
         let mut out = poisoned(&gpu, ids.len() * 128);
-        emb.enqueue_m0e4(&md, &idd, ids.len(), &mut out, 1.0).unwrap();
+        emb.enqueue_m0e4(&md, &idd, ids.len(), &mut out, 1.0)
+            .unwrap();
         let want = ops::embedding(&dense, 128, &ids, 1.0);
-        assert_close(&format!("embed m0e4 G{}", group.len()), &out.read(&gpu).unwrap(), &want, 1e-7, 1e-6);
+        assert_close(
+            &format!("embed m0e4 G{}", group.len()),
+            &out.read(&gpu).unwrap(),
+            &want,
+            1e-7,
+            1e-6,
+        );
     }
 }
 
@@ -131,24 +215,47 @@ fn softmax_argmax_and_top_k_match_reference() {
     let xd = upload(&gpu, &x);
     for temperature in [1.0, 0.7] {
         let mut y = poisoned(&gpu, rows * n);
-        s.softmax(&xd, &mut y, RowsShape { rows, dim: n }, temperature).unwrap();
+        s.softmax(&xd, &mut y, RowsShape { rows, dim: n }, temperature)
+            .unwrap();
         let scaled: Vec<f32> = x.iter().map(|v| v / temperature).collect();
-        assert_close(&format!("softmax T{temperature}"), &y.read(&gpu).unwrap(), &ops::softmax(&scaled, n), 1e-6, 1e-4);
+        assert_close(
+            &format!("softmax T{temperature}"),
+            &y.read(&gpu).unwrap(),
+            &ops::softmax(&scaled, n),
+            1e-6,
+            1e-4,
+        );
     }
     let mut idx = DeviceBuffer::<u32>::new(&gpu, 1).unwrap();
     s.argmax(&xd, n, &mut idx).unwrap();
-    assert_eq!(idx.read(&gpu).unwrap()[0] as usize, ops::argmax(&x[..n]).unwrap());
+    assert_eq!(
+        idx.read(&gpu).unwrap()[0] as usize,
+        ops::argmax(&x[..n]).unwrap()
+    );
     assert_eq!(idx.read(&gpu).unwrap()[0], 100);
     for k in [1, 5, 40] {
         let mut ki = DeviceBuffer::<u32>::new(&gpu, k).unwrap();
         let mut kv = poisoned(&gpu, k);
         s.top_k(&xd, n, k, &mut ki, &mut kv).unwrap();
         let want = ops::top_k(&x[..n], k);
-        let got: Vec<(usize, f32)> =
-            ki.read(&gpu).unwrap().iter().map(|&i| i as usize).zip(kv.read(&gpu).unwrap()).collect();
+        let got: Vec<(usize, f32)> = ki
+            .read(&gpu)
+            .unwrap()
+            .iter()
+            .map(|&i| i as usize)
+            .zip(kv.read(&gpu).unwrap())
+            .collect();
         assert_eq!(got, want, "top-{k}");
     }
-    assert!(s.top_k(&xd, n, 0, &mut DeviceBuffer::new(&gpu, 1).unwrap(), &mut poisoned(&gpu, 1)).is_err());
+    assert!(s
+        .top_k(
+            &xd,
+            n,
+            0,
+            &mut DeviceBuffer::new(&gpu, 1).unwrap(),
+            &mut poisoned(&gpu, 1)
+        )
+        .is_err());
 }
 
 #[test]
@@ -167,16 +274,30 @@ fn elementwise_add_gating_and_bias_match_reference() {
     let mut acc = upload(&gpu, &a);
     e.add_in_place(&mut acc, &bd, n).unwrap();
     assert_close("add in place", &acc.read(&gpu).unwrap(), &sum, 0.0, 0.0);
-    for (act, want) in [(GatedActivation::Silu, ops::silu_mul(&a, &b)), (GatedActivation::GeluTanh, ops::gelu_mul(&a, &b))] {
+    for (act, want) in [
+        (GatedActivation::Silu, ops::silu_mul(&a, &b)),
+        (GatedActivation::GeluTanh, ops::gelu_mul(&a, &b)),
+    ] {
         let mut g = upload(&gpu, &a);
         e.gated_in_place(&mut g, &bd, n, act).unwrap();
-        assert_close(&format!("{act:?}"), &g.read(&gpu).unwrap(), &want, 1e-6, 1e-5);
+        assert_close(
+            &format!("{act:?}"),
+            &g.read(&gpu).unwrap(),
+            &want,
+            1e-6,
+            1e-5,
+        );
     }
     let (rows, cols) = (7, 143);
     let y = normal(&mut rng, rows * cols, 1.0);
     let bias = normal(&mut rng, cols, 1.0);
     let mut yd = upload(&gpu, &y);
-    e.add_bias_rows(&mut yd, &upload(&gpu, &bias), rows, cols).unwrap();
-    let want: Vec<f32> = y.iter().enumerate().map(|(i, v)| v + bias[i % cols]).collect();
+    e.add_bias_rows(&mut yd, &upload(&gpu, &bias), rows, cols)
+        .unwrap();
+    let want: Vec<f32> = y
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + bias[i % cols])
+        .collect();
     assert_close("bias rows", &yd.read(&gpu).unwrap(), &want, 0.0, 0.0);
 }

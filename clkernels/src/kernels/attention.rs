@@ -157,6 +157,7 @@ impl Attention {
     /// `q` holds the queries at `q_layout` (heads = `shape.heads`, seq = `shape.seq`; the q part of a fused QKV
     /// output works as is). `k` and `v` are read views of the cache starting at position 0 and covering at least
     /// `past + seq` positions of `kv_heads` heads. `out` is `[seq][heads][head_dim]`.
+    #[allow(clippy::too_many_arguments)] // each argument is a distinct typed operand; bundling them hides nothing
     pub fn enqueue(
         &self,
         q: &DeviceBuffer<f32>,
@@ -175,7 +176,7 @@ impl Attention {
             kv_heads,
             head_dim,
         } = shape;
-        if seq == 0 || heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if seq == 0 || heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(shape_error(
                 K,
                 format!("bad shape {shape:?} (heads must be a multiple of kv_heads)"),

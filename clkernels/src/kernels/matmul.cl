@@ -26,6 +26,19 @@
 #define MM_THREADS (MM_THREADS_M * MM_THREADS_N)
 #define MM_PAD 4
 
+// Which token / output feature register slot (i, j) of work-item (tx, ty) holds. Strided (default): neighbouring
+// work-items take neighbouring columns, so local reads are conflict-free scalars and stores coalesce. MM_VEC:
+// each work-item owns MM_WM x MM_WN contiguous values, so local reads become float4 loads (fewer instructions on
+// GPUs whose local memory is wide, e.g. NVIDIA), at the cost of strided stores.
+#ifdef MM_VEC
+#define MM_ROW(ty, i) ((ty) * MM_WM + (i))
+#define MM_COL(tx, j) ((tx) * MM_WN + (j))
+#else
+#define MM_ROW(ty, i) ((ty) + (i) * MM_THREADS_M)
+#define MM_COL(tx, j) ((tx) + (j) * MM_THREADS_N)
+#endif
+
+
 // X tile, transposed to [k][m] so the inner loop reads a row of tokens for one k.
 inline void mm_load_x(global const float* x, uint seq, uint k_dim, uint m0, uint k0,
                       local float (*xs)[MM_TM + MM_PAD]) {
@@ -98,11 +111,11 @@ inline void mm_store(float (*acc)[MM_WN], global float* y, global const float* r
     const uint tx = get_local_id(0), ty = get_local_id(1);
 #pragma unroll
     for (uint i = 0; i < MM_WM; ++i) {
-        const uint m = m0 + ty + i * MM_THREADS_M;
+        const uint m = m0 + MM_ROW(ty, i);
         if (m >= seq) continue;
 #pragma unroll
         for (uint j = 0; j < MM_WN; ++j) {
-            const uint n = n0 + tx + j * MM_THREADS_N;
+            const uint n = n0 + MM_COL(tx, j);
             if (n >= n_dim) continue;
             const size_t o = (size_t)m * n_dim + n;
             float v = acc[i][j];
@@ -119,10 +132,23 @@ inline void mm_step(float (*acc)[MM_WN], local float (*xs)[MM_TM + MM_PAD], loca
 #pragma unroll 8
     for (uint k = 0; k < MM_TK; ++k) {
         float a[MM_WM], b[MM_WN];
+#if defined(MM_VEC) && (MM_WM % 4 == 0) && (MM_WN % 4 == 0)
 #pragma unroll
-        for (uint i = 0; i < MM_WM; ++i) a[i] = xs[k][ty + i * MM_THREADS_M];
+        for (uint i = 0; i < MM_WM; i += 4) {
+            const float4 v = *(local const float4*)&xs[k][ty * MM_WM + i];
+            a[i] = v.x; a[i + 1] = v.y; a[i + 2] = v.z; a[i + 3] = v.w;
+        }
 #pragma unroll
-        for (uint j = 0; j < MM_WN; ++j) b[j] = ws[k][tx + j * MM_THREADS_N];
+        for (uint j = 0; j < MM_WN; j += 4) {
+            const float4 v = *(local const float4*)&ws[k][tx * MM_WN + j];
+            b[j] = v.x; b[j + 1] = v.y; b[j + 2] = v.z; b[j + 3] = v.w;
+        }
+#else
+#pragma unroll
+        for (uint i = 0; i < MM_WM; ++i) a[i] = xs[k][MM_ROW(ty, i)];
+#pragma unroll
+        for (uint j = 0; j < MM_WN; ++j) b[j] = ws[k][MM_COL(tx, j)];
+#endif
 #pragma unroll
         for (uint i = 0; i < MM_WM; ++i) {
 #pragma unroll
@@ -137,8 +163,8 @@ kernel __attribute__((reqd_work_group_size(MM_THREADS_N, MM_THREADS_M, 1)))
 void matmul_m0e4(global const uint* codes, global const half* scales, global const half* offsets,
                  global const float* x, global float* y, global const float* residual, uint seq, uint n_dim,
                  uint k_dim, uint cpg_shift, uint res_mode) {
-    local float xs[MM_TK][MM_TM + MM_PAD];
-    local float ws[MM_TK][MM_TN + MM_PAD];
+    local float xs[MM_TK][MM_TM + MM_PAD] __attribute__((aligned(16)));
+    local float ws[MM_TK][MM_TN + MM_PAD] __attribute__((aligned(16)));
     const uint n0 = get_group_id(0) * MM_TN;
     const uint m0 = get_group_id(1) * MM_TM;
     float acc[MM_WM][MM_WN];
@@ -159,8 +185,8 @@ void matmul_m0e4(global const uint* codes, global const half* scales, global con
 kernel __attribute__((reqd_work_group_size(MM_THREADS_N, MM_THREADS_M, 1)))
 void matmul_f16(global const half* w, global const float* x, global float* y, global const float* residual,
                 uint seq, uint n_dim, uint k_dim, uint res_mode) {
-    local float xs[MM_TK][MM_TM + MM_PAD];
-    local float ws[MM_TK][MM_TN + MM_PAD];
+    local float xs[MM_TK][MM_TM + MM_PAD] __attribute__((aligned(16)));
+    local float ws[MM_TK][MM_TN + MM_PAD] __attribute__((aligned(16)));
     const uint n0 = get_group_id(0) * MM_TN;
     const uint m0 = get_group_id(1) * MM_TM;
     float acc[MM_WM][MM_WN];

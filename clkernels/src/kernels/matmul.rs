@@ -21,6 +21,9 @@ pub struct MatmulConfig {
     pub work_m: usize,
     /// Output features per work-item (register block).
     pub work_n: usize,
+    /// Each work-item owns a contiguous block and reads local memory as float4 (needs work_m, work_n multiples of
+    /// 4); otherwise blocks are strided across work-items (scalar, conflict-free reads, coalesced stores).
+    pub vec: bool,
 }
 
 impl MatmulConfig {
@@ -34,18 +37,21 @@ impl MatmulConfig {
                 tile_n: 128,
                 work_m: 4,
                 work_n: 8,
+                vec: false,
             },
             VendorFamily::Pocl => MatmulConfig {
                 tile_m: 32,
                 tile_n: 32,
                 work_m: 4,
                 work_n: 4,
+                vec: false,
             },
             _ => MatmulConfig {
                 tile_m: 64,
                 tile_n: 64,
                 work_m: 4,
                 work_n: 4,
+                vec: false,
             },
         };
         if c.threads() <= caps.max_work_group_size {
@@ -56,6 +62,7 @@ impl MatmulConfig {
                 tile_n: 32,
                 work_m: 4,
                 work_n: 4,
+                vec: false,
             }
         }
     }
@@ -68,10 +75,11 @@ impl MatmulConfig {
     fn validate(&self) -> Result<(), KernelError> {
         let ok = self.work_m > 0
             && self.work_n > 0
-            && self.tile_m % self.work_m == 0
-            && self.tile_n % self.work_n == 0
-            && self.tile_m % 8 == 0
-            && self.tile_n > 0;
+            && self.tile_m.is_multiple_of(self.work_m)
+            && self.tile_n.is_multiple_of(self.work_n)
+            && self.tile_m.is_multiple_of(8)
+            && self.tile_n > 0
+            && (!self.vec || (self.work_m.is_multiple_of(4) && self.work_n.is_multiple_of(4)));
         if ok {
             Ok(())
         } else {
@@ -83,12 +91,16 @@ impl MatmulConfig {
     }
 
     fn defines(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut d = vec![
             ("MM_TM", self.tile_m.to_string()),
             ("MM_TN", self.tile_n.to_string()),
             ("MM_WM", self.work_m.to_string()),
             ("MM_WN", self.work_n.to_string()),
-        ]
+        ];
+        if self.vec {
+            d.push(("MM_VEC", "1".to_string()));
+        }
+        d
     }
 
     fn geometry(&self, seq: usize, n: usize) -> ([usize; 2], [usize; 2]) {
@@ -127,7 +139,7 @@ fn check_common(
     if seq == 0 {
         return Err(shape_error(kernel, "seq is 0"));
     }
-    if shape.cols % 32 != 0 {
+    if !shape.cols.is_multiple_of(32) {
         return Err(shape_error(
             kernel,
             format!("K = {} is not a multiple of 32", shape.cols),

@@ -384,7 +384,7 @@ impl MatvecF16 {
     ) -> Result<(), KernelError> {
         const K: &str = "matvec_f16";
         let MatrixShape { rows, cols } = w.shape;
-        if cols % 8 != 0 {
+        if !cols.is_multiple_of(8) {
             return Err(shape_error(
                 K,
                 format!("cols = {cols} is not a multiple of 8"),

@@ -17,6 +17,7 @@
 //! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add |
 
 pub mod attention;
+pub mod bench_suite;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
@@ -233,21 +234,64 @@ impl LockedKernel {
         if global.contains(&0) {
             return Ok(());
         }
-        // SAFETY: the kernel's arguments are all set above; the size arrays live across the call.
+        let profiling = profile::queue();
+        let queue = profiling.unwrap_or_else(|| gpu.queue().get());
+        // SAFETY: the kernel's arguments are all set above; the size arrays live across the call; the queue is the
+        // device's own or the live profiling queue of `bench_suite`, both of the kernel's context.
         let event = unsafe {
-            gpu.queue().enqueue_nd_range_kernel(
+            cl3::command_queue::enqueue_nd_range_kernel(
+                queue,
                 kernel.get(),
                 global.len() as u32,
                 std::ptr::null(),
                 global.as_ptr(),
                 local.map_or(std::ptr::null(), |l| l.as_ptr()),
-                &[],
+                0,
+                std::ptr::null(),
             )
         }
-        .map_err(|e| ClError::from_code("clEnqueueNDRangeKernel", e.0))?;
-        drop(event);
+        .map_err(|e| ClError::from_code("clEnqueueNDRangeKernel", e))?;
+        let event = opencl3::event::Event::new(event);
+        if profiling.is_some() {
+            profile::record(event);
+        }
         tracing::trace!(kernel = self.name, ?global, "enqueued");
         Ok(())
+    }
+}
+
+/// Per-thread redirection of launches to a profiling queue, so `bench_suite` can read each kernel's device time
+/// from its events without the launchers knowing (the runtime's queue has profiling off).
+pub(crate) mod profile {
+    use std::cell::RefCell;
+
+    use opencl3::event::Event;
+    use opencl3::types::cl_command_queue;
+
+    thread_local! {
+        static SINK: RefCell<Option<(cl_command_queue, Vec<Event>)>> = const { RefCell::new(None) };
+    }
+
+    /// Sends this thread's launches to `queue` and keeps their events, until [`stop`].
+    pub(crate) fn start(queue: cl_command_queue) {
+        SINK.with(|s| *s.borrow_mut() = Some((queue, Vec::new())));
+    }
+
+    /// Stops redirecting; returns the events recorded since [`start`].
+    pub(crate) fn stop() -> Vec<Event> {
+        SINK.with(|s| s.borrow_mut().take().map(|(_, e)| e).unwrap_or_default())
+    }
+
+    pub(super) fn queue() -> Option<cl_command_queue> {
+        SINK.with(|s| s.borrow().as_ref().map(|(q, _)| *q))
+    }
+
+    pub(super) fn record(event: Event) {
+        SINK.with(|s| {
+            if let Some((_, events)) = s.borrow_mut().as_mut() {
+                events.push(event);
+            }
+        });
     }
 }
 

@@ -1,0 +1,517 @@
+//! The per-kernel benchmark cases shared by `tlite bench-kernels` and the criterion bench (`bench/benches/kernels.rs`).
+//!
+//! Each [`Case`] owns its device buffers (synthetic data of real model shapes) and a closure that enqueues one launch;
+//! [`time_case`] runs warm-ups, then `iters` launches back to back on a profiling queue and reports the device time
+//! from the events (the runtime's own queue has profiling off) and the wall-clock time per launch. Bandwidth counts the bytes a kernel must read and write
+//! once (weights, activations, outputs); [`copy_bandwidth`] measures `clEnqueueCopyBuffer` on a large buffer (read +
+//! written bytes) as the roofline the mat-vec is compared with.
+
+use std::time::Instant;
+
+use fp4::{GroupSize, M0e4Matrix, MatrixShape};
+use half::f16;
+use kvcache::{KvDtype, KvLayout};
+use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE};
+use opencl3::event::Event;
+use opencl3::memory::ClMem;
+
+use super::attention::{Attention, AttentionShape, KvOperand};
+use super::matmul::{MatmulConfig, MatmulM0e4};
+use super::matvec::{DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4};
+use super::norm::{Norm, RmsNormParams, RowsShape};
+use super::rope::{HeadsLayout, Rope, RopeConfig, RopeStyle};
+use super::sampling::Sampling;
+use super::{profile, GatedActivation, KernelError, Residual};
+use crate::runtime::{ClError, ClResultExt, DeviceBuffer, Gpu};
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct SuiteOptions {
+    /// Substrings of case names to keep (all when empty).
+    pub filter: Vec<String>,
+    /// Mat-vec geometry (the vendor default when `None`).
+    pub matvec: Option<MatvecConfig>,
+    /// Mat-mat tiling (the vendor default when `None`).
+    pub matmul: Option<MatmulConfig>,
+    /// Use small shapes (for slow CPU devices and CI smoke runs).
+    pub small: bool,
+}
+
+/// One benchmark case.
+pub struct Case {
+    /// Kernel name, e.g. `matvec_m0e4`.
+    pub name: String,
+    /// Shape, e.g. `4096x11008 G32`.
+    pub shape: String,
+    /// Launch configuration in words.
+    pub config: String,
+    /// Bytes one launch must move (read + written).
+    pub bytes: f64,
+    /// Floating-point operations of one launch (0 when bandwidth is the measure).
+    pub flops: f64,
+    run: Box<dyn FnMut() -> Result<(), KernelError>>,
+}
+
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Case")
+            .field("name", &self.name)
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Case {
+    /// Enqueues one launch (does not wait).
+    pub fn enqueue(&mut self) -> Result<(), KernelError> {
+        (self.run)()
+    }
+}
+
+/// A measured case.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Mean device microseconds per launch, from profiling events (all kernels of the launch summed).
+    pub micros: f64,
+    /// Mean wall-clock microseconds per launch, launches enqueued back to back (includes launch gaps).
+    pub wall_micros: f64,
+    /// GB/s (1e9 bytes) from [`Case::bytes`] and the device time.
+    pub gbps: f64,
+    /// GFLOP/s from [`Case::flops`] and the device time.
+    pub gflops: f64,
+}
+
+/// A command queue with profiling enabled on the device of `gpu`.
+fn profiling_queue(gpu: &Gpu) -> Result<CommandQueue, KernelError> {
+    let at_least_2 = gpu
+        .caps()
+        .opencl_version_number
+        .is_some_and(|v| v.major >= 2);
+    let queue = if at_least_2 {
+        // SAFETY: the device belongs to the context.
+        unsafe {
+            CommandQueue::create_with_properties(
+                gpu.context(),
+                gpu.device().id(),
+                CL_QUEUE_PROFILING_ENABLE,
+                0,
+            )
+        }
+        .cl_call("clCreateCommandQueueWithProperties")?
+    } else {
+        // SAFETY: the device belongs to the context.
+        #[allow(deprecated)]
+        let q = unsafe {
+            CommandQueue::create(gpu.context(), gpu.device().id(), CL_QUEUE_PROFILING_ENABLE)
+        }
+        .cl_call("clCreateCommandQueue")?;
+        q
+    };
+    Ok(queue)
+}
+
+fn device_seconds(events: &[Event]) -> Result<f64, KernelError> {
+    let mut ns = 0u64;
+    for e in events {
+        let start = e
+            .profiling_command_start()
+            .cl_call("clGetEventProfilingInfo")?;
+        let end = e
+            .profiling_command_end()
+            .cl_call("clGetEventProfilingInfo")?;
+        ns += end.saturating_sub(start);
+    }
+    Ok(ns as f64 * 1e-9)
+}
+
+/// Runs `warmup` launches, then `iters` timed launches on a profiling queue, and reports the mean device time per
+/// launch (profiling events) and the mean wall-clock time (back-to-back launches, after `clFinish`).
+pub fn time_case(
+    gpu: &Gpu,
+    case: &mut Case,
+    warmup: usize,
+    iters: usize,
+) -> Result<Timing, KernelError> {
+    let queue = profiling_queue(gpu)?;
+    let iters = iters.max(1);
+    profile::start(queue.get());
+    let run = (|| -> Result<(Vec<Event>, f64), KernelError> {
+        for _ in 0..warmup {
+            case.enqueue()?;
+        }
+        queue.finish().cl_call("clFinish")?;
+        drop(profile::stop());
+        profile::start(queue.get());
+        let start = Instant::now();
+        for _ in 0..iters {
+            case.enqueue()?;
+        }
+        queue.finish().cl_call("clFinish")?;
+        Ok((profile::stop(), start.elapsed().as_secs_f64()))
+    })();
+    let (events, wall) = match run {
+        Ok(r) => r,
+        Err(e) => {
+            drop(profile::stop());
+            return Err(e);
+        }
+    };
+    let secs = device_seconds(&events)? / iters as f64;
+    Ok(Timing {
+        micros: secs * 1e6,
+        wall_micros: wall / iters as f64 * 1e6,
+        gbps: case.bytes / secs / 1e9,
+        gflops: case.flops / secs / 1e9,
+    })
+}
+
+/// Device-to-device copy bandwidth in GB/s (bytes read + bytes written) of `clEnqueueCopyBuffer` on a buffer of
+/// `bytes` bytes, from profiling events.
+pub fn copy_bandwidth(gpu: &Gpu, bytes: usize, iters: usize) -> Result<f64, KernelError> {
+    let queue = profiling_queue(gpu)?;
+    let src = DeviceBuffer::<u8>::new(gpu, bytes)?;
+    let dst = DeviceBuffer::<u8>::new(gpu, bytes)?;
+    let copy = || -> Result<Event, ClError> {
+        // SAFETY: two distinct live buffers of `bytes` bytes each, on the queue's context.
+        let event = unsafe {
+            cl3::command_queue::enqueue_copy_buffer(
+                queue.get(),
+                src.raw().get(),
+                dst.raw().get(),
+                0,
+                0,
+                bytes,
+                0,
+                std::ptr::null(),
+            )
+        }
+        .cl_call("clEnqueueCopyBuffer")?;
+        Ok(Event::new(event))
+    };
+    copy()?;
+    copy()?;
+    queue.finish().cl_call("clFinish")?;
+    let iters = iters.max(1);
+    let mut events = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        events.push(copy()?);
+    }
+    queue.finish().cl_call("clFinish")?;
+    let secs = device_seconds(&events)? / iters as f64;
+    Ok(2.0 * bytes as f64 / secs / 1e9)
+}
+
+/// A small deterministic generator (xorshift) so the suite needs no `rand` and runs the same everywhere.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+
+    fn floats(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.unit()).collect()
+    }
+}
+
+/// A random M0E4 matrix built directly from random codes (quantising tens of millions of weights would dominate).
+fn synthetic_m0e4(
+    rng: &mut Xorshift,
+    rows: usize,
+    cols: usize,
+    group: GroupSize,
+) -> Result<M0e4Matrix, KernelError> {
+    let codes: Vec<u8> = (0..rows * cols / 2).map(|_| rng.next() as u8).collect();
+    let groups = rows * cols / group.len();
+    let scales: Vec<f16> = (0..groups)
+        .map(|_| f16::from_f32(0.01 + 0.005 * rng.unit()))
+        .collect();
+    let offsets: Vec<f16> = (0..groups)
+        .map(|_| f16::from_f32(-0.015 + 0.005 * rng.unit()))
+        .collect();
+    M0e4Matrix::from_parts(MatrixShape::new(rows, cols), group, codes, scales, offsets)
+        .map_err(|e| super::shape_error("bench_suite", e.to_string()))
+}
+
+fn wanted(opts: &SuiteOptions, name: &str) -> bool {
+    opts.filter.is_empty() || opts.filter.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// Builds the cases `opts` selects: the mat-vec and mat-mat shapes of a 7B Llama plus the smaller kernels.
+pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
+    let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
+    let mut out = Vec::new();
+    let (hidden, ffn, vocab, seq) = if opts.small {
+        (512, 1376, 4000, 64)
+    } else {
+        (4096, 11008, 32000, 512)
+    };
+
+    let mv_names = ["matvec_m0e4", "matvec_m0e4_gate_up"];
+    if mv_names.iter().any(|n| wanted(opts, n)) {
+        let mv = std::rc::Rc::new(match opts.matvec {
+            Some(c) => MatvecM0e4::with_config(gpu, c)?,
+            None => MatvecM0e4::new(gpu)?,
+        });
+        let cfg = mv.config();
+        let cfg_text = format!(
+            "wg {} rows/wg {}{}",
+            cfg.work_group,
+            cfg.rows_per_group,
+            if cfg.half_math { " half" } else { "" }
+        );
+        if wanted(opts, "matvec_m0e4") {
+            for (rows, cols, group) in [
+                (hidden, hidden, GroupSize::G32),
+                (hidden, ffn, GroupSize::G32),
+                (ffn, hidden, GroupSize::G32),
+                (hidden, hidden, GroupSize::G128),
+            ] {
+                let w = DeviceM0e4::upload(gpu, &synthetic_m0e4(&mut rng, rows, cols, group)?)?;
+                let x = DeviceBuffer::from_slice(gpu, &rng.floats(cols))?;
+                let mut y = DeviceBuffer::<f32>::new(gpu, rows)?;
+                let bytes = (w.bytes() + cols * 4 + rows * 4) as f64;
+                let mv = mv.clone();
+                out.push(Case {
+                    name: "matvec_m0e4".into(),
+                    shape: format!("{rows}x{cols} G{}", group.len()),
+                    config: cfg_text.clone(),
+                    bytes,
+                    flops: 2.0 * (rows * cols) as f64,
+                    run: Box::new(move || mv.enqueue(&w, &x, &mut y, Residual::None)),
+                });
+            }
+        }
+        if wanted(opts, "matvec_m0e4_gate_up") {
+            let g =
+                DeviceM0e4::upload(gpu, &synthetic_m0e4(&mut rng, ffn, hidden, GroupSize::G32)?)?;
+            let u =
+                DeviceM0e4::upload(gpu, &synthetic_m0e4(&mut rng, ffn, hidden, GroupSize::G32)?)?;
+            let x = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
+            let mut y = DeviceBuffer::<f32>::new(gpu, ffn)?;
+            let bytes = (g.bytes() + u.bytes() + hidden * 4 + ffn * 4) as f64;
+            let mv = mv.clone();
+            out.push(Case {
+                name: "matvec_m0e4_gate_up".into(),
+                shape: format!("2x {ffn}x{hidden} G32"),
+                config: cfg_text,
+                bytes,
+                flops: 4.0 * (ffn * hidden) as f64,
+                run: Box::new(move || {
+                    mv.enqueue_gate_up(&g, &u, &x, &mut y, GatedActivation::Silu)
+                }),
+            });
+        }
+    }
+
+    if wanted(opts, "matvec_f16") {
+        let mv = MatvecF16::new(gpu)?;
+        let data: Vec<f16> = (0..vocab * hidden)
+            .map(|_| f16::from_f32(rng.unit() * 0.05))
+            .collect();
+        let w = DeviceF16Matrix::upload(gpu, &data, MatrixShape::new(vocab, hidden))?;
+        let x = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
+        let mut y = DeviceBuffer::<f32>::new(gpu, vocab)?;
+        out.push(Case {
+            name: "matvec_f16".into(),
+            shape: format!("{vocab}x{hidden}"),
+            config: String::new(),
+            bytes: (vocab * hidden * 2 + hidden * 4 + vocab * 4) as f64,
+            flops: 2.0 * (vocab * hidden) as f64,
+            run: Box::new(move || mv.enqueue(&w, &x, &mut y, Residual::None)),
+        });
+    }
+
+    if wanted(opts, "matmul_m0e4") {
+        let mm = match opts.matmul {
+            Some(c) => MatmulM0e4::with_config(gpu, c)?,
+            None => MatmulM0e4::new(gpu)?,
+        };
+        let c = mm.config();
+        let w = DeviceM0e4::upload(
+            gpu,
+            &synthetic_m0e4(&mut rng, hidden, hidden, GroupSize::G32)?,
+        )?;
+        let x = DeviceBuffer::from_slice(gpu, &rng.floats(seq * hidden))?;
+        let mut y = DeviceBuffer::<f32>::new(gpu, seq * hidden)?;
+        out.push(Case {
+            name: "matmul_m0e4".into(),
+            shape: format!("seq {seq} x {hidden}x{hidden} G32"),
+            config: format!(
+                "tile {}x{} per-item {}x{}",
+                c.tile_m, c.tile_n, c.work_m, c.work_n
+            ),
+            bytes: (w.bytes() + seq * hidden * 8) as f64,
+            flops: 2.0 * (seq * hidden * hidden) as f64,
+            run: Box::new(move || mm.enqueue(&w, &x, seq, &mut y, Residual::None)),
+        });
+    }
+
+    if wanted(opts, "rmsnorm") {
+        let norm = Norm::new(gpu)?;
+        let x = DeviceBuffer::from_slice(gpu, &rng.floats(seq * hidden))?;
+        let w = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
+        let mut y = DeviceBuffer::<f32>::new(gpu, seq * hidden)?;
+        let shape = RowsShape {
+            rows: seq,
+            dim: hidden,
+        };
+        let p = RmsNormParams {
+            eps: 1e-5,
+            weight_offset: 0.0,
+        };
+        out.push(Case {
+            name: "rmsnorm".into(),
+            shape: format!("{seq}x{hidden}"),
+            config: String::new(),
+            bytes: (seq * hidden * 8) as f64,
+            flops: 0.0,
+            run: Box::new(move || norm.rms(&x, &w, &mut y, shape, p)),
+        });
+    }
+
+    let (heads, head_dim) = (hidden / 128, 128);
+    if wanted(opts, "rope") {
+        let rope = Rope::new(gpu)?;
+        let mut x = DeviceBuffer::from_slice(gpu, &rng.floats(seq * hidden))?;
+        let layout = HeadsLayout {
+            offset: 0,
+            token_stride: hidden,
+            heads,
+            seq,
+        };
+        let cfg = RopeConfig {
+            head_dim,
+            rotary_dim: head_dim,
+            theta: 10000.0,
+            style: RopeStyle::HalfSplit,
+        };
+        out.push(Case {
+            name: "rope".into(),
+            shape: format!("{seq} tok x {heads} heads x {head_dim}"),
+            config: String::new(),
+            bytes: (seq * hidden * 8) as f64,
+            flops: 0.0,
+            run: Box::new(move || rope.enqueue(&mut x, layout, cfg, 0)),
+        });
+    }
+
+    for (name, q_seq, ctx) in [
+        ("attention_decode", 1, if opts.small { 512 } else { 4096 }),
+        ("attention_prefill", seq, seq),
+    ] {
+        if !wanted(opts, name) {
+            continue;
+        }
+        let att = Attention::new(gpu)?;
+        let kv_heads = heads;
+        let layout = KvLayout {
+            kv_heads,
+            max_ctx: ctx,
+            head_dim,
+            dtype: KvDtype::F16,
+        };
+        let kv: Vec<f16> = (0..kv_heads * ctx * head_dim)
+            .map(|_| f16::from_f32(rng.unit()))
+            .collect();
+        let k = DeviceBuffer::from_slice(gpu, &kv)?;
+        let v = DeviceBuffer::from_slice(gpu, &kv)?;
+        let q = DeviceBuffer::from_slice(gpu, &rng.floats(q_seq * hidden))?;
+        let mut o = DeviceBuffer::<f32>::new(gpu, q_seq * hidden)?;
+        let past = ctx - q_seq;
+        let shape = AttentionShape {
+            seq: q_seq,
+            past,
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        let ql = HeadsLayout {
+            offset: 0,
+            token_stride: hidden,
+            heads,
+            seq: q_seq,
+        };
+        let splits = att.splits(&shape);
+        // Keys scored per query, summed over queries (causal).
+        let pairs: f64 = (0..q_seq).map(|t| (past + t + 1) as f64).sum();
+        out.push(Case {
+            name: name.into(),
+            shape: format!("q {q_seq} ctx {ctx} {heads} heads x {head_dim} f16 KV"),
+            config: format!("splits {splits}"),
+            bytes: (2 * kv_heads * ctx * head_dim * 2 + 2 * q_seq * hidden * 4) as f64,
+            flops: 4.0 * pairs * (heads * head_dim) as f64,
+            run: Box::new(move || {
+                let view = layout.positions_view(0, ctx);
+                let (ko, vo) = (
+                    KvOperand::from_device_buffer(&k, view),
+                    KvOperand::from_device_buffer(&v, view),
+                );
+                att.enqueue(&q, ql, ko, vo, shape, 0.088, &mut o)
+            }),
+        });
+    }
+
+    if ["softmax", "argmax", "top_k"]
+        .iter()
+        .any(|n| wanted(opts, n))
+    {
+        let s = std::rc::Rc::new(Sampling::new(gpu)?);
+        let logits = std::rc::Rc::new(DeviceBuffer::from_slice(gpu, &rng.floats(vocab))?);
+        if wanted(opts, "softmax") {
+            let (s, x) = (s.clone(), logits.clone());
+            let mut y = DeviceBuffer::<f32>::new(gpu, vocab)?;
+            out.push(Case {
+                name: "softmax".into(),
+                shape: format!("1x{vocab}"),
+                config: String::new(),
+                bytes: (vocab * 8) as f64,
+                flops: 0.0,
+                run: Box::new(move || {
+                    s.softmax(
+                        &x,
+                        &mut y,
+                        RowsShape {
+                            rows: 1,
+                            dim: vocab,
+                        },
+                        1.0,
+                    )
+                }),
+            });
+        }
+        if wanted(opts, "argmax") {
+            let (s, x) = (s.clone(), logits.clone());
+            let mut i = DeviceBuffer::<u32>::new(gpu, 1)?;
+            out.push(Case {
+                name: "argmax".into(),
+                shape: format!("{vocab}"),
+                config: String::new(),
+                bytes: (vocab * 4) as f64,
+                flops: 0.0,
+                run: Box::new(move || s.argmax(&x, vocab, &mut i)),
+            });
+        }
+        if wanted(opts, "top_k") {
+            let (s, x) = (s.clone(), logits.clone());
+            let mut i = DeviceBuffer::<u32>::new(gpu, 40)?;
+            let mut v = DeviceBuffer::<f32>::new(gpu, 40)?;
+            out.push(Case {
+                name: "top_k".into(),
+                shape: format!("k 40 of {vocab}"),
+                config: String::new(),
+                bytes: (vocab * 4) as f64,
+                flops: 0.0,
+                run: Box::new(move || s.top_k(&x, vocab, 40, &mut i, &mut v)),
+            });
+        }
+    }
+    Ok(out)
+}
