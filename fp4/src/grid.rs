@@ -249,7 +249,8 @@ fn cover(st: &GroupStats, g: Grid) -> Grid {
     Grid { d, z }
 }
 
-/// How hard [`search`] looks. More candidates lower the error a little and cost time linearly.
+/// How hard the per-group grid search looks (see the crate docs). More candidates lower the
+/// error a little and cost time linearly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchEffort {
     /// Step candidates between `range/15` (min/max grid) and `range/16` (tightest covering grid).

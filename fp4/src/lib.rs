@@ -128,13 +128,28 @@
 //!
 //! # Speed
 //!
-//! Quantising (default search, 2 step candidates + 2 least-squares refits per group), measured
-//! with `cargo run -p fp4 --release --example speed` on a 4096×4096 Gaussian matrix, pinned to
-//! two cores (`taskset -c 0,1`, `RAYON_NUM_THREADS=2`) of an idle 16-core Xeon (the lent
-//! device's host CPU, AVX2): **249 M weights/s at G=32**, 387 at G=64, 608 at G=128; the plain
-//! min/max grid runs at 475 M weights/s (G=32). One core: 138 M weights/s (G=32, 1 step + 2
-//! refits). On the shared 2-core dev box the same figures scale with whatever share of the
-//! cores other builds leave (criterion: `cargo bench -p bench --bench fp4`).
+//! Quantising with the default search (2 step candidates + up to 2 least-squares refits per
+//! group; AVX2 + F16C loops picked at run time), `cargo bench -p bench --bench fp4`
+//! (1024×4096 Gaussian matrix), pinned to two cores (`taskset -c 0,1`,
+//! `RAYON_NUM_THREADS=2`) of an idle x86-64 Xeon (the lent device's host CPU), in M weights/s:
+//!
+//! | what | G=32 | G=64 | G=128 |
+//! |---|---|---|---|
+//! | M0E4, default search, f32 input | **238–261** | 337–363 | 524–586 |
+//! | M0E4, default search, f16 input (F16C loads) | 236 | | |
+//! | M0E4, min/max grid only | 546–647 | | |
+//! | INT4 symmetric (Q4_0) | 507–531 | | |
+//! | INT4 asymmetric, same search | 236–254 | | |
+//! | reference `dequantize` | 1670 | 1901 | 1912 |
+//! | reference `matvec` (f64 sums) | 874 | 890 | 813 |
+//!
+//! (Ranges: two runs.) On the shared 2-core dev box itself, with other helpers' builds
+//! running (load average 6–8), the same bench gave 119 M weights/s at G=32, 134 at G=64, 204
+//! at G=128, 109 for f16 input.
+//!
+//! One idle core: 144 M weights/s (G=32); two: a 7B model quantises in about 28 s.
+//! `cargo run -p fp4 --release --example speed` prints throughput and error for every search
+//! effort, to choose a different trade-off ([`quantize_m0e4_with`]).
 //!
 //! # Storage
 //!

@@ -91,18 +91,19 @@ impl M0e4Matrix {
         &self.offsets
     }
 
-    /// Packed codes of one row, `cols/2` bytes.
+    /// Packed codes of one row, `cols/2` bytes. Panics if `row >= rows`.
     pub fn row_codes(&self, row: usize) -> &[u8] {
         let n = self.shape.cols / 2;
         &self.codes[row * n..(row + 1) * n]
     }
 
-    /// The 4-bit code of element (`row`, `col`).
+    /// The 4-bit code of element (`row`, `col`). Panics if either is out of range.
     pub fn code(&self, row: usize, col: usize) -> u8 {
         code_at(self.row_codes(row), col)
     }
 
     /// The dequantised value of element (`row`, `col`), exactly as [`crate::reference::dequantize`] computes it.
+    /// Panics if either index is out of range.
     pub fn value(&self, row: usize, col: usize) -> f32 {
         let g = row * self.groups_per_row() + col / self.group.len();
         dequant_one(self.code(row, col), self.scales[g], self.offsets[g])
