@@ -2,7 +2,9 @@
 //!
 //! `model` loads configs and weights (Hugging Face folders, llama2.c checkpoints, tlite's own quantised folders);
 //! `tokenizer` wraps the tokenizers crate; `gpu` runs the forward pass with the OpenCL kernels; `sampling`,
-//! `chat_template` and `generate` turn logits into streamed text.
+//! `chat_template` and `generate` turn logits into streamed text; `session` puts them together for the CLI (model
+//! lookup, load, chat turns that keep the KV cache); `synthetic` builds random M0E4 models of real shapes for
+//! `tlite bench`.
 
 pub mod chat_template;
 pub mod error;
