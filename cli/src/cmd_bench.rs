@@ -22,6 +22,9 @@ pub struct Args {
     /// M0E4 group size (32, 64 or 128).
     #[arg(long, default_value_t = 32)]
     group: usize,
+    /// Store the output head in M0E4 too (by default it stays f16, like `tlite generate`'s).
+    #[arg(long)]
+    quantize_head: bool,
     /// Prompt tokens per prefill step.
     #[arg(long, default_value_t = 256)]
     prefill_chunk: usize,
@@ -44,10 +47,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(DeviceSelector::from_env);
     let gpu = Gpu::open(&selector, args.priority)?;
     eprintln!(
-        "building synthetic {:?} weights: {} layers, hidden {}, ffn {}, vocab {}, M0E4 G{} (embedding/head f16)",
-        args.arch, config.layers, config.hidden, config.ffn, config.vocab, args.group
+        "building synthetic {:?} weights: {} layers, hidden {}, ffn {}, vocab {}, M0E4 G{} (embedding f16, head {})",
+        args.arch,
+        config.layers,
+        config.hidden,
+        config.ffn,
+        config.vocab,
+        args.group,
+        if args.quantize_head { "M0E4" } else { "f16" }
     );
-    let model = synthetic_model(&config, group, 7)?;
+    let model = synthetic_model(&config, group, 7, args.quantize_head)?;
     let r = run_bench(
         gpu.clone(),
         &model,

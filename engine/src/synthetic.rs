@@ -168,12 +168,14 @@ fn vector(n: usize, value: f32) -> Result<Tensor, EngineError> {
     Tensor::f32(vec![n], vec![value; n])
 }
 
-/// A model of `config`'s shapes with random M0E4 linear layers (group `group`) and f16 embedding/head.
-/// Matrices whose input width is not a multiple of the group stay f16, as the loader does.
+/// A model of `config`'s shapes with random M0E4 linear layers (group `group`), an f16 embedding, and an f16
+/// output head unless `m0e4_head` (a tied head is the embedding, so it stays f16 either way). Matrices whose input
+/// width is not a multiple of the group stay f16, as the loader does.
 pub fn synthetic_model(
     config: &ModelConfig,
     group: GroupSize,
     seed: u64,
+    m0e4_head: bool,
 ) -> Result<Model, EngineError> {
     config.validate()?;
     let c = config;
@@ -217,10 +219,10 @@ pub fn synthetic_model(
         .collect::<Result<Vec<_>, EngineError>>()?;
     let mut rng = StdRng::seed_from_u64(seed);
     let embedding = random_f16(&mut rng, vec![c.vocab, c.hidden], 1.0)?;
-    let lm_head = if c.tied_embeddings {
-        None
-    } else {
-        Some(random_f16(&mut rng, vec![c.vocab, c.hidden], 0.02)?)
+    let lm_head = match (c.tied_embeddings, m0e4_head) {
+        (true, _) => None,
+        (false, true) => Some(matrix(&mut rng, c.vocab, c.hidden)?),
+        (false, false) => Some(random_f16(&mut rng, vec![c.vocab, c.hidden], 0.02)?),
     };
     Ok(Model {
         config: config.clone(),

@@ -29,7 +29,7 @@ fn a_small_synthetic_model_runs_end_to_end() {
         config.head_dim,
         config.vocab,
     ) = (128, 352, 4, 2, 32, 500);
-    let model = synthetic_model(&config, fp4::GroupSize::G32, 3).unwrap();
+    let model = synthetic_model(&config, fp4::GroupSize::G32, 3, false).unwrap();
     // ffn 352 is a multiple of 32: every linear layer is M0E4; the embedding and head stay f16.
     assert_eq!(model.weights.layers[0].w_down.dtype_name(), "m0e4");
     assert_eq!(model.weights.embedding.dtype_name(), "f16");
@@ -47,4 +47,10 @@ fn a_small_synthetic_model_runs_end_to_end() {
     assert!(r.weight_bytes_per_token > 0 && r.device_bytes > r.weight_bytes_per_token);
     assert!(copy_bandwidth(&gpu, 1 << 20, 2).unwrap() > 0.0);
     assert!(run_bench(gpu, &model, 0, 4, 4).is_err());
+    config.tied_embeddings = false;
+    let untied = synthetic_model(&config, fp4::GroupSize::G32, 3, true).unwrap();
+    assert_eq!(
+        untied.weights.lm_head.as_ref().map(|t| t.dtype_name()),
+        Some("m0e4")
+    );
 }
