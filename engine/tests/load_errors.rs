@@ -160,6 +160,9 @@ fn unsupported_architecture_and_missing_files() {
         "unsupported architecture: gpt2"
     );
 
+    let e = err_of(&dir.path().join("model.safetensors")).to_string();
+    assert!(e.contains("pass the model folder"), "{e}");
+
     let empty = tmp();
     assert!(err_of(empty.path()).to_string().contains("config.json"));
     assert!(matches!(

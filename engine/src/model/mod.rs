@@ -39,6 +39,15 @@ pub enum SourceKind {
 /// Tells what `path` holds, without loading weights.
 pub fn source_kind(path: &Path) -> Result<SourceKind, EngineError> {
     if path.is_file() {
+        if path
+            .extension()
+            .is_some_and(|e| e == "safetensors" || e == "json")
+        {
+            return Err(EngineError::Model(format!(
+                "{}: pass the model folder (config.json + safetensors), not one of its files",
+                path.display()
+            )));
+        }
         return Ok(SourceKind::Llama2c);
     }
     if !path.is_dir() {
