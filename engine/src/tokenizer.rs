@@ -55,7 +55,7 @@ impl Tokenizer {
             }
         }
         Err(EngineError::Tokenizer(format!(
-            "{}: no tokenizer.json or tokenizer.bin found (pass a tokenizer file explicitly)",
+            "{}: no tokenizer.json or tokenizer.bin found beside the model (llama2.c checkpoints need their tokenizer.bin copied next to them)",
             dir.display()
         )))
     }
