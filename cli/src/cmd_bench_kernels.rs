@@ -34,6 +34,9 @@ pub struct Args {
     /// Mat-vec rows per work-group.
     #[arg(long)]
     mv_rows: Option<usize>,
+    /// Do not use the NVIDIA warp-shuffle (inline PTX) reduction in the mat-vec.
+    #[arg(long)]
+    mv_no_shuffle: bool,
     /// Mat-mat tiling as TMxTNxWMxWN, e.g. 64x128x4x8; a trailing `v` selects contiguous float4 blocks (64x128x4x8v).
     #[arg(long)]
     mm_tile: Option<String>,
@@ -127,10 +130,11 @@ events (GB/s, GFLOP/s use it), us(wall) = wall clock per launch after clFinish\n
 
     let default_mv = MatvecConfig::for_gpu(&gpu);
     let matvec = match (args.mv_wg, args.mv_rows) {
-        (None, None) => None,
+        (None, None) if !args.mv_no_shuffle => None,
         (wg, rows) => Some(MatvecConfig {
             work_group: wg.unwrap_or(default_mv.work_group),
             rows_per_group: rows.unwrap_or(default_mv.rows_per_group),
+            warp_shuffle: !args.mv_no_shuffle,
             ..default_mv
         }),
     };
@@ -147,15 +151,16 @@ events (GB/s, GFLOP/s use it), us(wall) = wall clock per launch after clFinish\n
     if args.sweep {
         println!("\nsweep: mat-vec geometries");
         header();
-        for (wg, rows) in [
-            (64, 2),
-            (64, 4),
-            (128, 2),
-            (128, 4),
-            (128, 8),
-            (256, 4),
-            (256, 8),
-            (32, 4),
+        for (wg, rows, warp_shuffle) in [
+            (128, 4, false),
+            (128, 8, false),
+            (32, 4, true),
+            (64, 4, true),
+            (64, 8, true),
+            (128, 4, true),
+            (128, 8, true),
+            (256, 8, true),
+            (128, 16, true),
         ] {
             if wg > caps.max_work_group_size {
                 continue;
@@ -165,6 +170,7 @@ events (GB/s, GFLOP/s use it), us(wall) = wall clock per launch after clFinish\n
                 matvec: Some(MatvecConfig {
                     work_group: wg,
                     rows_per_group: rows,
+                    warp_shuffle,
                     ..default_mv
                 }),
                 matmul: None,

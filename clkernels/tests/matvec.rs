@@ -76,7 +76,7 @@ fn m0e4_matvec_geometries_agree() {
         let config = MatvecConfig {
             work_group: wg,
             rows_per_group: rows,
-            half_math: false,
+            half_math: false, warp_shuffle: true,
         };
         check_matvec(
             &gpu,
@@ -94,7 +94,7 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
     let config = MatvecConfig {
         work_group: 32,
         rows_per_group: 4,
-        half_math: false,
+        half_math: false, warp_shuffle: true,
     };
     for (label, defines) in [
         (
@@ -121,8 +121,16 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
                 ("TLITE_VENDOR_MALI", "1"),
             ],
         ),
+        (
+            // The NVIDIA warp-shuffle path's indexing (its inline PTX is stubbed: PoCL cannot compile PTX).
+            "nvidia shfl indexing",
+            vec![("TLITE_COMPILE_CHECK", ""), ("TLITE_NV_SHFL", "1")],
+        ),
     ] {
         let mv = MatvecM0e4::with_defines(&gpu, config, &defines).unwrap();
+        if gpu.caps().vendor_family != clkernels::runtime::VendorFamily::Nvidia {
+            assert!(!mv.uses_warp_shuffle(), "only NVIDIA gets the warp-shuffle path");
+        }
         check_matvec(&gpu, &mv, label);
     }
 }
@@ -233,7 +241,7 @@ fn shape_errors_are_refused_before_launch() {
     let bad = MatvecConfig {
         work_group: 48,
         rows_per_group: 4,
-        half_math: false,
+        half_math: false, warp_shuffle: true,
     };
     assert!(MatvecM0e4::with_config(&gpu, bad).is_err());
 }
@@ -247,7 +255,7 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
     let config = MatvecConfig {
         work_group: 32,
         rows_per_group: 4,
-        half_math: true,
+        half_math: true, warp_shuffle: true,
     };
     let defines = [("TLITE_HAS_FP16", "1")];
     let mv = match MatvecM0e4::with_defines(&gpu, config, &defines) {

@@ -39,8 +39,12 @@
 #endif
 #endif
 
-// Which sub-group reduction, if any, the reductions use.
-#if defined(TLITE_HAS_SUBGROUPS)
+// Which sub-group reduction, if any, the reductions use: 1 = cl_khr/intel sub-group built-ins, 2 = Adreno
+// shuffles, 3 = NVIDIA warp shuffles through inline PTX (NVIDIA's OpenCL has no sub-group extension; the launcher
+// defines TLITE_NV_SHFL only where that builds), 0 = local-memory tree.
+#if defined(TLITE_NV_SHFL)
+#define TL_SG_MODE 3
+#elif defined(TLITE_HAS_SUBGROUPS)
 #define TL_SG_MODE 1
 #elif defined(TLITE_HAS_SUBGROUPS_QCOM) && (defined(cl_qcom_subgroup_shuffle) || defined(TLITE_COMPILE_CHECK))
 #define TL_SG_MODE 2
@@ -59,6 +63,47 @@ inline float tl_qcom_reduce_add(float v) {
     v += qcom_sub_group_shuffle_down(v, 1u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
     return v;
 }
+#endif
+
+#if TL_SG_MODE == 3
+// Butterfly sum over a 32-lane warp; every lane gets the total. Work-groups are 1-D multiples of 32, so warp w
+// is local ids 32w .. 32w + 31.
+inline float tl_nv_warp_sum(float v) {
+#ifdef TLITE_COMPILE_CHECK
+    return v;
+#else
+    for (uint o = 16; o > 0; o >>= 1) {
+        float t;
+        asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(t) : "f"(v), "r"(o));
+        v += t;
+    }
+    return v;
+#endif
+}
+#endif
+
+// Uniform names for the sub-group reductions (modes 1-3).
+#if TL_SG_MODE == 1
+#define TL_SG_SUM(x) sub_group_reduce_add(x)
+#define TL_SG_LID() get_sub_group_local_id()
+#define TL_SG_ID() get_sub_group_id()
+#define TL_NUM_SG() get_num_sub_groups()
+#elif TL_SG_MODE == 2
+#define TL_SG_SUM(x) tl_qcom_reduce_add(x)
+#define TL_SG_LID() get_sub_group_local_id()
+#define TL_SG_ID() get_sub_group_id()
+#define TL_NUM_SG() get_num_sub_groups()
+#elif TL_SG_MODE == 3
+#define TL_SG_SUM(x) tl_nv_warp_sum(x)
+#ifdef TLITE_COMPILE_CHECK
+#define TL_SG_LID() 0u
+#define TL_SG_ID() ((uint)get_local_id(0))
+#define TL_NUM_SG() ((uint)get_local_size(0))
+#else
+#define TL_SG_LID() ((uint)get_local_id(0) & 31u)
+#define TL_SG_ID() ((uint)get_local_id(0) >> 5)
+#define TL_NUM_SG() (((uint)get_local_size(0) + 31u) >> 5)
+#endif
 #endif
 
 // M0E4: h = 1 + q/16 built by placing the code in the top mantissa bits of 1.0f (FP32 recipe).
@@ -101,12 +146,12 @@ inline float tl_m0e4_dot8_half(uint w, half8 x) {
 inline float tl_wg_sum(float v, local float* scratch) {
     const uint lid = get_local_id(0);
     const uint n = get_local_size(0);
-#if TL_SG_MODE == 1
-    float s = sub_group_reduce_add(v);
-    if (get_sub_group_local_id() == 0) scratch[get_sub_group_id()] = s;
+#if TL_SG_MODE != 0
+    float s = TL_SG_SUM(v);
+    if (TL_SG_LID() == 0) scratch[TL_SG_ID()] = s;
     barrier(CLK_LOCAL_MEM_FENCE);
     float total = 0.0f;
-    for (uint i = 0; i < get_num_sub_groups(); ++i) total += scratch[i];
+    for (uint i = 0; i < TL_NUM_SG(); ++i) total += scratch[i];
     barrier(CLK_LOCAL_MEM_FENCE);
     return total;
 #else

@@ -8,7 +8,8 @@
 // needs one scale and one offset: sum(w·x) = s·sum(h·x) + b·sum(x).
 //
 // Reductions across the work-group: sub-group built-ins where the device has them (TL_SG_MODE 1), Adreno
-// shuffles (mode 2), a local-memory tree otherwise (PoCL, NVIDIA). MV_WG must be a power of two.
+// shuffles (mode 2), NVIDIA warp shuffles in inline PTX (mode 3), a local-memory tree otherwise (PoCL). MV_WG must
+// be a power of two (and a multiple of 32 in mode 3).
 
 #ifndef MV_WG
 #define MV_WG 128
@@ -54,20 +55,16 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
 // Sums acc[r] over the work-group into red[r * MV_WG]; afterwards work-item r < MV_ROWS reads its row's total.
 inline float mv_reduce(float* acc, local float* red) {
     const uint lid = get_local_id(0);
-#if TL_SG_MODE == 1 || TL_SG_MODE == 2
+#if TL_SG_MODE != 0
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) {
-#if TL_SG_MODE == 1
-        const float s = sub_group_reduce_add(acc[r]);
-#else
-        const float s = tl_qcom_reduce_add(acc[r]);
-#endif
-        if (get_sub_group_local_id() == 0) red[r * MV_WG + get_sub_group_id()] = s;
+        const float s = TL_SG_SUM(acc[r]);
+        if (TL_SG_LID() == 0) red[r * MV_WG + TL_SG_ID()] = s;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     float total = 0.0f;
     if (lid < MV_ROWS) {
-        const uint n = get_num_sub_groups();
+        const uint n = TL_NUM_SG();
         for (uint i = 0; i < n; ++i) total += red[lid * MV_WG + i];
     }
     return total;

@@ -131,6 +131,9 @@ pub struct MatvecConfig {
     pub rows_per_group: usize,
     /// Use half-precision products where the device has `cl_khr_fp16` (the M0E4 FP16 recipe).
     pub half_math: bool,
+    /// On NVIDIA, reduce within warps by inline-PTX shuffles (its OpenCL has no sub-group extension); falls back
+    /// to the local-memory tree if the driver refuses the inline assembly. Ignored on other vendors.
+    pub warp_shuffle: bool,
 }
 
 impl MatvecConfig {
@@ -148,6 +151,7 @@ impl MatvecConfig {
             work_group: super::pow2_at_most(work_group, caps.max_work_group_size),
             rows_per_group,
             half_math: caps.fp16,
+            warp_shuffle: true,
         }
     }
 
@@ -169,7 +173,7 @@ fn build(
     config: &MatvecConfig,
     extra: &[(&str, &str)],
     name: &'static str,
-) -> Result<LockedKernel, KernelError> {
+) -> Result<(LockedKernel, bool), KernelError> {
     if !config.work_group.is_power_of_two()
         || config.rows_per_group == 0
         || config.rows_per_group > config.work_group
@@ -185,7 +189,16 @@ fn build(
     let owned = config.defines();
     let mut defines: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     defines.extend_from_slice(extra);
-    LockedKernel::build(gpu, &SOURCE, &defines, name)
+    let nvidia = gpu.caps().vendor_family == VendorFamily::Nvidia;
+    if config.warp_shuffle && nvidia && config.work_group.is_multiple_of(32) {
+        let mut with_shfl = defines.clone();
+        with_shfl.push(("TLITE_NV_SHFL", "1"));
+        match LockedKernel::build(gpu, &SOURCE, &with_shfl, name) {
+            Ok(k) => return Ok((k, true)),
+            Err(err) => tracing::warn!(%err, "NVIDIA warp-shuffle mat-vec did not build; using the local-memory tree"),
+        }
+    }
+    Ok((LockedKernel::build(gpu, &SOURCE, &defines, name)?, false))
 }
 
 /// Decode mat-vec on M0E4 weights: `y = W·x (+ r)` and `out = act(Wg·x) * (Wu·x)`.
@@ -193,6 +206,7 @@ fn build(
 pub struct MatvecM0e4 {
     gpu: Gpu,
     config: MatvecConfig,
+    warp_shuffle: bool,
     plain: LockedKernel,
     gate_up: LockedKernel,
 }
@@ -214,17 +228,25 @@ impl MatvecM0e4 {
         config: MatvecConfig,
         extra: &[(&str, &str)],
     ) -> Result<Self, KernelError> {
+        let (plain, shfl) = build(gpu, &config, extra, "matvec_m0e4")?;
+        let (gate_up, shfl_gu) = build(gpu, &config, extra, "matvec_m0e4_gate_up")?;
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
             config,
-            plain: build(gpu, &config, extra, "matvec_m0e4")?,
-            gate_up: build(gpu, &config, extra, "matvec_m0e4_gate_up")?,
+            warp_shuffle: shfl && shfl_gu,
+            plain,
+            gate_up,
         })
     }
 
     /// The geometry in use.
     pub fn config(&self) -> MatvecConfig {
         self.config
+    }
+
+    /// Whether the NVIDIA warp-shuffle reduction is in use (it needs an NVIDIA driver that accepts inline PTX).
+    pub fn uses_warp_shuffle(&self) -> bool {
+        self.warp_shuffle
     }
 
     fn check(
@@ -370,7 +392,7 @@ impl MatvecF16 {
         Ok(MatvecF16 {
             gpu: gpu.clone(),
             config,
-            kernel: build(gpu, &config, &[], "matvec_f16")?,
+            kernel: build(gpu, &config, &[], "matvec_f16")?.0,
         })
     }
 
