@@ -54,7 +54,9 @@ fn bench(c: &mut Criterion) {
     // Reading every activation's location after one evaluation (what an engine does per step).
     let slots = model.slots(1, 100);
     if plan.evaluate_into(&slots, &mut values).is_ok() {
-        let ids: Vec<_> = (0..model.graph.tensors().len()).map(symshape::TensorId::from_index).collect();
+        let ids: Vec<_> = (0..model.graph.tensors().len())
+            .map(symshape::TensorId::from_index)
+            .collect();
         c.bench_function("symshape/evaluate_and_locate_all_tensors_32_layers", |b| {
             b.iter(|| {
                 let _ = plan.evaluate_into(black_box(&slots), &mut values);

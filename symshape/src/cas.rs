@@ -38,7 +38,8 @@ fn expanded_coefficients_nonnegative(text: &str) -> Option<bool> {
     use symbolica::poly::polynomial::MultivariatePolynomial;
     use symbolica::prelude::*;
     let atom = try_parse!(text).ok()?;
-    let poly: MultivariatePolynomial<IntegerRing, u16> = atom.expand().try_to_polynomial(&Z, None).ok()?;
+    let poly: MultivariatePolynomial<IntegerRing, u16> =
+        atom.expand().try_to_polynomial(&Z, None).ok()?;
     Some(poly.coefficients.iter().all(|c| !c.is_negative()))
 }
 

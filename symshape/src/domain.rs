@@ -59,10 +59,16 @@ impl Domain {
     }
 
     /// Adds the constraint `Σ names ≤ bound`; every name must already be declared.
-    pub fn constrain_sum_at_most(&mut self, names: &[&str], bound: i64) -> Result<(), SymShapeError> {
+    pub fn constrain_sum_at_most(
+        &mut self,
+        names: &[&str],
+        bound: i64,
+    ) -> Result<(), SymShapeError> {
         let mut symbols = Vec::new();
         for n in names {
-            let r = self.range(n).ok_or_else(|| SymShapeError::UnknownSymbol(n.to_string()))?;
+            let r = self
+                .range(n)
+                .ok_or_else(|| SymShapeError::UnknownSymbol(n.to_string()))?;
             symbols.push(r.symbol.clone());
         }
         let min_sum: i64 = symbols
@@ -134,7 +140,9 @@ impl Domain {
             multipliers.sort_unstable();
             multipliers.dedup();
             for lambda in multipliers {
-                let Ok(l) = i64::try_from(lambda) else { continue };
+                let Ok(l) = i64::try_from(lambda) else {
+                    continue;
+                };
                 if self.coefficients_nonnegative(&(e - &(&slack * l))) {
                     return true;
                 }
@@ -272,8 +280,14 @@ mod tests {
             assert_eq!(d.proves_ge(&a, &b), provable, "{a} >= {b}");
             if provable {
                 for _ in 0..200 {
-                    let pt = [("seq", rng.random_range(1..=64)), ("past", rng.random_range(0..=63))];
-                    assert!(a.eval(&pt).unwrap() >= b.eval(&pt).unwrap(), "{a} >= {b} at {pt:?}");
+                    let pt = [
+                        ("seq", rng.random_range(1..=64)),
+                        ("past", rng.random_range(0..=63)),
+                    ];
+                    assert!(
+                        a.eval(&pt).unwrap() >= b.eval(&pt).unwrap(),
+                        "{a} >= {b} at {pt:?}"
+                    );
                 }
             }
         }
@@ -300,9 +314,18 @@ mod tests {
         d.constrain_sum_at_most(&["seq", "past"], 8).unwrap();
         // ranges are sorted by name: past, seq
         assert!(d.check_point(&[7, 1]).is_ok());
-        assert!(matches!(d.check_point(&[7, 2]), Err(SymShapeError::ConstraintViolated { .. })));
-        assert!(matches!(d.check_point(&[0, 0]), Err(SymShapeError::OutOfRange { .. })));
-        assert!(matches!(d.check_point(&[0]), Err(SymShapeError::WrongBindingCount { .. })));
+        assert!(matches!(
+            d.check_point(&[7, 2]),
+            Err(SymShapeError::ConstraintViolated { .. })
+        ));
+        assert!(matches!(
+            d.check_point(&[0, 0]),
+            Err(SymShapeError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.check_point(&[0]),
+            Err(SymShapeError::WrongBindingCount { .. })
+        ));
         assert!(d.symbol("x", 3, 2).is_err());
         assert!(d.symbol("seq", 1, 2).is_err());
     }

@@ -23,7 +23,10 @@ impl Program {
     /// Compiles `exprs` over the slots of `domain` (its [`Domain::ranges`] order). Each
     /// expression's absolute value is bounded on the domain first, so that the unchecked `i64`
     /// arithmetic at run time cannot overflow for any in-range input.
-    pub(crate) fn compile(domain: &Domain, exprs: &[(String, Expr)]) -> Result<Self, SymShapeError> {
+    pub(crate) fn compile(
+        domain: &Domain,
+        exprs: &[(String, Expr)],
+    ) -> Result<Self, SymShapeError> {
         let mut p = Program::default();
         for (what, e) in exprs {
             let too_large = || SymShapeError::TooLarge {
@@ -105,10 +108,16 @@ mod tests {
             let (pv, sv) = (rng.random_range(0..4096), rng.random_range(1..=4096));
             p.run(&[pv, sv], &mut out); // slots sorted by name: past, seq
             for ((_, e), got) in exprs.iter().zip(&out) {
-                assert_eq!(i128::from(*got), e.eval(&[("seq", sv), ("past", pv)]).unwrap());
+                assert_eq!(
+                    i128::from(*got),
+                    e.eval(&[("seq", sv), ("past", pv)]).unwrap()
+                );
             }
         }
         let huge = vec![("h".to_owned(), &seq * &seq * &seq * &seq * &seq * &seq)];
-        assert!(matches!(Program::compile(&d, &huge), Err(SymShapeError::TooLarge { .. })));
+        assert!(matches!(
+            Program::compile(&d, &huge),
+            Err(SymShapeError::TooLarge { .. })
+        ));
     }
 }

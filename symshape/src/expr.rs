@@ -319,7 +319,7 @@ impl Add for &Expr {
     type Output = Expr;
     fn add(self, rhs: &Expr) -> Expr {
         let mut out = self.clone();
-        out.overflowed |= rhs.overflowed;
+        out.overflowed = out.overflowed || rhs.overflowed;
         for (m, c) in &rhs.terms {
             out.add_term(m.clone(), *c);
         }
@@ -407,7 +407,11 @@ impl fmt::Display for Expr {
         terms.sort_by(|a, b| degree(b.0).cmp(&degree(a.0)).then(a.0.cmp(b.0)));
         for (i, (m, c)) in terms.into_iter().enumerate() {
             let c = *c;
-            let (sign, mag) = if c < 0 { ("-", c.unsigned_abs()) } else { ("+", c.unsigned_abs()) };
+            let (sign, mag) = if c < 0 {
+                ("-", c.unsigned_abs())
+            } else {
+                ("+", c.unsigned_abs())
+            };
             if i == 0 {
                 if sign == "-" {
                     f.write_str("-")?;
@@ -420,7 +424,11 @@ impl fmt::Display for Expr {
                 parts.push(mag.to_string());
             }
             for (s, e) in m {
-                parts.push(if *e == 1 { s.to_string() } else { format!("{s}^{e}") });
+                parts.push(if *e == 1 {
+                    s.to_string()
+                } else {
+                    format!("{s}^{e}")
+                });
             }
             f.write_str(&parts.join("*"))?;
         }

@@ -178,7 +178,9 @@ impl Graph {
 
     /// The tensor's description.
     pub fn tensor(&self, t: TensorId) -> Result<&TensorInfo, SymShapeError> {
-        self.tensors.get(t.0).ok_or(SymShapeError::UnknownTensor(t.0))
+        self.tensors
+            .get(t.0)
+            .ok_or(SymShapeError::UnknownTensor(t.0))
     }
 
     /// The tensor's shape.
@@ -188,11 +190,19 @@ impl Graph {
 
     /// The first tensor with this name.
     pub fn find(&self, name: &str) -> Option<TensorId> {
-        self.tensors.iter().position(|t| t.name == name).map(TensorId)
+        self.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .map(TensorId)
     }
 
     /// Declares a caller-owned tensor (weights, cache, ids). Dims must be provably ≥ 0.
-    pub fn input(&mut self, name: &str, dims: &[Expr], dtype: DType) -> Result<TensorId, SymShapeError> {
+    pub fn input(
+        &mut self,
+        name: &str,
+        dims: &[Expr],
+        dtype: DType,
+    ) -> Result<TensorId, SymShapeError> {
         let shape = Shape(dims.to_vec());
         self.check_dims("input", name, &shape)?;
         self.tensors.push(TensorInfo {
@@ -214,12 +224,23 @@ impl Graph {
         Ok(())
     }
 
-    pub(crate) fn check_dims(&self, op: &'static str, node: &str, shape: &Shape) -> Result<(), SymShapeError> {
+    pub(crate) fn check_dims(
+        &self,
+        op: &'static str,
+        node: &str,
+        shape: &Shape,
+    ) -> Result<(), SymShapeError> {
         for (axis, d) in shape.0.iter().enumerate() {
             if d.is_overflowed() {
-                return Err(SymShapeError::shape(op, node, format!("dim {axis} overflowed i128")));
+                return Err(SymShapeError::shape(
+                    op,
+                    node,
+                    format!("dim {axis} overflowed i128"),
+                ));
             }
-            self.domain.check_symbols(d).map_err(|e| SymShapeError::shape(op, node, e.to_string()))?;
+            self.domain
+                .check_symbols(d)
+                .map_err(|e| SymShapeError::shape(op, node, e.to_string()))?;
             if !self.domain.proves_nonnegative(d) {
                 return Err(SymShapeError::shape(
                     op,

@@ -33,37 +33,53 @@
 //! # Ok::<(), symshape::SymShapeError>(())
 //! ```
 //!
+//! # Per-step cost
+//!
+//! Planning happens once per model. The planner interns every distinct expression (a 32-layer
+//! Llama-2-7B-shaped decoder has 1193 tensors but only 24 distinct size/dim expressions and 8
+//! buffers, because every layer reuses the same buffers), compiles them to flat coefficient and
+//! slot arrays, and [`MemoryPlan::evaluate_into`] recomputes all of them plus the buffer offsets
+//! in one pass without allocating; per-tensor answers ([`MemoryPlan::location`],
+//! [`MemoryPlan::dims`]) are then O(1) table lookups. Overflow is ruled out at compile time by
+//! bounding each expression on the domain, so the run-time arithmetic is unchecked `i64`.
+//!
 //! # Symbolica
 //!
 //! The issue asked for shape expressions backed by the Symbolica CAS. Symbolica 3.0.0 builds
 //! here (with `numerica = "=3.0.0"` pinned, `integer-malachite` + `float-astro`, no GMP), but
 //! without a licence key it restricts and alters the host process in ways a library must not
-//! impose on its users (source: `symbolica-3.0.0/src/license.rs`, `src/state.rs`):
+//! impose on its users (source: `symbolica-3.0.0/src/license.rs` and `src/state.rs`; confirmed by
+//! `cargo run -p symshape --features symbolica --example symbolica_licence_probe`, which prints
+//! the banner, reports a rayon pool of 1 thread on a 2-CPU machine, and dies with SIGABRT):
 //!
 //! * The first use of its global state or a workspace calls `LicenseManager::check()`
 //!   (`state.rs:582`, `state.rs:1577`), which with no `SYMBOLICA_LICENSE` prints a banner to
-//!   **stdout** (`license.rs:260-290`, "For non-commercial use only, limited to one Symbolica
-//!   thread per user"; hidden only by `SYMBOLICA_HIDE_BANNER`) — it would corrupt any CLI output.
+//!   **stdout** (`license.rs:260-287`, "For non-commercial use only, limited to one Symbolica
+//!   thread per user"; hidden only by `SYMBOLICA_HIDE_BANNER`) — it would corrupt CLI output.
 //! * It spawns a thread that opens a TCP connection to `symbolica.io:12012` and sends its version
 //!   (`license.rs:342-356`, `connect()` at `license.rs:367-374`): an unrequested network call
 //!   from every process, including apps on phones.
 //! * It calls `rayon::ThreadPoolBuilder::new().num_threads(1).build_global()`
-//!   (`license.rs:292-294`): if Symbolica is touched before anything else uses rayon, the whole
+//!   (`license.rs:290-292`): if Symbolica is touched before anything else uses rayon, the whole
 //!   process's rayon pool is pinned to **one thread**.
 //! * Each thread that uses it takes a per-user file lock `symbolica-restricted-thread-0.lock`
-//!   (`license.rs:298-321`, `try_acquire_lock` at `license.rs:1186`); a second thread or a second
-//!   process of the same user gets the lock refused and the process is **`abort()`ed**. That
-//!   breaks `cargo test`'s parallel test threads, two engines on one machine, or an app that
-//!   plans on a worker thread while another process plans too.
-//! * The licence (`License.md`) is source-available, non-commercial without a paid key, which
-//!   does not fit this workspace's `MIT OR Apache-2.0`.
+//!   (`license.rs:298-321`, under `~/.cache/symbolica/locks`); a second thread or a second
+//!   process of the same user is refused and the process is **`abort()`ed** (`license.rs:314`,
+//!   `license.rs:319`). That breaks `cargo test`'s parallel test threads, two engines on one
+//!   machine, or an app that plans while another process of the same user plans too.
+//! * The licence (`License.md`) is source-available: running it needs a free-use qualification
+//!   (non-commercial) or a paid key (§3), which does not fit this workspace's
+//!   `MIT OR Apache-2.0`; §4(4)-(5) also forbid using it as a "behavioral oracle" or "output
+//!   comparison" to test other symbolic-mathematics code, so symshape does not cross-check its
+//!   own algebra against Symbolica.
 //!
 //! So symshape does its algebra itself: shape expressions are polynomials, which need only exact
-//! expansion, comparison and the shift-positivity proof in [`Domain::proves_nonnegative`]
-//! (~400 lines). Symbolica is an optional, default-off feature `symbolica`: when enabled, a
-//! small internal module re-expands every proof obligation with Symbolica on one dedicated
-//! thread at plan time and refuses a proof unless both agree. The per-step path never touches
-//! any CAS.
+//! expansion, comparison, exact division and the shift-positivity proof in
+//! [`Domain::proves_nonnegative`]. Symbolica is an optional, default-off feature `symbolica`:
+//! when enabled, the expansion behind each positivity proof is done by Symbolica instead, inside
+//! a small internal module that runs every Symbolica call on one dedicated worker thread at plan
+//! time (so parallel callers in one process do not trigger the abort; other processes of the
+//! same user still can). The per-step path never touches any CAS.
 
 #[cfg(feature = "symbolica")]
 mod cas;

@@ -80,7 +80,9 @@ fn check(dims: &DecoderDims) -> Result<DType, SymShapeError> {
     ];
     for (name, v) in positive {
         if v < 1 {
-            return Err(SymShapeError::InvalidDims(format!("{name} = {v} must be >= 1")));
+            return Err(SymShapeError::InvalidDims(format!(
+                "{name} = {v} must be >= 1"
+            )));
         }
     }
     if dims.layers == 0 {
@@ -95,7 +97,9 @@ fn check(dims: &DecoderDims) -> Result<DType, SymShapeError> {
     match dims.dtype_bytes {
         2 => Ok(DType::F16),
         4 => Ok(DType::F32),
-        b => Err(SymShapeError::InvalidDims(format!("dtype_bytes {b} must be 2 or 4"))),
+        b => Err(SymShapeError::InvalidDims(format!(
+            "dtype_bytes {b} must be 2 or 4"
+        ))),
     }
 }
 
@@ -114,10 +118,15 @@ pub fn llama_decoder(dims: &DecoderDims) -> Result<LlamaDecoder, SymShapeError> 
     let past = domain.symbol("past", 0, dims.max_ctx - 1)?;
     domain.constrain_sum_at_most(&["seq", "past"], dims.max_ctx)?;
     let c = Expr::constant;
-    let (hidden, hd, heads, kvh) = (c(dims.hidden), c(dims.head_dim), c(dims.heads), c(dims.kv_heads));
+    let (hidden, hd, heads, kvh) = (
+        c(dims.hidden),
+        c(dims.head_dim),
+        c(dims.heads),
+        c(dims.kv_heads),
+    );
 
     let mut g = Graph::new(domain);
-    let token_ids = g.input("token_ids", &[seq.clone()], DType::I32)?;
+    let token_ids = g.input("token_ids", std::slice::from_ref(&seq), DType::I32)?;
     let embed = g.input("embed_tokens", &[c(dims.vocab), hidden.clone()], act)?;
     let rope = g.input("rope_table", &[c(dims.max_ctx), hd.clone()], act)?;
     let mut x = g.embedding("embed", embed, token_ids)?;
@@ -125,12 +134,12 @@ pub fn llama_decoder(dims: &DecoderDims) -> Result<LlamaDecoder, SymShapeError> 
     for l in 0..dims.layers {
         let n = |s: &str| format!("l{l}.{s}");
         let w = |g: &mut Graph, s: &str, d: &[Expr]| g.input(&n(s), d, act);
-        let attn_norm = w(&mut g, "attn_norm", &[hidden.clone()])?;
+        let attn_norm = w(&mut g, "attn_norm", std::slice::from_ref(&hidden))?;
         let wq = w(&mut g, "wq", &[&heads * &hd, hidden.clone()])?;
         let wk = w(&mut g, "wk", &[&kvh * &hd, hidden.clone()])?;
         let wv = w(&mut g, "wv", &[&kvh * &hd, hidden.clone()])?;
         let wo = w(&mut g, "wo", &[hidden.clone(), &heads * &hd])?;
-        let ffn_norm = w(&mut g, "ffn_norm", &[hidden.clone()])?;
+        let ffn_norm = w(&mut g, "ffn_norm", std::slice::from_ref(&hidden))?;
         let w_gate = w(&mut g, "w_gate", &[c(dims.ffn), hidden.clone()])?;
         let w_up = w(&mut g, "w_up", &[c(dims.ffn), hidden.clone()])?;
         let w_down = w(&mut g, "w_down", &[hidden.clone(), c(dims.ffn)])?;
@@ -140,7 +149,13 @@ pub fn llama_decoder(dims: &DecoderDims) -> Result<LlamaDecoder, SymShapeError> 
 
         let input = x;
         let h = g.rms_norm(&n("attn_norm_out"), x, attn_norm)?;
-        let heads3 = |e: &Expr| [ReshapeDim::Size(seq.clone()), ReshapeDim::Size(e.clone()), ReshapeDim::Size(hd.clone())];
+        let heads3 = |e: &Expr| {
+            [
+                ReshapeDim::Size(seq.clone()),
+                ReshapeDim::Size(e.clone()),
+                ReshapeDim::Size(hd.clone()),
+            ]
+        };
         let q = g.linear(&n("q_proj"), h, wq)?;
         let q = g.reshape(&n("q_heads"), q, &heads3(&heads))?;
         let q = g.rotary(&n("q_rot"), q, rope, &past)?;
@@ -157,7 +172,11 @@ pub fn llama_decoder(dims: &DecoderDims) -> Result<LlamaDecoder, SymShapeError> 
         let scores = g.attention_scores(&n("scores"), q, keys, DType::F32)?;
         let probs = g.softmax(&n("probs"), scores, -1)?;
         let ctx = g.attention_values(&n("attn"), probs, values)?;
-        let ctx = g.reshape(&n("attn_flat"), ctx, &[ReshapeDim::Size(seq.clone()), ReshapeDim::Infer])?;
+        let ctx = g.reshape(
+            &n("attn_flat"),
+            ctx,
+            &[ReshapeDim::Size(seq.clone()), ReshapeDim::Infer],
+        )?;
         let o = g.linear(&n("o_proj"), ctx, wo)?;
         let x1 = g.add(&n("resid_attn"), input, o)?;
         let h2 = g.rms_norm(&n("ffn_norm_out"), x1, ffn_norm)?;
@@ -178,7 +197,7 @@ pub fn llama_decoder(dims: &DecoderDims) -> Result<LlamaDecoder, SymShapeError> 
             output: x,
         });
     }
-    let final_norm = g.input("final_norm", &[hidden.clone()], act)?;
+    let final_norm = g.input("final_norm", std::slice::from_ref(&hidden), act)?;
     let lm_head = g.input("lm_head", &[c(dims.vocab), hidden.clone()], act)?;
     let last = g.slice("last_position", x, 0, &(&seq - 1), &c(1))?;
     let hn = g.rms_norm("final_norm_out", last, final_norm)?;
@@ -203,7 +222,12 @@ impl LlamaDecoder {
     }
 
     /// Evaluates the plan for `(seq, past)` into `out` (the per-step call).
-    pub fn evaluate_into(&self, seq: i64, past: i64, out: &mut PlanValues) -> Result<(), SymShapeError> {
+    pub fn evaluate_into(
+        &self,
+        seq: i64,
+        past: i64,
+        out: &mut PlanValues,
+    ) -> Result<(), SymShapeError> {
         self.plan.evaluate_into(&self.slots(seq, past), out)
     }
 
@@ -214,12 +238,20 @@ impl LlamaDecoder {
     /// line `seq + past = max_ctx`, which is scanned; otherwise the whole domain is scanned.
     pub fn arena_bytes_at_max_context(&self) -> Result<(u64, i64, i64), SymShapeError> {
         let d = self.plan.domain();
-        let monotone = self.plan.buffers().iter().all(|b| d.coefficients_nonnegative(&b.size));
+        let monotone = self
+            .plan
+            .buffers()
+            .iter()
+            .all(|b| d.coefficients_nonnegative(&b.size));
         let mut v = PlanValues::default();
         let mut best = (0u64, 0i64, 0i64);
         let max = self.dims.max_ctx;
         for seq in 1..=max {
-            let pasts = if monotone { (max - seq)..=(max - seq) } else { 0..=(max - seq) };
+            let pasts = if monotone {
+                (max - seq)..=(max - seq)
+            } else {
+                0..=(max - seq)
+            };
             for past in pasts {
                 self.evaluate_into(seq, past, &mut v)?;
                 if v.arena_bytes > best.0 {

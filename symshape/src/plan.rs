@@ -135,11 +135,13 @@ impl Graph {
         let mut buffers: Vec<BufferPlan> = Vec::new();
         let mut busy_until: Vec<usize> = Vec::new();
         let mut placement: Vec<Option<usize>> = vec![None; n];
-        for i in 0..n {
-            let Some((first, _)) = life[i] else { continue };
-            let bytes = self.tensors[i].bytes();
+        for (i, (tensor, span)) in self.tensors.iter().zip(&life).enumerate() {
+            let Some((first, last)) = *span else { continue };
+            let bytes = tensor.bytes();
             let corner = |e: &Expr| d.at_upper_corner(e).unwrap_or(i128::MAX);
-            let free: Vec<usize> = (0..buffers.len()).filter(|b| busy_until[*b] < first).collect();
+            let free: Vec<usize> = (0..buffers.len())
+                .filter(|b| busy_until[*b] < first)
+                .collect();
             let fits = free
                 .iter()
                 .copied()
@@ -168,19 +170,21 @@ impl Graph {
                 }
             };
             buffers[b].tensors.push(TensorId(i));
-            busy_until[b] = life[i].map_or(first, |(_, last)| last);
+            busy_until[b] = last;
             placement[i] = Some(b);
         }
 
         // Aliases share their root's buffer and lifetime.
         let mut lifetimes = vec![None; n];
-        for i in 0..n {
+        for (i, lifetime) in lifetimes.iter_mut().enumerate() {
             let root = self.storage_root(TensorId(i)).0;
             placement[i] = placement[root];
-            lifetimes[i] = life[root];
+            *lifetime = life[root];
         }
 
-        let peak = buffers.iter().fold(Expr::constant(0), |acc, b| acc + &b.size);
+        let peak = buffers
+            .iter()
+            .fold(Expr::constant(0), |acc, b| acc + &b.size);
         let naive = (0..n)
             .filter(|i| self.tensors[*i].storage == Storage::Activation)
             .fold(Expr::constant(0), |acc, i| acc + self.tensors[i].bytes());
@@ -262,7 +266,9 @@ impl MemoryPlan {
             let v = values
                 .iter()
                 .find(|(n, _)| *n == r.symbol.name())
-                .ok_or_else(|| SymShapeError::UnknownSymbol(format!("{} (no value given)", r.symbol)))?;
+                .ok_or_else(|| {
+                    SymShapeError::UnknownSymbol(format!("{} (no value given)", r.symbol))
+                })?;
             out.push(v.1);
         }
         if values.len() != out.len() {
@@ -327,6 +333,9 @@ impl MemoryPlan {
     /// Concrete dims of `t` at the evaluated point.
     pub fn dims(&self, values: &PlanValues, t: TensorId) -> Option<Vec<i64>> {
         let slots = self.dim_slots.get(t.0)?;
-        slots.iter().map(|s| values.exprs.get(*s as usize).copied()).collect()
+        slots
+            .iter()
+            .map(|s| values.exprs.get(*s as usize).copied())
+            .collect()
     }
 }

@@ -32,11 +32,20 @@ fn err(op: &'static str, node: &str, reason: impl Into<String>) -> SymShapeError
     SymShapeError::shape(op, node, reason)
 }
 
-fn axis_index(op: &'static str, node: &str, axis: isize, rank: usize) -> Result<usize, SymShapeError> {
+fn axis_index(
+    op: &'static str,
+    node: &str,
+    axis: isize,
+    rank: usize,
+) -> Result<usize, SymShapeError> {
     let r = rank as isize;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r {
-        return Err(err(op, node, format!("axis {axis} out of range for rank {rank}")));
+        return Err(err(
+            op,
+            node,
+            format!("axis {axis} out of range for rank {rank}"),
+        ));
     }
     Ok(a as usize)
 }
@@ -56,7 +65,12 @@ impl Graph {
     }
 
     /// `a @ b` over the last two axes, leading (batch) axes broadcast: `[.., m, k] @ [.., k, n]`.
-    pub fn matmul(&mut self, name: &str, a: TensorId, b: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn matmul(
+        &mut self,
+        name: &str,
+        a: TensorId,
+        b: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "matmul";
         let ((sa, dt), (sb, _)) = (self.info(a)?, self.info(b)?);
         if sa.rank() < 2 || sb.rank() < 2 {
@@ -65,9 +79,14 @@ impl Graph {
         let (m, k1) = (&sa.0[sa.rank() - 2], &sa.0[sa.rank() - 1]);
         let (k2, n) = (&sb.0[sb.rank() - 2], &sb.0[sb.rank() - 1]);
         if !self.same(k1, k2) {
-            return Err(err(OP, name, format!("inner dims differ: {k1} (of {sa}) vs {k2} (of {sb})")));
+            return Err(err(
+                OP,
+                name,
+                format!("inner dims differ: {k1} (of {sa}) vs {k2} (of {sb})"),
+            ));
         }
-        let batch = self.broadcast_dims(OP, name, &sa.0[..sa.rank() - 2], &sb.0[..sb.rank() - 2])?;
+        let batch =
+            self.broadcast_dims(OP, name, &sa.0[..sa.rank() - 2], &sb.0[..sb.rank() - 2])?;
         let mut dims = batch;
         dims.push(m.clone());
         dims.push(n.clone());
@@ -75,27 +94,57 @@ impl Graph {
     }
 
     /// `x @ wᵀ` with `w` stored `[out, in]` as in PyTorch/Hugging Face: `[.., in] → [.., out]`.
-    pub fn linear(&mut self, name: &str, x: TensorId, w: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn linear(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        w: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "linear";
         let ((sx, dt), (sw, _)) = (self.info(x)?, self.info(w)?);
         if sx.rank() < 1 || sw.rank() != 2 {
-            return Err(err(OP, name, format!("needs x of rank >= 1 and a [out, in] weight, got {sx} and {sw}")));
+            return Err(err(
+                OP,
+                name,
+                format!("needs x of rank >= 1 and a [out, in] weight, got {sx} and {sw}"),
+            ));
         }
         let k = &sx.0[sx.rank() - 1];
         if !self.same(k, &sw.0[1]) {
-            return Err(err(OP, name, format!("in-features differ: x {sx} has {k}, weight {sw} has {}", sw.0[1])));
+            return Err(err(
+                OP,
+                name,
+                format!(
+                    "in-features differ: x {sx} has {k}, weight {sw} has {}",
+                    sw.0[1]
+                ),
+            ));
         }
         let mut dims = sx.0[..sx.rank() - 1].to_vec();
         dims.push(sw.0[0].clone());
         self.push_op(OP, name, &[x, w], Shape(dims), dt, None)
     }
 
-    fn broadcast_dims(&self, op: &'static str, node: &str, a: &[Expr], b: &[Expr]) -> Result<Vec<Expr>, SymShapeError> {
+    fn broadcast_dims(
+        &self,
+        op: &'static str,
+        node: &str,
+        a: &[Expr],
+        b: &[Expr],
+    ) -> Result<Vec<Expr>, SymShapeError> {
         let rank = a.len().max(b.len());
         let mut out = Vec::with_capacity(rank);
         for i in 0..rank {
-            let da = if i + a.len() >= rank { a[i + a.len() - rank].clone() } else { one() };
-            let db = if i + b.len() >= rank { b[i + b.len() - rank].clone() } else { one() };
+            let da = if i + a.len() >= rank {
+                a[i + a.len() - rank].clone()
+            } else {
+                one()
+            };
+            let db = if i + b.len() >= rank {
+                b[i + b.len() - rank].clone()
+            } else {
+                one()
+            };
             if self.same(&da, &db) || db == one() {
                 out.push(da);
             } else if da == one() {
@@ -113,7 +162,13 @@ impl Graph {
 
     /// Elementwise binary op (`add`, `mul`, …) with NumPy broadcasting; dims must be identical
     /// expressions or the constant 1.
-    pub fn elementwise(&mut self, op: &'static str, name: &str, a: TensorId, b: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn elementwise(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        a: TensorId,
+        b: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         let ((sa, dt), (sb, _)) = (self.info(a)?, self.info(b)?);
         let dims = self.broadcast_dims(op, name, &sa.0, &sb.0)?;
         self.push_op(op, name, &[a, b], Shape(dims), dt, None)
@@ -130,17 +185,32 @@ impl Graph {
     }
 
     /// Elementwise unary op (`silu`, `gelu`, `cast`…); same shape.
-    pub fn unary(&mut self, op: &'static str, name: &str, x: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn unary(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        x: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         let (s, dt) = self.info(x)?;
         self.push_op(op, name, &[x], s, dt, None)
     }
 
     /// A view with new dims; element counts must be equal as polynomials. The output aliases `x`.
-    pub fn reshape(&mut self, name: &str, x: TensorId, dims: &[ReshapeDim]) -> Result<TensorId, SymShapeError> {
+    pub fn reshape(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        dims: &[ReshapeDim],
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "reshape";
         let (s, dt) = self.info(x)?;
         let total = s.numel();
-        let infer: Vec<usize> = dims.iter().enumerate().filter(|(_, d)| matches!(d, ReshapeDim::Infer)).map(|(i, _)| i).collect();
+        let infer: Vec<usize> = dims
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| matches!(d, ReshapeDim::Infer))
+            .map(|(i, _)| i)
+            .collect();
         if infer.len() > 1 {
             return Err(err(OP, name, "more than one inferred dim"));
         }
@@ -151,7 +221,11 @@ impl Graph {
         let mut out: Vec<Expr> = Vec::with_capacity(dims.len());
         let inferred = match infer.first() {
             Some(_) => Some(total.div_exact(&known).ok_or_else(|| {
-                err(OP, name, format!("element count {total} of {s} is not divisible by {known}"))
+                err(
+                    OP,
+                    name,
+                    format!("element count {total} of {s} is not divisible by {known}"),
+                )
             })?),
             None => None,
         };
@@ -166,23 +240,39 @@ impl Graph {
             return Err(err(
                 OP,
                 name,
-                format!("element counts differ: {s} has {total}, target {new} has {}", new.numel()),
+                format!(
+                    "element counts differ: {s} has {total}, target {new} has {}",
+                    new.numel()
+                ),
             ));
         }
         self.push_op(OP, name, &[x], new, dt, Some(x))
     }
 
     /// Reorders axes: output axis `i` is input axis `perm[i]`. Materialised (a copy kernel).
-    pub fn permute(&mut self, name: &str, x: TensorId, perm: &[usize]) -> Result<TensorId, SymShapeError> {
+    pub fn permute(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        perm: &[usize],
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "permute";
         let (s, dt) = self.info(x)?;
         let mut seen = vec![false; s.rank()];
         if perm.len() != s.rank() {
-            return Err(err(OP, name, format!("permutation {perm:?} has the wrong length for {s}")));
+            return Err(err(
+                OP,
+                name,
+                format!("permutation {perm:?} has the wrong length for {s}"),
+            ));
         }
         for &p in perm {
             if p >= s.rank() || seen[p] {
-                return Err(err(OP, name, format!("{perm:?} is not a permutation of 0..{}", s.rank())));
+                return Err(err(
+                    OP,
+                    name,
+                    format!("{perm:?} is not a permutation of 0..{}", s.rank()),
+                ));
             }
             seen[p] = true;
         }
@@ -191,10 +281,20 @@ impl Graph {
     }
 
     /// Swaps two axes (a [`Graph::permute`]).
-    pub fn transpose(&mut self, name: &str, x: TensorId, a: usize, b: usize) -> Result<TensorId, SymShapeError> {
+    pub fn transpose(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        a: usize,
+        b: usize,
+    ) -> Result<TensorId, SymShapeError> {
         let rank = self.shape(x)?.rank();
         if a >= rank || b >= rank {
-            return Err(err("transpose", name, format!("axes {a}, {b} out of range for rank {rank}")));
+            return Err(err(
+                "transpose",
+                name,
+                format!("axes {a}, {b} out of range for rank {rank}"),
+            ));
         }
         let mut perm: Vec<usize> = (0..rank).collect();
         perm.swap(a, b);
@@ -202,7 +302,12 @@ impl Graph {
     }
 
     /// Joins tensors along `axis`; all other dims must be equal.
-    pub fn concat(&mut self, name: &str, xs: &[TensorId], axis: isize) -> Result<TensorId, SymShapeError> {
+    pub fn concat(
+        &mut self,
+        name: &str,
+        xs: &[TensorId],
+        axis: isize,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "concat";
         let first = xs.first().ok_or_else(|| err(OP, name, "no inputs"))?;
         let (s0, dt) = self.info(*first)?;
@@ -215,7 +320,11 @@ impl Graph {
             }
             for i in 0..s.rank() {
                 if i != ax && !self.same(&s.0[i], &s0.0[i]) {
-                    return Err(err(OP, name, format!("axis {i} differs: {} vs {}", s0.0[i], s.0[i])));
+                    return Err(err(
+                        OP,
+                        name,
+                        format!("axis {i} differs: {} vs {}", s0.0[i], s.0[i]),
+                    ));
                 }
             }
             dims[ax] = &dims[ax] + &s.0[ax];
@@ -225,16 +334,31 @@ impl Graph {
 
     /// `x[.., start .. start + len, ..]` along `axis`; `0 ≤ start` and `start + len ≤ dim` must be
     /// provable on the domain. Materialised.
-    pub fn slice(&mut self, name: &str, x: TensorId, axis: isize, start: &Expr, len: &Expr) -> Result<TensorId, SymShapeError> {
+    pub fn slice(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        axis: isize,
+        start: &Expr,
+        len: &Expr,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "slice";
         let (s, dt) = self.info(x)?;
         let ax = axis_index(OP, name, axis, s.rank())?;
         let end = start + len;
         if !self.domain.proves_nonnegative(start) || !self.domain.proves_nonnegative(len) {
-            return Err(err(OP, name, format!("start {start} and length {len} must be provably >= 0")));
+            return Err(err(
+                OP,
+                name,
+                format!("start {start} and length {len} must be provably >= 0"),
+            ));
         }
         if !self.domain.proves_ge(&s.0[ax], &end) {
-            return Err(err(OP, name, format!("end {end} may exceed dim {} of {s}", s.0[ax])));
+            return Err(err(
+                OP,
+                name,
+                format!("end {end} may exceed dim {} of {s}", s.0[ax]),
+            ));
         }
         let mut dims = s.0.clone();
         dims[ax] = len.clone();
@@ -244,19 +368,38 @@ impl Graph {
     /// A view of `x[start .. start + len]` along axis 0 (no copy; the output aliases `x`), as used
     /// to read the filled prefix of a preallocated KV cache. Only axis 0 keeps the view
     /// contiguous, so other axes are refused; use [`Graph::slice`] for those.
-    pub fn narrow(&mut self, name: &str, x: TensorId, axis: isize, start: &Expr, len: &Expr) -> Result<TensorId, SymShapeError> {
+    pub fn narrow(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        axis: isize,
+        start: &Expr,
+        len: &Expr,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "narrow";
         let (s, dt) = self.info(x)?;
         let ax = axis_index(OP, name, axis, s.rank())?;
         if ax != 0 {
-            return Err(err(OP, name, format!("only axis 0 gives a contiguous view, got axis {axis} of {s}")));
+            return Err(err(
+                OP,
+                name,
+                format!("only axis 0 gives a contiguous view, got axis {axis} of {s}"),
+            ));
         }
         let end = start + len;
         if !self.domain.proves_nonnegative(start) || !self.domain.proves_nonnegative(len) {
-            return Err(err(OP, name, format!("start {start} and length {len} must be provably >= 0")));
+            return Err(err(
+                OP,
+                name,
+                format!("start {start} and length {len} must be provably >= 0"),
+            ));
         }
         if !self.domain.proves_ge(&s.0[0], &end) {
-            return Err(err(OP, name, format!("end {end} may exceed dim {} of {s}", s.0[0])));
+            return Err(err(
+                OP,
+                name,
+                format!("end {end} may exceed dim {} of {s}", s.0[0]),
+            ));
         }
         let mut dims = s.0.clone();
         dims[0] = len.clone();
@@ -265,7 +408,13 @@ impl Graph {
 
     /// Rows of `x` along `axis` picked by integer `ids`: `x[.., ids, ..]`, the ids' shape
     /// replacing that axis.
-    pub fn gather(&mut self, name: &str, x: TensorId, axis: isize, ids: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn gather(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        axis: isize,
+        ids: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "gather";
         let ((s, dt), (si, di)) = (self.info(x)?, self.info(ids)?);
         if di != DType::I32 {
@@ -279,20 +428,42 @@ impl Graph {
     }
 
     /// Embedding lookup: `table [vocab, d]`, `ids [..]` → `[.., d]`.
-    pub fn embedding(&mut self, name: &str, table: TensorId, ids: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn embedding(
+        &mut self,
+        name: &str,
+        table: TensorId,
+        ids: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         if self.shape(table)?.rank() != 2 {
-            return Err(err("embedding", name, format!("table must be [vocab, d], got {}", self.shape(table)?)));
+            return Err(err(
+                "embedding",
+                name,
+                format!("table must be [vocab, d], got {}", self.shape(table)?),
+            ));
         }
         self.gather(name, table, 0, ids)
     }
 
-    fn norm(&mut self, op: &'static str, name: &str, x: TensorId, params: &[TensorId]) -> Result<TensorId, SymShapeError> {
+    fn norm(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        x: TensorId,
+        params: &[TensorId],
+    ) -> Result<TensorId, SymShapeError> {
         let (s, dt) = self.info(x)?;
-        let last = s.0.last().cloned().ok_or_else(|| err(op, name, "input has rank 0"))?;
+        let last =
+            s.0.last()
+                .cloned()
+                .ok_or_else(|| err(op, name, "input has rank 0"))?;
         for p in params {
             let sp = self.shape(*p)?;
             if sp.rank() != 1 || !self.same(&sp.0[0], &last) {
-                return Err(err(op, name, format!("parameter {sp} must be [{last}] to match {s}")));
+                return Err(err(
+                    op,
+                    name,
+                    format!("parameter {sp} must be [{last}] to match {s}"),
+                ));
             }
         }
         let mut inputs = vec![x];
@@ -301,19 +472,36 @@ impl Graph {
     }
 
     /// RMSNorm over the last axis with weight `[d]`.
-    pub fn rms_norm(&mut self, name: &str, x: TensorId, weight: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn rms_norm(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        weight: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         self.norm("rms_norm", name, x, &[weight])
     }
 
     /// LayerNorm over the last axis with weight and bias `[d]`.
-    pub fn layer_norm(&mut self, name: &str, x: TensorId, weight: TensorId, bias: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn layer_norm(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        weight: TensorId,
+        bias: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         self.norm("layer_norm", name, x, &[weight, bias])
     }
 
     /// Rotary position embedding on `x [.., seq, heads, head_dim]` for positions
     /// `pos_start .. pos_start + seq`, using a `[rows, head_dim]` table of cos|sin halves.
     /// `head_dim` must be even and `rows ≥ pos_start + seq` provable.
-    pub fn rotary(&mut self, name: &str, x: TensorId, table: TensorId, pos_start: &Expr) -> Result<TensorId, SymShapeError> {
+    pub fn rotary(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        table: TensorId,
+        pos_start: &Expr,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "rotary";
         let ((s, dt), (st, _)) = (self.info(x)?, self.info(table)?);
         if s.rank() < 3 || st.rank() != 2 {
@@ -323,42 +511,88 @@ impl Graph {
         let seq = &s.0[s.rank() - 3];
         match hd.as_constant() {
             Some(c) if c % 2 == 0 => {}
-            _ => return Err(err(OP, name, format!("head_dim {hd} must be an even constant"))),
+            _ => {
+                return Err(err(
+                    OP,
+                    name,
+                    format!("head_dim {hd} must be an even constant"),
+                ))
+            }
         }
         if !self.same(&st.0[1], hd) {
-            return Err(err(OP, name, format!("table width {} differs from head_dim {hd}", st.0[1])));
+            return Err(err(
+                OP,
+                name,
+                format!("table width {} differs from head_dim {hd}", st.0[1]),
+            ));
         }
         let end = pos_start + seq;
         if !self.domain.proves_ge(&st.0[0], &end) {
-            return Err(err(OP, name, format!("table rows {} may be fewer than positions end {end}", st.0[0])));
+            return Err(err(
+                OP,
+                name,
+                format!(
+                    "table rows {} may be fewer than positions end {end}",
+                    st.0[0]
+                ),
+            ));
         }
         self.push_op(OP, name, &[x, table], s, dt, None)
     }
 
-    fn gqa_groups(&self, op: &'static str, name: &str, heads: &Expr, kv_heads: &Expr) -> Result<(), SymShapeError> {
-        heads
-            .div_exact(kv_heads)
-            .map(|_| ())
-            .ok_or_else(|| err(op, name, format!("query heads {heads} are not a multiple of kv heads {kv_heads}")))
+    fn gqa_groups(
+        &self,
+        op: &'static str,
+        name: &str,
+        heads: &Expr,
+        kv_heads: &Expr,
+    ) -> Result<(), SymShapeError> {
+        heads.div_exact(kv_heads).map(|_| ()).ok_or_else(|| {
+            err(
+                op,
+                name,
+                format!("query heads {heads} are not a multiple of kv heads {kv_heads}"),
+            )
+        })
     }
 
     /// Fused attention with grouped KV heads: `q [s, h, d]`, `k [t, kvh, d]`, `v [t, kvh, dv]`
     /// → `[s, h, dv]`, with `h` a multiple of `kvh`.
-    pub fn attention(&mut self, name: &str, q: TensorId, k: TensorId, v: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn attention(
+        &mut self,
+        name: &str,
+        q: TensorId,
+        k: TensorId,
+        v: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "attention";
         let ((sq, dt), (sk, _), (sv, _)) = (self.info(q)?, self.info(k)?, self.info(v)?);
         if sq.rank() != 3 || sk.rank() != 3 || sv.rank() != 3 {
-            return Err(err(OP, name, format!("needs q [s, h, d], k [t, kvh, d], v [t, kvh, dv]; got {sq}, {sk}, {sv}")));
+            return Err(err(
+                OP,
+                name,
+                format!("needs q [s, h, d], k [t, kvh, d], v [t, kvh, dv]; got {sq}, {sk}, {sv}"),
+            ));
         }
         self.check_qk(OP, name, &sq, &sk)?;
         if !self.same(&sk.0[0], &sv.0[0]) || !self.same(&sk.0[1], &sv.0[1]) {
-            return Err(err(OP, name, format!("k {sk} and v {sv} differ in length or heads")));
+            return Err(err(
+                OP,
+                name,
+                format!("k {sk} and v {sv} differ in length or heads"),
+            ));
         }
         let dims = vec![sq.0[0].clone(), sq.0[1].clone(), sv.0[2].clone()];
         self.push_op(OP, name, &[q, k, v], Shape(dims), dt, None)
     }
 
-    fn check_qk(&self, op: &'static str, name: &str, sq: &Shape, sk: &Shape) -> Result<(), SymShapeError> {
+    fn check_qk(
+        &self,
+        op: &'static str,
+        name: &str,
+        sq: &Shape,
+        sk: &Shape,
+    ) -> Result<(), SymShapeError> {
         if !self.same(&sq.0[2], &sk.0[2]) {
             return Err(err(op, name, format!("head dims differ: q {sq} vs k {sk}")));
         }
@@ -367,11 +601,21 @@ impl Graph {
 
     /// Attention scores with grouped KV heads: `q [s, h, d]`, `k [t, kvh, d]` → `[h, s, t]`
     /// (stored as `dtype`, usually f32).
-    pub fn attention_scores(&mut self, name: &str, q: TensorId, k: TensorId, dtype: DType) -> Result<TensorId, SymShapeError> {
+    pub fn attention_scores(
+        &mut self,
+        name: &str,
+        q: TensorId,
+        k: TensorId,
+        dtype: DType,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "attention_scores";
         let ((sq, _), (sk, _)) = (self.info(q)?, self.info(k)?);
         if sq.rank() != 3 || sk.rank() != 3 {
-            return Err(err(OP, name, format!("needs q [s, h, d] and k [t, kvh, d]; got {sq}, {sk}")));
+            return Err(err(
+                OP,
+                name,
+                format!("needs q [s, h, d] and k [t, kvh, d]; got {sq}, {sk}"),
+            ));
         }
         self.check_qk(OP, name, &sq, &sk)?;
         let dims = vec![sq.0[1].clone(), sq.0[0].clone(), sk.0[0].clone()];
@@ -379,14 +623,27 @@ impl Graph {
     }
 
     /// Weighted sum of values: `p [h, s, t]`, `v [t, kvh, dv]` → `[s, h, dv]` in `v`'s dtype.
-    pub fn attention_values(&mut self, name: &str, p: TensorId, v: TensorId) -> Result<TensorId, SymShapeError> {
+    pub fn attention_values(
+        &mut self,
+        name: &str,
+        p: TensorId,
+        v: TensorId,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "attention_values";
         let ((sp, _), (sv, dt)) = (self.info(p)?, self.info(v)?);
         if sp.rank() != 3 || sv.rank() != 3 {
-            return Err(err(OP, name, format!("needs p [h, s, t] and v [t, kvh, dv]; got {sp}, {sv}")));
+            return Err(err(
+                OP,
+                name,
+                format!("needs p [h, s, t] and v [t, kvh, dv]; got {sp}, {sv}"),
+            ));
         }
         if !self.same(&sp.0[2], &sv.0[0]) {
-            return Err(err(OP, name, format!("key lengths differ: p {sp} vs v {sv}")));
+            return Err(err(
+                OP,
+                name,
+                format!("key lengths differ: p {sp} vs v {sv}"),
+            ));
         }
         self.gqa_groups(OP, name, &sp.0[0], &sv.0[1])?;
         let dims = vec![sp.0[1].clone(), sp.0[0].clone(), sv.0[2].clone()];
@@ -394,14 +651,26 @@ impl Graph {
     }
 
     /// Softmax along `axis`; same shape.
-    pub fn softmax(&mut self, name: &str, x: TensorId, axis: isize) -> Result<TensorId, SymShapeError> {
+    pub fn softmax(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        axis: isize,
+    ) -> Result<TensorId, SymShapeError> {
         let (s, dt) = self.info(x)?;
         axis_index("softmax", name, axis, s.rank())?;
         self.push_op("softmax", name, &[x], s, dt, None)
     }
 
     /// Reduces `axis` (kept as size 1 when `keep_dim`).
-    pub fn reduce(&mut self, name: &str, x: TensorId, kind: Reduce, axis: isize, keep_dim: bool) -> Result<TensorId, SymShapeError> {
+    pub fn reduce(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        kind: Reduce,
+        axis: isize,
+        keep_dim: bool,
+    ) -> Result<TensorId, SymShapeError> {
         let op = match kind {
             Reduce::Sum => "reduce_sum",
             Reduce::Mean => "reduce_mean",
@@ -421,21 +690,43 @@ impl Graph {
     /// Writes `new` into `dest` at `offset` along `axis` in place (a sub-tensor write, e.g. new
     /// keys into the KV cache). Other dims must match and `offset + len ≤ dim` must be provable.
     /// The output is `dest` itself (an alias), so later readers depend on the write.
-    pub fn write_into(&mut self, name: &str, dest: TensorId, new: TensorId, axis: isize, offset: &Expr) -> Result<TensorId, SymShapeError> {
+    pub fn write_into(
+        &mut self,
+        name: &str,
+        dest: TensorId,
+        new: TensorId,
+        axis: isize,
+        offset: &Expr,
+    ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "write_into";
         let ((sd, dt), (sn, dn)) = (self.info(dest)?, self.info(new)?);
         if dt != dn || sd.rank() != sn.rank() {
-            return Err(err(OP, name, format!("dest {sd} {dt:?} and new {sn} {dn:?} differ in rank or dtype")));
+            return Err(err(
+                OP,
+                name,
+                format!("dest {sd} {dt:?} and new {sn} {dn:?} differ in rank or dtype"),
+            ));
         }
         let ax = axis_index(OP, name, axis, sd.rank())?;
         for i in 0..sd.rank() {
             if i != ax && !self.same(&sd.0[i], &sn.0[i]) {
-                return Err(err(OP, name, format!("axis {i} differs: dest {} vs new {}", sd.0[i], sn.0[i])));
+                return Err(err(
+                    OP,
+                    name,
+                    format!("axis {i} differs: dest {} vs new {}", sd.0[i], sn.0[i]),
+                ));
             }
         }
         let end = offset + &sn.0[ax];
         if !self.domain.proves_nonnegative(offset) || !self.domain.proves_ge(&sd.0[ax], &end) {
-            return Err(err(OP, name, format!("rows {offset} .. {end} may fall outside dest dim {}", sd.0[ax])));
+            return Err(err(
+                OP,
+                name,
+                format!(
+                    "rows {offset} .. {end} may fall outside dest dim {}",
+                    sd.0[ax]
+                ),
+            ));
         }
         self.push_op(OP, name, &[dest, new], sd, dt, Some(dest))
     }

@@ -7,11 +7,31 @@ use symshape::models::{llama_decoder, DecoderDims, LlamaDecoder};
 use symshape::{Graph, PlanValues, Storage, TensorId};
 
 fn small() -> DecoderDims {
-    DecoderDims { layers: 3, hidden: 48, heads: 6, kv_heads: 2, head_dim: 8, ffn: 128, vocab: 97, max_ctx: 40, dtype_bytes: 2 }
+    DecoderDims {
+        layers: 3,
+        hidden: 48,
+        heads: 6,
+        kv_heads: 2,
+        head_dim: 8,
+        ffn: 128,
+        vocab: 97,
+        max_ctx: 40,
+        dtype_bytes: 2,
+    }
 }
 
 fn llama2_7b_like() -> DecoderDims {
-    DecoderDims { layers: 32, hidden: 4096, heads: 32, kv_heads: 8, head_dim: 128, ffn: 11008, vocab: 32000, max_ctx: 4096, dtype_bytes: 2 }
+    DecoderDims {
+        layers: 32,
+        hidden: 4096,
+        heads: 32,
+        kv_heads: 8,
+        head_dim: 128,
+        ffn: 11008,
+        vocab: 32000,
+        max_ctx: 4096,
+        dtype_bytes: 2,
+    }
 }
 
 /// Lifetimes recomputed here from the op list, independently of the planner: the storage root of
@@ -47,27 +67,49 @@ fn reference_lifetimes(g: &Graph) -> Vec<Option<(usize, usize)>> {
 
 /// Checks one point: every activation's bytes equal dims × dtype (computed here), fit in its
 /// buffer, buffers do not overlap in the arena, and no two live activations overlap in memory.
-fn check_point(m: &LlamaDecoder, life: &[Option<(usize, usize)>], seq: i64, past: i64, v: &mut PlanValues) {
+fn check_point(
+    m: &LlamaDecoder,
+    life: &[Option<(usize, usize)>],
+    seq: i64,
+    past: i64,
+    v: &mut PlanValues,
+) {
     m.evaluate_into(seq, past, v).unwrap();
     let g = &m.graph;
     let p = &m.plan;
     for b in 0..p.buffers().len() {
         let end = v.buffer_offsets[b] + v.buffer_bytes[b];
         if b + 1 < p.buffers().len() {
-            assert!(end <= v.buffer_offsets[b + 1], "buffers {b} and {} overlap", b + 1);
+            assert!(
+                end <= v.buffer_offsets[b + 1],
+                "buffers {b} and {} overlap",
+                b + 1
+            );
         }
         assert!(end <= v.arena_bytes);
     }
     let mut ranges = Vec::new();
     for (i, t) in g.tensors().iter().enumerate() {
         let id = TensorId::from_index(i);
-        let dims: Vec<i64> = t.shape.dims().iter().map(|d| d.eval(&[("seq", seq), ("past", past)]).unwrap() as i64).collect();
+        let dims: Vec<i64> = t
+            .shape
+            .dims()
+            .iter()
+            .map(|d| d.eval(&[("seq", seq), ("past", past)]).unwrap() as i64)
+            .collect();
         assert_eq!(p.dims(v, id).unwrap(), dims, "{}", t.name);
-        let Some((first, last)) = life[i] else { continue };
+        let Some((first, last)) = life[i] else {
+            continue;
+        };
         let bytes = dims.iter().product::<i64>() as u64 * t.dtype.size_bytes() as u64;
         let loc = p.location(v, id).unwrap();
         assert_eq!(loc.bytes, bytes, "{}", t.name);
-        assert!(bytes <= v.buffer_bytes[loc.buffer], "{} ({bytes} B) overflows buffer {} at seq={seq} past={past}", t.name, loc.buffer);
+        assert!(
+            bytes <= v.buffer_bytes[loc.buffer],
+            "{} ({bytes} B) overflows buffer {} at seq={seq} past={past}",
+            t.name,
+            loc.buffer
+        );
         ranges.push((first, last, loc.offset, loc.offset + bytes, i));
     }
     for (x, a) in ranges.iter().enumerate() {
@@ -101,7 +143,10 @@ fn shapes_of_a_llama_block_are_symbolic() {
     // Views share the cache's external memory; nothing is planned for them.
     assert_eq!(m.plan.buffer_of(g.find("l0.keys").unwrap()), None);
     // Reshape aliases its source's buffer.
-    assert_eq!(m.plan.buffer_of(g.find("l1.q_heads").unwrap()), m.plan.buffer_of(g.find("l1.q_proj").unwrap()));
+    assert_eq!(
+        m.plan.buffer_of(g.find("l1.q_heads").unwrap()),
+        m.plan.buffer_of(g.find("l1.q_proj").unwrap())
+    );
 }
 
 #[test]
@@ -133,7 +178,11 @@ fn plan_never_overlaps_live_tensors_on_random_points_of_a_7b_shaped_model() {
         check_point(&m, &life, seq, past, &mut v);
     }
     // Buffer count does not grow with layers: compare with a 2-layer model of the same width.
-    let two = llama_decoder(&DecoderDims { layers: 2, ..llama2_7b_like() }).unwrap();
+    let two = llama_decoder(&DecoderDims {
+        layers: 2,
+        ..llama2_7b_like()
+    })
+    .unwrap();
     assert_eq!(m.plan.buffers().len(), two.plan.buffers().len());
 }
 
@@ -153,7 +202,11 @@ fn peak_vs_naive_memory() {
     let p = &m.plan;
     let (arena, seq, past) = m.arena_bytes_at_max_context().unwrap();
     let at = |e: &symshape::Expr, s: i64, q: i64| e.eval(&[("seq", s), ("past", q)]).unwrap();
-    println!("buffers: {}, distinct compiled expressions: {}", p.buffers().len(), p.compiled_expression_count());
+    println!(
+        "buffers: {}, distinct compiled expressions: {}",
+        p.buffers().len(),
+        p.compiled_expression_count()
+    );
     println!("planned peak bytes = {}", p.peak_bytes());
     println!("naive sum bytes    = {}", p.naive_bytes());
     println!("largest arena {arena} B at seq={seq} past={past}");
@@ -165,6 +218,9 @@ fn peak_vs_naive_memory() {
         );
     }
     let (s, q) = (m.dims.max_ctx, 0);
-    assert!(at(p.peak_bytes(), s, q) * 10 < at(p.naive_bytes(), s, q), "reuse should save > 90% on 32 layers");
+    assert!(
+        at(p.peak_bytes(), s, q) * 10 < at(p.naive_bytes(), s, q),
+        "reuse should save > 90% on 32 layers"
+    );
     assert!(arena as i128 >= at(p.peak_bytes(), seq, past));
 }
