@@ -24,16 +24,34 @@ fn quantise(c: &mut Criterion) {
     let mut g = c.benchmark_group("fp4_quantize");
     g.throughput(Throughput::Elements(SHAPE.len() as u64));
     for group in GroupSize::ALL {
-        g.bench_with_input(BenchmarkId::new("m0e4_search", group.len()), &group, |b, &group| {
-            b.iter(|| quantize_m0e4(black_box(&w), SHAPE, group))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("m0e4_search", group.len()),
+            &group,
+            |b, &group| b.iter(|| quantize_m0e4(black_box(&w), SHAPE, group)),
+        );
     }
-    g.bench_function("m0e4_search_f16_input/32", |b| b.iter(|| quantize_m0e4(black_box(&h), SHAPE, GroupSize::G32)));
-    let minmax = SearchEffort { steps: 1, refits: 0 };
-    g.bench_function("m0e4_minmax/32", |b| b.iter(|| quantize_m0e4_with(black_box(&w), SHAPE, GroupSize::G32, minmax)));
-    g.bench_function("int4_sym_q4_0/32", |b| b.iter(|| quantize_int4_symmetric(black_box(&w), SHAPE, GroupSize::G32)));
+    g.bench_function("m0e4_search_f16_input/32", |b| {
+        b.iter(|| quantize_m0e4(black_box(&h), SHAPE, GroupSize::G32))
+    });
+    let minmax = SearchEffort {
+        steps: 1,
+        refits: 0,
+    };
+    g.bench_function("m0e4_minmax/32", |b| {
+        b.iter(|| quantize_m0e4_with(black_box(&w), SHAPE, GroupSize::G32, minmax))
+    });
+    g.bench_function("int4_sym_q4_0/32", |b| {
+        b.iter(|| quantize_int4_symmetric(black_box(&w), SHAPE, GroupSize::G32))
+    });
     g.bench_function("int4_asym_search/32", |b| {
-        b.iter(|| quantize_int4_asymmetric(black_box(&w), SHAPE, GroupSize::G32, SearchEffort::default()))
+        b.iter(|| {
+            quantize_int4_asymmetric(
+                black_box(&w),
+                SHAPE,
+                GroupSize::G32,
+                SearchEffort::default(),
+            )
+        })
     });
     g.finish();
 }

@@ -10,7 +10,11 @@ mod cmd_quantize;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tlite", version, about = "LLM inference on mobile-phone GPUs through OpenCL")]
+#[command(
+    name = "tlite",
+    version,
+    about = "LLM inference on mobile-phone GPUs through OpenCL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
