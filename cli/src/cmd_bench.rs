@@ -88,5 +88,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("roofline          {:.2} tok/s", r.roofline_tok_s());
     println!("decode/roofline   {:.1} %", r.percent_of_roofline());
+    println!(
+        "decode step       {:.3} ms wall, of which {:.3} ms host enqueue of the decoder's kernels",
+        1e3 / r.decode_tok_s,
+        1e3 * r.decode_enqueue_s_per_token
+    );
     Ok(())
 }

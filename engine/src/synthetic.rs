@@ -266,6 +266,8 @@ pub struct BenchReport {
     pub copy_bytes_per_s: f64,
     /// Device memory the model allocated.
     pub device_bytes: u64,
+    /// Host time per decode step spent enqueueing the decoder's kernels (arguments and launches), seconds.
+    pub decode_enqueue_s_per_token: f64,
 }
 
 impl BenchReport {
@@ -335,6 +337,7 @@ pub fn run_bench(
             ))
         }
     };
+    let enqueue_before = gm.host_enqueue_time();
     let started = Instant::now();
     for _ in 0..gen {
         token = match gm.step(&[token], Want::Argmax)? {
@@ -347,6 +350,7 @@ pub fn run_bench(
         };
     }
     let decode = started.elapsed();
+    let decode_enqueue = gm.host_enqueue_time() - enqueue_before;
     let c = &model.config;
     let kv_bytes_last_token = (2 * c.layers * c.kv_dim() * gm.cached_len() * 2) as u64;
     let copy = copy_bandwidth(&gpu, 256 << 20, 20)?;
@@ -357,5 +361,6 @@ pub fn run_bench(
         kv_bytes_last_token,
         copy_bytes_per_s: copy,
         device_bytes: gm.device_bytes(),
+        decode_enqueue_s_per_token: decode_enqueue.as_secs_f64() / gen as f64,
     })
 }

@@ -180,6 +180,8 @@ pub struct GpuModel {
     /// The token the device chose last and still holds in `scratch.chosen`.
     device_choice: Option<u32>,
     device_bytes: u64,
+    /// Host time spent enqueueing steps (setting arguments and launching), for finding launch-bound runs.
+    enqueue_time: std::time::Duration,
 }
 
 impl GpuModel {
@@ -254,6 +256,7 @@ impl GpuModel {
             rope,
             device_choice: None,
             device_bytes,
+            enqueue_time: std::time::Duration::ZERO,
         })
     }
 
@@ -270,6 +273,12 @@ impl GpuModel {
     /// Bytes this model allocated on the device (weights, KV cache, activations).
     pub fn device_bytes(&self) -> u64 {
         self.device_bytes
+    }
+
+    /// Host time spent enqueueing all steps so far (launches are asynchronous: when this is close to the wall
+    /// time of the steps, the device waits on the host and the run is launch-bound).
+    pub fn host_enqueue_time(&self) -> std::time::Duration {
+        self.enqueue_time
     }
 
     /// The plan's activation arena for the last step (what one arena would need; for reports).
@@ -392,6 +401,11 @@ impl GpuModel {
                 }
             }
             k.linear(&layer.down, &s.gate, seq, &mut s.x, Residual::Accumulate)?;
+            // Submit each layer as soon as it is enqueued: drivers (NVIDIA's among them) hold enqueued work until a
+            // flush, so without this the device idles while the host enqueues the whole step.
+            self.gpu.queue().flush().map_err(|e| {
+                EngineError::Cl(clkernels::runtime::ClError::from_code("clFlush", e.0))
+            })?;
         }
         Ok(())
     }
@@ -520,7 +534,10 @@ impl LanguageModel for GpuModel {
         self.plan.evaluate(seq, past, &self.config)?;
         let from_choice = self.stage_ids(tokens)?;
         let step = self.kv.begin_step(seq)?;
-        if let Err(e) = self.enqueue_layers(seq, from_choice, &step) {
+        let started = std::time::Instant::now();
+        let enqueued = self.enqueue_layers(seq, from_choice, &step);
+        self.enqueue_time += started.elapsed();
+        if let Err(e) = enqueued {
             self.kv.cancel(step)?;
             return Err(e);
         }
