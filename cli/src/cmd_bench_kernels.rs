@@ -37,6 +37,15 @@ pub struct Args {
     /// Do not use the NVIDIA warp-shuffle (inline PTX) reduction in the mat-vec.
     #[arg(long)]
     mv_no_shuffle: bool,
+    /// Mat-vec dequantisation on the FP32 pipe (true/false; the vendor default when absent).
+    #[arg(long)]
+    mv_fp_dequant: Option<bool>,
+    /// Mat-vec chunk-loop unroll factor.
+    #[arg(long)]
+    mv_unroll: Option<usize>,
+    /// Mat-vec activations staged through local memory in tiles of this many 32-value chunks (0 = off).
+    #[arg(long)]
+    mv_x_local: Option<usize>,
     /// Mat-mat tiling as TMxTNxWMxWN, e.g. 64x128x4x8; a trailing `v` selects contiguous float4 blocks (64x128x4x8v).
     #[arg(long)]
     mm_tile: Option<String>,
@@ -69,12 +78,36 @@ fn parse_tile(text: &str) -> anyhow::Result<MatmulConfig> {
 
 fn header() {
     println!(
-        "{:<20} {:<34} {:<26} {:>10} {:>10} {:>9} {:>7} {:>10} {:>7}",
-        "kernel", "shape", "config", "us(dev)", "us(wall)", "GB/s", "%copy", "GFLOP/s", "%peak"
+        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>8} {:>6} {:>7} {:>9} {:>6}",
+        "kernel",
+        "shape",
+        "config",
+        "us(dev)",
+        "us(wall)",
+        "GB/s",
+        "%copy",
+        "%copy-n",
+        "GFLOP/s",
+        "%peak"
     );
 }
 
-fn run_suite(gpu: &Gpu, opts: &SuiteOptions, args: &Args, copy_gbps: f64) -> anyhow::Result<()> {
+/// Figures a row is compared with.
+#[derive(Debug, Clone, Copy)]
+struct Reference {
+    /// Measured copy bandwidth, GB/s.
+    copy_gbps: f64,
+    /// Device time of the smallest kernel, µs (the per-launch floor of the driver's events).
+    floor_us: f64,
+}
+
+fn run_suite(
+    gpu: &Gpu,
+    opts: &SuiteOptions,
+    args: &Args,
+    reference: Reference,
+) -> anyhow::Result<()> {
+    let copy_gbps = reference.copy_gbps;
     for mut case in cases(gpu, opts).context("setting up the benchmark cases")? {
         let t = time_case(gpu, &mut case, args.warmup, args.iters)
             .with_context(|| format!("running {} {}", case.name, case.shape))?;
@@ -87,8 +120,14 @@ fn run_suite(gpu: &Gpu, opts: &SuiteOptions, args: &Args, copy_gbps: f64) -> any
         } else {
             "-".to_string()
         };
+        let net_us = t.micros - reference.floor_us;
+        let net = if net_us > 0.0 && case.name != "launch_floor" {
+            format!("{:.1}", 100.0 * case.bytes / (net_us * 1e3) / copy_gbps)
+        } else {
+            "-".to_string()
+        };
         println!(
-            "{:<20} {:<34} {:<26} {:>10.2} {:>10.2} {:>9.1} {:>7.1} {:>10} {:>7}",
+            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7} {:>9} {:>6}",
             case.name,
             case.shape,
             case.config,
@@ -96,6 +135,7 @@ fn run_suite(gpu: &Gpu, opts: &SuiteOptions, args: &Args, copy_gbps: f64) -> any
             t.wall_micros,
             t.gbps,
             100.0 * t.gbps / copy_gbps,
+            net,
             gflops,
             peak
         );
@@ -129,12 +169,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 events (GB/s, GFLOP/s use it), us(wall) = wall clock per launch after clFinish\n", args.warmup, args.iters);
 
     let default_mv = MatvecConfig::for_gpu(&gpu);
+    let untouched = args.mv_wg.is_none()
+        && args.mv_rows.is_none()
+        && !args.mv_no_shuffle
+        && args.mv_fp_dequant.is_none()
+        && args.mv_x_local.is_none()
+        && args.mv_unroll.is_none();
     let matvec = match (args.mv_wg, args.mv_rows) {
-        (None, None) if !args.mv_no_shuffle => None,
+        _ if untouched => None,
         (wg, rows) => Some(MatvecConfig {
             work_group: wg.unwrap_or(default_mv.work_group),
             rows_per_group: rows.unwrap_or(default_mv.rows_per_group),
             warp_shuffle: !args.mv_no_shuffle,
+            fp_dequant: args.mv_fp_dequant.unwrap_or(default_mv.fp_dequant),
+            x_local_chunks: args.mv_x_local.unwrap_or(default_mv.x_local_chunks),
+            unroll: args.mv_unroll.unwrap_or(default_mv.unroll),
             ..default_mv
         }),
     };
@@ -145,22 +194,40 @@ events (GB/s, GFLOP/s use it), us(wall) = wall clock per launch after clFinish\n
         matmul,
         small: args.small,
     };
+    let floor_opts = SuiteOptions {
+        filter: vec!["launch_floor".into()],
+        ..SuiteOptions::default()
+    };
+    let mut floor_us = 0.0;
+    for mut case in cases(&gpu, &floor_opts).context("setting up the launch-floor case")? {
+        floor_us = time_case(&gpu, &mut case, args.warmup, args.iters)
+            .context("timing the launch floor")?
+            .micros;
+    }
+    println!(
+        "launch floor (device time of a 32-float add from its event): {floor_us:.2} us; %copy-n = bandwidth net of \
+         this floor, a diagnostic of the kernel itself (%copy is the measured figure)\n"
+    );
+    let reference = Reference {
+        copy_gbps,
+        floor_us,
+    };
     header();
-    run_suite(&gpu, &opts, &args, copy_gbps)?;
+    run_suite(&gpu, &opts, &args, reference)?;
 
     if args.sweep {
         println!("\nsweep: mat-vec geometries");
         header();
-        for (wg, rows, warp_shuffle) in [
-            (128, 4, false),
-            (128, 8, false),
-            (32, 4, true),
-            (64, 4, true),
-            (64, 8, true),
-            (128, 4, true),
-            (128, 8, true),
-            (256, 8, true),
-            (128, 16, true),
+        for (wg, rows, fp_dequant, x_local_chunks, unroll) in [
+            (128, 8, false, 128, 1),
+            (128, 8, false, 128, 2),
+            (64, 8, false, 128, 2),
+            (64, 8, false, 0, 2),
+            (64, 4, false, 128, 2),
+            (128, 4, false, 128, 2),
+            (64, 8, true, 128, 2),
+            (32, 8, false, 128, 2),
+            (64, 8, false, 64, 4),
         ] {
             if wg > caps.max_work_group_size {
                 continue;
@@ -170,13 +237,15 @@ events (GB/s, GFLOP/s use it), us(wall) = wall clock per launch after clFinish\n
                 matvec: Some(MatvecConfig {
                     work_group: wg,
                     rows_per_group: rows,
-                    warp_shuffle,
+                    fp_dequant,
+                    x_local_chunks,
+                    unroll,
                     ..default_mv
                 }),
                 matmul: None,
                 small: args.small,
             };
-            run_suite(&gpu, &o, &args, copy_gbps)?;
+            run_suite(&gpu, &o, &args, reference)?;
         }
         println!("\nsweep: mat-mat tilings");
         header();
@@ -200,7 +269,7 @@ events (GB/s, GFLOP/s use it), us(wall) = wall clock per launch after clFinish\n
                 matmul: Some(c),
                 small: args.small,
             };
-            run_suite(&gpu, &o, &args, copy_gbps)?;
+            run_suite(&gpu, &o, &args, reference)?;
         }
     }
     Ok(())

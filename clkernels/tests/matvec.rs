@@ -76,12 +76,38 @@ fn m0e4_matvec_geometries_agree() {
         let config = MatvecConfig {
             work_group: wg,
             rows_per_group: rows,
-            half_math: false, warp_shuffle: true,
+            half_math: false,
+            warp_shuffle: true,
+            fp_dequant: false,
+            x_local_chunks: 0,
+            unroll: 1,
         };
         check_matvec(
             &gpu,
             &MatvecM0e4::with_config(&gpu, config).unwrap(),
             &format!("wg{wg} rows{rows}"),
+        );
+    }
+}
+
+#[test]
+fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
+    let gpu = gpu();
+    for (fp_dequant, x_local_chunks) in [(true, 0), (false, 3), (true, 4)] {
+        let config = MatvecConfig {
+            work_group: 32,
+            rows_per_group: 4,
+            half_math: false,
+            warp_shuffle: true,
+            fp_dequant,
+            x_local_chunks,
+            unroll: 2,
+        };
+        let label = format!("fpdq {fp_dequant} xl {x_local_chunks}");
+        check_matvec(
+            &gpu,
+            &MatvecM0e4::with_config(&gpu, config).unwrap(),
+            &label,
         );
     }
 }
@@ -94,7 +120,11 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
     let config = MatvecConfig {
         work_group: 32,
         rows_per_group: 4,
-        half_math: false, warp_shuffle: true,
+        half_math: false,
+        warp_shuffle: true,
+        fp_dequant: false,
+        x_local_chunks: 0,
+        unroll: 1,
     };
     for (label, defines) in [
         (
@@ -129,7 +159,10 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
     ] {
         let mv = MatvecM0e4::with_defines(&gpu, config, &defines).unwrap();
         if gpu.caps().vendor_family != clkernels::runtime::VendorFamily::Nvidia {
-            assert!(!mv.uses_warp_shuffle(), "only NVIDIA gets the warp-shuffle path");
+            assert!(
+                !mv.uses_warp_shuffle(),
+                "only NVIDIA gets the warp-shuffle path"
+            );
         }
         check_matvec(&gpu, &mv, label);
     }
@@ -241,7 +274,11 @@ fn shape_errors_are_refused_before_launch() {
     let bad = MatvecConfig {
         work_group: 48,
         rows_per_group: 4,
-        half_math: false, warp_shuffle: true,
+        half_math: false,
+        warp_shuffle: true,
+        fp_dequant: false,
+        x_local_chunks: 0,
+        unroll: 1,
     };
     assert!(MatvecM0e4::with_config(&gpu, bad).is_err());
 }
@@ -255,7 +292,11 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
     let config = MatvecConfig {
         work_group: 32,
         rows_per_group: 4,
-        half_math: true, warp_shuffle: true,
+        half_math: true,
+        warp_shuffle: true,
+        fp_dequant: false,
+        x_local_chunks: 0,
+        unroll: 1,
     };
     let defines = [("TLITE_HAS_FP16", "1")];
     let mv = match MatvecM0e4::with_defines(&gpu, config, &defines) {

@@ -1,7 +1,8 @@
 //! Norms, rotary, embedding, sampling and elementwise kernels against `fixtures::ops`.
 //!
-//! Tolerances: norms and rotary 1e-5 absolute + 1e-5 relative (f32 on both sides; rotary angles are formed in f32
-//! on the device, f64 in the reference, and positions stay below 300 here); softmax 1e-6 absolute; embedding exact
+//! Tolerances: norms 1e-5 absolute + 1e-5 relative (f32 on both sides); rotary 5e-5 absolute + 1e-5 relative (angles
+//! are formed in f32 with the device's sin/cos, f64 in the reference, positions up to ~255 here; the H100 showed
+//! 2.4e-5); softmax 1e-6 absolute; embedding exact
 //! up to one f32 rounding of the scale; argmax/top-k exact.
 #![allow(clippy::unwrap_used)]
 
@@ -148,7 +149,7 @@ fn rope_matches_reference_for_both_styles_partial_dims_and_strided_layouts() {
             &format!("rope {style:?} hd{head_dim} rd{rotary_dim}"),
             &got,
             &want,
-            2e-5,
+            5e-5,
             1e-5,
         );
     }

@@ -254,6 +254,20 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         (4096, 11008, 32000, 512)
     };
 
+    if wanted(opts, "launch_floor") {
+        let ew = super::elementwise::Elementwise::new(gpu)?;
+        let a = DeviceBuffer::from_slice(gpu, &rng.floats(32))?;
+        let mut o = DeviceBuffer::<f32>::new(gpu, 32)?;
+        out.push(Case {
+            name: "launch_floor".into(),
+            shape: "add of 32 floats".into(),
+            config: "the smallest kernel: per-launch floor".into(),
+            bytes: 384.0,
+            flops: 0.0,
+            run: Box::new(move || ew.add(&a, &a, &mut o, 32)),
+        });
+    }
+
     let mv_names = ["matvec_m0e4", "matvec_m0e4_gate_up"];
     if mv_names.iter().any(|n| wanted(opts, n)) {
         let mv = std::rc::Rc::new(match opts.matvec {
@@ -262,10 +276,22 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         });
         let cfg = mv.config();
         let cfg_text = format!(
-            "wg {} rows/wg {}{}",
+            "wg {} rows {}{}{}{}{}{}",
             cfg.work_group,
             cfg.rows_per_group,
-            if cfg.half_math { " half" } else { "" }
+            if cfg.half_math { " half" } else { "" },
+            if mv.uses_warp_shuffle() { " shfl" } else { "" },
+            if cfg.fp_dequant { " fpdq" } else { "" },
+            if cfg.x_local_chunks > 0 {
+                format!(" xl{}", cfg.x_local_chunks)
+            } else {
+                String::new()
+            },
+            if cfg.unroll > 1 {
+                format!(" u{}", cfg.unroll)
+            } else {
+                String::new()
+            }
         );
         if wanted(opts, "matvec_m0e4") {
             for (rows, cols, group) in [
@@ -345,8 +371,12 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
             name: "matmul_m0e4".into(),
             shape: format!("seq {seq} x {hidden}x{hidden} G32"),
             config: format!(
-                "tile {}x{} per-item {}x{}",
-                c.tile_m, c.tile_n, c.work_m, c.work_n
+                "tile {}x{} per-item {}x{}{}",
+                c.tile_m,
+                c.tile_n,
+                c.work_m,
+                c.work_n,
+                if c.vec { " vec" } else { "" }
             ),
             bytes: (w.bytes() + seq * hidden * 8) as f64,
             flops: 2.0 * (seq * hidden * hidden) as f64,

@@ -18,36 +18,96 @@
 #define MV_ROWS 4
 #endif
 
+#ifdef MV_FPDQ
+// FP-pipe dequantisation: q·16^i = as_float(2^23 bits | (w & (0xF << 4i))) - 2^23 for the four nibbles of a
+// 16-bit half word, so each code costs one AND-OR (LOP3) and one FADD instead of a shift and an AND-OR on the
+// integer pipe (half as fast as the FP32 pipe on NVIDIA). x arrives pre-scaled by 16^-(i+1) per nibble slot i,
+// so the result is sum(q·x)/16 = sum(h·x) - sum(x).
+inline float tl_m0e4_qdot4(uint w, float4 xs) {
+    const uint4 m = ((uint4)(w) & (uint4)(0xFu, 0xF0u, 0xF00u, 0xF000u)) | 0x4B000000u;
+    return dot(as_float4(m) - (float4)(8388608.0f), xs);
+}
+inline float tl_m0e4_qdot8(uint w, float4 xa, float4 xb) {
+    return tl_m0e4_qdot4(w, xa) + tl_m0e4_qdot4(w >> 16, xb);
+}
+#define MV_XSCALE ((float4)(1.0f / 16.0f, 1.0f / 256.0f, 1.0f / 4096.0f, 1.0f / 65536.0f))
+#endif
+
+// MV_UNROLL > 1 lets the compiler keep the code loads of several chunks in flight per work-item.
+#define MV_STR(x) #x
+#define MV_PRAGMA(x) _Pragma(MV_STR(x))
+#if defined(MV_UNROLL) && MV_UNROLL > 1
+#define MV_UNROLL_PRAGMA MV_PRAGMA(unroll MV_UNROLL)
+#else
+#define MV_UNROLL_PRAGMA
+#endif
+
+#ifdef MV_XLOCAL
+#define MV_XL_DECL local float4 xl[MV_XLOCAL * 9];
+#define MV_XL_ARG xl
+#else
+#define MV_XL_DECL
+#define MV_XL_ARG ((local float4*)0)
+#endif
+
 // Partial dots of this work-item for rows row0 .. row0 + MV_ROWS - 1 (rows past the end are clamped; their
-// results are never stored).
+// results are never stored). With MV_XLOCAL (a tile size in chunks), x is staged through local memory `xl`
+// (MV_XLOCAL * 9 float4: each chunk's 8 float4 padded to 9 so 8 neighbouring work-items hit distinct banks),
+// read from global memory once per work-group with coalesced loads.
 inline void mv_m0e4_partial(global const uint4* codes, global const half* scales, global const half* offsets,
                             global const float4* x4, uint rows, uint chunks, uint cpg_shift, uint row0,
-                            float* acc) {
+                            float* acc, local float4* xl) {
     const uint groups = chunks >> cpg_shift;
-    for (uint c = get_local_id(0); c < chunks; c += MV_WG) {
-        const float4 x0 = x4[c * 8 + 0], x1 = x4[c * 8 + 1], x2 = x4[c * 8 + 2], x3 = x4[c * 8 + 3];
-        const float4 x5 = x4[c * 8 + 4], x6 = x4[c * 8 + 5], x7 = x4[c * 8 + 6], x8 = x4[c * 8 + 7];
-        const float xsum = dot((x0 + x1) + (x2 + x3) + (x5 + x6) + (x7 + x8), (float4)(1.0f));
-#if defined(TLITE_HAS_FP16) && defined(TLITE_MV_HALF_MATH)
-        const half8 xa = (half8)(convert_half4(x0), convert_half4(x1));
-        const half8 xb = (half8)(convert_half4(x2), convert_half4(x3));
-        const half8 xc = (half8)(convert_half4(x5), convert_half4(x6));
-        const half8 xd = (half8)(convert_half4(x7), convert_half4(x8));
-#endif
-        const uint g = c >> cpg_shift;
-#pragma unroll
-        for (uint r = 0; r < MV_ROWS; ++r) {
-            const uint row = min(row0 + r, rows - 1);
-            const uint4 q = codes[(size_t)row * chunks + c];
-#if defined(TLITE_HAS_FP16) && defined(TLITE_MV_HALF_MATH)
-            const float d = tl_m0e4_dot8_half(q.x, xa) + tl_m0e4_dot8_half(q.y, xb) +
-                            tl_m0e4_dot8_half(q.z, xc) + tl_m0e4_dot8_half(q.w, xd);
+    const uint lid = get_local_id(0);
+#ifdef MV_XLOCAL
+    for (uint t0 = 0; t0 < chunks; t0 += MV_XLOCAL) {
+        const uint tn = min((uint)MV_XLOCAL, chunks - t0);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint i = lid; i < tn * 8; i += MV_WG) xl[(i >> 3) * 9 + (i & 7)] = x4[t0 * 8 + i];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        MV_UNROLL_PRAGMA
+        for (uint c = t0 + lid; c < t0 + tn; c += MV_WG) {
+            local const float4* xc = xl + (c - t0) * 9;
+            float4 x0 = xc[0], x1 = xc[1], x2 = xc[2], x3 = xc[3];
+            float4 x5 = xc[4], x6 = xc[5], x7 = xc[6], x8 = xc[7];
 #else
-            const float d = tl_m0e4_dot8(q.x, x0, x1) + tl_m0e4_dot8(q.y, x2, x3) + tl_m0e4_dot8(q.z, x5, x6) +
-                            tl_m0e4_dot8(q.w, x7, x8);
+    {
+        MV_UNROLL_PRAGMA
+        for (uint c = lid; c < chunks; c += MV_WG) {
+            float4 x0 = x4[c * 8 + 0], x1 = x4[c * 8 + 1], x2 = x4[c * 8 + 2], x3 = x4[c * 8 + 3];
+            float4 x5 = x4[c * 8 + 4], x6 = x4[c * 8 + 5], x7 = x4[c * 8 + 6], x8 = x4[c * 8 + 7];
 #endif
-            const size_t gi = (size_t)row * groups + g;
-            acc[r] += vload_half(gi, scales) * d + vload_half(gi, offsets) * xsum;
+            const float xsum = dot((x0 + x1) + (x2 + x3) + (x5 + x6) + (x7 + x8), (float4)(1.0f));
+#if defined(TLITE_HAS_FP16) && defined(TLITE_MV_HALF_MATH)
+            const half8 xa = (half8)(convert_half4(x0), convert_half4(x1));
+            const half8 xb = (half8)(convert_half4(x2), convert_half4(x3));
+            const half8 xc8 = (half8)(convert_half4(x5), convert_half4(x6));
+            const half8 xd = (half8)(convert_half4(x7), convert_half4(x8));
+#elif defined(MV_FPDQ)
+            x0 *= MV_XSCALE; x1 *= MV_XSCALE; x2 *= MV_XSCALE; x3 *= MV_XSCALE;
+            x5 *= MV_XSCALE; x6 *= MV_XSCALE; x7 *= MV_XSCALE; x8 *= MV_XSCALE;
+#endif
+            const uint g = c >> cpg_shift;
+#pragma unroll
+            for (uint r = 0; r < MV_ROWS; ++r) {
+                const uint row = min(row0 + r, rows - 1);
+                const uint4 q = codes[(size_t)row * chunks + c];
+                const size_t gi = (size_t)row * groups + g;
+                const float s = vload_half(gi, scales), b = vload_half(gi, offsets);
+#if defined(TLITE_HAS_FP16) && defined(TLITE_MV_HALF_MATH)
+                const float d = tl_m0e4_dot8_half(q.x, xa) + tl_m0e4_dot8_half(q.y, xb) +
+                                tl_m0e4_dot8_half(q.z, xc8) + tl_m0e4_dot8_half(q.w, xd);
+                acc[r] += s * d + b * xsum;
+#elif defined(MV_FPDQ)
+                const float dq = tl_m0e4_qdot8(q.x, x0, x1) + tl_m0e4_qdot8(q.y, x2, x3) +
+                                 tl_m0e4_qdot8(q.z, x5, x6) + tl_m0e4_qdot8(q.w, x7, x8);
+                acc[r] += s * dq + (s + b) * xsum;
+#else
+                const float d = tl_m0e4_dot8(q.x, x0, x1) + tl_m0e4_dot8(q.y, x2, x3) +
+                                tl_m0e4_dot8(q.z, x5, x6) + tl_m0e4_dot8(q.w, x7, x8);
+                acc[r] += s * d + b * xsum;
+#endif
+            }
         }
     }
 }
@@ -90,11 +150,12 @@ void matvec_m0e4(global const uint4* codes, global const half* scales, global co
                  global const float4* x, global float* y, global const float* residual, uint rows, uint chunks,
                  uint cpg_shift, uint res_mode) {
     local float red[MV_ROWS * MV_WG];
+    MV_XL_DECL
     const uint row0 = get_group_id(0) * MV_ROWS;
     float acc[MV_ROWS];
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc);
+    mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, MV_XL_ARG);
     const float total = mv_reduce(acc, red);
     const uint lid = get_local_id(0);
     const uint row = row0 + lid;
@@ -113,16 +174,17 @@ void matvec_m0e4_gate_up(global const uint4* g_codes, global const half* g_scale
                          global const float4* x, global float* out, uint rows, uint chunks, uint cpg_shift,
                          uint act) {
     local float red[MV_ROWS * MV_WG];
+    MV_XL_DECL
     const uint row0 = get_group_id(0) * MV_ROWS;
     float acc[MV_ROWS];
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, acc);
+    mv_m0e4_partial(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, acc, MV_XL_ARG);
     const float gate = mv_reduce(acc, red);
     barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc);
+    mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc, MV_XL_ARG);
     const float up = mv_reduce(acc, red);
     const uint lid = get_local_id(0);
     const uint row = row0 + lid;

@@ -38,7 +38,10 @@ pub struct RopeConfig {
 
 impl RopeConfig {
     pub(crate) fn validate(&self, kernel: &'static str) -> Result<(), KernelError> {
-        if self.head_dim == 0 || !self.rotary_dim.is_multiple_of(2) || self.rotary_dim > self.head_dim {
+        if self.head_dim == 0
+            || !self.rotary_dim.is_multiple_of(2)
+            || self.rotary_dim > self.head_dim
+        {
             return Err(shape_error(
                 kernel,
                 format!(
