@@ -22,10 +22,12 @@
 #ifdef KV_F16
 typedef half kv_t;
 #define KV_LOAD(p, i) vload_half((i), (p))
+#define KV_LOAD8(p, i) vload_half8(0, (p) + (i))
 #define KV_STORE(v, p, i) vstore_half_rte((v), (i), (p))
 #else
 typedef float kv_t;
 #define KV_LOAD(p, i) ((p)[(i)])
+#define KV_LOAD8(p, i) vload8(0, (p) + (i))
 #define KV_STORE(v, p, i) ((p)[(i)] = (v))
 #endif
 
@@ -62,7 +64,14 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
         if (j < end) {
             const size_t kr = kv_head + (size_t)j * pos_stride;
             float acc = 0.0f;
-            for (uint d = 0; d < head_dim; ++d) acc = mad(qs[d], KV_LOAD(k, kr + d), acc);
+            if ((head_dim & 7) == 0) {
+                // 16- or 32-byte loads of the key row instead of one element at a time.
+                float8 a8 = (float8)(0.0f);
+                for (uint d = 0; d < head_dim; d += 8) a8 = mad(vload8(0, qs + d), KV_LOAD8(k, kr + d), a8);
+                acc = dot(a8.lo, (float4)(1.0f)) + dot(a8.hi, (float4)(1.0f));
+            } else {
+                for (uint d = 0; d < head_dim; ++d) acc = mad(qs[d], KV_LOAD(k, kr + d), acc);
+            }
             score = acc;
         }
         const float new_m = fmax(m, tl_wg_max(score, scratch));
