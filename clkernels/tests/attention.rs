@@ -136,7 +136,14 @@ fn prefill_attention_matches_reference() {
         "prefill mha odd head_dim",
     );
     // head_dim not a multiple of 8: the scalar key-dot path.
-    run_direct(&gpu, &att, s(11, 5, 2, 1, 36), 20, KvDtype::F16, "prefill head_dim 36");
+    run_direct(
+        &gpu,
+        &att,
+        s(11, 5, 2, 1, 36),
+        20,
+        KvDtype::F16,
+        "prefill head_dim 36",
+    );
 }
 
 #[test]

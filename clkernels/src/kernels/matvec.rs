@@ -152,7 +152,7 @@ impl MatvecConfig {
             VendorFamily::Nvidia => (128, 8, 128),
             VendorFamily::Adreno => (64, 4, 0),
             VendorFamily::Mali => (64, 4, 0),
-            VendorFamily::Pocl => (32, 4, 0),
+            VendorFamily::Pocl => (64, 8, 64),
             _ => (128, 4, 0),
         };
         MatvecConfig {
