@@ -78,14 +78,16 @@ fn parse_tile(text: &str) -> anyhow::Result<MatmulConfig> {
 
 fn header() {
     println!(
-        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>8} {:>6} {:>7} {:>9} {:>6}",
+        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7} {:>9} {:>6}",
         "kernel",
         "shape",
         "config",
         "us(dev)",
+        "us(span)",
         "us(wall)",
         "GB/s",
         "%copy",
+        "%copy-s",
         "%copy-n",
         "GFLOP/s",
         "%peak"
@@ -127,14 +129,16 @@ fn run_suite(
             "-".to_string()
         };
         println!(
-            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7} {:>9} {:>6}",
+            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7.1} {:>7} {:>9} {:>6}",
             case.name,
             case.shape,
             case.config,
             t.micros,
+            t.span_micros,
             t.wall_micros,
             t.gbps,
             100.0 * t.gbps / copy_gbps,
+            100.0 * case.bytes / (t.span_micros.max(1e-9) * 1e3) / copy_gbps,
             net,
             gflops,
             peak
@@ -166,7 +170,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         copy_bytes >> 20
     );
     println!("timing: {} warm-up + {} launches back to back on a profiling queue; us(dev) = mean device time per launch from \
-events (GB/s, GFLOP/s use it), us(wall) = wall clock per launch after clFinish\n", args.warmup, args.iters);
+events (GB/s, %copy, GFLOP/s use it); us(span) = (last end - first start) / launches, the steady-state time of \
+back-to-back launches (%copy-s uses it); us(wall) = wall clock per launch after clFinish\n", args.warmup, args.iters);
 
     let default_mv = MatvecConfig::for_gpu(&gpu);
     let untouched = args.mv_wg.is_none()

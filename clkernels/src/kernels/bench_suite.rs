@@ -75,6 +75,10 @@ pub struct Timing {
     pub micros: f64,
     /// Mean wall-clock microseconds per launch, launches enqueued back to back (includes launch gaps).
     pub wall_micros: f64,
+    /// Device span per launch: (end of the last event - start of the first) / launches, i.e. steady-state
+    /// throughput of back-to-back launches including the gaps between kernels but not any per-event overhead
+    /// that overlaps the next kernel.
+    pub span_micros: f64,
     /// GB/s (1e9 bytes) from [`Case::bytes`] and the device time.
     pub gbps: f64,
     /// GFLOP/s from [`Case::flops`] and the device time.
@@ -157,9 +161,22 @@ pub fn time_case(
         }
     };
     let secs = device_seconds(&events)? / iters as f64;
+    let span = match (events.first(), events.last()) {
+        (Some(first), Some(last)) => {
+            let start = first
+                .profiling_command_start()
+                .cl_call("clGetEventProfilingInfo")?;
+            let end = last
+                .profiling_command_end()
+                .cl_call("clGetEventProfilingInfo")?;
+            end.saturating_sub(start) as f64 * 1e-9 / iters as f64
+        }
+        _ => 0.0,
+    };
     Ok(Timing {
         micros: secs * 1e6,
         wall_micros: wall / iters as f64 * 1e6,
+        span_micros: span * 1e6,
         gbps: case.bytes / secs / 1e9,
         gflops: case.flops / secs / 1e9,
     })
