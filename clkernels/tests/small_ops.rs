@@ -12,7 +12,7 @@ use clkernels::kernels::elementwise::Elementwise;
 use clkernels::kernels::embedding::{check_ids, Embedding};
 use clkernels::kernels::matvec::{DeviceF16Matrix, DeviceM0e4};
 use clkernels::kernels::norm::{Norm, RmsNormParams, RowsShape};
-use clkernels::kernels::rope::{HeadsLayout, Rope, RopeConfig, RopeStyle};
+use clkernels::kernels::rope::{HeadsLayout, Rope, RopeConfig, RopeStyle, RopeTable};
 use clkernels::kernels::sampling::Sampling;
 use clkernels::kernels::GatedActivation;
 use clkernels::runtime::DeviceBuffer;
@@ -301,4 +301,84 @@ fn elementwise_add_gating_and_bias_match_reference() {
         .map(|(i, v)| v + bias[i % cols])
         .collect();
     assert_close("bias rows", &yd.read(&gpu).unwrap(), &want, 0.0, 0.0);
+}
+
+#[test]
+fn rope_with_a_frequency_table_matches_reference_on_scaled_frequencies() {
+    // Frequencies that no plain theta produces (a Llama-3-like piecewise scaling), so a kernel that ignored the
+    // table and used theta would fail; tolerance as for the theta kernel (f32 sincos of angles up to ~1e3).
+    let gpu = gpu();
+    let mut rng = rng("rope_table");
+    let rope = Rope::new(&gpu).unwrap();
+    for (style, head_dim, rotary_dim) in [
+        (RopeStyle::HalfSplit, 64, 64),
+        (RopeStyle::Interleaved, 48, 32),
+    ] {
+        let (seq, heads, past) = (6, 3, 700);
+        let inv: Vec<f64> = (0..rotary_dim / 2)
+            .map(|i| {
+                let f = 10000f64.powf(-2.0 * i as f64 / rotary_dim as f64);
+                if i % 3 == 0 {
+                    f / 8.0
+                } else {
+                    f * rng.random_range(0.5..1.0)
+                }
+            })
+            .collect();
+        let inv32: Vec<f32> = inv.iter().map(|&f| f as f32).collect();
+        let inv_rounded: Vec<f64> = inv32.iter().map(|&f| f64::from(f)).collect();
+        let table = RopeTable::upload(&gpu, &inv32).unwrap();
+        let stride = heads * head_dim + 5;
+        let x = normal(&mut rng, seq * stride, 1.0);
+        let mut xd = upload(&gpu, &x);
+        let cfg = RopeConfig {
+            head_dim,
+            rotary_dim,
+            theta: 10000.0,
+            style,
+        };
+        let layout = HeadsLayout {
+            offset: 2,
+            token_stride: stride,
+            heads,
+            seq,
+        };
+        rope.enqueue_with_table(&mut xd, layout, cfg, &table, past)
+            .unwrap();
+        let got = xd.read(&gpu).unwrap();
+        let ref_style = match style {
+            RopeStyle::Interleaved => ops::RopeStyle::Interleaved,
+            RopeStyle::HalfSplit => ops::RopeStyle::HalfSplit,
+        };
+        let mut want = x.clone();
+        for t in 0..seq {
+            let row = &mut want[t * stride + 2..t * stride + 2 + heads * head_dim];
+            ops::rope_with_freqs(row, heads, head_dim, &inv_rounded, ref_style, past + t);
+        }
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 5e-4,
+                "{style:?} element {i}: got {g}, want {w}"
+            );
+        }
+    }
+    // A table whose length disagrees with rotary_dim, and a bad frequency, are refused before launch.
+    let table = RopeTable::upload(&gpu, &[1.0, 0.5]).unwrap();
+    let mut xd = upload(&gpu, &[0.5f32; 64]);
+    let cfg = RopeConfig {
+        head_dim: 8,
+        rotary_dim: 8,
+        theta: 10000.0,
+        style: RopeStyle::HalfSplit,
+    };
+    let layout = HeadsLayout {
+        offset: 0,
+        token_stride: 8,
+        heads: 1,
+        seq: 2,
+    };
+    assert!(rope
+        .enqueue_with_table(&mut xd, layout, cfg, &table, 0)
+        .is_err());
+    assert!(RopeTable::upload(&gpu, &[1.0, f32::NAN]).is_err());
 }

@@ -26,3 +26,19 @@ kernel void rope(global float* x, uint off, uint token_stride, uint head_dim, ui
     head[p.x] = x0 * cs.x - x1 * cs.y;
     head[p.y] = x0 * cs.y + x1 * cs.x;
 }
+
+// The same rotation with the inverse frequencies read from a table (rotary_dim / 2 entries): the form that every
+// scaled rotary (linear, Llama 3, NTK-aware) takes once the host has computed its frequencies.
+// Global size (rotary_dim / 2, heads, seq).
+kernel void rope_table(global float* x, uint off, uint token_stride, uint head_dim, uint rotary_dim,
+                       global const float* inv_freq, uint past, uint style) {
+    const uint i = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
+    const float angle = (float)(past + t) * inv_freq[i];
+    float c;
+    const float s = sincos(angle, &c);
+    const uint2 p = tl_rope_pair(i, rotary_dim, style);
+    global float* head = x + off + (size_t)t * token_stride + (size_t)h * head_dim;
+    const float x0 = head[p.x], x1 = head[p.y];
+    head[p.x] = x0 * c - x1 * s;
+    head[p.y] = x0 * s + x1 * c;
+}

@@ -89,11 +89,47 @@ impl HeadsLayout {
     }
 }
 
+/// Per-pair inverse frequencies on the device, for rotaries a plain theta cannot describe (linear or Llama 3
+/// scaling): the host computes them once per model, the kernel only reads them.
+#[derive(Debug)]
+pub struct RopeTable {
+    inv_freqs: DeviceBuffer<f32>,
+}
+
+impl RopeTable {
+    /// Uploads `rotary_dim / 2` inverse frequencies; each must be finite and positive.
+    pub fn upload(gpu: &Gpu, inv_freqs: &[f32]) -> Result<Self, KernelError> {
+        const K: &str = "rope_table";
+        if inv_freqs.is_empty() {
+            return Err(shape_error(K, "the frequency table is empty"));
+        }
+        if let Some((i, f)) = inv_freqs
+            .iter()
+            .enumerate()
+            .find(|(_, f)| !(f.is_finite() && **f > 0.0))
+        {
+            return Err(shape_error(
+                K,
+                format!("inverse frequency {i} is {f}; it must be finite and positive"),
+            ));
+        }
+        Ok(RopeTable {
+            inv_freqs: DeviceBuffer::from_slice(gpu, inv_freqs)?,
+        })
+    }
+
+    /// The rotary dimension the table describes.
+    pub fn rotary_dim(&self) -> usize {
+        2 * self.inv_freqs.len()
+    }
+}
+
 /// Rotary launcher.
 #[derive(Debug)]
 pub struct Rope {
     gpu: Gpu,
     kernel: LockedKernel,
+    table_kernel: LockedKernel,
 }
 
 impl Rope {
@@ -102,6 +138,7 @@ impl Rope {
         Ok(Rope {
             gpu: gpu.clone(),
             kernel: LockedKernel::build(gpu, &SOURCE, &[], "rope")?,
+            table_kernel: LockedKernel::build(gpu, &SOURCE, &[], "rope_table")?,
         })
     }
 
@@ -136,6 +173,64 @@ impl Rope {
             config.style.code().into(),
         ];
         self.kernel.launch(
+            &self.gpu,
+            &args,
+            &[config.rotary_dim / 2, layout.heads, layout.seq],
+            None,
+        )
+    }
+
+    /// Rotates `x` in place with the frequencies of `table` (whose length fixes the rotary dimension;
+    /// `config.theta` is not used); token `t` of the layout sits at position `past + t`.
+    pub fn enqueue_with_table(
+        &self,
+        x: &mut DeviceBuffer<f32>,
+        layout: HeadsLayout,
+        config: RopeConfig,
+        table: &RopeTable,
+        past: usize,
+    ) -> Result<(), KernelError> {
+        const K: &str = "rope_table";
+        if table.rotary_dim() != config.rotary_dim {
+            return Err(shape_error(
+                K,
+                format!(
+                    "the table has {} frequencies but rotary_dim is {}",
+                    table.inv_freqs.len(),
+                    config.rotary_dim
+                ),
+            ));
+        }
+        if config.rotary_dim > config.head_dim {
+            return Err(shape_error(
+                K,
+                format!(
+                    "rotary_dim {} must be <= head_dim {}",
+                    config.rotary_dim, config.head_dim
+                ),
+            ));
+        }
+        if layout.token_stride < layout.heads * config.head_dim && layout.seq > 1 {
+            return Err(shape_error(
+                K,
+                "token_stride is smaller than heads * head_dim",
+            ));
+        }
+        check_len(K, "x", x, layout.end(config.head_dim))?;
+        if layout.seq == 0 || layout.heads == 0 {
+            return Ok(());
+        }
+        let args = [
+            (&*x).into(),
+            to_u32(K, "offset", layout.offset)?.into(),
+            to_u32(K, "token_stride", layout.token_stride)?.into(),
+            to_u32(K, "head_dim", config.head_dim)?.into(),
+            to_u32(K, "rotary_dim", config.rotary_dim)?.into(),
+            (&table.inv_freqs).into(),
+            to_u32(K, "past", past)?.into(),
+            config.style.code().into(),
+        ];
+        self.table_kernel.launch(
             &self.gpu,
             &args,
             &[config.rotary_dim / 2, layout.heads, layout.seq],
