@@ -81,10 +81,9 @@ fn reference_of(m: &Model, max_ctx: usize) -> RefModel {
     }
 }
 
-/// The tiny model of `arch` (Llama without its rope scaling, which the rotary kernels do not take yet).
+/// The tiny model of `arch` (Llama's carries Llama 3 rope scaling, so the frequency-table rotary is checked too).
 fn tiny(arch: RefArch, dir: &Path, format: WeightFormat) -> Model {
-    let mut spec = TinySpec::for_arch(arch);
-    spec.llama3_scaling = None;
+    let spec = TinySpec::for_arch(arch);
     write_hf_folder(&spec, dir, StoreDtype::F32, 1).unwrap();
     model::load(
         dir,
@@ -311,18 +310,30 @@ fn greedy_generation_matches_the_reference_and_bad_input_is_refused() {
 }
 
 #[test]
-fn rope_scaling_is_refused_clearly() {
+fn scaled_rope_differs_from_plain_theta_so_the_table_is_really_used() {
+    // The Llama tiny model's Llama 3 scaling (factor 4, original context 32) changes the low frequencies; its
+    // logits at positions past a few tokens must differ from the same model with the scaling removed, or the
+    // table path would be indistinguishable from the theta path in the reference comparison above.
     let dir = tempfile::tempdir().unwrap();
-    write_hf_folder(
-        &TinySpec::for_arch(RefArch::Llama),
-        dir.path(),
-        StoreDtype::F32,
-        1,
-    )
-    .unwrap();
-    let m = model::load(dir.path(), &LoadOptions::default()).unwrap();
-    let err = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 8)).unwrap_err();
-    assert!(matches!(err, EngineError::Unsupported(_)), "{err}");
+    let scaled = tiny(RefArch::Llama, dir.path(), WeightFormat::F32);
+    assert!(scaled.config.rope_scaling.is_some());
+    let mut plain = scaled.clone();
+    plain.config.rope_scaling = None;
+    let tokens = random_tokens(7, 24, scaled.config.vocab);
+    let run = |m: &Model| {
+        let mut g = GpuModel::with_gpu(gpu(), m, &options(KvDtype::F32, 32)).unwrap();
+        logits(g.step(&tokens, Want::Logits).unwrap())
+    };
+    let (a, b) = (run(&scaled), run(&plain));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff > 1e-3,
+        "scaling made no difference (max |diff| {diff})"
+    );
 }
 
 #[test]

@@ -18,7 +18,9 @@ use clkernels::kernels::embedding::Embedding;
 use clkernels::kernels::matmul::{MatmulF16, MatmulM0e4};
 use clkernels::kernels::matvec::{MatvecF16, MatvecM0e4};
 use clkernels::kernels::norm::{Norm, RmsNormParams, RowsShape};
-use clkernels::kernels::rope::{HeadsLayout, Rope, RopeConfig, RopeStyle as KernelRopeStyle};
+use clkernels::kernels::rope::{
+    HeadsLayout, Rope, RopeConfig, RopeStyle as KernelRopeStyle, RopeTable,
+};
 use clkernels::kernels::sampling::Sampling;
 use clkernels::kernels::{GatedActivation, Residual};
 use clkernels::kv_storage::ClKvStorage;
@@ -177,6 +179,8 @@ pub struct GpuModel {
     plan: StepPlan,
     max_chunk: usize,
     rope: RopeConfig,
+    /// Scaled rotaries (linear, Llama 3) rotate from this host-computed frequency table; plain ones from theta.
+    rope_table: Option<RopeTable>,
     /// The token the device chose last and still holds in `scratch.chosen`.
     device_choice: Option<u32>,
     device_bytes: u64,
@@ -195,11 +199,6 @@ impl GpuModel {
     pub fn with_gpu(gpu: Gpu, model: &Model, options: &GpuOptions) -> Result<Self, EngineError> {
         let config = model.config.clone();
         config.validate()?;
-        if let Some(s) = config.rope_scaling {
-            return Err(EngineError::Unsupported(format!(
-                "rope scaling {s:?}: the rotary kernels take a plain theta (no frequency table yet)"
-            )));
-        }
         if options.max_chunk == 0 {
             return Err(EngineError::InvalidOption(
                 "max_chunk must be at least 1".into(),
@@ -240,6 +239,10 @@ impl GpuModel {
                 RopeStyle::Interleaved => KernelRopeStyle::Interleaved,
             },
         };
+        let rope_table = match config.rope_scaling {
+            Some(_) => Some(RopeTable::upload(&gpu, &config.rope_inv_freqs())?),
+            None => None,
+        };
         let device_bytes = weights.bytes() as u64
             + kv_bytes
             + sizes.bytes(config.hidden) as u64
@@ -254,6 +257,7 @@ impl GpuModel {
             plan,
             max_chunk,
             rope,
+            rope_table,
             device_choice: None,
             device_bytes,
             enqueue_time: std::time::Duration::ZERO,
@@ -361,7 +365,21 @@ impl GpuModel {
                 k.elementwise
                     .add_bias_rows(&mut s.qkv, bias, seq, qkv_dim)?;
             }
-            k.rope.enqueue(&mut s.qkv, q_layout, self.rope, past)?;
+            // With a frequency table, q and k rotate in the QKV buffer and the cache write only copies; with a
+            // plain theta, k rotates inside the cache write (one launch fewer).
+            let k_rope = match &self.rope_table {
+                Some(table) => {
+                    k.rope
+                        .enqueue_with_table(&mut s.qkv, q_layout, self.rope, table, past)?;
+                    k.rope
+                        .enqueue_with_table(&mut s.qkv, k_layout, self.rope, table, past)?;
+                    None
+                }
+                None => {
+                    k.rope.enqueue(&mut s.qkv, q_layout, self.rope, past)?;
+                    Some(self.rope)
+                }
+            };
             let k_buf = self.kv.buffer(i, KvPart::Key)?.raw();
             let v_buf = self.kv.buffer(i, KvPart::Value)?.raw();
             let write = step.write_view();
@@ -369,7 +387,7 @@ impl GpuModel {
                 &s.qkv,
                 k_layout,
                 KvOperand::new(k_buf, write)?,
-                Some(self.rope),
+                k_rope,
                 past,
             )?;
             k.attention.enqueue_kv_write(
