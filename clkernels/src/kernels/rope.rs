@@ -1,6 +1,6 @@
 //! Rotary position embedding (`rope.cl`), in place on a strided activation buffer.
 
-use super::{check_len, program_source, shape_error, to_u32, KernelError, LockedKernel};
+use super::{check_len, program_source, shape_error, to_u32, Arg, KernelError, LockedKernel};
 use crate::runtime::{DeviceBuffer, Gpu};
 
 const SOURCE: crate::runtime::ProgramSource = program_source!("rope", "rope.cl");
@@ -152,32 +152,11 @@ impl Rope {
     ) -> Result<(), KernelError> {
         const K: &str = "rope";
         config.validate(K)?;
-        if layout.token_stride < layout.heads * config.head_dim && layout.seq > 1 {
-            return Err(shape_error(
-                K,
-                "token_stride is smaller than heads * head_dim",
-            ));
-        }
-        check_len(K, "x", x, layout.end(config.head_dim))?;
-        if config.rotary_dim == 0 || layout.seq == 0 || layout.heads == 0 {
+        if config.rotary_dim == 0 {
             return Ok(());
         }
-        let args = [
-            (&*x).into(),
-            to_u32(K, "offset", layout.offset)?.into(),
-            to_u32(K, "token_stride", layout.token_stride)?.into(),
-            to_u32(K, "head_dim", config.head_dim)?.into(),
-            to_u32(K, "rotary_dim", config.rotary_dim)?.into(),
-            config.log2_theta().into(),
-            to_u32(K, "past", past)?.into(),
-            config.style.code().into(),
-        ];
-        self.kernel.launch(
-            &self.gpu,
-            &args,
-            &[config.rotary_dim / 2, layout.heads, layout.seq],
-            None,
-        )
+        let theta = Arg::from(config.log2_theta());
+        self.launch_rotation(&self.kernel, K, x, layout, config, theta, past)
     }
 
     /// Rotates `x` in place with the frequencies of `table` (whose length fixes the rotary dimension;
@@ -210,27 +189,44 @@ impl Rope {
                 ),
             ));
         }
+        let freqs = Arg::from(&table.inv_freqs);
+        self.launch_rotation(&self.table_kernel, K, x, layout, config, freqs, past)
+    }
+
+    /// The checks and launch both rotary kernels share; `frequencies` is the one argument where they differ
+    /// (log2 of theta, or the frequency table).
+    #[allow(clippy::too_many_arguments)]
+    fn launch_rotation(
+        &self,
+        kernel: &LockedKernel,
+        name: &'static str,
+        x: &mut DeviceBuffer<f32>,
+        layout: HeadsLayout,
+        config: RopeConfig,
+        frequencies: Arg,
+        past: usize,
+    ) -> Result<(), KernelError> {
         if layout.token_stride < layout.heads * config.head_dim && layout.seq > 1 {
             return Err(shape_error(
-                K,
+                name,
                 "token_stride is smaller than heads * head_dim",
             ));
         }
-        check_len(K, "x", x, layout.end(config.head_dim))?;
+        check_len(name, "x", x, layout.end(config.head_dim))?;
         if layout.seq == 0 || layout.heads == 0 {
             return Ok(());
         }
         let args = [
             (&*x).into(),
-            to_u32(K, "offset", layout.offset)?.into(),
-            to_u32(K, "token_stride", layout.token_stride)?.into(),
-            to_u32(K, "head_dim", config.head_dim)?.into(),
-            to_u32(K, "rotary_dim", config.rotary_dim)?.into(),
-            (&table.inv_freqs).into(),
-            to_u32(K, "past", past)?.into(),
+            to_u32(name, "offset", layout.offset)?.into(),
+            to_u32(name, "token_stride", layout.token_stride)?.into(),
+            to_u32(name, "head_dim", config.head_dim)?.into(),
+            to_u32(name, "rotary_dim", config.rotary_dim)?.into(),
+            frequencies,
+            to_u32(name, "past", past)?.into(),
             config.style.code().into(),
         ];
-        self.table_kernel.launch(
+        kernel.launch(
             &self.gpu,
             &args,
             &[config.rotary_dim / 2, layout.heads, layout.seq],
