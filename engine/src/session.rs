@@ -72,6 +72,8 @@ impl Session {
     /// Loads the model at `path` (folder or llama2.c `.bin`), its tokenizer, and places it on the device.
     pub fn open(path: &Path, options: &SessionOptions) -> Result<Self, EngineError> {
         let started = Instant::now();
+        // Checked first: a missing model would otherwise surface as the tokenizer lookup's "no tokenizer found".
+        std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
         let tokenizer = Tokenizer::for_model(path)?;
         let model = model::load(
             path,

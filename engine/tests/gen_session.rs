@@ -88,3 +88,17 @@ fn text_generation_and_chat_turns_reuse_the_cache() {
         StopReason::MaxTokens | StopReason::Eos | StopReason::StopString(_)
     ));
 }
+
+#[test]
+fn a_missing_model_path_is_named_as_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-model");
+    let err = match Session::open(&missing, &SessionOptions::default()) {
+        Ok(_) => panic!("opening a missing model succeeded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("no-such-model") && err.contains("No such file"),
+        "{err}"
+    );
+}
