@@ -17,7 +17,7 @@ use common::*;
 use fixtures::ops;
 use half::f16;
 use kvcache::{
-    FullPolicy, KvConfig, KvDtype, KvLayout, KvModelShape, KvPart, KvSequence, KvStorage,
+    FullPolicy, KvConfig, KvDtype, KvLayout, KvModelShape, KvPart, KvSequence, KvStorage, KvView,
 };
 
 fn round_f16(x: &[f32]) -> Vec<f32> {
@@ -392,4 +392,163 @@ fn attention_refuses_views_that_do_not_cover_the_context() {
         ..shape
     };
     assert!(att.enqueue(&q, ql, op, op, big, 0.25, &mut out).is_err());
+}
+
+/// `qkv_rope_write` (q rotated in place, K rotated and V copied into the cache, one launch) against the host
+/// rotary on both pairing styles, a partial rotary dimension and both cache element types. Cache slots outside the
+/// write view must keep their poison, and the K and V parts of the QKV buffer must be left as they were.
+/// Tolerance: 2e-5 absolute + 1e-4 relative (f32 sincos at small positions; f16 caches compare with the rounded
+/// reference, as in the kv_write test).
+#[test]
+fn fused_rope_and_kv_write_matches_host_rotary_and_leaves_the_rest() {
+    let gpu = gpu();
+    let mut rng = rng("fused rope write");
+    let att = Attention::new(&gpu).unwrap();
+    let (heads, kv_heads, max_ctx) = (6, 2, 16);
+    for (dtype, style, ref_style, head_dim, rotary_dim, n, past) in [
+        (
+            KvDtype::F32,
+            RopeStyle::HalfSplit,
+            ops::RopeStyle::HalfSplit,
+            24,
+            24,
+            3,
+            5,
+        ),
+        (
+            KvDtype::F16,
+            RopeStyle::Interleaved,
+            ops::RopeStyle::Interleaved,
+            20,
+            12,
+            1,
+            9,
+        ),
+        (
+            KvDtype::F16,
+            RopeStyle::HalfSplit,
+            ops::RopeStyle::HalfSplit,
+            32,
+            16,
+            4,
+            0,
+        ),
+    ] {
+        let cfg = RopeConfig {
+            head_dim,
+            rotary_dim,
+            theta: 10000.0,
+            style,
+        };
+        let ref_rope = ops::RopeParams {
+            head_dim,
+            rotary_dim,
+            rope_theta: 10000.0,
+            style: ref_style,
+        };
+        let stride = (heads + 2 * kv_heads) * head_dim;
+        let qkv = normal(&mut rng, n * stride, 1.0);
+        let mut qkv_d = upload(&gpu, &qkv);
+        let ql = HeadsLayout {
+            offset: 0,
+            token_stride: stride,
+            heads,
+            seq: n,
+        };
+        let kl = HeadsLayout {
+            offset: heads * head_dim,
+            heads: kv_heads,
+            ..ql
+        };
+        let vl = HeadsLayout {
+            offset: (heads + kv_heads) * head_dim,
+            ..kl
+        };
+        let view = KvView {
+            offset_elems: (past * head_dim) as u64,
+            first_position: past,
+            positions: n,
+            heads: kv_heads,
+            head_dim,
+            head_stride_elems: (max_ctx * head_dim) as u64,
+            position_stride_elems: head_dim as u64,
+            dtype,
+        };
+        let cache_len = kv_heads * max_ctx * head_dim;
+        let (kc32, vc32) = (poisoned(&gpu, cache_len), poisoned(&gpu, cache_len));
+        let mut kc16 = DeviceBuffer::<f16>::new(&gpu, cache_len).unwrap();
+        let mut vc16 = DeviceBuffer::<f16>::new(&gpu, cache_len).unwrap();
+        kc16.fill_bytes(&gpu, 0xFF).unwrap();
+        vc16.fill_bytes(&gpu, 0xFF).unwrap();
+        let (k_op, v_op) = match dtype {
+            KvDtype::F32 => (
+                KvOperand::from_device_buffer(&kc32, view),
+                KvOperand::from_device_buffer(&vc32, view),
+            ),
+            KvDtype::F16 => (
+                KvOperand::from_device_buffer(&kc16, view),
+                KvOperand::from_device_buffer(&vc16, view),
+            ),
+        };
+        att.enqueue_qkv_rope_write(&mut qkv_d, ql, kl, vl, k_op, v_op, cfg, past)
+            .unwrap();
+        let read_cache = |c32: &DeviceBuffer<f32>, c16: &DeviceBuffer<f16>| match dtype {
+            KvDtype::F32 => c32.read(&gpu).unwrap(),
+            KvDtype::F16 => c16
+                .read(&gpu)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_f32())
+                .collect::<Vec<f32>>(),
+        };
+        let (got_k, got_v) = (read_cache(&kc32, &kc16), read_cache(&vc32, &vc16));
+        let got_qkv = qkv_d.read(&gpu).unwrap();
+        let what = format!("{dtype} {style:?} hd{head_dim} rd{rotary_dim} +{n}@{past}");
+        for t in 0..n {
+            let row = &qkv[t * stride..(t + 1) * stride];
+            let got_row = &got_qkv[t * stride..(t + 1) * stride];
+            let mut q = row[..heads * head_dim].to_vec();
+            ops::rope(&mut q, heads, ref_rope, past + t);
+            assert_close(
+                &format!("{what} q t{t}"),
+                &got_row[..heads * head_dim],
+                &q,
+                2e-5,
+                1e-4,
+            );
+            assert_eq!(
+                &got_row[heads * head_dim..],
+                &row[heads * head_dim..],
+                "{what}: the K and V parts of the QKV buffer changed"
+            );
+            let mut k = row[heads * head_dim..(heads + kv_heads) * head_dim].to_vec();
+            ops::rope(&mut k, kv_heads, ref_rope, past + t);
+            let v = &row[(heads + kv_heads) * head_dim..];
+            for h in 0..kv_heads {
+                let at = (h * max_ctx + past + t) * head_dim;
+                let (mut ks, mut vs) = (
+                    k[h * head_dim..][..head_dim].to_vec(),
+                    v[h * head_dim..][..head_dim].to_vec(),
+                );
+                if dtype == KvDtype::F16 {
+                    (ks, vs) = (round_f16(&ks), round_f16(&vs));
+                }
+                let k_what = format!("{what} K h{h} t{t}");
+                assert_close(&k_what, &got_k[at..at + head_dim], &ks, 2e-5, 1e-3);
+                let v_what = format!("{what} V h{h} t{t}");
+                assert_close(&v_what, &got_v[at..at + head_dim], &vs, 0.0, 0.0);
+            }
+        }
+        // Everything outside the written positions is still poison.
+        for h in 0..kv_heads {
+            for p in (0..max_ctx).filter(|p| !(past..past + n).contains(p)) {
+                let at = (h * max_ctx + p) * head_dim;
+                assert!(
+                    got_k[at..at + head_dim].iter().all(|v| v.is_nan())
+                        && got_v[at..at + head_dim].iter().all(|v| v.is_nan()),
+                    "{what}: slot h{h} p{p} outside the write view was written"
+                );
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod common;
 use clkernels::kernels::matvec::{
     DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4,
 };
+use clkernels::kernels::norm::RmsNormParams;
 use clkernels::kernels::{GatedActivation, Residual};
 use clkernels::runtime::Gpu;
 use common::*;
@@ -59,6 +60,60 @@ fn check_matvec(gpu: &Gpu, mv: &MatvecM0e4, label: &str) {
             &want_r,
             &l1,
             REL,
+        );
+    }
+    check_normed(&gpu, mv, label);
+}
+
+/// The RMSNorm-fused launches against rmsnorm-then-matvec on the host, with and without Gemma's `+1` weight
+/// offset, on dims that are not multiples of the work-group or the local-memory tile. The norm's own rounding is
+/// far below the dot tolerance, so the bound is the mat-vec's (rel · Σ|w·n|) plus the relative error of a
+/// sum of squares in f32 (~1e-6 of each output).
+fn check_normed(gpu: &Gpu, mv: &MatvecM0e4, label: &str) {
+    let mut rng = rng(&format!("{label} normed"));
+    for (group, rows, cols, offset, act) in [
+        (GroupSize::G32, 37, 96, 0.0, GatedActivation::Silu),
+        (GroupSize::G64, 13, 320, 1.0, GatedActivation::GeluTanh),
+        (GroupSize::G128, 70, 384, 0.0, GatedActivation::Silu),
+    ] {
+        let params = RmsNormParams {
+            eps: 1e-5,
+            weight_offset: offset,
+        };
+        // Large-ish activations (scale 3) so a missing or wrong norm is far outside the tolerance.
+        let x = normal(&mut rng, cols, 3.0);
+        let nw = normal(&mut rng, cols, 0.5);
+        let normed = fixtures::ops::rmsnorm(&x, &nw, params.eps, offset);
+        let (xd, nwd) = (upload(gpu, &x), upload(gpu, &nw));
+        let what = format!("{label} normed G{} {rows}x{cols} +{offset}", group.len());
+
+        let m = random_m0e4(&mut rng, rows, cols, group);
+        let dense = fp4::reference::dequantize(&m);
+        let l1 = row_l1(&dense, cols, &normed);
+        let want = fp4::reference::matvec(&m, &normed).unwrap();
+        let w = DeviceM0e4::upload(gpu, &m).unwrap();
+        let mut y = poisoned(gpu, rows);
+        mv.enqueue_normed(&w, &xd, &nwd, params, &mut y).unwrap();
+        assert_dot_close(&what, &y.read(gpu).unwrap(), &want, &l1, 1e-5 + REL);
+
+        let u = random_m0e4(&mut rng, rows, cols, group);
+        let gv = want;
+        let uv = fp4::reference::matvec(&u, &normed).unwrap();
+        let want = match act {
+            GatedActivation::Silu => fixtures::ops::silu_mul(&gv, &uv),
+            GatedActivation::GeluTanh => fixtures::ops::gelu_mul(&gv, &uv),
+        };
+        let ud = DeviceM0e4::upload(gpu, &u).unwrap();
+        let mut out = poisoned(gpu, rows);
+        mv.enqueue_gate_up_normed(&w, &ud, &xd, &nwd, params, &mut out, act)
+            .unwrap();
+        // The product of two dot products: relative 1e-4 of the magnitude plus a floor (as the plain gate+up).
+        assert_close(
+            &format!("{what} gate_up {act:?}"),
+            &out.read(gpu).unwrap(),
+            &want,
+            1e-4,
+            1e-4,
         );
     }
 }
@@ -271,6 +326,19 @@ fn shape_errors_are_refused_before_launch() {
     let x = upload(&gpu, &normal(&mut rng, 64, 1.0));
     let mut short_y = poisoned(&gpu, 7);
     assert!(mv.enqueue(&w, &x, &mut short_y, Residual::None).is_err());
+    let params = RmsNormParams {
+        eps: 1e-6,
+        weight_offset: 0.0,
+    };
+    let short_nw = upload(&gpu, &normal(&mut rng, 63, 1.0));
+    let err = mv
+        .enqueue_normed(&w, &x, &short_nw, params, &mut y)
+        .unwrap_err();
+    assert!(err.to_string().contains("norm weight"), "{err}");
+    let err = mv
+        .enqueue_gate_up_normed(&w, &w, &x, &short_nw, params, &mut y, GatedActivation::Silu)
+        .unwrap_err();
+    assert!(err.to_string().contains("norm weight"), "{err}");
     let bad = MatvecConfig {
         work_group: 48,
         rows_per_group: 4,

@@ -162,3 +162,58 @@ kernel void kv_write(global const float* src, uint src_off, uint src_stride, glo
     }
     KV_STORE(val, dst, dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d);
 }
+
+// The step's rotary and cache append in ONE launch over the fused QKV output: rows r < heads rotate q head r in
+// place (work-item d < rotary_dim / 2 owns one pair, so no work-item reads what another writes); the next kv_heads
+// rows write K head r - heads, rotated, into k_dst; the last kv_heads rows copy V into v_dst. Rotary and
+// addressing as in rope and kv_write; token t sits at position past + t.
+// Global size (head_dim, heads + 2 * kv_heads, seq).
+kernel void qkv_rope_write(global float* qkv, uint q_off, uint k_off, uint v_off, uint stride, global kv_t* k_dst,
+                           global kv_t* v_dst, uint dst_off, uint head_stride, uint pos_stride, uint head_dim,
+                           uint rotary_dim, float log2_theta, uint past, uint style, uint heads, uint kv_heads) {
+    const uint d = get_global_id(0), r = get_global_id(1), t = get_global_id(2);
+    const uint half_rd = rotary_dim / 2;
+    const float pos = (float)(past + t);
+    if (r < heads) {
+        if (d < half_rd) {
+            const float freq = exp2(-(float)(2 * d) / (float)rotary_dim * log2_theta);
+            float c;
+            const float sn = sincos(pos * freq, &c);
+            const uint a = style == 0 ? 2 * d : d;
+            const uint b = style == 0 ? 2 * d + 1 : d + half_rd;
+            global float* head = qkv + q_off + (size_t)t * stride + (size_t)r * head_dim;
+            const float x0 = head[a], x1 = head[b];
+            head[a] = x0 * c - x1 * sn;
+            head[b] = x0 * sn + x1 * c;
+        }
+        return;
+    }
+    const bool is_v = r >= heads + kv_heads;
+    const uint h = is_v ? r - heads - kv_heads : r - heads;
+    const size_t sh = (is_v ? v_off : k_off) + (size_t)t * stride + (size_t)h * head_dim;
+    float val = qkv[sh + d];
+    if (!is_v && d < rotary_dim) {
+        uint i, partner;
+        bool first;
+        if (style == 0) {
+            i = d / 2;
+            first = (d & 1) == 0;
+            partner = d ^ 1;
+        } else {
+            first = d < half_rd;
+            i = first ? d : d - half_rd;
+            partner = first ? d + half_rd : d - half_rd;
+        }
+        const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
+        float c;
+        const float sn = sincos(pos * freq, &c);
+        const float other = qkv[sh + partner];
+        val = first ? val * c - other * sn : other * sn + val * c;
+    }
+    const size_t di = dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d;
+    if (is_v) {
+        KV_STORE(val, v_dst, di);
+    } else {
+        KV_STORE(val, k_dst, di);
+    }
+}

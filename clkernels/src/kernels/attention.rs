@@ -108,6 +108,8 @@ pub struct Attention {
     combine: LockedKernel,
     write_f32: LockedKernel,
     write_f16: LockedKernel,
+    fused_write_f32: LockedKernel,
+    fused_write_f16: LockedKernel,
     scratch: Mutex<Scratch>,
 }
 
@@ -138,6 +140,8 @@ impl Attention {
             combine: LockedKernel::build(gpu, &SOURCE, &base, "attn_combine")?,
             write_f32: LockedKernel::build(gpu, &SOURCE, &base, "kv_write")?,
             write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "kv_write")?,
+            fused_write_f32: LockedKernel::build(gpu, &SOURCE, &base, "qkv_rope_write")?,
+            fused_write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "qkv_rope_write")?,
             scratch: Mutex::new(Scratch { ml: None, o: None }),
         })
     }
@@ -340,5 +344,105 @@ impl Attention {
             KvDtype::F32 => &self.write_f32,
         };
         kernel.launch(&self.gpu, &args, &[w.head_dim, w.heads, w.positions], None)
+    }
+
+    /// The step's rotary and cache append in one launch: rotates the q heads of `qkv` in place (as
+    /// [`super::rope::Rope::enqueue`] does), writes the K heads rotated into `k_dst` and the V heads into `v_dst`
+    /// (as two [`Attention::enqueue_kv_write`] calls do), token `t` at position `first_position + t`.
+    ///
+    /// `q`, `k` and `v` are the three parts of a fused QKV output (one token stride); `k_dst` and `v_dst` are the
+    /// step's write views of the K and V cache buffers, with one layout.
+    #[allow(clippy::too_many_arguments)] // each argument is a distinct typed operand; bundling them hides nothing
+    pub fn enqueue_qkv_rope_write(
+        &self,
+        qkv: &mut DeviceBuffer<f32>,
+        q: HeadsLayout,
+        k: HeadsLayout,
+        v: HeadsLayout,
+        k_dst: KvOperand<'_>,
+        v_dst: KvOperand<'_>,
+        rope: RopeConfig,
+        first_position: usize,
+    ) -> Result<(), KernelError> {
+        const K: &str = "qkv_rope_write";
+        k_dst.check(K, "K destination")?;
+        v_dst.check(K, "V destination")?;
+        let (kw, vw) = (k_dst.view, v_dst.view);
+        if (
+            kw.offset_elems,
+            kw.head_stride_elems,
+            kw.position_stride_elems,
+            kw.positions,
+            kw.heads,
+            kw.head_dim,
+            kw.dtype,
+        ) != (
+            vw.offset_elems,
+            vw.head_stride_elems,
+            vw.position_stride_elems,
+            vw.positions,
+            vw.heads,
+            vw.head_dim,
+            vw.dtype,
+        ) {
+            return Err(shape_error(K, "K and V destination views differ in layout"));
+        }
+        if q.token_stride != k.token_stride
+            || k.token_stride != v.token_stride
+            || q.seq != k.seq
+            || k.seq != v.seq
+            || k.heads != v.heads
+        {
+            return Err(shape_error(
+                K,
+                format!("q {q:?}, k {k:?} and v {v:?} are not the parts of one fused QKV output"),
+            ));
+        }
+        if kw.heads != k.heads || kw.positions != k.seq {
+            return Err(shape_error(
+                K,
+                format!("destination view {kw:?} does not match the source {k:?}"),
+            ));
+        }
+        rope.validate(K)?;
+        if rope.head_dim != kw.head_dim {
+            return Err(shape_error(K, "rope head_dim differs from the cache's"));
+        }
+        let head_dim = kw.head_dim;
+        for (name, l) in [("q", &q), ("k", &k), ("v", &v)] {
+            check_len(K, name, qkv, l.end(head_dim))?;
+        }
+        if k.seq == 0 {
+            return Ok(());
+        }
+        let args = [
+            (&*qkv).into(),
+            to_u32(K, "q offset", q.offset)?.into(),
+            to_u32(K, "k offset", k.offset)?.into(),
+            to_u32(K, "v offset", v.offset)?.into(),
+            to_u32(K, "token stride", q.token_stride)?.into(),
+            Arg::Mem(k_dst.mem),
+            Arg::Mem(v_dst.mem),
+            to_u32(K, "dst offset", kw.offset_elems as usize)?.into(),
+            to_u32(K, "head stride", kw.head_stride_elems as usize)?.into(),
+            to_u32(K, "position stride", kw.position_stride_elems as usize)?.into(),
+            to_u32(K, "head_dim", head_dim)?.into(),
+            to_u32(K, "rotary_dim", rope.rotary_dim)?.into(),
+            rope.log2_theta().into(),
+            to_u32(K, "first_position", first_position)?.into(),
+            rope.style.code().into(),
+            to_u32(K, "heads", q.heads)?.into(),
+            to_u32(K, "kv_heads", k.heads)?.into(),
+        ];
+        let kernel = match kw.dtype {
+            KvDtype::F16 => &self.fused_write_f16,
+            KvDtype::F32 => &self.fused_write_f32,
+        };
+        kernel.launch(
+            &self.gpu,
+            &args,
+            &[head_dim, q.heads + 2 * k.heads, k.seq],
+            None,
+        )
     }
 }

@@ -54,16 +54,23 @@ inline float tl_m0e4_qdot8(uint w, float4 xa, float4 xb) {
 // results are never stored). With MV_XLOCAL (a tile size in chunks), x is staged through local memory `xl`
 // (MV_XLOCAL * 9 float4: each chunk's 8 float4 padded to 9 so 8 neighbouring work-items hit distinct banks),
 // read from global memory once per work-group with coalesced loads.
+// With `normed`, x is RMS-normalised on the way in: each activation is multiplied by inv_rms * (nw + w_off), so
+// the norm costs no launch of its own (every work-group recomputes inv_rms; see mv_rms_scale).
 inline void mv_m0e4_partial(global const uint4* codes, global const half* scales, global const half* offsets,
                             global const float4* x4, uint rows, uint chunks, uint cpg_shift, uint row0,
-                            float* acc, local float4* xl) {
+                            float* acc, local float4* xl, const bool normed, global const float4* nw4,
+                            float inv_rms, float w_off) {
     const uint groups = chunks >> cpg_shift;
     const uint lid = get_local_id(0);
 #ifdef MV_XLOCAL
     for (uint t0 = 0; t0 < chunks; t0 += MV_XLOCAL) {
         const uint tn = min((uint)MV_XLOCAL, chunks - t0);
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint i = lid; i < tn * 8; i += MV_WG) xl[(i >> 3) * 9 + (i & 7)] = x4[t0 * 8 + i];
+        for (uint i = lid; i < tn * 8; i += MV_WG) {
+            float4 v = x4[t0 * 8 + i];
+            if (normed) v = v * inv_rms * (nw4[t0 * 8 + i] + w_off);
+            xl[(i >> 3) * 9 + (i & 7)] = v;
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
         MV_UNROLL_PRAGMA
         for (uint c = t0 + lid; c < t0 + tn; c += MV_WG) {
@@ -76,6 +83,13 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
         for (uint c = lid; c < chunks; c += MV_WG) {
             float4 x0 = x4[c * 8 + 0], x1 = x4[c * 8 + 1], x2 = x4[c * 8 + 2], x3 = x4[c * 8 + 3];
             float4 x5 = x4[c * 8 + 4], x6 = x4[c * 8 + 5], x7 = x4[c * 8 + 6], x8 = x4[c * 8 + 7];
+            if (normed) {
+                global const float4* n = nw4 + c * 8;
+                x0 = x0 * inv_rms * (n[0] + w_off); x1 = x1 * inv_rms * (n[1] + w_off);
+                x2 = x2 * inv_rms * (n[2] + w_off); x3 = x3 * inv_rms * (n[3] + w_off);
+                x5 = x5 * inv_rms * (n[4] + w_off); x6 = x6 * inv_rms * (n[5] + w_off);
+                x7 = x7 * inv_rms * (n[6] + w_off); x8 = x8 * inv_rms * (n[7] + w_off);
+            }
 #endif
             const float xsum = dot((x0 + x1) + (x2 + x3) + (x5 + x6) + (x7 + x8), (float4)(1.0f));
 #if defined(TLITE_HAS_FP16) && defined(TLITE_MV_HALF_MATH)
@@ -112,6 +126,18 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
     }
 }
 
+// 1 / sqrt(mean(x^2) + eps) over the chunks * 32 activations, computed by every work-group (x is at most a few
+// tens of KiB and stays in cache), so the RMSNorm before a decode mat-vec needs no launch of its own.
+// `red` holds at least MV_WG floats; it is free again on return.
+inline float mv_rms_scale(global const float4* x4, uint chunks, float eps, local float* red) {
+    float ss = 0.0f;
+    for (uint i = get_local_id(0); i < chunks * 8; i += MV_WG) {
+        const float4 v = x4[i];
+        ss += dot(v, v);
+    }
+    return rsqrt(tl_wg_sum(ss, red) / (float)(chunks * 32) + eps);
+}
+
 // Sums acc[r] over the work-group into red[r * MV_WG]; afterwards work-item r < MV_ROWS reads its row's total.
 inline float mv_reduce(float* acc, local float* red) {
     const uint lid = get_local_id(0);
@@ -145,17 +171,17 @@ inline float mv_reduce(float* acc, local float* red) {
 
 // y[row] = W[row]·x, plus residual[row] when res_mode is 1, plus the old y[row] when res_mode is 2.
 // codes: [rows][chunks] uint4; scales/offsets: [rows][chunks >> cpg_shift] f16; x: [chunks * 32] f32.
-kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_m0e4(global const uint4* codes, global const half* scales, global const half* offsets,
-                 global const float4* x, global float* y, global const float* residual, uint rows, uint chunks,
-                 uint cpg_shift, uint res_mode) {
-    local float red[MV_ROWS * MV_WG];
-    MV_XL_DECL
+// With `normed`, x is replaced by rmsnorm(x) * (nw + w_off) (see mv_m0e4_partial).
+inline void mv_m0e4_body(global const uint4* codes, global const half* scales, global const half* offsets,
+                         global const float4* x, global float* y, global const float* residual, uint rows,
+                         uint chunks, uint cpg_shift, uint res_mode, const bool normed, global const float4* nw,
+                         float eps, float w_off, local float* red, local float4* xl) {
     const uint row0 = get_group_id(0) * MV_ROWS;
+    const float inv_rms = normed ? mv_rms_scale(x, chunks, eps, red) : 1.0f;
     float acc[MV_ROWS];
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, MV_XL_ARG);
+    mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms, w_off);
     const float total = mv_reduce(acc, red);
     const uint lid = get_local_id(0);
     const uint row = row0 + lid;
@@ -167,24 +193,47 @@ void matvec_m0e4(global const uint4* codes, global const half* scales, global co
     }
 }
 
-// out[row] = silu(Wg[row]·x) * (Wu[row]·x): the SwiGLU feed-forward's gate and up projections in one launch.
 kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_m0e4_gate_up(global const uint4* g_codes, global const half* g_scales, global const half* g_offsets,
-                         global const uint4* u_codes, global const half* u_scales, global const half* u_offsets,
-                         global const float4* x, global float* out, uint rows, uint chunks, uint cpg_shift,
-                         uint act) {
+void matvec_m0e4(global const uint4* codes, global const half* scales, global const half* offsets,
+                 global const float4* x, global float* y, global const float* residual, uint rows, uint chunks,
+                 uint cpg_shift, uint res_mode) {
     local float red[MV_ROWS * MV_WG];
     MV_XL_DECL
+    mv_m0e4_body(codes, scales, offsets, x, y, residual, rows, chunks, cpg_shift, res_mode, false, x, 0.0f, 0.0f,
+                 red, MV_XL_ARG);
+}
+
+// y = W·(rmsnorm(x) * (nw + w_off)): the decode step's norm fused into the mat-vec that follows it (QKV).
+kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_m0e4_normed(global const uint4* codes, global const half* scales, global const half* offsets,
+                        global const float4* x, global const float4* nw, global float* y, uint rows, uint chunks,
+                        uint cpg_shift, float eps, float w_off) {
+    local float red[MV_ROWS * MV_WG];
+    MV_XL_DECL
+    mv_m0e4_body(codes, scales, offsets, x, y, y, rows, chunks, cpg_shift, 0, true, nw, eps, w_off, red,
+                 MV_XL_ARG);
+}
+
+// out[row] = act(Wg[row]·x) * (Wu[row]·x): the gated feed-forward's gate and up projections in one launch
+// (act 0: SiLU, 1: GELU-tanh). With `normed`, x is rmsnorm(x) * (nw + w_off) as in mv_m0e4_body.
+inline void mv_gate_up_body(global const uint4* g_codes, global const half* g_scales, global const half* g_offsets,
+                            global const uint4* u_codes, global const half* u_scales, global const half* u_offsets,
+                            global const float4* x, global float* out, uint rows, uint chunks, uint cpg_shift,
+                            uint act, const bool normed, global const float4* nw, float eps, float w_off,
+                            local float* red, local float4* xl) {
     const uint row0 = get_group_id(0) * MV_ROWS;
+    const float inv_rms = normed ? mv_rms_scale(x, chunks, eps, red) : 1.0f;
     float acc[MV_ROWS];
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, acc, MV_XL_ARG);
+    mv_m0e4_partial(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms,
+                    w_off);
     const float gate = mv_reduce(acc, red);
     barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc, MV_XL_ARG);
+    mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms,
+                    w_off);
     const float up = mv_reduce(acc, red);
     const uint lid = get_local_id(0);
     const uint row = row0 + lid;
@@ -197,6 +246,30 @@ void matvec_m0e4_gate_up(global const uint4* g_codes, global const half* g_scale
         }
         out[row] = a * up;
     }
+}
+
+kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_m0e4_gate_up(global const uint4* g_codes, global const half* g_scales, global const half* g_offsets,
+                         global const uint4* u_codes, global const half* u_scales, global const half* u_offsets,
+                         global const float4* x, global float* out, uint rows, uint chunks, uint cpg_shift,
+                         uint act) {
+    local float red[MV_ROWS * MV_WG];
+    MV_XL_DECL
+    mv_gate_up_body(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, rows, chunks, cpg_shift, act,
+                    false, x, 0.0f, 0.0f, red, MV_XL_ARG);
+}
+
+// The gate+up launch with the feed-forward's RMSNorm fused in front of it.
+kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_m0e4_gate_up_normed(global const uint4* g_codes, global const half* g_scales,
+                                global const half* g_offsets, global const uint4* u_codes,
+                                global const half* u_scales, global const half* u_offsets, global const float4* x,
+                                global const float4* nw, global float* out, uint rows, uint chunks, uint cpg_shift,
+                                uint act, float eps, float w_off) {
+    local float red[MV_ROWS * MV_WG];
+    MV_XL_DECL
+    mv_gate_up_body(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, rows, chunks, cpg_shift, act,
+                    true, nw, eps, w_off, red, MV_XL_ARG);
 }
 
 // y[row] = W[row]·x (+ residual) for f16 weights [rows][cols], cols a multiple of 8: each load is 16 bytes.

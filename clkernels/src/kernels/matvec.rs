@@ -7,6 +7,7 @@
 use fp4::{GroupSize, M0e4Matrix, MatrixShape};
 use half::f16;
 
+use super::norm::RmsNormParams;
 use super::{
     check_len, program_source, shape_error, to_u32, Arg, GatedActivation, KernelError,
     LockedKernel, Residual,
@@ -231,6 +232,8 @@ pub struct MatvecM0e4 {
     warp_shuffle: bool,
     plain: LockedKernel,
     gate_up: LockedKernel,
+    normed: LockedKernel,
+    gate_up_normed: LockedKernel,
 }
 
 impl MatvecM0e4 {
@@ -252,12 +255,16 @@ impl MatvecM0e4 {
     ) -> Result<Self, KernelError> {
         let (plain, shfl) = build(gpu, &config, extra, "matvec_m0e4")?;
         let (gate_up, shfl_gu) = build(gpu, &config, extra, "matvec_m0e4_gate_up")?;
+        let (normed, shfl_n) = build(gpu, &config, extra, "matvec_m0e4_normed")?;
+        let (gate_up_normed, shfl_gun) = build(gpu, &config, extra, "matvec_m0e4_gate_up_normed")?;
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
             config,
-            warp_shuffle: shfl && shfl_gu,
+            warp_shuffle: shfl && shfl_gu && shfl_n && shfl_gun,
             plain,
             gate_up,
+            normed,
+            gate_up_normed,
         })
     }
 
@@ -345,16 +352,52 @@ impl MatvecM0e4 {
         )
     }
 
-    /// Enqueues `out = act(Wg·x) * (Wu·x)` (the gated feed-forward's first half). `gate` and `up` must have the
-    /// same shape and group size.
-    pub fn enqueue_gate_up(
+    /// Enqueues `y = W·rmsnorm(x)`: the RMSNorm (with weight `norm_weight` of `cols` values, plus
+    /// `params.weight_offset`) fused into the mat-vec, so a decode step's norm costs no launch of its own. Every
+    /// work-group recomputes the sum of squares of `x` (`cols` values), which is cheap beside the weights.
+    pub fn enqueue_normed(
         &self,
+        w: &DeviceM0e4,
+        x: &DeviceBuffer<f32>,
+        norm_weight: &DeviceBuffer<f32>,
+        params: RmsNormParams,
+        y: &mut DeviceBuffer<f32>,
+    ) -> Result<(), KernelError> {
+        let (rows, chunks) = Self::check(w, x, y.len(), "y")?;
+        check_len(
+            "matvec_m0e4_normed",
+            "norm weight",
+            norm_weight,
+            w.shape.cols,
+        )?;
+        let args = [
+            (&w.codes).into(),
+            (&w.scales).into(),
+            (&w.offsets).into(),
+            x.into(),
+            norm_weight.into(),
+            (&*y).into(),
+            rows.into(),
+            chunks.into(),
+            w.chunks_per_group_shift().into(),
+            params.eps.into(),
+            params.weight_offset.into(),
+        ];
+        let wg = self.config.work_group;
+        self.normed.launch(
+            &self.gpu,
+            &args,
+            &[self.groups(w.shape.rows) * wg],
+            Some(&[wg]),
+        )
+    }
+
+    fn check_gate_up(
         gate: &DeviceM0e4,
         up: &DeviceM0e4,
         x: &DeviceBuffer<f32>,
-        out: &mut DeviceBuffer<f32>,
-        act: GatedActivation,
-    ) -> Result<(), KernelError> {
+        out_len: usize,
+    ) -> Result<(u32, u32), KernelError> {
         if gate.shape != up.shape || gate.group != up.group {
             return Err(shape_error(
                 "matvec_m0e4_gate_up",
@@ -369,8 +412,21 @@ impl MatvecM0e4 {
                 ),
             ));
         }
-        let (rows, chunks) = Self::check(gate, x, out.len(), "out")?;
-        Self::check(up, x, out.len(), "out")?;
+        Self::check(up, x, out_len, "out")?;
+        Self::check(gate, x, out_len, "out")
+    }
+
+    /// Enqueues `out = act(Wg·x) * (Wu·x)` (the gated feed-forward's first half). `gate` and `up` must have the
+    /// same shape and group size.
+    pub fn enqueue_gate_up(
+        &self,
+        gate: &DeviceM0e4,
+        up: &DeviceM0e4,
+        x: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+        act: GatedActivation,
+    ) -> Result<(), KernelError> {
+        let (rows, chunks) = Self::check_gate_up(gate, up, x, out.len())?;
         let args = [
             (&gate.codes).into(),
             (&gate.scales).into(),
@@ -387,6 +443,52 @@ impl MatvecM0e4 {
         ];
         let wg = self.config.work_group;
         self.gate_up.launch(
+            &self.gpu,
+            &args,
+            &[self.groups(gate.shape.rows) * wg],
+            Some(&[wg]),
+        )
+    }
+
+    /// Enqueues `out = act(Wg·n) * (Wu·n)` with `n = rmsnorm(x)` computed inside the launch, as
+    /// [`MatvecM0e4::enqueue_normed`] does for one matrix.
+    #[allow(clippy::too_many_arguments)] // each argument is a distinct typed operand; bundling them hides nothing
+    pub fn enqueue_gate_up_normed(
+        &self,
+        gate: &DeviceM0e4,
+        up: &DeviceM0e4,
+        x: &DeviceBuffer<f32>,
+        norm_weight: &DeviceBuffer<f32>,
+        params: RmsNormParams,
+        out: &mut DeviceBuffer<f32>,
+        act: GatedActivation,
+    ) -> Result<(), KernelError> {
+        let (rows, chunks) = Self::check_gate_up(gate, up, x, out.len())?;
+        check_len(
+            "matvec_m0e4_gate_up_normed",
+            "norm weight",
+            norm_weight,
+            gate.shape.cols,
+        )?;
+        let args = [
+            (&gate.codes).into(),
+            (&gate.scales).into(),
+            (&gate.offsets).into(),
+            (&up.codes).into(),
+            (&up.scales).into(),
+            (&up.offsets).into(),
+            x.into(),
+            norm_weight.into(),
+            (&*out).into(),
+            rows.into(),
+            chunks.into(),
+            gate.chunks_per_group_shift().into(),
+            act.code().into(),
+            params.eps.into(),
+            params.weight_offset.into(),
+        ];
+        let wg = self.config.work_group;
+        self.gate_up_normed.launch(
             &self.gpu,
             &args,
             &[self.groups(gate.shape.rows) * wg],

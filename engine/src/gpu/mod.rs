@@ -359,55 +359,53 @@ impl GpuModel {
         };
         let attn_scale = 1.0 / (c.head_dim as f32).sqrt();
         for (i, layer) in self.weights.layers.iter().enumerate() {
-            k.norm.rms(&s.x, &layer.attn_norm, &mut s.xn, rows, norm)?;
-            k.linear(&layer.qkv, &s.xn, seq, &mut s.qkv, Residual::None)?;
+            // Decode folds the attention norm into the QKV mat-vec (one launch fewer per layer).
+            match (&layer.qkv, seq) {
+                (DeviceMatrix::M0e4(m), 1) => {
+                    k.matvec
+                        .enqueue_normed(m, &s.x, &layer.attn_norm, norm, &mut s.qkv)?
+                }
+                _ => {
+                    k.norm.rms(&s.x, &layer.attn_norm, &mut s.xn, rows, norm)?;
+                    k.linear(&layer.qkv, &s.xn, seq, &mut s.qkv, Residual::None)?;
+                }
+            }
             if let Some(bias) = &layer.qkv_bias {
                 k.elementwise
                     .add_bias_rows(&mut s.qkv, bias, seq, qkv_dim)?;
             }
-            // With a frequency table, q and k rotate in the QKV buffer and the cache write only copies; with a
-            // plain theta, k rotates inside the cache write (one launch fewer).
-            let k_rope = match &self.rope_table {
+            // With a frequency table, q and k rotate in the QKV buffer and the cache writes only copy; with a
+            // plain theta, one launch rotates q in place and writes K (rotated) and V into the cache.
+            let k_buf = self.kv.buffer(i, KvPart::Key)?.raw();
+            let v_buf = self.kv.buffer(i, KvPart::Value)?.raw();
+            let write = step.write_view();
+            let (k_write, v_write) = (KvOperand::new(k_buf, write)?, KvOperand::new(v_buf, write)?);
+            match &self.rope_table {
                 Some(table) => {
                     k.rope
                         .enqueue_with_table(&mut s.qkv, q_layout, self.rope, table, past)?;
                     k.rope
                         .enqueue_with_table(&mut s.qkv, k_layout, self.rope, table, past)?;
-                    None
+                    k.attention
+                        .enqueue_kv_write(&s.qkv, k_layout, k_write, None, past)?;
+                    k.attention
+                        .enqueue_kv_write(&s.qkv, v_layout, v_write, None, past)?;
                 }
-                None => {
-                    k.rope.enqueue(&mut s.qkv, q_layout, self.rope, past)?;
-                    Some(self.rope)
-                }
-            };
-            let k_buf = self.kv.buffer(i, KvPart::Key)?.raw();
-            let v_buf = self.kv.buffer(i, KvPart::Value)?.raw();
-            let write = step.write_view();
-            k.attention.enqueue_kv_write(
-                &s.qkv,
-                k_layout,
-                KvOperand::new(k_buf, write)?,
-                k_rope,
-                past,
-            )?;
-            k.attention.enqueue_kv_write(
-                &s.qkv,
-                v_layout,
-                KvOperand::new(v_buf, write)?,
-                None,
-                past,
-            )?;
+                None => k.attention.enqueue_qkv_rope_write(
+                    &mut s.qkv, q_layout, k_layout, v_layout, k_write, v_write, self.rope, past,
+                )?,
+            }
             let read = step.read_view();
             let (k_op, v_op) = (KvOperand::new(k_buf, read)?, KvOperand::new(v_buf, read)?);
             k.attention
                 .enqueue(&s.qkv, q_layout, k_op, v_op, shape, attn_scale, &mut s.attn)?;
             k.linear(&layer.wo, &s.attn, seq, &mut s.x, Residual::Accumulate)?;
-            k.norm.rms(&s.x, &layer.ffn_norm, &mut s.xn, rows, norm)?;
             match (&layer.gate, &layer.up, seq) {
-                (DeviceMatrix::M0e4(g), DeviceMatrix::M0e4(u), 1) => {
-                    k.matvec.enqueue_gate_up(g, u, &s.xn, &mut s.gate, act)?
-                }
+                (DeviceMatrix::M0e4(g), DeviceMatrix::M0e4(u), 1) => k
+                    .matvec
+                    .enqueue_gate_up_normed(g, u, &s.x, &layer.ffn_norm, norm, &mut s.gate, act)?,
                 _ => {
+                    k.norm.rms(&s.x, &layer.ffn_norm, &mut s.xn, rows, norm)?;
                     k.linear(&layer.gate, &s.xn, seq, &mut s.gate, Residual::None)?;
                     k.linear(&layer.up, &s.xn, seq, &mut s.up, Residual::None)?;
                     k.elementwise.gated_in_place(
@@ -439,6 +437,12 @@ impl GpuModel {
             rows: 1,
             dim: hidden,
         };
+        if let (1, DeviceMatrix::M0e4(head)) = (seq, self.weights.head()) {
+            // Decode with a quantised head: the final norm rides in the head's mat-vec.
+            k.matvec
+                .enqueue_normed(head, &s.x, &self.weights.final_norm, params, &mut s.logits)?;
+            return Ok(());
+        }
         if seq == 1 {
             k.norm.rms(
                 &s.x,
