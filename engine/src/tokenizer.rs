@@ -255,7 +255,15 @@ impl Llama2cTokenizer {
             // First occurrence wins, as in llama2.c's sorted lookup of unique pieces.
             index.entry(p.bytes.clone()).or_insert(i as u32);
         }
-        let byte_base = index.get(b"<0x00>".as_slice()).copied();
+        // Byte fallback needs all 256 byte pieces in a row after `<0x00>`; a vocabulary without them has none.
+        let byte_base = index.get(b"<0x00>".as_slice()).copied().filter(|&base| {
+            (0..=255u8).all(|b| {
+                let id = base as usize + usize::from(b);
+                pieces
+                    .get(id)
+                    .is_some_and(|p| p.bytes == format!("<0x{b:02X}>").as_bytes())
+            })
+        });
         Ok(Self {
             pieces,
             index,
@@ -332,9 +340,12 @@ impl Llama2cTokenizer {
                 continue;
             }
             match self.byte_base {
-                Some(base) if id >= base && id < base + 256 => out.push((id - base) as u8),
+                Some(base) if id >= base && id - base < 256 => out.push((id - base) as u8),
                 _ => {
-                    let bytes = self.pieces[id as usize].bytes.as_slice();
+                    let bytes = self
+                        .pieces
+                        .get(id as usize)
+                        .map_or(&[][..], |p| p.bytes.as_slice());
                     out.extend_from_slice(if first {
                         bytes.strip_prefix(b" ").unwrap_or(bytes)
                     } else {

@@ -348,7 +348,18 @@ pub fn parse<'a>(bytes: &'a [u8], origin: &str) -> Result<M0e4Tensors<'a>, Fp4Er
                 })
             };
             let codes_shape = expect_2d(origin, name, view, Dtype::U8)?;
-            let (rows, cols) = (codes_shape[0], codes_shape[1] * 2);
+            // Two dimensions, checked by `expect_2d`. Safetensors checked the codes' byte count, but a zero
+            // dimension lets the other one be anything, so the products are checked here.
+            let rows = codes_shape[0];
+            let cols = codes_shape[1]
+                .checked_mul(2)
+                .filter(|&c| rows.checked_mul(c).is_some())
+                .ok_or_else(|| {
+                    bad(
+                        origin,
+                        format!("matrix `{base}`: codes shape {codes_shape:?} is too large"),
+                    )
+                })?;
             let shape = MatrixShape::new(rows, cols);
             shape
                 .check_groupable(group)

@@ -215,6 +215,7 @@ impl ModelConfig {
                 return bad(format!("{name} must be positive"));
             }
         }
+        self.check_sizes()?;
         if !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
                 "heads {} is not a multiple of kv_heads {}",
@@ -242,6 +243,14 @@ impl ModelConfig {
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return bad(format!("rope_theta {} must be positive", self.rope_theta));
         }
+        if let Some(scale) = self.embed_scale {
+            if !scale.is_finite() {
+                return bad(format!("embedding scale {scale} must be finite"));
+            }
+        }
+        if let Some(scaling) = self.rope_scaling {
+            check_rope_scaling(scaling)?;
+        }
         for (name, id) in self
             .bos
             .iter()
@@ -256,5 +265,113 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+
+    /// Refuses dimensions whose products (tensor sizes, the KV cache) overflow or could never be allocated, so
+    /// no later size computation can overflow and no header can make the loader allocate terabytes.
+    fn check_sizes(&self) -> Result<(), EngineError> {
+        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
+        for (name, v) in [
+            ("hidden", self.hidden),
+            ("ffn", self.ffn),
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("kv_heads", self.kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab", self.vocab),
+            ("max_ctx", self.max_ctx),
+        ] {
+            if v > MAX_DIM {
+                return bad(format!(
+                    "{name} = {v} is not a plausible size (limit {MAX_DIM})"
+                ));
+            }
+        }
+        let product = |name: &str, factors: &[usize]| -> Result<usize, EngineError> {
+            factors
+                .iter()
+                .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+                .filter(|&n| n <= MAX_ELEMENTS)
+                .ok_or_else(|| {
+                    EngineError::InvalidConfig(format!(
+                        "{name} ({}) has more than {MAX_ELEMENTS} elements",
+                        factors
+                            .iter()
+                            .map(usize::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" x ")
+                    ))
+                })
+        };
+        let q = product("heads x head_dim", &[self.heads, self.head_dim])?;
+        let kv = product("kv_heads x head_dim", &[self.kv_heads, self.head_dim])?;
+        product("the embedding vocab x hidden", &[self.vocab, self.hidden])?;
+        product("the q projection", &[q, self.hidden])?;
+        product("the k/v projection", &[kv, self.hidden])?;
+        product("the MLP ffn x hidden", &[self.ffn, self.hidden])?;
+        product(
+            "the KV cache layers x max_ctx x kv_dim x 2",
+            &[self.layers, self.max_ctx, kv, 2],
+        )?;
+        product(
+            "the rotary table max_ctx x head_dim",
+            &[self.max_ctx, self.head_dim],
+        )?;
+        // Activations of one full-context step (prefill chunks are at most max_ctx tokens).
+        let qkv = kv
+            .checked_mul(2)
+            .and_then(|kv2| kv2.checked_add(q))
+            .unwrap_or(usize::MAX);
+        product(
+            "a full-context step's q|k|v, max_ctx x (q_dim + 2 kv_dim)",
+            &[self.max_ctx, qkv],
+        )?;
+        product(
+            "a full-context step's MLP, max_ctx x ffn",
+            &[self.max_ctx, self.ffn],
+        )?;
+        Ok(())
+    }
+}
+
+/// Largest single dimension a config may name (kernels index with 32-bit integers).
+const MAX_DIM: usize = (1 << 31) - 1;
+/// Largest element count of any one tensor (or of the whole KV cache) a config may imply: 2^40, four TiB of f32.
+const MAX_ELEMENTS: usize = 1 << 40;
+
+/// Rotary scaling factors must be positive and finite, and llama3's band must not be empty (it is divided by).
+fn check_rope_scaling(s: RopeScaling) -> Result<(), EngineError> {
+    let positive = |name: &str, v: f32| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(EngineError::InvalidConfig(format!(
+                "rope_scaling {name} {v} must be positive and finite"
+            )))
+        }
+    };
+    match s {
+        RopeScaling::Linear { factor } => positive("factor", factor),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_ctx,
+        } => {
+            positive("factor", factor)?;
+            positive("low_freq_factor", low_freq_factor)?;
+            positive("high_freq_factor", high_freq_factor)?;
+            if high_freq_factor <= low_freq_factor {
+                return Err(EngineError::InvalidConfig(format!(
+                    "rope_scaling high_freq_factor {high_freq_factor} must exceed low_freq_factor {low_freq_factor}"
+                )));
+            }
+            if original_max_ctx == 0 {
+                return Err(EngineError::InvalidConfig(
+                    "rope_scaling original_max_position_embeddings must be positive".into(),
+                ));
+            }
+            Ok(())
+        }
     }
 }

@@ -126,8 +126,8 @@ impl Llama2cHeader {
         Ok(cfg)
     }
 
-    /// Number of f32 values after the header that this header announces.
-    pub fn expected_floats(&self) -> usize {
+    /// Number of f32 values after the header that this header announces; `None` when that count overflows.
+    pub fn expected_floats(&self) -> Option<usize> {
         let (d, h, l, v, s) = (
             self.dim,
             self.hidden_dim,
@@ -135,13 +135,36 @@ impl Llama2cHeader {
             self.vocab_size,
             self.seq_len,
         );
-        let kv = self.n_kv_heads * (d / self.n_heads);
-        let head_size = d / self.n_heads;
-        v * d
-            + l * (d + d * d + 2 * kv * d + d * d + d + 3 * h * d)
-            + d
-            + s * head_size
-            + if self.untied { v * d } else { 0 }
+        let head_size = d.checked_div(self.n_heads)?;
+        let kv = self.n_kv_heads.checked_mul(head_size)?;
+        let mul = |a: usize, b: usize| a.checked_mul(b);
+        let dd = mul(d, d)?;
+        let per_layer = [d, dd, mul(2, mul(kv, d)?)?, dd, d, mul(3, mul(h, d)?)?]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)?;
+        let vd = mul(v, d)?;
+        [
+            vd,
+            mul(l, per_layer)?,
+            d,
+            mul(s, head_size)?,
+            if self.untied { vd } else { 0 },
+        ]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add)
+    }
+
+    /// Bytes of a file with this header (header included); an error naming the file when that overflows.
+    fn expected_bytes(&self, path: &Path) -> Result<usize, EngineError> {
+        self.expected_floats()
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|n| n.checked_add(HEADER_BYTES))
+            .ok_or_else(|| {
+                EngineError::InvalidConfig(format!(
+                    "{}: the llama2.c header announces more weights than can be addressed ({self:?})",
+                    path.display()
+                ))
+            })
     }
 }
 
@@ -154,7 +177,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, name: &str, n: usize) -> Result<Vec<f32>, EngineError> {
-        let end = self.pos + 4 * n;
+        let end = n
+            .checked_mul(4)
+            .and_then(|b| b.checked_add(self.pos))
+            .unwrap_or(usize::MAX);
         let b = self
             .bytes
             .get(self.pos..end)
@@ -184,31 +210,60 @@ impl Reader<'_> {
     }
 }
 
+/// Fills `buf` as far as the file allows (a short file is not an error here; the header parser says what is missing).
+pub(crate) fn read_up_to(f: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The error for a file whose size differs from what its header announces.
+fn size_mismatch(path: &Path, want: usize, have: u64) -> EngineError {
+    if have < want as u64 {
+        EngineError::Truncated {
+            path: path.to_path_buf(),
+            message: format!("the header announces {want} bytes but the file has {have}"),
+        }
+    } else {
+        EngineError::Model(format!(
+            "{}: {} trailing bytes after the {want} the llama2.c header announces (wrong format or version?)",
+            path.display(),
+            have - want as u64
+        ))
+    }
+}
+
 /// Loads a llama2.c checkpoint.
 pub(crate) fn load_file(
     path: &Path,
     opts: &LoadOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Model, EngineError> {
-    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
-    let header = Llama2cHeader::parse(path, &bytes)?;
+    // The size is checked against the header before the file is read, so a wrong file is never read whole.
+    let header = {
+        let mut head = [0u8; HEADER_BYTES];
+        let mut f = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+        let n = read_up_to(&mut f, &mut head).map_err(|e| EngineError::io(path, e))?;
+        Llama2cHeader::parse(path, &head[..n])?
+    };
     let config = header.config(path)?;
-    let want = HEADER_BYTES + 4 * header.expected_floats();
-    if bytes.len() < want {
-        return Err(EngineError::Truncated {
-            path: path.to_path_buf(),
-            message: format!(
-                "the header announces {want} bytes but the file has {}",
-                bytes.len()
-            ),
-        });
+    let want = header.expected_bytes(path)?;
+    let on_disk = std::fs::metadata(path)
+        .map_err(|e| EngineError::io(path, e))?
+        .len();
+    if on_disk != want as u64 {
+        return Err(size_mismatch(path, want, on_disk));
     }
-    if bytes.len() > want {
-        return Err(EngineError::Model(format!(
-            "{}: {} trailing bytes after the {want} the llama2.c header announces (wrong format or version?)",
-            path.display(),
-            bytes.len() - want
-        )));
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    if bytes.len() != want {
+        return Err(size_mismatch(path, want, bytes.len() as u64));
     }
     let c = &config;
     let (d, kv, hd, l) = (c.hidden, c.kv_dim(), c.ffn, c.layers);

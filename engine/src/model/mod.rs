@@ -95,7 +95,7 @@ pub fn load_config(path: &Path) -> Result<ModelConfig, EngineError> {
         SourceKind::Llama2c => {
             let mut head = [0u8; 28];
             let mut f = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
-            let n = std::io::Read::read(&mut f, &mut head).map_err(|e| EngineError::io(path, e))?;
+            let n = llama2c::read_up_to(&mut f, &mut head).map_err(|e| EngineError::io(path, e))?;
             Llama2cHeader::parse(path, &head[..n])?.config(path)
         }
         SourceKind::Tlite => Ok(tlite_format::load_folder_config(path)?),
