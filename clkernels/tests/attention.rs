@@ -163,6 +163,21 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
         "a 701-position decode should use several splits"
     );
     run_direct(&gpu, &att, long, 800, KvDtype::F32, "decode f32 long");
+    // A short context with few heads is split too (into chunks of at least 32 positions) so that more work-groups
+    // run; the last split is partial.
+    let short = s(1, 100, 2, 1, 64);
+    assert!(
+        att.splits(&short) > 1,
+        "a 101-position decode over 2 heads should use several splits"
+    );
+    run_direct(
+        &gpu,
+        &att,
+        short,
+        128,
+        KvDtype::F16,
+        "decode f16 short split",
+    );
     run_direct(
         &gpu,
         &att,
