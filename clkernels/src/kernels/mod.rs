@@ -235,7 +235,11 @@ impl LockedKernel {
             return Ok(());
         }
         let profiling = profile::queue();
-        let queue = profiling.unwrap_or_else(|| gpu.queue().get());
+        let Some(queue) = profiling else {
+            enqueue_without_event(gpu.queue().get(), kernel.get(), &global, local)?;
+            tracing::trace!(kernel = self.name, ?global, "enqueued");
+            return Ok(());
+        };
         // SAFETY: the kernel's arguments are all set above; the size arrays live across the call; the queue is the
         // device's own or the live profiling queue of `bench_suite`, both of the kernel's context.
         let event = unsafe {
@@ -251,12 +255,48 @@ impl LockedKernel {
             )
         }
         .map_err(|e| ClError::from_code("clEnqueueNDRangeKernel", e))?;
-        let event = opencl3::event::Event::new(event);
-        if profiling.is_some() {
-            profile::record(event);
-        }
+        profile::record(opencl3::event::Event::new(event));
         tracing::trace!(kernel = self.name, ?global, "enqueued");
         Ok(())
+    }
+}
+
+/// Enqueues with no event: the step's launches are never waited on one by one (the queue is in order and the
+/// step ends with a blocking read), and asking the driver for an event per launch costs host time on every
+/// launch of a launch-bound decode step.
+fn enqueue_without_event(
+    queue: opencl3::types::cl_command_queue,
+    kernel: opencl3::types::cl_kernel,
+    global: &[usize],
+    local: Option<&[usize]>,
+) -> Result<(), KernelError> {
+    let runtime = cl3::load_library().as_ref().map_err(|_| {
+        ClError::from_code(
+            "clEnqueueNDRangeKernel",
+            cl3::error_codes::DLOPEN_RUNTIME_LOAD_FAILED,
+        )
+    })?;
+    // The caller set all of the kernel's arguments and the size arrays live across the call; a null event
+    // pointer is allowed by the OpenCL specification and means no event is returned.
+    let status = runtime.clEnqueueNDRangeKernel(
+        queue,
+        kernel,
+        global.len() as u32,
+        std::ptr::null(),
+        global.as_ptr(),
+        local.map_or(std::ptr::null(), |l| l.as_ptr()),
+        0,
+        std::ptr::null(),
+        std::ptr::null_mut(),
+    );
+    match status {
+        Some(opencl3::error_codes::CL_SUCCESS) => Ok(()),
+        Some(code) => Err(ClError::from_code("clEnqueueNDRangeKernel", code).into()),
+        None => Err(ClError::from_code(
+            "clEnqueueNDRangeKernel",
+            cl3::error_codes::DLOPEN_FUNCTION_NOT_AVAILABLE,
+        )
+        .into()),
     }
 }
 
