@@ -3,9 +3,15 @@
 //! At load, [`GpuModel`] uploads the weights (M0E4 through the kernels' device type, f16 otherwise), allocates one
 //! K and one V buffer per layer with `kvcache` on clkernels' OpenCL storage, and derives the step plan. A step only
 //! evaluates the plan for `(seq, past)` on the CPU and enqueues kernels: prefill (`seq > 1`) uses the mat-mat
-//! kernels, decode the mat-vec ones (with the fused gate+up). The only reads back are the arg-max token (greedy)
+//! kernels, decode the mat-vec ones. The only reads back are the arg-max token (greedy)
 //! or the last position's logits (sampling); a decode step whose input is the token the device itself just chose
 //! reads its id from the device, so greedy decode writes nothing to the device either.
+//!
+//! Decode is launch-bound on desktop drivers (NVIDIA's OpenCL pays ~6 µs per kernel), so an M0E4 decode layer is
+//! six launches: QKV mat-vec with the attention RMSNorm folded in, one rotary + K/V-append launch (q rotated in
+//! place, K rotated and V copied into the cache), attention (plus its combine when the context is split),
+//! o-projection with the residual, gate+up with the feed-forward RMSNorm folded in, down with the residual.
+//! Prefill keeps separate norms, and rope-scaled models (frequency table) keep separate rotary launches.
 
 mod plan;
 mod weights;
