@@ -38,7 +38,11 @@ impl Cases {
     }
 
     fn finish(self, what: &str) {
-        eprintln!("{what}: {} cases, {} panicked", self.ran, self.panicked.len());
+        eprintln!(
+            "{what}: {} cases, {} panicked",
+            self.ran,
+            self.panicked.len()
+        );
         assert!(
             self.panicked.is_empty(),
             "{what}: {} of {} cases panicked:\n{}",
@@ -229,6 +233,8 @@ fn corrupt_config(cases: &mut Cases, label: &str, folder: &Path, keys: &[&str], 
         json!(-1),
         json!(1),
         json!(3),
+        json!(1u64 << 24),
+        json!(1u64 << 27),
         json!(u32::MAX),
         json!(1u64 << 40),
         json!(u64::MAX),
@@ -515,4 +521,60 @@ fn corrupted_tokenizers_never_panic() {
         });
     }
     cases.finish("tokenizer");
+}
+
+/// Sampling options straight from the command line and logits with infinities, extremes and ties.
+#[test]
+fn extreme_sampling_inputs_never_panic() {
+    use engine::sampling::{Sampler, SamplingParams};
+    let mut cases = Cases::default();
+    let floats = [
+        0.0,
+        -0.0,
+        1e-45,
+        0.5,
+        1.0,
+        2.0,
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -1.0,
+    ];
+    let logit_sets: Vec<Vec<f32>> = vec![
+        vec![],
+        vec![f32::NEG_INFINITY; 4],
+        vec![f32::INFINITY, 0.0, f32::INFINITY],
+        vec![f32::MAX, f32::MIN, 0.0],
+        vec![1e-45, -1e-45, 0.0, 0.0],
+        vec![f32::NAN, 1.0],
+        (0..50).map(|i| (i % 7) as f32).collect(),
+    ];
+    let mut rng = StdRng::seed_from_u64(0x5a);
+    for i in 0..400 {
+        let mut f = || floats[rng.random_range(0..floats.len())];
+        let params = SamplingParams {
+            temperature: f(),
+            top_k: [0, 1, 3, usize::MAX][i % 4],
+            top_p: f(),
+            min_p: f(),
+            repeat_penalty: f(),
+            repeat_window: [0, 1, 64, usize::MAX][(i / 4) % 4],
+            seed: i as u64,
+        };
+        let logits = logit_sets[i % logit_sets.len()].clone();
+        cases.run(format!("{params:?} on {logits:?}"), || {
+            if let Ok(mut s) = Sampler::new(params.clone()) {
+                let _ = s.sample(&logits, &[0, 1, 2, u32::MAX]);
+                let mut candidates: Vec<(u32, f32)> = logits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| (i as u32, l))
+                    .collect();
+                let _ = s.sample_candidates(&mut candidates, &[]);
+            }
+        });
+    }
+    cases.finish("sampling");
 }

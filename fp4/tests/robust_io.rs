@@ -6,7 +6,9 @@ use fp4::io::{parse, read_tensors, to_bytes};
 use fp4::{quantize_m0e4, GroupSize, MatrixShape};
 use half::f16;
 use rand::{Rng, SeedableRng};
+use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// A valid file: two matrices (group 32) and one dense tensor, from seeded random weights.
@@ -123,6 +125,38 @@ fn corrupted_m0e4_files_never_panic() {
                 with_header(&good, |h| h["__metadata__"][key] = v.clone()),
             ));
         }
+    }
+    // Empty tensors pass safetensors' byte-count check whatever their other dimension claims.
+    for (rows, half_cols) in [
+        (0usize, 1usize << 63),
+        (1 << 63, 0),
+        (0, usize::MAX),
+        (0, 16),
+    ] {
+        let meta = HashMap::from([
+            ("format".to_string(), "m0e4".to_string()),
+            ("format_version".to_string(), "1".to_string()),
+            ("group_size".to_string(), "32".to_string()),
+        ]);
+        let groups = half_cols.saturating_mul(2) / 32;
+        let views = vec![
+            (
+                "m.m0e4_codes",
+                TensorView::new(Dtype::U8, vec![rows, half_cols], &[]).unwrap(),
+            ),
+            (
+                "m.m0e4_scales",
+                TensorView::new(Dtype::F16, vec![rows, groups], &[]).unwrap(),
+            ),
+            (
+                "m.m0e4_offsets",
+                TensorView::new(Dtype::F16, vec![rows, groups], &[]).unwrap(),
+            ),
+        ];
+        cases.push((
+            format!("empty codes shaped [{rows}, {half_cols}]"),
+            safetensors::serialize(views, Some(meta)).unwrap(),
+        ));
     }
     let mut panicked = Vec::new();
     for (name, bytes) in &cases {

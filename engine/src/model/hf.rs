@@ -258,6 +258,11 @@ fn load_weights(
         raw.expect_shape(&[len])?;
         vector(name, Source::Raw(raw), len, opts)
     };
+    // A config claiming more layers than the files hold fails here, before anything is sized by the claim.
+    st.get(&format!(
+        "model.layers.{}.input_layernorm.weight",
+        c.layers.saturating_sub(1)
+    ))?;
     let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
     let embedding = mat(
         "model.embed_tokens.weight",

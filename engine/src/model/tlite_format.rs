@@ -189,7 +189,8 @@ pub(crate) fn load_folder(
     let total = c.layers + 2;
     let embedding = st.take("embedding", &[c.vocab, h], false)?;
     progress(1, total);
-    let mut layers = Vec::with_capacity(c.layers);
+    // Grown as layers are found, not sized by the config's claim (a corrupt `layers` must not allocate).
+    let mut layers = Vec::new();
     for i in 0..c.layers {
         let mut t = |n: &str, shape: &[usize], vector: bool| {
             st.take(&format!("layers.{i}.{n}"), shape, vector)
