@@ -578,3 +578,63 @@ fn extreme_sampling_inputs_never_panic() {
     }
     cases.finish("sampling");
 }
+
+/// The errors the checks above produce name the file and the field, not just "invalid".
+#[test]
+fn size_errors_name_the_file_and_the_field() {
+    let dir = tmp();
+    write_tiny_hf_model(RefArch::Mistral, dir.path()).unwrap();
+    let cfg = dir.path().join("config.json");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let set = |key: &str, v: Value| {
+        let mut j: Value = serde_json::from_str(&good).unwrap();
+        j[key] = v;
+        std::fs::write(&cfg, j.to_string()).unwrap();
+        load(dir.path(), &LoadOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = set("num_hidden_layers", json!(u64::MAX));
+    assert!(e.contains("config.json") && e.contains("layers"), "{e}");
+    let e = set("head_dim", json!(1u64 << 32));
+    assert!(e.contains("config.json") && e.contains("head_dim"), "{e}");
+    std::fs::write(&cfg, &good).unwrap();
+    let mut c = load_config(dir.path()).unwrap();
+    (c.hidden, c.ffn) = (1 << 30, 1 << 30);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("ffn x hidden") && e.contains("elements"), "{e}");
+    // Plausible but false: the files hold 2 layers, the config claims 2^20.
+    let e = set("num_hidden_layers", json!(1 << 20));
+    assert!(e.contains("model.layers.1048575"), "{e}");
+    let e = set(
+        "rope_scaling",
+        json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0}),
+    );
+    assert!(e.contains("high_freq_factor"), "{e}");
+
+    // llama2.c: every field plausible on its own, the product beyond any file.
+    let path = dir.path().join("model.bin");
+    let mut b = llama2c_checkpoint(&path);
+    for (field, v) in [
+        (0, 1 << 24),
+        (1, 1 << 24),
+        (2, 1 << 24),
+        (3, 1 << 12),
+        (4, 1 << 12),
+    ] {
+        b[4 * field..4 * field + 4].copy_from_slice(&(v as i32).to_le_bytes());
+    }
+    std::fs::write(&path, &b).unwrap();
+    let e = load(&path, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.bin"), "{e}");
+
+    // tokenizer.bin whose `<0x00>` is not followed by the other 255 byte pieces: no byte fallback, a clear error.
+    let bin = dir.path().join("tokenizer.bin");
+    std::fs::write(&bin, tokenizer_bin(&[b"<unk>", b"<0x00>", b" ", b"a"])).unwrap();
+    let t = Tokenizer::from_file(&bin).unwrap();
+    assert!(t.encode("a", false).is_ok());
+    let e = t.encode("aé", false).unwrap_err().to_string();
+    assert!(e.contains("no byte tokens"), "{e}");
+}
