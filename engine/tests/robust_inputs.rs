@@ -622,7 +622,7 @@ fn size_errors_name_the_file_and_the_field() {
         (3, 1 << 12),
         (4, 1 << 12),
     ] {
-        b[4 * field..4 * field + 4].copy_from_slice(&(v as i32).to_le_bytes());
+        b[4 * field..4 * field + 4].copy_from_slice(&i32::to_le_bytes(v));
     }
     std::fs::write(&path, &b).unwrap();
     let e = load(&path, &LoadOptions::default())
