@@ -6,7 +6,7 @@
 //! view's element offset, which every kernel in [`crate::kernels::attention`] applies itself. Either way no cache
 //! contents are copied; the only copy is [`KvStorage::copy_within`] for a context shift.
 
-use kvcache::{ByteRange, KvBinding, KvStorage, StorageLimits};
+use kvcache::{ByteRange, KvBinding, KvStorage, KvView, StorageLimits};
 use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
 use opencl3::types::CL_BLOCKING;
 
@@ -30,6 +30,11 @@ impl ClKvBuffer {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// The kernel operand for `view` of this buffer, sized from what was allocated (no driver query).
+    pub fn operand(&self, view: KvView) -> KvOperand<'_> {
+        KvOperand::from_sized_mem(self.buffer.get(), saturating_usize(self.bytes), view)
+    }
 }
 
 /// A sub-buffer of a [`ClKvBuffer`].
@@ -49,6 +54,16 @@ impl ClKvRegion {
     pub fn range(&self) -> ByteRange {
         self.range
     }
+
+    /// The kernel operand for `view` of this sub-buffer, sized from its range (no driver query).
+    pub fn operand(&self, view: KvView) -> KvOperand<'_> {
+        KvOperand::from_sized_mem(self.buffer.get(), saturating_usize(self.range.len), view)
+    }
+}
+
+/// A byte count as `usize`; a buffer that exists has a size that fits, so saturating changes nothing.
+fn saturating_usize(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 /// KV storage in OpenCL buffers of one device.
@@ -100,10 +115,10 @@ impl ClKvStorage {
 pub fn operand<'a>(
     binding: &'a KvBinding<'a, ClKvStorage>,
 ) -> Result<KvOperand<'a>, crate::kernels::KernelError> {
-    match binding {
-        KvBinding::SubRegion { region, view } => KvOperand::new(&region.buffer, *view),
-        KvBinding::Offset { buffer, view } => KvOperand::new(&buffer.buffer, *view),
-    }
+    Ok(match binding {
+        KvBinding::SubRegion { region, view } => region.operand(*view),
+        KvBinding::Offset { buffer, view } => buffer.operand(*view),
+    })
 }
 
 impl KvStorage for ClKvStorage {

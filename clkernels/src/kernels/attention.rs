@@ -50,6 +50,17 @@ impl<'a> KvOperand<'a> {
         })
     }
 
+    /// A view into a buffer whose size the caller already knows (the KV storage keeps it, so a step need not ask
+    /// the driver with `clGetMemObjectInfo` for every layer).
+    pub(crate) fn from_sized_mem(mem: cl_mem, bytes: usize, view: KvView) -> Self {
+        KvOperand {
+            mem,
+            bytes,
+            view,
+            _borrow: PhantomData,
+        }
+    }
+
     /// A view into a typed device buffer (tests and tools that keep K/V outside a `kvcache` sequence).
     pub fn from_device_buffer<T: bytemuck::Pod>(buffer: &'a DeviceBuffer<T>, view: KvView) -> Self {
         KvOperand {

@@ -173,11 +173,75 @@ impl From<f32> for Arg {
     }
 }
 
+impl Arg {
+    /// Whether setting `self` would pass the driver the same bytes as `other` (floats compare by bits).
+    fn same_as(&self, other: &Arg) -> bool {
+        match (self, other) {
+            (Arg::Mem(a), Arg::Mem(b)) => a == b,
+            (Arg::U32(a), Arg::U32(b)) => a == b,
+            (Arg::F32(a), Arg::F32(b)) => a.to_bits() == b.to_bits(),
+            _ => false,
+        }
+    }
+}
+
+/// Most dimensions of an NDRange.
+const MAX_DIMS: usize = 3;
+
+/// A kernel object and the arguments last set on it.
+#[derive(Debug)]
+struct KernelState {
+    kernel: Kernel,
+    /// What each argument index was last set to (`None`: never set, or its setting failed). Each buffer here holds
+    /// a reference of its own (`clRetainMemObject`), so its handle cannot be freed and handed to a new buffer while
+    /// it stands for "already set": drivers do not retain kernel arguments, and PoCL hands a freed sub-buffer's
+    /// handle to the next one.
+    set: Vec<Option<Arg>>,
+}
+
+// SAFETY: OpenCL handles may be used from any thread; the retained `cl_mem`s are only read or released under the
+// mutex that owns this state.
+unsafe impl Send for KernelState {}
+
+impl KernelState {
+    /// Forgets the value cached at `slot`, dropping the reference held on a buffer.
+    fn forget(slot: &mut Option<Arg>) {
+        if let Some(Arg::Mem(mem)) = slot.take() {
+            // SAFETY: the handle was retained when it was cached and is released exactly once, here. A failed
+            // release leaves one reference behind, which is all it can do; nothing is read from the buffer.
+            let _ = unsafe { cl3::memory::release_mem_object(mem) };
+        }
+    }
+
+    /// Records `arg` as set at `slot`, holding a reference on a buffer (not cached if the driver refuses one).
+    fn remember(slot: &mut Option<Arg>, arg: Arg) {
+        if let Arg::Mem(mem) = arg {
+            // SAFETY: `mem` is a live buffer the caller borrows for this launch.
+            if unsafe { cl3::memory::retain_mem_object(mem) }.is_err() {
+                return;
+            }
+        }
+        *slot = Some(arg);
+    }
+}
+
+impl Drop for KernelState {
+    fn drop(&mut self) {
+        self.set.iter_mut().for_each(Self::forget);
+    }
+}
+
 /// A kernel object behind a lock: setting arguments and enqueuing must not interleave between threads.
+///
+/// A decode step launches each kernel object once per layer with mostly the same arguments (activations, sizes,
+/// the position), and every `clSetKernelArg` costs host time on a launch-bound step, so the lock also keeps the
+/// values last set and a launch only sets the arguments that changed. A buffer argument is compared by its
+/// `cl_mem` handle, kept alive while cached (so a buffer is freed at the latest when its kernel object is, or
+/// when that argument is next set to something else).
 #[derive(Debug)]
 pub(crate) struct LockedKernel {
     name: &'static str,
-    kernel: Mutex<Kernel>,
+    state: Mutex<KernelState>,
 }
 
 impl LockedKernel {
@@ -193,12 +257,15 @@ impl LockedKernel {
             .map_err(|e| ClError::from_code("clCreateKernel", e.0))?;
         Ok(LockedKernel {
             name,
-            kernel: Mutex::new(kernel),
+            state: Mutex::new(KernelState {
+                kernel,
+                set: Vec::new(),
+            }),
         })
     }
 
     /// Sets `args` in order and enqueues an NDRange of `global` work-items (`local` per group, or the driver's
-    /// choice). Global sizes are rounded up to a multiple of `local`.
+    /// choice; at most three dimensions). Global sizes are rounded up to a multiple of `local`.
     pub(crate) fn launch(
         &self,
         gpu: &Gpu,
@@ -206,37 +273,54 @@ impl LockedKernel {
         global: &[usize],
         local: Option<&[usize]>,
     ) -> Result<(), KernelError> {
-        let kernel = self
-            .kernel
+        let dims = global.len();
+        if dims == 0 || dims > MAX_DIMS || local.is_some_and(|l| l.len() != dims) {
+            return Err(shape_error(
+                self.name,
+                format!("an NDRange of {dims} global and {local:?} local sizes"),
+            ));
+        }
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (i, arg) in args.iter().enumerate() {
+        let KernelState { kernel, set } = &mut *state;
+        if set.len() < args.len() {
+            set.resize(args.len(), None);
+        }
+        for ((i, arg), last) in args.iter().enumerate().zip(set.iter_mut()) {
+            if last.is_some_and(|l| l.same_as(arg)) {
+                continue;
+            }
+            // Forget the old value first: a failed set leaves the driver's argument unknown.
+            KernelState::forget(last);
             let index = i as u32;
             // SAFETY: each argument is a plain value or a live cl_mem of a buffer the caller borrows for the
             // duration of this call; the argument types match the kernel's signature (checked by the launchers).
-            let set = unsafe {
+            let result = unsafe {
                 match arg {
                     Arg::Mem(m) => kernel.set_arg(index, m),
                     Arg::U32(v) => kernel.set_arg(index, v),
                     Arg::F32(v) => kernel.set_arg(index, v),
                 }
             };
-            set.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
+            result.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
+            KernelState::remember(last, *arg);
         }
-        let global: Vec<usize> = match local {
-            Some(l) => global
-                .iter()
-                .zip(l)
-                .map(|(&g, &l)| g.div_ceil(l).max(1) * l)
-                .collect(),
-            None => global.to_vec(),
-        };
+        let mut rounded = [0usize; MAX_DIMS];
+        for (d, g) in global.iter().enumerate() {
+            rounded[d] = match local {
+                Some(l) => g.div_ceil(l[d]).max(1) * l[d],
+                None => *g,
+            };
+        }
+        let global = &rounded[..dims];
         if global.contains(&0) {
             return Ok(());
         }
         let profiling = profile::queue();
         let Some(queue) = profiling else {
-            enqueue_without_event(gpu.queue().get(), kernel.get(), &global, local)?;
+            enqueue_without_event(gpu.queue().get(), kernel.get(), global, local)?;
             tracing::trace!(kernel = self.name, ?global, "enqueued");
             return Ok(());
         };

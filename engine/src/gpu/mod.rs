@@ -364,6 +364,8 @@ impl GpuModel {
             head_dim: c.head_dim,
         };
         let attn_scale = 1.0 / (c.head_dim as f32).sqrt();
+        // Every layer's cache has one layout, so the step's views are the same for all of them.
+        let (write, read) = (step.write_view(), step.read_view());
         for (i, layer) in self.weights.layers.iter().enumerate() {
             // Decode folds the attention norm into the QKV mat-vec (one launch fewer per layer).
             match (&layer.qkv, seq) {
@@ -382,10 +384,10 @@ impl GpuModel {
             }
             // With a frequency table, q and k rotate in the QKV buffer and the cache writes only copy; with a
             // plain theta, one launch rotates q in place and writes K (rotated) and V into the cache.
-            let k_buf = self.kv.buffer(i, KvPart::Key)?.raw();
-            let v_buf = self.kv.buffer(i, KvPart::Value)?.raw();
-            let write = step.write_view();
-            let (k_write, v_write) = (KvOperand::new(k_buf, write)?, KvOperand::new(v_buf, write)?);
+            // Operands are sized from the storage's own record: no driver query per layer.
+            let k_buf = self.kv.buffer(i, KvPart::Key)?;
+            let v_buf = self.kv.buffer(i, KvPart::Value)?;
+            let (k_write, v_write) = (k_buf.operand(write), v_buf.operand(write));
             match &self.rope_table {
                 Some(table) => {
                     k.rope
@@ -401,8 +403,7 @@ impl GpuModel {
                     &mut s.qkv, q_layout, k_layout, v_layout, k_write, v_write, self.rope, past,
                 )?,
             }
-            let read = step.read_view();
-            let (k_op, v_op) = (KvOperand::new(k_buf, read)?, KvOperand::new(v_buf, read)?);
+            let (k_op, v_op) = (k_buf.operand(read), v_buf.operand(read));
             k.attention
                 .enqueue(&s.qkv, q_layout, k_op, v_op, shape, attn_scale, &mut s.attn)?;
             k.linear(&layer.wo, &s.attn, seq, &mut s.x, Residual::Accumulate)?;
