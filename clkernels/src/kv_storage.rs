@@ -214,3 +214,74 @@ impl KvStorage for ClKvStorage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use kvcache::KvDtype;
+    use rand::Rng;
+
+    use super::*;
+    use crate::kernels::attention::Attention;
+    use crate::kernels::rope::HeadsLayout;
+    use crate::runtime::DeviceBuffer;
+
+    /// Writes through a new sub-buffer at a new origin every round, dropping the last one: drivers hand a freed
+    /// sub-buffer's handle to the next, and a launcher that skipped re-setting an argument it thought unchanged
+    /// would write at the old origin. Each round's values must land exactly at its own origin.
+    #[test]
+    fn writes_through_successive_sub_buffers_land_at_their_own_origins() {
+        let gpu = Gpu::open_default().unwrap();
+        let storage = ClKvStorage::new(&gpu);
+        let attention = Attention::new(&gpu).unwrap();
+        let align = storage.limits().sub_region_align_bytes.max(4);
+        let n = 64usize;
+        let rounds = 6u64;
+        let mut parent = storage.allocate(align * (rounds + 1)).unwrap();
+        let zeros = vec![0u8; parent.bytes() as usize];
+        storage.write_bytes(&mut parent, &zeros).unwrap();
+        let mut want = vec![0f32; parent.bytes() as usize / 4];
+        let mut rng = rand::rng();
+        for round in 0..rounds {
+            let origin = align * round;
+            let range = ByteRange {
+                origin,
+                len: (n * 4) as u64,
+            };
+            let Some(region) = storage.sub_region(&parent, range).unwrap() else {
+                eprintln!("the device refused a sub-buffer: nothing to check");
+                return;
+            };
+            let values: Vec<f32> = (0..n).map(|_| rng.random_range(-4.0..4.0)).collect();
+            let src = DeviceBuffer::from_slice(&gpu, &values).unwrap();
+            let view = KvView {
+                offset_elems: 0,
+                first_position: 0,
+                positions: 1,
+                heads: 1,
+                head_dim: n,
+                head_stride_elems: n as u64,
+                position_stride_elems: n as u64,
+                dtype: KvDtype::F32,
+            };
+            let layout = HeadsLayout {
+                offset: 0,
+                token_stride: n,
+                heads: 1,
+                seq: 1,
+            };
+            attention
+                .enqueue_kv_write(&src, layout, region.operand(view), None, 0)
+                .unwrap();
+            let at = origin as usize / 4;
+            want[at..at + n].copy_from_slice(&values);
+        }
+        let got: Vec<f32> = storage
+            .read_bytes(&parent)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(got, want);
+    }
+}

@@ -188,46 +188,75 @@ impl Arg {
 /// Most dimensions of an NDRange.
 const MAX_DIMS: usize = 3;
 
-/// A kernel object and the arguments last set on it.
-#[derive(Debug)]
-struct KernelState {
-    kernel: Kernel,
-    /// What each argument index was last set to (`None`: never set, or its setting failed). Each buffer here holds
-    /// a reference of its own (`clRetainMemObject`), so its handle cannot be freed and handed to a new buffer while
-    /// it stands for "already set": drivers do not retain kernel arguments, and PoCL hands a freed sub-buffer's
-    /// handle to the next one.
-    set: Vec<Option<Arg>>,
+/// What is known of one argument index of a kernel object.
+#[derive(Debug, Clone, Copy)]
+struct ArgSlot {
+    /// The value the driver holds and a launch may skip setting (`None`: unknown). A buffer here holds a reference
+    /// of its own (`clRetainMemObject`), so its handle cannot be freed and handed to a new buffer while it stands
+    /// for "already set": drivers need not retain kernel arguments, and PoCL hands a freed sub-buffer's handle to
+    /// the next one.
+    cached: Option<Arg>,
+    /// The buffer set last without being cached (null: none). A buffer is cached only when two launches in a row
+    /// pass it, so weights, which change at every launch, cost no retain and release.
+    passing: cl_mem,
 }
 
-// SAFETY: OpenCL handles may be used from any thread; the retained `cl_mem`s are only read or released under the
-// mutex that owns this state.
-unsafe impl Send for KernelState {}
+impl Default for ArgSlot {
+    fn default() -> Self {
+        ArgSlot {
+            cached: None,
+            passing: std::ptr::null_mut(),
+        }
+    }
+}
 
-impl KernelState {
-    /// Forgets the value cached at `slot`, dropping the reference held on a buffer.
-    fn forget(slot: &mut Option<Arg>) {
-        if let Some(Arg::Mem(mem)) = slot.take() {
+impl ArgSlot {
+    /// Whether `arg` is what the driver already holds.
+    fn holds(&self, arg: &Arg) -> bool {
+        self.cached.is_some_and(|c| c.same_as(arg))
+    }
+
+    /// Forgets the cached value, dropping the reference held on a buffer.
+    fn forget(&mut self) {
+        if let Some(Arg::Mem(mem)) = self.cached.take() {
             // SAFETY: the handle was retained when it was cached and is released exactly once, here. A failed
             // release leaves one reference behind, which is all it can do; nothing is read from the buffer.
             let _ = unsafe { cl3::memory::release_mem_object(mem) };
         }
     }
 
-    /// Records `arg` as set at `slot`, holding a reference on a buffer (not cached if the driver refuses one).
-    fn remember(slot: &mut Option<Arg>, arg: Arg) {
-        if let Arg::Mem(mem) = arg {
+    /// Records that `arg` was just set (after [`ArgSlot::forget`]).
+    fn record(&mut self, arg: Arg) {
+        let Arg::Mem(mem) = arg else {
+            self.cached = Some(arg);
+            return;
+        };
+        // Comparing with a handle that may since have been freed is harmless: it only decides whether to cache
+        // `mem`, a live buffer the caller borrows for this launch.
+        if std::mem::replace(&mut self.passing, mem) == mem {
             // SAFETY: `mem` is a live buffer the caller borrows for this launch.
-            if unsafe { cl3::memory::retain_mem_object(mem) }.is_err() {
-                return;
+            if unsafe { cl3::memory::retain_mem_object(mem) }.is_ok() {
+                self.cached = Some(arg);
             }
         }
-        *slot = Some(arg);
     }
 }
 
+/// A kernel object and what is known of its arguments.
+#[derive(Debug)]
+struct KernelState {
+    kernel: Kernel,
+    /// One per argument index set so far.
+    slots: Vec<ArgSlot>,
+}
+
+// SAFETY: OpenCL handles may be used from any thread; the retained `cl_mem`s are only read or released under the
+// mutex that owns this state.
+unsafe impl Send for KernelState {}
+
 impl Drop for KernelState {
     fn drop(&mut self) {
-        self.set.iter_mut().for_each(Self::forget);
+        self.slots.iter_mut().for_each(ArgSlot::forget);
     }
 }
 
@@ -236,8 +265,8 @@ impl Drop for KernelState {
 /// A decode step launches each kernel object once per layer with mostly the same arguments (activations, sizes,
 /// the position), and every `clSetKernelArg` costs host time on a launch-bound step, so the lock also keeps the
 /// values last set and a launch only sets the arguments that changed. A buffer argument is compared by its
-/// `cl_mem` handle, kept alive while cached (so a buffer is freed at the latest when its kernel object is, or
-/// when that argument is next set to something else).
+/// `cl_mem` handle, kept alive while cached (a buffer passed to two launches in a row is freed at the latest when
+/// its kernel object is, or when that argument is next set to something else).
 #[derive(Debug)]
 pub(crate) struct LockedKernel {
     name: &'static str,
@@ -259,7 +288,7 @@ impl LockedKernel {
             name,
             state: Mutex::new(KernelState {
                 kernel,
-                set: Vec::new(),
+                slots: Vec::new(),
             }),
         })
     }
@@ -284,16 +313,16 @@ impl LockedKernel {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let KernelState { kernel, set } = &mut *state;
-        if set.len() < args.len() {
-            set.resize(args.len(), None);
+        let KernelState { kernel, slots } = &mut *state;
+        if slots.len() < args.len() {
+            slots.resize(args.len(), ArgSlot::default());
         }
-        for ((i, arg), last) in args.iter().enumerate().zip(set.iter_mut()) {
-            if last.is_some_and(|l| l.same_as(arg)) {
+        for ((i, arg), slot) in args.iter().enumerate().zip(slots.iter_mut()) {
+            if slot.holds(arg) {
                 continue;
             }
             // Forget the old value first: a failed set leaves the driver's argument unknown.
-            KernelState::forget(last);
+            slot.forget();
             let index = i as u32;
             // SAFETY: each argument is a plain value or a live cl_mem of a buffer the caller borrows for the
             // duration of this call; the argument types match the kernel's signature (checked by the launchers).
@@ -305,7 +334,7 @@ impl LockedKernel {
                 }
             };
             result.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
-            KernelState::remember(last, *arg);
+            slot.record(*arg);
         }
         let mut rounded = [0usize; MAX_DIMS];
         for (d, g) in global.iter().enumerate() {
