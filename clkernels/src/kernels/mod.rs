@@ -173,104 +173,11 @@ impl From<f32> for Arg {
     }
 }
 
-impl Arg {
-    /// Whether setting `self` would pass the driver the same bytes as `other` (floats compare by bits).
-    fn same_as(&self, other: &Arg) -> bool {
-        match (self, other) {
-            (Arg::Mem(a), Arg::Mem(b)) => a == b,
-            (Arg::U32(a), Arg::U32(b)) => a == b,
-            (Arg::F32(a), Arg::F32(b)) => a.to_bits() == b.to_bits(),
-            _ => false,
-        }
-    }
-}
-
-/// Most dimensions of an NDRange.
-const MAX_DIMS: usize = 3;
-
-/// What is known of one argument index of a kernel object.
-#[derive(Debug, Clone, Copy)]
-struct ArgSlot {
-    /// The value the driver holds and a launch may skip setting (`None`: unknown). A buffer here holds a reference
-    /// of its own (`clRetainMemObject`), so its handle cannot be freed and handed to a new buffer while it stands
-    /// for "already set": drivers need not retain kernel arguments, and PoCL hands a freed sub-buffer's handle to
-    /// the next one.
-    cached: Option<Arg>,
-    /// The buffer set last without being cached (null: none). A buffer is cached only when two launches in a row
-    /// pass it, so weights, which change at every launch, cost no retain and release.
-    passing: cl_mem,
-}
-
-impl Default for ArgSlot {
-    fn default() -> Self {
-        ArgSlot {
-            cached: None,
-            passing: std::ptr::null_mut(),
-        }
-    }
-}
-
-impl ArgSlot {
-    /// Whether `arg` is what the driver already holds.
-    fn holds(&self, arg: &Arg) -> bool {
-        self.cached.is_some_and(|c| c.same_as(arg))
-    }
-
-    /// Forgets the cached value, dropping the reference held on a buffer.
-    fn forget(&mut self) {
-        if let Some(Arg::Mem(mem)) = self.cached.take() {
-            // SAFETY: the handle was retained when it was cached and is released exactly once, here. A failed
-            // release leaves one reference behind, which is all it can do; nothing is read from the buffer.
-            let _ = unsafe { cl3::memory::release_mem_object(mem) };
-        }
-    }
-
-    /// Records that `arg` was just set (after [`ArgSlot::forget`]).
-    fn record(&mut self, arg: Arg) {
-        let Arg::Mem(mem) = arg else {
-            self.cached = Some(arg);
-            return;
-        };
-        // Comparing with a handle that may since have been freed is harmless: it only decides whether to cache
-        // `mem`, a live buffer the caller borrows for this launch.
-        if std::mem::replace(&mut self.passing, mem) == mem {
-            // SAFETY: `mem` is a live buffer the caller borrows for this launch.
-            if unsafe { cl3::memory::retain_mem_object(mem) }.is_ok() {
-                self.cached = Some(arg);
-            }
-        }
-    }
-}
-
-/// A kernel object and what is known of its arguments.
-#[derive(Debug)]
-struct KernelState {
-    kernel: Kernel,
-    /// One per argument index set so far.
-    slots: Vec<ArgSlot>,
-}
-
-// SAFETY: OpenCL handles may be used from any thread; the retained `cl_mem`s are only read or released under the
-// mutex that owns this state.
-unsafe impl Send for KernelState {}
-
-impl Drop for KernelState {
-    fn drop(&mut self) {
-        self.slots.iter_mut().for_each(ArgSlot::forget);
-    }
-}
-
 /// A kernel object behind a lock: setting arguments and enqueuing must not interleave between threads.
-///
-/// A decode step launches each kernel object once per layer with mostly the same arguments (activations, sizes,
-/// the position), and every `clSetKernelArg` costs host time on a launch-bound step, so the lock also keeps the
-/// values last set and a launch only sets the arguments that changed. A buffer argument is compared by its
-/// `cl_mem` handle, kept alive while cached (a buffer passed to two launches in a row is freed at the latest when
-/// its kernel object is, or when that argument is next set to something else).
 #[derive(Debug)]
 pub(crate) struct LockedKernel {
     name: &'static str,
-    state: Mutex<KernelState>,
+    kernel: Mutex<Kernel>,
 }
 
 impl LockedKernel {
@@ -286,15 +193,12 @@ impl LockedKernel {
             .map_err(|e| ClError::from_code("clCreateKernel", e.0))?;
         Ok(LockedKernel {
             name,
-            state: Mutex::new(KernelState {
-                kernel,
-                slots: Vec::new(),
-            }),
+            kernel: Mutex::new(kernel),
         })
     }
 
     /// Sets `args` in order and enqueues an NDRange of `global` work-items (`local` per group, or the driver's
-    /// choice; at most three dimensions). Global sizes are rounded up to a multiple of `local`.
+    /// choice). Global sizes are rounded up to a multiple of `local`.
     pub(crate) fn launch(
         &self,
         gpu: &Gpu,
@@ -302,54 +206,37 @@ impl LockedKernel {
         global: &[usize],
         local: Option<&[usize]>,
     ) -> Result<(), KernelError> {
-        let dims = global.len();
-        if dims == 0 || dims > MAX_DIMS || local.is_some_and(|l| l.len() != dims) {
-            return Err(shape_error(
-                self.name,
-                format!("an NDRange of {dims} global and {local:?} local sizes"),
-            ));
-        }
-        let mut state = self
-            .state
+        let kernel = self
+            .kernel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let KernelState { kernel, slots } = &mut *state;
-        if slots.len() < args.len() {
-            slots.resize(args.len(), ArgSlot::default());
-        }
-        for ((i, arg), slot) in args.iter().enumerate().zip(slots.iter_mut()) {
-            if slot.holds(arg) {
-                continue;
-            }
-            // Forget the old value first: a failed set leaves the driver's argument unknown.
-            slot.forget();
+        for (i, arg) in args.iter().enumerate() {
             let index = i as u32;
             // SAFETY: each argument is a plain value or a live cl_mem of a buffer the caller borrows for the
             // duration of this call; the argument types match the kernel's signature (checked by the launchers).
-            let result = unsafe {
+            let set = unsafe {
                 match arg {
                     Arg::Mem(m) => kernel.set_arg(index, m),
                     Arg::U32(v) => kernel.set_arg(index, v),
                     Arg::F32(v) => kernel.set_arg(index, v),
                 }
             };
-            result.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
-            slot.record(*arg);
+            set.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
         }
-        let mut rounded = [0usize; MAX_DIMS];
-        for (d, g) in global.iter().enumerate() {
-            rounded[d] = match local {
-                Some(l) => g.div_ceil(l[d]).max(1) * l[d],
-                None => *g,
-            };
-        }
-        let global = &rounded[..dims];
+        let global: Vec<usize> = match local {
+            Some(l) => global
+                .iter()
+                .zip(l)
+                .map(|(&g, &l)| g.div_ceil(l).max(1) * l)
+                .collect(),
+            None => global.to_vec(),
+        };
         if global.contains(&0) {
             return Ok(());
         }
         let profiling = profile::queue();
         let Some(queue) = profiling else {
-            enqueue_without_event(gpu.queue().get(), kernel.get(), global, local)?;
+            enqueue_without_event(gpu.queue().get(), kernel.get(), &global, local)?;
             tracing::trace!(kernel = self.name, ?global, "enqueued");
             return Ok(());
         };
