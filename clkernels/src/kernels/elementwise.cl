@@ -14,7 +14,9 @@ kernel void gated_act(global const float* gate, global const float* up, global f
     if (act == 0) {
         a = g / (1.0f + exp(-g));
     } else {
-        a = 0.5f * g * (1.0f + tanh(0.7978845608f * (g + 0.044715f * g * g * g)));
+        // 0.5*x*(1 + tanh(u)) written as x / (1 + exp(-2u)): the same function without the cancellation of
+        // 1 + tanh(u) for large negative x, which left errors of ~1e-6 where the result is ~0.
+        a = g / (1.0f + exp(-1.5957691216f * (g + 0.044715f * g * g * g)));
     }
     out[i] = a * up[i];
 }

@@ -242,7 +242,9 @@ inline void mv_gate_up_body(global const uint4* g_codes, global const half* g_sc
         if (act == 0) {
             a = gate / (1.0f + exp(-gate));
         } else {
-            a = 0.5f * gate * (1.0f + tanh(0.7978845608f * (gate + 0.044715f * gate * gate * gate)));
+            // 0.5*x*(1 + tanh(u)) written as x / (1 + exp(-2u)): the same function without the cancellation of
+            // 1 + tanh(u) for large negative x, which left errors of ~1e-6 where the result is ~0.
+            a = gate / (1.0f + exp(-1.5957691216f * (gate + 0.044715f * gate * gate * gate)));
         }
         out[row] = a * up;
     }
