@@ -32,6 +32,21 @@ fn err(op: &'static str, node: &str, reason: impl Into<String>) -> SymShapeError
     SymShapeError::shape(op, node, reason)
 }
 
+/// The one form every rule check takes: `Ok` when `holds`, else the op's error. The reason is a
+/// closure so its message is only formatted when the check fails.
+fn ensure(
+    holds: bool,
+    op: &'static str,
+    node: &str,
+    reason: impl FnOnce() -> String,
+) -> Result<(), SymShapeError> {
+    if holds {
+        Ok(())
+    } else {
+        Err(err(op, node, reason()))
+    }
+}
+
 fn axis_index(
     op: &'static str,
     node: &str,
@@ -40,14 +55,28 @@ fn axis_index(
 ) -> Result<usize, SymShapeError> {
     let r = rank as isize;
     let a = if axis < 0 { axis + r } else { axis };
-    if a < 0 || a >= r {
-        return Err(err(
-            op,
-            node,
-            format!("axis {axis} out of range for rank {rank}"),
-        ));
-    }
+    ensure(a >= 0 && a < r, op, node, || {
+        format!("axis {axis} out of range for rank {rank}")
+    })?;
     Ok(a as usize)
+}
+
+/// How [`Graph::slice`] and [`Graph::narrow`] take a window of one axis.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Window {
+    /// A materialised copy, along any axis.
+    Slice,
+    /// A view aliasing its input, along axis 0 only (the only axis that stays contiguous).
+    Narrow,
+}
+
+impl Window {
+    fn op(self) -> &'static str {
+        match self {
+            Window::Slice => "slice",
+            Window::Narrow => "narrow",
+        }
+    }
 }
 
 fn one() -> Expr {
@@ -73,18 +102,14 @@ impl Graph {
     ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "matmul";
         let ((sa, dt), (sb, _)) = (self.info(a)?, self.info(b)?);
-        if sa.rank() < 2 || sb.rank() < 2 {
-            return Err(err(OP, name, format!("needs rank >= 2, got {sa} and {sb}")));
-        }
+        ensure(sa.rank() >= 2 && sb.rank() >= 2, OP, name, || {
+            format!("needs rank >= 2, got {sa} and {sb}")
+        })?;
         let (m, k1) = (&sa.0[sa.rank() - 2], &sa.0[sa.rank() - 1]);
         let (k2, n) = (&sb.0[sb.rank() - 2], &sb.0[sb.rank() - 1]);
-        if !self.same(k1, k2) {
-            return Err(err(
-                OP,
-                name,
-                format!("inner dims differ: {k1} (of {sa}) vs {k2} (of {sb})"),
-            ));
-        }
+        ensure(self.same(k1, k2), OP, name, || {
+            format!("inner dims differ: {k1} (of {sa}) vs {k2} (of {sb})")
+        })?;
         let batch =
             self.broadcast_dims(OP, name, &sa.0[..sa.rank() - 2], &sb.0[..sb.rank() - 2])?;
         let mut dims = batch;
@@ -102,24 +127,16 @@ impl Graph {
     ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "linear";
         let ((sx, dt), (sw, _)) = (self.info(x)?, self.info(w)?);
-        if sx.rank() < 1 || sw.rank() != 2 {
-            return Err(err(
-                OP,
-                name,
-                format!("needs x of rank >= 1 and a [out, in] weight, got {sx} and {sw}"),
-            ));
-        }
+        ensure(sx.rank() >= 1 && sw.rank() == 2, OP, name, || {
+            format!("needs x of rank >= 1 and a [out, in] weight, got {sx} and {sw}")
+        })?;
         let k = &sx.0[sx.rank() - 1];
-        if !self.same(k, &sw.0[1]) {
-            return Err(err(
-                OP,
-                name,
-                format!(
-                    "in-features differ: x {sx} has {k}, weight {sw} has {}",
-                    sw.0[1]
-                ),
-            ));
-        }
+        ensure(self.same(k, &sw.0[1]), OP, name, || {
+            format!(
+                "in-features differ: x {sx} has {k}, weight {sw} has {}",
+                sw.0[1]
+            )
+        })?;
         let mut dims = sx.0[..sx.rank() - 1].to_vec();
         dims.push(sw.0[0].clone());
         self.push_op(OP, name, &[x, w], Shape(dims), dt, None)
@@ -211,9 +228,9 @@ impl Graph {
             .filter(|(_, d)| matches!(d, ReshapeDim::Infer))
             .map(|(i, _)| i)
             .collect();
-        if infer.len() > 1 {
-            return Err(err(OP, name, "more than one inferred dim"));
-        }
+        ensure(infer.len() <= 1, OP, name, || {
+            "more than one inferred dim".into()
+        })?;
         let known = dims.iter().fold(one(), |acc, d| match d {
             ReshapeDim::Size(e) => acc * e,
             ReshapeDim::Infer => acc,
@@ -236,16 +253,12 @@ impl Graph {
             });
         }
         let new = Shape(out);
-        if !self.same(&new.numel(), &total) {
-            return Err(err(
-                OP,
-                name,
-                format!(
-                    "element counts differ: {s} has {total}, target {new} has {}",
-                    new.numel()
-                ),
-            ));
-        }
+        ensure(self.same(&new.numel(), &total), OP, name, || {
+            format!(
+                "element counts differ: {s} has {total}, target {new} has {}",
+                new.numel()
+            )
+        })?;
         self.push_op(OP, name, &[x], new, dt, Some(x))
     }
 
@@ -259,21 +272,13 @@ impl Graph {
         const OP: &str = "permute";
         let (s, dt) = self.info(x)?;
         let mut seen = vec![false; s.rank()];
-        if perm.len() != s.rank() {
-            return Err(err(
-                OP,
-                name,
-                format!("permutation {perm:?} has the wrong length for {s}"),
-            ));
-        }
+        ensure(perm.len() == s.rank(), OP, name, || {
+            format!("permutation {perm:?} has the wrong length for {s}")
+        })?;
         for &p in perm {
-            if p >= s.rank() || seen[p] {
-                return Err(err(
-                    OP,
-                    name,
-                    format!("{perm:?} is not a permutation of 0..{}", s.rank()),
-                ));
-            }
+            ensure(p < s.rank() && !seen[p], OP, name, || {
+                format!("{perm:?} is not a permutation of 0..{}", s.rank())
+            })?;
             seen[p] = true;
         }
         let dims = perm.iter().map(|&p| s.0[p].clone()).collect();
@@ -289,13 +294,9 @@ impl Graph {
         b: usize,
     ) -> Result<TensorId, SymShapeError> {
         let rank = self.shape(x)?.rank();
-        if a >= rank || b >= rank {
-            return Err(err(
-                "transpose",
-                name,
-                format!("axes {a}, {b} out of range for rank {rank}"),
-            ));
-        }
+        ensure(a < rank && b < rank, "transpose", name, || {
+            format!("axes {a}, {b} out of range for rank {rank}")
+        })?;
         let mut perm: Vec<usize> = (0..rank).collect();
         perm.swap(a, b);
         self.permute(name, x, &perm)
@@ -315,21 +316,34 @@ impl Graph {
         let mut dims = s0.0.clone();
         for t in &xs[1..] {
             let (s, _) = self.info(*t)?;
-            if s.rank() != s0.rank() {
-                return Err(err(OP, name, format!("ranks differ: {s0} vs {s}")));
-            }
-            for i in 0..s.rank() {
-                if i != ax && !self.same(&s.0[i], &s0.0[i]) {
-                    return Err(err(
-                        OP,
-                        name,
-                        format!("axis {i} differs: {} vs {}", s0.0[i], s.0[i]),
-                    ));
-                }
-            }
+            ensure(s.rank() == s0.rank(), OP, name, || {
+                format!("ranks differ: {s0} vs {s}")
+            })?;
+            self.check_other_axes(OP, name, &s0, &s, ax, |i, a, b| {
+                format!("axis {i} differs: {a} vs {b}")
+            })?;
             dims[ax] = &dims[ax] + &s.0[ax];
         }
         self.push_op(OP, name, xs, Shape(dims), dt, None)
+    }
+
+    /// Checks that shapes `a` and `b` (of equal rank) agree on every axis except `skip`, the one
+    /// being joined or written along; `mismatch(i, a_i, b_i)` words the first axis that differs.
+    fn check_other_axes(
+        &self,
+        op: &'static str,
+        name: &str,
+        a: &Shape,
+        b: &Shape,
+        skip: usize,
+        mismatch: impl Fn(usize, &Expr, &Expr) -> String,
+    ) -> Result<(), SymShapeError> {
+        for i in (0..a.rank()).filter(|&i| i != skip) {
+            ensure(self.same(&a.0[i], &b.0[i]), op, name, || {
+                mismatch(i, &a.0[i], &b.0[i])
+            })?;
+        }
+        Ok(())
     }
 
     /// `x[.., start .. start + len, ..]` along `axis`; `0 ≤ start` and `start + len ≤ dim` must be
@@ -342,27 +356,7 @@ impl Graph {
         start: &Expr,
         len: &Expr,
     ) -> Result<TensorId, SymShapeError> {
-        const OP: &str = "slice";
-        let (s, dt) = self.info(x)?;
-        let ax = axis_index(OP, name, axis, s.rank())?;
-        let end = start + len;
-        if !self.domain.proves_nonnegative(start) || !self.domain.proves_nonnegative(len) {
-            return Err(err(
-                OP,
-                name,
-                format!("start {start} and length {len} must be provably >= 0"),
-            ));
-        }
-        if !self.domain.proves_ge(&s.0[ax], &end) {
-            return Err(err(
-                OP,
-                name,
-                format!("end {end} may exceed dim {} of {s}", s.0[ax]),
-            ));
-        }
-        let mut dims = s.0.clone();
-        dims[ax] = len.clone();
-        self.push_op(OP, name, &[x], Shape(dims), dt, None)
+        self.window(Window::Slice, name, x, axis, start, len)
     }
 
     /// A view of `x[start .. start + len]` along axis 0 (no copy; the output aliases `x`), as used
@@ -376,34 +370,39 @@ impl Graph {
         start: &Expr,
         len: &Expr,
     ) -> Result<TensorId, SymShapeError> {
-        const OP: &str = "narrow";
+        self.window(Window::Narrow, name, x, axis, start, len)
+    }
+
+    /// The rule [`Graph::slice`] and [`Graph::narrow`] share: `start .. start + len` must lie
+    /// inside the axis on the whole domain; they differ only in aliasing and allowed axes.
+    fn window(
+        &mut self,
+        kind: Window,
+        name: &str,
+        x: TensorId,
+        axis: isize,
+        start: &Expr,
+        len: &Expr,
+    ) -> Result<TensorId, SymShapeError> {
+        let op = kind.op();
         let (s, dt) = self.info(x)?;
-        let ax = axis_index(OP, name, axis, s.rank())?;
-        if ax != 0 {
-            return Err(err(
-                OP,
-                name,
-                format!("only axis 0 gives a contiguous view, got axis {axis} of {s}"),
-            ));
-        }
+        let ax = axis_index(op, name, axis, s.rank())?;
+        ensure(kind == Window::Slice || ax == 0, op, name, || {
+            format!("only axis 0 gives a contiguous view, got axis {axis} of {s}")
+        })?;
         let end = start + len;
-        if !self.domain.proves_nonnegative(start) || !self.domain.proves_nonnegative(len) {
-            return Err(err(
-                OP,
-                name,
-                format!("start {start} and length {len} must be provably >= 0"),
-            ));
-        }
-        if !self.domain.proves_ge(&s.0[0], &end) {
-            return Err(err(
-                OP,
-                name,
-                format!("end {end} may exceed dim {} of {s}", s.0[0]),
-            ));
-        }
+        let nonnegative =
+            self.domain.proves_nonnegative(start) && self.domain.proves_nonnegative(len);
+        ensure(nonnegative, op, name, || {
+            format!("start {start} and length {len} must be provably >= 0")
+        })?;
+        ensure(self.domain.proves_ge(&s.0[ax], &end), op, name, || {
+            format!("end {end} may exceed dim {} of {s}", s.0[ax])
+        })?;
         let mut dims = s.0.clone();
-        dims[0] = len.clone();
-        self.push_op(OP, name, &[x], Shape(dims), dt, Some(x))
+        dims[ax] = len.clone();
+        let alias = (kind == Window::Narrow).then_some(x);
+        self.push_op(op, name, &[x], Shape(dims), dt, alias)
     }
 
     /// Rows of `x` along `axis` picked by integer `ids`: `x[.., ids, ..]`, the ids' shape
@@ -417,9 +416,9 @@ impl Graph {
     ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "gather";
         let ((s, dt), (si, di)) = (self.info(x)?, self.info(ids)?);
-        if di != DType::I32 {
-            return Err(err(OP, name, format!("ids must be i32, got {di:?}")));
-        }
+        ensure(di == DType::I32, OP, name, || {
+            format!("ids must be i32, got {di:?}")
+        })?;
         let ax = axis_index(OP, name, axis, s.rank())?;
         let mut dims = s.0[..ax].to_vec();
         dims.extend(si.0.iter().cloned());
@@ -434,13 +433,10 @@ impl Graph {
         table: TensorId,
         ids: TensorId,
     ) -> Result<TensorId, SymShapeError> {
-        if self.shape(table)?.rank() != 2 {
-            return Err(err(
-                "embedding",
-                name,
-                format!("table must be [vocab, d], got {}", self.shape(table)?),
-            ));
-        }
+        let st = self.shape(table)?;
+        ensure(st.rank() == 2, "embedding", name, || {
+            format!("table must be [vocab, d], got {st}")
+        })?;
         self.gather(name, table, 0, ids)
     }
 
@@ -458,13 +454,12 @@ impl Graph {
                 .ok_or_else(|| err(op, name, "input has rank 0"))?;
         for p in params {
             let sp = self.shape(*p)?;
-            if sp.rank() != 1 || !self.same(&sp.0[0], &last) {
-                return Err(err(
-                    op,
-                    name,
-                    format!("parameter {sp} must be [{last}] to match {s}"),
-                ));
-            }
+            ensure(
+                sp.rank() == 1 && self.same(&sp.0[0], &last),
+                op,
+                name,
+                || format!("parameter {sp} must be [{last}] to match {s}"),
+            )?;
         }
         let mut inputs = vec![x];
         inputs.extend_from_slice(params);
@@ -504,39 +499,27 @@ impl Graph {
     ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "rotary";
         let ((s, dt), (st, _)) = (self.info(x)?, self.info(table)?);
-        if s.rank() < 3 || st.rank() != 2 {
-            return Err(err(OP, name, format!("needs x [.., seq, heads, head_dim] and table [rows, head_dim], got {s} and {st}")));
-        }
+        ensure(s.rank() >= 3 && st.rank() == 2, OP, name, || {
+            format!(
+                "needs x [.., seq, heads, head_dim] and table [rows, head_dim], got {s} and {st}"
+            )
+        })?;
         let hd = &s.0[s.rank() - 1];
         let seq = &s.0[s.rank() - 3];
-        match hd.as_constant() {
-            Some(c) if c % 2 == 0 => {}
-            _ => {
-                return Err(err(
-                    OP,
-                    name,
-                    format!("head_dim {hd} must be an even constant"),
-                ))
-            }
-        }
-        if !self.same(&st.0[1], hd) {
-            return Err(err(
-                OP,
-                name,
-                format!("table width {} differs from head_dim {hd}", st.0[1]),
-            ));
-        }
+        let even = matches!(hd.as_constant(), Some(c) if c % 2 == 0);
+        ensure(even, OP, name, || {
+            format!("head_dim {hd} must be an even constant")
+        })?;
+        ensure(self.same(&st.0[1], hd), OP, name, || {
+            format!("table width {} differs from head_dim {hd}", st.0[1])
+        })?;
         let end = pos_start + seq;
-        if !self.domain.proves_ge(&st.0[0], &end) {
-            return Err(err(
-                OP,
-                name,
-                format!(
-                    "table rows {} may be fewer than positions end {end}",
-                    st.0[0]
-                ),
-            ));
-        }
+        ensure(self.domain.proves_ge(&st.0[0], &end), OP, name, || {
+            format!(
+                "table rows {} may be fewer than positions end {end}",
+                st.0[0]
+            )
+        })?;
         self.push_op(OP, name, &[x, table], s, dt, None)
     }
 
@@ -567,21 +550,17 @@ impl Graph {
     ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "attention";
         let ((sq, dt), (sk, _), (sv, _)) = (self.info(q)?, self.info(k)?, self.info(v)?);
-        if sq.rank() != 3 || sk.rank() != 3 || sv.rank() != 3 {
-            return Err(err(
-                OP,
-                name,
-                format!("needs q [s, h, d], k [t, kvh, d], v [t, kvh, dv]; got {sq}, {sk}, {sv}"),
-            ));
-        }
+        ensure(
+            sq.rank() == 3 && sk.rank() == 3 && sv.rank() == 3,
+            OP,
+            name,
+            || format!("needs q [s, h, d], k [t, kvh, d], v [t, kvh, dv]; got {sq}, {sk}, {sv}"),
+        )?;
         self.check_qk(OP, name, &sq, &sk)?;
-        if !self.same(&sk.0[0], &sv.0[0]) || !self.same(&sk.0[1], &sv.0[1]) {
-            return Err(err(
-                OP,
-                name,
-                format!("k {sk} and v {sv} differ in length or heads"),
-            ));
-        }
+        let kv_match = self.same(&sk.0[0], &sv.0[0]) && self.same(&sk.0[1], &sv.0[1]);
+        ensure(kv_match, OP, name, || {
+            format!("k {sk} and v {sv} differ in length or heads")
+        })?;
         let dims = vec![sq.0[0].clone(), sq.0[1].clone(), sv.0[2].clone()];
         self.push_op(OP, name, &[q, k, v], Shape(dims), dt, None)
     }
@@ -593,9 +572,9 @@ impl Graph {
         sq: &Shape,
         sk: &Shape,
     ) -> Result<(), SymShapeError> {
-        if !self.same(&sq.0[2], &sk.0[2]) {
-            return Err(err(op, name, format!("head dims differ: q {sq} vs k {sk}")));
-        }
+        ensure(self.same(&sq.0[2], &sk.0[2]), op, name, || {
+            format!("head dims differ: q {sq} vs k {sk}")
+        })?;
         self.gqa_groups(op, name, &sq.0[1], &sk.0[1])
     }
 
@@ -610,13 +589,9 @@ impl Graph {
     ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "attention_scores";
         let ((sq, _), (sk, _)) = (self.info(q)?, self.info(k)?);
-        if sq.rank() != 3 || sk.rank() != 3 {
-            return Err(err(
-                OP,
-                name,
-                format!("needs q [s, h, d] and k [t, kvh, d]; got {sq}, {sk}"),
-            ));
-        }
+        ensure(sq.rank() == 3 && sk.rank() == 3, OP, name, || {
+            format!("needs q [s, h, d] and k [t, kvh, d]; got {sq}, {sk}")
+        })?;
         self.check_qk(OP, name, &sq, &sk)?;
         let dims = vec![sq.0[1].clone(), sq.0[0].clone(), sk.0[0].clone()];
         self.push_op(OP, name, &[q, k], Shape(dims), dtype, None)
@@ -631,20 +606,12 @@ impl Graph {
     ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "attention_values";
         let ((sp, _), (sv, dt)) = (self.info(p)?, self.info(v)?);
-        if sp.rank() != 3 || sv.rank() != 3 {
-            return Err(err(
-                OP,
-                name,
-                format!("needs p [h, s, t] and v [t, kvh, dv]; got {sp}, {sv}"),
-            ));
-        }
-        if !self.same(&sp.0[2], &sv.0[0]) {
-            return Err(err(
-                OP,
-                name,
-                format!("key lengths differ: p {sp} vs v {sv}"),
-            ));
-        }
+        ensure(sp.rank() == 3 && sv.rank() == 3, OP, name, || {
+            format!("needs p [h, s, t] and v [t, kvh, dv]; got {sp}, {sv}")
+        })?;
+        ensure(self.same(&sp.0[2], &sv.0[0]), OP, name, || {
+            format!("key lengths differ: p {sp} vs v {sv}")
+        })?;
         self.gqa_groups(OP, name, &sp.0[0], &sv.0[1])?;
         let dims = vec![sp.0[1].clone(), sp.0[0].clone(), sv.0[2].clone()];
         self.push_op(OP, name, &[p, v], Shape(dims), dt, None)
@@ -700,34 +667,22 @@ impl Graph {
     ) -> Result<TensorId, SymShapeError> {
         const OP: &str = "write_into";
         let ((sd, dt), (sn, dn)) = (self.info(dest)?, self.info(new)?);
-        if dt != dn || sd.rank() != sn.rank() {
-            return Err(err(
-                OP,
-                name,
-                format!("dest {sd} {dt:?} and new {sn} {dn:?} differ in rank or dtype"),
-            ));
-        }
+        ensure(dt == dn && sd.rank() == sn.rank(), OP, name, || {
+            format!("dest {sd} {dt:?} and new {sn} {dn:?} differ in rank or dtype")
+        })?;
         let ax = axis_index(OP, name, axis, sd.rank())?;
-        for i in 0..sd.rank() {
-            if i != ax && !self.same(&sd.0[i], &sn.0[i]) {
-                return Err(err(
-                    OP,
-                    name,
-                    format!("axis {i} differs: dest {} vs new {}", sd.0[i], sn.0[i]),
-                ));
-            }
-        }
+        self.check_other_axes(OP, name, &sd, &sn, ax, |i, d, n| {
+            format!("axis {i} differs: dest {d} vs new {n}")
+        })?;
         let end = offset + &sn.0[ax];
-        if !self.domain.proves_nonnegative(offset) || !self.domain.proves_ge(&sd.0[ax], &end) {
-            return Err(err(
-                OP,
-                name,
-                format!(
-                    "rows {offset} .. {end} may fall outside dest dim {}",
-                    sd.0[ax]
-                ),
-            ));
-        }
+        let inside =
+            self.domain.proves_nonnegative(offset) && self.domain.proves_ge(&sd.0[ax], &end);
+        ensure(inside, OP, name, || {
+            format!(
+                "rows {offset} .. {end} may fall outside dest dim {}",
+                sd.0[ax]
+            )
+        })?;
         self.push_op(OP, name, &[dest, new], sd, dt, Some(dest))
     }
 }
