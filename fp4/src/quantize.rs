@@ -182,20 +182,33 @@ fn non_finite_error(v: &[f32], index: usize, groups_per_row: usize) -> Fp4Error 
     }
 }
 
-/// Quantises the consecutive groups of one rayon task; `first_group` is the index of its first
-/// group in the whole matrix (for error messages).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn run_task<T: Weight, Q: GroupQuantiser>(
-    q: &Q,
-    w: &[T],
-    codes: &mut [u8],
-    p1: &mut [f16],
-    p2: &mut [f16],
+/// One rayon task's share of the work: its consecutive groups' weights and the codes and
+/// parameters it writes. Bundled so the portable and the AVX2 entry points take one argument
+/// instead of repeating eight.
+struct Task<'a, T> {
+    w: &'a [T],
+    codes: &'a mut [u8],
+    p1: &'a mut [f16],
+    p2: &'a mut [f16],
+    /// Group size.
     g: usize,
+    /// Index of the task's first group in the whole matrix (for error messages).
     first_group: usize,
     groups_per_row: usize,
-) -> Result<(), Fp4Error> {
+}
+
+/// Quantises the consecutive groups of one rayon task.
+#[inline(always)]
+fn run_task<T: Weight, Q: GroupQuantiser>(q: &Q, task: Task<'_, T>) -> Result<(), Fp4Error> {
+    let Task {
+        w,
+        codes,
+        p1,
+        p2,
+        g,
+        first_group,
+        groups_per_row,
+    } = task;
     let mut vals = [0.0f32; 128];
     for (i, ((wg, cg), (pa, pb))) in w
         .chunks_exact(g)
@@ -227,18 +240,8 @@ fn run_task<T: Weight, Q: GroupQuantiser>(
 /// multiply and an add by itself, so results do not depend on the path taken).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn run_task_avx2<T: Weight, Q: GroupQuantiser>(
-    q: &Q,
-    w: &[T],
-    codes: &mut [u8],
-    p1: &mut [f16],
-    p2: &mut [f16],
-    g: usize,
-    first_group: usize,
-    groups_per_row: usize,
-) -> Result<(), Fp4Error> {
-    run_task(q, w, codes, p1, p2, g, first_group, groups_per_row)
+fn run_task_avx2<T: Weight, Q: GroupQuantiser>(q: &Q, task: Task<'_, T>) -> Result<(), Fp4Error> {
+    run_task(q, task)
 }
 
 /// Quantises every group of `weights` in parallel with `q` and packs the codes.
@@ -272,14 +275,22 @@ pub(crate) fn quantize_groups<T: Weight, Q: GroupQuantiser>(
         .zip(p1.par_chunks_mut(GROUPS_PER_TASK))
         .zip(p2.par_chunks_mut(GROUPS_PER_TASK))
         .enumerate()
-        .try_for_each(|(task, (((w, c), a), b))| {
-            let first = task * GROUPS_PER_TASK;
+        .try_for_each(|(index, (((w, codes), p1), p2))| {
+            let task = Task {
+                w,
+                codes,
+                p1,
+                p2,
+                g,
+                first_group: index * GROUPS_PER_TASK,
+                groups_per_row,
+            };
             #[cfg(target_arch = "x86_64")]
             if avx2 {
                 // SAFETY: the CPU was just checked to support AVX2 and FMA.
-                return unsafe { run_task_avx2(q, w, c, a, b, g, first, groups_per_row) };
+                return unsafe { run_task_avx2(q, task) };
             }
-            run_task(q, w, c, a, b, g, first, groups_per_row)
+            run_task(q, task)
         })?;
     Ok((codes, p1, p2))
 }
