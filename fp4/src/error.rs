@@ -12,6 +12,9 @@ pub enum Fp4Error {
     /// A matrix needs at least one row and one column.
     #[error("matrix shape {rows}x{cols} is empty")]
     EmptyShape { rows: usize, cols: usize },
+    /// `rows * cols` does not fit in `usize`, so no buffer could hold the matrix.
+    #[error("matrix shape {rows}x{cols} has more elements than usize can count")]
+    ShapeOverflow { rows: usize, cols: usize },
     /// The flat weight slice does not hold `rows * cols` elements.
     #[error("weights have {actual} elements but shape {rows}x{cols} needs {expected}")]
     LengthMismatch {

@@ -95,8 +95,8 @@
 //! closed form. Groups are quantised in parallel with rayon, with an AVX2+FMA copy of the loop
 //! chosen at run time on x86-64 (same results either way).
 //!
-//! Errors ([`Fp4Error`]): K not a multiple of G, an empty shape, a slice whose length is not
-//! `rows*cols`, NaN or infinite weights (naming row and column), and groups whose scale or
+//! Errors ([`Fp4Error`]): K not a multiple of G, an empty shape, a shape whose `rows*cols`
+//! overflows `usize`, a slice whose length is not `rows*cols`, NaN or infinite weights (naming row and column), and groups whose scale or
 //! offset would overflow f16.
 //!
 //! # Error report

@@ -43,8 +43,11 @@ impl M0e4Matrix {
         offsets: Vec<f16>,
     ) -> Result<Self, Fp4Error> {
         shape.check_groupable(group)?;
-        let groups = shape.rows * (shape.cols / group.len());
-        check_part("codes", shape.len() / 2, codes.len())?;
+        // Checked again here so no path to the sizes below multiplies unchecked; `cols` is a
+        // multiple of the group size, so `len / G` is exactly `rows * (cols / G)`.
+        let len = shape.try_len()?;
+        let groups = len / group.len();
+        check_part("codes", len / 2, codes.len())?;
         check_part("scales", groups, scales.len())?;
         check_part("offsets", groups, offsets.len())?;
         Ok(Self {

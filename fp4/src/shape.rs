@@ -19,23 +19,46 @@ impl MatrixShape {
     }
 
     /// Number of weights, `rows * cols`.
+    ///
+    /// # Panics
+    /// When `rows * cols` overflows `usize` (rather than wrapping to a wrong count in release
+    /// builds). It cannot for a shape that passed [`MatrixShape::check_groupable`], which every
+    /// packed matrix's shape did; use [`MatrixShape::checked_len`] on shapes from outside.
     pub const fn len(&self) -> usize {
-        self.rows * self.cols
+        match self.checked_len() {
+            Some(n) => n,
+            None => panic!("MatrixShape::len: rows * cols overflows usize"),
+        }
     }
 
-    /// True when the matrix holds no weight.
+    /// Number of weights, `rows * cols`, or `None` when that overflows `usize`.
+    pub const fn checked_len(&self) -> Option<usize> {
+        self.rows.checked_mul(self.cols)
+    }
+
+    /// Number of weights, or [`Fp4Error::ShapeOverflow`] when `rows * cols` overflows `usize`.
+    pub(crate) fn try_len(&self) -> Result<usize, Fp4Error> {
+        self.checked_len().ok_or(Fp4Error::ShapeOverflow {
+            rows: self.rows,
+            cols: self.cols,
+        })
+    }
+
+    /// True when the matrix holds no weight (decided without the product, so it never overflows).
     pub const fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.rows == 0 || self.cols == 0
     }
 
-    /// Checks that this shape can be packed with groups of `group`.
+    /// Checks that this shape can be packed with groups of `group`: not empty, `rows * cols`
+    /// countable in `usize`, and `cols` a multiple of the group size.
     pub fn check_groupable(&self, group: GroupSize) -> Result<(), Fp4Error> {
-        if self.rows == 0 || self.cols == 0 {
+        if self.is_empty() {
             return Err(Fp4Error::EmptyShape {
                 rows: self.rows,
                 cols: self.cols,
             });
         }
+        self.try_len()?;
         if !self.cols.is_multiple_of(group.len()) {
             return Err(Fp4Error::ColsNotMultipleOfGroup {
                 cols: self.cols,

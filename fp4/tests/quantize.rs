@@ -218,6 +218,18 @@ fn bad_input_gets_named_errors() {
         quantize_m0e4(&w[..0], MatrixShape::new(0, 64), GroupSize::G32),
         Err(Fp4Error::EmptyShape { .. })
     ));
+    // rows * cols overflows usize: refused by name, never wrapped into a small length.
+    let huge = MatrixShape::new(usize::MAX / 32 + 1, 64);
+    assert_eq!(huge.checked_len(), None);
+    assert!(!huge.is_empty());
+    assert!(matches!(
+        quantize_m0e4(&w, huge, GroupSize::G32),
+        Err(Fp4Error::ShapeOverflow { cols: 64, .. })
+    ));
+    assert!(matches!(
+        M0e4Matrix::from_parts(huge, GroupSize::G32, vec![], vec![], vec![]),
+        Err(Fp4Error::ShapeOverflow { cols: 64, .. })
+    ));
     let mut bad = w.clone();
     bad[64 + 37] = f32::NAN;
     assert!(matches!(
