@@ -198,10 +198,9 @@ impl ModelConfig {
         })
     }
 
-    /// Checks the dimensions are positive and consistent; names the offending field otherwise.
-    pub fn validate(&self) -> Result<(), EngineError> {
-        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
-        for (name, v) in [
+    /// Every size field with its name, the one list both validity checks walk.
+    fn named_dims(&self) -> [(&'static str, usize); 8] {
+        [
             ("hidden", self.hidden),
             ("ffn", self.ffn),
             ("layers", self.layers),
@@ -210,10 +209,14 @@ impl ModelConfig {
             ("head_dim", self.head_dim),
             ("vocab", self.vocab),
             ("max_ctx", self.max_ctx),
-        ] {
-            if v == 0 {
-                return bad(format!("{name} must be positive"));
-            }
+        ]
+    }
+
+    /// Checks the dimensions are positive and consistent; names the offending field otherwise.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
+        if let Some((name, _)) = self.named_dims().into_iter().find(|&(_, v)| v == 0) {
+            return bad(format!("{name} must be positive"));
         }
         self.check_sizes()?;
         if !self.heads.is_multiple_of(self.kv_heads) {
@@ -270,22 +273,10 @@ impl ModelConfig {
     /// Refuses dimensions whose products (tensor sizes, the KV cache) overflow or could never be allocated, so
     /// no later size computation can overflow and no header can make the loader allocate terabytes.
     fn check_sizes(&self) -> Result<(), EngineError> {
-        let bad = |msg: String| Err(EngineError::InvalidConfig(msg));
-        for (name, v) in [
-            ("hidden", self.hidden),
-            ("ffn", self.ffn),
-            ("layers", self.layers),
-            ("heads", self.heads),
-            ("kv_heads", self.kv_heads),
-            ("head_dim", self.head_dim),
-            ("vocab", self.vocab),
-            ("max_ctx", self.max_ctx),
-        ] {
-            if v > MAX_DIM {
-                return bad(format!(
-                    "{name} = {v} is not a plausible size (limit {MAX_DIM})"
-                ));
-            }
+        if let Some((name, v)) = self.named_dims().into_iter().find(|&(_, v)| v > MAX_DIM) {
+            return Err(EngineError::InvalidConfig(format!(
+                "{name} = {v} is not a plausible size (limit {MAX_DIM})"
+            )));
         }
         let product = |name: &str, factors: &[usize]| -> Result<usize, EngineError> {
             factors
