@@ -513,11 +513,13 @@ impl TextCodec for crate::tokenizer::Tokenizer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::{Activation, Architecture, RopeStyle};
+    use crate::synthetic::BenchArch;
 
+    /// A toy-sized Llama with the bos (1) and eos (2) these tests script; the remaining fields,
+    /// which generation never reads, come from the Llama 2 config `tlite bench` uses rather than
+    /// being spelt out again.
     fn config(vocab: usize) -> ModelConfig {
         ModelConfig {
-            arch: Architecture::Llama,
             hidden: 8,
             ffn: 16,
             layers: 1,
@@ -526,18 +528,9 @@ mod tests {
             head_dim: 4,
             vocab,
             max_ctx: 32,
-            norm_eps: 1e-5,
-            rope_theta: 10000.0,
-            rope_style: RopeStyle::HalfSplit,
-            rope_scaling: None,
-            partial_rotary: 1.0,
-            tied_embeddings: false,
-            qkv_bias: false,
-            activation: Activation::Silu,
-            norm_plus_one: false,
-            embed_scale: None,
             bos: Some(1),
             eos: vec![2],
+            ..BenchArch::Llama2_7b.config(None)
         }
     }
 
