@@ -6,16 +6,16 @@
 //! KV cache and `2e-2 * (1 + max|ref|)` with an f16 one.
 #![allow(clippy::unwrap_used)]
 
+mod load_common;
+
 use std::path::Path;
 
 use clkernels::runtime::Gpu;
 use engine::generate::{GenerateOptions, Generator, LanguageModel, StepOutput, TextCodec, Want};
 use engine::gpu::{GpuModel, GpuOptions};
-use engine::model::{
-    self, Architecture, LoadOptions, Model, RopeStyle as EngineRope, WeightFormat,
-};
+use engine::model::{self, LoadOptions, Model, WeightFormat};
 use engine::EngineError;
-use fixtures::reference_model::{RefArch, RefConfig, RefLayer, RefModel, RefWeights};
+use fixtures::reference_model::{RefArch, RefModel};
 use fixtures::tiny_models::{write_hf_folder, StoreDtype, TinySpec};
 use kvcache::KvDtype;
 use rand::{Rng, SeedableRng};
@@ -24,61 +24,12 @@ fn gpu() -> Gpu {
     Gpu::open_default().expect("an OpenCL device (PoCL on the dev box)")
 }
 
-/// The reference model on the engine model's own weights (f32 values of f16 or dequantised M0E4 tensors).
+/// The reference model on the engine model's own weights (f32 values of f16 or dequantised M0E4 tensors), with a
+/// KV cache of `max_ctx` positions.
 fn reference_of(m: &Model, max_ctx: usize) -> RefModel {
-    let c = &m.config;
-    let w = &m.weights;
-    let layers = w
-        .layers
-        .iter()
-        .map(|l| RefLayer {
-            attn_norm: l.attn_norm.to_f32(),
-            wq: l.wq.to_f32(),
-            wk: l.wk.to_f32(),
-            wv: l.wv.to_f32(),
-            wo: l.wo.to_f32(),
-            bq: l.bq.as_ref().map(|t| t.to_f32()),
-            bk: l.bk.as_ref().map(|t| t.to_f32()),
-            bv: l.bv.as_ref().map(|t| t.to_f32()),
-            ffn_norm: l.ffn_norm.to_f32(),
-            w_gate: l.w_gate.to_f32(),
-            w_up: l.w_up.to_f32(),
-            w_down: l.w_down.to_f32(),
-        })
-        .collect();
-    RefModel {
-        config: RefConfig {
-            arch: match c.arch {
-                Architecture::Llama => RefArch::Llama,
-                Architecture::Mistral => RefArch::Mistral,
-                Architecture::Qwen2 => RefArch::Qwen2,
-                Architecture::Gemma => RefArch::Gemma,
-            },
-            hidden: c.hidden,
-            ffn: c.ffn,
-            layers: c.layers,
-            heads: c.heads,
-            kv_heads: c.kv_heads,
-            head_dim: c.head_dim,
-            vocab: c.vocab,
-            max_ctx,
-            norm_eps: c.norm_eps,
-            rope_inv_freqs: c.rope_inv_freqs(),
-            rope_style: match c.rope_style {
-                EngineRope::HalfSplit => fixtures::reference_model::RopeStyle::HalfSplit,
-                EngineRope::Interleaved => fixtures::reference_model::RopeStyle::Interleaved,
-            },
-            norm_plus_one: c.norm_plus_one,
-            embed_scale: c.embed_scale.unwrap_or(1.0),
-            gelu: c.activation == model::Activation::GeluTanh,
-        },
-        weights: RefWeights {
-            embedding: w.embedding.to_f32(),
-            layers,
-            final_norm: w.final_norm.to_f32(),
-            lm_head: w.lm_head.as_ref().map(|t| t.to_f32()),
-        },
-    }
+    let mut reference = load_common::to_ref(m);
+    reference.config.max_ctx = max_ctx;
+    reference
 }
 
 /// The tiny model of `arch` (Llama's carries Llama 3 rope scaling, so the frequency-table rotary is checked too).
