@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, Write};
 
-use crate::cmd_generate::{print_timings, ModelArgs, SamplingArgs};
+use crate::cmd_generate::{print_timings, SessionArgs};
 
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
@@ -12,18 +12,15 @@ pub struct Args {
     #[arg(long)]
     system: Option<String>,
     #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    sampling: SamplingArgs,
+    session: SessionArgs,
 }
 
 /// Runs the subcommand: one line per turn; `/reset` forgets the conversation; end of input (Ctrl-D) quits.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut session = args.model.open()?;
+    let (mut session, options) = args.session.open()?;
     if let Some(system) = &args.system {
         session.set_system(system);
     }
-    let options = args.sampling.options(args.model.prefill_chunk);
     eprintln!(
         "tlite chat: {} ({:?} template). One line per turn, /reset to start over, Ctrl-D to quit.",
         session.model_path.display(),
@@ -56,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         writeln!(stdout)?;
         match result {
             Ok(out) => {
-                if args.sampling.timings {
+                if args.session.sampling.timings {
                     print_timings(&out);
                 }
             }

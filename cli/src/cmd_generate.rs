@@ -1,5 +1,5 @@
 //! `tlite generate`: one prompt, streamed continuation. The model, sampling and device options are shared with
-//! `tlite chat` (see [`ModelArgs`] and [`SamplingArgs`]).
+//! `tlite chat` (see [`SessionArgs`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -132,6 +132,23 @@ impl SamplingArgs {
     }
 }
 
+/// The options `generate` and `chat` share, flattened into each so both parse and open a model the same way.
+#[derive(Debug, clap::Args)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+impl SessionArgs {
+    /// Opens the model ([`ModelArgs::open`]) and turns the sampling flags into the engine's options.
+    pub fn open(&self) -> anyhow::Result<(Session, GenerateOptions)> {
+        let session = self.model.open()?;
+        Ok((session, self.sampling.options(self.model.prefill_chunk)))
+    }
+}
+
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -139,15 +156,12 @@ pub struct Args {
     #[arg(long)]
     prompt: String,
     #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    sampling: SamplingArgs,
+    session: SessionArgs,
 }
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut session = args.model.open()?;
-    let options = args.sampling.options(args.model.prefill_chunk);
+    let (mut session, options) = args.session.open()?;
     let mut stdout = std::io::stdout().lock();
     // The prompt is echoed with the first piece, so a refused prompt prints only the error.
     let mut echoed = false;
@@ -165,7 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         write!(stdout, "{}", args.prompt)?;
     }
     writeln!(stdout)?;
-    if args.sampling.timings {
+    if args.session.sampling.timings {
         print_timings(&out);
     }
     Ok(())
