@@ -43,6 +43,16 @@ pub struct Args {
     /// Mat-vec chunk-loop unroll factor.
     #[arg(long)]
     mv_unroll: Option<usize>,
+    /// Mat-vec rows per warp in the lanes layout (0 = the work-group layout everywhere).
+    #[arg(long)]
+    mv_lane_rows: Option<usize>,
+    /// Mat-vec packed-f16 dequantisation through inline PTX on NVIDIA (true/false).
+    #[arg(long)]
+    mv_nv_half2: Option<bool>,
+    /// Extra define for the mat-vec program (repeatable), for kernel experiments, e.g. `MV_DIAG_CHEAP_DOT`
+    /// (a diagnostic whose results are wrong by design: it shows whether the mat-vec is bound by arithmetic).
+    #[arg(long = "mv-define")]
+    mv_defines: Vec<String>,
     /// Mat-vec activations staged through local memory in tiles of this many 32-value chunks (0 = off).
     #[arg(long)]
     mv_x_local: Option<usize>,
@@ -78,16 +88,17 @@ fn parse_tile(text: &str) -> anyhow::Result<MatmulConfig> {
 
 fn header() {
     println!(
-        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7} {:>9} {:>6}",
+        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>9} {:>6}",
         "kernel",
         "shape",
         "config",
         "us(dev)",
         "us(span)",
-        "us(wall)",
+        "us(pipe)",
         "GB/s",
         "%copy",
         "%copy-s",
+        "%copy-p",
         "%copy-n",
         "GFLOP/s",
         "%peak"
@@ -129,16 +140,17 @@ fn run_suite(
             "-".to_string()
         };
         println!(
-            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7.1} {:>7} {:>9} {:>6}",
+            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7.1} {:>7.1} {:>7} {:>9} {:>6}",
             case.name,
             case.shape,
             case.config,
             t.micros,
             t.span_micros,
-            t.wall_micros,
+            t.pipe_micros,
             t.gbps,
             100.0 * t.gbps / copy_gbps,
             100.0 * case.bytes / (t.span_micros.max(1e-9) * 1e3) / copy_gbps,
+            100.0 * case.bytes / (t.pipe_micros.max(1e-9) * 1e3) / copy_gbps,
             net,
             gflops,
             peak
@@ -171,7 +183,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("timing: {} warm-up + {} launches back to back on a profiling queue; us(dev) = mean device time per launch from \
 events (GB/s, %copy, GFLOP/s use it); us(span) = (last end - first start) / launches, the steady-state time of \
-back-to-back launches (%copy-s uses it); us(wall) = wall clock per launch after clFinish\n", args.warmup, args.iters);
+back-to-back launches (%copy-s uses it); us(pipe) = wall clock per launch of launches enqueued back to back \
+without events, as a decode step enqueues them (%copy-p uses it)\n", args.warmup, args.iters);
 
     let default_mv = MatvecConfig::for_gpu(&gpu);
     let untouched = args.mv_wg.is_none()
@@ -179,7 +192,9 @@ back-to-back launches (%copy-s uses it); us(wall) = wall clock per launch after 
         && !args.mv_no_shuffle
         && args.mv_fp_dequant.is_none()
         && args.mv_x_local.is_none()
-        && args.mv_unroll.is_none();
+        && args.mv_unroll.is_none()
+        && args.mv_lane_rows.is_none()
+        && args.mv_nv_half2.is_none();
     let matvec = match (args.mv_wg, args.mv_rows) {
         _ if untouched => None,
         (wg, rows) => Some(MatvecConfig {
@@ -189,11 +204,14 @@ back-to-back launches (%copy-s uses it); us(wall) = wall clock per launch after 
             fp_dequant: args.mv_fp_dequant.unwrap_or(default_mv.fp_dequant),
             x_local_chunks: args.mv_x_local.unwrap_or(default_mv.x_local_chunks),
             unroll: args.mv_unroll.unwrap_or(default_mv.unroll),
+            lane_rows: args.mv_lane_rows.unwrap_or(default_mv.lane_rows),
+            nv_half2: args.mv_nv_half2.unwrap_or(default_mv.nv_half2),
             ..default_mv
         }),
     };
     let matmul = args.mm_tile.as_deref().map(parse_tile).transpose()?;
     let opts = SuiteOptions {
+        matvec_defines: args.mv_defines.clone(),
         filter: args.kernels.clone(),
         matvec,
         matmul,
@@ -249,6 +267,7 @@ back-to-back launches (%copy-s uses it); us(wall) = wall clock per launch after 
                 }),
                 matmul: None,
                 small: args.small,
+                matvec_defines: args.mv_defines.clone(),
             };
             run_suite(&gpu, &o, &args, reference)?;
         }
@@ -273,6 +292,7 @@ back-to-back launches (%copy-s uses it); us(wall) = wall clock per launch after 
                 matvec: None,
                 matmul: Some(c),
                 small: args.small,
+                matvec_defines: args.mv_defines.clone(),
             };
             run_suite(&gpu, &o, &args, reference)?;
         }

@@ -35,6 +35,10 @@ pub struct SuiteOptions {
     pub matmul: Option<MatmulConfig>,
     /// Use small shapes (for slow CPU devices and CI smoke runs).
     pub small: bool,
+    /// Extra compiler defines for the mat-vec program (kernel experiments and diagnostics, e.g.
+    /// `MV_DIAG_CHEAP_DOT`, which replaces the dequantising dot by one multiply to show whether a shape is bound
+    /// by arithmetic or by memory; its results are wrong by design).
+    pub matvec_defines: Vec<String>,
 }
 
 /// One benchmark case.
@@ -79,6 +83,10 @@ pub struct Timing {
     /// throughput of back-to-back launches including the gaps between kernels but not any per-event overhead
     /// that overlaps the next kernel.
     pub span_micros: f64,
+    /// Wall-clock microseconds per launch of `iters` launches enqueued back to back without events, between two
+    /// `clFinish`: the cost of the kernel inside a decode step, where no launch asks for an event (when the host
+    /// enqueues faster than the device runs, this is device time including the gaps between kernels).
+    pub pipe_micros: f64,
     /// GB/s (1e9 bytes) from [`Case::bytes`] and the device time.
     pub gbps: f64,
     /// GFLOP/s from [`Case::flops`] and the device time.
@@ -173,13 +181,36 @@ pub fn time_case(
         }
         _ => 0.0,
     };
+    let pipe = pipelined_seconds(&queue, case, iters)?;
     Ok(Timing {
+        pipe_micros: pipe * 1e6,
         micros: secs * 1e6,
         wall_micros: wall / iters as f64 * 1e6,
         span_micros: span * 1e6,
         gbps: case.bytes / secs / 1e9,
         gflops: case.flops / secs / 1e9,
     })
+}
+
+/// Mean wall-clock seconds per launch of `iters` launches without events (after one untimed launch).
+fn pipelined_seconds(
+    queue: &CommandQueue,
+    case: &mut Case,
+    iters: usize,
+) -> Result<f64, KernelError> {
+    profile::start_without_events(queue.get());
+    let run = (|| -> Result<f64, KernelError> {
+        case.enqueue()?;
+        queue.finish().cl_call("clFinish")?;
+        let start = Instant::now();
+        for _ in 0..iters {
+            case.enqueue()?;
+        }
+        queue.finish().cl_call("clFinish")?;
+        Ok(start.elapsed().as_secs_f64() / iters as f64)
+    })();
+    drop(profile::stop());
+    run
 }
 
 /// Device-to-device copy bandwidth in GB/s (bytes read + bytes written) of `clEnqueueCopyBuffer` on a buffer of
@@ -287,13 +318,16 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
 
     let mv_names = ["matvec_m0e4", "matvec_m0e4_gate_up"];
     if mv_names.iter().any(|n| wanted(opts, n)) {
-        let mv = std::rc::Rc::new(match opts.matvec {
-            Some(c) => MatvecM0e4::with_config(gpu, c)?,
-            None => MatvecM0e4::new(gpu)?,
-        });
+        let config = opts.matvec.unwrap_or_else(|| MatvecConfig::for_gpu(gpu));
+        let defines: Vec<(&str, &str)> = opts
+            .matvec_defines
+            .iter()
+            .map(|d| (d.as_str(), "1"))
+            .collect();
+        let mv = std::rc::Rc::new(MatvecM0e4::with_defines(gpu, config, &defines)?);
         let cfg = mv.config();
         let cfg_text = format!(
-            "wg {} rows {}{}{}{}{}{}",
+            "wg {} rows {}{}{}{}{}{}{}{}",
             cfg.work_group,
             cfg.rows_per_group,
             if cfg.half_math { " half" } else { "" },
@@ -308,7 +342,13 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                 format!(" u{}", cfg.unroll)
             } else {
                 String::new()
-            }
+            },
+            if cfg.lane_rows > 0 {
+                format!(" lanes{}", cfg.lane_rows)
+            } else {
+                String::new()
+            },
+            if cfg.nv_half2 { " h2" } else { "" }
         );
         if wanted(opts, "matvec_m0e4") {
             for (rows, cols, group) in [

@@ -14,6 +14,12 @@
 #ifndef MV_WG
 #define MV_WG 128
 #endif
+
+#ifdef MV_DIAG_CHEAP_DOT
+// Diagnostic only (results are wrong by design): one multiply per 8 codes instead of the dequantising dot, to
+// show whether a shape is bound by arithmetic or by memory traffic.
+#define tl_m0e4_dot8(w, xa, xb) (as_float((w) & 0x3F8FFFFFu) * (xa).x)
+#endif
 #ifndef MV_ROWS
 #define MV_ROWS 4
 #endif
@@ -31,6 +37,58 @@ inline float tl_m0e4_qdot8(uint w, float4 xa, float4 xb) {
     return tl_m0e4_qdot4(w, xa) + tl_m0e4_qdot4(w >> 16, xb);
 }
 #define MV_XSCALE ((float4)(1.0f / 16.0f, 1.0f / 256.0f, 1.0f / 4096.0f, 1.0f / 65536.0f))
+#endif
+
+#if defined(MV_NVH2) && defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK)
+// NVIDIA packed-half dequantisation (the paper's FP16 recipe, through inline PTX because NVIDIA's OpenCL has no
+// cl_khr_fp16). Two codes at a time go straight into the mantissas of an f16x2: (w & 0x000F000F) | 0x6400 6400 is
+// (1024 + q0, 1024 + q4) and (w & 0x00F000F0) | 0x5400 5400 is (64 + q1, 64 + q5) (ulp 1/16 there, so the
+// nibble needs no shift); one exact f16x2 subtraction leaves (q, q'), and one f16x2 FMA multiplies them by the
+// activations. Per 8 codes: 4 LOP3 + 1 shift + 4 HSUB2 + 4 HFMA2, against 16 integer ops + 8 FMAs in f32.
+// The products and the 16-term sum per lane are in f16 (activations pre-scaled by 1/16, so |x| up to ~4000
+// cannot overflow); the sums across chunks and groups are f32.
+#define MV_H2_PATH 1
+inline uint tl_nv_pack_h2(float lo, float hi) {
+    uint r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+// acc + (codes of word w) * x, where xh holds the word's activations as pairs (x0,x4), (x1,x5), (x2,x6), (x3,x7).
+inline uint tl_nv_m0e4_word_h2(uint w, uint4 xh, uint acc) {
+    const uint w8 = w >> 8;
+    const uint a = (w & 0x000F000Fu) | 0x64006400u, b = (w & 0x00F000F0u) | 0x54005400u;
+    const uint c = (w8 & 0x000F000Fu) | 0x64006400u, d = (w8 & 0x00F000F0u) | 0x54005400u;
+    uint r;
+    asm("{\n\t.reg .b32 qa, qb, qc, qd, t, k1, k2;\n\t"
+        "mov.b32 k1, 0x64006400;\n\tmov.b32 k2, 0x54005400;\n\t"
+        "sub.rn.f16x2 qa, %1, k1;\n\t"
+        "sub.rn.f16x2 qb, %2, k2;\n\t"
+        "sub.rn.f16x2 qc, %3, k1;\n\t"
+        "sub.rn.f16x2 qd, %4, k2;\n\t"
+        "fma.rn.f16x2 t, qa, %5, %9;\n\t"
+        "fma.rn.f16x2 t, qb, %6, t;\n\t"
+        "fma.rn.f16x2 t, qc, %7, t;\n\t"
+        "fma.rn.f16x2 %0, qd, %8, t;\n\t}"
+        : "=r"(r)
+        : "r"(a), "r"(b), "r"(c), "r"(d), "r"(xh.x), "r"(xh.y), "r"(xh.z), "r"(xh.w), "r"(acc));
+    return r;
+}
+// The two halves of an f16x2, summed in f32.
+inline float tl_nv_h2_sum(uint v) {
+    float r;
+    asm("{\n\t.reg .f16 l, h;\n\t.reg .f32 fl, fh;\n\tmov.b32 {l, h}, %1;\n\t"
+        "cvt.f32.f16 fl, l;\n\tcvt.f32.f16 fh, h;\n\tadd.f32 %0, fl, fh;\n\t}"
+        : "=f"(r)
+        : "r"(v));
+    return r;
+}
+// The word's activations (xa: elements 0-3, xb: 4-7), scaled by 1/16 and paired as tl_nv_m0e4_word_h2 wants.
+inline uint4 tl_nv_x_h2(float4 xa, float4 xb) {
+    xa *= 0.0625f;
+    xb *= 0.0625f;
+    return (uint4)(tl_nv_pack_h2(xa.x, xb.x), tl_nv_pack_h2(xa.y, xb.y), tl_nv_pack_h2(xa.z, xb.z),
+                   tl_nv_pack_h2(xa.w, xb.w));
+}
 #endif
 
 // MV_UNROLL > 1 lets the compiler keep the code loads of several chunks in flight per work-item.
@@ -97,6 +155,9 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
             const half8 xb = (half8)(convert_half4(x2), convert_half4(x3));
             const half8 xc8 = (half8)(convert_half4(x5), convert_half4(x6));
             const half8 xd = (half8)(convert_half4(x7), convert_half4(x8));
+#elif defined(MV_H2_PATH)
+            const uint4 h0 = tl_nv_x_h2(x0, x1), h1 = tl_nv_x_h2(x2, x3);
+            const uint4 h2 = tl_nv_x_h2(x5, x6), h3 = tl_nv_x_h2(x7, x8);
 #elif defined(MV_FPDQ)
             x0 *= MV_XSCALE; x1 *= MV_XSCALE; x2 *= MV_XSCALE; x3 *= MV_XSCALE;
             x5 *= MV_XSCALE; x6 *= MV_XSCALE; x7 *= MV_XSCALE; x8 *= MV_XSCALE;
@@ -112,6 +173,12 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
                 const float d = tl_m0e4_dot8_half(q.x, xa) + tl_m0e4_dot8_half(q.y, xb) +
                                 tl_m0e4_dot8_half(q.z, xc8) + tl_m0e4_dot8_half(q.w, xd);
                 acc[r] += s * d + b * xsum;
+#elif defined(MV_H2_PATH)
+                uint ha = tl_nv_m0e4_word_h2(q.x, h0, 0u);
+                ha = tl_nv_m0e4_word_h2(q.y, h1, ha);
+                ha = tl_nv_m0e4_word_h2(q.z, h2, ha);
+                ha = tl_nv_m0e4_word_h2(q.w, h3, ha);
+                acc[r] += s * tl_nv_h2_sum(ha) + (s + b) * xsum;
 #elif defined(MV_FPDQ)
                 const float dq = tl_m0e4_qdot8(q.x, x0, x1) + tl_m0e4_qdot8(q.y, x2, x3) +
                                  tl_m0e4_qdot8(q.z, x5, x6) + tl_m0e4_qdot8(q.w, x7, x8);
@@ -301,5 +368,134 @@ void matvec_f16(global const half* w, global const float4* x, global float* y, g
         if (res_mode == 1) v += residual[row];
         else if (res_mode == 2) v += y[row];
         y[row] = v;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// "Lanes" layout (the NVIDIA default): each 32-lane group (a warp) owns MVL_R rows at a time and its lanes split
+// the row (lane l takes chunks l, l + 32, ...), so a row's sum needs only a warp reduction and warps never wait
+// for each other. The activations are staged into local memory once per work-group (`xl`, [8][chunks] float4 so
+// neighbouring lanes read neighbouring banks, plus the per-chunk sums `xs`), and each work-group then walks
+// `passes` blocks of MV_WG / 32 * MVL_R rows: the staging is paid once per many rows instead of once per 8, and
+// the weights stream with no barrier between row blocks. Both buffers are sized by the launcher (chunks * 132 B).
+//
+// One entry point covers the decode step's four mat-vec shapes with uniform flags: `normed` (RMSNorm of x fused
+// in, its 1/rms applied to the finished dot), `act` (0: plain y = W·x (+ residual per res_mode); 1: SiLU, 2:
+// GELU-tanh gate: y = act(W·x) * (U·x) with U in the u_* buffers).
+#ifndef MVL_R
+#define MVL_R 4
+#endif
+#ifndef MVL_UNROLL
+#define MVL_UNROLL 2
+#endif
+#define MVL_LANES 32u
+
+// Sum of v over the 32-lane group of this work-item, valid in every lane. Called by all work-items of the group
+// the same number of times (the local-memory fallback has barriers).
+inline float mvl_lane_sum(float v, local float* red) {
+#if TL_SG_MODE == 3 && !defined(TLITE_COMPILE_CHECK)
+    return tl_nv_warp_sum(v);
+#else
+    const uint lid = get_local_id(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    red[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = MVL_LANES / 2; s > 0; s >>= 1) {
+        if ((lid & (MVL_LANES - 1)) < s) red[lid] += red[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return red[lid & ~(MVL_LANES - 1)];
+#endif
+}
+
+// Stages x (times the norm weight when `normed`) into xl/xs; returns 1/rms(x) when `normed`, else 1.
+inline float mvl_stage_x(global const float4* x4, global const float4* nw4, uint chunks, uint normed, float eps,
+                         float w_off, local float4* xl, local float* xs, local float* red) {
+    float ss = 0.0f;
+    for (uint c = get_local_id(0); c < chunks; c += MV_WG) {
+        float4 sum = (float4)(0.0f);
+        for (uint j = 0; j < 8; ++j) {
+            float4 v = x4[c * 8 + j];
+            ss += dot(v, v);
+            if (normed) v *= nw4[c * 8 + j] + w_off;
+            xl[j * chunks + c] = v;
+            sum += v;
+        }
+        xs[c] = dot(sum, (float4)(1.0f));
+    }
+    const float inv_rms = normed ? rsqrt(tl_wg_sum(ss, red) / (float)(chunks * 32) + eps) : 1.0f;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return inv_rms;
+}
+
+// Adds this lane's share of W[row0 + r]·x to acc[r] for r < MVL_R (rows past the end are clamped and never stored).
+inline void mvl_rows(global const uint4* codes, global const half* scales, global const half* offsets, uint rows,
+                     uint chunks, uint cpg_shift, uint row0, local const float4* xl, local const float* xs,
+                     float* acc) {
+    const uint groups = chunks >> cpg_shift;
+    size_t rbase[MVL_R];
+#pragma unroll
+    for (uint r = 0; r < MVL_R; ++r) rbase[r] = (size_t)min(row0 + r, rows - 1);
+    MV_PRAGMA(unroll MVL_UNROLL)
+    for (uint c = get_local_id(0) & (MVL_LANES - 1); c < chunks; c += MVL_LANES) {
+        const uint g = c >> cpg_shift;
+        uint4 q[MVL_R];
+        float s[MVL_R], b[MVL_R];
+#pragma unroll
+        for (uint r = 0; r < MVL_R; ++r) {
+            q[r] = codes[rbase[r] * chunks + c];
+            s[r] = vload_half(rbase[r] * groups + g, scales);
+            b[r] = vload_half(rbase[r] * groups + g, offsets);
+        }
+        const float4 x0 = xl[c], x1 = xl[chunks + c], x2 = xl[2 * chunks + c], x3 = xl[3 * chunks + c];
+        const float4 x5 = xl[4 * chunks + c], x6 = xl[5 * chunks + c], x7 = xl[6 * chunks + c],
+                     x8 = xl[7 * chunks + c];
+        const float xsum = xs[c];
+#pragma unroll
+        for (uint r = 0; r < MVL_R; ++r) {
+            const float d = tl_m0e4_dot8(q[r].x, x0, x1) + tl_m0e4_dot8(q[r].y, x2, x3) +
+                            tl_m0e4_dot8(q[r].z, x5, x6) + tl_m0e4_dot8(q[r].w, x7, x8);
+            acc[r] += s[r] * d + b[r] * xsum;
+        }
+    }
+}
+
+kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_m0e4_lanes(global const uint4* codes, global const half* scales, global const half* offsets,
+                       global const uint4* u_codes, global const half* u_scales, global const half* u_offsets,
+                       global const float4* x, global const float4* nw, global float* y,
+                       global const float* residual, local float4* xl, local float* xs, uint rows, uint chunks,
+                       uint cpg_shift, uint passes, uint res_mode, uint act, uint normed, float eps, float w_off) {
+    local float red[MV_WG];
+    const float inv_rms = mvl_stage_x(x, nw, chunks, normed, eps, w_off, xl, xs, red);
+    const uint lane = get_local_id(0) & (MVL_LANES - 1);
+    const uint rows_per_pass = (MV_WG / MVL_LANES) * MVL_R;
+    const uint first = get_group_id(0) * passes * rows_per_pass + (get_local_id(0) / MVL_LANES) * MVL_R;
+    for (uint p = 0; p < passes; ++p) {
+        const uint row0 = first + p * rows_per_pass;
+        float acc[MVL_R], up[MVL_R];
+#pragma unroll
+        for (uint r = 0; r < MVL_R; ++r) acc[r] = up[r] = 0.0f;
+        mvl_rows(codes, scales, offsets, rows, chunks, cpg_shift, row0, xl, xs, acc);
+        if (act != 0) mvl_rows(u_codes, u_scales, u_offsets, rows, chunks, cpg_shift, row0, xl, xs, up);
+#pragma unroll
+        for (uint r = 0; r < MVL_R; ++r) {
+            const float v = mvl_lane_sum(acc[r], red) * inv_rms;
+            const float u = act != 0 ? mvl_lane_sum(up[r], red) * inv_rms : 0.0f;
+            const uint row = row0 + r;
+            if (lane == r && row < rows) {
+                float out = v;
+                if (act == 1) {
+                    out = v / (1.0f + exp(-v)) * u;
+                } else if (act == 2) {
+                    out = v / (1.0f + exp(-1.5957691216f * (v + 0.044715f * v * v * v))) * u;
+                } else if (res_mode == 1) {
+                    out += residual[row];
+                } else if (res_mode == 2) {
+                    out += y[row];
+                }
+                y[row] = out;
+            }
+        }
     }
 }

@@ -142,14 +142,25 @@ pub struct MatvecConfig {
     pub x_local_chunks: usize,
     /// Unroll factor of the chunk loop (1: none), so several chunks' loads are in flight per work-item.
     pub unroll: usize,
+    /// Rows per 32-lane group of the "lanes" layout (0: off). With it, each warp owns this many rows at a time
+    /// and reduces them with warp shuffles alone, and each work-group stages the activations once for many
+    /// rows; it needs the whole activation vector in local memory (`cols * 4.125` bytes), and falls back to the
+    /// work-group layout where that does not fit.
+    pub lane_rows: usize,
+    /// On NVIDIA, dequantise and multiply two codes at a time in packed f16 through inline PTX (the FP16
+    /// recipe; products and 16-term sums in f16, tolerance 2e-3 of Σ|w·x| as for `half_math`). Needs the
+    /// warp-shuffle build; ignored elsewhere.
+    pub nv_half2: bool,
 }
 
 impl MatvecConfig {
     /// A starting point per vendor: wide groups for desktop GPUs, 64-lane half waves on Adreno, small on CPUs.
     pub fn for_gpu(gpu: &Gpu) -> Self {
         let caps = gpu.caps();
+        let nvidia = caps.vendor_family == VendorFamily::Nvidia;
         let (work_group, rows_per_group, x_local_chunks) = match caps.vendor_family {
-            // H100 sweep: 8 rows per group and activations staged in local memory were fastest.
+            // H100 sweep of the work-group layout: 8 rows per group and activations staged in local memory
+            // were fastest (it remains the fallback for rows too long for the lanes layout).
             VendorFamily::Nvidia => (128, 8, 128),
             VendorFamily::Adreno => (64, 4, 0),
             VendorFamily::Mali => (64, 4, 0),
@@ -163,7 +174,11 @@ impl MatvecConfig {
             warp_shuffle: true,
             fp_dequant: false,
             x_local_chunks,
-            unroll: 1,
+            unroll: if nvidia { 2 } else { 1 },
+            // Measured on the H200 (bench/RESULTS.md): the lanes layout was 10-20 % slower than the work-group
+            // layout there, and packed-f16 dequantisation 20-25 % faster.
+            lane_rows: 0,
+            nv_half2: nvidia,
         }
     }
 
@@ -180,6 +195,13 @@ impl MatvecConfig {
         }
         if self.unroll > 1 {
             d.push(("MV_UNROLL", self.unroll.to_string()));
+        }
+        d.push(("MVL_UNROLL", self.unroll.max(1).to_string()));
+        if self.nv_half2 {
+            d.push(("MV_NVH2", "1".to_string()));
+        }
+        if self.lane_rows > 0 {
+            d.push(("MVL_R", self.lane_rows.to_string()));
         }
         if self.x_local_chunks > 0 {
             d.push(("MV_XLOCAL", self.x_local_chunks.to_string()));
@@ -198,12 +220,15 @@ fn build(
     if !config.work_group.is_power_of_two()
         || config.rows_per_group == 0
         || config.rows_per_group > config.work_group
+        || (config.lane_rows > 0
+            && (!config.work_group.is_multiple_of(32) || config.lane_rows > 32))
     {
         return Err(shape_error(
             "MatvecConfig",
             format!(
-                "work_group {} must be a power of two >= rows_per_group {}",
-                config.work_group, config.rows_per_group
+                "work_group {} must be a power of two >= rows_per_group {} (and a multiple of 32 >= \
+                 lane_rows {} with the lanes layout)",
+                config.work_group, config.rows_per_group, config.lane_rows
             ),
         ));
     }
@@ -234,6 +259,19 @@ pub struct MatvecM0e4 {
     gate_up: LockedKernel,
     normed: LockedKernel,
     gate_up_normed: LockedKernel,
+    /// The lanes-layout kernel (all four operations), when `config.lane_rows > 0`.
+    lanes: Option<LockedKernel>,
+}
+
+/// One decode mat-vec, in the terms the four public entry points share.
+struct MatvecOp<'a> {
+    w: &'a DeviceM0e4,
+    /// The up projection and the gate's activation, for `act(W·x) * (U·x)`.
+    up: Option<(&'a DeviceM0e4, GatedActivation)>,
+    x: &'a DeviceBuffer<f32>,
+    /// RMSNorm of `x` fused in front: the norm weight and its parameters.
+    norm: Option<(&'a DeviceBuffer<f32>, RmsNormParams)>,
+    residual: Residual<'a>,
 }
 
 impl MatvecM0e4 {
@@ -257,6 +295,11 @@ impl MatvecM0e4 {
         let (gate_up, shfl_gu) = build(gpu, &config, extra, "matvec_m0e4_gate_up")?;
         let (normed, shfl_n) = build(gpu, &config, extra, "matvec_m0e4_normed")?;
         let (gate_up_normed, shfl_gun) = build(gpu, &config, extra, "matvec_m0e4_gate_up_normed")?;
+        let lanes = if config.lane_rows > 0 {
+            Some(build(gpu, &config, extra, "matvec_m0e4_lanes")?.0)
+        } else {
+            None
+        };
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
             config,
@@ -265,6 +308,7 @@ impl MatvecM0e4 {
             gate_up,
             normed,
             gate_up_normed,
+            lanes,
         })
     }
 
@@ -276,6 +320,29 @@ impl MatvecM0e4 {
     /// Whether the NVIDIA warp-shuffle reduction is in use (it needs an NVIDIA driver that accepts inline PTX).
     pub fn uses_warp_shuffle(&self) -> bool {
         self.warp_shuffle
+    }
+
+    /// Whether the products are computed in half precision (NVIDIA's packed-f16 path, or `half_math` on a
+    /// `cl_khr_fp16` device): results then agree with f32 to about 2e-3 of Σ|w·x| per row instead of 1e-5.
+    pub fn uses_half_products(&self) -> bool {
+        let nvidia = self.gpu.caps().vendor_family == VendorFamily::Nvidia;
+        (self.config.nv_half2 && self.warp_shuffle && nvidia)
+            || (self.config.half_math && self.gpu.caps().fp16)
+    }
+
+    /// Whether a matrix of `cols` columns runs in the lanes layout (its activations fit in local memory).
+    pub fn uses_lanes(&self, cols: usize) -> bool {
+        self.lanes.is_some() && self.lanes_local_bytes(cols / 32) <= self.local_budget()
+    }
+
+    /// Local memory of a lanes launch: the staged activations (128 B per chunk), their chunk sums (4 B per
+    /// chunk) and the reduction scratch.
+    fn lanes_local_bytes(&self, chunks: usize) -> usize {
+        chunks * 132 + self.config.work_group * 4
+    }
+
+    fn local_budget(&self) -> usize {
+        usize::try_from(self.gpu.caps().local_mem_bytes).unwrap_or(usize::MAX)
     }
 
     fn check(
@@ -311,10 +378,6 @@ impl MatvecM0e4 {
         Ok((to_u32(K, "rows", rows)?, to_u32(K, "cols / 32", cols / 32)?))
     }
 
-    fn groups(&self, rows: usize) -> usize {
-        rows.div_ceil(self.config.rows_per_group)
-    }
-
     /// Enqueues `y = W·x` (+ `residual`). `x` holds at least `cols` values, `y` at least `rows`.
     pub fn enqueue(
         &self,
@@ -323,33 +386,14 @@ impl MatvecM0e4 {
         y: &mut DeviceBuffer<f32>,
         residual: Residual<'_>,
     ) -> Result<(), KernelError> {
-        let (rows, chunks) = Self::check(w, x, y.len(), "y")?;
-        let res_arg: Arg = match residual {
-            Residual::Add(r) => {
-                check_len("matvec_m0e4", "residual", r, w.shape.rows)?;
-                r.into()
-            }
-            _ => (&*y).into(),
+        let op = MatvecOp {
+            w,
+            up: None,
+            x,
+            norm: None,
+            residual,
         };
-        let args = [
-            (&w.codes).into(),
-            (&w.scales).into(),
-            (&w.offsets).into(),
-            x.into(),
-            (&*y).into(),
-            res_arg,
-            rows.into(),
-            chunks.into(),
-            w.chunks_per_group_shift().into(),
-            residual.mode().into(),
-        ];
-        let wg = self.config.work_group;
-        self.plain.launch(
-            &self.gpu,
-            &args,
-            &[self.groups(w.shape.rows) * wg],
-            Some(&[wg]),
-        )
+        self.run(op, y)
     }
 
     /// Enqueues `y = W·rmsnorm(x)`: the RMSNorm (with weight `norm_weight` of `cols` values, plus
@@ -363,57 +407,14 @@ impl MatvecM0e4 {
         params: RmsNormParams,
         y: &mut DeviceBuffer<f32>,
     ) -> Result<(), KernelError> {
-        let (rows, chunks) = Self::check(w, x, y.len(), "y")?;
-        check_len(
-            "matvec_m0e4_normed",
-            "norm weight",
-            norm_weight,
-            w.shape.cols,
-        )?;
-        let args = [
-            (&w.codes).into(),
-            (&w.scales).into(),
-            (&w.offsets).into(),
-            x.into(),
-            norm_weight.into(),
-            (&*y).into(),
-            rows.into(),
-            chunks.into(),
-            w.chunks_per_group_shift().into(),
-            params.eps.into(),
-            params.weight_offset.into(),
-        ];
-        let wg = self.config.work_group;
-        self.normed.launch(
-            &self.gpu,
-            &args,
-            &[self.groups(w.shape.rows) * wg],
-            Some(&[wg]),
-        )
-    }
-
-    fn check_gate_up(
-        gate: &DeviceM0e4,
-        up: &DeviceM0e4,
-        x: &DeviceBuffer<f32>,
-        out_len: usize,
-    ) -> Result<(u32, u32), KernelError> {
-        if gate.shape != up.shape || gate.group != up.group {
-            return Err(shape_error(
-                "matvec_m0e4_gate_up",
-                format!(
-                    "gate is {}x{} (group {}) but up is {}x{} (group {})",
-                    gate.shape.rows,
-                    gate.shape.cols,
-                    gate.group,
-                    up.shape.rows,
-                    up.shape.cols,
-                    up.group
-                ),
-            ));
-        }
-        Self::check(up, x, out_len, "out")?;
-        Self::check(gate, x, out_len, "out")
+        let op = MatvecOp {
+            w,
+            up: None,
+            x,
+            norm: Some((norm_weight, params)),
+            residual: Residual::None,
+        };
+        self.run(op, y)
     }
 
     /// Enqueues `out = act(Wg·x) * (Wu·x)` (the gated feed-forward's first half). `gate` and `up` must have the
@@ -426,28 +427,14 @@ impl MatvecM0e4 {
         out: &mut DeviceBuffer<f32>,
         act: GatedActivation,
     ) -> Result<(), KernelError> {
-        let (rows, chunks) = Self::check_gate_up(gate, up, x, out.len())?;
-        let args = [
-            (&gate.codes).into(),
-            (&gate.scales).into(),
-            (&gate.offsets).into(),
-            (&up.codes).into(),
-            (&up.scales).into(),
-            (&up.offsets).into(),
-            x.into(),
-            (&*out).into(),
-            rows.into(),
-            chunks.into(),
-            gate.chunks_per_group_shift().into(),
-            act.code().into(),
-        ];
-        let wg = self.config.work_group;
-        self.gate_up.launch(
-            &self.gpu,
-            &args,
-            &[self.groups(gate.shape.rows) * wg],
-            Some(&[wg]),
-        )
+        let op = MatvecOp {
+            w: gate,
+            up: Some((up, act)),
+            x,
+            norm: None,
+            residual: Residual::None,
+        };
+        self.run(op, out)
     }
 
     /// Enqueues `out = act(Wg·n) * (Wu·n)` with `n = rmsnorm(x)` computed inside the launch, as
@@ -463,37 +450,151 @@ impl MatvecM0e4 {
         out: &mut DeviceBuffer<f32>,
         act: GatedActivation,
     ) -> Result<(), KernelError> {
-        let (rows, chunks) = Self::check_gate_up(gate, up, x, out.len())?;
-        check_len(
-            "matvec_m0e4_gate_up_normed",
-            "norm weight",
-            norm_weight,
-            gate.shape.cols,
-        )?;
-        let args = [
-            (&gate.codes).into(),
-            (&gate.scales).into(),
-            (&gate.offsets).into(),
-            (&up.codes).into(),
-            (&up.scales).into(),
-            (&up.offsets).into(),
-            x.into(),
-            norm_weight.into(),
-            (&*out).into(),
-            rows.into(),
-            chunks.into(),
-            gate.chunks_per_group_shift().into(),
-            act.code().into(),
-            params.eps.into(),
-            params.weight_offset.into(),
-        ];
+        let op = MatvecOp {
+            w: gate,
+            up: Some((up, act)),
+            x,
+            norm: Some((norm_weight, params)),
+            residual: Residual::None,
+        };
+        self.run(op, out)
+    }
+
+    /// Checks `op` against `out` and enqueues it on the lanes kernel where it fits, else on the work-group
+    /// layout's kernel for its variant.
+    fn run(&self, op: MatvecOp<'_>, out: &mut DeviceBuffer<f32>) -> Result<(), KernelError> {
+        const K: &str = "matvec_m0e4";
+        let w = op.w;
+        if let Some((up, _)) = op.up {
+            if w.shape != up.shape || w.group != up.group {
+                return Err(shape_error(
+                    "matvec_m0e4_gate_up",
+                    format!(
+                        "gate is {}x{} (group {}) but up is {}x{} (group {})",
+                        w.shape.rows, w.shape.cols, w.group, up.shape.rows, up.shape.cols, up.group
+                    ),
+                ));
+            }
+        }
+        let (rows, chunks) = Self::check(w, op.x, out.len(), "y")?;
+        if let Some((up, _)) = op.up {
+            Self::check(up, op.x, out.len(), "out")?;
+        }
+        if let Some((nw, _)) = op.norm {
+            check_len(K, "norm weight", nw, w.shape.cols)?;
+        }
+        let res_arg: Arg = match op.residual {
+            Residual::Add(r) => {
+                check_len(K, "residual", r, w.shape.rows)?;
+                r.into()
+            }
+            _ => (&*out).into(),
+        };
+        let u = op.up.map_or(w, |(u, _)| u);
+        // Unused operands of the variant get a harmless stand-in (the kernel never reads them).
+        let unnormed = RmsNormParams {
+            eps: 0.0,
+            weight_offset: 0.0,
+        };
+        let (nw, params) = op.norm.unwrap_or((op.x, unnormed));
         let wg = self.config.work_group;
-        self.gate_up_normed.launch(
-            &self.gpu,
-            &args,
-            &[self.groups(gate.shape.rows) * wg],
-            Some(&[wg]),
-        )
+        let cpg = w.chunks_per_group_shift();
+        if let (Some(lanes), true) = (&self.lanes, self.uses_lanes(w.shape.cols)) {
+            let rows_per_pass = wg / 32 * self.config.lane_rows;
+            let blocks = w.shape.rows.div_ceil(rows_per_pass);
+            // Enough passes per work-group to pay for its activation staging, while keeping about two
+            // work-groups per compute unit in flight.
+            let units = (self.gpu.caps().compute_units.max(1) as usize) * 2;
+            let passes = (blocks / units).max(1);
+            let groups = blocks.div_ceil(passes);
+            let act = op.up.map_or(0u32, |(_, a)| a.code() + 1);
+            let args = [
+                (&w.codes).into(),
+                (&w.scales).into(),
+                (&w.offsets).into(),
+                (&u.codes).into(),
+                (&u.scales).into(),
+                (&u.offsets).into(),
+                op.x.into(),
+                nw.into(),
+                (&*out).into(),
+                res_arg,
+                Arg::Local(chunks as usize * 128),
+                Arg::Local(chunks as usize * 4),
+                rows.into(),
+                chunks.into(),
+                cpg.into(),
+                to_u32(K, "passes", passes)?.into(),
+                op.residual.mode().into(),
+                act.into(),
+                u32::from(op.norm.is_some()).into(),
+                params.eps.into(),
+                params.weight_offset.into(),
+            ];
+            return lanes.launch(&self.gpu, &args, &[groups * wg], Some(&[wg]));
+        }
+        let global = [w.shape.rows.div_ceil(self.config.rows_per_group) * wg];
+        match (op.up, op.norm) {
+            (None, None) => {
+                let args = [
+                    (&w.codes).into(),
+                    (&w.scales).into(),
+                    (&w.offsets).into(),
+                    op.x.into(),
+                    (&*out).into(),
+                    res_arg,
+                    rows.into(),
+                    chunks.into(),
+                    cpg.into(),
+                    op.residual.mode().into(),
+                ];
+                self.plain.launch(&self.gpu, &args, &global, Some(&[wg]))
+            }
+            (None, Some(_)) => {
+                let args = [
+                    (&w.codes).into(),
+                    (&w.scales).into(),
+                    (&w.offsets).into(),
+                    op.x.into(),
+                    nw.into(),
+                    (&*out).into(),
+                    rows.into(),
+                    chunks.into(),
+                    cpg.into(),
+                    params.eps.into(),
+                    params.weight_offset.into(),
+                ];
+                self.normed.launch(&self.gpu, &args, &global, Some(&[wg]))
+            }
+            (Some((_, act)), norm) => {
+                let mut args = vec![
+                    (&w.codes).into(),
+                    (&w.scales).into(),
+                    (&w.offsets).into(),
+                    (&u.codes).into(),
+                    (&u.scales).into(),
+                    (&u.offsets).into(),
+                    op.x.into(),
+                ];
+                if norm.is_some() {
+                    args.push(nw.into());
+                }
+                args.extend::<[Arg; 5]>([
+                    (&*out).into(),
+                    rows.into(),
+                    chunks.into(),
+                    cpg.into(),
+                    act.code().into(),
+                ]);
+                let kernel = if norm.is_some() {
+                    args.extend::<[Arg; 2]>([params.eps.into(), params.weight_offset.into()]);
+                    &self.gate_up_normed
+                } else {
+                    &self.gate_up
+                };
+                kernel.launch(&self.gpu, &args, &global, Some(&[wg]))
+            }
+        }
     }
 }
 

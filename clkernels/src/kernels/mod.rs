@@ -147,6 +147,8 @@ pub(crate) enum Arg {
     U32(u32),
     /// A `float`.
     F32(f32),
+    /// A `local` buffer of this many bytes, allocated by the driver for each work-group.
+    Local(usize),
 }
 
 impl<T: bytemuck::Pod> From<&DeviceBuffer<T>> for Arg {
@@ -219,6 +221,7 @@ impl LockedKernel {
                     Arg::Mem(m) => kernel.set_arg(index, m),
                     Arg::U32(v) => kernel.set_arg(index, v),
                     Arg::F32(v) => kernel.set_arg(index, v),
+                    Arg::Local(bytes) => kernel.set_arg_local_buffer(index, *bytes),
                 }
             };
             set.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
@@ -234,12 +237,12 @@ impl LockedKernel {
         if global.contains(&0) {
             return Ok(());
         }
-        let profiling = profile::queue();
-        let Some(queue) = profiling else {
-            enqueue_without_event(gpu.queue().get(), kernel.get(), &global, local)?;
+        let (queue, with_event) = profile::queue().unwrap_or((gpu.queue().get(), false));
+        if !with_event {
+            enqueue_without_event(queue, kernel.get(), &global, local)?;
             tracing::trace!(kernel = self.name, ?global, "enqueued");
             return Ok(());
-        };
+        }
         // SAFETY: the kernel's arguments are all set above; the size arrays live across the call; the queue is the
         // device's own or the live profiling queue of `bench_suite`, both of the kernel's context.
         let event = unsafe {
@@ -309,26 +312,53 @@ pub(crate) mod profile {
     use opencl3::types::cl_command_queue;
 
     thread_local! {
-        static SINK: RefCell<Option<(cl_command_queue, Vec<Event>)>> = const { RefCell::new(None) };
+        static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
+    }
+
+    struct Sink {
+        queue: cl_command_queue,
+        /// `None`: launch without events (steady-state timing of back-to-back launches by wall clock).
+        events: Option<Vec<Event>>,
     }
 
     /// Sends this thread's launches to `queue` and keeps their events, until [`stop`].
     pub(crate) fn start(queue: cl_command_queue) {
-        SINK.with(|s| *s.borrow_mut() = Some((queue, Vec::new())));
+        SINK.with(|s| {
+            *s.borrow_mut() = Some(Sink {
+                queue,
+                events: Some(Vec::new()),
+            })
+        });
+    }
+
+    /// Sends this thread's launches to `queue` without asking for events, until [`stop`].
+    pub(crate) fn start_without_events(queue: cl_command_queue) {
+        SINK.with(|s| {
+            *s.borrow_mut() = Some(Sink {
+                queue,
+                events: None,
+            })
+        });
     }
 
     /// Stops redirecting; returns the events recorded since [`start`].
     pub(crate) fn stop() -> Vec<Event> {
-        SINK.with(|s| s.borrow_mut().take().map(|(_, e)| e).unwrap_or_default())
+        SINK.with(|s| {
+            s.borrow_mut()
+                .take()
+                .and_then(|sink| sink.events)
+                .unwrap_or_default()
+        })
     }
 
-    pub(super) fn queue() -> Option<cl_command_queue> {
-        SINK.with(|s| s.borrow().as_ref().map(|(q, _)| *q))
+    /// The queue launches go to, and whether they should ask for an event.
+    pub(super) fn queue() -> Option<(cl_command_queue, bool)> {
+        SINK.with(|s| s.borrow().as_ref().map(|k| (k.queue, k.events.is_some())))
     }
 
     pub(super) fn record(event: Event) {
         SINK.with(|s| {
-            if let Some((_, events)) = s.borrow_mut().as_mut() {
+            if let Some(events) = s.borrow_mut().as_mut().and_then(|k| k.events.as_mut()) {
                 events.push(event);
             }
         });

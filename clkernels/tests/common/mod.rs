@@ -82,6 +82,38 @@ pub fn assert_dot_close(what: &str, got: &[f32], want: &[f32], l1: &[f32], rel: 
 }
 
 /// `sum_k |W[r][k] x[k]|` per row of a dense row-major matrix: the scale of a dot product's rounding error.
+/// Checks `act(g)·u` outputs where each dot product may be off by `rel` of its row's Σ|w·x| (`l1g`, `l1u`):
+/// the product's error is then at most 1.2·Δg·|u| + |g|·Δu + Δg·Δu (|act'| <= 1.2 and |act(g)| <= |g| for
+/// SiLU and GELU), plus a 1e-4 floor and 1e-4 relative for the f32 rounding of the activation itself.
+#[allow(clippy::too_many_arguments)] // the two dot products' references and bounds are all needed
+pub fn assert_gated_close(
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    gate: &[f32],
+    up: &[f32],
+    l1g: &[f32],
+    l1u: &[f32],
+    rel: f32,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = 0.0f32;
+    for i in 0..got.len() {
+        let err = (got[i] - want[i]).abs();
+        let (dg, du) = (rel * l1g[i], rel * l1u[i]);
+        let tol =
+            1e-4 + 1e-4 * want[i].abs() + 1.2 * dg * up[i].abs() + gate[i].abs() * du + dg * du;
+        assert!(
+            err <= tol,
+            "{what}: element {i} is {}, reference {} (|err| {err} > {tol})",
+            got[i],
+            want[i]
+        );
+        worst = worst.max(err);
+    }
+    eprintln!("{what}: {} elements, max |err| {worst:e}", got.len());
+}
+
 pub fn row_l1(w: &[f32], cols: usize, x: &[f32]) -> Vec<f32> {
     w.chunks(cols)
         .map(|row| row.iter().zip(x).map(|(a, b)| (a * b).abs()).sum())
