@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use clkernels::kernels::{profile_launches, LaunchTiming};
 use clkernels::kv_storage::ClKvStorage;
 use clkernels::runtime::Gpu;
 use fp4::{GroupSize, M0e4Matrix, MatrixShape};
@@ -252,7 +253,7 @@ pub fn copy_bandwidth(gpu: &Gpu, bytes: usize, reps: usize) -> Result<f64, Engin
 }
 
 /// Figures of one benchmark run.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BenchReport {
     /// Prompt tokens per second.
     pub prefill_tok_s: f64,
@@ -268,6 +269,9 @@ pub struct BenchReport {
     pub device_bytes: u64,
     /// Host time per decode step spent enqueueing the decoder's kernels (arguments and launches), seconds.
     pub decode_enqueue_s_per_token: f64,
+    /// Every kernel launch of one extra decode step after the timed ones, with device times, when the device
+    /// was opened with profiling (empty otherwise): where a step's time goes.
+    pub decode_profile: Vec<LaunchTiming>,
 }
 
 impl BenchReport {
@@ -351,6 +355,13 @@ pub fn run_bench(
     }
     let decode = started.elapsed();
     let decode_enqueue = gm.host_enqueue_time() - enqueue_before;
+    let decode_profile = if gpu.profiling() {
+        let (step, launches) = profile_launches(&gpu, || gm.step(&[token], Want::Argmax))?;
+        step?;
+        launches
+    } else {
+        Vec::new()
+    };
     let c = &model.config;
     let kv_bytes_last_token = (2 * c.layers * c.kv_dim() * gm.cached_len() * 2) as u64;
     let copy = copy_bandwidth(&gpu, 256 << 20, 20)?;
@@ -362,5 +373,6 @@ pub fn run_bench(
         copy_bytes_per_s: copy,
         device_bytes: gm.device_bytes(),
         decode_enqueue_s_per_token: decode_enqueue.as_secs_f64() / gen as f64,
+        decode_profile,
     })
 }

@@ -258,7 +258,7 @@ impl LockedKernel {
             )
         }
         .map_err(|e| ClError::from_code("clEnqueueNDRangeKernel", e))?;
-        profile::record(opencl3::event::Event::new(event));
+        profile::record(self.name, opencl3::event::Event::new(event));
         tracing::trace!(kernel = self.name, ?global, "enqueued");
         Ok(())
     }
@@ -318,7 +318,7 @@ pub(crate) mod profile {
     struct Sink {
         queue: cl_command_queue,
         /// `None`: launch without events (steady-state timing of back-to-back launches by wall clock).
-        events: Option<Vec<Event>>,
+        events: Option<Vec<(&'static str, Event)>>,
     }
 
     /// Sends this thread's launches to `queue` and keeps their events, until [`stop`].
@@ -343,6 +343,11 @@ pub(crate) mod profile {
 
     /// Stops redirecting; returns the events recorded since [`start`].
     pub(crate) fn stop() -> Vec<Event> {
+        stop_named().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// As [`stop`], with the kernel name of each event.
+    pub(crate) fn stop_named() -> Vec<(&'static str, Event)> {
         SINK.with(|s| {
             s.borrow_mut()
                 .take()
@@ -356,13 +361,59 @@ pub(crate) mod profile {
         SINK.with(|s| s.borrow().as_ref().map(|k| (k.queue, k.events.is_some())))
     }
 
-    pub(super) fn record(event: Event) {
+    pub(super) fn record(kernel: &'static str, event: Event) {
         SINK.with(|s| {
             if let Some(events) = s.borrow_mut().as_mut().and_then(|k| k.events.as_mut()) {
-                events.push(event);
+                events.push((kernel, event));
             }
         });
     }
+}
+
+/// Device time of one kernel launch recorded by [`profile_launches`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchTiming {
+    /// The kernel's name in its `.cl` file.
+    pub kernel: &'static str,
+    /// Start and end of its execution on the device's clock, nanoseconds.
+    pub start_ns: u64,
+    /// See `start_ns`.
+    pub end_ns: u64,
+}
+
+/// Runs `f` and returns the device time of every kernel it launched on this thread, in launch order: a
+/// per-kernel breakdown of a real workload (a decode step, say) with its own queue, so ordering with the
+/// workload's reads and writes is kept. The queue of `gpu` must have been opened with
+/// [`crate::runtime::GpuOptions::profiling`]; each launch then asks for an event, which costs host time.
+pub fn profile_launches<T>(
+    gpu: &Gpu,
+    f: impl FnOnce() -> T,
+) -> Result<(T, Vec<LaunchTiming>), KernelError> {
+    if !gpu.profiling() {
+        return Err(shape_error(
+            "profile_launches",
+            "the device was opened without profiling (GpuOptions::profiling)",
+        ));
+    }
+    profile::start(gpu.queue().get());
+    let out = f();
+    let events = profile::stop_named();
+    gpu.finish()?;
+    let mut timings = Vec::with_capacity(events.len());
+    for (kernel, e) in events {
+        let start_ns = e
+            .profiling_command_start()
+            .map_err(|err| ClError::from_code("clGetEventProfilingInfo", err.0))?;
+        let end_ns = e
+            .profiling_command_end()
+            .map_err(|err| ClError::from_code("clGetEventProfilingInfo", err.0))?;
+        timings.push(LaunchTiming {
+            kernel,
+            start_ns,
+            end_ns,
+        });
+    }
+    Ok((out, timings))
 }
 
 /// The largest power of two `<= limit` and `<= want` (at least 1): local sizes for the tree reductions.

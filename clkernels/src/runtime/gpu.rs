@@ -15,6 +15,10 @@ use crate::runtime::priority::{self, PerfHint, PriorityReport, QueuePriority};
 use crate::runtime::program::{build_options, BuildOrigin, BuildStats, ProgramSource};
 use crate::runtime::{Capabilities, ClError, ClResultExt, DeviceSelector};
 
+/// `CL_QUEUE_PROPERTIES` key and its profiling bit (OpenCL 2.0 queue properties).
+const CL_QUEUE_PROPERTIES: u64 = 0x1093;
+const CL_QUEUE_PROFILING_ENABLE: u64 = 1 << 1;
+
 /// How to open a device.
 #[derive(Debug, Clone, Default)]
 pub struct GpuOptions {
@@ -26,6 +30,9 @@ pub struct GpuOptions {
     pub perf_hint: PerfHint,
     /// Where compiled programs are cached.
     pub cache: CachePolicy,
+    /// Open the queue with profiling on, so [`crate::kernels::profile_launches`] can time each launch of a
+    /// real workload in order (costs host time per launch only while a profile is being recorded).
+    pub profiling: bool,
 }
 
 /// An opened device. Cheap to clone: all clones share the context, queue and program cache.
@@ -47,6 +54,7 @@ struct Inner {
     disk_hits: AtomicUsize,
     memory_hits: AtomicUsize,
     rejected_entries: AtomicUsize,
+    profiling: bool,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -105,13 +113,18 @@ impl Gpu {
             }
         };
 
-        let (queue_props, queue_used) = priority::queue_properties(&caps, options.priority);
+        let (mut queue_props, queue_used) = priority::queue_properties(&caps, options.priority);
+        if options.profiling {
+            // Key-value pairs terminated by 0: drop the terminator, add CL_QUEUE_PROPERTIES, terminate again.
+            queue_props.pop_if(|v| *v == 0);
+            queue_props.extend([CL_QUEUE_PROPERTIES, CL_QUEUE_PROFILING_ENABLE, 0]);
+        }
         let queue = match create_queue(&context, &device, &caps, &queue_props) {
             Ok(q) => {
                 report.applied.extend(queue_used);
                 q
             }
-            Err(e) if !queue_props.is_empty() => {
+            Err(e) if !queue_props.is_empty() && !options.profiling => {
                 tracing::warn!(error = %e, "queue priority properties rejected; retrying without them");
                 report.rejected.extend(queue_used);
                 create_queue(&context, &device, &caps, &[])?
@@ -131,6 +144,7 @@ impl Gpu {
                 priority: report,
                 cache: options.cache.resolve().map(BinaryCache::new),
                 compiled: AtomicUsize::new(0),
+                profiling: options.profiling,
                 disk_hits: AtomicUsize::new(0),
                 memory_hits: AtomicUsize::new(0),
                 rejected_entries: AtomicUsize::new(0),
@@ -146,6 +160,11 @@ impl Gpu {
     /// The OpenCL context.
     pub fn context(&self) -> &Context {
         &self.inner.context
+    }
+
+    /// Whether the queue was opened with profiling ([`GpuOptions::profiling`]).
+    pub fn profiling(&self) -> bool {
+        self.inner.profiling
     }
 
     /// The one in-order command queue.
