@@ -9,7 +9,7 @@
 // walks its positions ATT_WG at a time (one position per work-item for the score), keeping a running maximum m,
 // sum l and unnormalised output o in the FlashAttention style, so memory stays O(head_dim) per work-group and
 // O(seq * head_dim) overall. With one split it writes the normalised output; with several (decode over a long
-// context) it writes (m, l, o) partials that attn_combine merges.
+// context) it writes (m, l, o) partials, and the last of them to finish merges them in the same launch.
 
 #ifndef ATT_WG
 #define ATT_WG 64
@@ -37,9 +37,10 @@ typedef float kv_t;
 kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attn_partial(global const float* q, uint q_off, uint q_stride, global const kv_t* k, global const kv_t* v,
                   uint kv_off, uint head_stride, uint pos_stride, global float* out, global float2* part_ml,
-                  global float* part_o, uint past, uint heads, uint group, uint head_dim, uint chunk, uint splits,
-                  float scale) {
+                  global float* part_o, global uint* counters, uint past, uint heads, uint group, uint head_dim,
+                  uint chunk, uint splits, float scale) {
     local float qs[ATT_MAX_HD];
+    local uint is_last;
     local float ps[ATT_WG];
     local float scratch[ATT_WG];
     const uint lid = get_local_id(0);
@@ -57,6 +58,15 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
 #pragma unroll
     for (uint i = 0; i < ATT_DPT; ++i) o[i] = 0.0f;
     float m = -INFINITY, l = 0.0f;
+    // Row-vector value path: vg work-items cover one value row with 16-byte loads (8 dims each), and the
+    // work-group's ATT_WG / vg groups take every (ATT_WG / vg)-th position, so a work-item has few, wide,
+    // independent loads instead of one 2- or 4-byte load per position and dim. Needs head_dim = 8 * vg with vg
+    // dividing ATT_WG (head_dim 64, 128, 256 at ATT_WG 64); other head sizes take the per-dim path.
+    const uint vg = head_dim / 8;
+    const bool row_v = (head_dim & 7) == 0 && vg > 0 && vg <= ATT_WG && (ATT_WG % vg) == 0;
+    const uint n_vgroups = row_v ? ATT_WG / vg : 1;
+    const uint vgroup = row_v ? lid / vg : 0, vdim = row_v ? (lid % vg) * 8 : 0;
+    float8 o8 = (float8)(0.0f);
 
     for (uint base = start; base < end; base += ATT_WG) {
         const uint j = base + lid;
@@ -67,6 +77,8 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
             if ((head_dim & 7) == 0) {
                 // 16- or 32-byte loads of the key row instead of one element at a time.
                 float8 a8 = (float8)(0.0f);
+                // Unrolled so the key row's loads are in flight together rather than one latency each.
+#pragma unroll 16
                 for (uint d = 0; d < head_dim; d += 8) a8 = mad(vload8(0, qs + d), KV_LOAD8(k, kr + d), a8);
                 acc = dot(a8.lo, (float4)(1.0f)) + dot(a8.hi, (float4)(1.0f));
             } else {
@@ -81,17 +93,54 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
         const float corr = exp(m - new_m);
         l = l * corr + block_sum;
         const uint n = min((uint)ATT_WG, end - base);
+        if (row_v) {
+            o8 *= corr;
+            const global kv_t* vp = v + kv_head + (size_t)base * pos_stride + vdim;
+            // Four rows in flight per work-item per round trip.
+            const uint ng = n_vgroups;
+            uint jj = vgroup;
+            for (; jj + 3 * ng < n; jj += 4 * ng) {
+                const float8 v0 = KV_LOAD8(vp, (size_t)jj * pos_stride);
+                const float8 v1 = KV_LOAD8(vp, (size_t)(jj + ng) * pos_stride);
+                const float8 v2 = KV_LOAD8(vp, (size_t)(jj + 2 * ng) * pos_stride);
+                const float8 v3 = KV_LOAD8(vp, (size_t)(jj + 3 * ng) * pos_stride);
+                o8 = mad((float8)(ps[jj]), v0, o8);
+                o8 = mad((float8)(ps[jj + ng]), v1, o8);
+                o8 = mad((float8)(ps[jj + 2 * ng]), v2, o8);
+                o8 = mad((float8)(ps[jj + 3 * ng]), v3, o8);
+            }
+            for (; jj < n; jj += ng) o8 = mad((float8)(ps[jj]), KV_LOAD8(vp, (size_t)jj * pos_stride), o8);
+        } else {
 #pragma unroll
-        for (uint i = 0; i < ATT_DPT; ++i) {
-            const uint d = lid + i * ATT_WG;
-            if (d < head_dim) {
-                float acc = o[i] * corr;
-                for (uint jj = 0; jj < n; ++jj) acc = mad(ps[jj], KV_LOAD(v, kv_head + (size_t)(base + jj) * pos_stride + d), acc);
-                o[i] = acc;
+            for (uint i = 0; i < ATT_DPT; ++i) {
+                const uint d = lid + i * ATT_WG;
+                if (d < head_dim) {
+                    float acc = o[i] * corr;
+                    for (uint jj = 0; jj < n; ++jj)
+                        acc = mad(ps[jj], KV_LOAD(v, kv_head + (size_t)(base + jj) * pos_stride + d), acc);
+                    o[i] = acc;
+                }
             }
         }
         m = new_m;
         barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
+    if (row_v) {
+        // Sum the value groups' partial rows through local memory (qs is free again; ATT_MAX_HD floats per
+        // group would not fit, so groups add in turn).
+        for (uint g = 0; g < n_vgroups; ++g) {
+            if (vgroup == g) {
+                local float* dst = qs + vdim;
+                for (uint e = 0; e < 8; ++e) dst[e] = (g == 0 ? 0.0f : dst[e]) + ((float*)&o8)[e];
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+#pragma unroll
+        for (uint i = 0; i < ATT_DPT; ++i) {
+            const uint d = lid + i * ATT_WG;
+            if (d < head_dim) o[i] = qs[d];
+        }
     }
 
     const size_t th = (size_t)t * heads + h;
@@ -110,25 +159,33 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
             if (d < head_dim) part_o[ps_idx * head_dim + d] = o[i];
         }
         if (lid == 0) part_ml[ps_idx] = (float2)(m, l);
+        // The last split of (t, h) to finish merges all of them (no second launch): each work-item's writes are
+        // fenced before the work-group counts itself done, and the merging work-group reads the partials with
+        // volatile loads so no stale cached copy is used. The counter is reset for the next launch.
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+        barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+        if (lid == 0) is_last = atomic_inc(&counters[th]) == splits - 1;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (is_last) {
+            mem_fence(CLK_GLOBAL_MEM_FENCE);
+            volatile global const float2* vml = (volatile global const float2*)part_ml + th * splits;
+            volatile global const float* vo = (volatile global const float*)part_o + th * splits * head_dim;
+            float mx = -INFINITY;
+            for (uint sp = 0; sp < splits; ++sp) mx = fmax(mx, vml[sp].x);
+            for (uint d = lid; d < head_dim; d += ATT_WG) {
+                float num = 0.0f, den = 0.0f;
+                for (uint sp = 0; sp < splits; ++sp) {
+                    const float2 ml = vml[sp];
+                    if (ml.x == -INFINITY) continue;
+                    const float w = exp(ml.x - mx);
+                    den = mad(ml.y, w, den);
+                    num = mad(vo[sp * head_dim + d], w, num);
+                }
+                out[th * head_dim + d] = num / den;
+            }
+            if (lid == 0) counters[th] = 0;
+        }
     }
-}
-
-// Merges the splits' partials: out = sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M). Global size (head_dim, heads, seq).
-kernel void attn_combine(global const float2* part_ml, global const float* part_o, global float* out, uint heads,
-                         uint head_dim, uint splits) {
-    const uint d = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
-    const size_t th = (size_t)t * heads + h;
-    float mx = -INFINITY;
-    for (uint s = 0; s < splits; ++s) mx = fmax(mx, part_ml[th * splits + s].x);
-    float num = 0.0f, den = 0.0f;
-    for (uint s = 0; s < splits; ++s) {
-        const float2 ml = part_ml[th * splits + s];
-        if (ml.x == -INFINITY) continue;
-        const float w = exp(ml.x - mx);
-        den = mad(ml.y, w, den);
-        num = mad(part_o[(th * splits + s) * head_dim + d], w, num);
-    }
-    out[th * head_dim + d] = num / den;
 }
 
 // Writes seq new tokens' K (rotated here when rotary_dim > 0) and V into the cache in place.

@@ -109,6 +109,9 @@ pub struct AttentionShape {
 struct Scratch {
     ml: Option<DeviceBuffer<f32>>,
     o: Option<DeviceBuffer<f32>>,
+    /// Per (token, head): how many splits have finished (zero between launches; the merging work-group resets
+    /// its counter).
+    counters: Option<DeviceBuffer<u32>>,
 }
 
 /// Attention and K/V-append launcher.
@@ -116,7 +119,6 @@ pub struct Attention {
     gpu: Gpu,
     partial_f32: LockedKernel,
     partial_f16: LockedKernel,
-    combine: LockedKernel,
     write_f32: LockedKernel,
     write_f16: LockedKernel,
     fused_write_f32: LockedKernel,
@@ -148,12 +150,15 @@ impl Attention {
             gpu: gpu.clone(),
             partial_f32: LockedKernel::build(gpu, &SOURCE, &base, "attn_partial")?,
             partial_f16: LockedKernel::build(gpu, &SOURCE, &f16, "attn_partial")?,
-            combine: LockedKernel::build(gpu, &SOURCE, &base, "attn_combine")?,
             write_f32: LockedKernel::build(gpu, &SOURCE, &base, "kv_write")?,
             write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "kv_write")?,
             fused_write_f32: LockedKernel::build(gpu, &SOURCE, &base, "qkv_rope_write")?,
             fused_write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "qkv_rope_write")?,
-            scratch: Mutex::new(Scratch { ml: None, o: None }),
+            scratch: Mutex::new(Scratch {
+                ml: None,
+                o: None,
+                counters: None,
+            }),
         })
     }
 
@@ -165,7 +170,7 @@ impl Attention {
     /// `(splits, positions per split)`. One work-group walks its positions serially, so a decode step with few
     /// heads splits even a short context until there are about four work-groups per compute unit (32 heads on a
     /// 132-unit H100 at 192 positions: 6 splits of 32 instead of one work-group per head), at the price of the
-    /// combine launch.
+    /// merge the last split does.
     fn split_plan(&self, shape: &AttentionShape) -> (usize, usize) {
         let n_keys = shape.past + shape.seq;
         let target = 4 * self.gpu.caps().compute_units.max(1) as usize;
@@ -264,11 +269,22 @@ impl Attention {
         if splits > 1 {
             grow(&self.gpu, &mut scratch.ml, seq * heads * splits * 2)?;
             grow(&self.gpu, &mut scratch.o, seq * heads * splits * head_dim)?;
+            if scratch
+                .counters
+                .as_ref()
+                .is_none_or(|b| b.len() < seq * heads)
+            {
+                scratch.counters = Some(DeviceBuffer::from_slice(
+                    &self.gpu,
+                    &vec![0u32; seq * heads],
+                )?);
+            }
         }
-        let (ml_arg, o_arg): (Arg, Arg) = match (&scratch.ml, &scratch.o) {
-            (Some(ml), Some(o)) if splits > 1 => (ml.into(), o.into()),
-            _ => ((&*out).into(), (&*out).into()),
-        };
+        let (ml_arg, o_arg, count_arg): (Arg, Arg, Arg) =
+            match (&scratch.ml, &scratch.o, &scratch.counters) {
+                (Some(ml), Some(o), Some(c)) if splits > 1 => (ml.into(), o.into(), c.into()),
+                _ => ((&*out).into(), (&*out).into(), (&*out).into()),
+            };
         let args = [
             q.into(),
             to_u32(K, "q offset", q_layout.offset)?.into(),
@@ -281,6 +297,7 @@ impl Attention {
             (&*out).into(),
             ml_arg,
             o_arg,
+            count_arg,
             to_u32(K, "past", past)?.into(),
             to_u32(K, "heads", heads)?.into(),
             to_u32(K, "group", heads / kv_heads)?.into(),
@@ -299,18 +316,6 @@ impl Attention {
             &[ATT_WG * splits, heads, seq],
             Some(&[ATT_WG, 1, 1]),
         )?;
-        if splits > 1 {
-            let args = [
-                ml_arg,
-                o_arg,
-                (&*out).into(),
-                to_u32(K, "heads", heads)?.into(),
-                to_u32(K, "head_dim", head_dim)?.into(),
-                to_u32(K, "splits", splits)?.into(),
-            ];
-            self.combine
-                .launch(&self.gpu, &args, &[head_dim, heads, seq], None)?;
-        }
         Ok(())
     }
 

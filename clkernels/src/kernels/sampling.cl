@@ -34,7 +34,21 @@ inline uint tl_wg_best(global const float* x, uint n, uint has_prev, float prev_
     const uint lid = get_local_id(0);
     float bv = NAN;
     uint bi = 0xFFFFFFFFu;
-    for (uint i = lid; i < n; i += SAMPLE_WG) {
+    // Four loads in flight per work-item, then the candidates in index order (ties keep the lowest index).
+    uint i = lid;
+    for (; i + 3 * SAMPLE_WG < n; i += 4 * SAMPLE_WG) {
+        const float v4[4] = {x[i], x[i + SAMPLE_WG], x[i + 2 * SAMPLE_WG], x[i + 3 * SAMPLE_WG]};
+        for (uint u = 0; u < 4; ++u) {
+            const float v = v4[u];
+            const uint iu = i + u * SAMPLE_WG;
+            if (has_prev && !tl_ranks_before(prev_v, prev_i, v, iu)) continue;
+            if (bi == 0xFFFFFFFFu || tl_ranks_before(v, iu, bv, bi)) {
+                bv = v;
+                bi = iu;
+            }
+        }
+    }
+    for (; i < n; i += SAMPLE_WG) {
         const float v = x[i];
         if (has_prev && !tl_ranks_before(prev_v, prev_i, v, i)) continue;
         if (bi == 0xFFFFFFFFu || tl_ranks_before(v, i, bv, bi)) {
