@@ -43,9 +43,6 @@ pub struct Args {
     /// Mat-vec chunk-loop unroll factor.
     #[arg(long)]
     mv_unroll: Option<usize>,
-    /// Mat-vec rows per warp in the lanes layout (0 = the work-group layout everywhere).
-    #[arg(long)]
-    mv_lane_rows: Option<usize>,
     /// Mat-vec packed-f16 dequantisation through inline PTX on NVIDIA (true/false).
     #[arg(long)]
     mv_nv_half2: Option<bool>,
@@ -193,7 +190,6 @@ without events, as a decode step enqueues them (%copy-p uses it)\n", args.warmup
         && args.mv_fp_dequant.is_none()
         && args.mv_x_local.is_none()
         && args.mv_unroll.is_none()
-        && args.mv_lane_rows.is_none()
         && args.mv_nv_half2.is_none();
     let matvec = match (args.mv_wg, args.mv_rows) {
         _ if untouched => None,
@@ -204,7 +200,6 @@ without events, as a decode step enqueues them (%copy-p uses it)\n", args.warmup
             fp_dequant: args.mv_fp_dequant.unwrap_or(default_mv.fp_dequant),
             x_local_chunks: args.mv_x_local.unwrap_or(default_mv.x_local_chunks),
             unroll: args.mv_unroll.unwrap_or(default_mv.unroll),
-            lane_rows: args.mv_lane_rows.unwrap_or(default_mv.lane_rows),
             nv_half2: args.mv_nv_half2.unwrap_or(default_mv.nv_half2),
             ..default_mv
         }),

@@ -155,7 +155,6 @@ fn m0e4_matvec_geometries_agree() {
             fp_dequant: false,
             x_local_chunks: 0,
             unroll: 1,
-            lane_rows: 0,
             nv_half2: false,
         };
         check_matvec(
@@ -178,7 +177,6 @@ fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
             fp_dequant,
             x_local_chunks,
             unroll: 2,
-            lane_rows: 0,
             nv_half2: false,
         };
         let label = format!("fpdq {fp_dequant} xl {x_local_chunks}");
@@ -203,7 +201,6 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
         fp_dequant: false,
         x_local_chunks: 0,
         unroll: 1,
-        lane_rows: 0,
         nv_half2: false,
     };
     for (label, defines) in [
@@ -255,31 +252,6 @@ fn m0e4_gate_up_matches_silu_and_gelu_of_two_references() {
     check_gate_up_within(&gpu, &mv, "default", default_rel(&mv));
 }
 
-/// The lanes layout (NVIDIA's default; here with its local-memory lane reduction) on the same shapes as the
-/// work-group layout, including row counts that leave a partial row block and several passes per work-group.
-#[test]
-fn m0e4_matvec_lanes_layout_matches_reference() {
-    let gpu = gpu();
-    for (wg, lane_rows, unroll) in [(64, 4, 2), (32, 3, 1), (128, 1, 4)] {
-        let config = MatvecConfig {
-            work_group: wg,
-            rows_per_group: 4,
-            half_math: false,
-            warp_shuffle: true,
-            fp_dequant: false,
-            x_local_chunks: 0,
-            unroll,
-            lane_rows,
-            nv_half2: false,
-        };
-        let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
-        assert!(mv.uses_lanes(384), "lanes layout not selected");
-        let label = format!("lanes wg{wg} r{lane_rows} u{unroll}");
-        check_matvec(&gpu, &mv, &label);
-        check_gate_up(&gpu, &mv, &label);
-    }
-}
-
 /// NVIDIA's packed-f16 dequantisation (inline PTX): f16 products and 16-term sums, so the stated tolerance is
 /// the half path's, 2e-3 of Σ|w·x| per row for each dot product. Elsewhere the define is
 /// ignored and this reruns the f32 path.
@@ -288,7 +260,6 @@ fn m0e4_matvec_nvidia_half2_path_matches_within_half_precision() {
     let gpu = gpu();
     let config = MatvecConfig {
         nv_half2: true,
-        lane_rows: 0,
         ..MatvecConfig::for_gpu(&gpu)
     };
     let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
@@ -431,7 +402,6 @@ fn shape_errors_are_refused_before_launch() {
         fp_dequant: false,
         x_local_chunks: 0,
         unroll: 1,
-        lane_rows: 0,
         nv_half2: false,
     };
     assert!(MatvecM0e4::with_config(&gpu, bad).is_err());
@@ -451,7 +421,6 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
         fp_dequant: false,
         x_local_chunks: 0,
         unroll: 1,
-        lane_rows: 0,
         nv_half2: false,
     };
     let defines = [("TLITE_HAS_FP16", "1")];

@@ -327,7 +327,7 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         let mv = std::rc::Rc::new(MatvecM0e4::with_defines(gpu, config, &defines)?);
         let cfg = mv.config();
         let cfg_text = format!(
-            "wg {} rows {}{}{}{}{}{}{}{}",
+            "wg {} rows {}{}{}{}{}{}{}",
             cfg.work_group,
             cfg.rows_per_group,
             if cfg.half_math { " half" } else { "" },
@@ -340,11 +340,6 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
             },
             if cfg.unroll > 1 {
                 format!(" u{}", cfg.unroll)
-            } else {
-                String::new()
-            },
-            if cfg.lane_rows > 0 {
-                format!(" lanes{}", cfg.lane_rows)
             } else {
                 String::new()
             },

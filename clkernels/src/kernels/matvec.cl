@@ -117,19 +117,23 @@ inline uint4 tl_nv_x_h2(float4 xa, float4 xb) {
 inline void mv_m0e4_partial(global const uint4* codes, global const half* scales, global const half* offsets,
                             global const float4* x4, uint rows, uint chunks, uint cpg_shift, uint row0,
                             float* acc, local float4* xl, const bool normed, global const float4* nw4,
-                            float inv_rms, float w_off) {
+                            float inv_rms, float w_off, const bool x_staged) {
     const uint groups = chunks >> cpg_shift;
     const uint lid = get_local_id(0);
 #ifdef MV_XLOCAL
     for (uint t0 = 0; t0 < chunks; t0 += MV_XLOCAL) {
         const uint tn = min((uint)MV_XLOCAL, chunks - t0);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint i = lid; i < tn * 8; i += MV_WG) {
-            float4 v = x4[t0 * 8 + i];
-            if (normed) v = v * inv_rms * (nw4[t0 * 8 + i] + w_off);
-            xl[(i >> 3) * 9 + (i & 7)] = v;
+        // `x_staged`: a previous call of this launch left the whole of x (one tile) in xl; the gate+up launch's
+        // second matrix reuses it instead of staging it again.
+        if (!(x_staged && chunks <= MV_XLOCAL)) {
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (uint i = lid; i < tn * 8; i += MV_WG) {
+                float4 v = x4[t0 * 8 + i];
+                if (normed) v = v * inv_rms * (nw4[t0 * 8 + i] + w_off);
+                xl[(i >> 3) * 9 + (i & 7)] = v;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
         MV_UNROLL_PRAGMA
         for (uint c = t0 + lid; c < t0 + tn; c += MV_WG) {
             local const float4* xc = xl + (c - t0) * 9;
@@ -248,7 +252,8 @@ inline void mv_m0e4_body(global const uint4* codes, global const half* scales, g
     float acc[MV_ROWS];
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms, w_off);
+    mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms, w_off,
+                    false);
     const float total = mv_reduce(acc, red);
     const uint lid = get_local_id(0);
     const uint row = row0 + lid;
@@ -294,13 +299,13 @@ inline void mv_gate_up_body(global const uint4* g_codes, global const half* g_sc
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
     mv_m0e4_partial(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms,
-                    w_off);
+                    w_off, false);
     const float gate = mv_reduce(acc, red);
     barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
     mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms,
-                    w_off);
+                    w_off, true);
     const float up = mv_reduce(acc, red);
     const uint lid = get_local_id(0);
     const uint row = row0 + lid;
@@ -368,134 +373,5 @@ void matvec_f16(global const half* w, global const float4* x, global float* y, g
         if (res_mode == 1) v += residual[row];
         else if (res_mode == 2) v += y[row];
         y[row] = v;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// "Lanes" layout (the NVIDIA default): each 32-lane group (a warp) owns MVL_R rows at a time and its lanes split
-// the row (lane l takes chunks l, l + 32, ...), so a row's sum needs only a warp reduction and warps never wait
-// for each other. The activations are staged into local memory once per work-group (`xl`, [8][chunks] float4 so
-// neighbouring lanes read neighbouring banks, plus the per-chunk sums `xs`), and each work-group then walks
-// `passes` blocks of MV_WG / 32 * MVL_R rows: the staging is paid once per many rows instead of once per 8, and
-// the weights stream with no barrier between row blocks. Both buffers are sized by the launcher (chunks * 132 B).
-//
-// One entry point covers the decode step's four mat-vec shapes with uniform flags: `normed` (RMSNorm of x fused
-// in, its 1/rms applied to the finished dot), `act` (0: plain y = W·x (+ residual per res_mode); 1: SiLU, 2:
-// GELU-tanh gate: y = act(W·x) * (U·x) with U in the u_* buffers).
-#ifndef MVL_R
-#define MVL_R 4
-#endif
-#ifndef MVL_UNROLL
-#define MVL_UNROLL 2
-#endif
-#define MVL_LANES 32u
-
-// Sum of v over the 32-lane group of this work-item, valid in every lane. Called by all work-items of the group
-// the same number of times (the local-memory fallback has barriers).
-inline float mvl_lane_sum(float v, local float* red) {
-#if TL_SG_MODE == 3 && !defined(TLITE_COMPILE_CHECK)
-    return tl_nv_warp_sum(v);
-#else
-    const uint lid = get_local_id(0);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    red[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = MVL_LANES / 2; s > 0; s >>= 1) {
-        if ((lid & (MVL_LANES - 1)) < s) red[lid] += red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    return red[lid & ~(MVL_LANES - 1)];
-#endif
-}
-
-// Stages x (times the norm weight when `normed`) into xl/xs; returns 1/rms(x) when `normed`, else 1.
-inline float mvl_stage_x(global const float4* x4, global const float4* nw4, uint chunks, uint normed, float eps,
-                         float w_off, local float4* xl, local float* xs, local float* red) {
-    float ss = 0.0f;
-    for (uint c = get_local_id(0); c < chunks; c += MV_WG) {
-        float4 sum = (float4)(0.0f);
-        for (uint j = 0; j < 8; ++j) {
-            float4 v = x4[c * 8 + j];
-            ss += dot(v, v);
-            if (normed) v *= nw4[c * 8 + j] + w_off;
-            xl[j * chunks + c] = v;
-            sum += v;
-        }
-        xs[c] = dot(sum, (float4)(1.0f));
-    }
-    const float inv_rms = normed ? rsqrt(tl_wg_sum(ss, red) / (float)(chunks * 32) + eps) : 1.0f;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return inv_rms;
-}
-
-// Adds this lane's share of W[row0 + r]·x to acc[r] for r < MVL_R (rows past the end are clamped and never stored).
-inline void mvl_rows(global const uint4* codes, global const half* scales, global const half* offsets, uint rows,
-                     uint chunks, uint cpg_shift, uint row0, local const float4* xl, local const float* xs,
-                     float* acc) {
-    const uint groups = chunks >> cpg_shift;
-    size_t rbase[MVL_R];
-#pragma unroll
-    for (uint r = 0; r < MVL_R; ++r) rbase[r] = (size_t)min(row0 + r, rows - 1);
-    MV_PRAGMA(unroll MVL_UNROLL)
-    for (uint c = get_local_id(0) & (MVL_LANES - 1); c < chunks; c += MVL_LANES) {
-        const uint g = c >> cpg_shift;
-        uint4 q[MVL_R];
-        float s[MVL_R], b[MVL_R];
-#pragma unroll
-        for (uint r = 0; r < MVL_R; ++r) {
-            q[r] = codes[rbase[r] * chunks + c];
-            s[r] = vload_half(rbase[r] * groups + g, scales);
-            b[r] = vload_half(rbase[r] * groups + g, offsets);
-        }
-        const float4 x0 = xl[c], x1 = xl[chunks + c], x2 = xl[2 * chunks + c], x3 = xl[3 * chunks + c];
-        const float4 x5 = xl[4 * chunks + c], x6 = xl[5 * chunks + c], x7 = xl[6 * chunks + c],
-                     x8 = xl[7 * chunks + c];
-        const float xsum = xs[c];
-#pragma unroll
-        for (uint r = 0; r < MVL_R; ++r) {
-            const float d = tl_m0e4_dot8(q[r].x, x0, x1) + tl_m0e4_dot8(q[r].y, x2, x3) +
-                            tl_m0e4_dot8(q[r].z, x5, x6) + tl_m0e4_dot8(q[r].w, x7, x8);
-            acc[r] += s[r] * d + b[r] * xsum;
-        }
-    }
-}
-
-kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_m0e4_lanes(global const uint4* codes, global const half* scales, global const half* offsets,
-                       global const uint4* u_codes, global const half* u_scales, global const half* u_offsets,
-                       global const float4* x, global const float4* nw, global float* y,
-                       global const float* residual, local float4* xl, local float* xs, uint rows, uint chunks,
-                       uint cpg_shift, uint passes, uint res_mode, uint act, uint normed, float eps, float w_off) {
-    local float red[MV_WG];
-    const float inv_rms = mvl_stage_x(x, nw, chunks, normed, eps, w_off, xl, xs, red);
-    const uint lane = get_local_id(0) & (MVL_LANES - 1);
-    const uint rows_per_pass = (MV_WG / MVL_LANES) * MVL_R;
-    const uint first = get_group_id(0) * passes * rows_per_pass + (get_local_id(0) / MVL_LANES) * MVL_R;
-    for (uint p = 0; p < passes; ++p) {
-        const uint row0 = first + p * rows_per_pass;
-        float acc[MVL_R], up[MVL_R];
-#pragma unroll
-        for (uint r = 0; r < MVL_R; ++r) acc[r] = up[r] = 0.0f;
-        mvl_rows(codes, scales, offsets, rows, chunks, cpg_shift, row0, xl, xs, acc);
-        if (act != 0) mvl_rows(u_codes, u_scales, u_offsets, rows, chunks, cpg_shift, row0, xl, xs, up);
-#pragma unroll
-        for (uint r = 0; r < MVL_R; ++r) {
-            const float v = mvl_lane_sum(acc[r], red) * inv_rms;
-            const float u = act != 0 ? mvl_lane_sum(up[r], red) * inv_rms : 0.0f;
-            const uint row = row0 + r;
-            if (lane == r && row < rows) {
-                float out = v;
-                if (act == 1) {
-                    out = v / (1.0f + exp(-v)) * u;
-                } else if (act == 2) {
-                    out = v / (1.0f + exp(-1.5957691216f * (v + 0.044715f * v * v * v))) * u;
-                } else if (res_mode == 1) {
-                    out += residual[row];
-                } else if (res_mode == 2) {
-                    out += y[row];
-                }
-                y[row] = out;
-            }
-        }
     }
 }

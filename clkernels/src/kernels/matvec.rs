@@ -142,11 +142,6 @@ pub struct MatvecConfig {
     pub x_local_chunks: usize,
     /// Unroll factor of the chunk loop (1: none), so several chunks' loads are in flight per work-item.
     pub unroll: usize,
-    /// Rows per 32-lane group of the "lanes" layout (0: off). With it, each warp owns this many rows at a time
-    /// and reduces them with warp shuffles alone, and each work-group stages the activations once for many
-    /// rows; it needs the whole activation vector in local memory (`cols * 4.125` bytes), and falls back to the
-    /// work-group layout where that does not fit.
-    pub lane_rows: usize,
     /// On NVIDIA, dequantise and multiply two codes at a time in packed f16 through inline PTX (the FP16
     /// recipe; products and 16-term sums in f16, tolerance 2e-3 of Σ|w·x| as for `half_math`). Needs the
     /// warp-shuffle build; ignored elsewhere.
@@ -159,8 +154,9 @@ impl MatvecConfig {
         let caps = gpu.caps();
         let nvidia = caps.vendor_family == VendorFamily::Nvidia;
         let (work_group, rows_per_group, x_local_chunks) = match caps.vendor_family {
-            // H100 sweep of the work-group layout: 8 rows per group and activations staged in local memory
-            // were fastest (it remains the fallback for rows too long for the lanes layout).
+            // H100 sweep: 8 rows per group and activations staged in local memory were fastest. A layout with
+            // warps owning rows (no work-group reduction, activations staged once per many rows) measured
+            // 10-20 % slower on the H200 and was dropped (bench/RESULTS.md).
             VendorFamily::Nvidia => (128, 8, 128),
             VendorFamily::Adreno => (64, 4, 0),
             VendorFamily::Mali => (64, 4, 0),
@@ -175,9 +171,7 @@ impl MatvecConfig {
             fp_dequant: false,
             x_local_chunks,
             unroll: if nvidia { 2 } else { 1 },
-            // Measured on the H200 (bench/RESULTS.md): the lanes layout was 10-20 % slower than the work-group
-            // layout there, and packed-f16 dequantisation 20-25 % faster.
-            lane_rows: 0,
+            // Packed-f16 dequantisation measured 20-25 % faster on the H200 (bench/RESULTS.md).
             nv_half2: nvidia,
         }
     }
@@ -196,12 +190,8 @@ impl MatvecConfig {
         if self.unroll > 1 {
             d.push(("MV_UNROLL", self.unroll.to_string()));
         }
-        d.push(("MVL_UNROLL", self.unroll.max(1).to_string()));
         if self.nv_half2 {
             d.push(("MV_NVH2", "1".to_string()));
-        }
-        if self.lane_rows > 0 {
-            d.push(("MVL_R", self.lane_rows.to_string()));
         }
         if self.x_local_chunks > 0 {
             d.push(("MV_XLOCAL", self.x_local_chunks.to_string()));
@@ -220,15 +210,12 @@ fn build(
     if !config.work_group.is_power_of_two()
         || config.rows_per_group == 0
         || config.rows_per_group > config.work_group
-        || (config.lane_rows > 0
-            && (!config.work_group.is_multiple_of(32) || config.lane_rows > 32))
     {
         return Err(shape_error(
             "MatvecConfig",
             format!(
-                "work_group {} must be a power of two >= rows_per_group {} (and a multiple of 32 >= \
-                 lane_rows {} with the lanes layout)",
-                config.work_group, config.rows_per_group, config.lane_rows
+                "work_group {} must be a power of two >= rows_per_group {}",
+                config.work_group, config.rows_per_group
             ),
         ));
     }
@@ -259,8 +246,11 @@ pub struct MatvecM0e4 {
     gate_up: LockedKernel,
     normed: LockedKernel,
     gate_up_normed: LockedKernel,
-    /// The lanes-layout kernel (all four operations), when `config.lane_rows > 0`.
-    lanes: Option<LockedKernel>,
+}
+
+/// The codes, scales and offsets buffers of `w`, as the first three arguments of a weight in every kernel.
+fn weight_args(w: &DeviceM0e4) -> [Arg; 3] {
+    [(&w.codes).into(), (&w.scales).into(), (&w.offsets).into()]
 }
 
 /// One decode mat-vec, in the terms the four public entry points share.
@@ -295,11 +285,6 @@ impl MatvecM0e4 {
         let (gate_up, shfl_gu) = build(gpu, &config, extra, "matvec_m0e4_gate_up")?;
         let (normed, shfl_n) = build(gpu, &config, extra, "matvec_m0e4_normed")?;
         let (gate_up_normed, shfl_gun) = build(gpu, &config, extra, "matvec_m0e4_gate_up_normed")?;
-        let lanes = if config.lane_rows > 0 {
-            Some(build(gpu, &config, extra, "matvec_m0e4_lanes")?.0)
-        } else {
-            None
-        };
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
             config,
@@ -308,7 +293,6 @@ impl MatvecM0e4 {
             gate_up,
             normed,
             gate_up_normed,
-            lanes,
         })
     }
 
@@ -328,21 +312,6 @@ impl MatvecM0e4 {
         let nvidia = self.gpu.caps().vendor_family == VendorFamily::Nvidia;
         (self.config.nv_half2 && self.warp_shuffle && nvidia)
             || (self.config.half_math && self.gpu.caps().fp16)
-    }
-
-    /// Whether a matrix of `cols` columns runs in the lanes layout (its activations fit in local memory).
-    pub fn uses_lanes(&self, cols: usize) -> bool {
-        self.lanes.is_some() && self.lanes_local_bytes(cols / 32) <= self.local_budget()
-    }
-
-    /// Local memory of a lanes launch: the staged activations (128 B per chunk), their chunk sums (4 B per
-    /// chunk) and the reduction scratch.
-    fn lanes_local_bytes(&self, chunks: usize) -> usize {
-        chunks * 132 + self.config.work_group * 4
-    }
-
-    fn local_budget(&self) -> usize {
-        usize::try_from(self.gpu.caps().local_mem_bytes).unwrap_or(usize::MAX)
     }
 
     fn check(
@@ -460,8 +429,7 @@ impl MatvecM0e4 {
         self.run(op, out)
     }
 
-    /// Checks `op` against `out` and enqueues it on the lanes kernel where it fits, else on the work-group
-    /// layout's kernel for its variant.
+    /// Checks `op` against `out` and enqueues the kernel of its variant.
     fn run(&self, op: MatvecOp<'_>, out: &mut DeviceBuffer<f32>) -> Result<(), KernelError> {
         const K: &str = "matvec_m0e4";
         let w = op.w;
@@ -499,47 +467,11 @@ impl MatvecM0e4 {
         let (nw, params) = op.norm.unwrap_or((op.x, unnormed));
         let wg = self.config.work_group;
         let cpg = w.chunks_per_group_shift();
-        if let (Some(lanes), true) = (&self.lanes, self.uses_lanes(w.shape.cols)) {
-            let rows_per_pass = wg / 32 * self.config.lane_rows;
-            let blocks = w.shape.rows.div_ceil(rows_per_pass);
-            // Enough passes per work-group to pay for its activation staging, while keeping about two
-            // work-groups per compute unit in flight.
-            let units = (self.gpu.caps().compute_units.max(1) as usize) * 2;
-            let passes = (blocks / units).max(1);
-            let groups = blocks.div_ceil(passes);
-            let act = op.up.map_or(0u32, |(_, a)| a.code() + 1);
-            let args = [
-                (&w.codes).into(),
-                (&w.scales).into(),
-                (&w.offsets).into(),
-                (&u.codes).into(),
-                (&u.scales).into(),
-                (&u.offsets).into(),
-                op.x.into(),
-                nw.into(),
-                (&*out).into(),
-                res_arg,
-                Arg::Local(chunks as usize * 128),
-                Arg::Local(chunks as usize * 4),
-                rows.into(),
-                chunks.into(),
-                cpg.into(),
-                to_u32(K, "passes", passes)?.into(),
-                op.residual.mode().into(),
-                act.into(),
-                u32::from(op.norm.is_some()).into(),
-                params.eps.into(),
-                params.weight_offset.into(),
-            ];
-            return lanes.launch(&self.gpu, &args, &[groups * wg], Some(&[wg]));
-        }
         let global = [w.shape.rows.div_ceil(self.config.rows_per_group) * wg];
         match (op.up, op.norm) {
             (None, None) => {
-                let args = [
-                    (&w.codes).into(),
-                    (&w.scales).into(),
-                    (&w.offsets).into(),
+                let mut args = weight_args(w).to_vec();
+                args.extend::<[Arg; 7]>([
                     op.x.into(),
                     (&*out).into(),
                     res_arg,
@@ -547,14 +479,12 @@ impl MatvecM0e4 {
                     chunks.into(),
                     cpg.into(),
                     op.residual.mode().into(),
-                ];
+                ]);
                 self.plain.launch(&self.gpu, &args, &global, Some(&[wg]))
             }
             (None, Some(_)) => {
-                let args = [
-                    (&w.codes).into(),
-                    (&w.scales).into(),
-                    (&w.offsets).into(),
+                let mut args = weight_args(w).to_vec();
+                args.extend::<[Arg; 8]>([
                     op.x.into(),
                     nw.into(),
                     (&*out).into(),
@@ -563,19 +493,13 @@ impl MatvecM0e4 {
                     cpg.into(),
                     params.eps.into(),
                     params.weight_offset.into(),
-                ];
+                ]);
                 self.normed.launch(&self.gpu, &args, &global, Some(&[wg]))
             }
             (Some((_, act)), norm) => {
-                let mut args = vec![
-                    (&w.codes).into(),
-                    (&w.scales).into(),
-                    (&w.offsets).into(),
-                    (&u.codes).into(),
-                    (&u.scales).into(),
-                    (&u.offsets).into(),
-                    op.x.into(),
-                ];
+                let mut args = weight_args(w).to_vec();
+                args.extend(weight_args(u));
+                args.push(op.x.into());
                 if norm.is_some() {
                     args.push(nw.into());
                 }

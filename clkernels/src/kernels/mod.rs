@@ -147,8 +147,6 @@ pub(crate) enum Arg {
     U32(u32),
     /// A `float`.
     F32(f32),
-    /// A `local` buffer of this many bytes, allocated by the driver for each work-group.
-    Local(usize),
 }
 
 impl<T: bytemuck::Pod> From<&DeviceBuffer<T>> for Arg {
@@ -221,7 +219,6 @@ impl LockedKernel {
                     Arg::Mem(m) => kernel.set_arg(index, m),
                     Arg::U32(v) => kernel.set_arg(index, v),
                     Arg::F32(v) => kernel.set_arg(index, v),
-                    Arg::Local(bytes) => kernel.set_arg_local_buffer(index, *bytes),
                 }
             };
             set.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
