@@ -267,10 +267,6 @@ fn m0e4_matvec_nvidia_half2_path_matches_within_half_precision() {
     check_gate_up_within(&gpu, &mv, "nv half2", 2e-3);
 }
 
-fn check_gate_up(gpu: &Gpu, mv: &MatvecM0e4, label: &str) {
-    check_gate_up_within(gpu, mv, label, REL);
-}
-
 /// The gate+up launch; `rel` is the tolerance of each dot product (of its Σ|w·x|), see `assert_gated_close`.
 fn check_gate_up_within(gpu: &Gpu, mv: &MatvecM0e4, label: &str, rel: f32) {
     let gpu = gpu.clone();
