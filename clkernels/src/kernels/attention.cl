@@ -170,11 +170,30 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
             mem_fence(CLK_GLOBAL_MEM_FENCE);
             volatile global const float2* vml = (volatile global const float2*)part_ml + th * splits;
             volatile global const float* vo = (volatile global const float*)part_o + th * splits * head_dim;
+            // Loads four splits at a time before using them, so the merge waits a few round trips, not one
+            // per split (volatile loads are not reordered by the compiler).
             float mx = -INFINITY;
-            for (uint sp = 0; sp < splits; ++sp) mx = fmax(mx, vml[sp].x);
+            uint sp = 0;
+            for (; sp + 4 <= splits; sp += 4) {
+                const float a = vml[sp].x, b = vml[sp + 1].x, c = vml[sp + 2].x, e = vml[sp + 3].x;
+                mx = fmax(mx, fmax(fmax(a, b), fmax(c, e)));
+            }
+            for (; sp < splits; ++sp) mx = fmax(mx, vml[sp].x);
             for (uint d = lid; d < head_dim; d += ATT_WG) {
                 float num = 0.0f, den = 0.0f;
-                for (uint sp = 0; sp < splits; ++sp) {
+                for (sp = 0; sp + 4 <= splits; sp += 4) {
+                    float2 ml[4];
+                    float ov[4];
+                    for (uint u = 0; u < 4; ++u) ml[u] = vml[sp + u];
+                    for (uint u = 0; u < 4; ++u) ov[u] = vo[(sp + u) * head_dim + d];
+                    for (uint u = 0; u < 4; ++u) {
+                        // A split with no positions has m = -inf and contributes nothing.
+                        const float w = ml[u].x == -INFINITY ? 0.0f : exp(ml[u].x - mx);
+                        den = mad(ml[u].y, w, den);
+                        num = mad(ov[u], w, num);
+                    }
+                }
+                for (; sp < splits; ++sp) {
                     const float2 ml = vml[sp];
                     if (ml.x == -INFINITY) continue;
                     const float w = exp(ml.x - mx);

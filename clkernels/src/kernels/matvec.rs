@@ -222,18 +222,8 @@ fn build(
     let owned = config.defines();
     let mut defines: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     defines.extend_from_slice(extra);
-    let nvidia = gpu.caps().vendor_family == VendorFamily::Nvidia;
-    if config.warp_shuffle && nvidia && config.work_group.is_multiple_of(32) {
-        let mut with_shfl = defines.clone();
-        with_shfl.push(("TLITE_NV_SHFL", "1"));
-        match LockedKernel::build(gpu, &SOURCE, &with_shfl, name) {
-            Ok(k) => return Ok((k, true)),
-            Err(err) => {
-                tracing::warn!(%err, "NVIDIA warp-shuffle mat-vec did not build; using the local-memory tree")
-            }
-        }
-    }
-    Ok((LockedKernel::build(gpu, &SOURCE, &defines, name)?, false))
+    let want_shfl = config.warp_shuffle && config.work_group.is_multiple_of(32);
+    LockedKernel::build_with_warp_shuffle(gpu, &SOURCE, &defines, name, want_shfl)
 }
 
 /// Decode mat-vec on M0E4 weights: `y = W·x (+ r)` and `out = act(Wg·x) * (Wu·x)`.

@@ -197,6 +197,29 @@ impl LockedKernel {
         })
     }
 
+    /// As [`LockedKernel::build`], adding `TLITE_NV_SHFL` (warp reductions through inline PTX) on NVIDIA when
+    /// `want` is set, and falling back to the portable build if the driver refuses it. Returns whether the
+    /// shuffle build is in use. The kernel's work-groups must be whole warps (multiples of 32).
+    pub(crate) fn build_with_warp_shuffle(
+        gpu: &Gpu,
+        src: &ProgramSource,
+        defines: &[(&str, &str)],
+        name: &'static str,
+        want: bool,
+    ) -> Result<(Self, bool), KernelError> {
+        if want && gpu.caps().vendor_family == crate::runtime::VendorFamily::Nvidia {
+            let mut with_shfl = defines.to_vec();
+            with_shfl.push(("TLITE_NV_SHFL", "1"));
+            match Self::build(gpu, src, &with_shfl, name) {
+                Ok(k) => return Ok((k, true)),
+                Err(err) => {
+                    tracing::warn!(%err, kernel = name, "NVIDIA warp-shuffle build failed; using the local-memory tree")
+                }
+            }
+        }
+        Ok((Self::build(gpu, src, defines, name)?, false))
+    }
+
     /// Sets `args` in order and enqueues an NDRange of `global` work-items (`local` per group, or the driver's
     /// choice). Global sizes are rounded up to a multiple of `local`.
     pub(crate) fn launch(
