@@ -45,12 +45,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("(conversation cleared)");
             continue;
         }
+        let forgotten_before = session.forgotten_messages();
         let mut stdout = std::io::stdout().lock();
         let result = session.chat_turn(line, &options, |piece| {
             let _ = write!(stdout, "{piece}");
             let _ = stdout.flush();
         });
         writeln!(stdout)?;
+        let forgotten = session.forgotten_messages() - forgotten_before;
+        if forgotten > 0 {
+            eprintln!(
+                "(context full: the {forgotten} oldest messages were dropped and the rest read again; /reset to start over)"
+            );
+        }
         match result {
             Ok(out) => {
                 if args.session.sampling.timings {

@@ -66,6 +66,7 @@ pub struct Session {
     /// Where the model came from.
     pub model_path: PathBuf,
     history: Vec<ChatMessage>,
+    forgotten: usize,
 }
 
 impl Session {
@@ -99,6 +100,7 @@ impl Session {
             load_time,
             model_path: path.to_path_buf(),
             history: Vec::new(),
+            forgotten: 0,
         })
     }
 
@@ -121,6 +123,7 @@ impl Session {
     /// Forgets the conversation (and the cache).
     pub fn reset_chat(&mut self) -> Result<(), EngineError> {
         self.history.retain(|m| m.role == Role::System);
+        self.forgotten = 0;
         self.generator.reset()
     }
 
@@ -133,6 +136,20 @@ impl Session {
         on_text: impl FnMut(&str),
     ) -> Result<Generation, EngineError> {
         self.history.push(ChatMessage::new(Role::User, user));
+        let forgotten = match self.fit_history(options) {
+            Ok(n) => n,
+            Err(e) => {
+                self.history.pop();
+                return Err(e);
+            }
+        };
+        self.forgotten += forgotten;
+        if forgotten > 0 {
+            tracing::info!(
+                messages = forgotten,
+                "chat context full: the oldest messages were dropped and the rest is prefilled again"
+            );
+        }
         let prompt = self.template.render(&self.history, true);
         let mut opts = options.clone();
         opts.stop_strings
@@ -148,6 +165,60 @@ impl Session {
                 self.history.pop();
                 Err(e)
             }
+        }
+    }
+
+    /// Replaces the conversation (a saved chat restored, say). The cache is kept: the next turn reuses whatever
+    /// prefix of it the new conversation still starts with.
+    pub fn set_history(&mut self, messages: Vec<ChatMessage>) {
+        self.history = messages;
+    }
+
+    /// The conversation as the next turn will render it (after any messages dropped to fit the context).
+    pub fn history(&self) -> &[ChatMessage] {
+        &self.history
+    }
+
+    /// Messages dropped from the start of the conversation so far to keep it inside the context.
+    pub fn forgotten_messages(&self) -> usize {
+        self.forgotten
+    }
+
+    /// Drops the oldest exchanges (never the system prompt, never the newest message) until the rendered
+    /// conversation leaves room for the reply: `max_tokens` positions, at most half the context. Returns how many
+    /// messages went. The conversation then no longer starts like the cached tokens, so the next generation
+    /// truncates the cache to the common prefix (the system prompt) and prefills the rest again: slower for one
+    /// turn, but exact, where shifting the cache would need every kept key rotated to its new position. When
+    /// even the newest message alone does not fit, nothing more is dropped and generation reports the prompt as
+    /// too long.
+    fn fit_history(&mut self, options: &GenerateOptions) -> Result<usize, EngineError> {
+        let context = self.generator.model().context_len();
+        let reserve = options.max_tokens.clamp(1, (context / 2).max(1));
+        let mut dropped = 0;
+        loop {
+            let prompt = self.template.render(&self.history, true);
+            let needed = self
+                .generator
+                .prompt_tokens(&prompt, options.add_bos)?
+                .len();
+            if needed + reserve <= context {
+                return Ok(dropped);
+            }
+            // Drop the first exchange: the first non-system message and any non-user messages after it, so the
+            // conversation still opens with a user turn (some templates insist on alternation).
+            let Some(first) = self.history.iter().position(|m| m.role != Role::System) else {
+                return Ok(dropped);
+            };
+            let mut end = first + 1;
+            while end < self.history.len() && self.history[end].role != Role::User {
+                end += 1;
+            }
+            if end >= self.history.len() {
+                // Only the newest message is left after the system prompt.
+                return Ok(dropped);
+            }
+            self.history.drain(first..end);
+            dropped += end - first;
         }
     }
 

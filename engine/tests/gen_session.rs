@@ -12,13 +12,17 @@ use fixtures::tiny_models::{write_hf_folder, StoreDtype, TinySpec};
 use kvcache::KvDtype;
 
 fn open(dir: &std::path::Path) -> Session {
+    open_with_context(dir, 128)
+}
+
+fn open_with_context(dir: &std::path::Path, max_ctx: usize) -> Session {
     let options = SessionOptions {
         weights: WeightFormat::M0e4 {
             group: fp4::GroupSize::G32,
         },
         keep_embeddings_f16: true,
         gpu: GpuOptions {
-            max_ctx: Some(128),
+            max_ctx: Some(max_ctx),
             max_chunk: 16,
             kv_dtype: KvDtype::F32,
             ..GpuOptions::default()
@@ -87,6 +91,65 @@ fn text_generation_and_chat_turns_reuse_the_cache() {
         second.stop,
         StopReason::MaxTokens | StopReason::Eos | StopReason::StopString(_)
     ));
+}
+
+/// A conversation longer than the context keeps going: the oldest exchanges are dropped (the system prompt
+/// stays), the rest is prefilled again, and the reply after a drop is exactly the reply a fresh session gives to
+/// the kept conversation.
+#[test]
+fn a_chat_longer_than_the_context_drops_its_oldest_exchanges() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny tokenizer spends about 40 tokens on one short exchange in ChatML: 400 positions hold several.
+    let context = 400;
+    let spec = TinySpec {
+        max_ctx: context,
+        ..TinySpec::for_arch(RefArch::Qwen2)
+    };
+    write_hf_folder(&spec, dir.path(), StoreDtype::F32, 1).unwrap();
+    let mut a = open_with_context(dir.path(), context);
+    a.set_system("be brief");
+    let turn = GenerateOptions {
+        max_tokens: 8,
+        ..GenerateOptions::default()
+    };
+    let mut first_drop = None;
+    let mut last = None;
+    for i in 0..16 {
+        let before = a.forgotten_messages();
+        let kept = a.history().to_vec();
+        let user = format!("hi {i}");
+        let out = a
+            .chat_turn(&user, &turn, |_| {})
+            .unwrap_or_else(|e| panic!("turn {i} failed: {e}"));
+        assert!(
+            a.cached_len() <= context,
+            "cache {} > {context}",
+            a.cached_len()
+        );
+        if a.forgotten_messages() > before {
+            first_drop.get_or_insert(i);
+            last = Some((kept, user, out.tokens.clone()));
+        }
+    }
+    let i = first_drop.expect("16 turns never filled the context");
+    assert!(
+        i > 1,
+        "turn {i} dropped messages although the context was nearly empty"
+    );
+    assert_eq!(a.forgotten_messages() % 2, 0, "whole exchanges are dropped");
+    assert_eq!(
+        a.history()[0].content,
+        "be brief",
+        "the system prompt is kept"
+    );
+
+    // The last turn that dropped messages, replayed on a fresh session from the same conversation: the drop and
+    // the re-prefill must give the same reply as computing it from scratch.
+    let (kept, user, tokens) = last.unwrap();
+    let mut b = open_with_context(dir.path(), context);
+    b.set_history(kept);
+    let fresh = b.chat_turn(&user, &turn, |_| {}).unwrap();
+    assert_eq!(fresh.tokens, tokens);
 }
 
 #[test]
