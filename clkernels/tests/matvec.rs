@@ -98,8 +98,24 @@ fn check_normed(gpu: &Gpu, mv: &MatvecM0e4, label: &str, rel: f32) {
         let want = fp4::reference::matvec(&m, &normed).unwrap();
         let w = DeviceM0e4::upload(gpu, &m).unwrap();
         let mut y = poisoned(gpu, rows);
-        mv.enqueue_normed(&w, &xd, &nwd, params, &mut y).unwrap();
+        mv.enqueue_normed(&w, &xd, &nwd, params, &mut y, Residual::None)
+            .unwrap();
         assert_dot_close(&what, &y.read(gpu).unwrap(), &want, &l1, 1e-5 + rel);
+
+        // A bias added in the same launch (Qwen's QKV bias), and accumulation into y.
+        let bias = normal(&mut rng, rows, 1.0);
+        let biased: Vec<f32> = want.iter().zip(&bias).map(|(a, b)| a + b).collect();
+        let bd = upload(gpu, &bias);
+        let mut y = poisoned(gpu, rows);
+        mv.enqueue_normed(&w, &xd, &nwd, params, &mut y, Residual::Add(&bd))
+            .unwrap();
+        let what_b = format!("{what} +bias");
+        assert_dot_close(&what_b, &y.read(gpu).unwrap(), &biased, &l1, 1e-5 + rel);
+        let mut y = upload(gpu, &bias);
+        mv.enqueue_normed(&w, &xd, &nwd, params, &mut y, Residual::Accumulate)
+            .unwrap();
+        let what_a = format!("{what} +=y");
+        assert_dot_close(&what_a, &y.read(gpu).unwrap(), &biased, &l1, 1e-5 + rel);
 
         let u = random_m0e4(&mut rng, rows, cols, group);
         let l1u = row_l1(&fp4::reference::dequantize(&u), cols, &normed);
@@ -383,7 +399,7 @@ fn shape_errors_are_refused_before_launch() {
     };
     let short_nw = upload(&gpu, &normal(&mut rng, 63, 1.0));
     let err = mv
-        .enqueue_normed(&w, &x, &short_nw, params, &mut y)
+        .enqueue_normed(&w, &x, &short_nw, params, &mut y, Residual::None)
         .unwrap_err();
     assert!(err.to_string().contains("norm weight"), "{err}");
     let err = mv

@@ -152,38 +152,46 @@ fn f16_kv_cache_stays_close() {
 
 #[test]
 fn prefill_then_decode_equals_one_long_prefill_and_chunking_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = tiny(RefArch::Mistral, dir.path(), M0E4);
-    let g = gpu();
-    let tokens = random_tokens(5, 13, m.config.vocab);
-    let mut whole = GpuModel::with_gpu(g.clone(), &m, &options(KvDtype::F32, 16)).unwrap();
-    let one = logits(whole.step(&tokens, Want::Logits).unwrap());
+    // Qwen2 too: its decode adds the QKV bias inside the mat-vec, its prefill in a launch of its own.
+    for arch in [RefArch::Mistral, RefArch::Qwen2] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = tiny(arch, dir.path(), M0E4);
+        let g = gpu();
+        let tokens = random_tokens(5, 13, m.config.vocab);
+        let mut whole = GpuModel::with_gpu(g.clone(), &m, &options(KvDtype::F32, 16)).unwrap();
+        let one = logits(whole.step(&tokens, Want::Logits).unwrap());
 
-    let mut stepped = GpuModel::with_gpu(g.clone(), &m, &options(KvDtype::F32, 16)).unwrap();
-    stepped.step(&tokens[..9], Want::Nothing).unwrap();
-    for &t in &tokens[9..12] {
-        stepped.step(&[t], Want::Nothing).unwrap();
+        let mut stepped = GpuModel::with_gpu(g.clone(), &m, &options(KvDtype::F32, 16)).unwrap();
+        stepped.step(&tokens[..9], Want::Nothing).unwrap();
+        for &t in &tokens[9..12] {
+            stepped.step(&[t], Want::Nothing).unwrap();
+        }
+        let decoded = logits(stepped.step(&tokens[12..], Want::Logits).unwrap());
+        assert_close(
+            &format!("{arch:?} prefill then decode"),
+            &decoded,
+            &one,
+            1e-3,
+        );
+
+        let mut chunked = GpuModel::with_gpu(g, &m, &options(KvDtype::F32, 4)).unwrap();
+        let mut last = Vec::new();
+        for part in tokens.chunks(4) {
+            last = logits(chunked.step(part, Want::Logits).unwrap());
+        }
+        assert_close(&format!("{arch:?} chunks of 4"), &last, &one, 1e-3);
+
+        // Arg-max on the device agrees with the host arg-max of the same logits.
+        let mut again = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 16)).unwrap();
+        let StepOutput::Token(t) = again.step(&tokens, Want::Argmax).unwrap() else {
+            panic!("expected a token")
+        };
+        let host = one
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, &v)| if v > one[b] { i } else { b });
+        assert_eq!(t as usize, host);
     }
-    let decoded = logits(stepped.step(&tokens[12..], Want::Logits).unwrap());
-    assert_close("prefill then decode", &decoded, &one, 1e-3);
-
-    let mut chunked = GpuModel::with_gpu(g, &m, &options(KvDtype::F32, 4)).unwrap();
-    let mut last = Vec::new();
-    for part in tokens.chunks(4) {
-        last = logits(chunked.step(part, Want::Logits).unwrap());
-    }
-    assert_close("chunks of 4", &last, &one, 1e-3);
-
-    // Arg-max on the device agrees with the host arg-max of the same logits.
-    let mut again = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 16)).unwrap();
-    let StepOutput::Token(t) = again.step(&tokens, Want::Argmax).unwrap() else {
-        panic!("expected a token")
-    };
-    let host = one
-        .iter()
-        .enumerate()
-        .fold(0, |b, (i, &v)| if v > one[b] { i } else { b });
-    assert_eq!(t as usize, host);
 }
 
 /// The tiny models' tokenizer as a codec (byte-level BPE from the tokenizers crate).

@@ -275,15 +275,17 @@ void matvec_m0e4(global const uint4* codes, global const half* scales, global co
                  red, MV_XL_ARG);
 }
 
-// y = W·(rmsnorm(x) * (nw + w_off)): the decode step's norm fused into the mat-vec that follows it (QKV).
+// y = W·(rmsnorm(x) * (nw + w_off)) (+ residual per res_mode): the decode step's norm fused into the mat-vec that
+// follows it (QKV; Qwen's QKV bias comes in as the residual).
 kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec_m0e4_normed(global const uint4* codes, global const half* scales, global const half* offsets,
-                        global const float4* x, global const float4* nw, global float* y, uint rows, uint chunks,
-                        uint cpg_shift, float eps, float w_off) {
+                        global const float4* x, global const float4* nw, global float* y,
+                        global const float* residual, uint rows, uint chunks, uint cpg_shift, uint res_mode,
+                        float eps, float w_off) {
     local float red[MV_ROWS * MV_WG];
     MV_XL_DECL
-    mv_m0e4_body(codes, scales, offsets, x, y, y, rows, chunks, cpg_shift, 0, true, nw, eps, w_off, red,
-                 MV_XL_ARG);
+    mv_m0e4_body(codes, scales, offsets, x, y, residual, rows, chunks, cpg_shift, res_mode, true, nw, eps, w_off,
+                 red, MV_XL_ARG);
 }
 
 // out[row] = act(Wg[row]·x) * (Wu[row]·x): the gated feed-forward's gate and up projections in one launch

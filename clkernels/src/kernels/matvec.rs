@@ -355,9 +355,10 @@ impl MatvecM0e4 {
         self.run(op, y)
     }
 
-    /// Enqueues `y = W·rmsnorm(x)`: the RMSNorm (with weight `norm_weight` of `cols` values, plus
+    /// Enqueues `y = W·rmsnorm(x)` (+ `residual`): the RMSNorm (with weight `norm_weight` of `cols` values, plus
     /// `params.weight_offset`) fused into the mat-vec, so a decode step's norm costs no launch of its own. Every
-    /// work-group recomputes the sum of squares of `x` (`cols` values), which is cheap beside the weights.
+    /// work-group recomputes the sum of squares of `x` (`cols` values), which is cheap beside the weights. A bias
+    /// (Qwen's QKV bias) is added as `Residual::Add(bias)`, again with no launch of its own.
     pub fn enqueue_normed(
         &self,
         w: &DeviceM0e4,
@@ -365,13 +366,14 @@ impl MatvecM0e4 {
         norm_weight: &DeviceBuffer<f32>,
         params: RmsNormParams,
         y: &mut DeviceBuffer<f32>,
+        residual: Residual<'_>,
     ) -> Result<(), KernelError> {
         let op = MatvecOp {
             w,
             up: None,
             x,
             norm: Some((norm_weight, params)),
-            residual: Residual::None,
+            residual,
         };
         self.run(op, y)
     }
@@ -474,13 +476,15 @@ impl MatvecM0e4 {
             }
             (None, Some(_)) => {
                 let mut args = weight_args(w).to_vec();
-                args.extend::<[Arg; 8]>([
+                args.extend::<[Arg; 10]>([
                     op.x.into(),
                     nw.into(),
                     (&*out).into(),
+                    res_arg,
                     rows.into(),
                     chunks.into(),
                     cpg.into(),
+                    op.residual.mode().into(),
                     params.eps.into(),
                     params.weight_offset.into(),
                 ]);

@@ -367,20 +367,24 @@ impl GpuModel {
         // Every layer's cache has one layout, so the step's views are the same for all of them.
         let (write, read) = (step.write_view(), step.read_view());
         for (i, layer) in self.weights.layers.iter().enumerate() {
-            // Decode folds the attention norm into the QKV mat-vec (one launch fewer per layer).
+            // Decode folds the attention norm, and Qwen's QKV bias, into the QKV mat-vec (no launches of their own).
             match (&layer.qkv, seq) {
                 (DeviceMatrix::M0e4(m), 1) => {
+                    let bias = layer
+                        .qkv_bias
+                        .as_ref()
+                        .map_or(Residual::None, Residual::Add);
                     k.matvec
-                        .enqueue_normed(m, &s.x, &layer.attn_norm, norm, &mut s.qkv)?
+                        .enqueue_normed(m, &s.x, &layer.attn_norm, norm, &mut s.qkv, bias)?
                 }
                 _ => {
                     k.norm.rms(&s.x, &layer.attn_norm, &mut s.xn, rows, norm)?;
                     k.linear(&layer.qkv, &s.xn, seq, &mut s.qkv, Residual::None)?;
+                    if let Some(bias) = &layer.qkv_bias {
+                        k.elementwise
+                            .add_bias_rows(&mut s.qkv, bias, seq, qkv_dim)?;
+                    }
                 }
-            }
-            if let Some(bias) = &layer.qkv_bias {
-                k.elementwise
-                    .add_bias_rows(&mut s.qkv, bias, seq, qkv_dim)?;
             }
             // With a frequency table, q and k rotate in the QKV buffer and the cache writes only copy; with a
             // plain theta, one launch rotates q in place and writes K (rotated) and V into the cache.
@@ -446,8 +450,14 @@ impl GpuModel {
         };
         if let (1, DeviceMatrix::M0e4(head)) = (seq, self.weights.head()) {
             // Decode with a quantised head: the final norm rides in the head's mat-vec.
-            k.matvec
-                .enqueue_normed(head, &s.x, &self.weights.final_norm, params, &mut s.logits)?;
+            k.matvec.enqueue_normed(
+                head,
+                &s.x,
+                &self.weights.final_norm,
+                params,
+                &mut s.logits,
+                Residual::None,
+            )?;
             return Ok(());
         }
         if seq == 1 {
