@@ -207,6 +207,28 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
     }
 }
 
+// Element d (< rotary_dim) of one head row after rotary embedding at position pos: style 0 pairs (2i, 2i + 1),
+// style 1 pairs (i, i + rotary_dim / 2); frequency theta^(-2i / rotary_dim).
+inline float kv_rotated(global const float* head, uint d, uint rotary_dim, float log2_theta, float pos, uint style) {
+    const uint half_rd = rotary_dim / 2;
+    uint i, partner;
+    bool first;
+    if (style == 0) {
+        i = d / 2;
+        first = (d & 1) == 0;
+        partner = d ^ 1;
+    } else {
+        first = d < half_rd;
+        i = first ? d : d - half_rd;
+        partner = first ? d + half_rd : d - half_rd;
+    }
+    const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
+    float c;
+    const float sn = sincos(pos * freq, &c);
+    const float val = head[d], other = head[partner];
+    return first ? val * c - other * sn : other * sn + val * c;
+}
+
 // Writes seq new tokens' K (rotated here when rotary_dim > 0) and V into the cache in place.
 // src: element d of kv head h of token t at src_off + t * src_stride + h * head_dim + d (f32, e.g. the k or v part
 // of a fused QKV output). dst: dst_off + h * head_stride + t * pos_stride + d (the step's write view).
@@ -217,25 +239,7 @@ kernel void kv_write(global const float* src, uint src_off, uint src_stride, glo
     const uint d = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
     const size_t sh = src_off + (size_t)t * src_stride + (size_t)h * head_dim;
     float val = src[sh + d];
-    if (d < rotary_dim) {
-        const uint half_rd = rotary_dim / 2;
-        uint i, partner;
-        bool first;
-        if (style == 0) {
-            i = d / 2;
-            first = (d & 1) == 0;
-            partner = d ^ 1;
-        } else {
-            first = d < half_rd;
-            i = first ? d : d - half_rd;
-            partner = first ? d + half_rd : d - half_rd;
-        }
-        const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
-        float c;
-        const float sn = sincos((float)(past + t) * freq, &c);
-        const float other = src[sh + partner];
-        val = first ? val * c - other * sn : other * sn + val * c;
-    }
+    if (d < rotary_dim) val = kv_rotated(src + sh, d, rotary_dim, log2_theta, (float)(past + t), style);
     KV_STORE(val, dst, dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d);
 }
 
@@ -268,24 +272,7 @@ kernel void qkv_rope_write(global float* qkv, uint q_off, uint k_off, uint v_off
     const uint h = is_v ? r - heads - kv_heads : r - heads;
     const size_t sh = (is_v ? v_off : k_off) + (size_t)t * stride + (size_t)h * head_dim;
     float val = qkv[sh + d];
-    if (!is_v && d < rotary_dim) {
-        uint i, partner;
-        bool first;
-        if (style == 0) {
-            i = d / 2;
-            first = (d & 1) == 0;
-            partner = d ^ 1;
-        } else {
-            first = d < half_rd;
-            i = first ? d : d - half_rd;
-            partner = first ? d + half_rd : d - half_rd;
-        }
-        const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
-        float c;
-        const float sn = sincos(pos * freq, &c);
-        const float other = qkv[sh + partner];
-        val = first ? val * c - other * sn : other * sn + val * c;
-    }
+    if (!is_v && d < rotary_dim) val = kv_rotated(qkv + sh, d, rotary_dim, log2_theta, pos, style);
     const size_t di = dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d;
     if (is_v) {
         KV_STORE(val, v_dst, di);

@@ -157,12 +157,22 @@ inline void mm_step(float (*acc)[MM_WN], local float (*xs)[MM_TM + MM_PAD], loca
     }
 }
 
+// One kernel body for both weight formats; only the weight operands and the tile loader differ.
 #ifndef MM_W_F16
+#define MM_KERNEL matmul_m0e4
+#define MM_W_ARGS global const uint *codes, global const half *scales, global const half *offsets,
+#define MM_W_EXTRA_ARGS uint cpg_shift,
+#define MM_LOAD_W() mm_load_w(codes, scales, offsets, n_dim, k_dim, cpg_shift, n0, k0, ws)
+#else
+#define MM_KERNEL matmul_f16
+#define MM_W_ARGS global const half *w,
+#define MM_W_EXTRA_ARGS
+#define MM_LOAD_W() mm_load_w_f16(w, n_dim, k_dim, n0, k0, ws)
+#endif
 // Global size (ceil(N / MM_TN) * MM_THREADS_N, ceil(seq / MM_TM) * MM_THREADS_M), local (MM_THREADS_N, MM_THREADS_M).
 kernel __attribute__((reqd_work_group_size(MM_THREADS_N, MM_THREADS_M, 1)))
-void matmul_m0e4(global const uint* codes, global const half* scales, global const half* offsets,
-                 global const float* x, global float* y, global const float* residual, uint seq, uint n_dim,
-                 uint k_dim, uint cpg_shift, uint res_mode) {
+void MM_KERNEL(MM_W_ARGS global const float* x, global float* y, global const float* residual, uint seq,
+               uint n_dim, uint k_dim, MM_W_EXTRA_ARGS uint res_mode) {
     local float xs[MM_TK][MM_TM + MM_PAD] __attribute__((aligned(16)));
     local float ws[MM_TK][MM_TN + MM_PAD] __attribute__((aligned(16)));
     const uint n0 = get_group_id(0) * MM_TN;
@@ -174,33 +184,10 @@ void matmul_m0e4(global const uint* codes, global const half* scales, global con
         for (uint j = 0; j < MM_WN; ++j) acc[i][j] = 0.0f;
     for (uint k0 = 0; k0 < k_dim; k0 += MM_TK) {
         mm_load_x(x, seq, k_dim, m0, k0, xs);
-        mm_load_w(codes, scales, offsets, n_dim, k_dim, cpg_shift, n0, k0, ws);
+        MM_LOAD_W();
         barrier(CLK_LOCAL_MEM_FENCE);
         mm_step(acc, xs, ws);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     mm_store(acc, y, residual, seq, n_dim, m0, n0, res_mode);
 }
-#else
-kernel __attribute__((reqd_work_group_size(MM_THREADS_N, MM_THREADS_M, 1)))
-void matmul_f16(global const half* w, global const float* x, global float* y, global const float* residual,
-                uint seq, uint n_dim, uint k_dim, uint res_mode) {
-    local float xs[MM_TK][MM_TM + MM_PAD] __attribute__((aligned(16)));
-    local float ws[MM_TK][MM_TN + MM_PAD] __attribute__((aligned(16)));
-    const uint n0 = get_group_id(0) * MM_TN;
-    const uint m0 = get_group_id(1) * MM_TM;
-    float acc[MM_WM][MM_WN];
-#pragma unroll
-    for (uint i = 0; i < MM_WM; ++i)
-#pragma unroll
-        for (uint j = 0; j < MM_WN; ++j) acc[i][j] = 0.0f;
-    for (uint k0 = 0; k0 < k_dim; k0 += MM_TK) {
-        mm_load_x(x, seq, k_dim, m0, k0, xs);
-        mm_load_w_f16(w, n_dim, k_dim, n0, k0, ws);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        mm_step(acc, xs, ws);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    mm_store(acc, y, residual, seq, n_dim, m0, n0, res_mode);
-}
-#endif

@@ -129,6 +129,7 @@ fn build(
     LockedKernel::build(gpu, &SOURCE, &defines, name)
 }
 
+/// Checks the operands of a mat-mat and returns the kernel's `residual` argument.
 fn check_common(
     kernel: &'static str,
     shape: MatrixShape,
@@ -136,7 +137,7 @@ fn check_common(
     seq: usize,
     y: &DeviceBuffer<f32>,
     residual: &Residual<'_>,
-) -> Result<(), KernelError> {
+) -> Result<Arg, KernelError> {
     if seq == 0 {
         return Err(shape_error(kernel, "seq is 0"));
     }
@@ -148,10 +149,7 @@ fn check_common(
     }
     check_len(kernel, "x", x, seq * shape.cols)?;
     check_len(kernel, "y", y, seq * shape.rows)?;
-    if let Residual::Add(r) = residual {
-        check_len(kernel, "residual", r, seq * shape.rows)?;
-    }
-    Ok(())
+    residual.arg(kernel, y, seq * shape.rows)
 }
 
 /// Prefill mat-mat on M0E4 weights.
@@ -192,11 +190,7 @@ impl MatmulM0e4 {
         residual: Residual<'_>,
     ) -> Result<(), KernelError> {
         const K: &str = "matmul_m0e4";
-        check_common(K, w.shape, x, seq, y, &residual)?;
-        let res_arg: Arg = match residual {
-            Residual::Add(r) => r.into(),
-            _ => (&*y).into(),
-        };
+        let res_arg = check_common(K, w.shape, x, seq, y, &residual)?;
         let args = [
             (&w.codes).into(),
             (&w.scales).into(),
@@ -244,12 +238,8 @@ impl MatmulF16 {
         residual: Residual<'_>,
     ) -> Result<(), KernelError> {
         const K: &str = "matmul_f16";
-        check_common(K, w.shape, x, seq, y, &residual)?;
+        let res_arg = check_common(K, w.shape, x, seq, y, &residual)?;
         check_len(K, "w", &w.data, w.shape.len())?;
-        let res_arg: Arg = match residual {
-            Residual::Add(r) => r.into(),
-            _ => (&*y).into(),
-        };
         let args = [
             (&w.data).into(),
             x.into(),

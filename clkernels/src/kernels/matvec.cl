@@ -240,6 +240,20 @@ inline float mv_reduce(float* acc, local float* red) {
 #endif
 }
 
+// Work-item r < MV_ROWS writes its row's total: y[row0 + r] = total (+ residual[row] when res_mode is 1, + the old
+// y[row] when it is 2).
+inline void mv_store(float total, global float* y, global const float* residual, uint rows, uint row0,
+                     uint res_mode) {
+    const uint lid = get_local_id(0);
+    const uint row = row0 + lid;
+    if (lid < MV_ROWS && row < rows) {
+        float v = total;
+        if (res_mode == 1) v += residual[row];
+        else if (res_mode == 2) v += y[row];
+        y[row] = v;
+    }
+}
+
 // y[row] = W[row]·x, plus residual[row] when res_mode is 1, plus the old y[row] when res_mode is 2.
 // codes: [rows][chunks] uint4; scales/offsets: [rows][chunks >> cpg_shift] f16; x: [chunks * 32] f32.
 // With `normed`, x is replaced by rmsnorm(x) * (nw + w_off) (see mv_m0e4_partial).
@@ -254,15 +268,7 @@ inline void mv_m0e4_body(global const uint4* codes, global const half* scales, g
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
     mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms, w_off,
                     false);
-    const float total = mv_reduce(acc, red);
-    const uint lid = get_local_id(0);
-    const uint row = row0 + lid;
-    if (lid < MV_ROWS && row < rows) {
-        float v = total;
-        if (res_mode == 1) v += residual[row];
-        else if (res_mode == 2) v += y[row];
-        y[row] = v;
-    }
+    mv_store(mv_reduce(acc, red), y, residual, rows, row0, res_mode);
 }
 
 kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
@@ -367,13 +373,5 @@ void matvec_f16(global const half* w, global const float4* x, global float* y, g
             acc[r] += dot(wv.lo, xa) + dot(wv.hi, xb);
         }
     }
-    const float total = mv_reduce(acc, red);
-    const uint lid = get_local_id(0);
-    const uint row = row0 + lid;
-    if (lid < MV_ROWS && row < rows) {
-        float v = total;
-        if (res_mode == 1) v += residual[row];
-        else if (res_mode == 2) v += y[row];
-        y[row] = v;
-    }
+    mv_store(mv_reduce(acc, red), y, residual, rows, row0, res_mode);
 }

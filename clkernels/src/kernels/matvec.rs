@@ -443,13 +443,7 @@ impl MatvecM0e4 {
         if let Some((nw, _)) = op.norm {
             check_len(K, "norm weight", nw, w.shape.cols)?;
         }
-        let res_arg: Arg = match op.residual {
-            Residual::Add(r) => {
-                check_len(K, "residual", r, w.shape.rows)?;
-                r.into()
-            }
-            _ => (&*out).into(),
-        };
+        let res_arg = op.residual.arg(K, out, w.shape.rows)?;
         let u = op.up.map_or(w, |(u, _)| u);
         // Unused operands of the variant get a harmless stand-in (the kernel never reads them).
         let unnormed = RmsNormParams {
@@ -558,13 +552,7 @@ impl MatvecF16 {
         check_len(K, "w", &w.data, rows * cols)?;
         check_len(K, "x", x, cols)?;
         check_len(K, "y", y, rows)?;
-        let res_arg: Arg = match residual {
-            Residual::Add(r) => {
-                check_len(K, "residual", r, rows)?;
-                r.into()
-            }
-            _ => (&*y).into(),
-        };
+        let res_arg = residual.arg(K, y, rows)?;
         let args = [
             (&w.data).into(),
             x.into(),

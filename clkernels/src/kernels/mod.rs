@@ -117,6 +117,23 @@ impl Residual<'_> {
             Residual::Accumulate => 2,
         }
     }
+
+    /// The kernels' `residual` argument: the added buffer (checked to hold `len` values), or `out` itself as a
+    /// stand-in the kernel never reads when nothing separate is added.
+    pub(crate) fn arg(
+        &self,
+        kernel: &'static str,
+        out: &DeviceBuffer<f32>,
+        len: usize,
+    ) -> Result<Arg, KernelError> {
+        match self {
+            Residual::Add(r) => {
+                check_len(kernel, "residual", r, len)?;
+                Ok((*r).into())
+            }
+            _ => Ok(out.into()),
+        }
+    }
 }
 
 /// The activation of a gated feed-forward (`act(gate) * up`).
