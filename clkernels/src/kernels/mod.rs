@@ -214,6 +214,16 @@ impl LockedKernel {
         })
     }
 
+    /// The most work-items per group the driver runs this kernel with on `gpu`'s device (can be below the
+    /// device maximum for kernels with many registers or much local memory; 0 if the driver will not say).
+    pub(crate) fn max_work_group_size(&self, gpu: &Gpu) -> usize {
+        let kernel = self
+            .kernel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kernel.get_work_group_size(gpu.device().id()).unwrap_or(0)
+    }
+
     /// As [`LockedKernel::build`], adding `TLITE_NV_SHFL` (warp reductions through inline PTX) on NVIDIA when
     /// `want` is set, and falling back to the portable build if the driver refuses it. Returns whether the
     /// shuffle build is in use. The kernel's work-groups must be whole warps (multiples of 32).
