@@ -191,7 +191,12 @@ pub fn to_bytes(
                 format!("dense tensor name `{name}` ends with a suffix reserved for M0E4 matrices"),
             ));
         }
-        let n: usize = shape.iter().product();
+        let Some(n) = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+            return Err(bad(
+                origin,
+                format!("dense tensor `{name}`: shape {shape:?} overflows the address space"),
+            ));
+        };
         if n != data.len() {
             return Err(bad(
                 origin,

@@ -190,3 +190,12 @@ fn corrupted_m0e4_files_never_panic() {
         panicked.join("\n")
     );
 }
+
+#[test]
+fn a_dense_shape_whose_element_count_overflows_is_refused() {
+    // usize::MAX / 2 * 4 wraps to a small number in release builds; unchecked it could match the data length.
+    let shape = [usize::MAX / 2 + 1, 2, 1];
+    let data = [half::f16::ZERO; 0];
+    let err = fp4::io::to_bytes(&[], &[("t", &shape, &data)]).unwrap_err();
+    assert!(err.to_string().contains("overflows"), "{err}");
+}

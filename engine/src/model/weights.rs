@@ -104,7 +104,12 @@ impl Tensor {
 }
 
 fn check_len(shape: &[usize], len: usize) -> Result<(), EngineError> {
-    let want: usize = shape.iter().product();
+    // Checked: a wrapped product of a corrupt shape could otherwise match `len` by accident.
+    let Some(want) = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+        return Err(EngineError::Model(format!(
+            "tensor shape {shape:?} overflows the address space"
+        )));
+    };
     if want == len {
         Ok(())
     } else {
@@ -223,4 +228,18 @@ pub struct Model {
     pub config: super::ModelConfig,
     /// Weights.
     pub weights: ModelWeights,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_shape_whose_element_count_overflows_is_an_error_not_a_match() {
+        // 2^63 * 2 wraps to 0 in release builds, which would "match" empty data.
+        let shape = vec![1usize << (usize::BITS - 1), 2];
+        let err = Tensor::f32(shape, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("overflows"), "{err}");
+    }
 }
