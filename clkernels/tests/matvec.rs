@@ -281,6 +281,32 @@ fn m0e4_matvec_nvidia_half2_path_matches_within_half_precision() {
     let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
     check_matvec_within(&gpu, &mv, "nv half2", 2e-3);
     check_gate_up_within(&gpu, &mv, "nv half2", 2e-3);
+
+    // Outlier activations of the size some models' FFN intermediates reach (|x| ~ 2e4, with codes up to 15):
+    // f16 partial sums must not overflow, and the small activations beside them must still count.
+    let mut rng = rng("nv half2 outliers");
+    let (rows, cols) = (24, 512);
+    let m = random_m0e4(&mut rng, rows, cols, GroupSize::G32);
+    let mut x = normal(&mut rng, cols, 1.0);
+    for i in [3, 77, 300, 301, 511] {
+        x[i] = if i % 2 == 0 { 2.0e4 } else { -2.0e4 };
+    }
+    let l1 = row_l1(&fp4::reference::dequantize(&m), cols, &x);
+    let want = fp4::reference::matvec(&m, &x).unwrap();
+    let mut y = poisoned(&gpu, rows);
+    mv.enqueue(
+        &DeviceM0e4::upload(&gpu, &m).unwrap(),
+        &upload(&gpu, &x),
+        &mut y,
+        Residual::None,
+    )
+    .unwrap();
+    let got = y.read(&gpu).unwrap();
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "non-finite output: {got:?}"
+    );
+    assert_dot_close("nv half2 outliers", &got, &want, &l1, 2e-3);
 }
 
 /// The gate+up launch; `rel` is the tolerance of each dot product (of its Σ|w·x|), see `assert_gated_close`.
