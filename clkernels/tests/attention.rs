@@ -144,6 +144,25 @@ fn prefill_attention_matches_reference() {
         KvDtype::F16,
         "prefill head_dim 36",
     );
+    // A short prefill chunk with few heads over a longer past is split across the context too (as the last
+    // prefill chunk is on a GPU with many compute units), so several tokens merge their splits in one launch;
+    // head_dim 128 and 256 take the row-vector value path with 4 and 2 groups of work-items.
+    let chunk = s(3, 90, 2, 1, 128);
+    if gpu.caps().compute_units >= 2 {
+        assert!(
+            att.splits(&chunk) > 1,
+            "3 tokens x 2 heads over 93 positions should split"
+        );
+    }
+    run_direct(&gpu, &att, chunk, 100, KvDtype::F16, "prefill chunk split");
+    run_direct(
+        &gpu,
+        &att,
+        s(2, 40, 1, 1, 256),
+        50,
+        KvDtype::F32,
+        "prefill head_dim 256",
+    );
 }
 
 #[test]
