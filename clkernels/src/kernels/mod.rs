@@ -7,14 +7,17 @@
 //!
 //! | family | module | kernels |
 //! | --- | --- | --- |
-//! | decode mat-vec | [`matvec`] | M0E4 (+ residual, gate+up with SiLU/GELU), f16 |
+//! | decode mat-vec | [`matvec`] | M0E4 (+ residual or bias, fused RMSNorm, gate+up with SiLU/GELU), f16; packed-f16 products through inline PTX on NVIDIA |
 //! | prefill mat-mat | [`matmul`] | M0E4 and f16, local-memory tiles, register blocking |
 //! | norms | [`norm`] | RMSNorm (with Gemma's weight offset), LayerNorm |
 //! | rotary | [`rope`] | interleaved and half-split, partial rotary dim, `past` offset |
 //! | embedding | [`embedding`] | f16 and M0E4 tables, scale |
 //! | sampling | [`sampling`] | softmax (temperature), argmax, top-k |
-//! | attention | [`attention`] | causal GQA prefill/decode with split-K, in-place K/V append |
+//! | attention | [`attention`] | causal GQA prefill/decode split across the context, splits merged in the same launch, in-place K/V append |
 //! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add |
+//!
+//! [`profile_launches`] times every launch of a real workload on a queue opened with
+//! [`crate::runtime::GpuOptions::profiling`]; [`bench_suite`] is the per-kernel benchmark table.
 
 pub mod attention;
 pub mod bench_suite;
