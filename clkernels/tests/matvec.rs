@@ -293,20 +293,25 @@ fn m0e4_matvec_nvidia_half2_path_matches_within_half_precision() {
     }
     let l1 = row_l1(&fp4::reference::dequantize(&m), cols, &x);
     let want = fp4::reference::matvec(&m, &x).unwrap();
-    let mut y = poisoned(&gpu, rows);
-    mv.enqueue(
-        &DeviceM0e4::upload(&gpu, &m).unwrap(),
-        &upload(&gpu, &x),
-        &mut y,
-        Residual::None,
-    )
-    .unwrap();
-    let got = y.read(&gpu).unwrap();
+    let got = plain_product(&gpu, &mv, &m, &x);
     assert!(
         got.iter().all(|v| v.is_finite()),
         "non-finite output: {got:?}"
     );
     assert_dot_close("nv half2 outliers", &got, &want, &l1, 2e-3);
+}
+
+/// `W·x` on the device for a host matrix and vector (output poisoned first).
+fn plain_product(gpu: &Gpu, mv: &MatvecM0e4, m: &fp4::M0e4Matrix, x: &[f32]) -> Vec<f32> {
+    let mut y = poisoned(gpu, m.shape().rows);
+    mv.enqueue(
+        &DeviceM0e4::upload(gpu, m).unwrap(),
+        &upload(gpu, x),
+        &mut y,
+        Residual::None,
+    )
+    .unwrap();
+    y.read(gpu).unwrap()
 }
 
 /// The gate+up launch; `rel` is the tolerance of each dot product (of its Σ|w·x|), see `assert_gated_close`.
@@ -478,13 +483,6 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
     let x = normal(&mut rng, 256, 1.0);
     let l1 = row_l1(&fp4::reference::dequantize(&m), 256, &x);
     let want = fp4::reference::matvec(&m, &x).unwrap();
-    let mut y = poisoned(&gpu, 29);
-    mv.enqueue(
-        &DeviceM0e4::upload(&gpu, &m).unwrap(),
-        &upload(&gpu, &x),
-        &mut y,
-        Residual::None,
-    )
-    .unwrap();
-    assert_dot_close("half math", &y.read(&gpu).unwrap(), &want, &l1, 2e-3);
+    let got = plain_product(&gpu, &mv, &m, &x);
+    assert_dot_close("half math", &got, &want, &l1, 2e-3);
 }

@@ -455,10 +455,14 @@ impl MatvecM0e4 {
         let cpg = w.chunks_per_group_shift();
         let global = [w.shape.rows.div_ceil(self.config.rows_per_group) * wg];
         match (op.up, op.norm) {
-            (None, None) => {
+            (None, norm) => {
+                // The normed kernel takes the norm weight after x and eps, w_off at the end.
                 let mut args = weight_args(w).to_vec();
-                args.extend::<[Arg; 7]>([
-                    op.x.into(),
+                args.push(op.x.into());
+                if norm.is_some() {
+                    args.push(nw.into());
+                }
+                args.extend::<[Arg; 6]>([
                     (&*out).into(),
                     res_arg,
                     rows.into(),
@@ -466,23 +470,13 @@ impl MatvecM0e4 {
                     cpg.into(),
                     op.residual.mode().into(),
                 ]);
-                self.plain.launch(&self.gpu, &args, &global, Some(&[wg]))
-            }
-            (None, Some(_)) => {
-                let mut args = weight_args(w).to_vec();
-                args.extend::<[Arg; 10]>([
-                    op.x.into(),
-                    nw.into(),
-                    (&*out).into(),
-                    res_arg,
-                    rows.into(),
-                    chunks.into(),
-                    cpg.into(),
-                    op.residual.mode().into(),
-                    params.eps.into(),
-                    params.weight_offset.into(),
-                ]);
-                self.normed.launch(&self.gpu, &args, &global, Some(&[wg]))
+                let kernel = if norm.is_some() {
+                    args.extend::<[Arg; 2]>([params.eps.into(), params.weight_offset.into()]);
+                    &self.normed
+                } else {
+                    &self.plain
+                };
+                kernel.launch(&self.gpu, &args, &global, Some(&[wg]))
             }
             (Some((_, act)), norm) => {
                 let mut args = weight_args(w).to_vec();
