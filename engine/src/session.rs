@@ -136,8 +136,8 @@ impl Session {
         on_text: impl FnMut(&str),
     ) -> Result<Generation, EngineError> {
         self.history.push(ChatMessage::new(Role::User, user));
-        let forgotten = match self.fit_history(options) {
-            Ok(n) => n,
+        let (forgotten, prompt) = match self.fit_history(options) {
+            Ok(fitted) => fitted,
             Err(e) => {
                 self.history.pop();
                 return Err(e);
@@ -150,12 +150,11 @@ impl Session {
                 "chat context full: the oldest messages were dropped and the rest is prefilled again"
             );
         }
-        let prompt = self.template.render(&self.history, true);
         let mut opts = options.clone();
         opts.stop_strings
             .extend(self.template.stop_strings().iter().map(|s| s.to_string()));
         opts.extra_eos.extend(self.end_of_turn_ids());
-        match self.generator.generate(&prompt, &opts, on_text) {
+        match self.generator.generate_from_tokens(&prompt, &opts, on_text) {
             Ok(out) => {
                 self.history
                     .push(ChatMessage::new(Role::Assistant, out.text.trim()));
@@ -186,28 +185,26 @@ impl Session {
 
     /// Drops the oldest exchanges (never the system prompt, never the newest message) until the rendered
     /// conversation leaves room for the reply: `max_tokens` positions, at most half the context. Returns how many
-    /// messages went. The conversation then no longer starts like the cached tokens, so the next generation
+    /// messages went and the token ids of the conversation as it now renders (the turn's prompt, so it is rendered
+    /// and tokenised once per turn). The conversation then no longer starts like the cached tokens, so the next generation
     /// truncates the cache to the common prefix (the system prompt) and prefills the rest again: slower for one
     /// turn, but exact, where shifting the cache would need every kept key rotated to its new position. When
     /// even the newest message alone does not fit, nothing more is dropped and generation reports the prompt as
     /// too long.
-    fn fit_history(&mut self, options: &GenerateOptions) -> Result<usize, EngineError> {
+    fn fit_history(&mut self, options: &GenerateOptions) -> Result<(usize, Vec<u32>), EngineError> {
         let context = self.generator.model().context_len();
         let reserve = options.max_tokens.clamp(1, (context / 2).max(1));
         let mut dropped = 0;
         loop {
             let prompt = self.template.render(&self.history, true);
-            let needed = self
-                .generator
-                .prompt_tokens(&prompt, options.add_bos)?
-                .len();
-            if needed + reserve <= context {
-                return Ok(dropped);
+            let tokens = self.generator.prompt_tokens(&prompt, options.add_bos)?;
+            if tokens.len() + reserve <= context {
+                return Ok((dropped, tokens));
             }
             // Drop the first exchange: the first non-system message and any non-user messages after it, so the
             // conversation still opens with a user turn (some templates insist on alternation).
             let Some(first) = self.history.iter().position(|m| m.role != Role::System) else {
-                return Ok(dropped);
+                return Ok((dropped, tokens));
             };
             let mut end = first + 1;
             while end < self.history.len() && self.history[end].role != Role::User {
@@ -215,7 +212,7 @@ impl Session {
             }
             if end >= self.history.len() {
                 // Only the newest message is left after the system prompt.
-                return Ok(dropped);
+                return Ok((dropped, tokens));
             }
             self.history.drain(first..end);
             dropped += end - first;
