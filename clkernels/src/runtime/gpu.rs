@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use opencl3::command_queue::CommandQueue;
+use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE, CL_QUEUE_PROPERTIES};
 use opencl3::context::Context;
 use opencl3::device::Device;
 use opencl3::program::Program;
@@ -14,10 +14,6 @@ use crate::runtime::device::{list_devices, select};
 use crate::runtime::priority::{self, PerfHint, PriorityReport, QueuePriority};
 use crate::runtime::program::{build_options, BuildOrigin, BuildStats, ProgramSource};
 use crate::runtime::{Capabilities, ClError, ClResultExt, DeviceSelector};
-
-/// `CL_QUEUE_PROPERTIES` key and its profiling bit (OpenCL 2.0 queue properties).
-const CL_QUEUE_PROPERTIES: u64 = 0x1093;
-const CL_QUEUE_PROFILING_ENABLE: u64 = 1 << 1;
 
 /// How to open a device.
 #[derive(Debug, Clone, Default)]
@@ -113,21 +109,27 @@ impl Gpu {
             }
         };
 
+        // Queue properties are key-value pairs terminated by 0. Profiling, when asked for, is kept if the driver
+        // rejects the priority properties and the queue is created again without them.
+        let profiling_props = if options.profiling {
+            vec![u64::from(CL_QUEUE_PROPERTIES), CL_QUEUE_PROFILING_ENABLE, 0]
+        } else {
+            Vec::new()
+        };
         let (mut queue_props, queue_used) = priority::queue_properties(&caps, options.priority);
         if options.profiling {
-            // Key-value pairs terminated by 0: drop the terminator, add CL_QUEUE_PROPERTIES, terminate again.
             queue_props.pop_if(|v| *v == 0);
-            queue_props.extend([CL_QUEUE_PROPERTIES, CL_QUEUE_PROFILING_ENABLE, 0]);
+            queue_props.extend(&profiling_props);
         }
         let queue = match create_queue(&context, &device, &caps, &queue_props) {
             Ok(q) => {
                 report.applied.extend(queue_used);
                 q
             }
-            Err(e) if !queue_props.is_empty() && !options.profiling => {
+            Err(e) if !queue_used.is_empty() => {
                 tracing::warn!(error = %e, "queue priority properties rejected; retrying without them");
                 report.rejected.extend(queue_used);
-                create_queue(&context, &device, &caps, &[])?
+                create_queue(&context, &device, &caps, &profiling_props)?
             }
             Err(e) => return Err(e),
         };
