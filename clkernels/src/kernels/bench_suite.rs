@@ -125,12 +125,7 @@ fn profiling_queue(gpu: &Gpu) -> Result<CommandQueue, KernelError> {
 fn device_seconds(events: &[Event]) -> Result<f64, KernelError> {
     let mut ns = 0u64;
     for e in events {
-        let start = e
-            .profiling_command_start()
-            .cl_call("clGetEventProfilingInfo")?;
-        let end = e
-            .profiling_command_end()
-            .cl_call("clGetEventProfilingInfo")?;
+        let (start, end) = profile::device_times(e)?;
         ns += end.saturating_sub(start);
     }
     Ok(ns as f64 * 1e-9)
@@ -171,12 +166,8 @@ pub fn time_case(
     let secs = device_seconds(&events)? / iters as f64;
     let span = match (events.first(), events.last()) {
         (Some(first), Some(last)) => {
-            let start = first
-                .profiling_command_start()
-                .cl_call("clGetEventProfilingInfo")?;
-            let end = last
-                .profiling_command_end()
-                .cl_call("clGetEventProfilingInfo")?;
+            let (start, _) = profile::device_times(first)?;
+            let (_, end) = profile::device_times(last)?;
             end.saturating_sub(start) as f64 * 1e-9 / iters as f64
         }
         _ => 0.0,

@@ -411,6 +411,18 @@ pub(crate) mod profile {
         SINK.with(|s| s.borrow().as_ref().map(|k| (k.queue, k.events.is_some())))
     }
 
+    /// Start and end of a profiled command on the device's clock, nanoseconds.
+    pub(crate) fn device_times(event: &Event) -> Result<(u64, u64), crate::runtime::ClError> {
+        use crate::runtime::ClResultExt;
+        let start = event
+            .profiling_command_start()
+            .cl_call("clGetEventProfilingInfo")?;
+        let end = event
+            .profiling_command_end()
+            .cl_call("clGetEventProfilingInfo")?;
+        Ok((start, end))
+    }
+
     pub(super) fn record(kernel: &'static str, event: Event) {
         SINK.with(|s| {
             if let Some(events) = s.borrow_mut().as_mut().and_then(|k| k.events.as_mut()) {
@@ -451,12 +463,7 @@ pub fn profile_launches<T>(
     gpu.finish()?;
     let mut timings = Vec::with_capacity(events.len());
     for (kernel, e) in events {
-        let start_ns = e
-            .profiling_command_start()
-            .map_err(|err| ClError::from_code("clGetEventProfilingInfo", err.0))?;
-        let end_ns = e
-            .profiling_command_end()
-            .map_err(|err| ClError::from_code("clGetEventProfilingInfo", err.0))?;
+        let (start_ns, end_ns) = profile::device_times(&e)?;
         timings.push(LaunchTiming {
             kernel,
             start_ns,
