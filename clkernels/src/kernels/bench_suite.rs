@@ -2,7 +2,8 @@
 //!
 //! Each [`Case`] owns its device buffers (synthetic data of real model shapes) and a closure that enqueues one launch;
 //! [`time_case`] runs warm-ups, then `iters` launches back to back on a profiling queue and reports the device time
-//! from the events (the runtime's own queue has profiling off) and the wall-clock time per launch. Bandwidth counts the bytes a kernel must read and write
+//! from the events (the runtime's own queue has profiling off), then times `iters` more launches without events by
+//! the wall clock, as a decode step issues them. Bandwidth counts the bytes a kernel must read and write
 //! once (weights, activations, outputs); [`copy_bandwidth`] measures `clEnqueueCopyBuffer` on a large buffer (read +
 //! written bytes) as the roofline the mat-vec is compared with.
 
@@ -77,8 +78,6 @@ impl Case {
 pub struct Timing {
     /// Mean device microseconds per launch, from profiling events (all kernels of the launch summed).
     pub micros: f64,
-    /// Mean wall-clock microseconds per launch, launches enqueued back to back (includes launch gaps).
-    pub wall_micros: f64,
     /// Device span per launch: (end of the last event - start of the first) / launches, i.e. steady-state
     /// throughput of back-to-back launches including the gaps between kernels but not any per-event overhead
     /// that overlaps the next kernel.
@@ -132,7 +131,8 @@ fn device_seconds(events: &[Event]) -> Result<f64, KernelError> {
 }
 
 /// Runs `warmup` launches, then `iters` timed launches on a profiling queue, and reports the mean device time per
-/// launch (profiling events) and the mean wall-clock time (back-to-back launches, after `clFinish`).
+/// launch and the device span (profiling events), and the wall-clock time per launch of `iters` launches without
+/// events (see [`Timing::pipe_micros`]).
 pub fn time_case(
     gpu: &Gpu,
     case: &mut Case,
@@ -142,21 +142,20 @@ pub fn time_case(
     let queue = profiling_queue(gpu)?;
     let iters = iters.max(1);
     profile::start(queue.get());
-    let run = (|| -> Result<(Vec<Event>, f64), KernelError> {
+    let run = (|| -> Result<Vec<Event>, KernelError> {
         for _ in 0..warmup {
             case.enqueue()?;
         }
         queue.finish().cl_call("clFinish")?;
         drop(profile::stop());
         profile::start(queue.get());
-        let start = Instant::now();
         for _ in 0..iters {
             case.enqueue()?;
         }
         queue.finish().cl_call("clFinish")?;
-        Ok((profile::stop(), start.elapsed().as_secs_f64()))
+        Ok(profile::stop())
     })();
-    let (events, wall) = match run {
+    let events = match run {
         Ok(r) => r,
         Err(e) => {
             drop(profile::stop());
@@ -176,7 +175,6 @@ pub fn time_case(
     Ok(Timing {
         pipe_micros: pipe * 1e6,
         micros: secs * 1e6,
-        wall_micros: wall / iters as f64 * 1e6,
         span_micros: span * 1e6,
         gbps: case.bytes / secs / 1e9,
         gflops: case.flops / secs / 1e9,
