@@ -19,15 +19,35 @@
 #endif
 #define ATT_DPT ((ATT_MAX_HD + ATT_WG - 1) / ATT_WG)
 
+// KV_LOAD8 reads 8 consecutive elements from an index that is a multiple of 8 (16- or 32-byte aligned, which the
+// kernels check at run time: see kv_wide). vload8 / vload_half8 promise only element alignment, and NVIDIA's
+// compiler turns them into eight scalar loads (eight 2-byte loads and conversions for f16), which made decode
+// attention latency- and instruction-bound; aligned vector loads are one or two 16-byte loads.
 #ifdef KV_F16
 typedef half kv_t;
 #define KV_LOAD(p, i) vload_half((i), (p))
-#define KV_LOAD8(p, i) vload_half8(0, (p) + (i))
 #define KV_STORE(v, p, i) vstore_half_rte((v), (i), (p))
+#ifdef TLITE_HAS_FP16
+#define KV_LOAD8(p, i) vload_half8(0, (p) + (i))
+#else
+// Two halves of a word to f32 without cl_khr_fp16: sign, exponent and mantissa move into place with a shift and a
+// mask, and one multiply by 2^112 rebiases the exponent (exact for normal halves, and for subnormal ones where
+// f32 subnormals are kept; inf and nan, which a working cache never holds, read back as +-65536).
+inline float2 kv_half2_from_bits(uint w) {
+    const uint lo = ((w << 13) & 0x0FFFE000u) | ((w << 16) & 0x80000000u);
+    const uint hi = ((w >> 3) & 0x0FFFE000u) | (w & 0x80000000u);
+    return (float2)(as_float(lo), as_float(hi)) * 0x1.0p112f;
+}
+inline float8 kv_half8_from_bits(uint4 w) {
+    return (float8)(kv_half2_from_bits(w.x), kv_half2_from_bits(w.y), kv_half2_from_bits(w.z),
+                    kv_half2_from_bits(w.w));
+}
+#define KV_LOAD8(p, i) kv_half8_from_bits(*(global const uint4*)((p) + (i)))
+#endif
 #else
 typedef float kv_t;
 #define KV_LOAD(p, i) ((p)[(i)])
-#define KV_LOAD8(p, i) vload8(0, (p) + (i))
+#define KV_LOAD8(p, i) (float8)(*(global const float4*)((p) + (i)), *(global const float4*)((p) + (i) + 4))
 #define KV_STORE(v, p, i) ((p)[(i)] = (v))
 #endif
 
@@ -39,7 +59,8 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
                   uint kv_off, uint head_stride, uint pos_stride, global float* out, global float2* part_ml,
                   global float* part_o, global uint* counters, uint past, uint heads, uint group, uint head_dim,
                   uint chunk, uint splits, float scale) {
-    local float qs[ATT_MAX_HD];
+    local float4 qs4[ATT_MAX_HD / 4];
+    local float* qs = (local float*)qs4;
     local uint is_last;
     local float ps[ATT_WG];
     local float scratch[ATT_WG];
@@ -63,7 +84,9 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
     // independent loads instead of one 2- or 4-byte load per position and dim. Needs head_dim = 8 * vg with vg
     // dividing ATT_WG (head_dim 64, 128, 256 at ATT_WG 64); other head sizes take the per-dim path.
     const uint vg = head_dim / 8;
-    const bool row_v = (head_dim & 7) == 0 && vg > 0 && vg <= ATT_WG && (ATT_WG % vg) == 0;
+    // Rows start on 8-element boundaries, so KV_LOAD8 applies (else the element-wise paths).
+    const bool kv_wide = ((head_dim | kv_off | head_stride | pos_stride) & 7) == 0;
+    const bool row_v = kv_wide && vg > 0 && vg <= ATT_WG && (ATT_WG % vg) == 0;
     const uint n_vgroups = row_v ? ATT_WG / vg : 1;
     const uint vgroup = row_v ? lid / vg : 0, vdim = row_v ? (lid % vg) * 8 : 0;
     float8 o8 = (float8)(0.0f);
@@ -74,12 +97,13 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
         if (j < end) {
             const size_t kr = kv_head + (size_t)j * pos_stride;
             float acc = 0.0f;
-            if ((head_dim & 7) == 0) {
+            if (kv_wide) {
                 // 16- or 32-byte loads of the key row instead of one element at a time.
                 float8 a8 = (float8)(0.0f);
                 // Unrolled so the key row's loads are in flight together rather than one latency each.
 #pragma unroll 16
-                for (uint d = 0; d < head_dim; d += 8) a8 = mad(vload8(0, qs + d), KV_LOAD8(k, kr + d), a8);
+                for (uint d = 0; d < head_dim; d += 8)
+                    a8 = mad((float8)(qs4[d / 4], qs4[d / 4 + 1]), KV_LOAD8(k, kr + d), a8);
                 acc = dot(a8.lo, (float4)(1.0f)) + dot(a8.hi, (float4)(1.0f));
             } else {
                 for (uint d = 0; d < head_dim; ++d) acc = mad(qs[d], KV_LOAD(k, kr + d), acc);
