@@ -277,6 +277,12 @@ fn synthetic_m0e4(
         .map_err(|e| super::shape_error("bench_suite", e.to_string()))
 }
 
+/// Llama's RMSNorm parameters, for the cases with the norm folded in.
+const NORM: RmsNormParams = RmsNormParams {
+    eps: 1e-5,
+    weight_offset: 0.0,
+};
+
 fn wanted(opts: &SuiteOptions, name: &str) -> bool {
     opts.filter.is_empty() || opts.filter.iter().any(|f| name.contains(f.as_str()))
 }
@@ -305,7 +311,7 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         });
     }
 
-    let mv_names = ["matvec_m0e4", "matvec_m0e4_gate_up"];
+    let mv_names = ["matvec_m0e4", "matvec_m0e4_normed", "matvec_m0e4_gate_up"];
     if mv_names.iter().any(|n| wanted(opts, n)) {
         let config = opts.matvec.unwrap_or_else(|| MatvecConfig::for_gpu(gpu));
         let defines: Vec<(&str, &str)> = opts
@@ -356,6 +362,26 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                 });
             }
         }
+        if wanted(opts, "matvec_m0e4_normed") {
+            // What a 7B decode step runs first in each layer: the attention RMSNorm folded into the QKV mat-vec.
+            let w = DeviceM0e4::upload(
+                gpu,
+                &synthetic_m0e4(&mut rng, 3 * hidden, hidden, GroupSize::G32)?,
+            )?;
+            let x = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
+            let nw = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
+            let mut y = DeviceBuffer::<f32>::new(gpu, 3 * hidden)?;
+            let bytes = (w.bytes() + hidden * 8 + 3 * hidden * 4) as f64;
+            let mv = mv.clone();
+            out.push(Case {
+                name: "matvec_m0e4_normed".into(),
+                shape: format!("{}x{hidden} G32 (QKV)", 3 * hidden),
+                config: cfg_text.clone(),
+                bytes,
+                flops: 2.0 * (3 * hidden * hidden) as f64,
+                run: Box::new(move || mv.enqueue_normed(&w, &x, &nw, NORM, &mut y, Residual::None)),
+            });
+        }
         if wanted(opts, "matvec_m0e4_gate_up") {
             let g =
                 DeviceM0e4::upload(gpu, &synthetic_m0e4(&mut rng, ffn, hidden, GroupSize::G32)?)?;
@@ -363,16 +389,18 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                 DeviceM0e4::upload(gpu, &synthetic_m0e4(&mut rng, ffn, hidden, GroupSize::G32)?)?;
             let x = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
             let mut y = DeviceBuffer::<f32>::new(gpu, ffn)?;
-            let bytes = (g.bytes() + u.bytes() + hidden * 4 + ffn * 4) as f64;
+            let nw = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
+            let bytes = (g.bytes() + u.bytes() + hidden * 8 + ffn * 4) as f64;
             let mv = mv.clone();
+            // With the feed-forward RMSNorm folded in, as decode runs it.
             out.push(Case {
                 name: "matvec_m0e4_gate_up".into(),
-                shape: format!("2x {ffn}x{hidden} G32"),
+                shape: format!("2x {ffn}x{hidden} G32 normed"),
                 config: cfg_text,
                 bytes,
                 flops: 4.0 * (ffn * hidden) as f64,
                 run: Box::new(move || {
-                    mv.enqueue_gate_up(&g, &u, &x, &mut y, GatedActivation::Silu)
+                    mv.enqueue_gate_up_normed(&g, &u, &x, &nw, NORM, &mut y, GatedActivation::Silu)
                 }),
             });
         }
@@ -474,7 +502,10 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         });
     }
 
+    // Decode at the context `tlite bench --prompt-len 128 --gen 64` ends with (where latency, not bandwidth,
+    // decides) and at a long one.
     for (name, q_seq, ctx) in [
+        ("attention_decode", 1, 192),
         ("attention_decode", 1, if opts.small { 512 } else { 4096 }),
         ("attention_prefill", seq, seq),
     ] {

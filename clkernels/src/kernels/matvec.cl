@@ -84,6 +84,14 @@ inline float tl_nv_h2_sum(uint v) {
         : "r"(v));
     return r;
 }
+// sum over a chunk's 32 codes of q·x/256 (x paired by tl_nv_x_h2), summed in f16x2 and returned in f32.
+inline float tl_nv_m0e4_dot32(uint4 q, uint4 h0, uint4 h1, uint4 h2, uint4 h3) {
+    uint ha = tl_nv_m0e4_word_h2(q.x, h0, 0u);
+    ha = tl_nv_m0e4_word_h2(q.y, h1, ha);
+    ha = tl_nv_m0e4_word_h2(q.z, h2, ha);
+    ha = tl_nv_m0e4_word_h2(q.w, h3, ha);
+    return tl_nv_h2_sum(ha);
+}
 // The word's activations (xa: elements 0-3, xb: 4-7), scaled by 1/256 and paired as tl_nv_m0e4_word_h2 wants.
 inline uint4 tl_nv_x_h2(float4 xa, float4 xb) {
     xa *= 0.00390625f;
@@ -110,39 +118,101 @@ inline uint4 tl_nv_x_h2(float4 xa, float4 xb) {
 #define MV_XL_ARG ((local float4*)0)
 #endif
 
+// 1 / sqrt(mean(x^2) + eps) over the chunks * 32 activations, computed by every work-group (x is at most a few
+// tens of KiB and stays in cache), so the RMSNorm before a decode mat-vec needs no launch of its own.
+// `red` holds at least MV_WG floats; it is free again on return.
+inline float mv_rms_scale(global const float4* x4, uint chunks, float eps, local float* red) {
+    float ss = 0.0f;
+    for (uint i = get_local_id(0); i < chunks * 8; i += MV_WG) {
+        const float4 v = x4[i];
+        ss += dot(v, v);
+    }
+    return rsqrt(tl_wg_sum(ss, red) / (float)(chunks * 32) + eps);
+}
+
+// One row's share of a chunk: the dot of the 32 codes q (scale s, offset b) with the chunk's activations, in
+// whichever form the path above prepared them (x0..x8 / xa..xd / h0..h3, and xsum = their sum).
+#if defined(TLITE_HAS_FP16) && defined(TLITE_MV_HALF_MATH)
+#define MV_ROW_TERM(q, s, b)                                                                                       \
+    ((s) * (tl_m0e4_dot8_half((q).x, xa) + tl_m0e4_dot8_half((q).y, xb) + tl_m0e4_dot8_half((q).z, xc8) +        \
+            tl_m0e4_dot8_half((q).w, xd)) +                                                                        \
+     (b) * xsum)
+#elif defined(MV_H2_PATH)
+// The f16x2 accumulator sums q·x/256 and sum(h·x) = sum(x) + sum(q·x)/16, so the scale's share is 16·s·sum.
+#define MV_ROW_TERM(q, s, b) ((16.0f * (s)) * tl_nv_m0e4_dot32((q), h0, h1, h2, h3) + ((s) + (b)) * xsum)
+#elif defined(MV_FPDQ)
+#define MV_ROW_TERM(q, s, b)                                                                                       \
+    ((s) * (tl_m0e4_qdot8((q).x, x0, x1) + tl_m0e4_qdot8((q).y, x2, x3) + tl_m0e4_qdot8((q).z, x5, x6) +         \
+            tl_m0e4_qdot8((q).w, x7, x8)) +                                                                        \
+     ((s) + (b)) * xsum)
+#else
+#define MV_ROW_TERM(q, s, b)                                                                                       \
+    ((s) * (tl_m0e4_dot8((q).x, x0, x1) + tl_m0e4_dot8((q).y, x2, x3) + tl_m0e4_dot8((q).z, x5, x6) +           \
+            tl_m0e4_dot8((q).w, x7, x8)) +                                                                         \
+     (b) * xsum)
+#endif
+
+// acc[r] += chunk c of row min(row0 + r, rows - 1) of one matrix, for r < MV_ROWS.
+#define MV_ROWS_ACC(acc, codes, scales, offsets)                                                                    \
+    _Pragma("unroll") for (uint r = 0; r < MV_ROWS; ++r) {                                                          \
+        const uint row = min(row0 + r, rows - 1);                                                                   \
+        const uint4 q = (codes)[(size_t)row * chunks + c];                                                          \
+        const size_t gi = (size_t)row * groups + g;                                                                 \
+        (acc)[r] += MV_ROW_TERM(q, vload_half(gi, (scales)), vload_half(gi, (offsets)));                            \
+    }
+
 // Partial dots of this work-item for rows row0 .. row0 + MV_ROWS - 1 (rows past the end are clamped; their
-// results are never stored). With MV_XLOCAL (a tile size in chunks), x is staged through local memory `xl`
-// (MV_XLOCAL * 9 float4: each chunk's 8 float4 padded to 9 so 8 neighbouring work-items hit distinct banks),
-// read from global memory once per work-group with coalesced loads.
+// results are never stored), added to acc. (Walking the gate and up matrices in one pass, both rows' loads in
+// flight together, measured slower on the H100 than one after the other.)
+// With MV_XLOCAL (a tile size in chunks), x is staged through local memory `xl` (MV_XLOCAL * 9 float4: each
+// chunk's 8 float4 padded to 9 so 8 neighbouring work-items hit distinct banks), read from global memory once per
+// work-group with coalesced loads.
 // With `normed`, x is RMS-normalised on the way in: each activation is multiplied by inv_rms * (nw + w_off), so
-// the norm costs no launch of its own (every work-group recomputes inv_rms; see mv_rms_scale).
+// the norm costs no launch of its own. Every work-group computes inv_rms itself; when x fits one tile, its sum of
+// squares is taken while staging (x is read from global memory once) and inv_rms is applied as x leaves local
+// memory, otherwise mv_rms_scale reads x once more up front.
 inline void mv_m0e4_partial(global const uint4* codes, global const half* scales, global const half* offsets,
-                            global const float4* x4, uint rows, uint chunks, uint cpg_shift, uint row0,
-                            float* acc, local float4* xl, const bool normed, global const float4* nw4,
-                            float inv_rms, float w_off, const bool x_staged) {
+                            global const float4* x4, uint rows, uint chunks, uint cpg_shift, uint row0, float* acc,
+                            local float4* xl, const bool normed,
+                            global const float4* nw4, float eps, float w_off, local float* red,
+                            const bool x_staged, float* x_scale_io) {
     const uint groups = chunks >> cpg_shift;
     const uint lid = get_local_id(0);
 #ifdef MV_XLOCAL
+    const bool norm_in_tile = normed && chunks <= MV_XLOCAL;
+    float inv_rms = normed && !norm_in_tile ? mv_rms_scale(x4, chunks, eps, red) : 1.0f;
     for (uint t0 = 0; t0 < chunks; t0 += MV_XLOCAL) {
         const uint tn = min((uint)MV_XLOCAL, chunks - t0);
-        // `x_staged`: a previous call of this launch left the whole of x (one tile) in xl; the gate+up launch's
-        // second matrix reuses it instead of staging it again.
+        // `x_staged`: a previous call of this launch left the whole of x (one tile) in xl and its norm scale in
+        // *x_scale_io; the gate+up launch's second matrix reuses both instead of staging x again.
+        float x_scale = *x_scale_io;
         if (!(x_staged && chunks <= MV_XLOCAL)) {
+            float ss = 0.0f;
             barrier(CLK_LOCAL_MEM_FENCE);
             for (uint i = lid; i < tn * 8; i += MV_WG) {
                 float4 v = x4[t0 * 8 + i];
-                if (normed) v = v * inv_rms * (nw4[t0 * 8 + i] + w_off);
+                if (normed) {
+                    ss += dot(v, v);
+                    v = v * inv_rms * (nw4[t0 * 8 + i] + w_off);
+                }
                 xl[(i >> 3) * 9 + (i & 7)] = v;
             }
             barrier(CLK_LOCAL_MEM_FENCE);
+            x_scale = norm_in_tile ? rsqrt(tl_wg_sum(ss, red) / (float)(chunks * 32) + eps) : 1.0f;
+            *x_scale_io = x_scale;
         }
         MV_UNROLL_PRAGMA
         for (uint c = t0 + lid; c < t0 + tn; c += MV_WG) {
             local const float4* xc = xl + (c - t0) * 9;
             float4 x0 = xc[0], x1 = xc[1], x2 = xc[2], x3 = xc[3];
             float4 x5 = xc[4], x6 = xc[5], x7 = xc[6], x8 = xc[7];
+            if (norm_in_tile) {
+                x0 *= x_scale; x1 *= x_scale; x2 *= x_scale; x3 *= x_scale;
+                x5 *= x_scale; x6 *= x_scale; x7 *= x_scale; x8 *= x_scale;
+            }
 #else
     {
+        const float inv_rms = normed ? mv_rms_scale(x4, chunks, eps, red) : 1.0f;
         MV_UNROLL_PRAGMA
         for (uint c = lid; c < chunks; c += MV_WG) {
             float4 x0 = x4[c * 8 + 0], x1 = x4[c * 8 + 1], x2 = x4[c * 8 + 2], x3 = x4[c * 8 + 3];
@@ -169,47 +239,9 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
             x5 *= MV_XSCALE; x6 *= MV_XSCALE; x7 *= MV_XSCALE; x8 *= MV_XSCALE;
 #endif
             const uint g = c >> cpg_shift;
-#pragma unroll
-            for (uint r = 0; r < MV_ROWS; ++r) {
-                const uint row = min(row0 + r, rows - 1);
-                const uint4 q = codes[(size_t)row * chunks + c];
-                const size_t gi = (size_t)row * groups + g;
-                const float s = vload_half(gi, scales), b = vload_half(gi, offsets);
-#if defined(TLITE_HAS_FP16) && defined(TLITE_MV_HALF_MATH)
-                const float d = tl_m0e4_dot8_half(q.x, xa) + tl_m0e4_dot8_half(q.y, xb) +
-                                tl_m0e4_dot8_half(q.z, xc8) + tl_m0e4_dot8_half(q.w, xd);
-                acc[r] += s * d + b * xsum;
-#elif defined(MV_H2_PATH)
-                uint ha = tl_nv_m0e4_word_h2(q.x, h0, 0u);
-                ha = tl_nv_m0e4_word_h2(q.y, h1, ha);
-                ha = tl_nv_m0e4_word_h2(q.z, h2, ha);
-                ha = tl_nv_m0e4_word_h2(q.w, h3, ha);
-                // ha sums q·x/256 and sum(h·x) = sum(x) + sum(q·x)/16, so the scale's share is 16·s·ha.
-                acc[r] += (16.0f * s) * tl_nv_h2_sum(ha) + (s + b) * xsum;
-#elif defined(MV_FPDQ)
-                const float dq = tl_m0e4_qdot8(q.x, x0, x1) + tl_m0e4_qdot8(q.y, x2, x3) +
-                                 tl_m0e4_qdot8(q.z, x5, x6) + tl_m0e4_qdot8(q.w, x7, x8);
-                acc[r] += s * dq + (s + b) * xsum;
-#else
-                const float d = tl_m0e4_dot8(q.x, x0, x1) + tl_m0e4_dot8(q.y, x2, x3) +
-                                tl_m0e4_dot8(q.z, x5, x6) + tl_m0e4_dot8(q.w, x7, x8);
-                acc[r] += s * d + b * xsum;
-#endif
-            }
+            MV_ROWS_ACC(acc, codes, scales, offsets)
         }
     }
-}
-
-// 1 / sqrt(mean(x^2) + eps) over the chunks * 32 activations, computed by every work-group (x is at most a few
-// tens of KiB and stays in cache), so the RMSNorm before a decode mat-vec needs no launch of its own.
-// `red` holds at least MV_WG floats; it is free again on return.
-inline float mv_rms_scale(global const float4* x4, uint chunks, float eps, local float* red) {
-    float ss = 0.0f;
-    for (uint i = get_local_id(0); i < chunks * 8; i += MV_WG) {
-        const float4 v = x4[i];
-        ss += dot(v, v);
-    }
-    return rsqrt(tl_wg_sum(ss, red) / (float)(chunks * 32) + eps);
 }
 
 // Sums acc[r] over the work-group into red[r * MV_WG]; afterwards work-item r < MV_ROWS reads its row's total.
@@ -265,12 +297,12 @@ inline void mv_m0e4_body(global const uint4* codes, global const half* scales, g
                          uint chunks, uint cpg_shift, uint res_mode, const bool normed, global const float4* nw,
                          float eps, float w_off, local float* red, local float4* xl) {
     const uint row0 = get_group_id(0) * MV_ROWS;
-    const float inv_rms = normed ? mv_rms_scale(x, chunks, eps, red) : 1.0f;
     float acc[MV_ROWS];
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms, w_off,
-                    false);
+    float x_scale = 1.0f;
+    mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, eps, w_off, red,
+                    false, &x_scale);
     mv_store(mv_reduce(acc, red), y, residual, rows, row0, res_mode);
 }
 
@@ -305,19 +337,17 @@ inline void mv_gate_up_body(global const uint4* g_codes, global const half* g_sc
                             uint act, const bool normed, global const float4* nw, float eps, float w_off,
                             local float* red, local float4* xl) {
     const uint row0 = get_group_id(0) * MV_ROWS;
-    const float inv_rms = normed ? mv_rms_scale(x, chunks, eps, red) : 1.0f;
-    float acc[MV_ROWS];
+    float acc[MV_ROWS], acc2[MV_ROWS];
 #pragma unroll
-    for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms,
-                    w_off, false);
+    for (uint r = 0; r < MV_ROWS; ++r) acc[r] = acc2[r] = 0.0f;
+    float x_scale = 1.0f;
+    mv_m0e4_partial(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, eps, w_off,
+                    red, false, &x_scale);
     const float gate = mv_reduce(acc, red);
     barrier(CLK_LOCAL_MEM_FENCE);
-#pragma unroll
-    for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, inv_rms,
-                    w_off, true);
-    const float up = mv_reduce(acc, red);
+    mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc2, xl, normed, nw, eps, w_off,
+                    red, true, &x_scale);
+    const float up = mv_reduce(acc2, red);
     const uint lid = get_local_id(0);
     const uint row = row0 + lid;
     if (lid < MV_ROWS && row < rows) {
