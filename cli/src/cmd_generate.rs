@@ -40,6 +40,10 @@ pub struct ModelArgs {
     /// Prompt tokens per prefill step (long prompts are prefilled in chunks of this).
     #[arg(long, default_value_t = 256)]
     pub prefill_chunk: usize,
+    /// Multiply the decode mat-vecs in f32 even where f16 products are faster (NVIDIA, devices with
+    /// cl_khr_fp16): slower, but each mat-vec exact to f32 rounding instead of ~2e-3.
+    #[arg(long)]
+    pub f32_matvec: bool,
 }
 
 impl ModelArgs {
@@ -69,6 +73,7 @@ impl ModelArgs {
                 priority: self.priority,
                 max_ctx: self.ctx,
                 max_chunk: self.prefill_chunk,
+                half_products: !self.f32_matvec,
                 ..GpuOptions::default()
             },
         };

@@ -22,7 +22,7 @@ use clkernels::kernels::attention::{Attention, AttentionShape, KvOperand};
 use clkernels::kernels::elementwise::Elementwise;
 use clkernels::kernels::embedding::Embedding;
 use clkernels::kernels::matmul::{MatmulF16, MatmulM0e4};
-use clkernels::kernels::matvec::{MatvecF16, MatvecM0e4};
+use clkernels::kernels::matvec::{MatvecConfig, MatvecF16, MatvecM0e4};
 use clkernels::kernels::norm::{Norm, RmsNormParams, RowsShape};
 use clkernels::kernels::rope::{
     HeadsLayout, Rope, RopeConfig, RopeStyle as KernelRopeStyle, RopeTable,
@@ -53,6 +53,10 @@ pub struct GpuOptions {
     pub max_chunk: usize,
     /// Element type of the KV cache.
     pub kv_dtype: KvDtype,
+    /// Let the decode mat-vecs multiply in f16 where the device makes that faster (NVIDIA's packed-f16 path,
+    /// `cl_khr_fp16` half math): each mat-vec is then exact to about 2e-3 of sum|w·x| instead of f32 rounding.
+    /// Off, they multiply in f32 (what the tests comparing against the f32 reference want).
+    pub half_products: bool,
 }
 
 impl Default for GpuOptions {
@@ -63,6 +67,7 @@ impl Default for GpuOptions {
             max_ctx: None,
             max_chunk: 256,
             kv_dtype: KvDtype::F16,
+            half_products: true,
         }
     }
 }
@@ -83,9 +88,14 @@ struct Kernels {
 }
 
 impl Kernels {
-    fn new(gpu: &Gpu) -> Result<Self, EngineError> {
+    fn new(gpu: &Gpu, half_products: bool) -> Result<Self, EngineError> {
+        let mut matvec = MatvecConfig::for_gpu(gpu);
+        if !half_products {
+            matvec.half_math = false;
+            matvec.nv_half2 = false;
+        }
         Ok(Self {
-            matvec: MatvecM0e4::new(gpu)?,
+            matvec: MatvecM0e4::with_config(gpu, matvec)?,
             matvec_f16: MatvecF16::new(gpu)?,
             matmul: MatmulM0e4::new(gpu)?,
             matmul_f16: MatmulF16::new(gpu)?,
@@ -218,7 +228,7 @@ impl GpuModel {
         let max_chunk = options.max_chunk.min(max_ctx);
         let plan = StepPlan::new(&config, max_ctx)?;
         let weights = DeviceWeights::upload(&gpu, model)?;
-        let kernels = Kernels::new(&gpu)?;
+        let kernels = Kernels::new(&gpu, options.half_products)?;
         let sizes = ScratchSizes::new(&config, max_chunk);
         let scratch = Scratch::new(&gpu, &sizes, max_chunk, config.hidden)?;
         let kv_config = KvConfig::new(
@@ -278,6 +288,12 @@ impl GpuModel {
     /// The weights on the device.
     pub fn weights(&self) -> &DeviceWeights {
         &self.weights
+    }
+
+    /// Whether the decode mat-vecs multiply in f16 (see [`GpuOptions::half_products`]): asked for and
+    /// available on this device.
+    pub fn uses_half_products(&self) -> bool {
+        self.kernels.matvec.uses_half_products()
     }
 
     /// Bytes this model allocated on the device (weights, KV cache, activations).
