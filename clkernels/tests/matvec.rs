@@ -162,10 +162,13 @@ fn default_rel(mv: &MatvecM0e4) -> f32 {
 #[test]
 fn m0e4_matvec_geometries_agree() {
     let gpu = gpu();
-    for (wg, rows) in [(64, 1), (128, 8), (16, 3)] {
+    // (1, 3): 70 rows are more than TALL_GROUPS_PER_UNIT groups per unit on a small device, so the tall
+    // geometry (3 rows per group) takes over those launches.
+    for (wg, rows, tall) in [(64, 1, 3), (128, 8, 0), (16, 3, 0)] {
         let config = MatvecConfig {
             work_group: wg,
             rows_per_group: rows,
+            tall_rows_per_group: tall,
             half_math: false,
             warp_shuffle: true,
             fp_dequant: false,
@@ -173,11 +176,10 @@ fn m0e4_matvec_geometries_agree() {
             unroll: 1,
             nv_half2: false,
         };
-        check_matvec(
-            &gpu,
-            &MatvecM0e4::with_config(&gpu, config).unwrap(),
-            &format!("wg{wg} rows{rows}"),
-        );
+        let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
+        let label = format!("wg{wg} rows{rows} tall{tall}");
+        check_matvec(&gpu, &mv, &label);
+        check_normed(&gpu, &mv, &label, REL);
     }
 }
 
@@ -188,6 +190,7 @@ fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
         let config = MatvecConfig {
             work_group: 32,
             rows_per_group: 4,
+            tall_rows_per_group: 0,
             half_math: false,
             warp_shuffle: true,
             fp_dequant,
@@ -212,6 +215,7 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
     let config = MatvecConfig {
         work_group: 32,
         rows_per_group: 4,
+        tall_rows_per_group: 0,
         half_math: false,
         warp_shuffle: true,
         fp_dequant: false,
@@ -440,6 +444,7 @@ fn shape_errors_are_refused_before_launch() {
     let bad = MatvecConfig {
         work_group: 48,
         rows_per_group: 4,
+        tall_rows_per_group: 0,
         half_math: false,
         warp_shuffle: true,
         fp_dequant: false,
@@ -459,6 +464,7 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
     let config = MatvecConfig {
         work_group: 32,
         rows_per_group: 4,
+        tall_rows_per_group: 0,
         half_math: true,
         warp_shuffle: true,
         fp_dequant: false,

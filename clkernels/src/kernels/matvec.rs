@@ -130,6 +130,10 @@ pub struct MatvecConfig {
     pub work_group: usize,
     /// Rows per work-group; the activations of a chunk are loaded once for all of them.
     pub rows_per_group: usize,
+    /// Rows per work-group for single-matrix launches of tall matrices, those that would need more than
+    /// [`TALL_GROUPS_PER_UNIT`] work-groups per compute unit at `rows_per_group` (0: no separate geometry). Fewer,
+    /// longer work-groups then fit the device in one wave instead of leaving a short second one.
+    pub tall_rows_per_group: usize,
     /// Use half-precision products where the device has `cl_khr_fp16` (the M0E4 FP16 recipe).
     pub half_math: bool,
     /// On NVIDIA, reduce within warps by inline-PTX shuffles (its OpenCL has no sub-group extension); falls back
@@ -157,15 +161,19 @@ impl MatvecConfig {
             // H100 sweep: 8 rows per group and activations staged in local memory were fastest. A layout with
             // warps owning rows (no work-group reduction, activations staged once per many rows) measured
             // 10-20 % slower on the H200 and was dropped (bench/RESULTS.md).
+            // 16 rows for tall matrices: the 12288-row QKV mat-vec 16.1 -> 13.1 us, 11008x4096 12.7 -> 12.3 us;
+            // shorter ones (4096 rows) are faster at 8 (bench/RESULTS.md).
             VendorFamily::Nvidia => (128, 8, 128),
             VendorFamily::Adreno => (64, 4, 0),
             VendorFamily::Mali => (64, 4, 0),
             VendorFamily::Pocl => (64, 8, 64),
             _ => (128, 4, 0),
         };
+        let work_group = super::pow2_at_most(work_group, caps.max_work_group_size);
         MatvecConfig {
-            work_group: super::pow2_at_most(work_group, caps.max_work_group_size),
+            work_group,
             rows_per_group,
+            tall_rows_per_group: if nvidia { 16.min(work_group) } else { 0 },
             half_math: caps.fp16,
             warp_shuffle: true,
             fp_dequant: false,
@@ -199,6 +207,9 @@ impl MatvecConfig {
         d
     }
 }
+
+/// Above this many work-groups per compute unit a single-matrix launch uses `tall_rows_per_group`.
+pub const TALL_GROUPS_PER_UNIT: usize = 10;
 
 /// Builds a kernel of the mat-vec program with `config` and `extra` defines.
 fn build(
@@ -236,6 +247,8 @@ pub struct MatvecM0e4 {
     gate_up: LockedKernel,
     normed: LockedKernel,
     gate_up_normed: LockedKernel,
+    /// The plain and normed kernels built with `tall_rows_per_group`, when that differs.
+    tall: Option<(LockedKernel, LockedKernel)>,
 }
 
 /// The codes, scales and offsets buffers of `w`, as the first three arguments of a weight in every kernel.
@@ -275,10 +288,26 @@ impl MatvecM0e4 {
         let (gate_up, shfl_gu) = build(gpu, &config, extra, "matvec_m0e4_gate_up")?;
         let (normed, shfl_n) = build(gpu, &config, extra, "matvec_m0e4_normed")?;
         let (gate_up_normed, shfl_gun) = build(gpu, &config, extra, "matvec_m0e4_gate_up_normed")?;
+        let mut warp_shuffle = shfl && shfl_gu && shfl_n && shfl_gun;
+        let tall = match config.tall_rows_per_group {
+            0 => None,
+            r if r == config.rows_per_group => None,
+            r => {
+                let tall_config = MatvecConfig {
+                    rows_per_group: r,
+                    ..config
+                };
+                let (plain, s1) = build(gpu, &tall_config, extra, "matvec_m0e4")?;
+                let (normed, s2) = build(gpu, &tall_config, extra, "matvec_m0e4_normed")?;
+                warp_shuffle &= s1 && s2;
+                Some((plain, normed))
+            }
+        };
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
             config,
-            warp_shuffle: shfl && shfl_gu && shfl_n && shfl_gun,
+            tall,
+            warp_shuffle,
             plain,
             gate_up,
             normed,
@@ -453,7 +482,22 @@ impl MatvecM0e4 {
         let (nw, params) = op.norm.unwrap_or((op.x, unnormed));
         let wg = self.config.work_group;
         let cpg = w.chunks_per_group_shift();
-        let global = [w.shape.rows.div_ceil(self.config.rows_per_group) * wg];
+        let units = self.gpu.caps().compute_units.max(1) as usize;
+        let tall = match &self.tall {
+            Some(k)
+                if op.up.is_none()
+                    && w.shape.rows.div_ceil(self.config.rows_per_group)
+                        > TALL_GROUPS_PER_UNIT * units =>
+            {
+                Some(k)
+            }
+            _ => None,
+        };
+        let rows_per_group = match tall {
+            Some(_) => self.config.tall_rows_per_group,
+            None => self.config.rows_per_group,
+        };
+        let global = [w.shape.rows.div_ceil(rows_per_group) * wg];
         match (op.up, op.norm) {
             (None, norm) => {
                 // The normed kernel takes the norm weight after x and eps, w_off at the end.
@@ -470,11 +514,12 @@ impl MatvecM0e4 {
                     cpg.into(),
                     op.residual.mode().into(),
                 ]);
+                let (plain, normed) = tall.map_or((&self.plain, &self.normed), |(p, n)| (p, n));
                 let kernel = if norm.is_some() {
                     args.extend::<[Arg; 2]>([params.eps.into(), params.weight_offset.into()]);
-                    &self.normed
+                    normed
                 } else {
-                    &self.plain
+                    plain
                 };
                 kernel.launch(&self.gpu, &args, &global, Some(&[wg]))
             }
