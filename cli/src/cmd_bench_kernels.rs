@@ -2,6 +2,7 @@
 //! bandwidth, and FLOP/s against a given peak.
 
 use anyhow::Context as _;
+use clkernels::kernels::attention::SplitPolicy;
 use clkernels::kernels::bench_suite::{cases, copy_bandwidth, time_case, SuiteOptions};
 use clkernels::kernels::matmul::MatmulConfig;
 use clkernels::kernels::matvec::MatvecConfig;
@@ -56,6 +57,12 @@ pub struct Args {
     /// Mat-mat tiling as TMxTNxWMxWN, e.g. 64x128x4x8; a trailing `v` selects contiguous float4 blocks (64x128x4x8v).
     #[arg(long)]
     mm_tile: Option<String>,
+    /// Decode attention: split the context until about this many work-groups per compute unit (default 4).
+    #[arg(long)]
+    att_groups_per_cu: Option<usize>,
+    /// Decode attention: fewest positions per split (default 32).
+    #[arg(long)]
+    att_min_chunk: Option<usize>,
     /// Also try several mat-vec geometries and mat-mat tilings and print each.
     #[arg(long)]
     sweep: bool,
@@ -211,6 +218,16 @@ without events, as a decode step enqueues them (%copy-p uses it)\n", args.warmup
         matvec,
         matmul,
         small: args.small,
+        attention_split: match (args.att_groups_per_cu, args.att_min_chunk) {
+            (None, None) => None,
+            (g, c) => {
+                let d = SplitPolicy::default();
+                Some(SplitPolicy {
+                    groups_per_unit: g.unwrap_or(d.groups_per_unit),
+                    min_chunk: c.unwrap_or(d.min_chunk),
+                })
+            }
+        },
     };
     let floor_opts = SuiteOptions {
         filter: vec!["launch_floor".into()],
@@ -263,6 +280,7 @@ without events, as a decode step enqueues them (%copy-p uses it)\n", args.warmup
                 matmul: None,
                 small: args.small,
                 matvec_defines: args.mv_defines.clone(),
+                attention_split: None,
             };
             run_suite(&gpu, &o, &args, reference)?;
         }
@@ -288,6 +306,7 @@ without events, as a decode step enqueues them (%copy-p uses it)\n", args.warmup
                 matmul: Some(c),
                 small: args.small,
                 matvec_defines: args.mv_defines.clone(),
+                attention_split: None,
             };
             run_suite(&gpu, &o, &args, reference)?;
         }

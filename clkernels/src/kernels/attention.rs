@@ -21,8 +21,25 @@ const SOURCE: crate::runtime::ProgramSource = program_source!("attention", "atte
 const ATT_WG: usize = 64;
 /// Largest head dimension the kernels hold in local memory.
 pub const MAX_HEAD_DIM: usize = 256;
-/// Fewest positions per split of the context in decode (splits are whole multiples of this).
-const MIN_DECODE_CHUNK: usize = 32;
+/// How decode (few query rows) splits the context across work-groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitPolicy {
+    /// Split until there are about this many work-groups per compute unit.
+    pub groups_per_unit: usize,
+    /// Fewest positions per split (splits are whole multiples of this).
+    pub min_chunk: usize,
+}
+
+impl Default for SplitPolicy {
+    fn default() -> Self {
+        // H100 sweep (bench/RESULTS.md): 8 groups per unit took ctx-4096 decode from 45.5 to 41.0 us; 2 and 16
+        // were slower; 192 positions were ~11 us whatever the policy (latency-bound).
+        SplitPolicy {
+            groups_per_unit: 8,
+            min_chunk: 32,
+        }
+    }
+}
 
 /// One cache buffer as a kernel operand: the `cl_mem` (whole buffer or sub-buffer) and the view into it.
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +140,7 @@ pub struct Attention {
     write_f16: LockedKernel,
     fused_write_f32: LockedKernel,
     fused_write_f16: LockedKernel,
+    split: SplitPolicy,
     scratch: Mutex<Scratch>,
 }
 
@@ -154,6 +172,7 @@ impl Attention {
             write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "kv_write")?,
             fused_write_f32: LockedKernel::build(gpu, &SOURCE, &base, "qkv_rope_write")?,
             fused_write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "qkv_rope_write")?,
+            split: SplitPolicy::default(),
             scratch: Mutex::new(Scratch {
                 ml: None,
                 o: None,
@@ -162,18 +181,26 @@ impl Attention {
         })
     }
 
+    /// Replaces the decode split policy (for tuning; the default suits the devices measured so far).
+    pub fn set_split_policy(&mut self, policy: SplitPolicy) {
+        self.split = SplitPolicy {
+            groups_per_unit: policy.groups_per_unit.max(1),
+            min_chunk: policy.min_chunk.max(1),
+        };
+    }
+
     /// How many context splits a call uses: several only when few (token, head) work-groups exist.
     pub fn splits(&self, shape: &AttentionShape) -> usize {
         self.split_plan(shape).0
     }
 
     /// `(splits, positions per split)`. One work-group walks its positions serially, so a decode step with few
-    /// heads splits even a short context until there are about four work-groups per compute unit (32 heads on a
-    /// 132-unit H100 at 192 positions: 6 splits of 32 instead of one work-group per head), at the price of the
-    /// merge the last split does.
+    /// heads splits even a short context until there are about `groups_per_unit` work-groups per compute unit
+    /// (32 heads on a 132-unit H100 at 192 positions: 6 splits of 32 instead of one work-group per head), at the
+    /// price of the merge the last split does.
     fn split_plan(&self, shape: &AttentionShape) -> (usize, usize) {
         let n_keys = shape.past + shape.seq;
-        let target = 4 * self.gpu.caps().compute_units.max(1) as usize;
+        let target = self.split.groups_per_unit * self.gpu.caps().compute_units.max(1) as usize;
         let groups = shape.seq * shape.heads;
         if groups >= target {
             return (1, n_keys);
@@ -181,8 +208,8 @@ impl Attention {
         let wanted = target.div_ceil(groups.max(1));
         let chunk = n_keys
             .div_ceil(wanted)
-            .next_multiple_of(MIN_DECODE_CHUNK)
-            .max(MIN_DECODE_CHUNK);
+            .next_multiple_of(self.split.min_chunk)
+            .max(self.split.min_chunk);
         match n_keys.div_ceil(chunk) {
             0 | 1 => (1, n_keys),
             splits => (splits, chunk),

@@ -16,7 +16,7 @@ use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE};
 use opencl3::event::Event;
 use opencl3::memory::ClMem;
 
-use super::attention::{Attention, AttentionShape, KvOperand};
+use super::attention::{Attention, AttentionShape, KvOperand, SplitPolicy};
 use super::matmul::{MatmulConfig, MatmulM0e4};
 use super::matvec::{DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4};
 use super::norm::{Norm, RmsNormParams, RowsShape};
@@ -40,6 +40,8 @@ pub struct SuiteOptions {
     /// `MV_DIAG_CHEAP_DOT`, which replaces the dequantising dot by one multiply to show whether a shape is bound
     /// by arithmetic or by memory; its results are wrong by design).
     pub matvec_defines: Vec<String>,
+    /// Decode attention split policy (the default when `None`).
+    pub attention_split: Option<SplitPolicy>,
 }
 
 /// One benchmark case.
@@ -512,7 +514,10 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         if !wanted(opts, name) {
             continue;
         }
-        let att = Attention::new(gpu)?;
+        let mut att = Attention::new(gpu)?;
+        if let Some(policy) = opts.attention_split {
+            att.set_split_policy(policy);
+        }
         let kv_heads = heads;
         let layout = KvLayout {
             kv_heads,
