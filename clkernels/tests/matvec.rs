@@ -169,6 +169,7 @@ fn m0e4_matvec_geometries_agree() {
             work_group: wg,
             rows_per_group: rows,
             tall_rows_per_group: tall,
+            long_x_local_chunks: 0,
             half_math: false,
             warp_shuffle: true,
             fp_dequant: false,
@@ -186,11 +187,14 @@ fn m0e4_matvec_geometries_agree() {
 #[test]
 fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
     let gpu = gpu();
-    for (fp_dequant, x_local_chunks) in [(true, 0), (false, 3), (true, 4)] {
+    // (false, 3, 7): rows of more than 3 chunks take the long-row build, whose 7-chunk tile still leaves 320-wide
+    // rows (10 chunks) two tiles.
+    for (fp_dequant, x_local_chunks, long) in [(true, 0, 0), (false, 3, 7), (true, 4, 0)] {
         let config = MatvecConfig {
             work_group: 32,
             rows_per_group: 4,
             tall_rows_per_group: 0,
+            long_x_local_chunks: long,
             half_math: false,
             warp_shuffle: true,
             fp_dequant,
@@ -198,12 +202,10 @@ fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
             unroll: 2,
             nv_half2: false,
         };
-        let label = format!("fpdq {fp_dequant} xl {x_local_chunks}");
-        check_matvec(
-            &gpu,
-            &MatvecM0e4::with_config(&gpu, config).unwrap(),
-            &label,
-        );
+        let label = format!("fpdq {fp_dequant} xl {x_local_chunks} long {long}");
+        let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
+        check_matvec(&gpu, &mv, &label);
+        check_normed(&gpu, &mv, &label, REL);
     }
 }
 
@@ -216,6 +218,7 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
         work_group: 32,
         rows_per_group: 4,
         tall_rows_per_group: 0,
+        long_x_local_chunks: 0,
         half_math: false,
         warp_shuffle: true,
         fp_dequant: false,
@@ -445,6 +448,7 @@ fn shape_errors_are_refused_before_launch() {
         work_group: 48,
         rows_per_group: 4,
         tall_rows_per_group: 0,
+        long_x_local_chunks: 0,
         half_math: false,
         warp_shuffle: true,
         fp_dequant: false,
@@ -465,6 +469,7 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
         work_group: 32,
         rows_per_group: 4,
         tall_rows_per_group: 0,
+        long_x_local_chunks: 0,
         half_math: true,
         warp_shuffle: true,
         fp_dequant: false,

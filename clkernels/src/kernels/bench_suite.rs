@@ -279,6 +279,23 @@ fn synthetic_m0e4(
         .map_err(|e| super::shape_error("bench_suite", e.to_string()))
 }
 
+/// Bytes of weight copies a mat-vec case cycles through: more than any last-level cache (the H100's L2 is 50 MB),
+/// so every launch reads its weights from memory, as a decode step does (each matrix is read once per token).
+/// Without the copies, a matrix that fits the L2 is re-read from it by back-to-back launches and looks faster
+/// than it is in a step.
+const COLD_WORKING_SET: usize = 256 << 20;
+
+/// `m` uploaded as many times as [`COLD_WORKING_SET`] asks (at least once, at most 32).
+fn cold_copies(gpu: &Gpu, m: &M0e4Matrix) -> Result<Vec<DeviceM0e4>, KernelError> {
+    let first = DeviceM0e4::upload(gpu, m)?;
+    let n = (COLD_WORKING_SET / first.bytes().max(1)).clamp(1, 32);
+    let mut copies = vec![first];
+    for _ in 1..n {
+        copies.push(DeviceM0e4::upload(gpu, m)?);
+    }
+    Ok(copies)
+}
+
 /// Llama's RMSNorm parameters, for the cases with the norm folded in.
 const NORM: RmsNormParams = RmsNormParams {
     eps: 1e-5,
@@ -349,51 +366,58 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                 (ffn, hidden, GroupSize::G32),
                 (hidden, hidden, GroupSize::G128),
             ] {
-                let w = DeviceM0e4::upload(gpu, &synthetic_m0e4(&mut rng, rows, cols, group)?)?;
+                let ws = cold_copies(gpu, &synthetic_m0e4(&mut rng, rows, cols, group)?)?;
                 let x = DeviceBuffer::from_slice(gpu, &rng.floats(cols))?;
                 let mut y = DeviceBuffer::<f32>::new(gpu, rows)?;
-                let bytes = (w.bytes() + cols * 4 + rows * 4) as f64;
+                let bytes = (ws[0].bytes() + cols * 4 + rows * 4) as f64;
                 let mv = mv.clone();
+                let mut i = 0;
                 out.push(Case {
                     name: "matvec_m0e4".into(),
                     shape: format!("{rows}x{cols} G{}", group.len()),
                     config: cfg_text.clone(),
                     bytes,
                     flops: 2.0 * (rows * cols) as f64,
-                    run: Box::new(move || mv.enqueue(&w, &x, &mut y, Residual::None)),
+                    run: Box::new(move || {
+                        i = (i + 1) % ws.len();
+                        mv.enqueue(&ws[i], &x, &mut y, Residual::None)
+                    }),
                 });
             }
         }
         if wanted(opts, "matvec_m0e4_normed") {
             // What a 7B decode step runs first in each layer: the attention RMSNorm folded into the QKV mat-vec.
-            let w = DeviceM0e4::upload(
+            let ws = cold_copies(
                 gpu,
                 &synthetic_m0e4(&mut rng, 3 * hidden, hidden, GroupSize::G32)?,
             )?;
             let x = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
             let nw = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
             let mut y = DeviceBuffer::<f32>::new(gpu, 3 * hidden)?;
-            let bytes = (w.bytes() + hidden * 8 + 3 * hidden * 4) as f64;
+            let bytes = (ws[0].bytes() + hidden * 8 + 3 * hidden * 4) as f64;
             let mv = mv.clone();
+            let mut i = 0;
             out.push(Case {
                 name: "matvec_m0e4_normed".into(),
                 shape: format!("{}x{hidden} G32 (QKV)", 3 * hidden),
                 config: cfg_text.clone(),
                 bytes,
                 flops: 2.0 * (3 * hidden * hidden) as f64,
-                run: Box::new(move || mv.enqueue_normed(&w, &x, &nw, NORM, &mut y, Residual::None)),
+                run: Box::new(move || {
+                    i = (i + 1) % ws.len();
+                    mv.enqueue_normed(&ws[i], &x, &nw, NORM, &mut y, Residual::None)
+                }),
             });
         }
         if wanted(opts, "matvec_m0e4_gate_up") {
-            let g =
-                DeviceM0e4::upload(gpu, &synthetic_m0e4(&mut rng, ffn, hidden, GroupSize::G32)?)?;
-            let u =
-                DeviceM0e4::upload(gpu, &synthetic_m0e4(&mut rng, ffn, hidden, GroupSize::G32)?)?;
+            let gs = cold_copies(gpu, &synthetic_m0e4(&mut rng, ffn, hidden, GroupSize::G32)?)?;
+            let us = cold_copies(gpu, &synthetic_m0e4(&mut rng, ffn, hidden, GroupSize::G32)?)?;
             let x = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
             let mut y = DeviceBuffer::<f32>::new(gpu, ffn)?;
             let nw = DeviceBuffer::from_slice(gpu, &rng.floats(hidden))?;
-            let bytes = (g.bytes() + u.bytes() + hidden * 8 + ffn * 4) as f64;
+            let bytes = (gs[0].bytes() + us[0].bytes() + hidden * 8 + ffn * 4) as f64;
             let mv = mv.clone();
+            let mut i = 0;
             // With the feed-forward RMSNorm folded in, as decode runs it.
             out.push(Case {
                 name: "matvec_m0e4_gate_up".into(),
@@ -402,7 +426,10 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                 bytes,
                 flops: 4.0 * (ffn * hidden) as f64,
                 run: Box::new(move || {
-                    mv.enqueue_gate_up_normed(&g, &u, &x, &nw, NORM, &mut y, GatedActivation::Silu)
+                    // Each copy list alone exceeds the cache, so the pair does too.
+                    i = (i + 1) % gs.len();
+                    let (g, u) = (&gs[i], &us[i]);
+                    mv.enqueue_gate_up_normed(g, u, &x, &nw, NORM, &mut y, GatedActivation::Silu)
                 }),
             });
         }

@@ -144,6 +144,11 @@ pub struct MatvecConfig {
     /// Stage the activations through local memory in tiles of this many 32-value chunks (0: read them from
     /// global memory in every work-item).
     pub x_local_chunks: usize,
+    /// Local tile (in chunks) for single-matrix launches whose rows are longer than `x_local_chunks` (0: no
+    /// separate build). A larger tile means fewer stage-barrier-compute rounds per work-group for a long row (the
+    /// 11008-wide down projection: three rounds at 128, two at 256) at the price of local memory, which lowers
+    /// occupancy, so shorter rows keep the small tile.
+    pub long_x_local_chunks: usize,
     /// Unroll factor of the chunk loop (1: none), so several chunks' loads are in flight per work-item.
     pub unroll: usize,
     /// On NVIDIA, dequantise and multiply two codes at a time in packed f16 through inline PTX (the FP16
@@ -178,6 +183,8 @@ impl MatvecConfig {
             warp_shuffle: true,
             fp_dequant: false,
             x_local_chunks,
+            // H100, cold weights: 4096x11008 19.1 -> 16.6 us pipelined with 256 (bench/RESULTS.md).
+            long_x_local_chunks: if nvidia { 256 } else { 0 },
             unroll: if nvidia { 2 } else { 1 },
             // Packed-f16 dequantisation measured 20-25 % faster on the H200 (bench/RESULTS.md).
             nv_half2: nvidia,
@@ -249,6 +256,8 @@ pub struct MatvecM0e4 {
     gate_up_normed: LockedKernel,
     /// The plain and normed kernels built with `tall_rows_per_group`, when that differs.
     tall: Option<(LockedKernel, LockedKernel)>,
+    /// The plain and normed kernels built with `long_x_local_chunks`, when that is larger than the base tile.
+    long: Option<(LockedKernel, LockedKernel)>,
 }
 
 /// The codes, scales and offsets buffers of `w`, as the first three arguments of a weight in every kernel.
@@ -289,24 +298,35 @@ impl MatvecM0e4 {
         let (normed, shfl_n) = build(gpu, &config, extra, "matvec_m0e4_normed")?;
         let (gate_up_normed, shfl_gun) = build(gpu, &config, extra, "matvec_m0e4_gate_up_normed")?;
         let mut warp_shuffle = shfl && shfl_gu && shfl_n && shfl_gun;
+        // A second build of the single-matrix kernels with `variant` (None when it equals the base config).
+        let mut build_pair = |variant: MatvecConfig| -> Result<_, KernelError> {
+            if variant == config {
+                return Ok(None);
+            }
+            let (plain, s1) = build(gpu, &variant, extra, "matvec_m0e4")?;
+            let (normed, s2) = build(gpu, &variant, extra, "matvec_m0e4_normed")?;
+            warp_shuffle &= s1 && s2;
+            Ok(Some((plain, normed)))
+        };
         let tall = match config.tall_rows_per_group {
             0 => None,
-            r if r == config.rows_per_group => None,
-            r => {
-                let tall_config = MatvecConfig {
-                    rows_per_group: r,
-                    ..config
-                };
-                let (plain, s1) = build(gpu, &tall_config, extra, "matvec_m0e4")?;
-                let (normed, s2) = build(gpu, &tall_config, extra, "matvec_m0e4_normed")?;
-                warp_shuffle &= s1 && s2;
-                Some((plain, normed))
-            }
+            rows_per_group => build_pair(MatvecConfig {
+                rows_per_group,
+                ..config
+            })?,
+        };
+        let long = match config.long_x_local_chunks {
+            n if n <= config.x_local_chunks || config.x_local_chunks == 0 => None,
+            x_local_chunks => build_pair(MatvecConfig {
+                x_local_chunks,
+                ..config
+            })?,
         };
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
             config,
             tall,
+            long,
             warp_shuffle,
             plain,
             gate_up,
@@ -483,19 +503,14 @@ impl MatvecM0e4 {
         let wg = self.config.work_group;
         let cpg = w.chunks_per_group_shift();
         let units = self.gpu.caps().compute_units.max(1) as usize;
-        let tall = match &self.tall {
-            Some(k)
-                if op.up.is_none()
-                    && w.shape.rows.div_ceil(self.config.rows_per_group)
-                        > TALL_GROUPS_PER_UNIT * units =>
-            {
-                Some(k)
-            }
-            _ => None,
-        };
-        let rows_per_group = match tall {
-            Some(_) => self.config.tall_rows_per_group,
-            None => self.config.rows_per_group,
+        let single = op.up.is_none();
+        let is_long = w.shape.cols > 32 * self.config.x_local_chunks;
+        let is_tall =
+            w.shape.rows.div_ceil(self.config.rows_per_group) > TALL_GROUPS_PER_UNIT * units;
+        let (variant, rows_per_group) = match (&self.long, &self.tall) {
+            (Some(k), _) if single && is_long => (Some(k), self.config.rows_per_group),
+            (_, Some(k)) if single && is_tall => (Some(k), self.config.tall_rows_per_group),
+            _ => (None, self.config.rows_per_group),
         };
         let global = [w.shape.rows.div_ceil(rows_per_group) * wg];
         match (op.up, op.norm) {
@@ -514,7 +529,8 @@ impl MatvecM0e4 {
                     cpg.into(),
                     op.residual.mode().into(),
                 ]);
-                let (plain, normed) = tall.map_or((&self.plain, &self.normed), |(p, n)| (p, n));
+                let (plain, normed) =
+                    variant.map_or((&self.plain, &self.normed), |(p, n)| (p, n));
                 let kernel = if norm.is_some() {
                     args.extend::<[Arg; 2]>([params.eps.into(), params.weight_offset.into()]);
                     normed
