@@ -51,16 +51,53 @@ typedef float kv_t;
 #define KV_STORE(v, p, i) ((p)[(i)] = (v))
 #endif
 
+// Element d (< rotary_dim) of one head row after rotary embedding at position pos: style 0 pairs (2i, 2i + 1),
+// style 1 pairs (i, i + rotary_dim / 2); frequency theta^(-2i / rotary_dim).
+inline float kv_rotated(global const float* head, uint d, uint rotary_dim, float log2_theta, float pos, uint style) {
+    const uint half_rd = rotary_dim / 2;
+    uint i, partner;
+    bool first;
+    if (style == 0) {
+        i = d / 2;
+        first = (d & 1) == 0;
+        partner = d ^ 1;
+    } else {
+        first = d < half_rd;
+        i = first ? d : d - half_rd;
+        partner = first ? d + half_rd : d - half_rd;
+    }
+    const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
+    float c;
+    const float sn = sincos(pos * freq, &c);
+    const float val = head[d], other = head[partner];
+    return first ? val * c - other * sn : other * sn + val * c;
+}
+
 // Global size (ATT_WG * splits, heads, seq), local (ATT_WG, 1, 1).
 // q: element d of head h of token t at q_off + t * q_stride + h * head_dim + d.
 // out: [seq][heads][head_dim]. part_ml: [seq][heads][splits] float2 (m, l). part_o: [seq][heads][splits][head_dim].
+//
+// fresh = 1 (decode, seq 1, the step's K/V not yet in the cache): the launch also does what qkv_rope_write does,
+// so a decode layer needs one launch fewer. q is the fused QKV row, rotated here as it is loaded (rotary_dim,
+// log2_theta, rope_style as in rope.cl, position past); the new token's key (at k_src_off in q's buffer, rotated)
+// and value (at v_src_off) are taken from there rather than from the cache, rounded to the cache's element type
+// as a cache read would return them, and the work-groups of query heads h % group == 0 write them into the cache
+// at position past. No work-group of the launch reads that cache position, so the write races with nothing.
 kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
-void attn_partial(global const float* q, uint q_off, uint q_stride, global const kv_t* k, global const kv_t* v,
-                  uint kv_off, uint head_stride, uint pos_stride, global float* out, global float2* part_ml,
-                  global float* part_o, global uint* counters, uint past, uint heads, uint group, uint head_dim,
-                  uint chunk, uint splits, float scale) {
+void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t* k, global kv_t* v, uint kv_off,
+                  uint head_stride, uint pos_stride, global float* out, global float2* part_ml, global float* part_o,
+                  global uint* counters, uint past, uint heads, uint group, uint head_dim, uint chunk, uint splits,
+                  float scale, uint fresh, uint k_src_off, uint v_src_off, uint rotary_dim, float log2_theta,
+                  uint rope_style) {
     local float4 qs4[ATT_MAX_HD / 4];
     local float* qs = (local float*)qs4;
+    // The fresh token's key and value (fresh = 1, last split only).
+    local float4 kn4[ATT_MAX_HD / 4], vn4[ATT_MAX_HD / 4];
+    local float* kn = (local float*)kn4;
+    local float* vn = (local float*)vn4;
+    // Storage for rounding to the cache's element type (half arrays need cl_khr_fp16; half pointers do not).
+    local float rounding_space[ATT_MAX_HD];
+    local kv_t* rounding = (local kv_t*)rounding_space;
     local uint is_last;
     local float ps[ATT_WG];
     local float scratch[ATT_WG];
@@ -70,11 +107,38 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
     const uint n_keys = past + t + 1;
     const uint start = s * chunk;
     const uint end = min(start + chunk, n_keys);
+    // This work-group covers the fresh position (the last one), which it takes from kn / vn.
+    const bool has_fresh = fresh != 0 && end == n_keys;
+    const uint p_new = n_keys - 1;
+    const float pos = (float)p_new;
 
-    for (uint d = lid; d < head_dim; d += ATT_WG) qs[d] = q[q_off + (size_t)t * q_stride + (size_t)h * head_dim + d] * scale;
+    global const float* qh = q + q_off + (size_t)t * q_stride + (size_t)h * head_dim;
+    for (uint d = lid; d < head_dim; d += ATT_WG) {
+        const float qv = fresh != 0 && d < rotary_dim ? kv_rotated(qh, d, rotary_dim, log2_theta, pos, rope_style)
+                                                      : qh[d];
+        qs[d] = qv * scale;
+    }
+    const size_t kv_head = kv_off + (size_t)kvh * head_stride;
+    if (has_fresh) {
+        global const float* kh = q + k_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
+        global const float* vh = q + v_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
+        const size_t at = kv_head + (size_t)p_new * pos_stride;
+        const bool writer = h % group == 0;
+        for (uint d = lid; d < head_dim; d += ATT_WG) {
+            const float kv = d < rotary_dim ? kv_rotated(kh, d, rotary_dim, log2_theta, pos, rope_style) : kh[d];
+            // Each work-item rounds its own element through local memory: what the cache will hold.
+            KV_STORE(kv, rounding, d);
+            kn[d] = KV_LOAD(rounding, d);
+            KV_STORE(vh[d], rounding, d);
+            vn[d] = KV_LOAD(rounding, d);
+            if (writer) {
+                KV_STORE(kn[d], k, at + d);
+                KV_STORE(vn[d], v, at + d);
+            }
+        }
+    }
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    const size_t kv_head = kv_off + (size_t)kvh * head_stride;
     float o[ATT_DPT];
 #pragma unroll
     for (uint i = 0; i < ATT_DPT; ++i) o[i] = 0.0f;
@@ -94,7 +158,15 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
     for (uint base = start; base < end; base += ATT_WG) {
         const uint j = base + lid;
         float score = -INFINITY;
-        if (j < end) {
+        if (has_fresh && j == p_new) {
+            float acc = 0.0f;
+            if ((head_dim & 3) == 0) {
+                for (uint d4 = 0; d4 < head_dim / 4; ++d4) acc += dot(qs4[d4], kn4[d4]);
+            } else {
+                for (uint d = 0; d < head_dim; ++d) acc = mad(qs[d], kn[d], acc);
+            }
+            score = acc;
+        } else if (j < end) {
             const size_t kr = kv_head + (size_t)j * pos_stride;
             float acc = 0.0f;
             if (kv_wide) {
@@ -117,13 +189,16 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
         const float corr = exp(m - new_m);
         l = l * corr + block_sum;
         const uint n = min((uint)ATT_WG, end - base);
+        // The fresh position is the last of this block: the loops below stop before it, it is added from vn.
+        const bool fresh_here = has_fresh && base + n == end;
+        const uint n_cached = fresh_here ? n - 1 : n;
         if (row_v) {
             o8 *= corr;
             const global kv_t* vp = v + kv_head + (size_t)base * pos_stride + vdim;
             // Four rows in flight per work-item per round trip.
             const uint ng = n_vgroups;
             uint jj = vgroup;
-            for (; jj + 3 * ng < n; jj += 4 * ng) {
+            for (; jj + 3 * ng < n_cached; jj += 4 * ng) {
                 const float8 v0 = KV_LOAD8(vp, (size_t)jj * pos_stride);
                 const float8 v1 = KV_LOAD8(vp, (size_t)(jj + ng) * pos_stride);
                 const float8 v2 = KV_LOAD8(vp, (size_t)(jj + 2 * ng) * pos_stride);
@@ -133,15 +208,17 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
                 o8 = mad((float8)(ps[jj + 2 * ng]), v2, o8);
                 o8 = mad((float8)(ps[jj + 3 * ng]), v3, o8);
             }
-            for (; jj < n; jj += ng) o8 = mad((float8)(ps[jj]), KV_LOAD8(vp, (size_t)jj * pos_stride), o8);
+            for (; jj < n_cached; jj += ng) o8 = mad((float8)(ps[jj]), KV_LOAD8(vp, (size_t)jj * pos_stride), o8);
+            if (fresh_here && vgroup == 0) o8 = mad((float8)(ps[n - 1]), (float8)(vn4[vdim / 4], vn4[vdim / 4 + 1]), o8);
         } else {
 #pragma unroll
             for (uint i = 0; i < ATT_DPT; ++i) {
                 const uint d = lid + i * ATT_WG;
                 if (d < head_dim) {
                     float acc = o[i] * corr;
-                    for (uint jj = 0; jj < n; ++jj)
+                    for (uint jj = 0; jj < n_cached; ++jj)
                         acc = mad(ps[jj], KV_LOAD(v, kv_head + (size_t)(base + jj) * pos_stride + d), acc);
+                    if (fresh_here) acc = mad(ps[n - 1], vn[d], acc);
                     o[i] = acc;
                 }
             }
@@ -229,28 +306,6 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global const
             if (lid == 0) counters[th] = 0;
         }
     }
-}
-
-// Element d (< rotary_dim) of one head row after rotary embedding at position pos: style 0 pairs (2i, 2i + 1),
-// style 1 pairs (i, i + rotary_dim / 2); frequency theta^(-2i / rotary_dim).
-inline float kv_rotated(global const float* head, uint d, uint rotary_dim, float log2_theta, float pos, uint style) {
-    const uint half_rd = rotary_dim / 2;
-    uint i, partner;
-    bool first;
-    if (style == 0) {
-        i = d / 2;
-        first = (d & 1) == 0;
-        partner = d ^ 1;
-    } else {
-        first = d < half_rd;
-        i = first ? d : d - half_rd;
-        partner = first ? d + half_rd : d - half_rd;
-    }
-    const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
-    float c;
-    const float sn = sincos(pos * freq, &c);
-    const float val = head[d], other = head[partner];
-    return first ? val * c - other * sn : other * sn + val * c;
 }
 
 // Writes seq new tokens' K (rotated here when rotary_dim > 0) and V into the cache in place.

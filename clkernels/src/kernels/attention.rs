@@ -131,6 +131,18 @@ struct Scratch {
     counters: Option<DeviceBuffer<u32>>,
 }
 
+/// The decode token [`Attention::enqueue_fresh`] takes from the fused QKV output: where its key and value heads
+/// are, and the rotary embedding to apply to q and k.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FreshToken {
+    /// Its key heads in the QKV buffer.
+    pub k: HeadsLayout,
+    /// Its value heads in the QKV buffer.
+    pub v: HeadsLayout,
+    /// Rotary embedding of q and k (position `past`).
+    pub rope: RopeConfig,
+}
+
 /// Attention and K/V-append launcher.
 pub struct Attention {
     gpu: Gpu,
@@ -232,6 +244,43 @@ impl Attention {
         scale: f32,
         out: &mut DeviceBuffer<f32>,
     ) -> Result<(), KernelError> {
+        self.launch_partial(q, q_layout, None, k, v, shape, scale, out)
+    }
+
+    /// Decode attention for a token whose K and V are not in the cache yet, doing in the same launch what
+    /// [`Attention::enqueue_qkv_rope_write`] would do first: q is rotated as it is read from the fused QKV
+    /// output `qkv`, the token's key (rotated) and value are taken from `qkv` at `fresh.k` / `fresh.v` rather
+    /// than from the cache, and they are written into the cache at position `shape.past`. So a decode layer needs
+    /// one launch fewer. `shape.seq` must be 1; `k` and `v` are read views covering `past + 1` positions (the
+    /// new one included); the rotary embedding must use a plain theta (`rope`; frequency tables are not
+    /// supported here).
+    #[allow(clippy::too_many_arguments)] // each argument is a distinct typed operand; bundling them hides nothing
+    pub fn enqueue_fresh(
+        &self,
+        qkv: &DeviceBuffer<f32>,
+        q_layout: HeadsLayout,
+        fresh: FreshToken,
+        k: KvOperand<'_>,
+        v: KvOperand<'_>,
+        shape: AttentionShape,
+        scale: f32,
+        out: &mut DeviceBuffer<f32>,
+    ) -> Result<(), KernelError> {
+        self.launch_partial(qkv, q_layout, Some(fresh), k, v, shape, scale, out)
+    }
+
+    #[allow(clippy::too_many_arguments)] // as enqueue_fresh
+    fn launch_partial(
+        &self,
+        q: &DeviceBuffer<f32>,
+        q_layout: HeadsLayout,
+        fresh: Option<FreshToken>,
+        k: KvOperand<'_>,
+        v: KvOperand<'_>,
+        shape: AttentionShape,
+        scale: f32,
+        out: &mut DeviceBuffer<f32>,
+    ) -> Result<(), KernelError> {
         const K: &str = "attention";
         let AttentionShape {
             seq,
@@ -288,6 +337,46 @@ impl Attention {
                 return Err(shape_error(K, "k and v views differ in layout"));
             }
         }
+        let fresh_args = match fresh {
+            None => [
+                0u32.into(),
+                0u32.into(),
+                0u32.into(),
+                0u32.into(),
+                0.0f32.into(),
+                0u32.into(),
+            ],
+            Some(f) => {
+                if seq != 1 {
+                    return Err(shape_error(
+                        K,
+                        format!("a fresh token needs a one-token step, not {seq}"),
+                    ));
+                }
+                f.rope.validate(K)?;
+                for (name, l) in [("fresh k", &f.k), ("fresh v", &f.v)] {
+                    if l.heads != kv_heads || l.seq != 1 || l.token_stride != q_layout.token_stride
+                    {
+                        return Err(shape_error(
+                            K,
+                            format!("{name} layout {l:?} is not the {kv_heads}-head part of q's fused QKV row"),
+                        ));
+                    }
+                    check_len(K, name, q, l.end(head_dim))?;
+                }
+                if f.rope.head_dim != head_dim {
+                    return Err(shape_error(K, "rope head_dim differs from the attention's"));
+                }
+                [
+                    1u32.into(),
+                    to_u32(K, "k offset", f.k.offset)?.into(),
+                    to_u32(K, "v offset", f.v.offset)?.into(),
+                    to_u32(K, "rotary_dim", f.rope.rotary_dim)?.into(),
+                    f.rope.log2_theta().into(),
+                    f.rope.style.code().into(),
+                ]
+            }
+        };
         let (splits, chunk) = self.split_plan(&shape);
         let mut scratch = self
             .scratch
@@ -333,6 +422,7 @@ impl Attention {
             to_u32(K, "splits", splits)?.into(),
             scale.into(),
         ];
+        let args: Vec<Arg> = args.into_iter().chain(fresh_args).collect();
         let partial = match kv.dtype {
             KvDtype::F16 => &self.partial_f16,
             KvDtype::F32 => &self.partial_f32,

@@ -529,8 +529,7 @@ impl MatvecM0e4 {
                     cpg.into(),
                     op.residual.mode().into(),
                 ]);
-                let (plain, normed) =
-                    variant.map_or((&self.plain, &self.normed), |(p, n)| (p, n));
+                let (plain, normed) = variant.map_or((&self.plain, &self.normed), |(p, n)| (p, n));
                 let kernel = if norm.is_some() {
                     args.extend::<[Arg; 2]>([params.eps.into(), params.weight_offset.into()]);
                     normed

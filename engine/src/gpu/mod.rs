@@ -8,17 +8,18 @@
 //! reads its id from the device, so greedy decode writes nothing to the device either.
 //!
 //! Decode is launch-bound on desktop drivers (NVIDIA's OpenCL pays ~6 µs per kernel), so an M0E4 decode layer is
-//! six launches: QKV mat-vec with the attention RMSNorm folded in, one rotary + K/V-append launch (q rotated in
-//! place, K rotated and V copied into the cache), attention (plus its combine when the context is split),
-//! o-projection with the residual, gate+up with the feed-forward RMSNorm folded in, down with the residual.
-//! Prefill keeps separate norms, and rope-scaled models (frequency table) keep separate rotary launches.
+//! five launches: QKV mat-vec with the attention RMSNorm folded in; attention, which also rotates q and the new
+//! key and writes the new K and V into the cache (and merges its context splits itself); o-projection with the
+//! residual; gate+up with the feed-forward RMSNorm folded in; down with the residual. Prefill keeps separate
+//! norms and one rotary + K/V-append launch before attention, and rope-scaled models (frequency table) keep
+//! separate rotary launches.
 
 mod plan;
 mod weights;
 
 use std::sync::Arc;
 
-use clkernels::kernels::attention::{Attention, AttentionShape, KvOperand};
+use clkernels::kernels::attention::{Attention, AttentionShape, FreshToken, KvOperand};
 use clkernels::kernels::elementwise::Elementwise;
 use clkernels::kernels::embedding::Embedding;
 use clkernels::kernels::matmul::{MatmulF16, MatmulM0e4};
@@ -403,13 +404,33 @@ impl GpuModel {
                 }
             }
             // With a frequency table, q and k rotate in the QKV buffer and the cache writes only copy; with a
-            // plain theta, one launch rotates q in place and writes K (rotated) and V into the cache.
+            // plain theta, decode does the rotation and the K/V write inside the attention launch, and prefill
+            // in one launch before it (q rotated in place, K rotated and V written into the cache).
             // Operands are sized from the storage's own record: no driver query per layer.
             let k_buf = self.kv.buffer(i, KvPart::Key)?;
             let v_buf = self.kv.buffer(i, KvPart::Value)?;
             let (k_write, v_write) = (k_buf.operand(write), v_buf.operand(write));
-            match &self.rope_table {
-                Some(table) => {
+            let (k_op, v_op) = (k_buf.operand(read), v_buf.operand(read));
+            let attended = match (&self.rope_table, seq) {
+                (None, 1) => {
+                    let fresh = FreshToken {
+                        k: k_layout,
+                        v: v_layout,
+                        rope: self.rope,
+                    };
+                    k.attention.enqueue_fresh(
+                        &s.qkv,
+                        q_layout,
+                        fresh,
+                        k_op,
+                        v_op,
+                        shape,
+                        attn_scale,
+                        &mut s.attn,
+                    )?;
+                    true
+                }
+                (Some(table), _) => {
                     k.rope
                         .enqueue_with_table(&mut s.qkv, q_layout, self.rope, table, past)?;
                     k.rope
@@ -418,14 +439,26 @@ impl GpuModel {
                         .enqueue_kv_write(&s.qkv, k_layout, k_write, None, past)?;
                     k.attention
                         .enqueue_kv_write(&s.qkv, v_layout, v_write, None, past)?;
+                    false
                 }
-                None => k.attention.enqueue_qkv_rope_write(
-                    &mut s.qkv, q_layout, k_layout, v_layout, k_write, v_write, self.rope, past,
-                )?,
+                (None, _) => {
+                    k.attention.enqueue_qkv_rope_write(
+                        &mut s.qkv, q_layout, k_layout, v_layout, k_write, v_write, self.rope, past,
+                    )?;
+                    false
+                }
+            };
+            if !attended {
+                k.attention.enqueue(
+                    &s.qkv,
+                    q_layout,
+                    k_op,
+                    v_op,
+                    shape,
+                    attn_scale,
+                    &mut s.attn,
+                )?;
             }
-            let (k_op, v_op) = (k_buf.operand(read), v_buf.operand(read));
-            k.attention
-                .enqueue(&s.qkv, q_layout, k_op, v_op, shape, attn_scale, &mut s.attn)?;
             k.linear(&layer.wo, &s.attn, seq, &mut s.x, Residual::Accumulate)?;
             match (&layer.gate, &layer.up, seq) {
                 (DeviceMatrix::M0e4(g), DeviceMatrix::M0e4(u), 1) => k
