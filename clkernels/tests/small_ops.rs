@@ -145,11 +145,14 @@ fn rope_matches_reference_for_both_styles_partial_dims_and_strided_layouts() {
                 past + t,
             );
         }
+        // At positions ~250 the angle is up to ~250 rad: a few f32 ulps of error in the device's exp2 (NVIDIA's
+        // is not correctly rounded) move it by up to ~5e-5 rad, and each output by that times its pair's
+        // magnitude (up to ~4 here). The reference works in f64. A wrong rotation errs by O(1).
         assert_close(
             &format!("rope {style:?} hd{head_dim} rd{rotary_dim}"),
             &got,
             &want,
-            5e-5,
+            3e-4,
             1e-5,
         );
     }
