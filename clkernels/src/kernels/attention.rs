@@ -2,7 +2,8 @@
 //!
 //! K and V are read where the cache keeps them: a [`KvOperand`] is a cache buffer (or sub-buffer) plus the
 //! [`kvcache::KvView`] that says where the heads and positions are, so attention needs no copy of the cache and the
-//! append writes each step's K (rotated) and V straight into the step's write view.
+//! append writes each step's K (rotated) and V straight into the step's write view. In decode,
+//! [`Attention::enqueue_fresh`] does the rotary and the append inside the attention launch itself.
 
 use std::marker::PhantomData;
 use std::sync::Mutex;
@@ -21,6 +22,7 @@ const SOURCE: crate::runtime::ProgramSource = program_source!("attention", "atte
 const ATT_WG: usize = 64;
 /// Largest head dimension the kernels hold in local memory.
 pub const MAX_HEAD_DIM: usize = 256;
+
 /// How decode (few query rows) splits the context across work-groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitPolicy {
