@@ -258,9 +258,9 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
     );
 }
 
-/// Decode steps through `enqueue_fresh` (q and k rotated, K/V written to the cache, all in the attention launch)
-/// agree with the reference, and the cache they leave behind is what the separate launches would write: later
-/// steps read it, and it is compared at the end. Covers grouped heads, partial rotary with the interleaved
+/// Decode steps through `enqueue_with_fresh` (q and k rotated, K/V written to the cache, all in the attention
+/// launch) agree with the reference, and the cache they leave behind is what the separate launches would write:
+/// later steps read it, and it is compared at the end. Covers grouped heads, partial rotary with the interleaved
 /// pairing, a head size off the 8-element load path (36), and a context long enough to split (past 300).
 #[test]
 fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
@@ -292,7 +292,7 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
 }
 
 /// Steps of `steps` tokens through one layer's cache; with `fresh_decode`, one-token steps use
-/// `Attention::enqueue_fresh` instead of rope + `kv_write` + `enqueue`.
+/// `Attention::enqueue_with_fresh` instead of rope + `kv_write` + `enqueue`.
 fn kvcache_steps(
     label: &str,
     (heads, kv_heads, head_dim, rotary_dim): (usize, usize, usize, usize),
@@ -420,7 +420,7 @@ fn kvcache_steps(
                     v: vl,
                     rope: cfg,
                 };
-                att.enqueue_fresh(&qkv_d, ql, token, ko, vo, shape, scale, &mut out)
+                att.enqueue_with_fresh(&qkv_d, ql, Some(token), ko, vo, shape, scale, &mut out)
                     .unwrap();
             } else {
                 att.enqueue(&qkv_d, ql, ko, vo, shape, scale, &mut out)

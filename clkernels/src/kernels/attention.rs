@@ -3,7 +3,7 @@
 //! K and V are read where the cache keeps them: a [`KvOperand`] is a cache buffer (or sub-buffer) plus the
 //! [`kvcache::KvView`] that says where the heads and positions are, so attention needs no copy of the cache and the
 //! append writes each step's K (rotated) and V straight into the step's write view. In decode,
-//! [`Attention::enqueue_fresh`] does the rotary and the append inside the attention launch itself.
+//! [`Attention::enqueue_with_fresh`] does the rotary and the append inside the attention launch itself.
 
 use std::marker::PhantomData;
 use std::sync::Mutex;
@@ -133,7 +133,7 @@ struct Scratch {
     counters: Option<DeviceBuffer<u32>>,
 }
 
-/// The decode token [`Attention::enqueue_fresh`] takes from the fused QKV output: where its key and value heads
+/// The decode token [`Attention::enqueue_with_fresh`] takes from the fused QKV output: where its key and value heads
 /// are, and the rotary embedding to apply to q and k.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FreshToken {
@@ -246,33 +246,18 @@ impl Attention {
         scale: f32,
         out: &mut DeviceBuffer<f32>,
     ) -> Result<(), KernelError> {
-        self.launch_partial(q, q_layout, None, k, v, shape, scale, out)
+        self.enqueue_with_fresh(q, q_layout, None, k, v, shape, scale, out)
     }
 
-    /// Decode attention for a token whose K and V are not in the cache yet, doing in the same launch what
-    /// [`Attention::enqueue_qkv_rope_write`] would do first: q is rotated as it is read from the fused QKV
-    /// output `qkv`, the token's key (rotated) and value are taken from `qkv` at `fresh.k` / `fresh.v` rather
-    /// than from the cache, and they are written into the cache at position `shape.past`. So a decode layer needs
-    /// one launch fewer. `shape.seq` must be 1; `k` and `v` are read views covering `past + 1` positions (the
-    /// new one included); the rotary embedding must use a plain theta (`rope`; frequency tables are not
-    /// supported here).
+    /// As [`Attention::enqueue`], and with `fresh` (decode only) for a token whose K and V are not in the cache
+    /// yet, doing in the same launch what [`Attention::enqueue_qkv_rope_write`] would do first: q is rotated as
+    /// it is read from the fused QKV output `q`, the token's key (rotated) and value are taken from it at
+    /// `fresh.k` / `fresh.v` rather than from the cache, and they are written into the cache at position
+    /// `shape.past`. So a decode layer needs one launch fewer. With `fresh`, `shape.seq` must be 1, `k` and `v`
+    /// are read views covering `past + 1` positions (the new one included), and the rotary embedding uses a plain
+    /// theta (frequency tables are not supported here).
     #[allow(clippy::too_many_arguments)] // each argument is a distinct typed operand; bundling them hides nothing
-    pub fn enqueue_fresh(
-        &self,
-        qkv: &DeviceBuffer<f32>,
-        q_layout: HeadsLayout,
-        fresh: FreshToken,
-        k: KvOperand<'_>,
-        v: KvOperand<'_>,
-        shape: AttentionShape,
-        scale: f32,
-        out: &mut DeviceBuffer<f32>,
-    ) -> Result<(), KernelError> {
-        self.launch_partial(qkv, q_layout, Some(fresh), k, v, shape, scale, out)
-    }
-
-    #[allow(clippy::too_many_arguments)] // as enqueue_fresh
-    fn launch_partial(
+    pub fn enqueue_with_fresh(
         &self,
         q: &DeviceBuffer<f32>,
         q_layout: HeadsLayout,

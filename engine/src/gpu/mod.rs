@@ -411,25 +411,12 @@ impl GpuModel {
             let v_buf = self.kv.buffer(i, KvPart::Value)?;
             let (k_write, v_write) = (k_buf.operand(write), v_buf.operand(write));
             let (k_op, v_op) = (k_buf.operand(read), v_buf.operand(read));
-            let attended = match (&self.rope_table, seq) {
-                (None, 1) => {
-                    let fresh = FreshToken {
-                        k: k_layout,
-                        v: v_layout,
-                        rope: self.rope,
-                    };
-                    k.attention.enqueue_fresh(
-                        &s.qkv,
-                        q_layout,
-                        fresh,
-                        k_op,
-                        v_op,
-                        shape,
-                        attn_scale,
-                        &mut s.attn,
-                    )?;
-                    true
-                }
+            let fresh = match (&self.rope_table, seq) {
+                (None, 1) => Some(FreshToken {
+                    k: k_layout,
+                    v: v_layout,
+                    rope: self.rope,
+                }),
                 (Some(table), _) => {
                     k.rope
                         .enqueue_with_table(&mut s.qkv, q_layout, self.rope, table, past)?;
@@ -439,26 +426,25 @@ impl GpuModel {
                         .enqueue_kv_write(&s.qkv, k_layout, k_write, None, past)?;
                     k.attention
                         .enqueue_kv_write(&s.qkv, v_layout, v_write, None, past)?;
-                    false
+                    None
                 }
                 (None, _) => {
                     k.attention.enqueue_qkv_rope_write(
                         &mut s.qkv, q_layout, k_layout, v_layout, k_write, v_write, self.rope, past,
                     )?;
-                    false
+                    None
                 }
             };
-            if !attended {
-                k.attention.enqueue(
-                    &s.qkv,
-                    q_layout,
-                    k_op,
-                    v_op,
-                    shape,
-                    attn_scale,
-                    &mut s.attn,
-                )?;
-            }
+            k.attention.enqueue_with_fresh(
+                &s.qkv,
+                q_layout,
+                fresh,
+                k_op,
+                v_op,
+                shape,
+                attn_scale,
+                &mut s.attn,
+            )?;
             k.linear(&layer.wo, &s.attn, seq, &mut s.x, Residual::Accumulate)?;
             match (&layer.gate, &layer.up, seq) {
                 (DeviceMatrix::M0e4(g), DeviceMatrix::M0e4(u), 1) => k
