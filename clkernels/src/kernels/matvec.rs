@@ -166,7 +166,7 @@ impl MatvecConfig {
             // H100 sweep: 8 rows per group and activations staged in local memory were fastest. A layout with
             // warps owning rows (no work-group reduction, activations staged once per many rows) measured
             // 10-20 % slower on the H200 and was dropped (bench/RESULTS.md).
-            // 16 rows for tall matrices: the 12288-row QKV mat-vec 16.1 -> 13.1 us, 11008x4096 12.7 -> 12.3 us;
+            // 16 rows for tall matrices (warm-cache bench): QKV 12288x4096 16.1 -> 13.1 us, 11008x4096 12.7 -> 12.3 us;
             // shorter ones (4096 rows) are faster at 8 (bench/RESULTS.md).
             VendorFamily::Nvidia => (128, 8, 128),
             VendorFamily::Adreno => (64, 4, 0),
