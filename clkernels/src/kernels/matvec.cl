@@ -175,18 +175,25 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
                             global const float4* x4, uint rows, uint chunks, uint cpg_shift, uint row0, float* acc,
                             local float4* xl, const bool normed,
                             global const float4* nw4, float eps, float w_off, local float* red,
-                            const bool x_staged, float* x_scale_io) {
+                            const bool x_staged, float* norm_scale) {
     const uint groups = chunks >> cpg_shift;
     const uint lid = get_local_id(0);
+    // `x_staged`: an earlier call of this launch with the same x (the gate+up launch's gate matrix) left the norm's
+    // scale in *norm_scale and, when x fits one tile, x itself in xl; this call reuses both.
 #ifdef MV_XLOCAL
-    const bool norm_in_tile = normed && chunks <= MV_XLOCAL;
-    float inv_rms = normed && !norm_in_tile ? mv_rms_scale(x4, chunks, eps, red) : 1.0f;
+    const bool one_tile = chunks <= MV_XLOCAL;
+    const bool norm_in_tile = normed && one_tile;
+    // Over several tiles the scale is needed before staging: mv_rms_scale reads x up front.
+    float inv_rms = 1.0f;
+    if (normed && !one_tile) {
+        inv_rms = x_staged ? *norm_scale : mv_rms_scale(x4, chunks, eps, red);
+        *norm_scale = inv_rms;
+    }
+    // In one tile the scale comes from the sum of squares taken while staging, applied as x leaves local memory.
+    float x_scale = norm_in_tile ? *norm_scale : 1.0f;
     for (uint t0 = 0; t0 < chunks; t0 += MV_XLOCAL) {
         const uint tn = min((uint)MV_XLOCAL, chunks - t0);
-        // `x_staged`: a previous call of this launch left the whole of x (one tile) in xl and its norm scale in
-        // *x_scale_io; the gate+up launch's second matrix reuses both instead of staging x again.
-        float x_scale = *x_scale_io;
-        if (!(x_staged && chunks <= MV_XLOCAL)) {
+        if (!(x_staged && one_tile)) {
             float ss = 0.0f;
             barrier(CLK_LOCAL_MEM_FENCE);
             for (uint i = lid; i < tn * 8; i += MV_WG) {
@@ -198,8 +205,10 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
                 xl[(i >> 3) * 9 + (i & 7)] = v;
             }
             barrier(CLK_LOCAL_MEM_FENCE);
-            x_scale = norm_in_tile ? rsqrt(tl_wg_sum(ss, red) / (float)(chunks * 32) + eps) : 1.0f;
-            *x_scale_io = x_scale;
+            if (norm_in_tile) {
+                x_scale = rsqrt(tl_wg_sum(ss, red) / (float)(chunks * 32) + eps);
+                *norm_scale = x_scale;
+            }
         }
         MV_UNROLL_PRAGMA
         for (uint c = t0 + lid; c < t0 + tn; c += MV_WG) {
@@ -212,7 +221,11 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
             }
 #else
     {
-        const float inv_rms = normed ? mv_rms_scale(x4, chunks, eps, red) : 1.0f;
+        float inv_rms = 1.0f;
+        if (normed) {
+            inv_rms = x_staged ? *norm_scale : mv_rms_scale(x4, chunks, eps, red);
+            *norm_scale = inv_rms;
+        }
         MV_UNROLL_PRAGMA
         for (uint c = lid; c < chunks; c += MV_WG) {
             float4 x0 = x4[c * 8 + 0], x1 = x4[c * 8 + 1], x2 = x4[c * 8 + 2], x3 = x4[c * 8 + 3];
@@ -300,9 +313,9 @@ inline void mv_m0e4_body(global const uint4* codes, global const half* scales, g
     float acc[MV_ROWS];
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
-    float x_scale = 1.0f;
+    float norm_scale = 1.0f;
     mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, eps, w_off, red,
-                    false, &x_scale);
+                    false, &norm_scale);
     mv_store(mv_reduce(acc, red), y, residual, rows, row0, res_mode);
 }
 
@@ -337,17 +350,19 @@ inline void mv_gate_up_body(global const uint4* g_codes, global const half* g_sc
                             uint act, const bool normed, global const float4* nw, float eps, float w_off,
                             local float* red, local float4* xl) {
     const uint row0 = get_group_id(0) * MV_ROWS;
-    float acc[MV_ROWS], acc2[MV_ROWS];
+    float acc[MV_ROWS];
 #pragma unroll
-    for (uint r = 0; r < MV_ROWS; ++r) acc[r] = acc2[r] = 0.0f;
-    float x_scale = 1.0f;
+    for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
+    float norm_scale = 1.0f;
     mv_m0e4_partial(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, eps, w_off,
-                    red, false, &x_scale);
+                    red, false, &norm_scale);
     const float gate = mv_reduce(acc, red);
     barrier(CLK_LOCAL_MEM_FENCE);
-    mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc2, xl, normed, nw, eps, w_off,
-                    red, true, &x_scale);
-    const float up = mv_reduce(acc2, red);
+#pragma unroll
+    for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
+    mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, eps, w_off,
+                    red, true, &norm_scale);
+    const float up = mv_reduce(acc, red);
     const uint lid = get_local_id(0);
     const uint row = row0 + lid;
     if (lid < MV_ROWS && row < rows) {
