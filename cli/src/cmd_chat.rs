@@ -55,7 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let forgotten = session.forgotten_messages() - forgotten_before;
         if forgotten > 0 {
             eprintln!(
-                "(context full: the {forgotten} oldest messages were dropped and the rest read again; /reset to start over)"
+                "(context full: the {forgotten} oldest messages were dropped and the rest read again; \
+                 /reset to start over)"
             );
         }
         match result {

@@ -186,11 +186,11 @@ impl Session {
     /// Drops the oldest exchanges (never the system prompt, never the newest message) until the rendered
     /// conversation leaves room for the reply: `max_tokens` positions, at most half the context. Returns how many
     /// messages went and the token ids of the conversation as it now renders (the turn's prompt, so it is rendered
-    /// and tokenised once per turn). The conversation then no longer starts like the cached tokens, so the next generation
-    /// truncates the cache to the common prefix (the system prompt) and prefills the rest again: slower for one
-    /// turn, but exact, where shifting the cache would need every kept key rotated to its new position. When
-    /// even the newest message alone does not fit, nothing more is dropped and generation reports the prompt as
-    /// too long.
+    /// and tokenised once per turn). The conversation then no longer starts like the cached tokens, so the next
+    /// generation truncates the cache to the common prefix (the system prompt) and prefills the rest again: slower
+    /// for one turn, but exact, where shifting the cache would need every kept key rotated to its new position.
+    /// When even the newest message alone does not fit, nothing more is dropped and generation reports the prompt
+    /// as too long.
     fn fit_history(&mut self, options: &GenerateOptions) -> Result<(usize, Vec<u32>), EngineError> {
         let context = self.generator.model().context_len();
         let reserve = options.max_tokens.clamp(1, (context / 2).max(1));

@@ -209,7 +209,8 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
                 o8 = mad((float8)(ps[jj + 3 * ng]), v3, o8);
             }
             for (; jj < n_cached; jj += ng) o8 = mad((float8)(ps[jj]), KV_LOAD8(vp, (size_t)jj * pos_stride), o8);
-            if (fresh_here && vgroup == 0) o8 = mad((float8)(ps[n - 1]), (float8)(vn4[vdim / 4], vn4[vdim / 4 + 1]), o8);
+            if (fresh_here && vgroup == 0)
+                o8 = mad((float8)(ps[n - 1]), (float8)(vn4[vdim / 4], vn4[vdim / 4 + 1]), o8);
         } else {
 #pragma unroll
             for (uint i = 0; i < ATT_DPT; ++i) {
