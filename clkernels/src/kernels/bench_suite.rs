@@ -36,7 +36,7 @@ pub struct SuiteOptions {
     pub matmul: Option<MatmulConfig>,
     /// Use small shapes (for slow CPU devices and CI smoke runs).
     pub small: bool,
-    /// Extra compiler defines for the mat-vec program (kernel experiments and diagnostics, e.g.
+    /// Extra compiler defines for the mat-vec program, `NAME` or `NAME=VALUE` (kernel experiments and diagnostics, e.g.
     /// `MV_DIAG_CHEAP_DOT`, which replaces the dequantising dot by one multiply to show whether a shape is bound
     /// by arithmetic or by memory; its results are wrong by design).
     pub matvec_defines: Vec<String>,
@@ -336,7 +336,7 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         let defines: Vec<(&str, &str)> = opts
             .matvec_defines
             .iter()
-            .map(|d| (d.as_str(), "1"))
+            .map(|d| d.split_once('=').unwrap_or((d.as_str(), "1")))
             .collect();
         let mv = std::rc::Rc::new(MatvecM0e4::with_defines(gpu, config, &defines)?);
         let cfg = mv.config();
