@@ -92,7 +92,7 @@ fn parse_tile(text: &str) -> anyhow::Result<MatmulConfig> {
 
 fn header() {
     println!(
-        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>9} {:>6}",
+        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} {:>6}",
         "kernel",
         "shape",
         "config",
@@ -104,6 +104,7 @@ fn header() {
         "%copy-s",
         "%copy-p",
         "%copy-n",
+        "%copy-pn",
         "GFLOP/s",
         "%peak"
     );
@@ -116,6 +117,19 @@ struct Reference {
     copy_gbps: f64,
     /// Device time of the smallest kernel, µs (the per-launch floor of the driver's events).
     floor_us: f64,
+    /// Wall time per launch of the smallest kernel enqueued back to back, µs (the per-launch floor of a decode
+    /// step, where no launch has an event).
+    floor_pipe_us: f64,
+}
+
+/// `bytes` over `micros` less `floor` (µs), as % of `copy_gbps`; "-" where nothing is left after the floor.
+fn net_percent(bytes: f64, micros: f64, floor: f64, copy_gbps: f64) -> String {
+    let net = micros - floor;
+    if net > 0.0 {
+        format!("{:.1}", 100.0 * bytes / (net * 1e3) / copy_gbps)
+    } else {
+        "-".to_string()
+    }
 }
 
 fn run_suite(
@@ -137,14 +151,22 @@ fn run_suite(
         } else {
             "-".to_string()
         };
-        let net_us = t.micros - reference.floor_us;
-        let net = if net_us > 0.0 && case.name != "launch_floor" {
-            format!("{:.1}", 100.0 * case.bytes / (net_us * 1e3) / copy_gbps)
+        let floor_case = case.name == "launch_floor";
+        let (net, net_pipe) = if floor_case {
+            ("-".to_string(), "-".to_string())
         } else {
-            "-".to_string()
+            (
+                net_percent(case.bytes, t.micros, reference.floor_us, copy_gbps),
+                net_percent(
+                    case.bytes,
+                    t.pipe_micros,
+                    reference.floor_pipe_us,
+                    copy_gbps,
+                ),
+            )
         };
         println!(
-            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7.1} {:>7.1} {:>7} {:>9} {:>6}",
+            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7.1} {:>7.1} {:>7} {:>8} {:>9} {:>6}",
             case.name,
             case.shape,
             case.config,
@@ -156,6 +178,7 @@ fn run_suite(
             100.0 * case.bytes / (t.span_micros.max(1e-9) * 1e3) / copy_gbps,
             100.0 * case.bytes / (t.pipe_micros.max(1e-9) * 1e3) / copy_gbps,
             net,
+            net_pipe,
             gflops,
             peak
         );
@@ -233,19 +256,21 @@ without events, as a decode step enqueues them (%copy-p uses it)\n", args.warmup
         filter: vec!["launch_floor".into()],
         ..SuiteOptions::default()
     };
-    let mut floor_us = 0.0;
+    let (mut floor_us, mut floor_pipe_us) = (0.0, 0.0);
     for mut case in cases(&gpu, &floor_opts).context("setting up the launch-floor case")? {
-        floor_us = time_case(&gpu, &mut case, args.warmup, args.iters)
-            .context("timing the launch floor")?
-            .micros;
+        let t = time_case(&gpu, &mut case, args.warmup, args.iters)
+            .context("timing the launch floor")?;
+        (floor_us, floor_pipe_us) = (t.micros, t.pipe_micros);
     }
     println!(
-        "launch floor (device time of a 32-float add from its event): {floor_us:.2} us; %copy-n = bandwidth net of \
-         this floor, a diagnostic of the kernel itself (%copy is the measured figure)\n"
+        "launch floor (a 32-float add): {floor_us:.2} us by its event, {floor_pipe_us:.2} us back to back without \
+         events; %copy-n / %copy-pn = bandwidth net of these floors (from us(dev) / us(pipe)), diagnostics of the \
+         kernel body; %copy and %copy-p are the measured figures\n"
     );
     let reference = Reference {
         copy_gbps,
         floor_us,
+        floor_pipe_us,
     };
     header();
     run_suite(&gpu, &opts, &args, reference)?;
