@@ -3,7 +3,9 @@
 
 use anyhow::Context as _;
 use clkernels::kernels::attention::SplitPolicy;
-use clkernels::kernels::bench_suite::{cases, copy_bandwidth, time_case, SuiteOptions};
+use clkernels::kernels::bench_suite::{
+    cases, copy_bandwidth, queued_micros, time_case, SuiteOptions,
+};
 use clkernels::kernels::matmul::MatmulConfig;
 use clkernels::kernels::matvec::MatvecConfig;
 use clkernels::runtime::Gpu;
@@ -90,21 +92,26 @@ fn parse_tile(text: &str) -> anyhow::Result<MatmulConfig> {
     }
 }
 
+/// Launches queued behind one copy for `us(queue)`: few enough that the host enqueues them while the copy runs.
+const QUEUED_LAUNCHES: usize = 50;
+
 fn header() {
     println!(
-        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} {:>6}",
+        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>6}",
         "kernel",
         "shape",
         "config",
         "us(dev)",
         "us(span)",
         "us(pipe)",
+        "us(queue)",
         "GB/s",
         "%copy",
         "%copy-s",
         "%copy-p",
+        "%copy-q",
         "%copy-n",
-        "%copy-pn",
+        "%copy-qn",
         "GFLOP/s",
         "%peak"
     );
@@ -115,11 +122,13 @@ fn header() {
 struct Reference {
     /// Measured copy bandwidth, GB/s.
     copy_gbps: f64,
+    /// Bytes of that copy (also the copy that queued launches wait behind).
+    copy_bytes: usize,
     /// Device time of the smallest kernel, µs (the per-launch floor of the driver's events).
     floor_us: f64,
-    /// Wall time per launch of the smallest kernel enqueued back to back, µs (the per-launch floor of a decode
-    /// step, where no launch has an event).
-    floor_pipe_us: f64,
+    /// Device time per launch of the smallest kernel queued behind a long copy, µs: the per-launch floor of a
+    /// decode step, where the host enqueues ahead of the device and no launch has an event.
+    floor_queued_us: f64,
 }
 
 /// `bytes` over `micros` less `floor` (µs), as % of `copy_gbps`; "-" where nothing is left after the floor.
@@ -142,6 +151,8 @@ fn run_suite(
     for mut case in cases(gpu, opts).context("setting up the benchmark cases")? {
         let t = time_case(gpu, &mut case, args.warmup, args.iters)
             .with_context(|| format!("running {} {}", case.name, case.shape))?;
+        let queued = queued_micros(gpu, &mut case, reference.copy_bytes, QUEUED_LAUNCHES)
+            .with_context(|| format!("queuing {} {}", case.name, case.shape))?;
         let peak = match (args.peak_gflops, case.flops > 0.0) {
             (Some(p), true) => format!("{:.1}", 100.0 * t.gflops / p),
             _ => "-".to_string(),
@@ -152,33 +163,36 @@ fn run_suite(
             "-".to_string()
         };
         let floor_case = case.name == "launch_floor";
-        let (net, net_pipe) = if floor_case {
+        // A queued time lost in the copy's own run-to-run spread (slow CPU devices) is no figure.
+        let copy_q = if queued > 0.0 {
+            format!("{:.1}", 100.0 * case.bytes / (queued * 1e3) / copy_gbps)
+        } else {
+            "-".to_string()
+        };
+        let (net, net_queued) = if floor_case {
             ("-".to_string(), "-".to_string())
         } else {
             (
                 net_percent(case.bytes, t.micros, reference.floor_us, copy_gbps),
-                net_percent(
-                    case.bytes,
-                    t.pipe_micros,
-                    reference.floor_pipe_us,
-                    copy_gbps,
-                ),
+                net_percent(case.bytes, queued, reference.floor_queued_us, copy_gbps),
             )
         };
         println!(
-            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7.1} {:>7.1} {:>7} {:>8} {:>9} {:>6}",
+            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7.1} {:>7.1} {:>7} {:>7} {:>8} {:>9} {:>6}",
             case.name,
             case.shape,
             case.config,
             t.micros,
             t.span_micros,
             t.pipe_micros,
+            queued,
             t.gbps,
             100.0 * t.gbps / copy_gbps,
             100.0 * case.bytes / (t.span_micros.max(1e-9) * 1e3) / copy_gbps,
             100.0 * case.bytes / (t.pipe_micros.max(1e-9) * 1e3) / copy_gbps,
+            copy_q,
             net,
-            net_pipe,
+            net_queued,
             gflops,
             peak
         );
@@ -211,7 +225,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("timing: {} warm-up + {} launches back to back on a profiling queue; us(dev) = mean device time per launch from \
 events (GB/s, %copy, GFLOP/s use it); us(span) = (last end - first start) / launches, the steady-state time of \
 back-to-back launches (%copy-s uses it); us(pipe) = wall clock per launch of launches enqueued back to back \
-without events, as a decode step enqueues them (%copy-p uses it)\n", args.warmup, args.iters);
+without events, as a decode step enqueues them (%copy-p uses it); us(queue) = device time per launch of {} launches \
+queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy-q uses it)\n", args.warmup, args.iters,
+        QUEUED_LAUNCHES);
 
     let default_mv = MatvecConfig::for_gpu(&gpu);
     let untouched = args.mv_wg.is_none()
@@ -256,21 +272,27 @@ without events, as a decode step enqueues them (%copy-p uses it)\n", args.warmup
         filter: vec!["launch_floor".into()],
         ..SuiteOptions::default()
     };
-    let (mut floor_us, mut floor_pipe_us) = (0.0, 0.0);
+    let (mut floor_us, mut floor_pipe_us, mut floor_queued_us) = (0.0, 0.0, 0.0);
     for mut case in cases(&gpu, &floor_opts).context("setting up the launch-floor case")? {
         let t = time_case(&gpu, &mut case, args.warmup, args.iters)
             .context("timing the launch floor")?;
         (floor_us, floor_pipe_us) = (t.micros, t.pipe_micros);
+        floor_queued_us = queued_micros(&gpu, &mut case, copy_bytes, QUEUED_LAUNCHES)
+            .context("timing queued launches")?;
     }
     println!(
         "launch floor (a 32-float add): {floor_us:.2} us by its event, {floor_pipe_us:.2} us back to back without \
-         events; %copy-n / %copy-pn = bandwidth net of these floors (from us(dev) / us(pipe)), diagnostics of the \
-         kernel body; %copy and %copy-p are the measured figures\n"
+         events, {floor_queued_us:.2} us device time per launch queued behind a {} MiB copy (the host out of the \
+         way; back to back, a launch this short measures the host's enqueue rate); %copy-n / %copy-qn = bandwidth \
+         net of the event floor / the queued floor (from us(dev) / us(queue)), diagnostics of the kernel body; \
+         %copy, %copy-p and %copy-q are the measured figures\n",
+        copy_bytes >> 20
     );
     let reference = Reference {
         copy_gbps,
+        copy_bytes,
         floor_us,
-        floor_pipe_us,
+        floor_queued_us,
     };
     header();
     run_suite(&gpu, &opts, &args, reference)?;

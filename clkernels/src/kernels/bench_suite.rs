@@ -204,6 +204,63 @@ fn pipelined_seconds(
     run
 }
 
+/// Device microseconds per launch of `case` when the device, not the host, sets the pace: `launches` launches are
+/// queued behind one copy of `copy_bytes` (which the device needs longer for than the host needs to enqueue them),
+/// and the copy's own time, measured alone, is subtracted. Back-to-back launches timed by the wall clock alone
+/// ([`Timing::pipe_micros`]) measure the host's enqueue rate instead when a kernel is shorter than its enqueue.
+/// Each figure is the least of three runs.
+pub fn queued_micros(
+    gpu: &Gpu,
+    case: &mut Case,
+    copy_bytes: usize,
+    launches: usize,
+) -> Result<f64, KernelError> {
+    let queue = profiling_queue(gpu)?;
+    let src = DeviceBuffer::<u8>::new(gpu, copy_bytes)?;
+    let dst = DeviceBuffer::<u8>::new(gpu, copy_bytes)?;
+    let copy = || -> Result<(), ClError> {
+        // SAFETY: two distinct live buffers of `copy_bytes` bytes each, on the queue's context; no event kept.
+        let event = unsafe {
+            cl3::command_queue::enqueue_copy_buffer(
+                queue.get(),
+                src.raw().get(),
+                dst.raw().get(),
+                0,
+                0,
+                copy_bytes,
+                0,
+                std::ptr::null(),
+            )
+        }
+        .cl_call("clEnqueueCopyBuffer")?;
+        drop(Event::new(event));
+        Ok(())
+    };
+    profile::start_without_events(queue.get());
+    let run = (|| -> Result<f64, KernelError> {
+        case.enqueue()?;
+        copy()?;
+        queue.finish().cl_call("clFinish")?;
+        let (mut alone, mut queued) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..3 {
+            let start = Instant::now();
+            copy()?;
+            queue.finish().cl_call("clFinish")?;
+            alone = alone.min(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            copy()?;
+            for _ in 0..launches {
+                case.enqueue()?;
+            }
+            queue.finish().cl_call("clFinish")?;
+            queued = queued.min(start.elapsed().as_secs_f64());
+        }
+        Ok((queued - alone).max(0.0) / launches.max(1) as f64 * 1e6)
+    })();
+    drop(profile::stop());
+    run
+}
+
 /// Device-to-device copy bandwidth in GB/s (bytes read + bytes written) of `clEnqueueCopyBuffer` on a buffer of
 /// `bytes` bytes, from profiling events.
 pub fn copy_bandwidth(gpu: &Gpu, bytes: usize, iters: usize) -> Result<f64, KernelError> {
