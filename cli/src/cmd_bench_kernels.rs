@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clkernels::kernels::attention::SplitPolicy;
 use clkernels::kernels::bench_suite::{
-    cases, copy_bandwidth, queued_micros, time_case, SuiteOptions,
+    cases, copy_bandwidth, matvec_timeline, queued_micros, time_case, SuiteOptions,
 };
 use clkernels::kernels::matmul::MatmulConfig;
 use clkernels::kernels::matvec::MatvecConfig;
@@ -68,6 +68,10 @@ pub struct Args {
     /// Also try several mat-vec geometries and mat-mat tilings and print each.
     #[arg(long)]
     sweep: bool,
+    /// Instead of the table, time single cold mat-vec launches from inside (per-work-group timestamps; NVIDIA
+    /// only) and print where each launch's time goes.
+    #[arg(long)]
+    mv_timeline: bool,
 }
 
 fn parse_tile(text: &str) -> anyhow::Result<MatmulConfig> {
@@ -294,6 +298,9 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
         floor_us,
         floor_queued_us,
     };
+    if args.mv_timeline {
+        return print_timelines(&gpu, &opts);
+    }
     header();
     run_suite(&gpu, &opts, &args, reference)?;
 
@@ -356,6 +363,50 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                 attention_split: None,
             };
             run_suite(&gpu, &o, &args, reference)?;
+        }
+    }
+    Ok(())
+}
+
+/// `--mv-timeline`: the mat-vec shapes of a 7B decode step, each launch timed from inside.
+fn print_timelines(gpu: &Gpu, opts: &SuiteOptions) -> anyhow::Result<()> {
+    let defines: Vec<(&str, &str)> = opts
+        .matvec_defines
+        .iter()
+        .map(|d| d.split_once('=').unwrap_or((d.as_str(), "1")))
+        .collect();
+    println!(
+        "one cold launch per shape (median of 5): times in us from the first work-group's start; phases are \
+         medians over work-groups (stage x / dot products with their loads / reduce and store)"
+    );
+    for (rows, cols) in [(4096, 4096), (4096, 11008), (11008, 4096), (12288, 4096)] {
+        match matvec_timeline(gpu, opts.matvec, &defines, rows, cols, 5)
+            .with_context(|| format!("timeline of {rows}x{cols}"))?
+        {
+            None => {
+                println!("no timestamps on this device (the timeline needs NVIDIA's inline PTX)");
+                return Ok(());
+            }
+            Some(t) => println!(
+                "{rows}x{cols}: {} groups on {} units (<= {} each); span {:.2}; starts p10/50/90/max {:.2} {:.2} \
+                 {:.2} {:.2}; ends first/p10/50/90/max {:.2} {:.2} {:.2} {:.2} {:.2}; phases {:.2} / {:.2} / {:.2}",
+                t.groups,
+                t.units,
+                t.max_groups_per_unit,
+                t.span_us,
+                t.starts_us[0],
+                t.starts_us[1],
+                t.starts_us[2],
+                t.starts_us[3],
+                t.ends_us[0],
+                t.ends_us[1],
+                t.ends_us[2],
+                t.ends_us[3],
+                t.ends_us[4],
+                t.phases_us[0],
+                t.phases_us[1],
+                t.phases_us[2]
+            ),
         }
     }
     Ok(())

@@ -110,6 +110,28 @@ inline uint4 tl_nv_x_h2(float4 xa, float4 xb) {
 #define MV_UNROLL_PRAGMA
 #endif
 
+#if defined(MV_DIAG_TIMES) && defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK)
+// Diagnostic only (bench-kernels --mv-timeline): each work-group's work-item 0 records when it started, finished
+// staging x (its first tile; 0 when x is not staged), finished its dot products and stored its rows, as eight
+// words per work-group past the rows of y (which the caller sizes for it).
+#define MV_TIMES 1
+inline ulong mv_globaltimer(void) {
+    ulong t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+inline ulong mv_clock(void) {
+    ulong t;
+    asm volatile("mov.u64 %0, %%clock64;" : "=l"(t));
+    return t;
+}
+inline uint mv_smid(void) {
+    uint t;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(t));
+    return t;
+}
+#endif
+
 #ifdef MV_XLOCAL
 #define MV_XL_DECL local float4 xl[MV_XLOCAL * 9];
 #define MV_XL_ARG xl
@@ -175,7 +197,7 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
                             global const float4* x4, uint rows, uint chunks, uint cpg_shift, uint row0, float* acc,
                             local float4* xl, const bool normed,
                             global const float4* nw4, float eps, float w_off, local float* red,
-                            const bool x_staged, float* norm_scale) {
+                            const bool x_staged, float* norm_scale, ulong* staged_clock) {
     const uint groups = chunks >> cpg_shift;
     const uint lid = get_local_id(0);
     // `x_staged`: an earlier call of this launch with the same x (the gate+up launch's gate matrix) left the norm's
@@ -205,6 +227,9 @@ inline void mv_m0e4_partial(global const uint4* codes, global const half* scales
                 xl[(i >> 3) * 9 + (i & 7)] = v;
             }
             barrier(CLK_LOCAL_MEM_FENCE);
+#ifdef MV_TIMES
+            if (t0 == 0) *staged_clock = mv_clock();
+#endif
             if (norm_in_tile) {
                 x_scale = rsqrt(tl_wg_sum(ss, red) / (float)(chunks * 32) + eps);
                 *norm_scale = x_scale;
@@ -310,13 +335,35 @@ inline void mv_m0e4_body(global const uint4* codes, global const half* scales, g
                          uint chunks, uint cpg_shift, uint res_mode, const bool normed, global const float4* nw,
                          float eps, float w_off, local float* red, local float4* xl) {
     const uint row0 = get_group_id(0) * MV_ROWS;
+#ifdef MV_TIMES
+    const ulong g0 = mv_globaltimer(), c0 = mv_clock();
+#endif
     float acc[MV_ROWS];
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
     float norm_scale = 1.0f;
+    ulong staged = 0;
     mv_m0e4_partial(codes, scales, offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, eps, w_off, red,
-                    false, &norm_scale);
+                    false, &norm_scale, &staged);
+#ifdef MV_TIMES
+    const ulong c_dot = mv_clock();
+#endif
     mv_store(mv_reduce(acc, red), y, residual, rows, row0, res_mode);
+#ifdef MV_TIMES
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    if (get_local_id(0) == 0) {
+        const ulong c_end = mv_clock(), g_end = mv_globaltimer();
+        global uint* d = (global uint*)(y + rows) + get_group_id(0) * 8;
+        d[0] = (uint)g0;
+        d[1] = (uint)(g0 >> 32);
+        d[2] = (uint)(g_end - g0);
+        d[3] = staged != 0 ? (uint)(staged - c0) : 0;
+        d[4] = (uint)(c_dot - c0);
+        d[5] = (uint)(c_end - c0);
+        d[6] = mv_smid();
+        d[7] = 0;
+    }
+#endif
 }
 
 kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
@@ -354,14 +401,15 @@ inline void mv_gate_up_body(global const uint4* g_codes, global const half* g_sc
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
     float norm_scale = 1.0f;
+    ulong staged = 0;
     mv_m0e4_partial(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, eps, w_off,
-                    red, false, &norm_scale);
+                    red, false, &norm_scale, &staged);
     const float gate = mv_reduce(acc, red);
     barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
     for (uint r = 0; r < MV_ROWS; ++r) acc[r] = 0.0f;
     mv_m0e4_partial(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, acc, xl, normed, nw, eps, w_off,
-                    red, true, &norm_scale);
+                    red, true, &norm_scale, &staged);
     const float up = mv_reduce(acc, red);
     const uint lid = get_local_id(0);
     const uint row = row0 + lid;
