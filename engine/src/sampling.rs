@@ -156,7 +156,14 @@ impl Sampler {
         let mut candidates = std::mem::take(&mut self.scratch);
         candidates.clear();
         candidates.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
-        let choice = self.sample_candidates(&mut candidates, recent);
+        // Candidate i is token i here, so the penalty indexes the window's tokens instead of searching for them.
+        let p = &self.params;
+        for token in penalised_tokens(recent, p.repeat_penalty, p.repeat_window) {
+            if let Some(c) = candidates.get_mut(token as usize) {
+                c.1 = penalise(c.1, p.repeat_penalty);
+            }
+        }
+        let choice = self.choose(&mut candidates);
         self.scratch = candidates;
         choice
     }
@@ -172,19 +179,50 @@ impl Sampler {
         }
         let p = &self.params;
         apply_repeat_penalty(candidates, recent, p.repeat_penalty, p.repeat_window);
+        self.choose(candidates)
+    }
+
+    /// The chain after the penalty: temperature, top-k, softmax, top-p, min-p, draw. The candidates a draw can
+    /// reach are a prefix of the descending order (logit, then lower token id), and only that prefix is sorted:
+    /// sorting a whole 256000-token vocabulary each token cost milliseconds (`cargo bench -p bench --bench sampling`).
+    fn choose(&mut self, candidates: &mut Vec<(u32, f32)>) -> Result<u32, SamplingError> {
         candidates.retain(|c| c.1 > f32::NEG_INFINITY);
         if candidates.is_empty() {
             return Err(SamplingError::NoFiniteLogit { nan_index: None });
         }
+        let p = &self.params;
         if p.temperature == 0.0 {
             return Ok(arg_max(candidates));
         }
-        // Sort descending by logit, ties by lower token id, so results never depend on the input order.
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if p.top_k > 0 && candidates.len() > p.top_k {
+            candidates.select_nth_unstable_by(p.top_k - 1, descending);
             candidates.truncate(p.top_k);
         }
-        let probs = softmax_sorted(candidates, p.temperature);
+        // From here each candidate carries its softmax weight exp((logit - max) / T) (1 at the top) in place of its
+        // logit: one exp per candidate, and the same descending order (equal weights are equal probabilities).
+        // The normaliser is over every candidate top-k left, taken before any narrowing.
+        let max = candidates
+            .iter()
+            .map(|c| c.1)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let temperature = p.temperature;
+        let mut sum = 0.0f64;
+        for c in candidates.iter_mut() {
+            c.1 = ((c.1 - max) / temperature).exp();
+            sum += f64::from(c.1);
+        }
+        if candidates.len() > SORT_ALL_UP_TO {
+            if p.top_p >= 1.0 && p.min_p == 0.0 {
+                // Every candidate can be drawn: no order but a canonical one is needed.
+                return Ok(draw_in_token_order(candidates, sum, &mut self.rng));
+            }
+            narrow_to_reachable_prefix(candidates, sum, p.top_p, p.min_p);
+        }
+        candidates.sort_unstable_by(descending);
+        let probs: Vec<f32> = candidates
+            .iter()
+            .map(|c| (f64::from(c.1) / sum) as f32)
+            .collect();
         let mut keep = probs.len();
         if p.top_p < 1.0 {
             let mut mass = 0.0f64;
@@ -213,6 +251,87 @@ impl Sampler {
     }
 }
 
+/// Candidate lists up to this long are sorted whole; longer ones are first narrowed to what a draw can reach.
+const SORT_ALL_UP_TO: usize = 1024;
+
+/// Descending logit, ties to the lower token id: the order the chain ranks candidates in.
+fn descending(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Keeps a prefix of the descending order that contains every candidate top-p and min-p can keep: all those whose
+/// weight (the candidates carry their softmax weight, probability times `sum`, 1 at the top) is at least `t`. With min-p, `t = min_p` is exact (min-p drops
+/// the rest). Otherwise `t` starts at 1e-3 and falls until the kept weight reaches top-p's share of `sum` (with a
+/// margin for rounding), which on a trained model's logits is one pass keeping a few hundred candidates.
+fn narrow_to_reachable_prefix(candidates: &mut Vec<(u32, f32)>, sum: f64, top_p: f32, min_p: f32) {
+    // (min-p compares rounded probabilities: the cut sits a hair below min_p so none it keeps is lost here.)
+    let mut t = if min_p > 0.0 {
+        min_p * (1.0 - 1e-5)
+    } else {
+        1e-3
+    };
+    if min_p == 0.0 {
+        let need = (f64::from(top_p) + 1e-6) * sum;
+        loop {
+            let kept: f64 = candidates
+                .iter()
+                .filter(|c| c.1 >= t)
+                .map(|c| f64::from(c.1))
+                .sum();
+            if kept >= need {
+                break;
+            }
+            if t < 1e-30 {
+                return;
+            }
+            t /= 16.0;
+        }
+    }
+    candidates.retain(|c| c.1 >= t);
+}
+
+/// A draw over every candidate by probability, walking them in token order (so the result does not depend on the
+/// order they came in): O(n), where sorting by logit first would be O(n log n) for the same distribution.
+fn draw_in_token_order(candidates: &mut [(u32, f32)], sum: f64, rng: &mut StdRng) -> u32 {
+    if !candidates.is_sorted_by_key(|c| c.0) {
+        candidates.sort_unstable_by_key(|c| c.0);
+    }
+    let mut target = f64::from(rng.random::<f32>()) * sum;
+    for c in candidates.iter() {
+        let w = f64::from(c.1);
+        if target < w {
+            return c.0;
+        }
+        target -= w;
+    }
+    // Rounding left a sliver of mass past the end; it belongs to the last candidate with any.
+    candidates
+        .iter()
+        .rev()
+        .find(|c| c.1 > 0.0)
+        .map_or(candidates[candidates.len() - 1].0, |c| c.0)
+}
+
+/// The distinct tokens of the penalty window (none when the penalty is off).
+fn penalised_tokens(recent: &[u32], penalty: f32, window: usize) -> Vec<u32> {
+    if penalty == 1.0 || window == 0 || recent.is_empty() {
+        return Vec::new();
+    }
+    let mut seen = recent[recent.len().saturating_sub(window)..].to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
+/// A repeated token's logit: divided by the penalty when positive, multiplied when not.
+fn penalise(logit: f32, penalty: f32) -> f32 {
+    if logit > 0.0 {
+        logit / penalty
+    } else {
+        logit * penalty
+    }
+}
+
 /// The classic CTRL/llama.cpp penalty: shrink the logit of every token seen in the window, whatever its sign.
 fn apply_repeat_penalty(
     candidates: &mut [(u32, f32)],
@@ -220,20 +339,13 @@ fn apply_repeat_penalty(
     penalty: f32,
     window: usize,
 ) {
-    if penalty == 1.0 || window == 0 || recent.is_empty() {
+    let seen = penalised_tokens(recent, penalty, window);
+    if seen.is_empty() {
         return;
     }
-    let tail = &recent[recent.len().saturating_sub(window)..];
-    let mut seen: Vec<u32> = tail.to_vec();
-    seen.sort_unstable();
-    seen.dedup();
     for c in candidates.iter_mut() {
         if seen.binary_search(&c.0).is_ok() {
-            c.1 = if c.1 > 0.0 {
-                c.1 / penalty
-            } else {
-                c.1 * penalty
-            };
+            c.1 = penalise(c.1, penalty);
         }
     }
 }
@@ -247,20 +359,6 @@ fn arg_max(candidates: &[(u32, f32)]) -> u32 {
         }
     }
     best.0
-}
-
-/// Probabilities of candidates already sorted by descending logit.
-fn softmax_sorted(candidates: &[(u32, f32)], temperature: f32) -> Vec<f32> {
-    let max = candidates[0].1;
-    let mut probs: Vec<f32> = candidates
-        .iter()
-        .map(|c| ((c.1 - max) / temperature).exp())
-        .collect();
-    let sum: f32 = probs.iter().sum();
-    for q in &mut probs {
-        *q /= sum;
-    }
-    probs
 }
 
 /// Probabilities of a logit vector at a temperature (for tests and callers that want to show them).
@@ -331,6 +429,40 @@ mod tests {
             }
         }
 
+        /// Above SORT_ALL_UP_TO candidates only a narrowed prefix is sorted: it must hold every candidate the
+        /// whole-vocabulary chain (sort all, softmax, top-p, min-p) can keep, on trained-like and flat logits.
+        #[test]
+        fn narrowing_keeps_every_reachable_candidate(
+            seed in any::<u64>(),
+            n in 1025usize..6000,
+            top_p in 0.05f32..1.0,
+            min_p in prop_oneof![Just(0.0f32), 0.001f32..0.5],
+            temperature in 0.2f32..2.0,
+            spread in prop_oneof![Just(0.5f32), Just(4.0f32)],
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let logits: Vec<f32> = (0..n).map(|_| (rng.random::<f32>() - 0.5) * 2.0 * spread).collect();
+            let reachable = whole_chain_keep_set(&logits, temperature, top_p, min_p);
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut candidates: Vec<(u32, f32)> = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as u32, ((l - max) / temperature).exp()))
+                .collect();
+            let sum: f64 = candidates.iter().map(|c| f64::from(c.1)).sum();
+            narrow_to_reachable_prefix(&mut candidates, sum, top_p, min_p);
+            let kept: std::collections::HashSet<u32> = candidates.iter().map(|c| c.0).collect();
+            for t in &reachable {
+                prop_assert!(kept.contains(t), "token {} reachable but narrowed away ({} kept of {})", t, kept.len(), n);
+            }
+            // Every draw of the sampler lands in that set.
+            let mut s = Sampler::new(SamplingParams { temperature, top_p, min_p, seed, ..params(1.0) }).unwrap();
+            for _ in 0..10 {
+                let t = s.sample(&logits, &[]).unwrap();
+                prop_assert!(reachable.contains(&t), "drew {} outside the reachable set", t);
+            }
+        }
+
         #[test]
         fn top_k_stays_in_top_k(seed in any::<u64>(), n in 5usize..300, k in 1usize..5) {
             let logits = random_logits(seed, n);
@@ -343,6 +475,72 @@ mod tests {
                 prop_assert!(logits[t as usize] >= kth);
             }
         }
+    }
+
+    /// The tokens the chain can draw, computed the plain way: sort the whole vocabulary, softmax in f32, then
+    /// top-p's prefix and min-p's cut (what `choose` did for every vocabulary before narrowing).
+    fn whole_chain_keep_set(logits: &[f32], temperature: f32, top_p: f32, min_p: f32) -> Vec<u32> {
+        let mut c: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        c.sort_unstable_by(descending);
+        let max = c[0].1;
+        let mut probs: Vec<f32> = c
+            .iter()
+            .map(|x| ((x.1 - max) / temperature).exp())
+            .collect();
+        let sum: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|q| *q /= sum);
+        let mut keep = probs.len();
+        if top_p < 1.0 {
+            let mut mass = 0.0f64;
+            for (i, &q) in probs.iter().enumerate() {
+                mass += f64::from(q);
+                if mass >= f64::from(top_p) {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        if min_p > 0.0 {
+            let floor = probs[0] * min_p;
+            keep = keep.min(probs.iter().take_while(|&&q| q >= floor).count().max(1));
+        }
+        c[..keep].iter().map(|x| x.0).collect()
+    }
+
+    /// Plain temperature sampling over a large vocabulary draws without sorting (in token order): the draws must
+    /// still follow the softmax. Three heads hold ~0.9 of the mass; 20000 draws put each head's frequency
+    /// within 5 standard deviations of its probability, and the tail is drawn too.
+    #[test]
+    fn large_vocabulary_draws_follow_the_softmax() {
+        let n = 3000;
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut logits: Vec<f32> = (0..n).map(|_| rng.random::<f32>() - 8.0).collect();
+        logits[2999] = 2.0;
+        logits[7] = 1.5;
+        logits[1500] = 1.0;
+        let probs = softmax(&logits, 1.0);
+        let mut s = Sampler::new(params(1.0)).unwrap();
+        let draws = 20000;
+        let mut seen = vec![0usize; n];
+        for _ in 0..draws {
+            seen[s.sample(&logits, &[]).unwrap() as usize] += 1;
+        }
+        for head in [2999, 7, 1500] {
+            let p = f64::from(probs[head]);
+            let expected = p * draws as f64;
+            let sigma = (draws as f64 * p * (1.0 - p)).sqrt();
+            let got = seen[head] as f64;
+            assert!(
+                (got - expected).abs() < 5.0 * sigma,
+                "token {head}: {got} draws, expected {expected:.0}"
+            );
+        }
+        let tail: usize = seen.iter().sum::<usize>() - seen[2999] - seen[7] - seen[1500];
+        assert!(tail > 0, "the tail was never drawn");
     }
 
     #[test]
