@@ -218,24 +218,7 @@ pub fn queued_micros(
     let queue = profiling_queue(gpu)?;
     let src = DeviceBuffer::<u8>::new(gpu, copy_bytes)?;
     let dst = DeviceBuffer::<u8>::new(gpu, copy_bytes)?;
-    let copy = || -> Result<(), ClError> {
-        // SAFETY: two distinct live buffers of `copy_bytes` bytes each, on the queue's context; no event kept.
-        let event = unsafe {
-            cl3::command_queue::enqueue_copy_buffer(
-                queue.get(),
-                src.raw().get(),
-                dst.raw().get(),
-                0,
-                0,
-                copy_bytes,
-                0,
-                std::ptr::null(),
-            )
-        }
-        .cl_call("clEnqueueCopyBuffer")?;
-        drop(Event::new(event));
-        Ok(())
-    };
+    let copy = || enqueue_copy(&queue, &src, &dst).map(drop);
     profile::start_without_events(queue.get());
     let run = (|| -> Result<f64, KernelError> {
         case.enqueue()?;
@@ -261,29 +244,43 @@ pub fn queued_micros(
     run
 }
 
+/// Enqueues a copy of all of `src` into `dst` (of at least its length) on `queue`.
+fn enqueue_copy(
+    queue: &CommandQueue,
+    src: &DeviceBuffer<u8>,
+    dst: &DeviceBuffer<u8>,
+) -> Result<Event, ClError> {
+    if dst.len() < src.len() {
+        return Err(ClError::LengthMismatch {
+            call: "enqueue_copy",
+            expected: src.len(),
+            got: dst.len(),
+        });
+    }
+    // SAFETY: two live buffers on the queue's context, the destination at least as long as the copied bytes.
+    let event = unsafe {
+        cl3::command_queue::enqueue_copy_buffer(
+            queue.get(),
+            src.raw().get(),
+            dst.raw().get(),
+            0,
+            0,
+            src.byte_len(),
+            0,
+            std::ptr::null(),
+        )
+    }
+    .cl_call("clEnqueueCopyBuffer")?;
+    Ok(Event::new(event))
+}
+
 /// Device-to-device copy bandwidth in GB/s (bytes read + bytes written) of `clEnqueueCopyBuffer` on a buffer of
 /// `bytes` bytes, from profiling events.
 pub fn copy_bandwidth(gpu: &Gpu, bytes: usize, iters: usize) -> Result<f64, KernelError> {
     let queue = profiling_queue(gpu)?;
     let src = DeviceBuffer::<u8>::new(gpu, bytes)?;
     let dst = DeviceBuffer::<u8>::new(gpu, bytes)?;
-    let copy = || -> Result<Event, ClError> {
-        // SAFETY: two distinct live buffers of `bytes` bytes each, on the queue's context.
-        let event = unsafe {
-            cl3::command_queue::enqueue_copy_buffer(
-                queue.get(),
-                src.raw().get(),
-                dst.raw().get(),
-                0,
-                0,
-                bytes,
-                0,
-                std::ptr::null(),
-            )
-        }
-        .cl_call("clEnqueueCopyBuffer")?;
-        Ok(Event::new(event))
-    };
+    let copy = || enqueue_copy(&queue, &src, &dst);
     copy()?;
     copy()?;
     queue.finish().cl_call("clFinish")?;
