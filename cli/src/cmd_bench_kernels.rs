@@ -370,11 +370,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
 
 /// `--mv-timeline`: the mat-vec shapes of a 7B decode step, each launch timed from inside.
 fn print_timelines(gpu: &Gpu, opts: &SuiteOptions) -> anyhow::Result<()> {
-    let defines: Vec<(&str, &str)> = opts
-        .matvec_defines
-        .iter()
-        .map(|d| d.split_once('=').unwrap_or((d.as_str(), "1")))
-        .collect();
+    let defines = opts.matvec_define_pairs();
     println!(
         "one cold launch per shape (median of 5): times in us from the first work-group's start; phases are \
          medians over work-groups (stage x / dot products with their loads / reduce and store)"

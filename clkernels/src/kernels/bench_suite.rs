@@ -44,6 +44,16 @@ pub struct SuiteOptions {
     pub attention_split: Option<SplitPolicy>,
 }
 
+impl SuiteOptions {
+    /// `matvec_defines` as (name, value) pairs: `NAME=VALUE`, or `NAME` meaning `NAME=1`.
+    pub fn matvec_define_pairs(&self) -> Vec<(&str, &str)> {
+        self.matvec_defines
+            .iter()
+            .map(|d| d.split_once('=').unwrap_or((d.as_str(), "1")))
+            .collect()
+    }
+}
+
 /// One benchmark case.
 pub struct Case {
     /// Kernel name, e.g. `matvec_m0e4`.
@@ -387,11 +397,7 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
     let mv_names = ["matvec_m0e4", "matvec_m0e4_normed", "matvec_m0e4_gate_up"];
     if mv_names.iter().any(|n| wanted(opts, n)) {
         let config = opts.matvec.unwrap_or_else(|| MatvecConfig::for_gpu(gpu));
-        let defines: Vec<(&str, &str)> = opts
-            .matvec_defines
-            .iter()
-            .map(|d| d.split_once('=').unwrap_or((d.as_str(), "1")))
-            .collect();
+        let defines = opts.matvec_define_pairs();
         let mv = std::rc::Rc::new(MatvecM0e4::with_defines(gpu, config, &defines)?);
         let cfg = mv.config();
         let cfg_text = format!(
