@@ -493,15 +493,7 @@ impl MatvecM0e4 {
             check_len(K, "norm weight", nw, w.shape.cols)?;
         }
         let res_arg = op.residual.arg(K, out, w.shape.rows)?;
-        let u = op.up.map_or(w, |(u, _)| u);
-        // Unused operands of the variant get a harmless stand-in (the kernel never reads them).
-        let unnormed = RmsNormParams {
-            eps: 0.0,
-            weight_offset: 0.0,
-        };
-        let (nw, params) = op.norm.unwrap_or((op.x, unnormed));
         let wg = self.config.work_group;
-        let cpg = w.chunks_per_group_shift();
         let units = self.gpu.caps().compute_units.max(1) as usize;
         let single = op.up.is_none();
         let is_long = w.shape.cols > 32 * self.config.x_local_chunks;
@@ -512,55 +504,42 @@ impl MatvecM0e4 {
             (_, Some(k)) if single && is_tall => (Some(k), self.config.tall_rows_per_group),
             _ => (None, self.config.rows_per_group),
         };
-        let global = [w.shape.rows.div_ceil(rows_per_group) * wg];
-        match (op.up, op.norm) {
-            (None, norm) => {
-                // The normed kernel takes the norm weight after x and eps, w_off at the end.
-                let mut args = weight_args(w).to_vec();
-                args.push(op.x.into());
-                if norm.is_some() {
-                    args.push(nw.into());
-                }
-                args.extend::<[Arg; 6]>([
-                    (&*out).into(),
-                    res_arg,
-                    rows.into(),
-                    chunks.into(),
-                    cpg.into(),
-                    op.residual.mode().into(),
-                ]);
-                let (plain, normed) = variant.map_or((&self.plain, &self.normed), |(p, n)| (p, n));
-                let kernel = if norm.is_some() {
-                    args.extend::<[Arg; 2]>([params.eps.into(), params.weight_offset.into()]);
-                    normed
-                } else {
-                    plain
-                };
-                kernel.launch(&self.gpu, &args, &global, Some(&[wg]))
-            }
-            (Some((_, act)), norm) => {
-                let mut args = weight_args(w).to_vec();
-                args.extend(weight_args(u));
-                args.push(op.x.into());
-                if norm.is_some() {
-                    args.push(nw.into());
-                }
-                args.extend::<[Arg; 5]>([
-                    (&*out).into(),
-                    rows.into(),
-                    chunks.into(),
-                    cpg.into(),
-                    act.code().into(),
-                ]);
-                let kernel = if norm.is_some() {
-                    args.extend::<[Arg; 2]>([params.eps.into(), params.weight_offset.into()]);
-                    &self.gate_up_normed
-                } else {
-                    &self.gate_up
-                };
-                kernel.launch(&self.gpu, &args, &global, Some(&[wg]))
+        let (plain, normed) = variant.map_or((&self.plain, &self.normed), |(p, n)| (p, n));
+        let kernel = match (op.up.is_some(), op.norm.is_some()) {
+            (false, false) => plain,
+            (false, true) => normed,
+            (true, false) => &self.gate_up,
+            (true, true) => &self.gate_up_normed,
+        };
+        // The kernels' arguments: the weight (and the up weight), x (and the norm weight), the output, then
+        // (residual, rows, chunks, cpg, res_mode) or (rows, chunks, cpg, act), then (eps, w_off) when normed.
+        let mut args = weight_args(w).to_vec();
+        if let Some((u, _)) = op.up {
+            args.extend(weight_args(u));
+        }
+        args.push(op.x.into());
+        if let Some((nw, _)) = op.norm {
+            args.push(nw.into());
+        }
+        args.push((&*out).into());
+        let cpg = w.chunks_per_group_shift();
+        match op.up {
+            None => args.extend::<[Arg; 5]>([
+                res_arg,
+                rows.into(),
+                chunks.into(),
+                cpg.into(),
+                op.residual.mode().into(),
+            ]),
+            Some((_, act)) => {
+                args.extend::<[Arg; 4]>([rows.into(), chunks.into(), cpg.into(), act.code().into()])
             }
         }
+        if let Some((_, params)) = op.norm {
+            args.extend::<[Arg; 2]>([params.eps.into(), params.weight_offset.into()]);
+        }
+        let global = [w.shape.rows.div_ceil(rows_per_group) * wg];
+        kernel.launch(&self.gpu, &args, &global, Some(&[wg]))
     }
 }
 
