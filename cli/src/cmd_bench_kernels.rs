@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clkernels::kernels::attention::SplitPolicy;
 use clkernels::kernels::bench_suite::{
-    cases, copy_bandwidth, matvec_timeline, queued_micros, time_case, SuiteOptions,
+    cases, copy_bandwidth, matvec_timeline, time_case, QueuedTimer, SuiteOptions,
 };
 use clkernels::kernels::matmul::MatmulConfig;
 use clkernels::kernels::matvec::MatvecConfig;
@@ -122,12 +122,12 @@ fn header() {
 }
 
 /// Figures a row is compared with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Reference {
     /// Measured copy bandwidth, GB/s.
     copy_gbps: f64,
-    /// Bytes of that copy (also the copy that queued launches wait behind).
-    copy_bytes: usize,
+    /// Times launches queued behind a long copy.
+    queued: QueuedTimer,
     /// Device time of the smallest kernel, µs (the per-launch floor of the driver's events).
     floor_us: f64,
     /// Device time per launch of the smallest kernel queued behind a long copy, µs: the per-launch floor of a
@@ -149,13 +149,15 @@ fn run_suite(
     gpu: &Gpu,
     opts: &SuiteOptions,
     args: &Args,
-    reference: Reference,
+    reference: &Reference,
 ) -> anyhow::Result<()> {
     let copy_gbps = reference.copy_gbps;
     for mut case in cases(gpu, opts).context("setting up the benchmark cases")? {
         let t = time_case(gpu, &mut case, args.warmup, args.iters)
             .with_context(|| format!("running {} {}", case.name, case.shape))?;
-        let queued = queued_micros(gpu, &mut case, reference.copy_bytes, QUEUED_LAUNCHES)
+        let queued = reference
+            .queued
+            .micros(&mut case, QUEUED_LAUNCHES)
             .with_context(|| format!("queuing {} {}", case.name, case.shape))?;
         let peak = match (args.peak_gflops, case.flops > 0.0) {
             (Some(p), true) => format!("{:.1}", 100.0 * t.gflops / p),
@@ -276,12 +278,14 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
         filter: vec!["launch_floor".into()],
         ..SuiteOptions::default()
     };
+    let queued = QueuedTimer::new(&gpu, copy_bytes).context("allocating the queued-launch copy")?;
     let (mut floor_us, mut floor_pipe_us, mut floor_queued_us) = (0.0, 0.0, 0.0);
     for mut case in cases(&gpu, &floor_opts).context("setting up the launch-floor case")? {
         let t = time_case(&gpu, &mut case, args.warmup, args.iters)
             .context("timing the launch floor")?;
         (floor_us, floor_pipe_us) = (t.micros, t.pipe_micros);
-        floor_queued_us = queued_micros(&gpu, &mut case, copy_bytes, QUEUED_LAUNCHES)
+        floor_queued_us = queued
+            .micros(&mut case, QUEUED_LAUNCHES)
             .context("timing queued launches")?;
     }
     println!(
@@ -294,7 +298,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
     );
     let reference = Reference {
         copy_gbps,
-        copy_bytes,
+        queued,
         floor_us,
         floor_queued_us,
     };
@@ -302,7 +306,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
         return print_timelines(&gpu, &opts);
     }
     header();
-    run_suite(&gpu, &opts, &args, reference)?;
+    run_suite(&gpu, &opts, &args, &reference)?;
 
     if args.sweep {
         println!("\nsweep: mat-vec geometries");
@@ -336,7 +340,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                 matvec_defines: args.mv_defines.clone(),
                 attention_split: None,
             };
-            run_suite(&gpu, &o, &args, reference)?;
+            run_suite(&gpu, &o, &args, &reference)?;
         }
         println!("\nsweep: mat-mat tilings");
         header();
@@ -362,7 +366,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                 matvec_defines: args.mv_defines.clone(),
                 attention_split: None,
             };
-            run_suite(&gpu, &o, &args, reference)?;
+            run_suite(&gpu, &o, &args, &reference)?;
         }
     }
     Ok(())

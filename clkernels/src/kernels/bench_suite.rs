@@ -214,44 +214,64 @@ fn pipelined_seconds(
     run
 }
 
-/// Device microseconds per launch of `case` when the device, not the host, sets the pace: `launches` launches are
-/// queued behind one copy of `copy_bytes` (which the device needs longer for than the host needs to enqueue them),
-/// and the copy's own time, measured alone, is subtracted. Back-to-back launches timed by the wall clock alone
-/// ([`Timing::pipe_micros`]) measure the host's enqueue rate instead when a kernel is shorter than its enqueue.
-/// Each figure is the least of three runs.
-pub fn queued_micros(
-    gpu: &Gpu,
-    case: &mut Case,
-    copy_bytes: usize,
-    launches: usize,
-) -> Result<f64, KernelError> {
-    let queue = profiling_queue(gpu)?;
-    let src = DeviceBuffer::<u8>::new(gpu, copy_bytes)?;
-    let dst = DeviceBuffer::<u8>::new(gpu, copy_bytes)?;
-    let copy = || enqueue_copy(&queue, &src, &dst).map(drop);
-    profile::start_without_events(queue.get());
-    let run = (|| -> Result<f64, KernelError> {
-        case.enqueue()?;
-        copy()?;
-        queue.finish().cl_call("clFinish")?;
-        let (mut alone, mut queued) = (f64::INFINITY, f64::INFINITY);
-        for _ in 0..3 {
-            let start = Instant::now();
+/// Times launches with the device, not the host, setting the pace: they are queued behind one long copy (which
+/// the device needs longer for than the host needs to enqueue them), and the copy's own time, measured alone, is
+/// subtracted. Back-to-back launches timed by the wall clock alone ([`Timing::pipe_micros`]) measure the host's
+/// enqueue rate instead when a kernel is shorter than its enqueue. The copy's buffers are allocated once and
+/// serve every case.
+pub struct QueuedTimer {
+    queue: CommandQueue,
+    src: DeviceBuffer<u8>,
+    dst: DeviceBuffer<u8>,
+}
+
+impl std::fmt::Debug for QueuedTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueuedTimer")
+            .field("copy_bytes", &self.src.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueuedTimer {
+    /// A timer whose launches wait behind a copy of `copy_bytes` bytes.
+    pub fn new(gpu: &Gpu, copy_bytes: usize) -> Result<Self, KernelError> {
+        Ok(QueuedTimer {
+            queue: profiling_queue(gpu)?,
+            src: DeviceBuffer::new(gpu, copy_bytes)?,
+            dst: DeviceBuffer::new(gpu, copy_bytes)?,
+        })
+    }
+
+    /// Device microseconds per launch of `case`, `launches` launches queued behind the copy; the least of three
+    /// runs.
+    pub fn micros(&self, case: &mut Case, launches: usize) -> Result<f64, KernelError> {
+        let queue = &self.queue;
+        let copy = || enqueue_copy(queue, &self.src, &self.dst).map(drop);
+        profile::start_without_events(queue.get());
+        let run = (|| -> Result<f64, KernelError> {
+            case.enqueue()?;
             copy()?;
             queue.finish().cl_call("clFinish")?;
-            alone = alone.min(start.elapsed().as_secs_f64());
-            let start = Instant::now();
-            copy()?;
-            for _ in 0..launches {
-                case.enqueue()?;
+            let (mut alone, mut queued) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..3 {
+                let start = Instant::now();
+                copy()?;
+                queue.finish().cl_call("clFinish")?;
+                alone = alone.min(start.elapsed().as_secs_f64());
+                let start = Instant::now();
+                copy()?;
+                for _ in 0..launches {
+                    case.enqueue()?;
+                }
+                queue.finish().cl_call("clFinish")?;
+                queued = queued.min(start.elapsed().as_secs_f64());
             }
-            queue.finish().cl_call("clFinish")?;
-            queued = queued.min(start.elapsed().as_secs_f64());
-        }
-        Ok((queued - alone).max(0.0) / launches.max(1) as f64 * 1e6)
-    })();
-    drop(profile::stop());
-    run
+            Ok((queued - alone).max(0.0) / launches.max(1) as f64 * 1e6)
+        })();
+        drop(profile::stop());
+        run
+    }
 }
 
 /// Enqueues a copy of all of `src` into `dst` (of at least its length) on `queue`.
@@ -763,7 +783,8 @@ pub fn matvec_timeline(
     for run in 0..runs.max(1) + 2 {
         y.fill_bytes(gpu, 0)?;
         mv.enqueue(&ws[run % ws.len()], &x, &mut y, Residual::None)?;
-        let words: Vec<u32> = bytemuck::cast_slice(&y.read(gpu)?[rows..]).to_vec();
+        let ys = y.read(gpu)?;
+        let words: &[u32] = bytemuck::cast_slice(&ys[rows..]);
         let recs: Vec<&[u32]> = words
             .chunks_exact(8)
             .take_while(|r| r[0] != 0 || r[1] != 0)
