@@ -81,7 +81,6 @@ pub fn assert_dot_close(what: &str, got: &[f32], want: &[f32], l1: &[f32], rel: 
     eprintln!("{what}: {} elements, max |err|/l1 {worst:e}", got.len());
 }
 
-/// `sum_k |W[r][k] x[k]|` per row of a dense row-major matrix: the scale of a dot product's rounding error.
 /// Checks `act(g)·u` outputs where each dot product may be off by `rel` of its row's Σ|w·x| (`l1g`, `l1u`):
 /// the product's error is then at most 1.2·Δg·|u| + |g|·Δu + Δg·Δu (|act'| <= 1.2 and |act(g)| <= |g| for
 /// SiLU and GELU), plus a 1e-4 floor and 1e-4 relative for the f32 rounding of the activation itself.
@@ -114,6 +113,7 @@ pub fn assert_gated_close(
     eprintln!("{what}: {} elements, max |err| {worst:e}", got.len());
 }
 
+/// `sum_k |W[r][k] x[k]|` per row of a dense row-major matrix: the scale of a dot product's rounding error.
 pub fn row_l1(w: &[f32], cols: usize, x: &[f32]) -> Vec<f32> {
     w.chunks(cols)
         .map(|row| row.iter().zip(x).map(|(a, b)| (a * b).abs()).sum())
