@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use clkernels::kernels::attention::{
-    Attention, AttentionShape, FreshToken, KvOperand, SplitPolicy,
+    Attention, AttentionShape, AttentionWalk, FreshToken, KvOperand, SplitPolicy,
 };
 use clkernels::kernels::rope::{HeadsLayout, Rope, RopeConfig, RopeStyle};
 use clkernels::kv_storage::{operand, ClKvStorage};
@@ -98,14 +98,26 @@ fn run_direct(
         },
         scale,
     );
-    let what = format!("{label} splits={}", att.splits(&shape));
+    let what = format!(
+        "{label} splits={} rows={}",
+        att.splits(&shape),
+        att.uses_rows(&shape, &view)
+    );
     assert_close(&what, &out.read(gpu).unwrap(), &want, 2e-5, 1e-4);
 }
 
 #[test]
 fn prefill_attention_matches_reference() {
     let gpu = gpu();
-    let att = Attention::new(&gpu).unwrap();
+    // Auto takes attn_partial for prefill; Rows forces attn_rows where the layout allows.
+    for walk in [AttentionWalk::Auto, AttentionWalk::Rows] {
+        let mut att = Attention::new(&gpu).unwrap();
+        att.set_walk(walk);
+        prefill_cases(&gpu, &att);
+    }
+}
+
+fn prefill_cases(gpu: &Gpu, att: &Attention) {
     let s = |seq, past, heads, kv_heads, head_dim| AttentionShape {
         seq,
         past,
@@ -114,24 +126,24 @@ fn prefill_attention_matches_reference() {
         head_dim,
     };
     run_direct(
-        &gpu,
-        &att,
+        gpu,
+        att,
         s(37, 0, 4, 2, 64),
         50,
         KvDtype::F32,
         "prefill f32 gqa",
     );
     run_direct(
-        &gpu,
-        &att,
+        gpu,
+        att,
         s(70, 20, 2, 1, 48),
         100,
         KvDtype::F16,
         "prefill f16 after past",
     );
     run_direct(
-        &gpu,
-        &att,
+        gpu,
+        att,
         s(9, 0, 3, 3, 80),
         9,
         KvDtype::F32,
@@ -139,8 +151,8 @@ fn prefill_attention_matches_reference() {
     );
     // head_dim not a multiple of 8: the scalar key-dot path.
     run_direct(
-        &gpu,
-        &att,
+        gpu,
+        att,
         s(11, 5, 2, 1, 36),
         20,
         KvDtype::F16,
@@ -156,10 +168,10 @@ fn prefill_attention_matches_reference() {
             "3 tokens x 2 heads over 93 positions should split"
         );
     }
-    run_direct(&gpu, &att, chunk, 100, KvDtype::F16, "prefill chunk split");
+    run_direct(gpu, att, chunk, 100, KvDtype::F16, "prefill chunk split");
     run_direct(
-        &gpu,
-        &att,
+        gpu,
+        att,
         s(2, 40, 1, 1, 256),
         50,
         KvDtype::F32,
@@ -170,7 +182,51 @@ fn prefill_attention_matches_reference() {
 #[test]
 fn decode_attention_splits_long_contexts_and_matches_reference() {
     let gpu = gpu();
-    let att = Attention::new(&gpu).unwrap();
+    let view = |ctx| {
+        KvLayout {
+            kv_heads: 2,
+            max_ctx: ctx,
+            head_dim: 64,
+            dtype: KvDtype::F32,
+        }
+        .positions_view(0, ctx)
+    };
+    let decode = |past| AttentionShape {
+        seq: 1,
+        past,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 64,
+    };
+    // Auto takes attn_rows where each split is one block of it (64 positions at head_dim 64), attn_partial
+    // for longer splits; both kernels run every case.
+    let auto = Attention::new(&gpu).unwrap();
+    assert!(auto.uses_rows(&decode(40), &view(41)));
+    let long = decode(100_000);
+    assert!(!auto.uses_rows(&long, &view(100_001)));
+    // However many work-groups the policy asks for, splits stay within what the merge holds.
+    let mut greedy = Attention::new(&gpu).unwrap();
+    greedy.set_split_policy(SplitPolicy {
+        groups_per_unit: 100_000,
+        min_chunk: 1,
+    });
+    assert!(
+        (2..=256).contains(&greedy.splits(&long)),
+        "{}",
+        greedy.splits(&long)
+    );
+    for walk in [AttentionWalk::Rows, AttentionWalk::Positions] {
+        let mut att = Attention::new(&gpu).unwrap();
+        att.set_walk(walk);
+        assert_eq!(
+            att.uses_rows(&decode(700), &view(701)),
+            walk == AttentionWalk::Rows
+        );
+        decode_cases(&gpu, &att, walk);
+    }
+}
+
+fn decode_cases(gpu: &Gpu, att: &Attention, walk: AttentionWalk) {
     let s = |seq, past, heads, kv_heads, head_dim| AttentionShape {
         seq,
         past,
@@ -183,7 +239,7 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
         att.splits(&long) > 1,
         "a 701-position decode should use several splits"
     );
-    run_direct(&gpu, &att, long, 800, KvDtype::F32, "decode f32 long");
+    run_direct(gpu, att, long, 800, KvDtype::F32, "decode f32 long");
     // A short context with few heads is split too (into chunks of at least 32 positions) so that more work-groups
     // run; the last split is partial.
     let short = s(1, 100, 2, 1, 64);
@@ -191,33 +247,26 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
         att.splits(&short) > 1,
         "a 101-position decode over 2 heads should use several splits"
     );
+    run_direct(gpu, att, short, 128, KvDtype::F16, "decode f16 short split");
     run_direct(
-        &gpu,
-        &att,
-        short,
-        128,
-        KvDtype::F16,
-        "decode f16 short split",
-    );
-    run_direct(
-        &gpu,
-        &att,
+        gpu,
+        att,
         s(1, 1000, 8, 1, 128),
         1024,
         KvDtype::F16,
         "decode f16 long mqa",
     );
     run_direct(
-        &gpu,
-        &att,
+        gpu,
+        att,
         s(1, 0, 2, 2, 32),
         4,
         KvDtype::F32,
         "decode first token",
     );
     run_direct(
-        &gpu,
-        &att,
+        gpu,
+        att,
         s(2, 300, 2, 1, 64),
         310,
         KvDtype::F32,
@@ -226,7 +275,8 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
     // More splits than the merge loads at once (a large device's policy, forced here), so the merge walks them
     // in batches; and a policy of few splits.
     for (groups_per_unit, label) in [(64, "decode many splits"), (1, "decode few splits")] {
-        let mut tuned = Attention::new(&gpu).unwrap();
+        let mut tuned = Attention::new(gpu).unwrap();
+        tuned.set_walk(walk);
         tuned.set_split_policy(SplitPolicy {
             groups_per_unit,
             min_chunk: 32,
@@ -239,7 +289,7 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
                 tuned.splits(&shape)
             );
         }
-        run_direct(&gpu, &tuned, shape, 704, KvDtype::F16, label);
+        run_direct(gpu, &tuned, shape, 704, KvDtype::F16, label);
     }
 }
 
@@ -255,6 +305,7 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
         64,
         &steps,
         false,
+        AttentionWalk::Auto,
     );
 }
 
@@ -272,6 +323,17 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         64,
         &steps,
         true,
+        AttentionWalk::Auto,
+    );
+    // The same through attn_partial (head_dim 32 takes attn_rows by default).
+    kvcache_steps(
+        "fresh positions",
+        (4, 2, 32, 32),
+        RopeStyle::HalfSplit,
+        64,
+        &steps,
+        true,
+        AttentionWalk::Positions,
     );
     kvcache_steps(
         "fresh partial",
@@ -280,6 +342,7 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         64,
         &steps,
         true,
+        AttentionWalk::Auto,
     );
     kvcache_steps(
         "fresh long",
@@ -288,6 +351,7 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         320,
         &[300, 1, 1],
         true,
+        AttentionWalk::Auto,
     );
 }
 
@@ -300,10 +364,12 @@ fn kvcache_steps(
     max_ctx: usize,
     steps: &[usize],
     fresh_decode: bool,
+    walk: AttentionWalk,
 ) {
     let gpu = gpu();
     let mut rng = rng(label);
-    let att = Attention::new(&gpu).unwrap();
+    let mut att = Attention::new(&gpu).unwrap();
+    att.set_walk(walk);
     let rope = Rope::new(&gpu).unwrap();
     let cfg = RopeConfig {
         head_dim,

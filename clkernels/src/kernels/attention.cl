@@ -18,6 +18,14 @@
 #define ATT_MAX_HD 256
 #endif
 #define ATT_DPT ((ATT_MAX_HD + ATT_WG - 1) / ATT_WG)
+// Most splits a decode launch makes (the launcher caps its plan here): the merge keeps each split's (m, l) in
+// local memory. And how many splits' outputs the merge loads at once.
+#ifndef ATT_MAX_SPLITS
+#define ATT_MAX_SPLITS 256
+#endif
+#ifndef ATT_MERGE
+#define ATT_MERGE 8
+#endif
 
 // KV_LOAD8 reads 8 consecutive elements from an index that is a multiple of 8 (16- or 32-byte aligned, which the
 // kernels check at run time: see kv_wide). vload8 / vload_half8 promise only element alignment, and NVIDIA's
@@ -73,6 +81,121 @@ inline float kv_rotated(global const float* head, uint d, uint rotary_dim, float
     return first ? val * c - other * sn : other * sn + val * c;
 }
 
+// The work-group's query head into qs, times scale (rotated at position p_new when fresh); with has_fresh also
+// the fresh token's key (rotated) and value, rounded to the cache's element type as a cache read would return
+// them, into kn / vn, and the work-groups of query heads h % group == 0 write them into the cache at p_new.
+// Callers put a barrier before reading qs, kn or vn.
+inline void attn_stage_query(global const float* q, uint q_off, uint q_stride, global kv_t* k, global kv_t* v,
+                             uint kv_off, uint head_stride, uint pos_stride, uint h, uint t, uint kvh, uint group,
+                             uint head_dim, float scale, uint fresh, bool has_fresh, uint p_new, uint k_src_off,
+                             uint v_src_off, uint rotary_dim, float log2_theta, uint rope_style, local float* qs,
+                             local float* kn, local float* vn, local kv_t* rounding) {
+    const uint lid = get_local_id(0);
+    const float pos = (float)p_new;
+    global const float* qh = q + q_off + (size_t)t * q_stride + (size_t)h * head_dim;
+    for (uint d = lid; d < head_dim; d += ATT_WG) {
+        const float qv = fresh != 0 && d < rotary_dim ? kv_rotated(qh, d, rotary_dim, log2_theta, pos, rope_style)
+                                                      : qh[d];
+        qs[d] = qv * scale;
+    }
+    if (has_fresh) {
+        global const float* kh = q + k_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
+        global const float* vh = q + v_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
+        const size_t at = kv_off + (size_t)kvh * head_stride + (size_t)p_new * pos_stride;
+        const bool writer = h % group == 0;
+        for (uint d = lid; d < head_dim; d += ATT_WG) {
+            const float kv = d < rotary_dim ? kv_rotated(kh, d, rotary_dim, log2_theta, pos, rope_style) : kh[d];
+            // Each work-item rounds its own element through local memory: what the cache will hold.
+            KV_STORE(kv, rounding, d);
+            kn[d] = KV_LOAD(rounding, d);
+            KV_STORE(vh[d], rounding, d);
+            vn[d] = KV_LOAD(rounding, d);
+            if (writer) {
+                KV_STORE(kn[d], k, at + d);
+                KV_STORE(vn[d], v, at + d);
+            }
+        }
+    }
+}
+
+// Stores a work-group's result: o (element d = lid + i * ATT_WG, unnormalised), running maximum m and sum l of
+// (token, head) th, split s of splits. With one split the normalised output; else the partial, and the last
+// split of th to finish merges all of them (no second launch): each work-item's writes are fenced before the
+// work-group counts itself done, and the merging work-group reads the partials with volatile loads so no stale
+// cached copy is used. The counter is reset for the next launch.
+inline void attn_finish(const float* o, float m, float l, size_t th, uint s, uint splits, uint head_dim,
+                        global float* out, global float2* part_ml, global float* part_o, global uint* counters,
+                        local uint* is_last, local float2* ml_space) {
+    const uint lid = get_local_id(0);
+    if (splits == 1) {
+        const float inv = 1.0f / l;
+#pragma unroll
+        for (uint i = 0; i < ATT_DPT; ++i) {
+            const uint d = lid + i * ATT_WG;
+            if (d < head_dim) out[th * head_dim + d] = o[i] * inv;
+        }
+        return;
+    }
+    const size_t ps_idx = th * splits + s;
+#pragma unroll
+    for (uint i = 0; i < ATT_DPT; ++i) {
+        const uint d = lid + i * ATT_WG;
+        if (d < head_dim) part_o[ps_idx * head_dim + d] = o[i];
+    }
+    if (lid == 0) part_ml[ps_idx] = (float2)(m, l);
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    if (lid == 0) *is_last = atomic_inc(&counters[th]) == splits - 1;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (!*is_last) return;
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    volatile global const float2* vml = (volatile global const float2*)part_ml + th * splits;
+    volatile global const float* vo = (volatile global const float*)part_o + th * splits * head_dim;
+    // Every load of a batch is issued before any is used, so the merge waits one round trip per batch (volatile
+    // loads stay in program order but do not wait for each other): first each split's weight, exp(m_s - max)
+    // (0 for a split with no positions, m = -inf), kept in local memory, then ATT_MERGE splits' outputs at a time.
+    for (uint sp = lid; sp < splits; sp += ATT_WG) ml_space[sp] = vml[sp];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float mx = -INFINITY;
+    for (uint sp = 0; sp < splits; ++sp) mx = fmax(mx, ml_space[sp].x);
+    float den = 0.0f;
+    for (uint sp = 0; sp < splits; ++sp) {
+        const float2 ml = ml_space[sp];
+        den = mad(ml.y, ml.x == -INFINITY ? 0.0f : exp(ml.x - mx), den);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint sp = lid; sp < splits; sp += ATT_WG) {
+        const float x = ml_space[sp].x;
+        ml_space[sp].y = x == -INFINITY ? 0.0f : exp(x - mx);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float num[ATT_DPT];
+#pragma unroll
+    for (uint i = 0; i < ATT_DPT; ++i) num[i] = 0.0f;
+    for (uint sp0 = 0; sp0 < splits; sp0 += ATT_MERGE) {
+        float ov[ATT_DPT][ATT_MERGE];
+#pragma unroll
+        for (uint i = 0; i < ATT_DPT; ++i) {
+            const uint d = lid + i * ATT_WG;
+#pragma unroll
+            for (uint u = 0; u < ATT_MERGE; ++u)
+                ov[i][u] = d < head_dim && sp0 + u < splits ? vo[(sp0 + u) * head_dim + d] : 0.0f;
+        }
+#pragma unroll
+        for (uint i = 0; i < ATT_DPT; ++i)
+#pragma unroll
+            for (uint u = 0; u < ATT_MERGE; ++u)
+                if (sp0 + u < splits) num[i] = mad(ov[i][u], ml_space[sp0 + u].y, num[i]);
+    }
+    const float inv = 1.0f / den;
+#pragma unroll
+    for (uint i = 0; i < ATT_DPT; ++i) {
+        const uint d = lid + i * ATT_WG;
+        if (d < head_dim) out[th * head_dim + d] = num[i] * inv;
+    }
+    if (lid == 0) counters[th] = 0;
+}
+
 // Global size (ATT_WG * splits, heads, seq), local (ATT_WG, 1, 1).
 // q: element d of head h of token t at q_off + t * q_stride + h * head_dim + d.
 // out: [seq][heads][head_dim]. part_ml: [seq][heads][splits] float2 (m, l). part_o: [seq][heads][splits][head_dim].
@@ -99,6 +222,7 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
     local float rounding_space[ATT_MAX_HD];
     local kv_t* rounding = (local kv_t*)rounding_space;
     local uint is_last;
+    local float2 ml_space[ATT_MAX_SPLITS];
     local float ps[ATT_WG];
     local float scratch[ATT_WG];
     const uint lid = get_local_id(0);
@@ -110,33 +234,11 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
     // This work-group covers the fresh position (the last one), which it takes from kn / vn.
     const bool has_fresh = fresh != 0 && end == n_keys;
     const uint p_new = n_keys - 1;
-    const float pos = (float)p_new;
 
-    global const float* qh = q + q_off + (size_t)t * q_stride + (size_t)h * head_dim;
-    for (uint d = lid; d < head_dim; d += ATT_WG) {
-        const float qv = fresh != 0 && d < rotary_dim ? kv_rotated(qh, d, rotary_dim, log2_theta, pos, rope_style)
-                                                      : qh[d];
-        qs[d] = qv * scale;
-    }
+    attn_stage_query(q, q_off, q_stride, k, v, kv_off, head_stride, pos_stride, h, t, kvh, group, head_dim, scale,
+                     fresh, has_fresh, p_new, k_src_off, v_src_off, rotary_dim, log2_theta, rope_style, qs, kn, vn,
+                     rounding);
     const size_t kv_head = kv_off + (size_t)kvh * head_stride;
-    if (has_fresh) {
-        global const float* kh = q + k_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
-        global const float* vh = q + v_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
-        const size_t at = kv_head + (size_t)p_new * pos_stride;
-        const bool writer = h % group == 0;
-        for (uint d = lid; d < head_dim; d += ATT_WG) {
-            const float kv = d < rotary_dim ? kv_rotated(kh, d, rotary_dim, log2_theta, pos, rope_style) : kh[d];
-            // Each work-item rounds its own element through local memory: what the cache will hold.
-            KV_STORE(kv, rounding, d);
-            kn[d] = KV_LOAD(rounding, d);
-            KV_STORE(vh[d], rounding, d);
-            vn[d] = KV_LOAD(rounding, d);
-            if (writer) {
-                KV_STORE(kn[d], k, at + d);
-                KV_STORE(vn[d], v, at + d);
-            }
-        }
-    }
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float o[ATT_DPT];
@@ -245,68 +347,151 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
         }
     }
 
-    const size_t th = (size_t)t * heads + h;
-    if (splits == 1) {
-        const float inv = 1.0f / l;
+    attn_finish(o, m, l, (size_t)t * heads + h, s, splits, head_dim, out, part_ml, part_o, counters, &is_last,
+                ml_space);
+}
+
+#ifndef ATT_ROWS
+#define ATT_ROWS 8
+#endif
+
+// A cache row's 8 elements as loaded (kv_raw8: four words of halves, or eight floats) and as eight floats.
+#ifdef KV_F16
+typedef uint4 kv_raw8;
+#define KV_RAW_LOAD8(p, i) (*(global const uint4*)((p) + (i)))
+#ifdef TLITE_HAS_FP16
+#define KV_RAW_F8(r) convert_float8(as_half8(r))
+#else
+#define KV_RAW_F8(r) kv_half8_from_bits(r)
+#endif
+#else
+typedef float8 kv_raw8;
+#define KV_RAW_LOAD8(p, i) KV_LOAD8(p, i)
+#define KV_RAW_F8(r) (r)
+#endif
+
+// attn_rows: attn_partial's job (same arguments, grid and results) for caches whose rows start on 8-element
+// boundaries, with head_dim = 8 * vg and vg dividing ATT_WG. attn_partial gives each work-item a whole key row
+// and loads the values only after the block's softmax: two dependent memory round trips per block, which is
+// most of a short decode's time (a 192-position decode is latency-bound). Here vg work-items cover a row with
+// 16-byte loads, K and V alike, ATT_WG / vg rows at a time and ATT_ROWS rows per work-item per block, and every
+// K and V load of a block is issued before any is used; the first block's before the query is even read. A block
+// then costs one round trip. Partial dots are summed through local memory (portable: no sub-groups needed).
+kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
+void attn_rows(global const float* q, uint q_off, uint q_stride, global kv_t* k, global kv_t* v, uint kv_off,
+               uint head_stride, uint pos_stride, global float* out, global float2* part_ml, global float* part_o,
+               global uint* counters, uint past, uint heads, uint group, uint head_dim, uint chunk, uint splits,
+               float scale, uint fresh, uint k_src_off, uint v_src_off, uint rotary_dim, float log2_theta,
+               uint rope_style) {
+    local float4 qs4[ATT_MAX_HD / 4];
+    local float4 kn4[ATT_MAX_HD / 4], vn4[ATT_MAX_HD / 4];
+    local float* qs = (local float*)qs4;
+    local float* kn = (local float*)kn4;
+    local float* vn = (local float*)vn4;
+    local float rounding_space[ATT_MAX_HD];
+    // Partial dots of a block, row r's vg values at r * (vg + 1) (padded against bank conflicts); later the
+    // row groups' output rows, group g's at g * head_dim (ATT_WG * 8 floats).
+    local float dots[ATT_WG * ATT_ROWS + ATT_WG * 8];
+    local float ps[ATT_WG * ATT_ROWS];
+    local float scratch[ATT_WG];
+    local uint is_last;
+    local float2 ml_space[ATT_MAX_SPLITS];
+    const uint lid = get_local_id(0);
+    const uint s = get_group_id(0), h = get_global_id(1), t = get_global_id(2);
+    const uint kvh = h / group;
+    const uint n_keys = past + t + 1;
+    const uint start = s * chunk;
+    const uint end = min(start + chunk, n_keys);
+    const bool has_fresh = fresh != 0 && end == n_keys;
+    const uint p_new = n_keys - 1;
+    // Rows read from the cache (the fresh one comes from kn / vn).
+    const uint end_cached = has_fresh ? p_new : end;
+    const uint vg = head_dim / 8, ng = ATT_WG / vg;
+    const uint g = lid / vg, lane = lid % vg, dim0 = lane * 8;
+    const uint block = ng * ATT_ROWS;
+    const size_t kv_head = kv_off + (size_t)kvh * head_stride;
+    const global kv_t* kp = k + kv_head + dim0;
+    const global kv_t* vp = v + kv_head + dim0;
+
+    float m = -INFINITY, l = 0.0f;
+    float8 o8 = (float8)(0.0f);
+    for (uint base = start; base < end; base += block) {
+        kv_raw8 kr[ATT_ROWS], vr[ATT_ROWS];
 #pragma unroll
-        for (uint i = 0; i < ATT_DPT; ++i) {
-            const uint d = lid + i * ATT_WG;
-            if (d < head_dim) out[th * head_dim + d] = o[i] * inv;
+        for (uint i = 0; i < ATT_ROWS; ++i) {
+            const uint row = base + g + i * ng;
+            if (row < end_cached) {
+                kr[i] = KV_RAW_LOAD8(kp, (size_t)row * pos_stride);
+                vr[i] = KV_RAW_LOAD8(vp, (size_t)row * pos_stride);
+            }
         }
-    } else {
-        const size_t ps_idx = th * splits + s;
-#pragma unroll
-        for (uint i = 0; i < ATT_DPT; ++i) {
-            const uint d = lid + i * ATT_WG;
-            if (d < head_dim) part_o[ps_idx * head_dim + d] = o[i];
-        }
-        if (lid == 0) part_ml[ps_idx] = (float2)(m, l);
-        // The last split of (t, h) to finish merges all of them (no second launch): each work-item's writes are
-        // fenced before the work-group counts itself done, and the merging work-group reads the partials with
-        // volatile loads so no stale cached copy is used. The counter is reset for the next launch.
-        mem_fence(CLK_GLOBAL_MEM_FENCE);
-        barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
-        if (lid == 0) is_last = atomic_inc(&counters[th]) == splits - 1;
+        if (base == start)
+            attn_stage_query(q, q_off, q_stride, k, v, kv_off, head_stride, pos_stride, h, t, kvh, group, head_dim,
+                             scale, fresh, has_fresh, p_new, k_src_off, v_src_off, rotary_dim, log2_theta,
+                             rope_style, qs, kn, vn, (local kv_t*)rounding_space);
+        // qs, kn, vn are written (first block) and the previous block's dots and ps are read: both fenced here.
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (is_last) {
-            mem_fence(CLK_GLOBAL_MEM_FENCE);
-            volatile global const float2* vml = (volatile global const float2*)part_ml + th * splits;
-            volatile global const float* vo = (volatile global const float*)part_o + th * splits * head_dim;
-            // Loads four splits at a time before using them, so the merge waits a few round trips, not one
-            // per split (volatile loads are not reordered by the compiler).
-            float mx = -INFINITY;
-            uint sp = 0;
-            for (; sp + 4 <= splits; sp += 4) {
-                const float a = vml[sp].x, b = vml[sp + 1].x, c = vml[sp + 2].x, e = vml[sp + 3].x;
-                mx = fmax(mx, fmax(fmax(a, b), fmax(c, e)));
-            }
-            for (; sp < splits; ++sp) mx = fmax(mx, vml[sp].x);
-            for (uint d = lid; d < head_dim; d += ATT_WG) {
-                float num = 0.0f, den = 0.0f;
-                for (sp = 0; sp + 4 <= splits; sp += 4) {
-                    float2 ml[4];
-                    float ov[4];
-                    for (uint u = 0; u < 4; ++u) ml[u] = vml[sp + u];
-                    for (uint u = 0; u < 4; ++u) ov[u] = vo[(sp + u) * head_dim + d];
-                    for (uint u = 0; u < 4; ++u) {
-                        // A split with no positions has m = -inf and contributes nothing.
-                        const float w = ml[u].x == -INFINITY ? 0.0f : exp(ml[u].x - mx);
-                        den = mad(ml[u].y, w, den);
-                        num = mad(ov[u], w, num);
-                    }
-                }
-                for (; sp < splits; ++sp) {
-                    const float2 ml = vml[sp];
-                    if (ml.x == -INFINITY) continue;
-                    const float w = exp(ml.x - mx);
-                    den = mad(ml.y, w, den);
-                    num = mad(vo[sp * head_dim + d], w, num);
-                }
-                out[th * head_dim + d] = num / den;
-            }
-            if (lid == 0) counters[th] = 0;
+        const float8 q8 = (float8)(qs4[dim0 / 4], qs4[dim0 / 4 + 1]);
+#pragma unroll
+        for (uint i = 0; i < ATT_ROWS; ++i) {
+            const uint row = base + g + i * ng;
+            float8 k8 = (float8)(0.0f);
+            if (row < end_cached)
+                k8 = KV_RAW_F8(kr[i]);
+            else if (has_fresh && row == p_new)
+                k8 = (float8)(kn4[dim0 / 4], kn4[dim0 / 4 + 1]);
+            const float8 p8 = q8 * k8;
+            const float4 p4 = p8.lo + p8.hi;
+            dots[(g + i * ng) * (vg + 1) + lane] = (p4.x + p4.y) + (p4.z + p4.w);
         }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        const uint n = min(block, end - base);
+        float local_max = -INFINITY;
+        for (uint r = lid; r < n; r += ATT_WG) {
+            float acc = 0.0f;
+            for (uint e = 0; e < vg; ++e) acc += dots[r * (vg + 1) + e];
+            ps[r] = acc;
+            local_max = fmax(local_max, acc);
+        }
+        const float new_m = fmax(m, tl_wg_max(local_max, scratch));
+        float local_sum = 0.0f;
+        for (uint r = lid; r < n; r += ATT_WG) {
+            const float p = exp(ps[r] - new_m);
+            ps[r] = p;
+            local_sum += p;
+        }
+        // tl_wg_sum's barrier also publishes ps.
+        const float block_sum = tl_wg_sum(local_sum, scratch);
+        const float corr = exp(m - new_m);
+        l = l * corr + block_sum;
+        o8 *= corr;
+#pragma unroll
+        for (uint i = 0; i < ATT_ROWS; ++i) {
+            const uint r = g + i * ng, row = base + r;
+            if (row < end_cached)
+                o8 = mad((float8)(ps[r]), KV_RAW_F8(vr[i]), o8);
+            else if (has_fresh && row == p_new)
+                o8 = mad((float8)(ps[r]), (float8)(vn4[dim0 / 4], vn4[dim0 / 4 + 1]), o8);
+        }
+        m = new_m;
     }
+
+    // Sum the row groups' output rows.
+    barrier(CLK_LOCAL_MEM_FENCE);
+    local float* rows_out = dots + g * head_dim + dim0;
+    for (uint e = 0; e < 8; ++e) rows_out[e] = ((float*)&o8)[e];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float o[ATT_DPT];
+#pragma unroll
+    for (uint i = 0; i < ATT_DPT; ++i) {
+        const uint d = lid + i * ATT_WG;
+        float acc = 0.0f;
+        if (d < head_dim)
+            for (uint gg = 0; gg < ng; ++gg) acc += dots[gg * head_dim + d];
+        o[i] = acc;
+    }
+    attn_finish(o, m, l, (size_t)t * heads + h, s, splits, head_dim, out, part_ml, part_o, counters, &is_last,
+                ml_space);
 }
 
 // Writes seq new tokens' K (rotated here when rotary_dim > 0) and V into the cache in place.
