@@ -2,7 +2,7 @@
 //! bandwidth, and FLOP/s against a given peak.
 
 use anyhow::Context as _;
-use clkernels::kernels::attention::SplitPolicy;
+use clkernels::kernels::attention::{AttentionWalk, SplitPolicy};
 use clkernels::kernels::bench_suite::{
     cases, copy_bandwidth, matvec_timeline, time_case, QueuedTimer, SuiteOptions,
 };
@@ -59,12 +59,16 @@ pub struct Args {
     /// Mat-mat tiling as TMxTNxWMxWN, e.g. 64x128x4x8; a trailing `v` selects contiguous float4 blocks (64x128x4x8v).
     #[arg(long)]
     mm_tile: Option<String>,
-    /// Decode attention: split the context until about this many work-groups per compute unit (default 4).
+    /// Decode attention: split the context until about this many work-groups per compute unit (default 8).
     #[arg(long)]
     att_groups_per_cu: Option<usize>,
     /// Decode attention: fewest positions per split (default 32).
     #[arg(long)]
     att_min_chunk: Option<usize>,
+    /// Attention kernel: `rows` (K and V loaded together, whole row slices per work-item group), `positions`
+    /// (a whole key row per work-item, values after the softmax) or `auto` (rows for decode; the default).
+    #[arg(long, value_parser = parse_walk)]
+    att_walk: Option<AttentionWalk>,
     /// Also try several mat-vec geometries and mat-mat tilings and print each.
     #[arg(long)]
     sweep: bool,
@@ -72,6 +76,17 @@ pub struct Args {
     /// only) and print where each launch's time goes.
     #[arg(long)]
     mv_timeline: bool,
+}
+
+fn parse_walk(text: &str) -> Result<AttentionWalk, String> {
+    match text {
+        "auto" => Ok(AttentionWalk::Auto),
+        "rows" => Ok(AttentionWalk::Rows),
+        "positions" => Ok(AttentionWalk::Positions),
+        other => Err(format!(
+            "unknown attention kernel {other:?} (auto, rows or positions)"
+        )),
+    }
 }
 
 fn parse_tile(text: &str) -> anyhow::Result<MatmulConfig> {
@@ -273,6 +288,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                 })
             }
         },
+        attention_walk: args.att_walk,
     };
     let floor_opts = SuiteOptions {
         filter: vec!["launch_floor".into()],
@@ -338,7 +354,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                 matmul: None,
                 small: args.small,
                 matvec_defines: args.mv_defines.clone(),
-                attention_split: None,
+                ..SuiteOptions::default()
             };
             run_suite(&gpu, &o, &args, &reference)?;
         }
@@ -364,7 +380,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                 matmul: Some(c),
                 small: args.small,
                 matvec_defines: args.mv_defines.clone(),
-                attention_split: None,
+                ..SuiteOptions::default()
             };
             run_suite(&gpu, &o, &args, &reference)?;
         }

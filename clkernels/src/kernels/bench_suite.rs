@@ -16,7 +16,9 @@ use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE};
 use opencl3::event::Event;
 use opencl3::memory::ClMem;
 
-use super::attention::{Attention, AttentionShape, KvOperand, SplitPolicy};
+use super::attention::{
+    Attention, AttentionShape, AttentionWalk, FreshToken, KvOperand, SplitPolicy,
+};
 use super::matmul::{MatmulConfig, MatmulM0e4};
 use super::matvec::{DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4};
 use super::norm::{Norm, RmsNormParams, RowsShape};
@@ -42,6 +44,8 @@ pub struct SuiteOptions {
     pub matvec_defines: Vec<String>,
     /// Decode attention split policy (the default when `None`).
     pub attention_split: Option<SplitPolicy>,
+    /// Attention kernel choice (the default when `None`).
+    pub attention_walk: Option<AttentionWalk>,
 }
 
 impl SuiteOptions {
@@ -612,7 +616,9 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
     }
 
     // Decode at the context `tlite bench --prompt-len 128 --gen 64` ends with (where latency, not bandwidth,
-    // decides) and at a long one.
+    // decides) and at a long one. Decode runs as a step does: q, k and v from a fused QKV row, rotated and appended
+    // in the launch, over caches cycled like the mat-vec weights so they are read from memory (a step reaches a
+    // layer's cache after a whole model's weights have passed through the L2).
     for (name, q_seq, ctx) in [
         ("attention_decode", 1, 192),
         ("attention_decode", 1, if opts.small { 512 } else { 4096 }),
@@ -625,6 +631,10 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         if let Some(policy) = opts.attention_split {
             att.set_split_policy(policy);
         }
+        if let Some(walk) = opts.attention_walk {
+            att.set_walk(walk);
+        }
+        let decode = q_seq == 1;
         let kv_heads = heads;
         let layout = KvLayout {
             kv_heads,
@@ -635,9 +645,23 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         let kv: Vec<f16> = (0..kv_heads * ctx * head_dim)
             .map(|_| f16::from_f32(rng.unit()))
             .collect();
-        let k = DeviceBuffer::from_slice(gpu, &kv)?;
-        let v = DeviceBuffer::from_slice(gpu, &kv)?;
-        let q = DeviceBuffer::from_slice(gpu, &rng.floats(q_seq * hidden))?;
+        let pair_bytes = 2 * kv.len() * 2;
+        let copies = if decode {
+            (COLD_WORKING_SET / pair_bytes.max(1)).clamp(1, 32)
+        } else {
+            1
+        };
+        let caches = (0..copies)
+            .map(|_| {
+                Ok((
+                    DeviceBuffer::from_slice(gpu, &kv)?,
+                    DeviceBuffer::from_slice(gpu, &kv)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, KernelError>>()?;
+        // Decode reads q (and the fresh k, v) from a fused QKV row; prefill from a q-only buffer.
+        let row = if decode { 3 * hidden } else { hidden };
+        let q = DeviceBuffer::from_slice(gpu, &rng.floats(q_seq * row))?;
         let mut o = DeviceBuffer::<f32>::new(gpu, q_seq * hidden)?;
         let past = ctx - q_seq;
         let shape = AttentionShape {
@@ -647,28 +671,46 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
             kv_heads,
             head_dim,
         };
-        let ql = HeadsLayout {
-            offset: 0,
-            token_stride: hidden,
+        let part = move |offset| HeadsLayout {
+            offset,
+            token_stride: row,
             heads,
             seq: q_seq,
         };
+        let fresh = decode.then(|| FreshToken {
+            k: part(hidden),
+            v: part(2 * hidden),
+            rope: RopeConfig {
+                head_dim,
+                rotary_dim: head_dim,
+                theta: 10000.0,
+                style: RopeStyle::HalfSplit,
+            },
+        });
         let splits = att.splits(&shape);
+        let view = layout.positions_view(0, ctx);
+        let kernel = if att.uses_rows(&shape, &view) {
+            "rows"
+        } else {
+            "positions"
+        };
         // Keys scored per query, summed over queries (causal).
         let pairs: f64 = (0..q_seq).map(|t| (past + t + 1) as f64).sum();
+        let mut next = 0;
         out.push(Case {
             name: name.into(),
             shape: format!("q {q_seq} ctx {ctx} {heads} heads x {head_dim} f16 KV"),
-            config: format!("splits {splits}"),
-            bytes: (2 * kv_heads * ctx * head_dim * 2 + 2 * q_seq * hidden * 4) as f64,
+            config: format!("{kernel}, splits {splits}, {copies} cache copies"),
+            bytes: (pair_bytes + 2 * q_seq * hidden * 4) as f64,
             flops: 4.0 * pairs * (heads * head_dim) as f64,
             run: Box::new(move || {
-                let view = layout.positions_view(0, ctx);
+                let (k, v) = &caches[next];
+                next = (next + 1) % caches.len();
                 let (ko, vo) = (
-                    KvOperand::from_device_buffer(&k, view),
-                    KvOperand::from_device_buffer(&v, view),
+                    KvOperand::from_device_buffer(k, view),
+                    KvOperand::from_device_buffer(v, view),
                 );
-                att.enqueue(&q, ql, ko, vo, shape, 0.088, &mut o)
+                att.enqueue_with_fresh(&q, part(0), fresh, ko, vo, shape, 0.088, &mut o)
             }),
         });
     }
