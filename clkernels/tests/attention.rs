@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use clkernels::kernels::attention::{
-    Attention, AttentionShape, AttentionWalk, FreshToken, KvOperand, SplitPolicy,
+    Attention, AttentionKernel, AttentionShape, AttentionWalk, FreshToken, KvOperand, SplitPolicy,
 };
 use clkernels::kernels::rope::{HeadsLayout, Rope, RopeConfig, RopeStyle};
 use clkernels::kv_storage::{operand, ClKvStorage};
@@ -98,19 +98,19 @@ fn run_direct(
         },
         scale,
     );
-    let what = format!(
-        "{label} splits={} rows={}",
-        att.splits(&shape),
-        att.uses_rows(&shape, &view)
-    );
+    let what = format!("{label} {:?}", att.plan(&shape, &view));
     assert_close(&what, &out.read(gpu).unwrap(), &want, 2e-5, 1e-4);
 }
 
 #[test]
 fn prefill_attention_matches_reference() {
     let gpu = gpu();
-    // Auto takes attn_partial for prefill; Rows forces attn_rows where the layout allows.
-    for walk in [AttentionWalk::Auto, AttentionWalk::Rows] {
+    // Auto takes attn_partial for prefill; Rows and WideRows force attn_rows where the layout allows.
+    for walk in [
+        AttentionWalk::Auto,
+        AttentionWalk::Rows,
+        AttentionWalk::WideRows,
+    ] {
         let mut att = Attention::new(&gpu).unwrap();
         att.set_walk(walk);
         prefill_cases(&gpu, &att);
@@ -198,30 +198,39 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
         kv_heads: 2,
         head_dim: 64,
     };
-    // Auto takes attn_rows where each split is one block of it (64 positions at head_dim 64), attn_partial
-    // for longer splits; both kernels run every case.
+    // Auto: one wide work-group per head while the context is one block of it (512 positions at head_dim 64),
+    // split attn_rows while each split is one block of it (64 positions), else attn_partial; every kernel runs
+    // every case below.
+    let kernel = |att: &Attention, past| att.plan(&decode(past), &view(past + 1)).kernel;
     let auto = Attention::new(&gpu).unwrap();
-    assert!(auto.uses_rows(&decode(40), &view(41)));
-    let long = decode(100_000);
-    assert!(!auto.uses_rows(&long, &view(100_001)));
+    assert_eq!(kernel(&auto, 40), AttentionKernel::WideRows);
+    assert_eq!(kernel(&auto, 100_000), AttentionKernel::Positions);
+    let mut many = Attention::new(&gpu).unwrap();
+    many.set_split_policy(SplitPolicy {
+        groups_per_unit: 1000,
+        min_chunk: 16,
+    });
+    assert_eq!(kernel(&many, 700), AttentionKernel::Rows);
     // However many work-groups the policy asks for, splits stay within what the merge holds.
     let mut greedy = Attention::new(&gpu).unwrap();
     greedy.set_split_policy(SplitPolicy {
         groups_per_unit: 100_000,
         min_chunk: 1,
     });
+    let long = decode(100_000);
     assert!(
         (2..=256).contains(&greedy.splits(&long)),
         "{}",
         greedy.splits(&long)
     );
-    for walk in [AttentionWalk::Rows, AttentionWalk::Positions] {
+    for (walk, want) in [
+        (AttentionWalk::Rows, AttentionKernel::Rows),
+        (AttentionWalk::WideRows, AttentionKernel::WideRows),
+        (AttentionWalk::Positions, AttentionKernel::Positions),
+    ] {
         let mut att = Attention::new(&gpu).unwrap();
         att.set_walk(walk);
-        assert_eq!(
-            att.uses_rows(&decode(700), &view(701)),
-            walk == AttentionWalk::Rows
-        );
+        assert_eq!(kernel(&att, 700), want);
         decode_cases(&gpu, &att, walk);
     }
 }
@@ -312,7 +321,8 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
 /// Decode steps through `enqueue_with_fresh` (q and k rotated, K/V written to the cache, all in the attention
 /// launch) agree with the reference, and the cache they leave behind is what the separate launches would write:
 /// later steps read it, and it is compared at the end. Covers grouped heads, partial rotary with the interleaved
-/// pairing, a head size off the 8-element load path (36), and a context long enough to split (past 300).
+/// pairing, a head size off the 8-element load path (36), and a context long enough to split (past 300), on each
+/// kernel.
 #[test]
 fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
     let steps = [13, 1, 1, 5, 1];
@@ -325,7 +335,7 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         true,
         AttentionWalk::Auto,
     );
-    // The same through attn_partial (head_dim 32 takes attn_rows by default).
+    // The same through attn_partial (head_dim 32 takes the wide attn_rows by default).
     kvcache_steps(
         "fresh positions",
         (4, 2, 32, 32),
@@ -345,13 +355,13 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         AttentionWalk::Auto,
     );
     kvcache_steps(
-        "fresh long",
+        "fresh long split rows",
         (4, 1, 32, 32),
         RopeStyle::HalfSplit,
         320,
         &[300, 1, 1],
         true,
-        AttentionWalk::Auto,
+        AttentionWalk::Rows,
     );
 }
 

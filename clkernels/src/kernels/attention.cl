@@ -59,26 +59,39 @@ typedef float kv_t;
 #define KV_STORE(v, p, i) ((p)[(i)] = (v))
 #endif
 
-// Element d (< rotary_dim) of one head row after rotary embedding at position pos: style 0 pairs (2i, 2i + 1),
-// style 1 pairs (i, i + rotary_dim / 2); frequency theta^(-2i / rotary_dim).
-inline float kv_rotated(global const float* head, uint d, uint rotary_dim, float log2_theta, float pos, uint style) {
+// Rotary pairing of element d (< rotary_dim): its partner, whether it is the first of the pair, and the pair's
+// frequency index i (frequency theta^(-2i / rotary_dim)). Style 0 pairs (2i, 2i + 1), style 1 (i, i + rotary_dim / 2).
+inline uint kv_rotary_partner(uint d, uint rotary_dim, uint style, bool* first, uint* i) {
     const uint half_rd = rotary_dim / 2;
-    uint i, partner;
-    bool first;
     if (style == 0) {
-        i = d / 2;
-        first = (d & 1) == 0;
-        partner = d ^ 1;
-    } else {
-        first = d < half_rd;
-        i = first ? d : d - half_rd;
-        partner = first ? d + half_rd : d - half_rd;
+        *i = d / 2;
+        *first = (d & 1) == 0;
+        return d ^ 1;
     }
-    const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
-    float c;
-    const float sn = sincos(pos * freq, &c);
-    const float val = head[d], other = head[partner];
+    *first = d < half_rd;
+    *i = *first ? d : d - half_rd;
+    return *first ? d + half_rd : d - half_rd;
+}
+
+// Element `val` of a pair rotated by the angle with cosine c and sine sn, `other` being its partner.
+inline float kv_rotate(float val, float other, bool first, float c, float sn) {
     return first ? val * c - other * sn : other * sn + val * c;
+}
+
+// Sine and cosine of pair i's angle at position pos.
+inline float kv_angle(uint i, uint rotary_dim, float log2_theta, float pos, float* c) {
+    const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
+    return sincos(pos * freq, c);
+}
+
+// Element d (< rotary_dim) of one head row after rotary embedding at position pos.
+inline float kv_rotated(global const float* head, uint d, uint rotary_dim, float log2_theta, float pos, uint style) {
+    bool first;
+    uint i;
+    const uint partner = kv_rotary_partner(d, rotary_dim, style, &first, &i);
+    float c;
+    const float sn = kv_angle(i, rotary_dim, log2_theta, pos, &c);
+    return kv_rotate(head[d], head[partner], first, c, sn);
 }
 
 // The work-group's query head into qs, times scale (rotated at position p_new when fresh); with has_fresh also
@@ -93,22 +106,49 @@ inline void attn_stage_query(global const float* q, uint q_off, uint q_stride, g
     const uint lid = get_local_id(0);
     const float pos = (float)p_new;
     global const float* qh = q + q_off + (size_t)t * q_stride + (size_t)h * head_dim;
-    for (uint d = lid; d < head_dim; d += ATT_WG) {
-        const float qv = fresh != 0 && d < rotary_dim ? kv_rotated(qh, d, rotary_dim, log2_theta, pos, rope_style)
-                                                      : qh[d];
-        qs[d] = qv * scale;
+    global const float* kh = q + k_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
+    global const float* vh = q + v_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
+    // Every load first (q, and the fresh key and value, with their rotary partners), so a work-item waits one
+    // round trip; one angle serves q and k.
+    float qa[ATT_DPT], qb[ATT_DPT], ka[ATT_DPT], kb[ATT_DPT], va[ATT_DPT];
+    bool first[ATT_DPT];
+    uint pair[ATT_DPT];
+#pragma unroll
+    for (uint j = 0; j < ATT_DPT; ++j) {
+        const uint d = lid + j * ATT_WG;
+        const bool rotated = fresh != 0 && d < rotary_dim;
+        first[j] = true;
+        pair[j] = 0;
+        const uint partner = rotated ? kv_rotary_partner(d, rotary_dim, rope_style, &first[j], &pair[j]) : d;
+        if (d < head_dim) {
+            qa[j] = qh[d];
+            qb[j] = qh[partner];
+            if (has_fresh) {
+                ka[j] = kh[d];
+                kb[j] = kh[partner];
+                va[j] = vh[d];
+            }
+        }
     }
-    if (has_fresh) {
-        global const float* kh = q + k_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
-        global const float* vh = q + v_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
-        const size_t at = kv_off + (size_t)kvh * head_stride + (size_t)p_new * pos_stride;
-        const bool writer = h % group == 0;
-        for (uint d = lid; d < head_dim; d += ATT_WG) {
-            const float kv = d < rotary_dim ? kv_rotated(kh, d, rotary_dim, log2_theta, pos, rope_style) : kh[d];
+    const size_t at = kv_off + (size_t)kvh * head_stride + (size_t)p_new * pos_stride;
+    const bool writer = h % group == 0;
+#pragma unroll
+    for (uint j = 0; j < ATT_DPT; ++j) {
+        const uint d = lid + j * ATT_WG;
+        if (d >= head_dim) continue;
+        float qv = qa[j], kv = ka[j];
+        if (fresh != 0 && d < rotary_dim) {
+            float c;
+            const float sn = kv_angle(pair[j], rotary_dim, log2_theta, pos, &c);
+            qv = kv_rotate(qa[j], qb[j], first[j], c, sn);
+            kv = kv_rotate(ka[j], kb[j], first[j], c, sn);
+        }
+        qs[d] = qv * scale;
+        if (has_fresh) {
             // Each work-item rounds its own element through local memory: what the cache will hold.
             KV_STORE(kv, rounding, d);
             kn[d] = KV_LOAD(rounding, d);
-            KV_STORE(vh[d], rounding, d);
+            KV_STORE(va[j], rounding, d);
             vn[d] = KV_LOAD(rounding, d);
             if (writer) {
                 KV_STORE(kn[d], k, at + d);
@@ -143,6 +183,10 @@ inline void attn_finish(const float* o, float m, float l, size_t th, uint s, uin
         if (d < head_dim) part_o[ps_idx * head_dim + d] = o[i];
     }
     if (lid == 0) part_ml[ps_idx] = (float2)(m, l);
+#ifdef ATT_DIAG_NO_MERGE
+    // Diagnostic (bench-kernels --att-define): partials only, no count and no merge; the output is not written.
+    return;
+#endif
     mem_fence(CLK_GLOBAL_MEM_FENCE);
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     if (lid == 0) *is_last = atomic_inc(&counters[th]) == splits - 1;
@@ -354,6 +398,10 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
 #ifndef ATT_ROWS
 #define ATT_ROWS 8
 #endif
+// attn_rows takes head_dim >= 32 (at least 4 work-items per row), so a block holds at most this many positions.
+#define ATT_MAX_BLOCK (ATT_WG / 4 * ATT_ROWS)
+#define ATT_DOTS_LEN (ATT_ROWS * (ATT_WG + ATT_WG / 4))
+#define ATT_SCRATCH_LEN (ATT_DOTS_LEN > ATT_WG * 8 ? ATT_DOTS_LEN : ATT_WG * 8)
 
 // A cache row's 8 elements as loaded (kv_raw8: four words of halves, or eight floats) and as eight floats.
 #ifdef KV_F16
@@ -371,7 +419,8 @@ typedef float8 kv_raw8;
 #endif
 
 // attn_rows: attn_partial's job (same arguments, grid and results) for caches whose rows start on 8-element
-// boundaries, with head_dim = 8 * vg and vg dividing ATT_WG. attn_partial gives each work-item a whole key row
+// boundaries, with head_dim = 8 * vg, 4 <= vg and vg dividing ATT_WG. Built at ATT_WG 64 for split decode and at
+// 256 for one work-group per (token, head) over a short context, which needs no merge. attn_partial gives each work-item a whole key row
 // and loads the values only after the block's softmax: two dependent memory round trips per block, which is
 // most of a short decode's time (a 192-position decode is latency-bound). Here vg work-items cover a row with
 // 16-byte loads, K and V alike, ATT_WG / vg rows at a time and ATT_ROWS rows per work-item per block, and every
@@ -391,8 +440,8 @@ void attn_rows(global const float* q, uint q_off, uint q_stride, global kv_t* k,
     local float rounding_space[ATT_MAX_HD];
     // Partial dots of a block, row r's vg values at r * (vg + 1) (padded against bank conflicts); later the
     // row groups' output rows, group g's at g * head_dim (ATT_WG * 8 floats).
-    local float dots[ATT_WG * ATT_ROWS + ATT_WG * 8];
-    local float ps[ATT_WG * ATT_ROWS];
+    local float dots[ATT_SCRATCH_LEN];
+    local float ps[ATT_MAX_BLOCK];
     local float scratch[ATT_WG];
     local uint is_last;
     local float2 ml_space[ATT_MAX_SPLITS];
@@ -421,8 +470,14 @@ void attn_rows(global const float* q, uint q_off, uint q_stride, global kv_t* k,
         for (uint i = 0; i < ATT_ROWS; ++i) {
             const uint row = base + g + i * ng;
             if (row < end_cached) {
+#ifdef ATT_DIAG_NO_KV
+                // Diagnostic: no cache reads (results wrong), to show what the K/V round trip costs.
+                kr[i] = (kv_raw8)(row);
+                vr[i] = (kv_raw8)(row + 1);
+#else
                 kr[i] = KV_RAW_LOAD8(kp, (size_t)row * pos_stride);
                 vr[i] = KV_RAW_LOAD8(vp, (size_t)row * pos_stride);
+#endif
             }
         }
         if (base == start)

@@ -18,10 +18,13 @@ use crate::runtime::{DeviceBuffer, Gpu};
 
 const SOURCE: crate::runtime::ProgramSource = program_source!("attention", "attention.cl");
 
-/// Work-items per attention work-group (positions scored at once).
+/// Work-items per attention work-group (positions scored at once by `attn_partial`).
 const ATT_WG: usize = 64;
 /// Rows of K and of V each `attn_rows` work-item loads per block (`ATT_ROWS`).
 const ROWS_PER_ITEM: usize = 8;
+/// The one-group-per-head build of `attn_rows`: work-items per group and rows per work-item per block.
+const WIDE_WG: usize = 256;
+const WIDE_ROWS_PER_ITEM: usize = 16;
 /// Most splits of one (token, head) (`ATT_MAX_SPLITS`: the merge keeps each split's maximum and sum in local
 /// memory).
 const MAX_SPLITS: usize = 256;
@@ -48,19 +51,46 @@ impl Default for SplitPolicy {
     }
 }
 
-/// Which kernel walks the context. Both give the same results; they differ in how loads are ordered.
+/// Which kernel walks the context. All give the same results; they differ in how loads are ordered and in
+/// whether splits of the context need merging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionWalk {
-    /// `attn_rows` for one-token steps whose splits are one block of it (all of a split's loads in flight at
-    /// once) where the cache layout allows it, else `attn_partial`. On the H100, `attn_rows` took a 192-position
-    /// decode from 17.0 to 11.5 us but a 4096-position one (several blocks per split) from 42.8 to 46.0 us.
+    /// For one-token steps where the cache layout allows it: [`AttentionKernel::WideRows`] when the whole
+    /// context is one block of it, else [`AttentionKernel::Rows`] when each split is one block, else
+    /// `attn_partial`. On the H100, at 192 positions: 17.0 us (attn_partial), 10.3 (split rows), see
+    /// bench/RESULTS.md for the one-group build; at 4096 positions (several blocks per split) split rows took
+    /// 46.0 us against attn_partial's 42.8.
     #[default]
     Auto,
-    /// `attn_rows` wherever the cache layout allows it, prefill included.
+    /// Split `attn_rows` wherever the cache layout allows it, prefill included.
     Rows,
+    /// One 256-wide `attn_rows` work-group per (token, head) and no split, wherever the layout allows it.
+    WideRows,
     /// Always `attn_partial`: a work-item scores whole key rows and the values are loaded after each block's
     /// softmax (the kernel before `attn_rows`; kept for layouts `attn_rows` cannot take and for comparison).
     Positions,
+}
+
+/// The kernel a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// `attn_partial`, `splits` work-groups per (token, head).
+    Positions,
+    /// `attn_rows` at 64 work-items, `splits` work-groups per (token, head).
+    Rows,
+    /// `attn_rows` at 256 work-items, one work-group per (token, head) (`splits` is 1).
+    WideRows,
+}
+
+/// How a call is run: which kernel, and into how many splits the context is cut (merged in the same launch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionPlan {
+    /// The kernel.
+    pub kernel: AttentionKernel,
+    /// Work-groups per (token, head), each over `chunk` positions.
+    pub splits: usize,
+    /// Positions per split.
+    pub chunk: usize,
 }
 
 /// One cache buffer as a kernel operand: the `cl_mem` (whole buffer or sub-buffer) and the view into it.
@@ -172,6 +202,8 @@ pub struct Attention {
     partial_f16: LockedKernel,
     rows_f32: LockedKernel,
     rows_f16: LockedKernel,
+    wide_f32: LockedKernel,
+    wide_f16: LockedKernel,
     write_f32: LockedKernel,
     write_f16: LockedKernel,
     fused_write_f32: LockedKernel,
@@ -187,8 +219,8 @@ impl std::fmt::Debug for Attention {
     }
 }
 
-/// `attn_rows` needs rows on 8-element boundaries (16- or 32-byte loads) and `head_dim / 8` work-items per row
-/// dividing the work-group.
+/// `attn_rows` needs rows on 8-element boundaries (16- or 32-byte loads) and `head_dim / 8` work-items per row,
+/// at least 4, dividing the work-group (64 or 256 work-items: the same condition).
 fn rows_fit(head_dim: usize, view: &KvView) -> bool {
     let vg = head_dim / 8;
     let aligned = [
@@ -199,7 +231,29 @@ fn rows_fit(head_dim: usize, view: &KvView) -> bool {
     ]
     .iter()
     .all(|x| x % 8 == 0);
-    aligned && vg > 0 && ATT_WG.is_multiple_of(vg)
+    aligned && vg >= 4 && ATT_WG.is_multiple_of(vg)
+}
+
+/// One build's defines: work-group size, `attn_rows` rows per work-item, f16 or f32 cache, then the rest.
+fn program_defines<'a>(
+    work_group: &'a str,
+    rows_per_item: &'a str,
+    f16: bool,
+    common: &[(&'a str, &'a str)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut d = vec![("ATT_WG", work_group), ("ATT_ROWS", rows_per_item)];
+    d.extend_from_slice(common);
+    if f16 {
+        d.push(("KV_F16", "1"));
+    }
+    d.extend_from_slice(extra);
+    d
+}
+
+/// Positions one block of an `attn_rows` build covers (all loaded at once).
+fn rows_block(head_dim: usize, work_group: usize, rows_per_item: usize) -> usize {
+    work_group / (head_dim / 8).max(1) * rows_per_item
 }
 
 fn grow(gpu: &Gpu, slot: &mut Option<DeviceBuffer<f32>>, len: usize) -> Result<(), KernelError> {
@@ -212,23 +266,43 @@ fn grow(gpu: &Gpu, slot: &mut Option<DeviceBuffer<f32>>, len: usize) -> Result<(
 impl Attention {
     /// Builds the kernels for both cache element types.
     pub fn new(gpu: &Gpu) -> Result<Self, KernelError> {
+        Self::with_defines(gpu, &[])
+    }
+
+    /// As [`Attention::new`], with extra compiler defines for kernel experiments and diagnostics (e.g.
+    /// `ATT_DIAG_NO_KV`, `ATT_DIAG_NO_MERGE`, whose results are wrong by design; see `attention.cl`).
+    pub fn with_defines(gpu: &Gpu, extra: &[(&str, &str)]) -> Result<Self, KernelError> {
         let wg = ATT_WG.to_string();
         let hd = MAX_HEAD_DIM.to_string();
         let splits = MAX_SPLITS.to_string();
         let rows = ROWS_PER_ITEM.to_string();
-        let base = [
-            ("ATT_WG", wg.as_str()),
+        let (wide_wg, wide_rows) = (WIDE_WG.to_string(), WIDE_ROWS_PER_ITEM.to_string());
+        let common = [
             ("ATT_MAX_HD", hd.as_str()),
             ("ATT_MAX_SPLITS", splits.as_str()),
-            ("ATT_ROWS", rows.as_str()),
         ];
-        let f16 = [base[0], base[1], base[2], base[3], ("KV_F16", "1")];
+        let build = |wg, rows, f16| program_defines(wg, rows, f16, &common, extra);
+        let base = build(wg.as_str(), rows.as_str(), false);
+        let f16 = build(wg.as_str(), rows.as_str(), true);
+        // The softmax's work-group maximum and sum through warp shuffles where NVIDIA's compiler takes them.
+        let shuffled = |defines: &[(&str, &str)], name| {
+            LockedKernel::build_with_warp_shuffle(gpu, &SOURCE, defines, name, true)
+                .map(|(kernel, _)| kernel)
+        };
         Ok(Attention {
             gpu: gpu.clone(),
-            partial_f32: LockedKernel::build(gpu, &SOURCE, &base, "attn_partial")?,
-            partial_f16: LockedKernel::build(gpu, &SOURCE, &f16, "attn_partial")?,
-            rows_f32: LockedKernel::build(gpu, &SOURCE, &base, "attn_rows")?,
-            rows_f16: LockedKernel::build(gpu, &SOURCE, &f16, "attn_rows")?,
+            partial_f32: shuffled(&base, "attn_partial")?,
+            partial_f16: shuffled(&f16, "attn_partial")?,
+            rows_f32: shuffled(&base, "attn_rows")?,
+            rows_f16: shuffled(&f16, "attn_rows")?,
+            wide_f32: shuffled(
+                &build(wide_wg.as_str(), wide_rows.as_str(), false),
+                "attn_rows",
+            )?,
+            wide_f16: shuffled(
+                &build(wide_wg.as_str(), wide_rows.as_str(), true),
+                "attn_rows",
+            )?,
             write_f32: LockedKernel::build(gpu, &SOURCE, &base, "kv_write")?,
             write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "kv_write")?,
             fused_write_f32: LockedKernel::build(gpu, &SOURCE, &base, "qkv_rope_write")?,
@@ -256,20 +330,41 @@ impl Attention {
         self.walk = walk;
     }
 
-    /// Whether a call of `shape` over caches laid out as `view` runs `attn_rows` (else `attn_partial`).
-    pub fn uses_rows(&self, shape: &AttentionShape, view: &KvView) -> bool {
-        let fits = rows_fit(shape.head_dim, view);
+    /// How a call of `shape` over caches laid out as `view` is run.
+    pub fn plan(&self, shape: &AttentionShape, view: &KvView) -> AttentionPlan {
+        let n_keys = shape.past + shape.seq;
+        let (splits, chunk) = self.split_plan(shape);
+        let split = |kernel| AttentionPlan {
+            kernel,
+            splits,
+            chunk,
+        };
+        let wide = AttentionPlan {
+            kernel: AttentionKernel::WideRows,
+            splits: 1,
+            chunk: n_keys,
+        };
+        if !rows_fit(shape.head_dim, view) {
+            return split(AttentionKernel::Positions);
+        }
         match self.walk {
-            AttentionWalk::Auto => {
-                let block = ATT_WG / (shape.head_dim / 8).max(1) * ROWS_PER_ITEM;
-                fits && shape.seq == 1 && self.split_plan(shape).1 <= block
+            AttentionWalk::Auto if shape.seq == 1 => {
+                if n_keys <= rows_block(shape.head_dim, WIDE_WG, WIDE_ROWS_PER_ITEM) {
+                    wide
+                } else if chunk <= rows_block(shape.head_dim, ATT_WG, ROWS_PER_ITEM) {
+                    split(AttentionKernel::Rows)
+                } else {
+                    split(AttentionKernel::Positions)
+                }
             }
-            AttentionWalk::Rows => fits,
-            AttentionWalk::Positions => false,
+            AttentionWalk::Auto | AttentionWalk::Positions => split(AttentionKernel::Positions),
+            AttentionWalk::Rows => split(AttentionKernel::Rows),
+            AttentionWalk::WideRows => wide,
         }
     }
 
-    /// How many context splits a call uses: several only when few (token, head) work-groups exist.
+    /// How many context splits the split kernels cut a call of `shape` into (see [`Attention::plan`] for what a
+    /// call actually runs).
     pub fn splits(&self, shape: &AttentionShape) -> usize {
         self.split_plan(shape).0
     }
@@ -430,7 +525,8 @@ impl Attention {
                 ]
             }
         };
-        let (splits, chunk) = self.split_plan(&shape);
+        let plan = self.plan(&shape, &kv);
+        let AttentionPlan { splits, chunk, .. } = plan;
         let mut scratch = self
             .scratch
             .lock()
@@ -476,17 +572,19 @@ impl Attention {
             scale.into(),
         ];
         let args: Vec<Arg> = args.into_iter().chain(fresh_args).collect();
-        let partial = match (self.uses_rows(&shape, &kv), kv.dtype) {
-            (true, KvDtype::F16) => &self.rows_f16,
-            (true, KvDtype::F32) => &self.rows_f32,
-            (false, KvDtype::F16) => &self.partial_f16,
-            (false, KvDtype::F32) => &self.partial_f32,
+        let (kernel, wg) = match (plan.kernel, kv.dtype) {
+            (AttentionKernel::Positions, KvDtype::F16) => (&self.partial_f16, ATT_WG),
+            (AttentionKernel::Positions, KvDtype::F32) => (&self.partial_f32, ATT_WG),
+            (AttentionKernel::Rows, KvDtype::F16) => (&self.rows_f16, ATT_WG),
+            (AttentionKernel::Rows, KvDtype::F32) => (&self.rows_f32, ATT_WG),
+            (AttentionKernel::WideRows, KvDtype::F16) => (&self.wide_f16, WIDE_WG),
+            (AttentionKernel::WideRows, KvDtype::F32) => (&self.wide_f32, WIDE_WG),
         };
-        partial.launch(
+        kernel.launch(
             &self.gpu,
             &args,
-            &[ATT_WG * splits, heads, seq],
-            Some(&[ATT_WG, 1, 1]),
+            &[wg * splits, heads, seq],
+            Some(&[wg, 1, 1]),
         )?;
         Ok(())
     }

@@ -63,6 +63,13 @@ inline float tl_qcom_reduce_add(float v) {
     v += qcom_sub_group_shuffle_down(v, 1u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
     return v;
 }
+
+// The same tree for the maximum (lanes past the wave read -inf).
+inline float tl_qcom_reduce_max(float v) {
+    for (uint o = 32u; o > 0u; o >>= 1)
+        v = fmax(v, qcom_sub_group_shuffle_down(v, o, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, -INFINITY));
+    return v;
+}
 #endif
 
 #if TL_SG_MODE == 3
@@ -80,21 +87,38 @@ inline float tl_nv_warp_sum(float v) {
     return v;
 #endif
 }
+
+// Butterfly maximum over a 32-lane warp; every lane gets it.
+inline float tl_nv_warp_max(float v) {
+#ifdef TLITE_COMPILE_CHECK
+    return v;
+#else
+    for (uint o = 16; o > 0; o >>= 1) {
+        float t;
+        asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(t) : "f"(v), "r"(o));
+        v = fmax(v, t);
+    }
+    return v;
+#endif
+}
 #endif
 
 // Uniform names for the sub-group reductions (modes 1-3).
 #if TL_SG_MODE == 1
 #define TL_SG_SUM(x) sub_group_reduce_add(x)
+#define TL_SG_MAX(x) sub_group_reduce_max(x)
 #define TL_SG_LID() get_sub_group_local_id()
 #define TL_SG_ID() get_sub_group_id()
 #define TL_NUM_SG() get_num_sub_groups()
 #elif TL_SG_MODE == 2
 #define TL_SG_SUM(x) tl_qcom_reduce_add(x)
+#define TL_SG_MAX(x) tl_qcom_reduce_max(x)
 #define TL_SG_LID() get_sub_group_local_id()
 #define TL_SG_ID() get_sub_group_id()
 #define TL_NUM_SG() get_num_sub_groups()
 #elif TL_SG_MODE == 3
 #define TL_SG_SUM(x) tl_nv_warp_sum(x)
+#define TL_SG_MAX(x) tl_nv_warp_max(x)
 #ifdef TLITE_COMPILE_CHECK
 #define TL_SG_LID() 0u
 #define TL_SG_ID() ((uint)get_local_id(0))
@@ -167,8 +191,18 @@ inline float tl_wg_sum(float v, local float* scratch) {
 #endif
 }
 
-// Maximum of `v` over the work-group (portable tree; power-of-two local size).
+// Maximum of `v` over the work-group; every work-item gets the result. `scratch` holds >= local size floats.
+// Needs a power-of-two local size in the portable path.
 inline float tl_wg_max(float v, local float* scratch) {
+#if TL_SG_MODE != 0
+    float s = TL_SG_MAX(v);
+    if (TL_SG_LID() == 0) scratch[TL_SG_ID()] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float m = -INFINITY;
+    for (uint i = 0; i < TL_NUM_SG(); ++i) m = fmax(m, scratch[i]);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return m;
+#else
     const uint lid = get_local_id(0);
     scratch[lid] = v;
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -179,4 +213,5 @@ inline float tl_wg_max(float v, local float* scratch) {
     float m = scratch[0];
     barrier(CLK_LOCAL_MEM_FENCE);
     return m;
+#endif
 }
