@@ -53,6 +53,10 @@ pub struct Args {
     /// (a diagnostic whose results are wrong by design: it shows whether the mat-vec is bound by arithmetic).
     #[arg(long = "mv-define")]
     mv_defines: Vec<String>,
+    /// Extra define for the attention program (repeatable), e.g. `ATT_DIAG_NO_KV` or `ATT_DIAG_NO_MERGE`
+    /// (diagnostics whose results are wrong by design: they show what the cache reads or the merge cost).
+    #[arg(long = "att-define")]
+    att_defines: Vec<String>,
     /// Mat-vec activations staged through local memory in tiles of this many 32-value chunks (0 = off).
     #[arg(long)]
     mv_x_local: Option<usize>,
@@ -65,8 +69,9 @@ pub struct Args {
     /// Decode attention: fewest positions per split (default 32).
     #[arg(long)]
     att_min_chunk: Option<usize>,
-    /// Attention kernel: `rows` (K and V loaded together, whole row slices per work-item group), `positions`
-    /// (a whole key row per work-item, values after the softmax) or `auto` (rows for decode; the default).
+    /// Attention kernel: `rows` (K and V loaded together, rows sliced across work-items, the context split),
+    /// `wide` (the same in one 256-wide work-group per head, no split), `positions` (a whole key row per
+    /// work-item, values after the softmax) or `auto` (the default: wide, rows or positions by context length).
     #[arg(long, value_parser = parse_walk)]
     att_walk: Option<AttentionWalk>,
     /// Also try several mat-vec geometries and mat-mat tilings and print each.
@@ -83,8 +88,9 @@ fn parse_walk(text: &str) -> Result<AttentionWalk, String> {
         "auto" => Ok(AttentionWalk::Auto),
         "rows" => Ok(AttentionWalk::Rows),
         "positions" => Ok(AttentionWalk::Positions),
+        "wide" => Ok(AttentionWalk::WideRows),
         other => Err(format!(
-            "unknown attention kernel {other:?} (auto, rows or positions)"
+            "unknown attention kernel {other:?} (auto, rows, wide or positions)"
         )),
     }
 }
@@ -289,6 +295,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
             }
         },
         attention_walk: args.att_walk,
+        attention_defines: args.att_defines.clone(),
     };
     let floor_opts = SuiteOptions {
         filter: vec!["launch_floor".into()],

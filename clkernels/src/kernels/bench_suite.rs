@@ -17,7 +17,7 @@ use opencl3::event::Event;
 use opencl3::memory::ClMem;
 
 use super::attention::{
-    Attention, AttentionShape, AttentionWalk, FreshToken, KvOperand, SplitPolicy,
+    Attention, AttentionKernel, AttentionShape, AttentionWalk, FreshToken, KvOperand, SplitPolicy,
 };
 use super::matmul::{MatmulConfig, MatmulM0e4};
 use super::matvec::{DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4};
@@ -46,16 +46,27 @@ pub struct SuiteOptions {
     pub attention_split: Option<SplitPolicy>,
     /// Attention kernel choice (the default when `None`).
     pub attention_walk: Option<AttentionWalk>,
+    /// Extra compiler defines for the attention program, as `matvec_defines` (e.g. `ATT_DIAG_NO_KV`).
+    pub attention_defines: Vec<String>,
 }
 
 impl SuiteOptions {
     /// `matvec_defines` as (name, value) pairs: `NAME=VALUE`, or `NAME` meaning `NAME=1`.
     pub fn matvec_define_pairs(&self) -> Vec<(&str, &str)> {
-        self.matvec_defines
-            .iter()
-            .map(|d| d.split_once('=').unwrap_or((d.as_str(), "1")))
-            .collect()
+        define_pairs(&self.matvec_defines)
     }
+
+    /// `attention_defines` as (name, value) pairs.
+    pub fn attention_define_pairs(&self) -> Vec<(&str, &str)> {
+        define_pairs(&self.attention_defines)
+    }
+}
+
+fn define_pairs(defines: &[String]) -> Vec<(&str, &str)> {
+    defines
+        .iter()
+        .map(|d| d.split_once('=').unwrap_or((d.as_str(), "1")))
+        .collect()
 }
 
 /// One benchmark case.
@@ -627,7 +638,7 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         if !wanted(opts, name) {
             continue;
         }
-        let mut att = Attention::new(gpu)?;
+        let mut att = Attention::with_defines(gpu, &opts.attention_define_pairs())?;
         if let Some(policy) = opts.attention_split {
             att.set_split_policy(policy);
         }
@@ -687,13 +698,14 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                 style: RopeStyle::HalfSplit,
             },
         });
-        let splits = att.splits(&shape);
         let view = layout.positions_view(0, ctx);
-        let kernel = if att.uses_rows(&shape, &view) {
-            "rows"
-        } else {
-            "positions"
+        let plan = att.plan(&shape, &view);
+        let kernel = match plan.kernel {
+            AttentionKernel::Positions => "positions",
+            AttentionKernel::Rows => "rows",
+            AttentionKernel::WideRows => "wide rows",
         };
+        let splits = plan.splits;
         // Keys scored per query, summed over queries (causal).
         let pairs: f64 = (0..q_seq).map(|t| (past + t + 1) as f64).sum();
         let mut next = 0;
