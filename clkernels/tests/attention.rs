@@ -753,3 +753,53 @@ fn fused_rope_and_kv_write_matches_host_rotary_and_leaves_the_rest() {
         }
     }
 }
+
+/// The sub-group reductions of the softmax (khr built-ins, Adreno shuffles) built with TLITE_COMPILE_CHECK, whose
+/// stand-ins make a sub-group of one work-item: compiles the vendor code on PoCL and checks its logic on every
+/// kernel.
+#[test]
+fn attention_vendor_reductions_compile_and_match_reference() {
+    let gpu = gpu();
+    for (label, defines) in [
+        (
+            "khr subgroups",
+            vec![
+                ("TLITE_COMPILE_CHECK", ""),
+                ("TLITE_HAS_SUBGROUPS", "1"),
+                ("TLITE_HAS_SUBGROUPS_KHR", "1"),
+            ],
+        ),
+        (
+            "adreno",
+            vec![
+                ("TLITE_COMPILE_CHECK", ""),
+                ("TLITE_HAS_SUBGROUPS_QCOM", "1"),
+                ("TLITE_VENDOR_ADRENO", "1"),
+            ],
+        ),
+    ] {
+        let mut att = Attention::with_defines(&gpu, &defines).unwrap();
+        for walk in [
+            AttentionWalk::Rows,
+            AttentionWalk::WideRows,
+            AttentionWalk::Positions,
+        ] {
+            att.set_walk(walk);
+            let shape = AttentionShape {
+                seq: 1,
+                past: 150,
+                heads: 4,
+                kv_heads: 2,
+                head_dim: 64,
+            };
+            run_direct(
+                &gpu,
+                &att,
+                shape,
+                160,
+                KvDtype::F16,
+                &format!("{label} {walk:?}"),
+            );
+        }
+    }
+}

@@ -25,6 +25,8 @@ const ROWS_PER_ITEM: usize = 8;
 /// The one-group-per-head build of `attn_rows`: work-items per group and rows per work-item per block.
 const WIDE_WG: usize = 256;
 const WIDE_ROWS_PER_ITEM: usize = 16;
+/// Local memory the wide build needs, rounded up (~31 KiB at head_dim 32, its worst case).
+const WIDE_LOCAL_BYTES: u64 = 36 << 10;
 /// Most splits of one (token, head) (`ATT_MAX_SPLITS`: the merge keeps each split's maximum and sum in local
 /// memory).
 const MAX_SPLITS: usize = 256;
@@ -64,7 +66,8 @@ pub enum AttentionWalk {
     Auto,
     /// Split `attn_rows` wherever the cache layout allows it, prefill included.
     Rows,
-    /// One 256-wide `attn_rows` work-group per (token, head) and no split, wherever the layout allows it.
+    /// One 256-wide `attn_rows` work-group per (token, head) and no split, wherever the layout and the device
+    /// allow it (else as `Rows`).
     WideRows,
     /// Always `attn_partial`: a work-item scores whole key rows and the values are loaded after each block's
     /// softmax (the kernel before `attn_rows`; kept for layouts `attn_rows` cannot take and for comparison).
@@ -202,8 +205,8 @@ pub struct Attention {
     partial_f16: LockedKernel,
     rows_f32: LockedKernel,
     rows_f16: LockedKernel,
-    wide_f32: LockedKernel,
-    wide_f16: LockedKernel,
+    /// The 256-wide `attn_rows` (f32, f16 cache), where the device runs groups that wide (see [`wide_kernels`]).
+    wide: Option<(LockedKernel, LockedKernel)>,
     write_f32: LockedKernel,
     write_f16: LockedKernel,
     fused_write_f32: LockedKernel,
@@ -232,6 +235,28 @@ fn rows_fit(head_dim: usize, view: &KvView) -> bool {
     .iter()
     .all(|x| x % 8 == 0);
     aligned && vg >= 4 && ATT_WG.is_multiple_of(vg)
+}
+
+/// The wide `attn_rows` builds (f32, f16 cache), or `None` where the device cannot run them: fewer than 256
+/// work-items per group, too little local memory (phones have 32 KiB), or a driver that refuses or shrinks the
+/// build. Decode then splits the context as before.
+fn wide_kernels(
+    gpu: &Gpu,
+    build: impl Fn(bool) -> Result<LockedKernel, KernelError>,
+) -> Option<(LockedKernel, LockedKernel)> {
+    let caps = gpu.caps();
+    if caps.max_work_group_size < WIDE_WG || caps.local_mem_bytes < WIDE_LOCAL_BYTES {
+        return None;
+    }
+    let runs_wide = |k: &LockedKernel| matches!(k.max_work_group_size(gpu), 0 | WIDE_WG..);
+    match (build(false), build(true)) {
+        (Ok(f32), Ok(f16)) if runs_wide(&f32) && runs_wide(&f16) => Some((f32, f16)),
+        (Ok(_), Ok(_)) => None,
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::warn!(%err, "the one-group-per-head attention build failed; decode splits the context");
+            None
+        }
+    }
 }
 
 /// One build's defines: work-group size, `attn_rows` rows per work-item, f16 or f32 cache, then the rest.
@@ -295,14 +320,12 @@ impl Attention {
             partial_f16: shuffled(&f16, "attn_partial")?,
             rows_f32: shuffled(&base, "attn_rows")?,
             rows_f16: shuffled(&f16, "attn_rows")?,
-            wide_f32: shuffled(
-                &build(wide_wg.as_str(), wide_rows.as_str(), false),
-                "attn_rows",
-            )?,
-            wide_f16: shuffled(
-                &build(wide_wg.as_str(), wide_rows.as_str(), true),
-                "attn_rows",
-            )?,
+            wide: wide_kernels(gpu, |f16| {
+                shuffled(
+                    &build(wide_wg.as_str(), wide_rows.as_str(), f16),
+                    "attn_rows",
+                )
+            }),
             write_f32: LockedKernel::build(gpu, &SOURCE, &base, "kv_write")?,
             write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "kv_write")?,
             fused_write_f32: LockedKernel::build(gpu, &SOURCE, &base, "qkv_rope_write")?,
@@ -347,9 +370,10 @@ impl Attention {
         if !rows_fit(shape.head_dim, view) {
             return split(AttentionKernel::Positions);
         }
+        let has_wide = self.wide.is_some();
         match self.walk {
             AttentionWalk::Auto if shape.seq == 1 => {
-                if n_keys <= rows_block(shape.head_dim, WIDE_WG, WIDE_ROWS_PER_ITEM) {
+                if has_wide && n_keys <= rows_block(shape.head_dim, WIDE_WG, WIDE_ROWS_PER_ITEM) {
                     wide
                 } else if chunk <= rows_block(shape.head_dim, ATT_WG, ROWS_PER_ITEM) {
                     split(AttentionKernel::Rows)
@@ -359,7 +383,8 @@ impl Attention {
             }
             AttentionWalk::Auto | AttentionWalk::Positions => split(AttentionKernel::Positions),
             AttentionWalk::Rows => split(AttentionKernel::Rows),
-            AttentionWalk::WideRows => wide,
+            AttentionWalk::WideRows if has_wide => wide,
+            AttentionWalk::WideRows => split(AttentionKernel::Rows),
         }
     }
 
@@ -577,8 +602,16 @@ impl Attention {
             (AttentionKernel::Positions, KvDtype::F32) => (&self.partial_f32, ATT_WG),
             (AttentionKernel::Rows, KvDtype::F16) => (&self.rows_f16, ATT_WG),
             (AttentionKernel::Rows, KvDtype::F32) => (&self.rows_f32, ATT_WG),
-            (AttentionKernel::WideRows, KvDtype::F16) => (&self.wide_f16, WIDE_WG),
-            (AttentionKernel::WideRows, KvDtype::F32) => (&self.wide_f32, WIDE_WG),
+            (AttentionKernel::WideRows, dtype) => {
+                let (f32, f16) = self
+                    .wide
+                    .as_ref()
+                    .ok_or_else(|| shape_error(K, "the wide attention build is not available"))?;
+                match dtype {
+                    KvDtype::F16 => (f16, WIDE_WG),
+                    KvDtype::F32 => (f32, WIDE_WG),
+                }
+            }
         };
         kernel.launch(
             &self.gpu,
