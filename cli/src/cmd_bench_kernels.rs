@@ -43,9 +43,12 @@ pub struct Args {
     /// Mat-vec dequantisation on the FP32 pipe (true/false; the vendor default when absent).
     #[arg(long)]
     mv_fp_dequant: Option<bool>,
-    /// Mat-vec chunk-loop unroll factor.
+    /// Mat-vec chunk-loop unroll factor (for every launch when given, the plain short launches included).
     #[arg(long)]
     mv_unroll: Option<usize>,
+    /// Mat-vec unroll factor of plain launches that are neither tall nor long (0: as --mv-unroll).
+    #[arg(long)]
+    mv_short_unroll: Option<usize>,
     /// Mat-vec packed-f16 dequantisation through inline PTX on NVIDIA (true/false).
     #[arg(long)]
     mv_nv_half2: Option<bool>,
@@ -263,6 +266,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
         && args.mv_fp_dequant.is_none()
         && args.mv_x_local.is_none()
         && args.mv_unroll.is_none()
+        && args.mv_short_unroll.is_none()
         && args.mv_nv_half2.is_none();
     let matvec = match (args.mv_wg, args.mv_rows) {
         _ if untouched => None,
@@ -273,6 +277,11 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
             fp_dequant: args.mv_fp_dequant.unwrap_or(default_mv.fp_dequant),
             x_local_chunks: args.mv_x_local.unwrap_or(default_mv.x_local_chunks),
             unroll: args.mv_unroll.unwrap_or(default_mv.unroll),
+            short_unroll: match (args.mv_short_unroll, args.mv_unroll) {
+                (Some(n), _) => n,
+                (None, Some(_)) => 0,
+                (None, None) => default_mv.short_unroll,
+            },
             nv_half2: args.mv_nv_half2.unwrap_or(default_mv.nv_half2),
             ..default_mv
         }),
@@ -356,6 +365,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                     fp_dequant,
                     x_local_chunks,
                     unroll,
+                    short_unroll: 0,
                     ..default_mv
                 }),
                 matmul: None,

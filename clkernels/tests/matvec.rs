@@ -175,6 +175,7 @@ fn m0e4_matvec_geometries_agree() {
             fp_dequant: false,
             x_local_chunks: 0,
             unroll: 1,
+            short_unroll: 0,
             nv_half2: false,
         };
         let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
@@ -188,7 +189,7 @@ fn m0e4_matvec_geometries_agree() {
 fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
     let gpu = gpu();
     // (false, 3, 7): rows of more than 3 chunks take the long-row build, whose 7-chunk tile still leaves 320-wide
-    // rows (10 chunks) two tiles.
+    // rows (10 chunks) two tiles; the plain launches of shorter rows take the build without unrolling.
     for (fp_dequant, x_local_chunks, long) in [(true, 0, 0), (false, 3, 7), (true, 4, 0)] {
         let config = MatvecConfig {
             work_group: 32,
@@ -200,6 +201,7 @@ fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
             fp_dequant,
             x_local_chunks,
             unroll: 2,
+            short_unroll: if long > 0 { 1 } else { 0 },
             nv_half2: false,
         };
         let label = format!("fpdq {fp_dequant} xl {x_local_chunks} long {long}");
@@ -224,6 +226,7 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
         fp_dequant: false,
         x_local_chunks: 0,
         unroll: 1,
+        short_unroll: 0,
         nv_half2: false,
     };
     for (label, defines) in [
@@ -454,6 +457,7 @@ fn shape_errors_are_refused_before_launch() {
         fp_dequant: false,
         x_local_chunks: 0,
         unroll: 1,
+        short_unroll: 0,
         nv_half2: false,
     };
     assert!(MatvecM0e4::with_config(&gpu, bad).is_err());
@@ -475,6 +479,7 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
         fp_dequant: false,
         x_local_chunks: 0,
         unroll: 1,
+        short_unroll: 0,
         nv_half2: false,
     };
     let defines = [("TLITE_HAS_FP16", "1")];

@@ -436,7 +436,7 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         let mv = std::rc::Rc::new(MatvecM0e4::with_defines(gpu, config, &defines)?);
         let cfg = mv.config();
         let cfg_text = format!(
-            "wg {} rows {}{}{}{}{}{}{}",
+            "wg {} rows {}{}{}{}{}{}{}{}",
             cfg.work_group,
             cfg.rows_per_group,
             if cfg.half_math { " half" } else { "" },
@@ -451,6 +451,11 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                 format!(" u{}", cfg.unroll)
             } else {
                 String::new()
+            },
+            match cfg.short_unroll {
+                0 => String::new(),
+                n if n == cfg.unroll => String::new(),
+                n => format!(" su{n}"),
             },
             if cfg.nv_half2 { " h2" } else { "" }
         );

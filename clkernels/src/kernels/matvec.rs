@@ -151,6 +151,9 @@ pub struct MatvecConfig {
     pub long_x_local_chunks: usize,
     /// Unroll factor of the chunk loop (1: none), so several chunks' loads are in flight per work-item.
     pub unroll: usize,
+    /// Unroll factor for plain (no norm, no gate) single-matrix launches that are neither tall nor long, such as
+    /// the attention output projection (0: `unroll`; a third build of the plain kernel when it differs).
+    pub short_unroll: usize,
     /// On NVIDIA, dequantise and multiply two codes at a time in packed f16 through inline PTX (the FP16
     /// recipe; products and 16-term sums in f16, tolerance 2e-3 of Σ|w·x| as for `half_math`). Needs the
     /// warp-shuffle build; ignored elsewhere.
@@ -186,6 +189,9 @@ impl MatvecConfig {
             // H100, cold weights: 4096x11008 19.1 -> 16.6 us pipelined with 256 (bench/RESULTS.md).
             long_x_local_chunks: if nvidia { 256 } else { 0 },
             unroll: if nvidia { 2 } else { 1 },
+            // H100, cold: 4096x4096 9.65 -> 8.94 us queued without unrolling, while the 11008-row and 11008-wide
+            // shapes and gate+up are slower so (bench/RESULTS.md, geometry sweep).
+            short_unroll: if nvidia { 1 } else { 0 },
             // Packed-f16 dequantisation measured 20-25 % faster on the H200 (bench/RESULTS.md).
             nv_half2: nvidia,
         }
@@ -258,6 +264,8 @@ pub struct MatvecM0e4 {
     tall: Option<(LockedKernel, LockedKernel)>,
     /// The plain and normed kernels built with `long_x_local_chunks`, when that is larger than the base tile.
     long: Option<(LockedKernel, LockedKernel)>,
+    /// The plain kernel built with `short_unroll`, when that differs from `unroll`.
+    short: Option<LockedKernel>,
 }
 
 /// The codes, scales and offsets buffers of `w`, as the first three arguments of a weight in every kernel.
@@ -322,11 +330,26 @@ impl MatvecM0e4 {
                 ..config
             })?,
         };
+        let short = match config.short_unroll {
+            0 => None,
+            unroll if unroll == config.unroll => None,
+            unroll => {
+                let (plain, s) = build(
+                    gpu,
+                    &MatvecConfig { unroll, ..config },
+                    extra,
+                    "matvec_m0e4",
+                )?;
+                warp_shuffle &= s;
+                Some(plain)
+            }
+        };
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
             config,
             tall,
             long,
+            short,
             warp_shuffle,
             plain,
             gate_up,
@@ -504,7 +527,11 @@ impl MatvecM0e4 {
             (_, Some(k)) if single && is_tall => (Some(k), self.config.tall_rows_per_group),
             _ => (None, self.config.rows_per_group),
         };
-        let (plain, normed) = variant.map_or((&self.plain, &self.normed), |(p, n)| (p, n));
+        let (plain, normed) = match (variant, &self.short) {
+            (Some((p, n)), _) => (p, n),
+            (None, Some(short)) if single => (short, &self.normed),
+            (None, _) => (&self.plain, &self.normed),
+        };
         let kernel = match (op.up.is_some(), op.norm.is_some()) {
             (false, false) => plain,
             (false, true) => normed,
