@@ -4,6 +4,12 @@
 //! [`kvcache::KvView`] that says where the heads and positions are, so attention needs no copy of the cache and the
 //! append writes each step's K (rotated) and V straight into the step's write view. In decode,
 //! [`Attention::enqueue_with_fresh`] does the rotary and the append inside the attention launch itself.
+//!
+//! A short decode is bound by latency, not bandwidth, so [`Attention::plan`] picks the kernel by context length:
+//! one 256-wide work-group per head while the whole context is one block of loads (no partial results to
+//! merge), the context split across 64-wide groups while each split is one block, and the older
+//! position-per-work-item kernel beyond. Measured on the H100 only (bench/RESULTS.md); on phones the wide build
+//! is skipped where local memory is 32 KiB.
 
 use std::marker::PhantomData;
 use std::sync::Mutex;
