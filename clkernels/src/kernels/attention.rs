@@ -359,6 +359,11 @@ impl Attention {
         self.walk = walk;
     }
 
+    /// Whether this device runs the one-group-per-head build (256-wide groups and 36 KiB of local memory).
+    pub fn has_wide(&self) -> bool {
+        self.wide.is_some()
+    }
+
     /// How a call of `shape` over caches laid out as `view` is run.
     pub fn plan(&self, shape: &AttentionShape, view: &KvView) -> AttentionPlan {
         let n_keys = shape.past + shape.seq;
