@@ -60,6 +60,12 @@ pub struct Args {
     /// (diagnostics whose results are wrong by design: they show what the cache reads or the merge cost).
     #[arg(long = "att-define")]
     att_defines: Vec<String>,
+    /// Decode attention contexts to time, comma-separated (default 192 and 4096).
+    #[arg(long = "att-ctx", value_delimiter = ',')]
+    att_contexts: Vec<usize>,
+    /// Attention heads as QUERYxKVxDIM, e.g. 8x1x256 for Gemma 2B (default 32x32x128).
+    #[arg(long, value_parser = parse_heads)]
+    att_heads: Option<(usize, usize, usize)>,
     /// Mat-vec activations staged through local memory in tiles of this many 32-value chunks (0 = off).
     #[arg(long)]
     mv_x_local: Option<usize>,
@@ -84,6 +90,20 @@ pub struct Args {
     /// only) and print where each launch's time goes.
     #[arg(long)]
     mv_timeline: bool,
+}
+
+fn parse_heads(text: &str) -> Result<(usize, usize, usize), String> {
+    let parts: Vec<usize> = text
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    match parts[..] {
+        [q, kv, d] if q > 0 && kv > 0 && d > 0 && q % kv == 0 => Ok((q, kv, d)),
+        _ => Err(format!(
+            "{text:?} is not QUERYxKVxDIM with query heads a multiple of KV heads (e.g. 8x1x256)"
+        )),
+    }
 }
 
 fn parse_walk(text: &str) -> Result<AttentionWalk, String> {
@@ -305,6 +325,8 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
         },
         attention_walk: args.att_walk,
         attention_defines: args.att_defines.clone(),
+        attention_contexts: args.att_contexts.clone(),
+        attention_heads: args.att_heads,
     };
     let floor_opts = SuiteOptions {
         filter: vec!["launch_floor".into()],

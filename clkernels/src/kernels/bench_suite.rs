@@ -48,6 +48,10 @@ pub struct SuiteOptions {
     pub attention_walk: Option<AttentionWalk>,
     /// Extra compiler defines for the attention program, as `matvec_defines` (e.g. `ATT_DIAG_NO_KV`).
     pub attention_defines: Vec<String>,
+    /// Decode attention contexts to time (192 and a long one when empty).
+    pub attention_contexts: Vec<usize>,
+    /// Attention heads as (query heads, KV heads, head dim) (a 7B model's 32 x 32 x 128 when `None`).
+    pub attention_heads: Option<(usize, usize, usize)>,
 }
 
 impl SuiteOptions {
@@ -635,11 +639,18 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
     // decides) and at a long one. Decode runs as a step does: q, k and v from a fused QKV row, rotated and appended
     // in the launch, over caches cycled like the mat-vec weights so they are read from memory (a step reaches a
     // layer's cache after a whole model's weights have passed through the L2).
-    for (name, q_seq, ctx) in [
-        ("attention_decode", 1, 192),
-        ("attention_decode", 1, if opts.small { 512 } else { 4096 }),
-        ("attention_prefill", seq, seq),
-    ] {
+    let decode_contexts = if opts.attention_contexts.is_empty() {
+        vec![192, if opts.small { 512 } else { 4096 }]
+    } else {
+        opts.attention_contexts.clone()
+    };
+    let (heads, kv_heads, head_dim) = opts.attention_heads.unwrap_or((heads, heads, head_dim));
+    let (q_dim, kv_dim) = (heads * head_dim, kv_heads * head_dim);
+    let attention_cases = decode_contexts
+        .iter()
+        .map(|&ctx| ("attention_decode", 1, ctx))
+        .chain([("attention_prefill", seq, seq)]);
+    for (name, q_seq, ctx) in attention_cases {
         if !wanted(opts, name) {
             continue;
         }
@@ -651,7 +662,6 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
             att.set_walk(walk);
         }
         let decode = q_seq == 1;
-        let kv_heads = heads;
         let layout = KvLayout {
             kv_heads,
             max_ctx: ctx,
@@ -676,9 +686,9 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
             })
             .collect::<Result<Vec<_>, KernelError>>()?;
         // Decode reads q (and the fresh k, v) from a fused QKV row; prefill from a q-only buffer.
-        let row = if decode { 3 * hidden } else { hidden };
+        let row = if decode { q_dim + 2 * kv_dim } else { q_dim };
         let q = DeviceBuffer::from_slice(gpu, &rng.floats(q_seq * row))?;
-        let mut o = DeviceBuffer::<f32>::new(gpu, q_seq * hidden)?;
+        let mut o = DeviceBuffer::<f32>::new(gpu, q_seq * q_dim)?;
         let past = ctx - q_seq;
         let shape = AttentionShape {
             seq: q_seq,
@@ -687,15 +697,15 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
             kv_heads,
             head_dim,
         };
-        let part = move |offset| HeadsLayout {
+        let part = move |offset, heads| HeadsLayout {
             offset,
             token_stride: row,
             heads,
             seq: q_seq,
         };
         let fresh = decode.then(|| FreshToken {
-            k: part(hidden),
-            v: part(2 * hidden),
+            k: part(q_dim, kv_heads),
+            v: part(q_dim + kv_dim, kv_heads),
             rope: RopeConfig {
                 head_dim,
                 rotary_dim: head_dim,
@@ -716,9 +726,9 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         let mut next = 0;
         out.push(Case {
             name: name.into(),
-            shape: format!("q {q_seq} ctx {ctx} {heads} heads x {head_dim} f16 KV"),
+            shape: format!("q {q_seq} ctx {ctx} {heads}/{kv_heads} heads x {head_dim} f16 KV"),
             config: format!("{kernel}, splits {splits}, {copies} cache copies"),
-            bytes: (pair_bytes + 2 * q_seq * hidden * 4) as f64,
+            bytes: (pair_bytes + 2 * q_seq * q_dim * 4) as f64,
             flops: 4.0 * pairs * (heads * head_dim) as f64,
             run: Box::new(move || {
                 let (k, v) = &caches[next];
@@ -727,7 +737,7 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                     KvOperand::from_device_buffer(k, view),
                     KvOperand::from_device_buffer(v, view),
                 );
-                att.enqueue_with_fresh(&q, part(0), fresh, ko, vo, shape, 0.088, &mut o)
+                att.enqueue_with_fresh(&q, part(0, heads), fresh, ko, vo, shape, 0.088, &mut o)
             }),
         });
     }
