@@ -199,8 +199,8 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
         head_dim: 64,
     };
     // Auto: one wide work-group per head (where the device runs it) while the context is one block of it (512
-    // positions at head_dim 64), split attn_rows while each split is one block of it (64 positions), else
-    // attn_partial; every kernel runs every case below.
+    // positions at head_dim 64), split attn_rows while its splits fit one wave, else attn_partial; every kernel
+    // runs every case below.
     let kernel = |att: &Attention, past| att.plan(&decode(past), &view(past + 1)).kernel;
     let auto = Attention::new(&gpu).unwrap();
     let short = if auto.has_wide() {
@@ -210,12 +210,21 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
     };
     assert_eq!(kernel(&auto, 40), short);
     assert_eq!(kernel(&auto, 100_000), AttentionKernel::Positions);
-    let mut many = Attention::new(&gpu).unwrap();
-    many.set_split_policy(SplitPolicy {
-        groups_per_unit: 1000,
+    // Split rows while the splits fit four work-groups per compute unit: one head split in about two per unit.
+    let mut few = Attention::new(&gpu).unwrap();
+    few.set_split_policy(SplitPolicy {
+        groups_per_unit: 2,
         min_chunk: 16,
     });
-    assert_eq!(kernel(&many, 700), AttentionKernel::Rows);
+    let one_head = AttentionShape {
+        heads: 1,
+        kv_heads: 1,
+        ..decode(700)
+    };
+    assert_eq!(
+        few.plan(&one_head, &view(701)).kernel,
+        AttentionKernel::Rows
+    );
     // However many work-groups the policy asks for, splits stay within what the merge holds.
     let mut greedy = Attention::new(&gpu).unwrap();
     greedy.set_split_policy(SplitPolicy {

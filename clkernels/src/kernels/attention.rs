@@ -28,6 +28,10 @@ const SOURCE: crate::runtime::ProgramSource = program_source!("attention", "atte
 const ATT_WG: usize = 64;
 /// Rows of K and of V each `attn_rows` work-item loads per block (`ATT_ROWS`).
 const ROWS_PER_ITEM: usize = 8;
+/// Split `attn_rows` is chosen while a decode has at most this many work-groups per compute unit: it holds a
+/// block's loads in registers, so fewer of its groups fit a unit, and past one wave `attn_partial` is faster (H100:
+/// 512 groups on 132 units 13.4 against 16.6 us, 768 groups 19.3 against 18.8; bench/RESULTS.md).
+const ROWS_GROUPS_PER_UNIT: usize = 4;
 /// The one-group-per-head build of `attn_rows`: work-items per group and rows per work-item per block.
 const WIDE_WG: usize = 256;
 const WIDE_ROWS_PER_ITEM: usize = 16;
@@ -64,10 +68,10 @@ impl Default for SplitPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionWalk {
     /// For one-token steps where the cache layout allows it: [`AttentionKernel::WideRows`] when the whole
-    /// context is one block of it, else [`AttentionKernel::Rows`] when each split is one block, else
-    /// `attn_partial`. On the H100, at 192 positions: 17.0 us (attn_partial), 10.3 (split rows), see
-    /// bench/RESULTS.md for the one-group build; at 4096 positions (several blocks per split) split rows took
-    /// 46.0 us against attn_partial's 42.8.
+    /// context is one block of it, else [`AttentionKernel::Rows`] while the splits fit one wave of it, else
+    /// `attn_partial`; prefill takes `attn_partial`. On the H100 (32 heads x 128, bench/RESULTS.md): 192
+    /// positions 14.6 / 10.3 / 9.0 us (`attn_partial` / split rows / wide), 512 positions 16.6 / 13.4 / 15.1,
+    /// 1024 positions 21.0 / 21.9 / 25.4.
     #[default]
     Auto,
     /// Split `attn_rows` wherever the cache layout allows it, prefill included.
@@ -384,9 +388,10 @@ impl Attention {
         let has_wide = self.wide.is_some();
         match self.walk {
             AttentionWalk::Auto if shape.seq == 1 => {
+                let units = self.gpu.caps().compute_units.max(1) as usize;
                 if has_wide && n_keys <= rows_block(shape.head_dim, WIDE_WG, WIDE_ROWS_PER_ITEM) {
                     wide
-                } else if chunk <= rows_block(shape.head_dim, ATT_WG, ROWS_PER_ITEM) {
+                } else if splits * shape.heads <= ROWS_GROUPS_PER_UNIT * units {
                     split(AttentionKernel::Rows)
                 } else {
                     split(AttentionKernel::Positions)
