@@ -419,13 +419,14 @@ typedef float8 kv_raw8;
 #endif
 
 // attn_rows: attn_partial's job (same arguments, grid and results) for caches whose rows start on 8-element
-// boundaries, with head_dim = 8 * vg, 4 <= vg and vg dividing ATT_WG. Built at ATT_WG 64 for split decode and at
-// 256 for one work-group per (token, head) over a short context, which needs no merge. attn_partial gives each work-item a whole key row
-// and loads the values only after the block's softmax: two dependent memory round trips per block, which is
-// most of a short decode's time (a 192-position decode is latency-bound). Here vg work-items cover a row with
+// boundaries, with head_dim = 8 * vg, 4 <= vg and vg dividing ATT_WG. attn_partial gives each work-item a whole
+// key row and loads the values only after the block's softmax: two dependent memory round trips per block, which
+// is most of a short decode's time (a 192-position decode is latency-bound). Here vg work-items cover a row with
 // 16-byte loads, K and V alike, ATT_WG / vg rows at a time and ATT_ROWS rows per work-item per block, and every
 // K and V load of a block is issued before any is used; the first block's before the query is even read. A block
 // then costs one round trip. Partial dots are summed through local memory (portable: no sub-groups needed).
+// Built at ATT_WG 64 for split decode and at 256 for one work-group per (token, head) over a short context,
+// which needs no merge.
 kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attn_rows(global const float* q, uint q_off, uint q_stride, global kv_t* k, global kv_t* v, uint kv_off,
                uint head_stride, uint pos_stride, global float* out, global float2* part_ml, global float* part_o,

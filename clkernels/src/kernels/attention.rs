@@ -7,7 +7,7 @@
 //!
 //! A short decode is bound by latency, not bandwidth, so [`Attention::plan`] picks the kernel by context length:
 //! one 256-wide work-group per head while the whole context is one block of loads (no partial results to
-//! merge), the context split across 64-wide groups while each split is one block, and the older
+//! merge), the context split across 64-wide groups of the same kernel while those fit one wave, and the older
 //! position-per-work-item kernel beyond. Measured on the H100 only (bench/RESULTS.md); on phones the wide build
 //! is skipped where local memory is 32 KiB.
 
@@ -35,7 +35,7 @@ const ROWS_GROUPS_PER_UNIT: usize = 4;
 /// The one-group-per-head build of `attn_rows`: work-items per group and rows per work-item per block.
 const WIDE_WG: usize = 256;
 const WIDE_ROWS_PER_ITEM: usize = 16;
-/// Local memory the wide build needs, rounded up (~31 KiB at head_dim 32, its worst case).
+/// Local memory the wide build needs, rounded up (its arrays are ~31 KiB, sized for head_dim 32 and 256).
 const WIDE_LOCAL_BYTES: u64 = 36 << 10;
 /// Most splits of one (token, head) (`ATT_MAX_SPLITS`: the merge keeps each split's maximum and sum in local
 /// memory).
