@@ -42,9 +42,19 @@ typedef half kv_t;
 // mask, and one multiply by 2^112 rebiases the exponent (exact for normal halves, and for subnormal ones where
 // f32 subnormals are kept; inf and nan, which a working cache never holds, read back as +-65536).
 inline float2 kv_half2_from_bits(uint w) {
+#if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(ATT_NO_NV_CVT)
+    // NVIDIA (built only where its inline PTX is accepted): one conversion instruction per half instead of the
+    // five-operation recipe below, which made decode attention's dot products ALU-bound on its few SMs.
+    float a, b;
+    asm("{\n\t.reg .f16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.f32.f16 %0, l;\n\tcvt.f32.f16 %1, h;\n\t}"
+        : "=f"(a), "=f"(b)
+        : "r"(w));
+    return (float2)(a, b);
+#else
     const uint lo = ((w << 13) & 0x0FFFE000u) | ((w << 16) & 0x80000000u);
     const uint hi = ((w >> 3) & 0x0FFFE000u) | (w & 0x80000000u);
     return (float2)(as_float(lo), as_float(hi)) * 0x1.0p112f;
+#endif
 }
 inline float8 kv_half8_from_bits(uint4 w) {
     return (float8)(kv_half2_from_bits(w.x), kv_half2_from_bits(w.y), kv_half2_from_bits(w.z),
