@@ -199,8 +199,8 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
         head_dim: 64,
     };
     // Auto: one wide work-group per head (where the device runs it) while the context is one block of it (512
-    // positions at head_dim 64), split attn_rows while its splits fit one wave, else attn_partial; every kernel
-    // runs every case below.
+    // positions at head_dim 64), else split attn_rows at about four groups per compute unit; attn_partial for
+    // layouts attn_rows cannot read (head_dim 36 here). Every kernel runs every case below.
     let kernel = |att: &Attention, past| att.plan(&decode(past), &view(past + 1)).kernel;
     let auto = Attention::new(&gpu).unwrap();
     let short = if auto.has_wide() {
@@ -209,21 +209,33 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
         AttentionKernel::Rows
     };
     assert_eq!(kernel(&auto, 40), short);
-    assert_eq!(kernel(&auto, 100_000), AttentionKernel::Positions);
-    // Split rows while the splits fit four work-groups per compute unit: one head split in about two per unit.
-    let mut few = Attention::new(&gpu).unwrap();
-    few.set_split_policy(SplitPolicy {
-        groups_per_unit: 2,
-        min_chunk: 16,
-    });
-    let one_head = AttentionShape {
-        heads: 1,
-        kv_heads: 1,
+    assert_eq!(kernel(&auto, 100_000), AttentionKernel::Rows);
+    let units = gpu.caps().compute_units.max(1) as usize;
+    let long_plan = auto.plan(&decode(100_000), &view(100_001));
+    // 4 heads: split until about 4 groups per compute unit (one split per head would already be enough on a
+    // device with a single unit).
+    assert!(
+        long_plan.splits * 4 <= (4 * units).max(4),
+        "{long_plan:?} on {units} units"
+    );
+    assert!(
+        long_plan.splits * 2 >= units,
+        "{long_plan:?} on {units} units"
+    );
+    let odd = AttentionShape {
+        head_dim: 36,
         ..decode(700)
     };
+    let odd_view = KvLayout {
+        kv_heads: 2,
+        max_ctx: 701,
+        head_dim: 36,
+        dtype: KvDtype::F32,
+    }
+    .positions_view(0, 701);
     assert_eq!(
-        few.plan(&one_head, &view(701)).kernel,
-        AttentionKernel::Rows
+        auto.plan(&odd, &odd_view).kernel,
+        AttentionKernel::Positions
     );
     // However many work-groups the policy asks for, splits stay within what the merge holds.
     let mut greedy = Attention::new(&gpu).unwrap();

@@ -7,8 +7,8 @@
 //!
 //! A short decode is bound by latency, not bandwidth, so [`Attention::plan`] picks the kernel by context length:
 //! one 256-wide work-group per head while the whole context is one block of loads (no partial results to
-//! merge), the context split across 64-wide groups of the same kernel while those fit one wave, and the older
-//! position-per-work-item kernel beyond. Measured on the H100 only (bench/RESULTS.md); on phones the wide build
+//! merge), and beyond that the context split across 64-wide groups of the same kernel, about four per compute
+//! unit; the older position-per-work-item kernel serves prefill and layouts the row kernel cannot read. Measured on the H100 only (bench/RESULTS.md); on phones the wide build
 //! is skipped where local memory is 32 KiB.
 
 use std::marker::PhantomData;
@@ -28,9 +28,10 @@ const SOURCE: crate::runtime::ProgramSource = program_source!("attention", "atte
 const ATT_WG: usize = 64;
 /// Rows of K and of V each `attn_rows` work-item loads per block (`ATT_ROWS`).
 const ROWS_PER_ITEM: usize = 8;
-/// Split `attn_rows` is chosen while a decode has at most this many work-groups per compute unit: it holds a
-/// block's loads in registers, so fewer of its groups fit a unit, and past one wave `attn_partial` is faster (H100:
-/// 512 groups on 132 units 13.4 against 16.6 us, 768 groups 19.3 against 18.8; bench/RESULTS.md).
+/// Work-groups per compute unit Auto splits a decode into for `attn_rows` (the split policy's 8 suits
+/// `attn_partial`): it holds a block's loads in registers, so fewer of its groups fit a unit, and at 8 its groups
+/// spill into a second wave. H100, 32 heads x 128 (bench/RESULTS.md): at 4 per unit it beats `attn_partial` at
+/// every context measured, 512 to 4096 positions (34.8 against 40.3 us at 4096).
 const ROWS_GROUPS_PER_UNIT: usize = 4;
 /// The one-group-per-head build of `attn_rows`: work-items per group and rows per work-item per block.
 const WIDE_WG: usize = 256;
@@ -68,10 +69,11 @@ impl Default for SplitPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionWalk {
     /// For one-token steps where the cache layout allows it: [`AttentionKernel::WideRows`] when the whole
-    /// context is one block of it, else [`AttentionKernel::Rows`] while the splits fit one wave of it, else
-    /// `attn_partial`; prefill takes `attn_partial`. On the H100 (32 heads x 128, bench/RESULTS.md): 192
-    /// positions 14.6 / 10.3 / 9.0 us (`attn_partial` / split rows / wide), 512 positions 16.6 / 13.4 / 15.1,
-    /// 1024 positions 21.0 / 21.9 / 25.4.
+    /// context is one block of it, else [`AttentionKernel::Rows`] split into about 4 work-groups per compute unit
+    /// (the split policy's `min_chunk` still applies; its `groups_per_unit` is for `attn_partial`); prefill and
+    /// layouts `attn_rows` cannot take use `attn_partial`. On the H100 (32 heads x 128, bench/RESULTS.md): 192
+    /// positions 14.6 / 10.3 / 9.0 us (`attn_partial` / split rows / wide), 1024 positions 20.7 / 17.3 / 25.4,
+    /// 4096 positions 40.3 / 34.8 / 82.7.
     #[default]
     Auto,
     /// Split `attn_rows` wherever the cache layout allows it, prefill included.
@@ -388,13 +390,15 @@ impl Attention {
         let has_wide = self.wide.is_some();
         match self.walk {
             AttentionWalk::Auto if shape.seq == 1 => {
-                let units = self.gpu.caps().compute_units.max(1) as usize;
                 if has_wide && n_keys <= rows_block(shape.head_dim, WIDE_WG, WIDE_ROWS_PER_ITEM) {
                     wide
-                } else if splits * shape.heads <= ROWS_GROUPS_PER_UNIT * units {
-                    split(AttentionKernel::Rows)
                 } else {
-                    split(AttentionKernel::Positions)
+                    let (splits, chunk) = self.split_plan_at(shape, ROWS_GROUPS_PER_UNIT);
+                    AttentionPlan {
+                        kernel: AttentionKernel::Rows,
+                        splits,
+                        chunk,
+                    }
                 }
             }
             AttentionWalk::Auto | AttentionWalk::Positions => split(AttentionKernel::Positions),
@@ -415,8 +419,13 @@ impl Attention {
     /// (32 heads on a 132-unit H100 at 192 positions: 6 splits of 32 instead of one work-group per head), at the
     /// price of the merge the last split does.
     fn split_plan(&self, shape: &AttentionShape) -> (usize, usize) {
+        self.split_plan_at(shape, self.split.groups_per_unit)
+    }
+
+    /// As `split_plan`, aiming at `groups_per_unit` work-groups per compute unit.
+    fn split_plan_at(&self, shape: &AttentionShape, groups_per_unit: usize) -> (usize, usize) {
         let n_keys = shape.past + shape.seq;
-        let target = self.split.groups_per_unit * self.gpu.caps().compute_units.max(1) as usize;
+        let target = groups_per_unit * self.gpu.caps().compute_units.max(1) as usize;
         let groups = shape.seq * shape.heads;
         if groups >= target {
             return (1, n_keys);
