@@ -73,17 +73,22 @@ inline float tl_qcom_reduce_max(float v) {
 #endif
 
 #if TL_SG_MODE == 3
+#ifndef TLITE_COMPILE_CHECK
+// v of the lane whose id differs from this one's in bit pattern o (a butterfly step over the 32-lane warp).
+inline float tl_nv_shfl_xor(float v, uint o) {
+    float t;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(t) : "f"(v), "r"(o));
+    return t;
+}
+#endif
+
 // Butterfly sum over a 32-lane warp; every lane gets the total. Work-groups are 1-D multiples of 32, so warp w
 // is local ids 32w .. 32w + 31.
 inline float tl_nv_warp_sum(float v) {
 #ifdef TLITE_COMPILE_CHECK
     return v;
 #else
-    for (uint o = 16; o > 0; o >>= 1) {
-        float t;
-        asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(t) : "f"(v), "r"(o));
-        v += t;
-    }
+    for (uint o = 16; o > 0; o >>= 1) v += tl_nv_shfl_xor(v, o);
     return v;
 #endif
 }
@@ -93,11 +98,7 @@ inline float tl_nv_warp_max(float v) {
 #ifdef TLITE_COMPILE_CHECK
     return v;
 #else
-    for (uint o = 16; o > 0; o >>= 1) {
-        float t;
-        asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(t) : "f"(v), "r"(o));
-        v = fmax(v, t);
-    }
+    for (uint o = 16; o > 0; o >>= 1) v = fmax(v, tl_nv_shfl_xor(v, o));
     return v;
 #endif
 }
