@@ -787,22 +787,8 @@ fn fused_rope_and_kv_write_matches_host_rotary_and_leaves_the_rest() {
 fn attention_vendor_reductions_compile_and_match_reference() {
     let gpu = gpu();
     for (label, defines) in [
-        (
-            "khr subgroups",
-            vec![
-                ("TLITE_COMPILE_CHECK", ""),
-                ("TLITE_HAS_SUBGROUPS", "1"),
-                ("TLITE_HAS_SUBGROUPS_KHR", "1"),
-            ],
-        ),
-        (
-            "adreno",
-            vec![
-                ("TLITE_COMPILE_CHECK", ""),
-                ("TLITE_HAS_SUBGROUPS_QCOM", "1"),
-                ("TLITE_VENDOR_ADRENO", "1"),
-            ],
-        ),
+        ("khr subgroups", KHR_SUBGROUP_STAND_INS.to_vec()),
+        ("adreno", ADRENO_STAND_INS.to_vec()),
     ] {
         let mut att = Attention::with_defines(&gpu, &defines).unwrap();
         for walk in [

@@ -230,22 +230,8 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
         nv_half2: false,
     };
     for (label, defines) in [
-        (
-            "khr subgroups",
-            vec![
-                ("TLITE_COMPILE_CHECK", ""),
-                ("TLITE_HAS_SUBGROUPS", "1"),
-                ("TLITE_HAS_SUBGROUPS_KHR", "1"),
-            ],
-        ),
-        (
-            "adreno",
-            vec![
-                ("TLITE_COMPILE_CHECK", ""),
-                ("TLITE_HAS_SUBGROUPS_QCOM", "1"),
-                ("TLITE_VENDOR_ADRENO", "1"),
-            ],
-        ),
+        ("khr subgroups", KHR_SUBGROUP_STAND_INS.to_vec()),
+        ("adreno", ADRENO_STAND_INS.to_vec()),
         (
             "mali",
             vec![

@@ -7,6 +7,20 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
+/// Defines that build a program's khr sub-group path with TLITE_COMPILE_CHECK's stand-ins (a sub-group of one
+/// work-item), so PoCL compiles the vendor code and runs its reduction logic.
+pub const KHR_SUBGROUP_STAND_INS: [(&str, &str); 3] = [
+    ("TLITE_COMPILE_CHECK", ""),
+    ("TLITE_HAS_SUBGROUPS", "1"),
+    ("TLITE_HAS_SUBGROUPS_KHR", "1"),
+];
+/// The same for the Adreno path (qcom shuffles).
+pub const ADRENO_STAND_INS: [(&str, &str); 3] = [
+    ("TLITE_COMPILE_CHECK", ""),
+    ("TLITE_HAS_SUBGROUPS_QCOM", "1"),
+    ("TLITE_VENDOR_ADRENO", "1"),
+];
+
 /// The test device (PoCL on the dev box and in CI; `TLITE_DEVICE` picks another).
 pub fn gpu() -> Gpu {
     Gpu::open_default().expect("an OpenCL device is needed for the kernel tests (PoCL on CI)")
