@@ -373,12 +373,16 @@ impl Attention {
     /// How a call of `shape` over caches laid out as `view` is run.
     pub fn plan(&self, shape: &AttentionShape, view: &KvView) -> AttentionPlan {
         let n_keys = shape.past + shape.seq;
-        let (splits, chunk) = self.split_plan(shape);
-        let split = |kernel| AttentionPlan {
-            kernel,
-            splits,
-            chunk,
+        // `kernel` over the context split into about `groups_per_unit` work-groups per compute unit.
+        let split_at = |kernel, groups_per_unit| {
+            let (splits, chunk) = self.split_plan_at(shape, groups_per_unit);
+            AttentionPlan {
+                kernel,
+                splits,
+                chunk,
+            }
         };
+        let split = |kernel| split_at(kernel, self.split.groups_per_unit);
         let wide = AttentionPlan {
             kernel: AttentionKernel::WideRows,
             splits: 1,
@@ -387,18 +391,13 @@ impl Attention {
         if !rows_fit(shape.head_dim, view) {
             return split(AttentionKernel::Positions);
         }
-        let has_wide = self.wide.is_some();
+        let has_wide = self.has_wide();
         match self.walk {
             AttentionWalk::Auto if shape.seq == 1 => {
                 if has_wide && n_keys <= rows_block(shape.head_dim, WIDE_WG, WIDE_ROWS_PER_ITEM) {
                     wide
                 } else {
-                    let (splits, chunk) = self.split_plan_at(shape, ROWS_GROUPS_PER_UNIT);
-                    AttentionPlan {
-                        kernel: AttentionKernel::Rows,
-                        splits,
-                        chunk,
-                    }
+                    split_at(AttentionKernel::Rows, ROWS_GROUPS_PER_UNIT)
                 }
             }
             AttentionWalk::Auto | AttentionWalk::Positions => split(AttentionKernel::Positions),
