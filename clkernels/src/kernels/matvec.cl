@@ -174,11 +174,27 @@ inline float mv_rms_scale(global const float4* x4, uint chunks, float eps, local
      (b) * xsum)
 #endif
 
+#if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(MV_NV_PLAIN_LD)
+// On NVIDIA the codes, each read once, are loaded without allocating L1 lines; the scales, offsets and x still
+// go through the L1. H100: gate+up 29.8-30.0 -> 29.1 us, the single mat-vecs unchanged, llama2-7b decode +2-4 %
+// (bench/RESULTS.md). MV_NV_PLAIN_LD restores plain loads, for comparison.
+inline uint4 mv_ld_codes(global const uint4* p) {
+    uint4 v;
+    asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+#define MV_CODES_AT(codes, i) mv_ld_codes((codes) + (i))
+#else
+#define MV_CODES_AT(codes, i) ((codes)[i])
+#endif
+
 // acc[r] += chunk c of row min(row0 + r, rows - 1) of one matrix, for r < MV_ROWS.
 #define MV_ROWS_ACC(acc, codes, scales, offsets)                                                                    \
     _Pragma("unroll") for (uint r = 0; r < MV_ROWS; ++r) {                                                          \
         const uint row = min(row0 + r, rows - 1);                                                                   \
-        const uint4 q = (codes)[(size_t)row * chunks + c];                                                          \
+        const uint4 q = MV_CODES_AT(codes, (size_t)row * chunks + c);                                               \
         const size_t gi = (size_t)row * groups + g;                                                                 \
         (acc)[r] += MV_ROW_TERM(q, vload_half(gi, (scales)), vload_half(gi, (offsets)));                            \
     }
