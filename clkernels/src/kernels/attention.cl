@@ -45,11 +45,7 @@ inline float2 kv_half2_from_bits(uint w) {
 #if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(ATT_NO_NV_CVT)
     // NVIDIA (built only where its inline PTX is accepted): one conversion instruction per half instead of the
     // five-operation recipe below, which made decode attention's dot products ALU-bound on its few SMs.
-    float a, b;
-    asm("{\n\t.reg .f16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.f32.f16 %0, l;\n\tcvt.f32.f16 %1, h;\n\t}"
-        : "=f"(a), "=f"(b)
-        : "r"(w));
-    return (float2)(a, b);
+    return tl_nv_half2_to_float2(w);
 #else
     const uint lo = ((w << 13) & 0x0FFFE000u) | ((w << 16) & 0x80000000u);
     const uint hi = ((w >> 3) & 0x0FFFE000u) | (w & 0x80000000u);

@@ -216,3 +216,15 @@ inline float tl_wg_max(float v, local float* scratch) {
     return m;
 #endif
 }
+
+#if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK)
+// The two halves of a word (low one first) as f32, one PTX cvt each: NVIDIA's OpenCL has no cl_khr_fp16, and
+// its vload_half lowering costs more (the attention and mat-vec loads use this).
+inline float2 tl_nv_half2_to_float2(uint w) {
+    float a, b;
+    asm("{\n\t.reg .f16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.f32.f16 %0, l;\n\tcvt.f32.f16 %1, h;\n\t}"
+        : "=f"(a), "=f"(b)
+        : "r"(w));
+    return (float2)(a, b);
+}
+#endif

@@ -77,12 +77,8 @@ inline uint tl_nv_m0e4_word_h2(uint w, uint4 xh, uint acc) {
 }
 // The two halves of an f16x2, summed in f32.
 inline float tl_nv_h2_sum(uint v) {
-    float r;
-    asm("{\n\t.reg .f16 l, h;\n\t.reg .f32 fl, fh;\n\tmov.b32 {l, h}, %1;\n\t"
-        "cvt.f32.f16 fl, l;\n\tcvt.f32.f16 fh, h;\n\tadd.f32 %0, fl, fh;\n\t}"
-        : "=f"(r)
-        : "r"(v));
-    return r;
+    const float2 f = tl_nv_half2_to_float2(v);
+    return f.x + f.y;
 }
 // sum over a chunk's 32 codes of q·x/256 (x paired by tl_nv_x_h2), summed in f16x2 and returned in f32.
 inline float tl_nv_m0e4_dot32(uint4 q, uint4 h0, uint4 h1, uint4 h2, uint4 h3) {
@@ -175,9 +171,11 @@ inline float mv_rms_scale(global const float4* x4, uint chunks, float eps, local
 #endif
 
 #if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(MV_NV_PLAIN_LD)
-// On NVIDIA the codes, each read once, are loaded without allocating L1 lines; the scales, offsets and x still
-// go through the L1. H100: gate+up 29.8-30.0 -> 29.1 us, the single mat-vecs unchanged, llama2-7b decode +2-4 %
-// (bench/RESULTS.md). MV_NV_PLAIN_LD restores plain loads, for comparison.
+// On NVIDIA the weights (codes, scales, offsets, f16 rows), each read once, are loaded without allocating L1
+// lines (the L1 keeps what is read again, such as x, for the other groups on the unit), and halves convert with
+// one cvt each. H100: the codes alone took gate+up from 29.8-30.0 to 29.1 us and llama2-7b decode up 2-4 %; the
+// scales and offsets too made every shape 0.2-0.7 us faster again (bench/RESULTS.md). MV_NV_PLAIN_LD restores
+// plain loads, for comparison.
 inline uint4 mv_ld_codes(global const uint4* p) {
     uint4 v;
     asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -186,8 +184,27 @@ inline uint4 mv_ld_codes(global const uint4* p) {
     return v;
 }
 #define MV_CODES_AT(codes, i) mv_ld_codes((codes) + (i))
+inline float mv_ld_half(global const half* p) {
+    float v;
+    asm("{\n\t.reg .b16 h;\n\tld.global.L1::no_allocate.b16 h, [%1];\n\tcvt.f32.f16 %0, h;\n\t}"
+        : "=f"(v)
+        : "l"(p));
+    return v;
+}
+#define MV_HALF_AT(p, i) mv_ld_half((p) + (i))
+// Eight f16 weights at a 16-byte-aligned address, as f32.
+inline float8 mv_ld_half8(global const half* p) {
+    const uint4 w = mv_ld_codes((global const uint4*)p);
+    return (float8)(tl_nv_half2_to_float2(w.x), tl_nv_half2_to_float2(w.y), tl_nv_half2_to_float2(w.z),
+                    tl_nv_half2_to_float2(w.w));
+}
+#define MV_HALF8_AT(c, p) mv_ld_half8((p) + (size_t)(c) * 8)
 #else
 #define MV_CODES_AT(codes, i) ((codes)[i])
+#endif
+#ifndef MV_HALF_AT
+#define MV_HALF_AT(p, i) vload_half((i), (p))
+#define MV_HALF8_AT(c, p) vload_half8((c), (p))
 #endif
 
 // acc[r] += chunk c of row min(row0 + r, rows - 1) of one matrix, for r < MV_ROWS.
@@ -196,7 +213,7 @@ inline uint4 mv_ld_codes(global const uint4* p) {
         const uint row = min(row0 + r, rows - 1);                                                                   \
         const uint4 q = MV_CODES_AT(codes, (size_t)row * chunks + c);                                               \
         const size_t gi = (size_t)row * groups + g;                                                                 \
-        (acc)[r] += MV_ROW_TERM(q, vload_half(gi, (scales)), vload_half(gi, (offsets)));                            \
+        (acc)[r] += MV_ROW_TERM(q, MV_HALF_AT(scales, gi), MV_HALF_AT(offsets, gi));                                \
     }
 
 // Partial dots of this work-item for rows row0 .. row0 + MV_ROWS - 1 (rows past the end are clamped; their
@@ -481,7 +498,7 @@ void matvec_f16(global const half* w, global const float4* x, global float* y, g
 #pragma unroll
         for (uint r = 0; r < MV_ROWS; ++r) {
             const uint row = min(row0 + r, rows - 1);
-            const float8 wv = vload_half8(c, w + (size_t)row * cols);
+            const float8 wv = MV_HALF8_AT(c, w + (size_t)row * cols);
             acc[r] += dot(wv.lo, xa) + dot(wv.hi, xb);
         }
     }
