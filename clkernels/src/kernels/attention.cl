@@ -412,7 +412,13 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
 // A cache row's 8 elements as loaded (kv_raw8: four words of halves, or eight floats) and as eight floats.
 #ifdef KV_F16
 typedef uint4 kv_raw8;
+#if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(ATT_NV_PLAIN_LD)
+// A step reads each cache row once: on NVIDIA without allocating L1 lines (H100, 32x32x128: ctx 192 8.1 -> 7.6 us,
+// 4096 35.8 -> 34.4 us; Gemma's 8x1x256 unchanged; bench/RESULTS.md). ATT_NV_PLAIN_LD restores plain loads.
+#define KV_RAW_LOAD8(p, i) tl_nv_ld_once((global const uint4*)((p) + (i)))
+#else
 #define KV_RAW_LOAD8(p, i) (*(global const uint4*)((p) + (i)))
+#endif
 #ifdef TLITE_HAS_FP16
 #define KV_RAW_F8(r) convert_float8(as_half8(r))
 #else

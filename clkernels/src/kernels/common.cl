@@ -227,4 +227,14 @@ inline float2 tl_nv_half2_to_float2(uint w) {
         : "r"(w));
     return (float2)(a, b);
 }
+
+// 16 bytes read once per launch (weights, a step's cache rows), loaded without allocating an L1 line so the L1
+// keeps what is read again.
+inline uint4 tl_nv_ld_once(global const uint4* p) {
+    uint4 v;
+    asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
 #endif

@@ -176,14 +176,7 @@ inline float mv_rms_scale(global const float4* x4, uint chunks, float eps, local
 // one cvt each. H100: the codes alone took gate+up from 29.8-30.0 to 29.1 us and llama2-7b decode up 2-4 %; the
 // scales and offsets too made every shape 0.2-0.7 us faster again (bench/RESULTS.md). MV_NV_PLAIN_LD restores
 // plain loads, for comparison.
-inline uint4 mv_ld_codes(global const uint4* p) {
-    uint4 v;
-    asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-#define MV_CODES_AT(codes, i) mv_ld_codes((codes) + (i))
+#define MV_CODES_AT(codes, i) tl_nv_ld_once((codes) + (i))
 inline float mv_ld_half(global const half* p) {
     float v;
     asm("{\n\t.reg .b16 h;\n\tld.global.L1::no_allocate.b16 h, [%1];\n\tcvt.f32.f16 %0, h;\n\t}"
@@ -194,7 +187,7 @@ inline float mv_ld_half(global const half* p) {
 #define MV_HALF_AT(p, i) mv_ld_half((p) + (i))
 // Eight f16 weights at a 16-byte-aligned address, as f32.
 inline float8 mv_ld_half8(global const half* p) {
-    const uint4 w = mv_ld_codes((global const uint4*)p);
+    const uint4 w = tl_nv_ld_once((global const uint4*)p);
     return (float8)(tl_nv_half2_to_float2(w.x), tl_nv_half2_to_float2(w.y), tl_nv_half2_to_float2(w.z),
                     tl_nv_half2_to_float2(w.w));
 }
