@@ -171,9 +171,11 @@ inline float mv_rms_scale(global const float4* x4, uint chunks, float eps, local
 #endif
 
 #if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(MV_NV_PLAIN_LD)
+// Weight loads: MV_CODES_AT (16 bytes of codes), MV_HALF_AT (one f16 as f32), MV_HALF8_AT (eight f16 as f32,
+// 16-byte aligned: cols is a multiple of 8, and buffers and sub-buffers start on the device's base alignment).
 // On NVIDIA the weights (codes, scales, offsets, f16 rows), each read once, are loaded without allocating L1
-// lines (the L1 keeps what is read again, such as x, for the other groups on the unit), and halves convert with
-// one cvt each. H100: the codes alone took gate+up from 29.8-30.0 to 29.1 us and llama2-7b decode up 2-4 %; the
+// lines, leaving the L1 to what is read again (x, by every group on the unit), and halves convert with one cvt
+// each. H100: the codes alone took gate+up from 29.8-30.0 to 29.1 us and llama2-7b decode up 2-4 %; the
 // scales and offsets too made every shape 0.2-0.7 us faster again (bench/RESULTS.md). MV_NV_PLAIN_LD restores
 // plain loads, for comparison.
 #define MV_CODES_AT(codes, i) tl_nv_ld_once((codes) + (i))
@@ -194,8 +196,6 @@ inline float8 mv_ld_half8(global const half* p) {
 #define MV_HALF8_AT(c, p) mv_ld_half8((p) + (size_t)(c) * 8)
 #else
 #define MV_CODES_AT(codes, i) ((codes)[i])
-#endif
-#ifndef MV_HALF_AT
 #define MV_HALF_AT(p, i) vload_half((i), (p))
 #define MV_HALF8_AT(c, p) vload_half8((c), (p))
 #endif
