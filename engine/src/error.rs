@@ -38,6 +38,14 @@ pub enum EngineError {
         /// What the safetensors crate said.
         message: String,
     },
+    /// A GGUF file is malformed, or its metadata contradicts what tlite needs.
+    #[error("{path}: GGUF: {message}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the field, key or tensor.
+        message: String,
+    },
     /// A tensor the architecture needs is absent.
     #[error("{path}: missing tensor `{tensor}`")]
     MissingTensor {

@@ -14,6 +14,26 @@ use std::path::{Path, PathBuf};
 pub struct Tokenizer {
     inner: Inner,
     source: PathBuf,
+    special: SpecialTokens,
+}
+
+/// What a model's tokenizer files say about special tokens and the conversation format.
+///
+/// Filled from GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`) or from a folder's
+/// `tokenizer_config.json` / `tokenizer.json`; the generator and the chat session follow it instead of guessing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecialTokens {
+    /// Prepend BOS to a prompt (GGUF `add_bos_token`, `tokenizer_config.json` `add_bos_token`, or the
+    /// post-processor of `tokenizer.json`).
+    pub add_bos: bool,
+    /// Append EOS to an encoded text (rare; GGUF `add_eos_token`).
+    pub add_eos: bool,
+    /// Beginning-of-sequence id, if the vocabulary has one.
+    pub bos: Option<u32>,
+    /// Ids that end generation: end of sequence, end of turn, end of message.
+    pub end_ids: Vec<u32>,
+    /// The model's own Jinja chat template, if it ships one.
+    pub chat_template: Option<String>,
 }
 
 #[derive(Debug)]
@@ -41,7 +61,13 @@ impl Tokenizer {
         Ok(Self {
             inner,
             source: path.to_path_buf(),
+            special: SpecialTokens::default(),
         })
+    }
+
+    /// What the tokenizer files say about special tokens and chat.
+    pub fn special(&self) -> &SpecialTokens {
+        &self.special
     }
 
     /// The tokenizer of a model: `tokenizer.json`, else `tokenizer.bin`, in the model folder (or beside a llama2.c
