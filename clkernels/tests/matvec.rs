@@ -177,6 +177,7 @@ fn m0e4_matvec_geometries_agree() {
             unroll: 1,
             short_unroll: 0,
             nv_half2: false,
+            cpu: None,
         };
         let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
         let label = format!("wg{wg} rows{rows} tall{tall}");
@@ -203,6 +204,7 @@ fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
             unroll: 2,
             short_unroll: if long > 0 { 1 } else { 0 },
             nv_half2: false,
+            cpu: None,
         };
         let label = format!("fpdq {fp_dequant} xl {x_local_chunks} long {long}");
         let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
@@ -228,6 +230,7 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
         unroll: 1,
         short_unroll: 0,
         nv_half2: false,
+        cpu: None,
     };
     for (label, defines) in [
         ("khr subgroups", KHR_SUBGROUP_STAND_INS.to_vec()),
@@ -445,6 +448,7 @@ fn shape_errors_are_refused_before_launch() {
         unroll: 1,
         short_unroll: 0,
         nv_half2: false,
+        cpu: None,
     };
     assert!(MatvecM0e4::with_config(&gpu, bad).is_err());
 }
@@ -467,6 +471,7 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
         unroll: 1,
         short_unroll: 0,
         nv_half2: false,
+        cpu: None,
     };
     let defines = [("TLITE_HAS_FP16", "1")];
     let mv = match MatvecM0e4::with_defines(&gpu, config, &defines) {

@@ -7,6 +7,7 @@
 use fp4::{GroupSize, M0e4Matrix, MatrixShape};
 use half::f16;
 
+use super::matvec_cpu::{CpuMatvecF16, CpuMatvecGeometry, CpuMatvecM0e4, M0e4Product};
 use super::norm::RmsNormParams;
 use super::{
     check_len, program_source, shape_error, to_u32, Arg, GatedActivation, KernelError,
@@ -158,6 +159,9 @@ pub struct MatvecConfig {
     /// recipe; products and 16-term sums in f16, tolerance 2e-3 of Σ|w·x| as for `half_math`). Needs the
     /// warp-shuffle build; ignored elsewhere.
     pub nv_half2: bool,
+    /// Launch the CPU-device kernels (`matvec_cpu.cl`) with this geometry instead of the GPU kernels, whose
+    /// other fields then do not apply. [`MatvecConfig::for_gpu`] sets it for a `CL_DEVICE_TYPE_CPU` device.
+    pub cpu: Option<CpuMatvecGeometry>,
 }
 
 impl MatvecConfig {
@@ -194,6 +198,7 @@ impl MatvecConfig {
             short_unroll: if nvidia { 1 } else { 0 },
             // Packed-f16 dequantisation measured 20-25 % faster on the H200 (bench/RESULTS.md).
             nv_half2: nvidia,
+            cpu: CpuMatvecGeometry::for_device(caps),
         }
     }
 
@@ -256,6 +261,19 @@ pub struct MatvecM0e4 {
     gpu: Gpu,
     config: MatvecConfig,
     warp_shuffle: bool,
+    kernels: M0e4Kernels,
+}
+
+/// The kernels a [`MatvecM0e4`] launches: the GPU family of `matvec.cl` or the CPU one of `matvec_cpu.cl`.
+#[derive(Debug)]
+enum M0e4Kernels {
+    Gpu(GpuM0e4Kernels),
+    Cpu(CpuMatvecM0e4),
+}
+
+/// The builds of `matvec.cl` a GPU geometry needs.
+#[derive(Debug)]
+struct GpuM0e4Kernels {
     plain: LockedKernel,
     gate_up: LockedKernel,
     normed: LockedKernel,
@@ -301,6 +319,14 @@ impl MatvecM0e4 {
         config: MatvecConfig,
         extra: &[(&str, &str)],
     ) -> Result<Self, KernelError> {
+        if let Some(geometry) = config.cpu {
+            return Ok(MatvecM0e4 {
+                gpu: gpu.clone(),
+                config,
+                warp_shuffle: false,
+                kernels: M0e4Kernels::Cpu(CpuMatvecM0e4::new(gpu, geometry, extra)?),
+            });
+        }
         let (plain, shfl) = build(gpu, &config, extra, "matvec_m0e4")?;
         let (gate_up, shfl_gu) = build(gpu, &config, extra, "matvec_m0e4_gate_up")?;
         let (normed, shfl_n) = build(gpu, &config, extra, "matvec_m0e4_normed")?;
@@ -347,20 +373,27 @@ impl MatvecM0e4 {
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
             config,
-            tall,
-            long,
-            short,
             warp_shuffle,
-            plain,
-            gate_up,
-            normed,
-            gate_up_normed,
+            kernels: M0e4Kernels::Gpu(GpuM0e4Kernels {
+                tall,
+                long,
+                short,
+                plain,
+                gate_up,
+                normed,
+                gate_up_normed,
+            }),
         })
     }
 
     /// The geometry in use.
     pub fn config(&self) -> MatvecConfig {
         self.config
+    }
+
+    /// Whether the CPU-device kernels (`matvec_cpu.cl`) are the ones launched.
+    pub fn uses_cpu_kernels(&self) -> bool {
+        matches!(self.kernels, M0e4Kernels::Cpu(_))
     }
 
     /// Whether the NVIDIA warp-shuffle reduction is in use (it needs an NVIDIA driver that accepts inline PTX).
@@ -371,6 +404,9 @@ impl MatvecM0e4 {
     /// Whether the products are computed in half precision (NVIDIA's packed-f16 path, or `half_math` on a
     /// `cl_khr_fp16` device): results then agree with f32 to about 2e-3 of Σ|w·x| per row instead of 1e-5.
     pub fn uses_half_products(&self) -> bool {
+        if self.uses_cpu_kernels() {
+            return false;
+        }
         let nvidia = self.gpu.caps().vendor_family == VendorFamily::Nvidia;
         (self.config.nv_half2 && self.warp_shuffle && nvidia)
             || (self.config.half_math && self.gpu.caps().fp16)
@@ -516,28 +552,6 @@ impl MatvecM0e4 {
             check_len(K, "norm weight", nw, w.shape.cols)?;
         }
         let res_arg = op.residual.arg(K, out, w.shape.rows)?;
-        let wg = self.config.work_group;
-        let units = self.gpu.caps().compute_units.max(1) as usize;
-        let single = op.up.is_none();
-        let is_long = w.shape.cols > 32 * self.config.x_local_chunks;
-        let is_tall =
-            w.shape.rows.div_ceil(self.config.rows_per_group) > TALL_GROUPS_PER_UNIT * units;
-        let (variant, rows_per_group) = match (&self.long, &self.tall) {
-            (Some(k), _) if single && is_long => (Some(k), self.config.rows_per_group),
-            (_, Some(k)) if single && is_tall => (Some(k), self.config.tall_rows_per_group),
-            _ => (None, self.config.rows_per_group),
-        };
-        let (plain, normed) = match (variant, &self.short) {
-            (Some((p, n)), _) => (p, n),
-            (None, Some(short)) if single => (short, &self.normed),
-            (None, _) => (&self.plain, &self.normed),
-        };
-        let kernel = match (op.up.is_some(), op.norm.is_some()) {
-            (false, false) => plain,
-            (false, true) => normed,
-            (true, false) => &self.gate_up,
-            (true, true) => &self.gate_up_normed,
-        };
         // The kernels' arguments: the weight (and the up weight), x (and the norm weight), the output, then
         // (residual, rows, chunks, cpg, res_mode) or (rows, chunks, cpg, act), then (eps, w_off) when normed.
         let mut args = weight_args(w).to_vec();
@@ -565,8 +579,53 @@ impl MatvecM0e4 {
         if let Some((_, params)) = op.norm {
             args.extend::<[Arg; 2]>([params.eps.into(), params.weight_offset.into()]);
         }
-        let global = [w.shape.rows.div_ceil(rows_per_group) * wg];
-        kernel.launch(&self.gpu, &args, &global, Some(&[wg]))
+        let product = match (op.up.is_some(), op.norm.is_some()) {
+            (false, false) => M0e4Product::Plain,
+            (false, true) => M0e4Product::Normed,
+            (true, false) => M0e4Product::GateUp,
+            (true, true) => M0e4Product::GateUpNormed,
+        };
+        match &self.kernels {
+            M0e4Kernels::Cpu(k) => k.launch(&self.gpu, product, &args, w.shape.rows),
+            M0e4Kernels::Gpu(k) => k.launch(&self.gpu, &self.config, product, w.shape, &args),
+        }
+    }
+}
+
+impl GpuM0e4Kernels {
+    /// Enqueues `product` of a `shape` matrix with the build its shape calls for (long rows, tall matrix, short
+    /// plain launch or the base one).
+    fn launch(
+        &self,
+        gpu: &Gpu,
+        config: &MatvecConfig,
+        product: M0e4Product,
+        shape: MatrixShape,
+        args: &[Arg],
+    ) -> Result<(), KernelError> {
+        let wg = config.work_group;
+        let units = gpu.caps().compute_units.max(1) as usize;
+        let single = matches!(product, M0e4Product::Plain | M0e4Product::Normed);
+        let is_long = shape.cols > 32 * config.x_local_chunks;
+        let is_tall = shape.rows.div_ceil(config.rows_per_group) > TALL_GROUPS_PER_UNIT * units;
+        let (variant, rows_per_group) = match (&self.long, &self.tall) {
+            (Some(k), _) if single && is_long => (Some(k), config.rows_per_group),
+            (_, Some(k)) if single && is_tall => (Some(k), config.tall_rows_per_group),
+            _ => (None, config.rows_per_group),
+        };
+        let (plain, normed) = match (variant, &self.short) {
+            (Some((p, n)), _) => (p, n),
+            (None, Some(short)) if single => (short, &self.normed),
+            (None, _) => (&self.plain, &self.normed),
+        };
+        let kernel = match product {
+            M0e4Product::Plain => plain,
+            M0e4Product::Normed => normed,
+            M0e4Product::GateUp => &self.gate_up,
+            M0e4Product::GateUpNormed => &self.gate_up_normed,
+        };
+        let global = [shape.rows.div_ceil(rows_per_group) * wg];
+        kernel.launch(gpu, args, &global, Some(&[wg]))
     }
 }
 
@@ -575,7 +634,14 @@ impl MatvecM0e4 {
 pub struct MatvecF16 {
     gpu: Gpu,
     config: MatvecConfig,
-    kernel: LockedKernel,
+    kernel: F16Kernel,
+}
+
+/// The kernel a [`MatvecF16`] launches.
+#[derive(Debug)]
+enum F16Kernel {
+    Gpu(LockedKernel),
+    Cpu(CpuMatvecF16),
 }
 
 impl MatvecF16 {
@@ -589,7 +655,10 @@ impl MatvecF16 {
         Ok(MatvecF16 {
             gpu: gpu.clone(),
             config,
-            kernel: build(gpu, &config, &[], "matvec_f16")?.0,
+            kernel: match config.cpu {
+                Some(geometry) => F16Kernel::Cpu(CpuMatvecF16::new(gpu, geometry)?),
+                None => F16Kernel::Gpu(build(gpu, &config, &[], "matvec_f16")?.0),
+            },
         })
     }
 
@@ -622,9 +691,13 @@ impl MatvecF16 {
             to_u32(K, "cols", cols)?.into(),
             residual.mode().into(),
         ];
-        let wg = self.config.work_group;
-        let groups = rows.div_ceil(self.config.rows_per_group);
-        self.kernel
-            .launch(&self.gpu, &args, &[groups * wg], Some(&[wg]))
+        match &self.kernel {
+            F16Kernel::Cpu(k) => k.launch(&self.gpu, &args, rows),
+            F16Kernel::Gpu(k) => {
+                let wg = self.config.work_group;
+                let groups = rows.div_ceil(self.config.rows_per_group);
+                k.launch(&self.gpu, &args, &[groups * wg], Some(&[wg]))
+            }
+        }
     }
 }

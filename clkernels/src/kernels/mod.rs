@@ -25,6 +25,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod matvec;
+pub mod matvec_cpu;
 pub mod norm;
 pub mod rope;
 pub mod sampling;
