@@ -113,7 +113,10 @@ fn damaged_quantised_folder_is_a_clear_error() {
     let cfg = out.path().join("config.json");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("\"tlite_format\": 1", "\"tlite_format\": 99");
+        .replace(
+            &format!("\"tlite_format\": {}", tlite_format::FORMAT_VERSION),
+            "\"tlite_format\": 99",
+        );
     std::fs::write(&cfg, text).unwrap();
     let e = load(out.path(), &LoadOptions::default())
         .unwrap_err()

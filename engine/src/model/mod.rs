@@ -10,6 +10,7 @@
 
 mod config;
 mod convert;
+mod finite;
 mod hf;
 mod llama2c;
 mod st_files;
@@ -82,11 +83,13 @@ pub fn load_with_progress(
     opts: &LoadOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Model, EngineError> {
-    match source_kind(path)? {
+    let model = match source_kind(path)? {
         SourceKind::Llama2c => llama2c::load_file(path, opts, progress),
         SourceKind::Tlite => tlite_format::load_folder(path, progress),
         SourceKind::HuggingFace => hf::load_folder(path, opts, progress),
-    }
+    }?;
+    finite::check_model(&model, path)?;
+    Ok(model)
 }
 
 /// Parses only the configuration of a model source (cheap: no weight is read).

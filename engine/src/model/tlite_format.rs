@@ -1,6 +1,15 @@
-//! tlite's own quantised folder: `config.json` holding the resolved [`ModelConfig`] (marked `tlite_format`), one
-//! `model.safetensors` written through `fp4::io` (M0E4 matrices as codes/scales/offsets, everything else f16), and
-//! the tokenizer files copied from the source. Loading it converts nothing but f16 norm vectors back to f32.
+//! tlite's own quantised folder: `config.json` holding the resolved [`ModelConfig`] (marked `tlite_format`) and the
+//! SHA-256 of the configuration and of every tensor, one `model.safetensors` written through `fp4::io` (M0E4
+//! matrices as codes/scales/offsets, everything else f16), and the tokenizer files copied from the source. Loading
+//! it converts nothing but f16 norm vectors back to f32, after checking every checksum.
+//!
+//! Writing is atomic (see [`place`]): the folder is built beside the target and renamed into place, `config.json`
+//! written last, so a folder that loads is always complete.
+
+mod digest;
+mod place;
+
+pub use place::check_output;
 
 use super::hf::read_json;
 use super::st_files::f32_to_f16_checked;
@@ -9,8 +18,8 @@ use crate::EngineError;
 use half::f16;
 use std::path::Path;
 
-/// Version of the folder layout, the value of `tlite_format` in `config.json`.
-pub const FORMAT_VERSION: u64 = 1;
+/// Version of the folder layout, the value of `tlite_format` in `config.json` (2: checksums added).
+pub const FORMAT_VERSION: u64 = 2;
 /// Files copied from the source folder (or from beside a llama2.c checkpoint) when present.
 pub const TOKENIZER_FILES: [&str; 6] = [
     "tokenizer.json",
@@ -20,14 +29,16 @@ pub const TOKENIZER_FILES: [&str; 6] = [
     "tokenizer.bin",
     "generation_config.json",
 ];
+/// Of [`TOKENIZER_FILES`], those a tokenizer can be built from.
+const VOCABULARY_FILES: [&str; 3] = ["tokenizer.json", "tokenizer.model", "tokenizer.bin"];
 
 /// True when `folder/config.json` marks a tlite quantised folder.
 pub(crate) fn is_tlite_folder(folder: &Path) -> bool {
     read_json(&folder.join("config.json")).is_ok_and(|j| j.get("tlite_format").is_some())
 }
 
-/// Every tensor of a model with its file name, in a fixed order.
-fn named(w: &ModelWeights) -> Vec<(String, &Tensor)> {
+/// Every tensor of a model with its short name (its name in a tlite folder), in a fixed order.
+pub(crate) fn named(w: &ModelWeights) -> Vec<(String, &Tensor)> {
     let mut v = vec![("embedding".to_string(), &w.embedding)];
     for (i, l) in w.layers.iter().enumerate() {
         let p = format!("layers.{i}");
@@ -57,20 +68,31 @@ fn named(w: &ModelWeights) -> Vec<(String, &Tensor)> {
     v
 }
 
-/// Writes `model` as a tlite folder into `out` (created if needed), copying tokenizer files from `tokenizer_dir`.
-pub fn save(model: &Model, tokenizer_dir: &Path, out: &Path) -> Result<(), EngineError> {
-    std::fs::create_dir_all(out).map_err(|e| EngineError::io(out, e))?;
-    let config = serde_json::json!({
-        "tlite_format": FORMAT_VERSION,
-        "model_type": model.config.arch.model_type(),
-        "tlite_config": model.config,
-    });
-    let cfg_path = out.join("config.json");
-    let text = serde_json::to_string_pretty(&config).map_err(|e| EngineError::Json {
-        path: cfg_path.clone(),
-        source: e,
-    })?;
-    std::fs::write(&cfg_path, text).map_err(|e| EngineError::io(&cfg_path, e))?;
+/// What [`save_to`] wrote besides the weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    /// Tokenizer and generation files copied from the source, by name.
+    pub copied: Vec<String>,
+    /// True when one of the copied files is a vocabulary (`tokenizer.json`, `tokenizer.model`, `tokenizer.bin`):
+    /// without one the folder loads but cannot tokenize.
+    pub has_vocabulary: bool,
+}
+
+/// Writes `model` as a tlite folder at `out`, copying tokenizer files from `tokenizer_dir`; see [`save_to`].
+pub fn save(model: &Model, tokenizer_dir: &Path, out: &Path) -> Result<Saved, EngineError> {
+    save_to(model, Some(tokenizer_dir), out)
+}
+
+/// Writes `model` as a tlite folder at `out`, copying the tokenizer files found in `tokenizer_dir`.
+///
+/// `out` must be absent, an empty folder, or a folder holding only what an earlier save wrote (it is then
+/// replaced as a whole, so no stale file survives); anything else is refused before a byte is written.
+pub fn save_to(
+    model: &Model,
+    tokenizer_dir: Option<&Path>,
+    out: &Path,
+) -> Result<Saved, EngineError> {
+    let stage = place::Staging::new(out)?;
 
     // f32 tensors (norms, biases) are stored as f16; loading with f16 or M0E4 already rounded them, so this is
     // exact, and anything that would not be (an f32-loaded model) is refused rather than silently rounded.
@@ -100,16 +122,45 @@ pub fn save(model: &Model, tokenizer_dir: &Path, out: &Path) -> Result<(), Engin
         .iter()
         .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
         .collect();
-    fp4::io::write_tensors(&out.join("model.safetensors"), &m_refs, &d_refs)?;
+    let bytes = fp4::io::to_bytes(&m_refs, &d_refs)?;
+    let tensors = digest::tensor_digests(&fp4::io::parse(&bytes, "model.safetensors")?);
+    stage.write("model.safetensors", &bytes)?;
+    drop(bytes);
 
+    let mut copied = Vec::new();
     for f in TOKENIZER_FILES {
-        let src = tokenizer_dir.join(f);
-        if src.is_file() {
-            let dst = out.join(f);
-            std::fs::copy(&src, &dst).map_err(|e| EngineError::io(&dst, e))?;
-        }
+        let Some(src) = tokenizer_dir.map(|d| d.join(f)).filter(|p| p.is_file()) else {
+            continue;
+        };
+        let data = std::fs::read(&src).map_err(|e| EngineError::io(&src, e))?;
+        stage.write(f, &data)?;
+        copied.push(f.to_string());
     }
-    Ok(())
+
+    // Last: until config.json exists, the folder is not a model.
+    let tlite_config = serde_json::to_value(&model.config).map_err(|e| EngineError::Json {
+        path: out.join("config.json"),
+        source: e,
+    })?;
+    let config = serde_json::json!({
+        "tlite_format": FORMAT_VERSION,
+        "model_type": model.config.arch.model_type(),
+        "sha256": digest::to_json(&tlite_config, tensors),
+        "tlite_config": tlite_config,
+    });
+    let text = serde_json::to_string_pretty(&config).map_err(|e| EngineError::Json {
+        path: out.join("config.json"),
+        source: e,
+    })?;
+    stage.write("config.json", text.as_bytes())?;
+    stage.commit()?;
+    let has_vocabulary = copied
+        .iter()
+        .any(|f| VOCABULARY_FILES.contains(&f.as_str()));
+    Ok(Saved {
+        copied,
+        has_vocabulary,
+    })
 }
 
 /// Tensors of a file read by `fp4::io`, handed out by name with their shape checked.
@@ -153,17 +204,27 @@ impl Stored {
     }
 }
 
-/// Reads a tlite folder's configuration.
-pub(crate) fn load_folder_config(folder: &Path) -> Result<ModelConfig, EngineError> {
+/// A tlite folder's `config.json`: the whole object and the configuration it holds, validated.
+fn read_folder_config(folder: &Path) -> Result<(serde_json::Value, ModelConfig), EngineError> {
     let cfg_path = folder.join("config.json");
     let json = read_json(&cfg_path)?;
-    let version = json.get("tlite_format").and_then(serde_json::Value::as_u64);
-    if version != Some(FORMAT_VERSION) {
-        return Err(EngineError::Model(format!(
-            "{}: tlite_format {:?} is not the supported version {FORMAT_VERSION}",
-            cfg_path.display(),
-            json.get("tlite_format")
-        )));
+    match json.get("tlite_format").and_then(serde_json::Value::as_u64) {
+        Some(FORMAT_VERSION) => {}
+        Some(1) => {
+            return Err(EngineError::Model(format!(
+                "{}: written by an older tlite (tlite_format 1, without checksums); quantise the model again",
+                cfg_path.display()
+            )))
+        }
+        _ => {
+            let found = json
+                .get("tlite_format")
+                .map_or_else(|| "missing".to_string(), |v| v.to_string());
+            return Err(EngineError::Model(format!(
+                "{}: tlite_format is {found}, not the supported version {FORMAT_VERSION}",
+                cfg_path.display()
+            )));
+        }
     }
     let cfg_json = json.get("tlite_config").cloned().ok_or_else(|| {
         EngineError::InvalidConfig(format!("{}: missing `tlite_config`", cfg_path.display()))
@@ -173,17 +234,46 @@ pub(crate) fn load_folder_config(folder: &Path) -> Result<ModelConfig, EngineErr
         source: e,
     })?;
     c.validate_in(&cfg_path)?;
-    Ok(c)
+    Ok((json, c))
 }
 
-/// Loads a tlite folder.
+/// Reads a tlite folder's configuration.
+pub(crate) fn load_folder_config(folder: &Path) -> Result<ModelConfig, EngineError> {
+    Ok(read_folder_config(folder)?.1)
+}
+
+/// Loads a tlite folder, checking the configuration and every tensor against their checksums first.
 pub(crate) fn load_folder(
     folder: &Path,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Model, EngineError> {
-    let c = load_folder_config(folder)?;
+    let (json, c) = read_folder_config(folder)?;
     let path = folder.join("model.safetensors");
-    let file = fp4::io::read_tensors(&path)?;
+    let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+    let parsed = fp4::io::parse(&bytes, &path.display().to_string())?;
+    digest::verify(
+        &folder.join("config.json"),
+        &path,
+        json.get("sha256"),
+        json.get("tlite_config").unwrap_or(&serde_json::Value::Null),
+        &parsed,
+    )?;
+    let mut matrices = std::collections::BTreeMap::new();
+    for (name, m) in &parsed.matrices {
+        matrices.insert(name.clone(), m.to_matrix()?);
+    }
+    let dense = parsed
+        .dense
+        .iter()
+        .map(|(n, d)| (n.clone(), d.to_dense()))
+        .collect();
+    let file = fp4::io::M0e4File {
+        group: parsed.group,
+        matrices,
+        dense,
+    };
+    drop(parsed);
+    drop(bytes);
     let mut st = Stored { path, file };
     let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
     let total = c.layers + 2;
