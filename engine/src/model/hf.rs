@@ -230,6 +230,10 @@ pub(crate) fn load_folder(
 ) -> Result<Model, EngineError> {
     let config = parse_config(folder)?;
     let st = SafetensorsSet::open_folder(folder)?;
+    check_no_extra_layer(&st, &config, folder)?;
+    if let Some(warning) = tied_head_conflict(&st, &config, folder) {
+        tracing::warn!("{warning}");
+    }
     let weights = load_weights(&st, &config, opts, progress)?;
     Ok(Model { config, weights })
 }
@@ -348,4 +352,90 @@ fn load_weights(
         final_norm,
         lm_head,
     })
+}
+
+/// A config claiming fewer layers than the files hold would run a truncated model and print fluent-looking
+/// nonsense; it is refused, naming the first layer the config leaves out.
+fn check_no_extra_layer(
+    st: &SafetensorsSet,
+    c: &ModelConfig,
+    folder: &Path,
+) -> Result<(), EngineError> {
+    let n = c.layers;
+    let extra = [
+        format!("model.layers.{n}.input_layernorm.weight"),
+        format!("model.layers.{n}.self_attn.q_proj.weight"),
+    ]
+    .into_iter()
+    .find(|name| st.get(name).is_ok());
+    match extra {
+        None => Ok(()),
+        Some(name) => Err(EngineError::InvalidConfig(format!(
+            "{}: config.json says num_hidden_layers = {n} but the safetensors also hold `{name}`: the config does \
+             not describe these weights",
+            folder.display()
+        ))),
+    }
+}
+
+/// The warning for a tied head (`tie_word_embeddings`, or Gemma's default) beside an `lm_head.weight` that differs
+/// from the embedding: like transformers, tlite uses the embedding and ignores the stored head, which the user
+/// should hear about. An identical copy (some exporters write both) needs no word.
+pub(crate) fn tied_head_conflict(
+    st: &SafetensorsSet,
+    c: &ModelConfig,
+    folder: &Path,
+) -> Option<String> {
+    if !c.tied_embeddings {
+        return None;
+    }
+    let head = st.get("lm_head.weight").ok()?;
+    let same = st
+        .get("model.embed_tokens.weight")
+        .is_ok_and(|e| e.dtype == head.dtype && e.shape == head.shape && e.bytes == head.bytes);
+    (!same).then(|| {
+        format!(
+            "{}: config.json ties the output head to the embedding (tie_word_embeddings) but the files also hold a \
+             different `lm_head.weight`; it is ignored, as transformers ignores it (set tie_word_embeddings to \
+             false to use it)",
+            folder.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use fixtures::reference_model::RefArch;
+    use fixtures::tiny_models::{
+        generate, write_hf_folder, write_safetensors, StoreDtype, TinySpec,
+    };
+
+    fn set_config(dir: &Path, key: &str, value: Value) {
+        let p = dir.join("config.json");
+        let mut j = read_json(&p).unwrap();
+        j[key] = value;
+        std::fs::write(&p, j.to_string()).unwrap();
+    }
+
+    #[test]
+    fn a_tied_config_beside_a_different_head_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = TinySpec::for_arch(RefArch::Llama);
+        assert!(!spec.tied);
+        write_hf_folder(&spec, dir.path(), StoreDtype::F32, 1).unwrap();
+        let st = SafetensorsSet::open_folder(dir.path()).unwrap();
+        assert!(tied_head_conflict(&st, &parse_config(dir.path()).unwrap(), dir.path()).is_none());
+        set_config(dir.path(), "tie_word_embeddings", Value::Bool(true));
+        let w = tied_head_conflict(&st, &parse_config(dir.path()).unwrap(), dir.path()).unwrap();
+        assert!(w.contains("different `lm_head.weight`"), "{w}");
+
+        // An identical copy of the embedding is what some exporters write: no warning.
+        let mut model = generate(&spec, fixtures::ops::RopeStyle::HalfSplit);
+        model.weights.lm_head = Some(model.weights.embedding.clone());
+        write_safetensors(&model, dir.path(), StoreDtype::F32, 1).unwrap();
+        let st = SafetensorsSet::open_folder(dir.path()).unwrap();
+        assert!(tied_head_conflict(&st, &parse_config(dir.path()).unwrap(), dir.path()).is_none());
+    }
 }
