@@ -14,6 +14,7 @@
 //! norms and one rotary + K/V-append launch before attention, and rope-scaled models (frequency table) keep
 //! separate rotary launches.
 
+mod memory;
 mod plan;
 mod weights;
 
@@ -34,6 +35,7 @@ use clkernels::kv_storage::ClKvStorage;
 use clkernels::runtime::{DeviceBuffer, DeviceSelector, Gpu, QueuePriority};
 use kvcache::{FullPolicy, KvConfig, KvDtype, KvModelShape, KvPart, KvSequence, KvStep, KvView};
 
+pub use memory::MemoryNeeds;
 pub use plan::{ScratchSizes, StepPlan};
 pub use weights::{padded_ffn, DeviceLayer, DeviceMatrix, DeviceWeights};
 
@@ -70,6 +72,23 @@ impl Default for GpuOptions {
             kv_dtype: KvDtype::F16,
             half_products: true,
         }
+    }
+}
+
+impl GpuOptions {
+    /// Refuses options no model can run with (checked before the device is opened).
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.max_ctx == Some(0) {
+            return Err(EngineError::InvalidOption(
+                "the context (--ctx) must be at least 1 token".into(),
+            ));
+        }
+        if self.max_chunk == 0 {
+            return Err(EngineError::InvalidOption(
+                "max_chunk must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -208,6 +227,7 @@ pub struct GpuModel {
 impl GpuModel {
     /// Opens the device named in `options` and places `model` on it.
     pub fn load(model: &Model, options: &GpuOptions) -> Result<Self, EngineError> {
+        options.validate()?;
         let gpu = Gpu::open(&options.device, options.priority)?;
         Self::with_gpu(gpu, model, options)
     }
@@ -216,11 +236,7 @@ impl GpuModel {
     pub fn with_gpu(gpu: Gpu, model: &Model, options: &GpuOptions) -> Result<Self, EngineError> {
         let config = model.config.clone();
         config.validate()?;
-        if options.max_chunk == 0 {
-            return Err(EngineError::InvalidOption(
-                "max_chunk must be at least 1".into(),
-            ));
-        }
+        options.validate()?;
         let max_ctx = options
             .max_ctx
             .unwrap_or(config.max_ctx)
@@ -228,10 +244,7 @@ impl GpuModel {
             .max(1);
         let max_chunk = options.max_chunk.min(max_ctx);
         let plan = StepPlan::new(&config, max_ctx)?;
-        let weights = DeviceWeights::upload(&gpu, model)?;
-        let kernels = Kernels::new(&gpu, options.half_products)?;
         let sizes = ScratchSizes::new(&config, max_chunk);
-        let scratch = Scratch::new(&gpu, &sizes, max_chunk, config.hidden)?;
         let kv_config = KvConfig::new(
             KvModelShape {
                 layers: config.layers,
@@ -242,6 +255,17 @@ impl GpuModel {
             max_ctx,
         )?;
         let kv_bytes = kv_config.total_bytes()?;
+        // Before any allocation: weights are counted as held on the host, which is what the upload copies.
+        MemoryNeeds {
+            weights: model.weights.bytes() as u64,
+            kv_cache: kv_bytes,
+            activations: sizes.bytes(config.hidden) as u64 + 4 * max_chunk as u64,
+            ctx: max_ctx,
+        }
+        .check(&gpu.caps().name, gpu.caps().global_mem_bytes)?;
+        let weights = DeviceWeights::upload(&gpu, model)?;
+        let kernels = Kernels::new(&gpu, options.half_products)?;
+        let scratch = Scratch::new(&gpu, &sizes, max_chunk, config.hidden)?;
         let kv = KvSequence::new(
             Arc::new(ClKvStorage::new(&gpu)),
             kv_config,

@@ -1,0 +1,50 @@
+//! Configurations that contradict the weights or the request are errors, not silently different runs (issue 17,
+//! item 6).
+
+#![allow(clippy::unwrap_used)]
+
+use engine::gpu::{GpuModel, GpuOptions};
+use engine::model::{load, LoadOptions};
+use engine::EngineError;
+use fixtures::reference_model::RefArch;
+use fixtures::tiny_models::write_tiny_hf_model;
+
+#[test]
+fn a_config_with_fewer_layers_than_the_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_hf_model(RefArch::Llama, dir.path()).unwrap();
+    load(dir.path(), &LoadOptions::default()).unwrap();
+    let p = dir.path().join("config.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let layers = j["num_hidden_layers"].as_u64().unwrap();
+    j["num_hidden_layers"] = serde_json::json!(layers - 1);
+    std::fs::write(&p, j.to_string()).unwrap();
+    let e = load(dir.path(), &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "num_hidden_layers = {} but the safetensors also hold `model.layers.{}.",
+            layers - 1,
+            layers - 1
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_zero_context_is_refused_not_rounded_up() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_hf_model(RefArch::Llama, dir.path()).unwrap();
+    let model = load(dir.path(), &LoadOptions::default()).unwrap();
+    let options = GpuOptions {
+        max_ctx: Some(0),
+        ..GpuOptions::default()
+    };
+    // Refused before any device is opened, so this runs on machines without OpenCL too.
+    match GpuModel::load(&model, &options) {
+        Err(EngineError::InvalidOption(m)) => assert!(m.contains("--ctx"), "{m}"),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a zero context was accepted"),
+    }
+}
