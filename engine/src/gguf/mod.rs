@@ -4,10 +4,14 @@
 //! borrowed by [`GgufFile::data`]. Typed metadata getters return errors that name the key. What a model's tensors
 //! mean (names, q/k layout, quantised blocks) is for [`crate::model`]; the vocabulary for [`crate::tokenizer`].
 
+mod dequant;
 mod ggml_type;
 pub mod header;
+mod kquants;
+pub mod q4_m0e4;
 mod value;
 
+pub use dequant::{dequantize, is_supported};
 pub use ggml_type::GgmlType;
 pub use header::{Header, TensorInfo};
 pub use value::MetaValue;
