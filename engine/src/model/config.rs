@@ -50,8 +50,8 @@ pub enum RopeStyle {
     Interleaved,
 }
 
-/// Rotary frequency scaling from `config.json`'s `rope_scaling`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Rotary frequency scaling: `config.json`'s `rope_scaling`, or a GGUF file's scaling keys and `rope_freqs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RopeScaling {
     /// Positions divided by `factor` (`"type": "linear"`).
     Linear {
@@ -69,19 +69,29 @@ pub enum RopeScaling {
         /// Context the model was pre-trained with.
         original_max_ctx: usize,
     },
+    /// One divisor per rotated pair: llama.cpp's `rope_freqs` tensor, which its converter writes instead of the
+    /// llama3 parameters (pair `i` turns at `theta^(-2i/d) / divisors[i]`).
+    PerFrequency {
+        /// `rotary_dim / 2` positive divisors.
+        divisors: Vec<f32>,
+    },
 }
 
 impl RopeScaling {
     /// Inverse frequencies of the `rotary_dim / 2` rotated pairs, with this scaling applied.
-    pub fn apply(scaling: Option<RopeScaling>, theta: f32, rotary_dim: usize) -> Vec<f32> {
+    pub fn apply(scaling: Option<&RopeScaling>, theta: f32, rotary_dim: usize) -> Vec<f32> {
         let half = rotary_dim / 2;
         (0..half)
             .map(|i| {
                 let inv = f64::from(theta).powf(-2.0 * i as f64 / rotary_dim as f64);
                 let scaled = match scaling {
                     None => inv,
-                    Some(RopeScaling::Linear { factor }) => inv / f64::from(factor),
-                    Some(RopeScaling::Llama3 {
+                    Some(&RopeScaling::Linear { factor }) => inv / f64::from(factor),
+                    // `validate` checks there is one divisor per pair; a missing one leaves its pair unscaled.
+                    Some(RopeScaling::PerFrequency { divisors }) => {
+                        inv / f64::from(divisors.get(i).copied().unwrap_or(1.0))
+                    }
+                    Some(&RopeScaling::Llama3 {
                         factor,
                         low_freq_factor,
                         high_freq_factor,
@@ -185,7 +195,11 @@ impl ModelConfig {
 
     /// Inverse rotary frequencies of this model, scaling included.
     pub fn rope_inv_freqs(&self) -> Vec<f32> {
-        RopeScaling::apply(self.rope_scaling, self.rope_theta, self.rotary_dim())
+        RopeScaling::apply(
+            self.rope_scaling.as_ref(),
+            self.rope_theta,
+            self.rotary_dim(),
+        )
     }
 
     /// [`ModelConfig::validate`], with the config file named in the error.
@@ -251,8 +265,8 @@ impl ModelConfig {
                 return bad(format!("embedding scale {scale} must be finite"));
             }
         }
-        if let Some(scaling) = self.rope_scaling {
-            check_rope_scaling(scaling)?;
+        if let Some(scaling) = &self.rope_scaling {
+            check_rope_scaling(scaling, self.rotary_dim())?;
         }
         for (name, id) in self
             .bos
@@ -330,8 +344,9 @@ const MAX_DIM: usize = (1 << 31) - 1;
 /// Largest element count of any one tensor (or of the whole KV cache) a config may imply: 2^40, four TiB of f32.
 const MAX_ELEMENTS: usize = 1 << 40;
 
-/// Rotary scaling factors must be positive and finite, and llama3's band must not be empty (it is divided by).
-fn check_rope_scaling(s: RopeScaling) -> Result<(), EngineError> {
+/// Rotary scaling factors must be positive and finite, llama3's band must not be empty (it is divided by), and
+/// per-frequency divisors must cover the rotated pairs exactly.
+fn check_rope_scaling(s: &RopeScaling, rotary_dim: usize) -> Result<(), EngineError> {
     let positive = |name: &str, v: f32| {
         if v.is_finite() && v > 0.0 {
             Ok(())
@@ -341,8 +356,21 @@ fn check_rope_scaling(s: RopeScaling) -> Result<(), EngineError> {
             )))
         }
     };
-    match s {
+    match *s {
         RopeScaling::Linear { factor } => positive("factor", factor),
+        RopeScaling::PerFrequency { ref divisors } => {
+            if divisors.len() != rotary_dim / 2 {
+                return Err(EngineError::InvalidConfig(format!(
+                    "rope frequency divisors: {} given, but the rotary dimension {rotary_dim} has {} pairs",
+                    divisors.len(),
+                    rotary_dim / 2
+                )));
+            }
+            divisors
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, &d)| positive(&format!("divisor {i}"), d))
+        }
         RopeScaling::Llama3 {
             factor,
             low_freq_factor,

@@ -10,18 +10,11 @@ use half::f16;
 pub(crate) enum Source<'a> {
     /// A safetensors tensor (f32/f16/bf16), already shape-checked.
     Raw(RawTensor<'a>),
-    /// Values already in f32 (llama2.c checkpoints).
+    /// Values already in f32 (llama2.c checkpoints, dequantised GGUF tensors).
     F32(Vec<f32>),
 }
 
 impl Source<'_> {
-    fn to_f32(&self) -> Result<Vec<f32>, EngineError> {
-        match self {
-            Source::Raw(r) => r.to_f32(),
-            Source::F32(v) => Ok(v.clone()),
-        }
-    }
-
     fn into_f32(self) -> Result<Vec<f32>, EngineError> {
         match self {
             Source::Raw(r) => r.to_f32(),
@@ -96,7 +89,8 @@ pub(crate) fn matrix(
                 );
                 return Tensor::f16(shape, src.to_f16(name)?);
             }
-            let values = src.to_f32()?;
+            // Consumed, not copied: a dequantised GGUF tensor is the largest buffer of its conversion.
+            let values = src.into_f32()?;
             let m = fp4::quantize_m0e4(&values, fp4::MatrixShape::new(rows, cols), group)
                 .map_err(|e| EngineError::Model(format!("quantising `{name}` to M0E4: {e}")))?;
             Ok(Tensor::m0e4(m))

@@ -1,9 +1,11 @@
-//! Model configuration and weights: Hugging Face folders, llama2.c checkpoints, tlite quantised folders.
+//! Model configuration and weights: Hugging Face folders, GGUF files, llama2.c checkpoints, tlite quantised
+//! folders.
 //!
-//! [`load`] looks at the path: a file is a llama2.c checkpoint; a folder whose `config.json` carries
-//! `tlite_format` is a tlite quantised folder (read with no conversion at all); any other folder with a
-//! `config.json` is a Hugging Face folder. Every tensor is checked against the config (present, shape, dtype) and
-//! errors name the file and the tensor.
+//! [`load`] looks at the path: a file starting with the GGUF magic is a GGUF model (`gguf.rs` says which
+//! conventions of llama.cpp's converter it follows); any other file is a llama2.c checkpoint; a folder whose
+//! `config.json` carries `tlite_format` is a tlite quantised folder (read with no conversion at all); any other
+//! folder with a `config.json` is a Hugging Face folder. Every tensor is checked against the config (present,
+//! shape, dtype) and errors name the file and the tensor.
 //!
 //! Rotary convention: Hugging Face checkpoints store q/k for the half-split `rotate_half` form and llama2.c ones for
 //! the interleaved form; the weights are never permuted, [`ModelConfig::rope_style`] records which one applies.
@@ -11,6 +13,7 @@
 mod config;
 mod convert;
 mod finite;
+mod gguf;
 mod hf;
 mod llama2c;
 mod st_files;
@@ -35,11 +38,16 @@ pub enum SourceKind {
     Llama2c,
     /// A folder written by `tlite quantize`.
     Tlite,
+    /// A GGUF file (llama.cpp's format), recognised by its magic.
+    Gguf,
 }
 
 /// Tells what `path` holds, without loading weights.
 pub fn source_kind(path: &Path) -> Result<SourceKind, EngineError> {
     if path.is_file() {
+        if crate::gguf::is_gguf(path) {
+            return Ok(SourceKind::Gguf);
+        }
         if path
             .extension()
             .is_some_and(|e| e == "safetensors" || e == "json")
@@ -70,9 +78,9 @@ pub fn source_kind(path: &Path) -> Result<SourceKind, EngineError> {
     })
 }
 
-/// Loads a model from a Hugging Face folder, a llama2.c `.bin` checkpoint or a tlite quantised folder.
+/// Loads a model from a Hugging Face folder, a GGUF file, a llama2.c `.bin` checkpoint or a tlite quantised folder.
 ///
-/// A tlite folder is returned exactly as stored; `opts` applies only to the other two.
+/// A tlite folder is returned exactly as stored; `opts` applies to the others.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model, EngineError> {
     load_with_progress(path, opts, &|_, _| {})
 }
@@ -87,6 +95,7 @@ pub fn load_with_progress(
         SourceKind::Llama2c => llama2c::load_file(path, opts, progress),
         SourceKind::Tlite => tlite_format::load_folder(path, progress),
         SourceKind::HuggingFace => hf::load_folder(path, opts, progress),
+        SourceKind::Gguf => gguf::load_file(path, opts, progress),
     }?;
     finite::check_model(&model, path)?;
     Ok(model)
@@ -103,6 +112,7 @@ pub fn load_config(path: &Path) -> Result<ModelConfig, EngineError> {
         }
         SourceKind::Tlite => Ok(tlite_format::load_folder_config(path)?),
         SourceKind::HuggingFace => hf::parse_config(path),
+        SourceKind::Gguf => gguf::load_config(path),
     }
 }
 

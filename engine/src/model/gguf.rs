@@ -1,0 +1,343 @@
+//! GGUF model files (llama.cpp's format): configuration from the `<arch>.*` metadata, weights from the tensors.
+//!
+//! Conventions of llama.cpp's converter (`convert_hf_to_gguf.py`) this loader undoes or follows:
+//!
+//! * **q/k rows, llama only.** `LlamaModel.permute` reorders each head's q and k rows from Hugging Face's
+//!   half-split layout to pairs `(2i, 2i+1)`, so llama.cpp's "normal" (interleaved) rope applies. The weights are
+//!   kept as stored and [`RopeStyle::Interleaved`] recorded; qwen2 and gemma are not permuted and use NEOX rope,
+//!   i.e. [`RopeStyle::HalfSplit`].
+//! * **Gemma norms.** The converter adds 1 to every gemma norm weight, so the file already holds `1 + w` and
+//!   `norm_plus_one` is off (it would add 1 twice).
+//! * **Llama 3 rope scaling** is written as a `rope_freqs.weight` tensor of per-frequency divisors, not as keys;
+//!   it becomes [`RopeScaling::PerFrequency`].
+//!
+//! Weights are converted one tensor at a time (layers in parallel), so a quantised 7B file is never inflated to
+//! f32 whole: Q4_0/Q4_1 matrices go into M0E4 G32 exactly ([`crate::gguf::q4_m0e4`]); everything else is
+//! dequantised and converted as [`LoadOptions`] asks.
+
+use super::convert::{matrix, vector, MatrixRole, Source};
+use super::{
+    Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelWeights,
+    RopeScaling, RopeStyle, Tensor, WeightFormat,
+};
+use crate::gguf::q4_m0e4::{self, ImportError};
+use crate::gguf::{self, GgmlType, GgufFile, TensorInfo};
+use crate::EngineError;
+use rayon::prelude::*;
+use std::path::Path;
+
+/// Opens and validates the file and parses its configuration.
+pub(crate) fn load_config(path: &Path) -> Result<ModelConfig, EngineError> {
+    parse_config(&GgufFile::open(path)?)
+}
+
+/// Loads a GGUF model, converted as `opts` asks.
+pub(crate) fn load_file(
+    path: &Path,
+    opts: &LoadOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Model, EngineError> {
+    let file = GgufFile::open(path)?;
+    let config = parse_config(&file)?;
+    let weights = load_weights(&file, &config, opts, progress)?;
+    Ok(Model { config, weights })
+}
+
+/// The architecture named by `general.architecture`.
+fn architecture(file: &GgufFile) -> Result<(Architecture, String), EngineError> {
+    let name = file
+        .opt_str("general.architecture")?
+        .ok_or_else(|| file.meta_error("general.architecture", "is missing"))?;
+    let arch = match name {
+        "llama" => Architecture::Llama,
+        "qwen2" => Architecture::Qwen2,
+        "gemma" => Architecture::Gemma,
+        other => {
+            return Err(EngineError::UnsupportedArchitecture(format!(
+                "{other} (GGUF `general.architecture` of {}; llama, qwen2 and gemma are supported)",
+                file.path().display()
+            )))
+        }
+    };
+    Ok((arch, name.to_string()))
+}
+
+/// Parses the `<arch>.*` and tokenizer id keys into a validated [`ModelConfig`].
+pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> {
+    let (arch, name) = architecture(file)?;
+    let key = |k: &str| format!("{name}.{k}");
+    let hidden = file.usize(&key("embedding_length"))?;
+    let heads = file.usize(&key("attention.head_count"))?;
+    if heads == 0 {
+        return Err(file.meta_error(&key("attention.head_count"), "must be positive"));
+    }
+    let head_dim = match file.opt_usize(&key("attention.key_length"))? {
+        Some(d) => d,
+        None if hidden.is_multiple_of(heads) => hidden / heads,
+        None => {
+            return Err(file.meta_error(
+                &key("attention.head_count"),
+                format!("({heads}) does not divide the embedding length {hidden}"),
+            ))
+        }
+    };
+    if let Some(v) = file.opt_usize(&key("attention.value_length"))? {
+        if v != head_dim {
+            return Err(file.meta_error(
+                &key("attention.value_length"),
+                format!("is {v}, but tlite needs it equal to the key length {head_dim}"),
+            ));
+        }
+    }
+    let partial_rotary = match file.opt_usize(&key("rope.dimension_count"))? {
+        None => 1.0,
+        Some(d) if d > 0 && d <= head_dim && d % 2 == 0 => d as f32 / head_dim as f32,
+        Some(d) => {
+            return Err(file.meta_error(
+                &key("rope.dimension_count"),
+                format!("is {d}; it must be even and in 2..={head_dim} (the head width)"),
+            ))
+        }
+    };
+    let token_embd = file.tensor("token_embd.weight")?;
+    let vocab = match file.opt_usize(&key("vocab_size"))? {
+        Some(v) => v,
+        None => match file.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
+            Some(tokens) => tokens.len(),
+            None => token_embd.shape().first().copied().unwrap_or(0),
+        },
+    };
+    let gemma = arch == Architecture::Gemma;
+    let mut cfg = ModelConfig {
+        arch,
+        hidden,
+        ffn: file.usize(&key("feed_forward_length"))?,
+        layers: file.usize(&key("block_count"))?,
+        heads,
+        kv_heads: file
+            .opt_usize(&key("attention.head_count_kv"))?
+            .unwrap_or(heads),
+        head_dim,
+        vocab,
+        max_ctx: file.opt_usize(&key("context_length"))?.unwrap_or(2048),
+        norm_eps: file
+            .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5),
+        rope_theta: file.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0),
+        rope_style: if arch == Architecture::Llama {
+            RopeStyle::Interleaved
+        } else {
+            RopeStyle::HalfSplit
+        },
+        rope_scaling: None,
+        partial_rotary,
+        tied_embeddings: file.header().tensor("output.weight").is_none(),
+        qkv_bias: arch == Architecture::Qwen2
+            || file.header().tensor("blk.0.attn_q.bias").is_some(),
+        activation: if gemma {
+            Activation::GeluTanh
+        } else {
+            Activation::Silu
+        },
+        norm_plus_one: false,
+        embed_scale: gemma.then(|| (hidden as f32).sqrt()),
+        bos: file.opt_u32("tokenizer.ggml.bos_token_id")?,
+        eos: Vec::new(),
+    };
+    for k in ["eos_token_id", "eot_token_id", "eom_token_id"] {
+        if let Some(id) = file.opt_u32(&format!("tokenizer.ggml.{k}"))? {
+            if !cfg.eos.contains(&id) {
+                cfg.eos.push(id);
+            }
+        }
+    }
+    cfg.rope_scaling = rope_scaling(file, &name, cfg.rotary_dim())?;
+    cfg.validate_in(file.path())?;
+    Ok(cfg)
+}
+
+/// Rotary scaling from `<arch>.rope.scaling.*` (or the older `rope.scale_linear`) and the `rope_freqs` tensor.
+fn rope_scaling(
+    file: &GgufFile,
+    arch: &str,
+    rotary_dim: usize,
+) -> Result<Option<RopeScaling>, EngineError> {
+    let type_key = format!("{arch}.rope.scaling.type");
+    let factor_key = format!("{arch}.rope.scaling.factor");
+    let from_keys = match file.opt_str(&type_key)? {
+        None | Some("none") => file
+            .opt_f32(&format!("{arch}.rope.scale_linear"))?
+            .filter(|&f| f != 1.0)
+            .map(|factor| RopeScaling::Linear { factor }),
+        Some("linear") => {
+            let factor = file.opt_f32(&factor_key)?.ok_or_else(|| {
+                file.meta_error(&factor_key, "is missing (rope scaling is linear)")
+            })?;
+            Some(RopeScaling::Linear { factor })
+        }
+        Some(other) => {
+            return Err(file.meta_error(
+                &type_key,
+                format!("is \"{other}\"; tlite supports none and linear rope scaling"),
+            ))
+        }
+    };
+    let Some(info) = file.header().tensor("rope_freqs.weight") else {
+        return Ok(from_keys);
+    };
+    if from_keys.is_some() {
+        return Err(file.meta_error(
+            &type_key,
+            "sets a rope scaling, and a `rope_freqs` tensor sets another; tlite cannot apply both",
+        ));
+    }
+    let want = vec![rotary_dim / 2];
+    if info.shape() != want {
+        return Err(shape_error(file, info, want));
+    }
+    let divisors = gguf::dequantize(info, file.data(info)).map_err(|m| gguf_error(file, m))?;
+    Ok(Some(RopeScaling::PerFrequency { divisors }))
+}
+
+fn gguf_error(file: &GgufFile, message: String) -> EngineError {
+    EngineError::Gguf {
+        path: file.path().to_path_buf(),
+        message,
+    }
+}
+
+fn shape_error(file: &GgufFile, info: &TensorInfo, expected: Vec<usize>) -> EngineError {
+    EngineError::TensorShape {
+        path: file.path().to_path_buf(),
+        tensor: info.name.clone(),
+        expected,
+        actual: info.shape(),
+    }
+}
+
+/// Reads and converts one named tensor after checking its shape.
+struct Reader<'a> {
+    file: &'a GgufFile,
+    opts: &'a LoadOptions,
+}
+
+impl Reader<'_> {
+    fn info(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo, EngineError> {
+        let info = self.file.tensor(name)?;
+        if info.shape() != shape {
+            return Err(shape_error(self.file, info, shape.to_vec()));
+        }
+        Ok(info)
+    }
+
+    fn values(&self, info: &TensorInfo) -> Result<Vec<f32>, EngineError> {
+        gguf::dequantize(info, self.file.data(info)).map_err(|m| gguf_error(self.file, m))
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Tensor, EngineError> {
+        let info = self.info(name, &[len])?;
+        vector(name, Source::F32(self.values(info)?), len, self.opts)
+    }
+
+    fn matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        role: MatrixRole,
+    ) -> Result<Tensor, EngineError> {
+        let info = self.info(name, &[rows, cols])?;
+        let exact_import = matches!(info.ggml_type, GgmlType::Q4_0 | GgmlType::Q4_1)
+            && self.opts.quantize
+                == (WeightFormat::M0e4 {
+                    group: fp4::GroupSize::G32,
+                })
+            && !(role == MatrixRole::Embedding && self.opts.keep_embeddings_f16);
+        if exact_import {
+            match q4_m0e4::import(info.ggml_type, self.file.data(info), rows, cols) {
+                Ok(m) => return Ok(Tensor::m0e4(m)),
+                Err(ImportError::Overflow { row, group }) => tracing::info!(
+                    "{name}: block {group} of row {row} has a scale beyond f16, so the tensor is dequantised \
+                     and quantised again instead of imported exactly"
+                ),
+                Err(ImportError::Unsuitable(m)) => {
+                    return Err(gguf_error(self.file, format!("tensor `{name}`: {m}")))
+                }
+            }
+        }
+        matrix(
+            name,
+            Source::F32(self.values(info)?),
+            rows,
+            cols,
+            role,
+            self.opts,
+        )
+    }
+}
+
+fn load_weights(
+    file: &GgufFile,
+    c: &ModelConfig,
+    opts: &LoadOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<ModelWeights, EngineError> {
+    let r = Reader { file, opts };
+    let total = c.layers + 2;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let tick = || {
+        progress(
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            total,
+        )
+    };
+    // A block count beyond the tensors present fails here, before anything is sized by it.
+    file.tensor(&format!(
+        "blk.{}.attn_norm.weight",
+        c.layers.saturating_sub(1)
+    ))?;
+    let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
+    let embedding = r.matrix("token_embd.weight", c.vocab, h, MatrixRole::Embedding)?;
+    tick();
+    let layers = (0..c.layers)
+        .into_par_iter()
+        .map(|i| {
+            let n = |t: &str| format!("blk.{i}.{t}");
+            let lin = |t: &str, rows, cols| r.matrix(&n(t), rows, cols, MatrixRole::Linear);
+            let bias = |t: &str, len| {
+                c.qkv_bias
+                    .then(|| r.vector(&n(&format!("{t}.bias")), len))
+                    .transpose()
+            };
+            let l = LayerWeights {
+                attn_norm: r.vector(&n("attn_norm.weight"), h)?,
+                wq: lin("attn_q.weight", q, h)?,
+                wk: lin("attn_k.weight", kv, h)?,
+                wv: lin("attn_v.weight", kv, h)?,
+                wo: lin("attn_output.weight", h, q)?,
+                bq: bias("attn_q", q)?,
+                bk: bias("attn_k", kv)?,
+                bv: bias("attn_v", kv)?,
+                ffn_norm: r.vector(&n("ffn_norm.weight"), h)?,
+                w_gate: lin("ffn_gate.weight", ffn, h)?,
+                w_up: lin("ffn_up.weight", ffn, h)?,
+                w_down: lin("ffn_down.weight", h, ffn)?,
+            };
+            tick();
+            Ok(l)
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    let final_norm = r.vector("output_norm.weight", h)?;
+    let lm_head = if c.tied_embeddings {
+        None
+    } else {
+        Some(r.matrix("output.weight", c.vocab, h, MatrixRole::Embedding)?)
+    };
+    tick();
+    Ok(ModelWeights {
+        embedding,
+        layers,
+        final_norm,
+        lm_head,
+    })
+}
