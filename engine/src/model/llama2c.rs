@@ -161,8 +161,16 @@ impl Llama2cHeader {
             .and_then(|n| n.checked_add(HEADER_BYTES))
             .ok_or_else(|| {
                 EngineError::InvalidConfig(format!(
-                    "{}: the llama2.c header announces more weights than can be addressed ({self:?})",
-                    path.display()
+                    "{}: the llama2.c header announces more weights than can be addressed (dim {}, hidden_dim \
+                     {}, n_layers {}, n_heads {}, n_kv_heads {}, vocab_size {}, seq_len {})",
+                    path.display(),
+                    self.dim,
+                    self.hidden_dim,
+                    self.n_layers,
+                    self.n_heads,
+                    self.n_kv_heads,
+                    self.vocab_size,
+                    self.seq_len
                 ))
             })
     }
