@@ -5,6 +5,7 @@
 //! them only runs the rest, which is how `tlite chat` keeps the cache between turns (the template re-renders the
 //! whole conversation, and only the new turn is prefilled).
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::model::ModelConfig;
@@ -53,14 +54,32 @@ pub trait LanguageModel {
     }
 }
 
-/// Text to token ids and back.
+/// Text to token ids and back, and what the tokenizer says about BOS and the end of a reply.
 pub trait TextCodec {
-    /// Token ids of `text` (no BOS: the generator adds it).
+    /// Token ids of `text`, the texts of special tokens in it standing for their ids (a rendered chat template
+    /// writes `<|im_start|>`); no BOS: the generator adds it.
     fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError>;
-    /// Text of `ids` (special tokens included as text, so stop strings can see them).
+    /// Text of `ids`, special tokens left out.
     fn decode(&self, ids: &[u32]) -> Result<String, EngineError>;
     /// The id of a token written exactly as `token`, if the vocabulary has one.
     fn token_id(&self, token: &str) -> Option<u32>;
+    /// The text of `id` if it is a special token: stop strings see it (`<|im_end|>`), the user never does.
+    fn special_text(&self, _id: u32) -> Option<String> {
+        None
+    }
+    /// Whether a prompt starts with BOS, as the tokenizer's settings say (overridden by
+    /// [`GenerateOptions::add_bos`]).
+    fn adds_bos(&self) -> bool {
+        true
+    }
+    /// The tokenizer's BOS id; the model config's is used when this is `None`.
+    fn bos_id(&self) -> Option<u32> {
+        None
+    }
+    /// Ids that end a reply besides the model config's EOS ids (end of turn, end of message).
+    fn end_ids(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// Options of one generation.
@@ -75,8 +94,9 @@ pub struct GenerateOptions {
     /// Prompt tokens per prefill step (0: the model's maximum); long prompts are cut so a step never holds the GPU
     /// long.
     pub prefill_chunk: usize,
-    /// Prepend the model's BOS token to the prompt.
-    pub add_bos: bool,
+    /// Prepend the BOS token to the prompt: `None` follows the tokenizer ([`TextCodec::adds_bos`]); either way a
+    /// prompt whose text already starts with BOS does not get a second one.
+    pub add_bos: Option<bool>,
     /// Extra token ids that end generation besides the model's EOS ids (e.g. a chat template's end of turn).
     pub extra_eos: Vec<u32>,
 }
@@ -88,7 +108,7 @@ impl Default for GenerateOptions {
             sampling: SamplingParams::greedy(),
             stop_strings: Vec::new(),
             prefill_chunk: 0,
-            add_bos: true,
+            add_bos: None,
             extra_eos: Vec::new(),
         }
     }
@@ -212,13 +232,22 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         Ok(())
     }
 
-    /// Token ids of a prompt as the model sees it (BOS first when asked and the model has one).
-    pub fn prompt_tokens(&self, prompt: &str, add_bos: bool) -> Result<Vec<u32>, EngineError> {
-        let mut ids = Vec::new();
-        if add_bos {
-            ids.extend(self.model.config().bos);
+    /// Token ids of a prompt as the model sees it: BOS first when `add_bos` (or, when `None`, the tokenizer) asks
+    /// for it, the model has one and the text does not already start with it (a chat template that writes
+    /// `bos_token` itself, as Llama 3's does).
+    pub fn prompt_tokens(
+        &self,
+        prompt: &str,
+        add_bos: Option<bool>,
+    ) -> Result<Vec<u32>, EngineError> {
+        let text = self.codec.encode(prompt)?;
+        let add = add_bos.unwrap_or_else(|| self.codec.adds_bos());
+        let bos = self.codec.bos_id().or(self.model.config().bos);
+        let mut ids = Vec::with_capacity(text.len() + 1);
+        if let Some(bos) = bos.filter(|&b| add && text.first() != Some(&b)) {
+            ids.push(bos);
         }
-        ids.extend(self.codec.encode(prompt)?);
+        ids.extend(text);
         Ok(ids)
     }
 
@@ -277,6 +306,7 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         keep = self.cached.len();
 
         let mut eos: Vec<u32> = self.model.config().eos.clone();
+        eos.extend(self.codec.end_ids());
         eos.extend(&options.extra_eos);
         let want = if options.sampling.is_plain_greedy() {
             Want::Argmax
@@ -344,7 +374,7 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         }
         timings.peak_device_bytes = self.model.peak_device_bytes();
         Ok(Generation {
-            text: stream.text,
+            text: stream.visible_text(),
             tokens: generated,
             stop,
             timings,
@@ -372,15 +402,18 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 /// Turns generated tokens into text pieces: waits while the text ends in an incomplete UTF-8 sequence, holds back
-/// text that could be the start of a stop string, and cuts at the first stop string.
+/// text that could be the start of a stop string, and cuts at the first stop string. Special tokens' texts are
+/// part of the text stop strings are matched against, but are never handed out.
 #[derive(Debug)]
 struct TextStream {
     /// Tokens before the pending ones, decoded with them so leading spaces come out right.
     context: Vec<u32>,
     /// Generated tokens not yet turned into text.
     pending: Vec<u32>,
-    /// All text produced so far (including any held back).
+    /// All text produced so far (including any held back, and special tokens' texts).
     text: String,
+    /// Byte ranges of `text` written by special tokens, in order: seen by stop strings, never shown.
+    hidden: Vec<Range<usize>>,
     /// Bytes of `text` already handed to the callback.
     emitted: usize,
     stops: Vec<String>,
@@ -392,6 +425,7 @@ impl TextStream {
             context,
             pending: Vec::new(),
             text: String::new(),
+            hidden: Vec::new(),
             emitted: 0,
             stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
         }
@@ -404,31 +438,17 @@ impl TextStream {
         codec: &impl TextCodec,
         on_text: &mut impl FnMut(&str),
     ) -> Result<Option<String>, EngineError> {
-        self.pending.push(token);
-        let base = codec.decode(&self.context)?;
-        let mut all = self.context.clone();
-        all.extend(&self.pending);
-        let full = codec.decode(&all)?;
-        // An incomplete multi-byte character decodes as U+FFFD; wait for the bytes that complete it (bounded, so a
-        // genuinely invalid sequence still comes out).
-        if full.ends_with('\u{FFFD}') && self.pending.len() < 8 {
-            return Ok(None);
-        }
-        let new = match full.strip_prefix(base.as_str()) {
-            Some(rest) => rest.to_string(),
-            None => {
-                let common = base
-                    .char_indices()
-                    .zip(full.chars())
-                    .take_while(|((_, a), b)| a == b)
-                    .count();
-                full.chars().skip(common).collect()
+        if let Some(special) = codec.special_text(token) {
+            self.absorb_pending(codec, true)?;
+            let start = self.text.len();
+            self.text.push_str(&special);
+            self.hidden.push(start..self.text.len());
+        } else {
+            self.pending.push(token);
+            if !self.absorb_pending(codec, false)? {
+                return Ok(None);
             }
-        };
-        self.text.push_str(&new);
-        let keep_from = all.len().saturating_sub(4);
-        self.context = all.split_off(keep_from);
-        self.pending.clear();
+        }
 
         let search_from = self
             .emitted
@@ -446,6 +466,10 @@ impl TextStream {
         if let Some((at, stop)) = hit {
             let stop = stop.clone();
             self.text.truncate(at);
+            self.hidden.retain(|r| r.start < at);
+            if let Some(last) = self.hidden.last_mut() {
+                last.end = last.end.min(at);
+            }
             self.emit_to(self.text.len(), on_text);
             return Ok(Some(stop));
         }
@@ -460,10 +484,47 @@ impl TextStream {
         Ok(None)
     }
 
+    /// Turns the pending tokens into text; returns `false` (and waits) while they end in an incomplete character,
+    /// unless `force`.
+    fn absorb_pending(&mut self, codec: &impl TextCodec, force: bool) -> Result<bool, EngineError> {
+        if self.pending.is_empty() {
+            return Ok(true);
+        }
+        let base = codec.decode(&self.context)?;
+        let mut all = self.context.clone();
+        all.extend(&self.pending);
+        let full = codec.decode(&all)?;
+        // An incomplete multi-byte character decodes as U+FFFD; wait for the bytes that complete it (bounded, so a
+        // genuinely invalid sequence still comes out).
+        if !force && full.ends_with('\u{FFFD}') && self.pending.len() < 8 {
+            return Ok(false);
+        }
+        let new = match full.strip_prefix(base.as_str()) {
+            Some(rest) => rest.to_string(),
+            None => {
+                let common = base
+                    .char_indices()
+                    .zip(full.chars())
+                    .take_while(|((_, a), b)| a == b)
+                    .count();
+                full.chars().skip(common).collect()
+            }
+        };
+        self.text.push_str(&new);
+        let keep_from = all.len().saturating_sub(4);
+        self.context = all.split_off(keep_from);
+        self.pending.clear();
+        Ok(true)
+    }
+
+    /// Hands out the shown part of `text[emitted..end]`.
     fn emit_to(&mut self, end: usize, on_text: &mut impl FnMut(&str)) {
         let end = floor_char_boundary(&self.text, end);
         if end > self.emitted {
-            on_text(&self.text[self.emitted..end]);
+            let piece = visible(&self.text, &self.hidden, self.emitted..end);
+            if !piece.is_empty() {
+                on_text(&piece);
+            }
             self.emitted = end;
         }
     }
@@ -472,6 +533,30 @@ impl TextStream {
     fn finish(&mut self, on_text: &mut impl FnMut(&str)) {
         self.emit_to(self.text.len(), on_text);
     }
+
+    /// The text as shown: without special tokens' texts.
+    fn visible_text(&self) -> String {
+        visible(&self.text, &self.hidden, 0..self.text.len())
+    }
+}
+
+/// `text[range]` without the parts inside `hidden` (sorted, disjoint ranges on character boundaries).
+fn visible(text: &str, hidden: &[Range<usize>], range: Range<usize>) -> String {
+    let mut out = String::new();
+    let mut at = range.start;
+    for h in hidden {
+        if h.end <= at || h.start >= range.end {
+            continue;
+        }
+        if h.start > at {
+            out.push_str(&text[at..h.start]);
+        }
+        at = at.max(h.end);
+    }
+    if at < range.end {
+        out.push_str(&text[at..range.end]);
+    }
+    out
 }
 
 /// Length of the longest proper suffix of `text` that is a prefix of `stop`.
@@ -506,6 +591,22 @@ impl TextCodec for crate::tokenizer::Tokenizer {
 
     fn token_id(&self, token: &str) -> Option<u32> {
         self.token_to_id(token)
+    }
+
+    fn special_text(&self, id: u32) -> Option<String> {
+        self.special_token_text(id)
+    }
+
+    fn adds_bos(&self) -> bool {
+        self.special().add_bos
+    }
+
+    fn bos_id(&self) -> Option<u32> {
+        self.special().bos
+    }
+
+    fn end_ids(&self) -> Vec<u32> {
+        self.special().end_ids.clone()
     }
 }
 
@@ -575,8 +676,14 @@ mod tests {
         }
     }
 
-    /// Byte-level codec: id < 256 is that byte; 256 is the text "STOP"; 257 is "<end>".
-    struct Bytes;
+    /// Byte-level codec: id < 256 is that byte; 256 is the text "STOP"; 257 is the special token "<end>".
+    #[derive(Default)]
+    struct Bytes {
+        /// The tokenizer says prompts get no BOS.
+        no_bos: bool,
+        /// End-of-turn ids the tokenizer names.
+        end: Vec<u32>,
+    }
 
     impl TextCodec for Bytes {
         fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
@@ -588,7 +695,7 @@ mod tests {
                 match id {
                     0..=255 => bytes.push(id as u8),
                     256 => bytes.extend_from_slice(b"STOP"),
-                    _ => bytes.extend_from_slice(b"<end>"),
+                    _ => {}
                 }
             }
             Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -596,9 +703,26 @@ mod tests {
         fn token_id(&self, _: &str) -> Option<u32> {
             None
         }
+        fn special_text(&self, id: u32) -> Option<String> {
+            (id == 257).then(|| "<end>".to_string())
+        }
+        fn adds_bos(&self) -> bool {
+            !self.no_bos
+        }
+        fn end_ids(&self) -> Vec<u32> {
+            self.end.clone()
+        }
     }
 
     fn generator(prompt: &str, continuation: &[u32]) -> Generator<Scripted, Bytes> {
+        generator_with(prompt, continuation, Bytes::default())
+    }
+
+    fn generator_with(
+        prompt: &str,
+        continuation: &[u32],
+        codec: Bytes,
+    ) -> Generator<Scripted, Bytes> {
         let mut script = vec![1];
         script.extend(prompt.bytes().map(u32::from));
         script.extend_from_slice(continuation);
@@ -609,7 +733,7 @@ mod tests {
             steps: Vec::new(),
             max_step: 4,
         };
-        Generator::new(model, Bytes).unwrap()
+        Generator::new(model, codec).unwrap()
     }
 
     fn run(
@@ -749,7 +873,7 @@ mod tests {
             })
         ));
         let opts = GenerateOptions {
-            add_bos: false,
+            add_bos: Some(false),
             ..GenerateOptions::default()
         };
         assert!(matches!(
@@ -772,6 +896,105 @@ mod tests {
         );
         assert_eq!(out.stop, StopReason::ContextFull);
         assert_eq!(g.cached_tokens().len(), 32);
+    }
+
+    /// `text` as byte ids followed by `extra`.
+    fn ids(text: &str, extra: &[u32]) -> Vec<u32> {
+        text.bytes()
+            .map(u32::from)
+            .chain(extra.iter().copied())
+            .collect()
+    }
+
+    #[test]
+    fn stop_strings_see_special_tokens_the_user_does_not() {
+        // "<end>" comes as a special token: the stop string matches its text, nothing of it is shown.
+        let opts = GenerateOptions {
+            stop_strings: vec!["<end>".into()],
+            ..GenerateOptions::default()
+        };
+        let mut g = generator("p", &ids("ab", &[257, b'x'.into()]));
+        let (out, pieces) = run(&mut g, "p", &opts);
+        assert_eq!(out.stop, StopReason::StopString("<end>".into()));
+        assert_eq!((out.text.as_str(), pieces.concat().as_str()), ("ab", "ab"));
+        // A stop string that starts in the text and ends in the special token's text.
+        let opts = GenerateOptions {
+            stop_strings: vec!["b<en".into()],
+            ..GenerateOptions::default()
+        };
+        let (out, pieces) = run(&mut generator("p", &ids("ab", &[257])), "p", &opts);
+        assert_eq!(out.stop, StopReason::StopString("b<en".into()));
+        assert_eq!((out.text.as_str(), pieces.concat().as_str()), ("a", "a"));
+        // Without a stop string a special token mid-reply is left out of the text.
+        let (out, pieces) = run(
+            &mut generator("p", &ids("ab", &[257, b'c'.into()])),
+            "p",
+            &GenerateOptions::default(),
+        );
+        assert_eq!(
+            (out.text.as_str(), pieces.concat().as_str()),
+            ("abc", "abc")
+        );
+    }
+
+    #[test]
+    fn the_tokenizers_end_of_turn_ids_stop_generation() {
+        let codec = Bytes {
+            end: vec![257],
+            ..Bytes::default()
+        };
+        let mut g = generator_with("p", &ids("hi", &[257, b'x'.into()]), codec);
+        let (out, pieces) = run(&mut g, "p", &GenerateOptions::default());
+        assert_eq!(out.stop, StopReason::Eos);
+        assert_eq!(out.tokens, ids("hi", &[257]));
+        assert_eq!((out.text.as_str(), pieces.concat().as_str()), ("hi", "hi"));
+        // Without the codec naming it, the same script runs on.
+        let (out, _) = run(
+            &mut generator("p", &ids("hi", &[257, b'x'.into()])),
+            "p",
+            &GenerateOptions::default(),
+        );
+        assert_eq!(out.text, "hix");
+    }
+
+    #[test]
+    fn bos_follows_the_tokenizer_and_is_never_doubled() {
+        let g = generator("", &[]);
+        assert_eq!(g.prompt_tokens("hi", None).unwrap(), ids("\u{1}hi", &[]));
+        // Text that already starts with BOS (a template writing `bos_token`) keeps its single BOS.
+        assert_eq!(
+            g.prompt_tokens("\u{1}hi", None).unwrap(),
+            ids("\u{1}hi", &[])
+        );
+        assert_eq!(g.prompt_tokens("hi", Some(false)).unwrap(), ids("hi", &[]));
+        let no_bos = Bytes {
+            no_bos: true,
+            ..Bytes::default()
+        };
+        let g = generator_with("", &[], no_bos);
+        assert_eq!(g.prompt_tokens("hi", None).unwrap(), ids("hi", &[]));
+        assert_eq!(
+            g.prompt_tokens("hi", Some(true)).unwrap(),
+            ids("\u{1}hi", &[])
+        );
+    }
+
+    #[test]
+    fn a_prompt_that_rewrites_the_cached_text_is_prefilled_from_where_it_differs() {
+        // A chat template that does not extend its previous rendering: the second prompt shares only "abc".
+        let mut g = generator("abcdef", &ids("XY", &[]));
+        let opts = GenerateOptions {
+            max_tokens: 2,
+            ..GenerateOptions::default()
+        };
+        run(&mut g, "abcdef", &opts);
+        g.model_mut().steps.clear();
+        let (out, _) = run(&mut g, "abcxyz", &opts);
+        // BOS + "abc" are kept; "xyz" is prefilled (one step of 3), then one decode step.
+        assert_eq!(g.model().steps, vec![3, 1]);
+        assert_eq!(out.timings.prefill_tokens, 3);
+        assert_eq!(&g.cached_tokens()[..7], ids("\u{1}abcxyz", &[]).as_slice());
+        assert_eq!(g.model().cache, g.cached_tokens());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::chat_template::{ChatMessage, ChatTemplate, Role};
+use crate::chat_template::{ChatFormat, ChatMessage, ChatTemplate, Role};
 use crate::generate::{GenerateOptions, Generation, Generator, LanguageModel};
 use crate::gpu::{GpuModel, GpuOptions};
 use crate::model::{self, LoadOptions, WeightFormat};
@@ -59,8 +59,11 @@ pub struct SessionOptions {
 pub struct Session {
     /// The generation loop over the device model.
     pub generator: Generator<GpuModel, Tokenizer>,
-    /// The chat format of the model.
+    /// The built-in family format of the model: the fallback when its own template is missing or fails, and the
+    /// source of stop strings.
     pub template: ChatTemplate,
+    /// The model's own template with that fallback behind it.
+    chat: ChatFormat,
     /// Model load and upload time.
     pub load_time: Duration,
     /// Where the model came from.
@@ -84,11 +87,24 @@ impl Session {
             },
         )?;
         tokenizer.check_model_vocab(model.config.vocab)?;
-        let template = ChatTemplate::detect(
-            model.config.arch,
-            chat_template_source(path).as_deref(),
-            |t| tokenizer.token_to_id(t).is_some(),
+        let source = tokenizer.special().chat_template.clone();
+        let template = ChatTemplate::detect(model.config.arch, source.as_deref(), |t| {
+            tokenizer.token_to_id(t).is_some()
+        });
+        let token_text = |id: Option<u32>| {
+            id.and_then(|id| tokenizer.id_to_token(id).ok())
+                .unwrap_or_default()
+        };
+        let bos_token = token_text(tokenizer.special().bos.or(model.config.bos));
+        let eos_token = token_text(
+            tokenizer
+                .special()
+                .end_ids
+                .first()
+                .or(model.config.eos.first())
+                .copied(),
         );
+        let chat = ChatFormat::from_source(source.as_deref(), &bos_token, &eos_token, template);
         let gpu_model = GpuModel::load(&model, &options.gpu)?;
         drop(model);
         let mut generator = Generator::new(gpu_model, tokenizer)?;
@@ -97,11 +113,22 @@ impl Session {
         Ok(Self {
             generator,
             template,
+            chat,
             load_time,
             model_path: path.to_path_buf(),
             history: Vec::new(),
             forgotten: 0,
         })
+    }
+
+    /// Whether turns are rendered with the model's own Jinja template (else the built-in format).
+    pub fn uses_model_template(&self) -> bool {
+        self.chat.uses_model_template()
+    }
+
+    /// The conversation as the model's template (or the fallback) renders it, ending where the reply begins.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> String {
+        self.chat.render(messages, true)
     }
 
     /// Token ids of the chat template's end-of-turn markers that this vocabulary has.
@@ -196,7 +223,7 @@ impl Session {
         let reserve = options.max_tokens.clamp(1, (context / 2).max(1));
         let mut dropped = 0;
         loop {
-            let prompt = self.template.render(&self.history, true);
+            let prompt = self.chat.render(&self.history, true);
             let tokens = self.generator.prompt_tokens(&prompt, options.add_bos)?;
             if tokens.len() + reserve <= context {
                 return Ok((dropped, tokens));
@@ -222,22 +249,5 @@ impl Session {
     /// Positions in the KV cache (for showing how much context is left).
     pub fn cached_len(&self) -> usize {
         self.generator.model().cached_len()
-    }
-}
-
-/// `chat_template` of the model's `tokenizer_config.json`, if any (a string, or the `default` of a named list).
-fn chat_template_source(path: &Path) -> Option<String> {
-    let file = model::tokenizer_dir(path).join("tokenizer_config.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
-    match json.get("chat_template")? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(list) => list
-            .iter()
-            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-            .or(list.first())
-            .and_then(|t| t.get("template"))
-            .and_then(|t| t.as_str())
-            .map(str::to_string),
-        _ => None,
     }
 }

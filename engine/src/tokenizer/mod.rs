@@ -5,6 +5,8 @@
 //! Encoding follows llama2.c (and SentencePiece BPE): a dummy-prefix space, one piece per UTF-8 character with
 //! byte fallback, then repeatedly merge the adjacent pair whose concatenation has the highest score.
 
+mod hf_settings;
+
 use crate::EngineError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,8 +47,10 @@ enum Inner {
 impl Tokenizer {
     /// Loads `tokenizer.json` (Hugging Face) or a llama2.c `tokenizer.bin` (any other file name ending `.bin`).
     pub fn from_file(path: &Path) -> Result<Self, EngineError> {
-        let inner = if path.extension().is_some_and(|e| e == "bin") {
-            Inner::Llama2c(Llama2cTokenizer::from_file(path)?)
+        let (inner, special) = if path.extension().is_some_and(|e| e == "bin") {
+            let t = Llama2cTokenizer::from_file(path)?;
+            let special = hf_settings::llama2c(t.pieces.len());
+            (Inner::Llama2c(t), special)
         } else {
             if !path.is_file() {
                 return Err(EngineError::io(
@@ -56,12 +60,13 @@ impl Tokenizer {
             }
             let t = tokenizers::Tokenizer::from_file(path)
                 .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", path.display())))?;
-            Inner::Hf(Box::new(t))
+            let special = hf_settings::read(path, &t)?;
+            (Inner::Hf(Box::new(t)), special)
         };
         Ok(Self {
             inner,
             source: path.to_path_buf(),
-            special: SpecialTokens::default(),
+            special,
         })
     }
 
@@ -111,8 +116,10 @@ impl Tokenizer {
         Ok(())
     }
 
-    /// Encodes `text`. With `add_special`, the tokenizer's own special tokens are added (Llama-style
-    /// `tokenizer.json` files prepend BOS; llama2.c prepends BOS id 1).
+    /// Encodes `text`; the texts of special tokens in it (`<|im_start|>`, `<s>`) become their ids, as a rendered
+    /// chat template needs. With `add_special`, the tokenizer's own special tokens are added (Llama-style
+    /// `tokenizer.json` files prepend BOS; llama2.c prepends BOS id 1); the generator does not ask for them, it
+    /// follows [`SpecialTokens::add_bos`] itself.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError> {
         match &self.inner {
             Inner::Hf(t) => {
@@ -124,7 +131,7 @@ impl Tokenizer {
                 })?;
                 Ok(enc.get_ids().to_vec())
             }
-            Inner::Llama2c(t) => t.encode(text, add_special),
+            Inner::Llama2c(t) => t.encode_with_controls(text, add_special),
         }
     }
 
@@ -138,8 +145,29 @@ impl Tokenizer {
             Inner::Hf(t) => t.decode(ids, true).map_err(|e| {
                 EngineError::Tokenizer(format!("{}: decoding failed: {e}", self.source.display()))
             }),
-            Inner::Llama2c(t) => Ok(t.decode(ids)),
+            Inner::Llama2c(t) => Ok(t.decode_all(ids, false)),
         }
+    }
+
+    /// Decodes `ids` with special tokens written out (`<|im_end|>`, `</s>`), for matching stop strings.
+    pub fn decode_with_special(&self, ids: &[u32]) -> Result<String, EngineError> {
+        let vocab = self.vocab_size();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::TokenOutOfRange { id, vocab });
+        }
+        match &self.inner {
+            Inner::Hf(t) => t.decode(ids, false).map_err(|e| {
+                EngineError::Tokenizer(format!("{}: decoding failed: {e}", self.source.display()))
+            }),
+            Inner::Llama2c(t) => Ok(t.decode_all(ids, true)),
+        }
+    }
+
+    /// The text of `id` when it is a special token (one that [`Tokenizer::decode`] leaves out), else `None`.
+    pub fn special_token_text(&self, id: u32) -> Option<String> {
+        let plain = self.decode(&[id]).ok()?;
+        let with = self.decode_with_special(&[id]).ok()?;
+        (plain.is_empty() && !with.is_empty()).then_some(with)
     }
 
     /// The id of a token string, if it is in the vocabulary.
@@ -356,13 +384,45 @@ impl Llama2cTokenizer {
         Ok(ids)
     }
 
+    /// Encodes with `<s>` and `</s>` in the text standing for BOS and EOS (a Llama 2 chat template's `</s><s>`
+    /// between turns); the text between them is encoded as llama.cpp does after a special token, each fragment
+    /// with its own dummy-prefix space.
+    fn encode_with_controls(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, EngineError> {
+        let mut ids = self.encode("", add_bos)?;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let next = [("<s>", 1u32), ("</s>", 2u32)]
+                .into_iter()
+                .filter(|&(mark, id)| {
+                    self.pieces
+                        .get(id as usize)
+                        .is_some_and(|p| p.bytes.trim_ascii() == mark.as_bytes())
+                })
+                .filter_map(|(mark, id)| rest.find(mark).map(|at| (at, mark, id)))
+                .min_by_key(|&(at, _, _)| at);
+            let Some((at, mark, id)) = next else {
+                ids.extend(self.encode(rest, false)?);
+                break;
+            };
+            if at > 0 {
+                ids.extend(self.encode(&rest[..at], false)?);
+            }
+            ids.push(id);
+            rest = &rest[at + mark.len()..];
+        }
+        Ok(ids)
+    }
+
     /// Decodes ids (already range-checked); the dummy-prefix space of the first piece is dropped, control tokens
-    /// are left out, invalid UTF-8 becomes U+FFFD.
-    fn decode(&self, ids: &[u32]) -> String {
+    /// are left out (or written as `<s>`, `</s>` with `controls`), invalid UTF-8 becomes U+FFFD.
+    fn decode_all(&self, ids: &[u32], controls: bool) -> String {
         let mut out: Vec<u8> = Vec::new();
         let mut first = true;
         for &id in ids {
             if self.is_control(id) {
+                if controls {
+                    out.extend_from_slice(self.pieces[id as usize].bytes.trim_ascii());
+                }
                 continue;
             }
             match self.byte_base {
@@ -422,8 +482,17 @@ mod tests {
         // 'é' is not a piece: two byte tokens.
         let ids = t.encode("aé", false).unwrap();
         assert_eq!(ids, vec![id(" a"), 3 + 0xC3, 3 + 0xA9]);
-        assert_eq!(t.decode(&ids), "aé");
-        assert_eq!(t.decode(&[1, id(" abc"), id("a"), 2]), "abca");
+        assert_eq!(t.decode_all(&ids, false), "aé");
+        assert_eq!(t.decode_all(&[1, id(" abc"), id("a"), 2], false), "abca");
+        assert_eq!(
+            t.decode_all(&[1, id(" abc"), 2], true),
+            "<s>abc</s>"
+        );
+        // Control texts in the text become their ids; each fragment gets its own dummy-prefix space.
+        assert_eq!(
+            t.encode_with_controls("abc</s><s>abc", false).unwrap(),
+            vec![id(" abc"), 2, 1, id(" abc")]
+        );
     }
 
     #[test]

@@ -1,40 +1,11 @@
-//! Chat templates of the supported families.
+//! The built-in conversation formats of the supported families: the fallback for a model that ships no Jinja
+//! template, or whose template does not render, and the source of each family's stop strings.
 //!
-//! tlite does not run the Jinja templates of `tokenizer_config.json`; it recognises which family's format a model
-//! uses (from the template text when present, else the tokenizer's special tokens, else the architecture) and renders
-//! that format natively. The rendered text never includes the BOS token: the generator adds it once, at the start.
+//! The family is recognised from the template text when present, else the tokenizer's special tokens, else the
+//! architecture. The rendered text never includes the BOS token: the generator adds it, once, at the start.
 
+use super::{ChatMessage, Role};
 use crate::model::Architecture;
-
-/// One speaker of a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Instructions that frame the whole conversation.
-    System,
-    /// The person.
-    User,
-    /// The model.
-    Assistant,
-}
-
-/// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatMessage {
-    /// Who speaks.
-    pub role: Role,
-    /// What was said.
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A message from `role`.
-    pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-        }
-    }
-}
 
 /// The conversation formats tlite knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
