@@ -124,6 +124,19 @@ fn checksums_cannot_be_dropped_or_mixed() {
 }
 
 #[test]
+fn an_unknown_version_is_named_without_debug_text() {
+    let (out, _) = saved(fp4::GroupSize::G32);
+    edit_config(out.path(), |j| j["tlite_format"] = serde_json::json!(7));
+    let e = err(out.path());
+    // It used to read "tlite_format Some(Number(7))".
+    assert!(
+        e.contains("tlite_format is 7, not the supported version 2"),
+        "{e}"
+    );
+    assert!(!e.contains("Some(") && !e.contains("Number("), "{e}");
+}
+
+#[test]
 fn nan_in_a_hugging_face_tensor_names_row_and_column() {
     let src = tempfile::tempdir().unwrap();
     write_tiny_hf_model(RefArch::Llama, src.path()).unwrap();
