@@ -211,3 +211,29 @@ fn the_library_refuses_the_same_outputs() {
     tlite_format::check_output(&[&hf], &t.path().join("new/q")).unwrap();
 }
 
+#[test]
+fn a_gguf_file_is_quantised_and_its_folder_is_not_taken_for_the_output() {
+    let t = tempfile::tempdir().unwrap();
+    let gguf = t.path().join("model.gguf");
+    fixtures::gguf_models::write_gguf_model(
+        &TinySpec::for_arch(RefArch::Llama),
+        &gguf,
+        fixtures::gguf_models::MatrixType::F16,
+    )
+    .unwrap();
+    let before = snapshot(t.path());
+    let o = tlite(&[&gguf, t.path()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("contains the input"), "{}", stderr(&o));
+    assert_eq!(snapshot(t.path()), before);
+
+    let out = t.path().join("q");
+    let o = tlite(&[&gguf, &out]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The vocabulary lives inside the GGUF; the note says the folder has none of its own.
+    assert!(stderr(&o).contains("has no tokenizer"), "{}", stderr(&o));
+    assert_eq!(names(&out), ["config.json", "model.safetensors"]);
+    let m = load(&out, &LoadOptions::default()).unwrap();
+    assert!(matches!(m.weights.layers[0].wq.data, TensorData::M0e4(_)));
+    assert!(matches!(m.weights.embedding.data, TensorData::F16(_)));
+}
