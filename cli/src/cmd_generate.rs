@@ -108,9 +108,14 @@ pub struct SamplingArgs {
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Stop when the text contains this (repeatable).
+    /// Stop when the text contains this (repeatable). Special tokens count as their text, so `<|im_end|>`
+    /// works; the model's end-of-turn tokens stop generation without it.
     #[arg(long)]
     pub stop: Vec<String>,
+    /// Start the prompt with the BOS token: auto follows the model's tokenizer settings (`add_bos_token`); a
+    /// prompt that already starts with BOS never gets a second one.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "yes", "no"])]
+    pub bos: String,
     /// Print load time, prefill and decode speed and device memory to stderr.
     #[arg(long)]
     pub timings: bool,
@@ -132,6 +137,11 @@ impl SamplingArgs {
             },
             stop_strings: self.stop.clone(),
             prefill_chunk,
+            add_bos: match self.bos.as_str() {
+                "yes" => Some(true),
+                "no" => Some(false),
+                _ => None,
+            },
             ..GenerateOptions::default()
         }
     }
