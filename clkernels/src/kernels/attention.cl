@@ -23,6 +23,13 @@
 #ifndef ATT_MAX_SPLITS
 #define ATT_MAX_SPLITS 256
 #endif
+// The partial unroll of attn_partial's key-row loop. PoCL cannot apply it (its work-group transformation runs
+// first) and said so on every build ("loop not unrolled"), and a CPU gains nothing from it.
+#ifdef TLITE_VENDOR_POCL
+#define ATT_UNROLL_KEY_ROW
+#else
+#define ATT_UNROLL_KEY_ROW _Pragma("unroll 16")
+#endif
 #ifndef ATT_MERGE
 #define ATT_MERGE 8
 #endif
@@ -325,7 +332,7 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
                 // 16- or 32-byte loads of the key row instead of one element at a time.
                 float8 a8 = (float8)(0.0f);
                 // Unrolled so the key row's loads are in flight together rather than one latency each.
-#pragma unroll 16
+                ATT_UNROLL_KEY_ROW
                 for (uint d = 0; d < head_dim; d += 8)
                     a8 = mad((float8)(qs4[d / 4], qs4[d / 4 + 1]), KV_LOAD8(k, kr + d), a8);
                 acc = dot(a8.lo, (float4)(1.0f)) + dot(a8.hi, (float4)(1.0f));

@@ -97,10 +97,11 @@ inline uint4 tl_nv_x_h2(float4 xa, float4 xb) {
 }
 #endif
 
-// MV_UNROLL > 1 lets the compiler keep the code loads of several chunks in flight per work-item.
+// MV_UNROLL > 1 lets the compiler keep the code loads of several chunks in flight per work-item. PoCL cannot
+// apply it (its work-group transformation runs first) and warns "loop not unrolled", so it is not asked there.
 #define MV_STR(x) #x
 #define MV_PRAGMA(x) _Pragma(MV_STR(x))
-#if defined(MV_UNROLL) && MV_UNROLL > 1
+#if defined(MV_UNROLL) && MV_UNROLL > 1 && !defined(TLITE_VENDOR_POCL)
 #define MV_UNROLL_PRAGMA MV_PRAGMA(unroll MV_UNROLL)
 #else
 #define MV_UNROLL_PRAGMA

@@ -142,6 +142,24 @@ impl BinaryCache {
     pub fn remove(&self, key: &CacheKey) {
         let _ = std::fs::remove_file(self.path_for(key));
     }
+
+    /// The marker saying `key` was built here before on a driver that caches programs itself (see
+    /// [`crate::runtime::Capabilities::driver_caches_programs`]): no binary, only the knowledge that the driver's
+    /// cache should answer, so the user is not told that kernels are compiling when they are not.
+    fn marker_for(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{}.built", key.hex()))
+    }
+
+    /// Whether [`BinaryCache::mark_built`] was called for `key`.
+    pub fn is_marked_built(&self, key: &CacheKey) -> bool {
+        self.marker_for(key).is_file()
+    }
+
+    /// Records that `key` was built (an empty file; creating it is atomic enough, a lost marker costs one notice).
+    pub fn mark_built(&self, key: &CacheKey) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::File::create(self.marker_for(key)).map(drop)
+    }
 }
 
 fn encode(key: &CacheKey, binary: &[u8]) -> Vec<u8> {
@@ -224,6 +242,20 @@ mod tests {
         assert_ne!(other, key);
         std::fs::write(&path, encode(&other, &binary)).unwrap();
         assert!(matches!(cache.load(&key), Err(Rejection::Invalid(r)) if r.contains("another")));
+    }
+
+    #[test]
+    fn markers_are_per_key_and_separate_from_binaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BinaryCache::new(dir.path().join("m"));
+        let key = CacheKey::new(&["dev"], "-D A=1", "src");
+        let other = CacheKey::new(&["dev"], "-D A=2", "src");
+        assert!(!cache.is_marked_built(&key));
+        cache.mark_built(&key).unwrap();
+        assert!(cache.is_marked_built(&key));
+        assert!(!cache.is_marked_built(&other));
+        // A marker is not a binary.
+        assert_eq!(cache.load(&key), Err(Rejection::Missing));
     }
 
     #[test]

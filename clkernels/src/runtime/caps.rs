@@ -305,6 +305,15 @@ impl Capabilities {
         self.subgroups_khr || self.subgroups_intel
     }
 
+    /// Whether the driver keeps its own on-disk cache of compiled programs, so that tlite need not read binaries
+    /// back. PoCL does (`~/.cache/pocl/kcache`, or `POCL_CACHE_DIR`), and there reading a binary back costs more
+    /// than the build itself: PoCL then generates machine code for every kernel of the program for an unknown
+    /// work-group size (55 s for the attention program on 2 cores), while a launch compiles only the kernel it
+    /// runs, for its real work-group size, into the same cache.
+    pub fn driver_caches_programs(&self) -> bool {
+        self.vendor_family == VendorFamily::Pocl
+    }
+
     /// The defines every program built for this device gets, so one source selects its vendor path.
     pub fn defines(&self) -> Vec<(String, String)> {
         let mut defines = vec![(self.vendor_family.define().to_string(), "1".to_string())];

@@ -9,6 +9,7 @@ use opencl3::context::Context;
 use opencl3::device::Device;
 use opencl3::program::Program;
 
+use crate::runtime::build;
 use crate::runtime::cache::{BinaryCache, CacheKey, CachePolicy, Rejection};
 use crate::runtime::device::{list_devices, select};
 use crate::runtime::priority::{self, PerfHint, PriorityReport, QueuePriority};
@@ -29,6 +30,19 @@ pub struct GpuOptions {
     /// Open the queue with profiling on, so [`crate::kernels::profile_launches`] can time each launch of a
     /// real workload in order (costs host time per launch only while a profile is being recorded).
     pub profiling: bool,
+    /// Whether compiled programs are read back into tlite's cache.
+    pub readback: BinaryReadback,
+}
+
+/// Whether compiled programs are read back from the driver and kept in tlite's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BinaryReadback {
+    /// Except where the driver keeps its own cache ([`Capabilities::driver_caches_programs`]): there tlite only
+    /// marks what it built, so a later start knows the driver's cache will answer.
+    #[default]
+    Auto,
+    /// Always (tests of the cache itself).
+    Always,
 }
 
 /// An opened device. Cheap to clone: all clones share the context, queue and program cache.
@@ -37,15 +51,32 @@ pub struct Gpu {
     inner: Arc<Inner>,
 }
 
+/// One program's place in memory: empty until built. Its own lock lets different programs build at once on
+/// different threads while a second request for the same program waits for the first instead of compiling again.
+type ProgramSlot = Arc<Mutex<Option<Arc<Program>>>>;
+
+/// A compiler message from a successful build (kernels should have none; see `tests/build_warnings.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompilerMessage {
+    /// The program's name.
+    pub program: &'static str,
+    /// Its build options.
+    pub options: String,
+    /// What the compiler said.
+    pub log: String,
+}
+
 struct Inner {
     // Field order is drop order: programs and queue go before the context.
-    programs: Mutex<HashMap<CacheKey, Arc<Program>>>,
+    programs: Mutex<HashMap<CacheKey, ProgramSlot>>,
+    messages: Mutex<Vec<CompilerMessage>>,
     queue: CommandQueue,
     context: Context,
     device: Device,
     caps: Capabilities,
     priority: PriorityReport,
     cache: Option<BinaryCache>,
+    readback: bool,
     compiled: AtomicUsize,
     disk_hits: AtomicUsize,
     memory_hits: AtomicUsize,
@@ -139,6 +170,9 @@ impl Gpu {
         Ok(Gpu {
             inner: Arc::new(Inner {
                 programs: Mutex::new(HashMap::new()),
+                messages: Mutex::new(Vec::new()),
+                readback: options.readback == BinaryReadback::Always
+                    || !caps.driver_caches_programs(),
                 queue,
                 context,
                 device,
@@ -222,8 +256,72 @@ impl Gpu {
         extra_defines: &[(&str, &str)],
     ) -> Result<(Arc<Program>, BuildOrigin), ClError> {
         let options = build_options(&self.inner.caps, extra_defines)?;
+        let key = self.key(src, &options);
+        let slot = {
+            let mut programs = lock(&self.inner.programs);
+            Arc::clone(programs.entry(key).or_default())
+        };
+        let mut built = lock(&slot);
+        if let Some(p) = built.as_ref() {
+            self.inner.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((Arc::clone(p), BuildOrigin::Memory));
+        }
+        let (program, origin) = self.load_or_compile(src, &options, &key)?;
+        let program = Arc::new(program);
+        *built = Some(Arc::clone(&program));
+        Ok((program, origin))
+    }
+
+    /// Builds (or loads) several programs at once, on up to as many threads as the host has cores: drivers
+    /// compile independent programs concurrently, and a cold start on a phone or a 2-core PC is mostly compiler
+    /// time. Afterwards [`Gpu::program`] answers these requests from memory. The first error is returned.
+    pub fn programs(
+        &self,
+        requests: &[(&ProgramSource, &[(&str, &str)])],
+    ) -> Result<Vec<Arc<Program>>, ClError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(requests.len());
+        if threads <= 1 {
+            return requests.iter().map(|(s, d)| self.program(s, d)).collect();
+        }
+        let next = AtomicUsize::new(0);
+        let mut built: Vec<(usize, Result<Arc<Program>, ClError>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some((src, defines)) = requests.get(i) else {
+                                break done;
+                            };
+                            done.push((i, self.program(src, defines)));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        built.sort_by_key(|(i, _)| *i);
+        built.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// What the compiler said while building programs that succeeded, in build order (empty when every kernel
+    /// built cleanly; programs loaded from a cache add nothing).
+    pub fn compiler_messages(&self) -> Vec<CompilerMessage> {
+        lock(&self.inner.messages).clone()
+    }
+
+    fn key(&self, src: &ProgramSource, options: &str) -> CacheKey {
         let caps = &self.inner.caps;
-        let key = CacheKey::new(
+        CacheKey::new(
             &[
                 &caps.platform_name,
                 &caps.platform_version,
@@ -231,22 +329,9 @@ impl Gpu {
                 &caps.driver_version,
                 &caps.opencl_version,
             ],
-            &options,
+            options,
             src.source,
-        );
-        let mut programs = self
-            .inner
-            .programs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(p) = programs.get(&key) {
-            self.inner.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((Arc::clone(p), BuildOrigin::Memory));
-        }
-        let (program, origin) = self.load_or_compile(src, &options, &key)?;
-        let program = Arc::new(program);
-        programs.insert(key, Arc::clone(&program));
-        Ok((program, origin))
+        )
     }
 
     fn load_or_compile(
@@ -256,7 +341,8 @@ impl Gpu {
         key: &CacheKey,
     ) -> Result<(Program, BuildOrigin), ClError> {
         let device_id = self.inner.device.id();
-        if let Some(cache) = &self.inner.cache {
+        let cache = self.inner.cache.as_ref();
+        if let Some(cache) = cache.filter(|_| self.inner.readback) {
             match cache.load(key) {
                 Ok(binary) => {
                     // SAFETY: the device belongs to this context.
@@ -291,45 +377,56 @@ impl Gpu {
                 }
             }
         }
-        let started = std::time::Instant::now();
-        let mut program = Program::create_from_source(&self.inner.context, src.source)
-            .cl_call("clCreateProgramWithSource")?;
-        if let Err(e) = program.build(&[device_id], options) {
-            let log = program
-                .get_build_log(device_id)
-                .unwrap_or_else(|_| "(no build log)".to_string());
-            return Err(ClError::Build {
-                program: src.name.to_string(),
-                name: opencl3::error_codes::error_text(e.0),
+        // Where the driver caches builds itself, a program tlite marked as built before comes from that cache.
+        let driver_hit =
+            !self.inner.readback && cache.is_some_and(|cache| cache.is_marked_built(key));
+        if !driver_hit {
+            build::notify_compiling();
+        }
+        let (program, log) = build::compile(&self.inner.context, device_id, src, options)?;
+        self.inner.compiled.fetch_add(1, Ordering::Relaxed);
+        if !log.is_empty() {
+            lock(&self.inner.messages).push(CompilerMessage {
+                program: src.name,
                 options: options.to_string(),
                 log,
             });
         }
-        self.inner.compiled.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            program = src.name,
-            ms = started.elapsed().as_millis() as u64,
-            "program compiled"
-        );
-        if let Some(cache) = &self.inner.cache {
-            match program.get_binaries() {
-                Ok(binaries) => match binaries.first().filter(|b| !b.is_empty()) {
-                    Some(binary) => {
-                        if let Err(e) = cache.store(key, binary) {
-                            tracing::warn!(dir = %cache.dir().display(), error = %e, "could not write the program cache");
-                        }
-                    }
-                    None => {
-                        tracing::debug!(program = src.name, "driver returned no binary to cache")
-                    }
-                },
-                Err(e) => {
-                    tracing::debug!(program = src.name, error = %e, "driver cannot return program binaries")
+        match cache {
+            Some(cache) if !self.inner.readback => {
+                if let Err(e) = cache.mark_built(key) {
+                    tracing::debug!(dir = %cache.dir().display(), error = %e, "could not mark a program built");
                 }
             }
+            Some(cache) => store_binary(cache, key, src, &program),
+            None => {}
         }
         Ok((program, BuildOrigin::Compiled))
     }
+}
+
+/// Reads the compiled binary back and keeps it for the next start.
+fn store_binary(cache: &BinaryCache, key: &CacheKey, src: &ProgramSource, program: &Program) {
+    match program.get_binaries() {
+        Ok(binaries) => match binaries.first().filter(|b| !b.is_empty()) {
+            Some(binary) => {
+                if let Err(e) = cache.store(key, binary) {
+                    tracing::warn!(dir = %cache.dir().display(), error = %e, "could not write the program cache");
+                }
+            }
+            None => tracing::debug!(program = src.name, "driver returned no binary to cache"),
+        },
+        Err(e) => {
+            tracing::debug!(program = src.name, error = %e, "driver cannot return program binaries")
+        }
+    }
+}
+
+/// Locks, ignoring poisoning (a panic elsewhere leaves the protected data consistent: whole values only).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn create_queue(

@@ -10,6 +10,7 @@
 //! ```
 
 mod buffer;
+mod build;
 pub mod cache;
 mod caps;
 pub mod cl_consts;
@@ -21,11 +22,12 @@ mod priority;
 mod program;
 
 pub use buffer::DeviceBuffer;
+pub use build::set_compile_notice;
 pub use cache::{BinaryCache, CacheKey, CachePolicy};
 pub use caps::{Capabilities, ClVersion, DeviceKind, VendorFamily};
 pub use device::{list_devices, select, DeviceEntry, DeviceSelector};
 pub use error::{ClError, ClResultExt};
-pub use gpu::{Gpu, GpuOptions};
+pub use gpu::{BinaryReadback, CompilerMessage, Gpu, GpuOptions};
 pub use loader::ensure_loaded;
 pub use priority::{PerfHint, PriorityMechanism, PriorityReport, QueuePriority};
 pub use program::{build_options, BuildOrigin, BuildStats, ProgramSource};

@@ -166,8 +166,10 @@ pub(crate) fn queue_properties(
 
 /// Logs, once per open, that a priority could not be applied here.
 pub(crate) fn log_fallback(caps: &Capabilities, report: &PriorityReport) {
+    // Normal priority is what every queue gets without hints; that a device has none (PoCL, most desktop
+    // drivers) is no reason to write to the user's terminal on every start.
     if !report.is_effective() {
-        tracing::warn!(
+        tracing::info!(
             device = %caps.name,
             requested = %report.requested,
             "queue priority not supported here (no cl_khr_priority_hints, cl_qcom_priority_hint or \

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
+
 use rand::Rng;
 
 use super::*;
@@ -27,6 +29,7 @@ fn cache_opts(dir: &std::path::Path, priority: QueuePriority) -> GpuOptions {
     GpuOptions {
         priority,
         cache: CachePolicy::Dir(dir.to_path_buf()),
+        readback: BinaryReadback::Always,
         ..GpuOptions::default()
     }
 }
@@ -160,6 +163,60 @@ fn second_build_comes_from_the_disk_cache_and_runs() {
         .program_with_origin(&AXPY, &[("OFFSET", "1.5f")])
         .unwrap();
     assert_eq!(origin3, BuildOrigin::Compiled);
+}
+
+#[test]
+fn programs_build_in_parallel_in_request_order_and_then_come_from_memory() {
+    let gpu = Gpu::open_with(&GpuOptions {
+        cache: CachePolicy::Disabled,
+        ..GpuOptions::default()
+    })
+    .unwrap();
+    let offsets = ["0.5f", "1.5f", "2.5f"];
+    let defines: Vec<[(&str, &str); 1]> = offsets.iter().map(|o| [("OFFSET", *o)]).collect();
+    let requests: Vec<(&ProgramSource, &[(&str, &str)])> =
+        defines.iter().map(|d| (&AXPY, &d[..])).collect();
+    let programs = gpu.programs(&requests).unwrap();
+    assert_eq!(gpu.build_stats().compiled, 3);
+    // Each result is the program of its own request: OFFSET 0.5 is the one check_axpy expects.
+    check_axpy(&gpu, &programs[0]);
+    for (d, p) in defines.iter().zip(&programs) {
+        let (again, origin) = gpu.program_with_origin(&AXPY, d).unwrap();
+        assert_eq!(origin, BuildOrigin::Memory);
+        assert!(Arc::ptr_eq(&again, p));
+    }
+    let broken = ProgramSource {
+        name: "broken",
+        source: "kernel void k(global float* x) { x[0] = undefined_name; }",
+    };
+    let mixed: Vec<(&ProgramSource, &[(&str, &str)])> = vec![(&AXPY, &defines[0]), (&broken, &[])];
+    assert!(matches!(gpu.programs(&mixed), Err(ClError::Build { .. })));
+}
+
+#[test]
+fn drivers_that_cache_programs_get_markers_not_binaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpu = Gpu::open_with(&GpuOptions {
+        cache: CachePolicy::Dir(dir.path().to_path_buf()),
+        ..GpuOptions::default()
+    })
+    .unwrap();
+    let (p, origin) = gpu
+        .program_with_origin(&AXPY, &[("OFFSET", "0.5f")])
+        .unwrap();
+    assert_eq!(origin, BuildOrigin::Compiled);
+    check_axpy(&gpu, &p);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let want = if gpu.caps().driver_caches_programs() {
+        ".built"
+    } else {
+        ".clbin"
+    };
+    assert!(names[0].ends_with(want), "{names:?} on {}", gpu.caps().name);
 }
 
 #[test]
