@@ -48,3 +48,26 @@ fn a_zero_context_is_refused_not_rounded_up() {
         Ok(_) => panic!("a zero context was accepted"),
     }
 }
+
+/// Needs an OpenCL device (PoCL here), as the other GPU tests do.
+#[test]
+fn a_model_larger_than_device_memory_is_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_hf_model(RefArch::Llama, dir.path()).unwrap();
+    let mut model = load(dir.path(), &LoadOptions::default()).unwrap();
+    let gpu =
+        clkernels::runtime::Gpu::open_default().expect("an OpenCL device (PoCL on the dev box)");
+    let global = gpu.caps().global_mem_bytes;
+    // A context whose f16 KV cache alone is twice the device's memory (PoCL used to abort inside the driver).
+    let c = &model.config;
+    let kv_per_token = (c.layers * 2 * c.kv_heads * c.head_dim * 2) as u64;
+    model.config.max_ctx = usize::try_from(2 * global / kv_per_token).unwrap();
+    match GpuModel::with_gpu(gpu, &model, &GpuOptions::default()) {
+        Err(EngineError::InvalidOption(m)) => {
+            assert!(m.contains("KV cache") && m.contains("global memory"), "{m}");
+            assert!(global > 0);
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a {global} byte device took a cache twice its size"),
+    }
+}
