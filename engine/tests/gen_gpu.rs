@@ -323,12 +323,7 @@ fn scaled_rope_differs_from_plain_theta_so_the_table_is_really_used() {
 
 #[test]
 fn stories260k_matches_the_reference() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/models/stories260K/stories260K.bin");
-    if !path.is_file() {
-        eprintln!("skipping: {} is absent", path.display());
-        return;
-    }
+    let path = load_common::stories260k();
     for (format, rel) in [(WeightFormat::F16, 2e-3), (M0E4, 2e-3)] {
         let m = model::load(
             &path,

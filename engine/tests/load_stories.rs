@@ -1,4 +1,4 @@
-//! The real stories260K llama2.c checkpoint (../shared/models) loads, and the reference forward pass on it gives
+//! The real stories260K llama2.c checkpoint (bundled in fixtures/models) loads, and the reference forward pass on it gives
 //! finite logits whose greedy continuation does not depend on how the tokens were batched or on f16 storage.
 
 #![allow(clippy::unwrap_used)]

@@ -9,7 +9,7 @@ use engine::tokenizer::Tokenizer;
 use engine::EngineError;
 use fixtures::reference_model::RefArch;
 use fixtures::tiny_models::{write_tiny_hf_model, BOS, TINY_VOCAB};
-use load_common::{shared_models, tmp};
+use load_common::tmp;
 
 /// Reads one protobuf varint.
 fn varint(b: &[u8], pos: &mut usize) -> u64 {
@@ -76,9 +76,7 @@ fn sentencepiece_pieces(b: &[u8]) -> Vec<(String, f32)> {
 }
 
 fn llama2_paths() -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = shared_models().join("llama2-tokenizer");
-    assert!(dir.is_dir(), "shared tokenizer missing: {}", dir.display());
-    (dir.join("tokenizer.bin"), dir.join("tokenizer.model"))
+    load_common::llama2_tokenizer()
 }
 
 #[test]

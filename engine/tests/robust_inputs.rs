@@ -10,7 +10,7 @@ use engine::tokenizer::Tokenizer;
 use fixtures::ops::RopeStyle;
 use fixtures::reference_model::RefArch;
 use fixtures::tiny_models::{generate, write_llama2c, write_tiny_hf_model, TinySpec};
-use load_common::{shared_models, tmp};
+use load_common::{llama2_tokenizer, stories260k, tmp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -128,14 +128,10 @@ fn corrupted_llama2c_checkpoints_never_panic() {
     let good = llama2c_checkpoint(&path);
     let mut cases = Cases::default();
     corrupt_llama2c(&mut cases, "tiny", &good, &path, 60);
-    let stories = shared_models().join("stories260K/stories260K.bin");
-    if stories.is_file() {
-        let good = std::fs::read(&stories).unwrap();
-        let path = dir.path().join("stories.bin");
-        corrupt_llama2c(&mut cases, "stories260K", &good, &path, 20);
-    } else {
-        eprintln!("skipping stories260K: {} is absent", stories.display());
-    }
+    let stories = stories260k();
+    let good = std::fs::read(&stories).unwrap();
+    let path = dir.path().join("stories.bin");
+    corrupt_llama2c(&mut cases, "stories260K", &good, &path, 20);
     cases.finish("llama2.c");
 }
 
@@ -444,40 +440,33 @@ fn corrupted_tokenizers_never_panic() {
             use_tokenizer(&bin)
         });
     }
-    let real = shared_models().join("llama2-tokenizer/tokenizer.bin");
-    if real.is_file() {
-        let good = std::fs::read(&real).unwrap();
-        for v in I32_VALUES {
-            let mut b = good.clone();
-            b[..4].copy_from_slice(&v.to_le_bytes());
-            std::fs::write(&bin, &b).unwrap();
-            cases.run(format!("tokenizer.bin max_token_length = {v}"), || {
-                use_tokenizer(&bin)
-            });
+    let (real, _) = llama2_tokenizer();
+    let good = std::fs::read(&real).unwrap();
+    for v in I32_VALUES {
+        let mut b = good.clone();
+        b[..4].copy_from_slice(&v.to_le_bytes());
+        std::fs::write(&bin, &b).unwrap();
+        cases.run(format!("tokenizer.bin max_token_length = {v}"), || {
+            use_tokenizer(&bin)
+        });
+    }
+    for cut in cuts(good.len(), 16, 8) {
+        std::fs::write(&bin, &good[..cut]).unwrap();
+        cases.run(format!("tokenizer.bin truncated at {cut}"), || {
+            use_tokenizer(&bin)
+        });
+    }
+    let mut rng = StdRng::seed_from_u64(0x70c);
+    for i in 0..12 {
+        let mut b = good.clone();
+        for _ in 0..8 {
+            let at = rng.random_range(0..b.len());
+            b[at] = rng.random();
         }
-        for cut in cuts(good.len(), 16, 8) {
-            std::fs::write(&bin, &good[..cut]).unwrap();
-            cases.run(format!("tokenizer.bin truncated at {cut}"), || {
-                use_tokenizer(&bin)
-            });
-        }
-        let mut rng = StdRng::seed_from_u64(0x70c);
-        for i in 0..12 {
-            let mut b = good.clone();
-            for _ in 0..8 {
-                let at = rng.random_range(0..b.len());
-                b[at] = rng.random();
-            }
-            std::fs::write(&bin, &b).unwrap();
-            cases.run(format!("tokenizer.bin random bytes ({i})"), || {
-                use_tokenizer(&bin)
-            });
-        }
-    } else {
-        eprintln!(
-            "skipping the Llama 2 tokenizer: {} is absent",
-            real.display()
-        );
+        std::fs::write(&bin, &b).unwrap();
+        cases.run(format!("tokenizer.bin random bytes ({i})"), || {
+            use_tokenizer(&bin)
+        });
     }
     // tokenizer.json: truncated and with fields of the wrong kind.
     let hf = tmp();

@@ -242,7 +242,7 @@ fn main() -> Res<()> {
 
     let default_path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/models/stories260K/stories260K.bin"
+        "/../fixtures/models/stories260K/stories260K.bin"
     );
     let path = std::env::args()
         .nth(1)

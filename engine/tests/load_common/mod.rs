@@ -6,20 +6,34 @@ use engine::model::{Activation, Architecture, Model, RopeStyle, Tensor};
 use fixtures::reference_model::{RefArch, RefConfig, RefLayer, RefModel, RefWeights};
 use std::path::PathBuf;
 
-/// `../shared/models` beside the checkout.
-pub fn shared_models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models")
+/// The real models bundled under `fixtures/models` (stories260K, the Llama 2 tokenizer), so a fresh clone with no
+/// `../shared` beside it runs every test.
+pub fn bundled_models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models")
 }
 
-/// stories260K's path; panics with a clear message if the shared data is missing.
-pub fn stories260k() -> PathBuf {
-    let p = shared_models().join("stories260K/stories260K.bin");
+/// A bundled file; panics naming it if the checkout lacks it (a test must fail, not skip, without its data).
+fn bundled(relative: &str) -> PathBuf {
+    let p = bundled_models().join(relative);
     assert!(
         p.is_file(),
-        "shared model missing: {} (see DEVELOPERS.md, Shared data)",
+        "bundled test model missing: {} (fixtures/models is part of the repository)",
         p.display()
     );
     p
+}
+
+/// stories260K (llama2.c checkpoint).
+pub fn stories260k() -> PathBuf {
+    bundled("stories260K/stories260K.bin")
+}
+
+/// The Llama 2 tokenizer: llama2.c's `tokenizer.bin` and Meta's SentencePiece `tokenizer.model`.
+pub fn llama2_tokenizer() -> (PathBuf, PathBuf) {
+    (
+        bundled("llama2-tokenizer/tokenizer.bin"),
+        bundled("llama2-tokenizer/tokenizer.model"),
+    )
 }
 
 /// The engine model's weights (dequantised to f32 where needed) as a reference model.
