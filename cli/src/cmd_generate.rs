@@ -15,8 +15,9 @@ use engine::session::{default_model_path, Session, SessionOptions};
 /// Which model, how it is stored, and where it runs.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// Model: a Hugging Face folder, a llama2.c `.bin` checkpoint or a `tlite quantize` folder (default: the bundled
-    /// model in fixtures/models/default).
+    /// Model: a GGUF file, a Hugging Face folder, a llama2.c `.bin` checkpoint or a `tlite quantize` folder
+    /// (default: $TLITE_DEFAULT_MODEL, else SmolLM2-135M-Instruct once scripts/fetch-default-model has cached it,
+    /// else the bundled tiny model with random weights).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Weight storage on the device: m0e4 (4-bit) or f16.

@@ -11,16 +11,36 @@ use crate::model::{self, LoadOptions, WeightFormat};
 use crate::tokenizer::Tokenizer;
 use crate::EngineError;
 
-/// Where the bundled default model lives, relative to the repository root.
+/// Where the bundled tiny model lives, relative to the repository root.
 pub const DEFAULT_MODEL_DIR: &str = "fixtures/models/default";
 
-/// The bundled default model: `$TLITE_DEFAULT_MODEL`, else `fixtures/models/default` under the current folder,
-/// beside the executable's repository (`<repo>/target/<profile>/tlite`), or under the source tree this binary was
-/// built from. The error lists every place searched.
+/// File name of the default model in tlite's model cache, as `scripts/fetch-default-model` writes it.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// tlite's model cache: `$TLITE_MODELS_DIR`, else `$XDG_CACHE_HOME/tlite/models`, else `~/.cache/tlite/models`
+/// (the folder `scripts/fetch-default-model` fills).
+pub fn models_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("TLITE_MODELS_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache.join("tlite").join("models"))
+}
+
+/// The model used when none is named: `$TLITE_DEFAULT_MODEL`; else SmolLM2-135M-Instruct in the model cache, once
+/// `scripts/fetch-default-model` (or `scripts/run-demo`) has put it there; else the bundled tiny model (random
+/// weights: it shows the pipeline but prints gibberish), found under the current folder, beside the executable's
+/// repository (`<repo>/target/<profile>/tlite`) or under the source tree this binary was built from. The error
+/// lists every place searched.
 pub fn default_model_path() -> Result<PathBuf, EngineError> {
     let mut candidates = Vec::new();
     if let Some(p) = std::env::var_os("TLITE_DEFAULT_MODEL") {
         candidates.push(PathBuf::from(p));
+    }
+    if let Some(dir) = models_dir() {
+        candidates.push(dir.join(DEFAULT_MODEL_FILE));
     }
     candidates.push(PathBuf::from(DEFAULT_MODEL_DIR));
     if let Ok(exe) = std::env::current_exe() {
@@ -38,7 +58,8 @@ pub fn default_model_path() -> Result<PathBuf, EngineError> {
     }
     let searched: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
     Err(EngineError::Model(format!(
-        "no model given and the bundled default model was not found (searched: {}); pass --model <folder or .bin>",
+        "no model given and no default model was found (searched: {}); run scripts/fetch-default-model or pass \
+         --model <file or folder>",
         searched.join(", ")
     )))
 }
