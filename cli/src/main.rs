@@ -45,6 +45,8 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One line on the first start, when the OpenCL compiler may take a while (never on cache hits).
+    clkernels::runtime::set_compile_notice(|| eprintln!("compiling GPU kernels (first run only)…"));
     quiet_on_closed_stdout();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {

@@ -114,17 +114,38 @@ impl Kernels {
             matvec.half_math = false;
             matvec.nv_half2 = false;
         }
-        Ok(Self {
-            matvec: MatvecM0e4::with_config(gpu, matvec)?,
-            matvec_f16: MatvecF16::new(gpu)?,
-            matmul: MatmulM0e4::new(gpu)?,
-            matmul_f16: MatmulF16::new(gpu)?,
-            norm: Norm::new(gpu)?,
-            rope: Rope::new(gpu)?,
-            embedding: Embedding::new(gpu)?,
-            sampling: Sampling::new(gpu)?,
-            attention: Attention::new(gpu)?,
-            elementwise: Elementwise::new(gpu)?,
+        // The launchers compile their programs on first start (minutes of a phone's or a 2-core PC's compiler
+        // otherwise spent one program after another); drivers build different programs concurrently, so the
+        // heaviest (attention, the mat-vec) start at once on their own threads while this one builds the rest.
+        std::thread::scope(|scope| {
+            let attention = scope.spawn(|| Attention::new(gpu));
+            let matvec = scope.spawn(move || MatvecM0e4::with_config(gpu, matvec));
+            let rest = (
+                MatmulM0e4::new(gpu),
+                MatmulF16::new(gpu),
+                MatvecF16::new(gpu),
+                Norm::new(gpu),
+                Rope::new(gpu),
+                Embedding::new(gpu),
+                Sampling::new(gpu),
+                Elementwise::new(gpu),
+            );
+            let joined =
+                |name: &str| EngineError::Model(format!("building the {name} kernels panicked"));
+            let attention = attention.join().map_err(|_| joined("attention"))?;
+            let matvec = matvec.join().map_err(|_| joined("mat-vec"))?;
+            Ok(Self {
+                matvec: matvec?,
+                matvec_f16: rest.2?,
+                matmul: rest.0?,
+                matmul_f16: rest.1?,
+                norm: rest.3?,
+                rope: rest.4?,
+                embedding: rest.5?,
+                sampling: rest.6?,
+                attention: attention?,
+                elementwise: rest.7?,
+            })
         })
     }
 

@@ -1,0 +1,136 @@
+//! Every program and variant the launchers build compiles with an empty compiler log on the test device (PoCL here,
+//! any device through `TLITE_DEVICE`). A warning is a defect: PoCL also prints "1 warning generated." straight to
+//! the process's stderr, into the user's terminal, where no log routing can catch it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use clkernels::kernels::attention::Attention;
+use clkernels::kernels::elementwise::Elementwise;
+use clkernels::kernels::embedding::Embedding;
+use clkernels::kernels::matmul::{MatmulConfig, MatmulF16, MatmulM0e4};
+use clkernels::kernels::matvec::{MatvecConfig, MatvecF16, MatvecM0e4};
+use clkernels::kernels::norm::Norm;
+use clkernels::kernels::rope::Rope;
+use clkernels::kernels::sampling::Sampling;
+use clkernels::runtime::{CachePolicy, Gpu, GpuOptions, ProgramSource};
+use common::{ADRENO_STAND_INS, KHR_SUBGROUP_STAND_INS};
+
+/// A device that really compiles: no tlite cache, and PoCL's own cache off (a cache hit has no log to check).
+fn compiling_gpu() -> Gpu {
+    // Set before this test binary's first OpenCL call, when PoCL reads it; the file holds one test, so no other
+    // thread reads the environment meanwhile.
+    std::env::set_var("POCL_KERNEL_CACHE", "0");
+    Gpu::open_with(&GpuOptions {
+        cache: CachePolicy::Disabled,
+        ..GpuOptions::default()
+    })
+    .expect("an OpenCL device is needed for the kernel tests (PoCL on CI)")
+}
+
+/// Geometries beside the device's own, so every define combination a launcher can build is compiled here too.
+fn matvec_configs(gpu: &Gpu) -> Vec<MatvecConfig> {
+    let device = MatvecConfig::for_gpu(gpu);
+    // The GPU kernel family (matvec.cl) in every variant; CPU devices launch matvec_cpu.cl by default.
+    let base = MatvecConfig {
+        cpu: None,
+        ..device
+    };
+    let wg = base.work_group;
+    vec![
+        device,
+        base,
+        // NVIDIA's shape: tall and long variants, unrolling, a short plain build, packed f16.
+        MatvecConfig {
+            tall_rows_per_group: 16.min(wg),
+            x_local_chunks: 32,
+            long_x_local_chunks: 64,
+            unroll: 2,
+            short_unroll: 1,
+            nv_half2: true,
+            ..base
+        },
+        // Adreno/Mali's: no activation staging, f16 products, dequantisation through float conversion.
+        MatvecConfig {
+            x_local_chunks: 0,
+            half_math: true,
+            fp_dequant: true,
+            ..base
+        },
+    ]
+}
+
+fn matmul_configs(gpu: &Gpu) -> Vec<MatmulConfig> {
+    let base = MatmulConfig::for_gpu(gpu);
+    vec![
+        base,
+        MatmulConfig {
+            vec: !base.vec,
+            work_m: 4,
+            work_n: 4,
+            ..base
+        },
+    ]
+}
+
+#[test]
+fn every_program_builds_without_compiler_messages() {
+    let gpu = compiling_gpu();
+
+    // The check can fail: a `#warning` reaches compiler_messages.
+    let probe = ProgramSource {
+        name: "warning_probe",
+        source: "#warning \"probe\"\nkernel void k(global float* x) { x[0] = 1.0f; }",
+    };
+    gpu.program(&probe, &[]).unwrap();
+    let messages = gpu.compiler_messages();
+    assert!(
+        messages.len() == 1 && messages[0].log.contains("probe"),
+        "a #warning was not reported: {messages:?}"
+    );
+    let probes = messages.len();
+
+    for config in matvec_configs(&gpu) {
+        MatvecM0e4::with_config(&gpu, config).unwrap();
+        MatvecF16::with_config(&gpu, config).unwrap();
+        for stand_ins in [&KHR_SUBGROUP_STAND_INS[..], &ADRENO_STAND_INS[..]] {
+            MatvecM0e4::with_defines(&gpu, config, stand_ins).unwrap();
+        }
+    }
+    MatvecM0e4::new(&gpu).unwrap();
+    MatvecF16::new(&gpu).unwrap();
+    for config in matmul_configs(&gpu) {
+        MatmulM0e4::with_config(&gpu, config).unwrap();
+    }
+    MatmulF16::new(&gpu).unwrap();
+    Attention::new(&gpu).unwrap();
+    for stand_ins in [&KHR_SUBGROUP_STAND_INS[..], &ADRENO_STAND_INS[..]] {
+        Attention::with_defines(&gpu, stand_ins).unwrap();
+    }
+    Norm::new(&gpu).unwrap();
+    Rope::new(&gpu).unwrap();
+    Embedding::new(&gpu).unwrap();
+    Sampling::new(&gpu).unwrap();
+    Elementwise::new(&gpu).unwrap();
+
+    let stats = gpu.build_stats();
+    let messages = &gpu.compiler_messages()[probes..];
+    let report: Vec<String> = messages
+        .iter()
+        .map(|m| format!("{} ({}):\n{}", m.program, m.options, m.log))
+        .collect();
+    assert!(
+        messages.is_empty(),
+        "{} of {} programs built with compiler messages on {}:\n{}",
+        messages.len(),
+        stats.compiled - probes,
+        gpu.caps().name,
+        report.join("\n\n")
+    );
+    eprintln!(
+        "{} programs built without compiler messages on {}",
+        stats.compiled - probes,
+        gpu.caps().name
+    );
+}
