@@ -202,7 +202,8 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
     // positions at head_dim 64), else split attn_rows at about four groups per compute unit; attn_partial for
     // layouts attn_rows cannot read (head_dim 36 here). Every kernel runs every case below.
     let kernel = |att: &Attention, past| att.plan(&decode(past), &view(past + 1)).kernel;
-    let auto = Attention::new(&gpu).unwrap();
+    let mut auto = Attention::new(&gpu).unwrap();
+    auto.set_walk(AttentionWalk::Auto); // a CPU device defaults to Positions
     let short = if auto.has_wide() {
         AttentionKernel::WideRows
     } else {

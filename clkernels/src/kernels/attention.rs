@@ -20,7 +20,7 @@ use opencl3::types::cl_mem;
 
 use super::rope::{HeadsLayout, RopeConfig};
 use super::{check_len, program_source, shape_error, to_u32, Arg, KernelError, LockedKernel};
-use crate::runtime::{DeviceBuffer, Gpu};
+use crate::runtime::{DeviceBuffer, DeviceKind, Gpu};
 
 const SOURCE: crate::runtime::ProgramSource = program_source!("attention", "attention.cl");
 
@@ -343,7 +343,13 @@ impl Attention {
             fused_write_f32: LockedKernel::build(gpu, &SOURCE, &base, "qkv_rope_write")?,
             fused_write_f16: LockedKernel::build(gpu, &SOURCE, &f16, "qkv_rope_write")?,
             split: SplitPolicy::default(),
-            walk: AttentionWalk::default(),
+            // A CPU device pays for attn_rows' wide groups and local-memory staging as loops and copies;
+            // attn_partial measured faster there at every context (bench/RESULTS.md).
+            walk: if gpu.caps().kind == DeviceKind::Cpu {
+                AttentionWalk::Positions
+            } else {
+                AttentionWalk::Auto
+            },
             scratch: Mutex::new(Scratch {
                 ml: None,
                 o: None,
@@ -360,7 +366,8 @@ impl Attention {
         };
     }
 
-    /// Chooses the context-walking kernel (for comparison; the default suits the devices measured so far).
+    /// Chooses the context-walking kernel (for comparison; the default, `Auto` or `Positions` on a CPU device,
+    /// suits the devices measured so far).
     pub fn set_walk(&mut self, walk: AttentionWalk) {
         self.walk = walk;
     }
