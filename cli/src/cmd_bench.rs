@@ -8,7 +8,7 @@ use engine::synthetic::{run_bench, synthetic_model, BenchArch};
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model shapes: llama2-7b, gemma-2b, qwen1.5-4b or chatglm2-6b.
+    /// Model shapes: llama2-7b, gemma-2b, qwen1.5-4b, chatglm2-6b or smollm2-135m.
     #[arg(long, default_value = "llama2-7b")]
     arch: BenchArch,
     /// Prompt tokens prefilled.

@@ -8,6 +8,7 @@ use clkernels::kernels::bench_suite::{
 };
 use clkernels::kernels::matmul::MatmulConfig;
 use clkernels::kernels::matvec::MatvecConfig;
+use clkernels::kernels::matvec_cpu::CpuMatvecGeometry;
 use clkernels::runtime::Gpu;
 
 /// Arguments of this subcommand.
@@ -25,6 +26,20 @@ pub struct Args {
     /// Small shapes (for CPU devices such as PoCL).
     #[arg(long)]
     small: bool,
+    /// Model dimensions HIDDENxFFNxVOCAB of the mat-vec and mat-mat shapes, e.g. 576x1536x49152 for
+    /// SmolLM2-135M (default: a 7B Llama's, or smaller ones with --small).
+    #[arg(long, value_parser = parse_dims)]
+    dims: Option<(usize, usize, usize)>,
+    /// Mat-vec: run the GPU kernels even on a CPU device (which gets the CPU kernels by default). Any of the
+    /// GPU geometry flags (--mv-wg, --mv-rows, ...) implies it.
+    #[arg(long)]
+    mv_gpu_kernels: bool,
+    /// Mat-vec CPU kernels: rows per work-item (runs the CPU kernels, on any device).
+    #[arg(long)]
+    mv_cpu_rows: Option<usize>,
+    /// Mat-vec CPU kernels: work-items per work-group (runs the CPU kernels, on any device).
+    #[arg(long)]
+    mv_cpu_wg: Option<usize>,
     /// Size of the buffer for the copy-bandwidth measurement, MiB.
     #[arg(long, default_value_t = 1024)]
     copy_mib: usize,
@@ -102,6 +117,20 @@ fn parse_heads(text: &str) -> Result<(usize, usize, usize), String> {
         [q, kv, d] if q > 0 && kv > 0 && d > 0 && q % kv == 0 => Ok((q, kv, d)),
         _ => Err(format!(
             "{text:?} is not QUERYxKVxDIM with query heads a multiple of KV heads (e.g. 8x1x256)"
+        )),
+    }
+}
+
+fn parse_dims(text: &str) -> Result<(usize, usize, usize), String> {
+    let parts: Vec<usize> = text
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    match parts[..] {
+        [h, f, v] if h > 0 && h % 32 == 0 && f > 0 && f % 32 == 0 && v > 0 => Ok((h, f, v)),
+        _ => Err(format!(
+            "{text:?} is not HIDDENxFFNxVOCAB with hidden and ffn positive multiples of 32 (e.g. 576x1536x49152)"
         )),
     }
 }
@@ -280,7 +309,27 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
         QUEUED_LAUNCHES);
 
     let default_mv = MatvecConfig::for_gpu(&gpu);
-    let untouched = args.mv_wg.is_none()
+    let gpu_geometry_given = args.mv_wg.is_some()
+        || args.mv_rows.is_some()
+        || args.mv_no_shuffle
+        || args.mv_fp_dequant.is_some()
+        || args.mv_x_local.is_some()
+        || args.mv_unroll.is_some()
+        || args.mv_short_unroll.is_some()
+        || args.mv_nv_half2.is_some();
+    let cpu = if args.mv_gpu_kernels || gpu_geometry_given {
+        None
+    } else if args.mv_cpu_rows.is_some() || args.mv_cpu_wg.is_some() {
+        let base = default_mv.cpu.unwrap_or(CpuMatvecGeometry::DEFAULT);
+        Some(CpuMatvecGeometry {
+            rows_per_item: args.mv_cpu_rows.unwrap_or(base.rows_per_item),
+            work_group: args.mv_cpu_wg.unwrap_or(base.work_group),
+        })
+    } else {
+        default_mv.cpu
+    };
+    let untouched = cpu == default_mv.cpu
+        && args.mv_wg.is_none()
         && args.mv_rows.is_none()
         && !args.mv_no_shuffle
         && args.mv_fp_dequant.is_none()
@@ -303,6 +352,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                 (None, None) => default_mv.short_unroll,
             },
             nv_half2: args.mv_nv_half2.unwrap_or(default_mv.nv_half2),
+            cpu,
             ..default_mv
         }),
     };
@@ -313,6 +363,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
         matvec,
         matmul,
         small: args.small,
+        dims: args.dims,
         attention_split: match (args.att_groups_per_cu, args.att_min_chunk) {
             (None, None) => None,
             (g, c) => {
@@ -388,14 +439,39 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                     x_local_chunks,
                     unroll,
                     short_unroll: 0,
+                    cpu: None,
                     ..default_mv
                 }),
                 matmul: None,
                 small: args.small,
+                dims: args.dims,
                 matvec_defines: args.mv_defines.clone(),
                 ..SuiteOptions::default()
             };
             run_suite(&gpu, &o, &args, &reference)?;
+        }
+        if default_mv.cpu.is_some() {
+            println!("\nsweep: CPU mat-vec geometries (rows per work-item x work-group)");
+            header();
+            for (rows_per_item, work_group) in
+                [(1, 1), (2, 1), (4, 1), (8, 1), (4, 4), (8, 4), (16, 1)]
+            {
+                let o = SuiteOptions {
+                    filter: vec!["matvec".into()],
+                    matvec: Some(MatvecConfig {
+                        cpu: Some(CpuMatvecGeometry {
+                            rows_per_item,
+                            work_group,
+                        }),
+                        ..default_mv
+                    }),
+                    small: args.small,
+                    dims: args.dims,
+                    matvec_defines: args.mv_defines.clone(),
+                    ..SuiteOptions::default()
+                };
+                run_suite(&gpu, &o, &args, &reference)?;
+            }
         }
         println!("\nsweep: mat-mat tilings");
         header();
@@ -418,6 +494,7 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
                 matvec: None,
                 matmul: Some(c),
                 small: args.small,
+                dims: args.dims,
                 matvec_defines: args.mv_defines.clone(),
                 ..SuiteOptions::default()
             };

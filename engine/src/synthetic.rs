@@ -32,6 +32,8 @@ pub enum BenchArch {
     /// ChatGLM2 6B: 28 layers, hidden 4096, ffn 13696, 32 heads, 2 KV groups, vocab 65024, QKV bias, rotary on half
     /// of each head (run here as a Llama-style decoder of the same shapes).
     Chatglm2_6b,
+    /// SmolLM2 135M: 30 layers, hidden 576, ffn 1536, 9 heads of 64, 3 KV heads, vocab 49152, tied.
+    Smollm2_135m,
 }
 
 impl std::str::FromStr for BenchArch {
@@ -42,8 +44,9 @@ impl std::str::FromStr for BenchArch {
             "gemma-2b" => Ok(Self::Gemma2b),
             "qwen1.5-4b" => Ok(Self::Qwen15_4b),
             "chatglm2-6b" => Ok(Self::Chatglm2_6b),
+            "smollm2-135m" => Ok(Self::Smollm2_135m),
             other => Err(format!(
-                "unknown shape `{other}` (expected llama2-7b, gemma-2b, qwen1.5-4b or chatglm2-6b)"
+                "unknown shape `{other}` (expected llama2-7b, gemma-2b, qwen1.5-4b, chatglm2-6b or smollm2-135m)"
             )),
         }
     }
@@ -121,6 +124,19 @@ impl BenchArch {
                 rope_style: RopeStyle::Interleaved,
                 partial_rotary: 0.5,
                 qkv_bias: true,
+                ..base
+            },
+            Self::Smollm2_135m => ModelConfig {
+                hidden: 576,
+                ffn: 1536,
+                layers: 30,
+                heads: 9,
+                kv_heads: 3,
+                head_dim: 64,
+                vocab: 49152,
+                max_ctx: 8192,
+                rope_theta: 100_000.0,
+                tied_embeddings: true,
                 ..base
             },
         };

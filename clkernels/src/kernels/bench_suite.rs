@@ -38,6 +38,9 @@ pub struct SuiteOptions {
     pub matmul: Option<MatmulConfig>,
     /// Use small shapes (for slow CPU devices and CI smoke runs).
     pub small: bool,
+    /// Model dimensions (hidden, feed-forward, vocabulary) of the mat-vec and mat-mat shapes, instead of a 7B
+    /// Llama's or `small`'s; e.g. SmolLM2-135M's (576, 1536, 49152).
+    pub dims: Option<(usize, usize, usize)>,
     /// Extra compiler defines for the mat-vec program, `NAME` or `NAME=VALUE` (kernel experiments and diagnostics, e.g.
     /// `MV_DIAG_CHEAP_DOT`, which replaces the dequantising dot by one multiply to show whether a shape is bound
     /// by arithmetic or by memory; its results are wrong by design).
@@ -413,10 +416,10 @@ fn wanted(opts: &SuiteOptions, name: &str) -> bool {
 pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
     let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
     let mut out = Vec::new();
-    let (hidden, ffn, vocab, seq) = if opts.small {
-        (512, 1376, 4000, 64)
-    } else {
-        (4096, 11008, 32000, 512)
+    let (hidden, ffn, vocab, seq) = match (opts.dims, opts.small) {
+        (Some((hidden, ffn, vocab)), small) => (hidden, ffn, vocab, if small { 64 } else { 512 }),
+        (None, true) => (512, 1376, 4000, 64),
+        (None, false) => (4096, 11008, 32000, 512),
     };
 
     if wanted(opts, "launch_floor") {
@@ -439,30 +442,33 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         let defines = opts.matvec_define_pairs();
         let mv = std::rc::Rc::new(MatvecM0e4::with_defines(gpu, config, &defines)?);
         let cfg = mv.config();
-        let cfg_text = format!(
-            "wg {} rows {}{}{}{}{}{}{}{}",
-            cfg.work_group,
-            cfg.rows_per_group,
-            if cfg.half_math { " half" } else { "" },
-            if mv.uses_warp_shuffle() { " shfl" } else { "" },
-            if cfg.fp_dequant { " fpdq" } else { "" },
-            if cfg.x_local_chunks > 0 {
-                format!(" xl{}", cfg.x_local_chunks)
-            } else {
-                String::new()
-            },
-            if cfg.unroll > 1 {
-                format!(" u{}", cfg.unroll)
-            } else {
-                String::new()
-            },
-            match cfg.short_unroll {
-                0 => String::new(),
-                n if n == cfg.unroll => String::new(),
-                n => format!(" su{n}"),
-            },
-            if cfg.nv_half2 { " h2" } else { "" }
-        );
+        let cfg_text = match cfg.cpu {
+            Some(g) => format!("cpu rows {} wg {}", g.rows_per_item, g.work_group),
+            None => format!(
+                "wg {} rows {}{}{}{}{}{}{}{}",
+                cfg.work_group,
+                cfg.rows_per_group,
+                if cfg.half_math { " half" } else { "" },
+                if mv.uses_warp_shuffle() { " shfl" } else { "" },
+                if cfg.fp_dequant { " fpdq" } else { "" },
+                if cfg.x_local_chunks > 0 {
+                    format!(" xl{}", cfg.x_local_chunks)
+                } else {
+                    String::new()
+                },
+                if cfg.unroll > 1 {
+                    format!(" u{}", cfg.unroll)
+                } else {
+                    String::new()
+                },
+                match cfg.short_unroll {
+                    0 => String::new(),
+                    n if n == cfg.unroll => String::new(),
+                    n => format!(" su{n}"),
+                },
+                if cfg.nv_half2 { " h2" } else { "" }
+            ),
+        };
         if wanted(opts, "matvec_m0e4") {
             for (rows, cols, group) in [
                 (hidden, hidden, GroupSize::G32),
@@ -470,6 +476,9 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                 (ffn, hidden, GroupSize::G32),
                 (hidden, hidden, GroupSize::G128),
             ] {
+                if !cols.is_multiple_of(group.len()) {
+                    continue; // e.g. G128 on SmolLM2's 576-wide rows
+                }
                 let ws = cold_copies(gpu, &synthetic_m0e4(&mut rng, rows, cols, group)?)?;
                 let x = DeviceBuffer::from_slice(gpu, &rng.floats(cols))?;
                 let mut y = DeviceBuffer::<f32>::new(gpu, rows)?;
@@ -540,7 +549,12 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
     }
 
     if wanted(opts, "matvec_f16") {
-        let mv = MatvecF16::new(gpu)?;
+        let config = opts.matvec.unwrap_or_else(|| MatvecConfig::for_gpu(gpu));
+        let mv = MatvecF16::with_config(gpu, config)?;
+        let cfg_text = match config.cpu {
+            Some(g) => format!("cpu rows {} wg {}", g.rows_per_item, g.work_group),
+            None => format!("wg {} rows {}", config.work_group, config.rows_per_group),
+        };
         let data: Vec<f16> = (0..vocab * hidden)
             .map(|_| f16::from_f32(rng.unit() * 0.05))
             .collect();
@@ -550,7 +564,7 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         out.push(Case {
             name: "matvec_f16".into(),
             shape: format!("{vocab}x{hidden}"),
-            config: String::new(),
+            config: cfg_text,
             bytes: (vocab * hidden * 2 + hidden * 4 + vocab * 4) as f64,
             flops: 2.0 * (vocab * hidden) as f64,
             run: Box::new(move || mv.enqueue(&w, &x, &mut y, Residual::None)),
