@@ -5,11 +5,19 @@
 //! Encoding follows llama2.c (and SentencePiece BPE): a dummy-prefix space, one piece per UTF-8 character with
 //! byte fallback, then repeatedly merge the adjacent pair whose concatenation has the highest score.
 
+mod encode_with;
+mod gguf_build;
+mod gguf_pre;
+mod gguf_vocab;
 mod hf_settings;
+mod piece;
+
+pub use encode_with::EncodeOptions;
 
 use crate::EngineError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// A tokenizer of either supported format.
 #[derive(Debug)]
@@ -17,6 +25,9 @@ pub struct Tokenizer {
     inner: Inner,
     source: PathBuf,
     special: SpecialTokens,
+    /// A copy of a `tokenizers` pipeline that leaves special tokens in text unparsed, made on first use
+    /// ([`Tokenizer::encode_with`]).
+    literal: OnceLock<Box<tokenizers::Tokenizer>>,
 }
 
 /// What a model's tokenizer files say about special tokens and the conversation format.
@@ -67,6 +78,7 @@ impl Tokenizer {
             inner,
             source: path.to_path_buf(),
             special,
+            literal: OnceLock::new(),
         })
     }
 
@@ -75,9 +87,12 @@ impl Tokenizer {
         &self.special
     }
 
-    /// The tokenizer of a model: `tokenizer.json`, else `tokenizer.bin`, in the model folder (or beside a llama2.c
-    /// checkpoint).
+    /// The tokenizer of a model: a GGUF file's own vocabulary, else `tokenizer.json`, else `tokenizer.bin`, in the
+    /// model folder (or beside a llama2.c checkpoint).
     pub fn for_model(model_path: &Path) -> Result<Self, EngineError> {
+        if model_path.is_file() && crate::gguf::is_gguf(model_path) {
+            return Self::from_gguf(&crate::gguf::GgufFile::open(model_path)?);
+        }
         let dir = crate::model::tokenizer_dir(model_path);
         for name in ["tokenizer.json", "tokenizer.bin"] {
             let p = dir.join(name);
