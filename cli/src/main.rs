@@ -6,6 +6,7 @@ mod cmd_chat;
 mod cmd_devices;
 mod cmd_generate;
 mod cmd_quantize;
+mod cmd_tokenize;
 mod ignored_flags;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Command {
     Bench(cmd_bench::Args),
     /// Per-kernel benchmark table.
     BenchKernels(cmd_bench_kernels::Args),
+    /// Print the token ids of a text, like llama.cpp's llama-tokenize.
+    Tokenize(cmd_tokenize::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Quantize(args) => cmd_quantize::run(args),
         Command::Bench(args) => cmd_bench::run(args),
         Command::BenchKernels(args) => cmd_bench_kernels::run(args),
+        Command::Tokenize(args) => cmd_tokenize::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
