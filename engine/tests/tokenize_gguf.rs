@@ -356,3 +356,18 @@ fn for_model_reads_the_gguf_vocabulary() {
     assert_eq!(t.source(), path);
     assert_eq!(t.encode("Hello world", false).unwrap(), vec![15496, 995]);
 }
+
+/// llama2.c vocabularies: `<s>` in text is BOS only when special tokens are parsed.
+#[test]
+fn llama2c_parses_special_tokens_only_on_request() {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/models/llama2-tokenizer/tokenizer.bin");
+    let t = Tokenizer::from_file(&bin).unwrap();
+    let parse = EncodeOptions {
+        add_special: false,
+        parse_special: true,
+    };
+    assert_eq!(t.encode_with("<s>Hello", parse).unwrap(), vec![1, 15043]);
+    let literal = t.encode_with("<s>Hello", LITERAL).unwrap();
+    assert!(!literal.contains(&1), "{literal:?}");
+}

@@ -19,10 +19,12 @@ pub struct EncodeOptions {
 }
 
 impl Tokenizer {
-    /// Encodes `text` as `opts` says. llama2.c vocabularies have no special tokens to parse.
+    /// Encodes `text` as `opts` says. In llama2.c vocabularies the special tokens are `<s>` and `</s>`.
     pub fn encode_with(&self, text: &str, opts: EncodeOptions) -> Result<Vec<u32>, EngineError> {
-        let Inner::Hf(t) = &self.inner else {
-            return self.encode(text, opts.add_special);
+        let t = match &self.inner {
+            Inner::Hf(t) => t,
+            Inner::Llama2c(_) if opts.parse_special => return self.encode(text, opts.add_special),
+            Inner::Llama2c(t) => return t.encode(text, opts.add_special),
         };
         // `tokenizers` keeps this choice as a setting of the whole pipeline, so the other setting is a copy.
         let literal = !opts.parse_special;
