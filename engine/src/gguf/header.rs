@@ -114,11 +114,7 @@ impl<'a> Cursor<'a> {
 
     /// A count that announces `count` items of at least `min_item` bytes each: refused when the file is too short
     /// to hold them, which bounds every allocation by the file's size.
-    fn count(
-        &mut self,
-        min_item: usize,
-        what: &dyn Fn() -> String,
-    ) -> Result<usize, String> {
+    fn count(&mut self, min_item: usize, what: &dyn Fn() -> String) -> Result<usize, String> {
         let n = self.u64(what)?;
         let fits = usize::try_from(n)
             .ok()
@@ -166,7 +162,11 @@ fn value(c: &mut Cursor<'_>, ty: u32, key: &str, depth: usize) -> Result<MetaVal
         7 => match c.array::<1>(&what)?[0] {
             0 => MetaValue::Bool(false),
             1 => MetaValue::Bool(true),
-            b => return Err(format!("metadata `{key}`: boolean byte {b} is neither 0 nor 1")),
+            b => {
+                return Err(format!(
+                    "metadata `{key}`: boolean byte {b} is neither 0 nor 1"
+                ))
+            }
         },
         8 => MetaValue::Str(c.string(&what)?),
         9 => {
@@ -181,7 +181,9 @@ fn value(c: &mut Cursor<'_>, ty: u32, key: &str, depth: usize) -> Result<MetaVal
                     "metadata `{key}`: array element type {elem} is not a GGUF type (0-12)"
                 ));
             }
-            let n = c.count(min_size(elem), &|| format!("metadata `{key}` (array length)"))?;
+            let n = c.count(min_size(elem), &|| {
+                format!("metadata `{key}` (array length)")
+            })?;
             let mut items = Vec::with_capacity(n);
             for _ in 0..n {
                 items.push(value(c, elem, key, depth + 1)?);
@@ -217,7 +219,12 @@ pub fn parse(bytes: &[u8]) -> Result<Header, String> {
     let version = c.u32(&|| "version".to_string())?;
     match version {
         2 | 3 => {}
-        1 => return Err("GGUF version 1 is not supported (re-convert the model; versions 2 and 3 are)".into()),
+        1 => {
+            return Err(
+                "GGUF version 1 is not supported (re-convert the model; versions 2 and 3 are)"
+                    .into(),
+            )
+        }
         v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
             return Err("big-endian GGUF files are not supported".into())
         }
@@ -257,7 +264,12 @@ pub fn parse(bytes: &[u8]) -> Result<Header, String> {
         metadata.push((key, v));
     }
     let alignment = match metadata
-        .get(meta_index.get("general.alignment").copied().unwrap_or(usize::MAX))
+        .get(
+            meta_index
+                .get("general.alignment")
+                .copied()
+                .unwrap_or(usize::MAX),
+        )
         .map(|kv| &kv.1)
     {
         None => DEFAULT_ALIGNMENT,

@@ -143,7 +143,9 @@ impl GgufFile {
         match self.get(key) {
             None => Ok(None),
             Some(MetaValue::Str(s)) => Ok(Some(s)),
-            Some(v) => Err(self.meta_error(key, format!("must be a string, but it is {}", v.kind()))),
+            Some(v) => {
+                Err(self.meta_error(key, format!("must be a string, but it is {}", v.kind())))
+            }
         }
     }
 
@@ -158,7 +160,10 @@ impl GgufFile {
             return Ok(None);
         };
         let items = v.as_array().ok_or_else(|| {
-            self.meta_error(key, format!("must be an array of {want}, but it is {}", v.kind()))
+            self.meta_error(
+                key,
+                format!("must be an array of {want}, but it is {}", v.kind()),
+            )
         })?;
         items
             .iter()
@@ -167,7 +172,10 @@ impl GgufFile {
                 convert(item).ok_or_else(|| {
                     self.meta_error(
                         key,
-                        format!("element {i} must be {want}, but it is {} ({item})", item.kind()),
+                        format!(
+                            "element {i} must be {want}, but it is {} ({item})",
+                            item.kind()
+                        ),
                     )
                 })
             })
