@@ -111,12 +111,10 @@ fn damaged_quantised_folder_is_a_clear_error() {
         .to_string();
     assert!(e.contains("model.safetensors"), "{e}");
     let cfg = out.path().join("config.json");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(
-            &format!("\"tlite_format\": {}", tlite_format::FORMAT_VERSION),
-            "\"tlite_format\": 99",
-        );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("\"tlite_format\": {}", tlite_format::FORMAT_VERSION),
+        "\"tlite_format\": 99",
+    );
     std::fs::write(&cfg, text).unwrap();
     let e = load(out.path(), &LoadOptions::default())
         .unwrap_err()
