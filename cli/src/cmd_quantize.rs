@@ -5,7 +5,9 @@
 //! when it is a previous tlite output (or empty), and the new folder appears whole or not at all.
 
 use anyhow::Context;
+use engine::gguf::GgufFile;
 use engine::model::{self, tlite_format, LoadOptions, SourceKind, TensorData, WeightFormat};
+use engine::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,29 @@ fn tokenizer_source(input: &Path, kind: SourceKind) -> Option<PathBuf> {
     }
 }
 
+/// Tokenizer files made for the output folder: (name, contents).
+type TokenizerFiles = Vec<(&'static str, Vec<u8>)>;
+
+/// A GGUF file's vocabulary as `tokenizer.json` and `tokenizer_config.json`, so the folder tokenizes exactly as
+/// the file does. Read before the (long) weight load. A file with no vocabulary, or one tlite cannot read, gives
+/// no files and the reason: the weights are still good, as for a Hugging Face folder without a tokenizer, and the
+/// note printed at the end says what is missing.
+fn gguf_tokenizer_files(gguf: &GgufFile) -> anyhow::Result<Result<TokenizerFiles, String>> {
+    if gguf.opt_str("tokenizer.ggml.model")?.is_none() {
+        return Ok(Err(
+            "the GGUF file carries no tokenizer.ggml.* vocabulary".into()
+        ));
+    }
+    let t = match Tokenizer::from_gguf(gguf) {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(format!("its vocabulary cannot be read: {e}"))),
+    };
+    Ok(Ok(vec![
+        ("tokenizer.json", t.to_hf_json()?.into_bytes()),
+        ("tokenizer_config.json", t.to_hf_config_json()?.into_bytes()),
+    ]))
+}
+
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let group = fp4::GroupSize::try_from(args.group)?;
@@ -55,6 +80,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut inputs: Vec<&Path> = tokenizer_dir.iter().map(PathBuf::as_path).collect();
     inputs.push(&args.input);
     tlite_format::check_output(&inputs, &args.output)?;
+    let gguf = match kind {
+        SourceKind::Gguf => Some(GgufFile::open(&args.input)?),
+        _ => None,
+    };
+    let (generated, no_vocabulary) = match &gguf {
+        Some(g) => match gguf_tokenizer_files(g)? {
+            Ok(files) => (files, None),
+            Err(why) => (Vec::new(), Some(why)),
+        },
+        None => (Vec::new(), None),
+    };
 
     let opts = LoadOptions {
         quantize: WeightFormat::M0e4 { group },
@@ -73,21 +109,50 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model::load_with_progress(&args.input, &opts, &|done, _| bar.set_position(done as u64))
             .with_context(|| format!("loading {}", args.input.display()))?;
     bar.set_message("writing");
-    let saved = tlite_format::save_to(&loaded, tokenizer_dir.as_deref(), &args.output)
+    let generated: Vec<(&str, &[u8])> = generated.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    let saved = tlite_format::save_to(&loaded, tokenizer_dir.as_deref(), &generated, &args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
     bar.finish_with_message("done");
     report(&args.output, &loaded, group, started.elapsed())?;
+    if let Some(g) = &gguf {
+        let errors = tlite_format::gguf_requant_errors(g, &loaded)
+            .with_context(|| format!("comparing with {}", args.input.display()))?;
+        report_source_errors(&errors)?;
+    }
     if !saved.has_vocabulary {
         // Not an error: the weights are good, and a tokenizer file can be put beside them afterwards.
-        let why = if tokenizer_dir.is_none() {
-            "the source keeps its vocabulary inside the file and tlite folders do not carry it yet"
-        } else {
-            "the source has no tokenizer.json, tokenizer.model or tokenizer.bin beside it"
+        let why = match (no_vocabulary, &tokenizer_dir) {
+            (Some(why), _) => why,
+            (None, None) => "the source has no vocabulary tlite can write".to_string(),
+            (None, Some(_)) => {
+                "the source has no tokenizer.json, tokenizer.model or tokenizer.bin beside it"
+                    .into()
+            }
         };
         eprintln!(
             "note: {} has no tokenizer ({why}); copy the model's tokenizer.json into it before generating",
             args.output.display()
         );
+    }
+    Ok(())
+}
+
+/// One line per source ggml type of a GGUF input: how many matrices and weights it held and the relative RMS
+/// error of what the folder stores against the file's own decoded weights (issue 15: K-quants are dequantised and
+/// quantised again, so their line shows what that cost; Q4_0/Q4_1 import exactly).
+fn report_source_errors(errors: &[tlite_format::SourceTypeError]) -> std::io::Result<()> {
+    let mut o = std::io::stdout().lock();
+    for e in errors {
+        let stored = match (e.m0e4_tensors, e.tensors - e.m0e4_tensors) {
+            (_, 0) => "M0E4".to_string(),
+            (0, _) => "f16".to_string(),
+            (q, h) => format!("{q} M0E4, {h} f16"),
+        };
+        writeln!(
+            o,
+            "source {}: {} tensors, {} weights -> {stored}, relative RMS error {:.3e} against the dequantised source",
+            e.source, e.tensors, e.weights, e.relative_rms
+        )?;
     }
     Ok(())
 }

@@ -1,14 +1,17 @@
 //! tlite's own quantised folder: `config.json` holding the resolved [`ModelConfig`] (marked `tlite_format`) and the
 //! SHA-256 of the configuration and of every tensor, one `model.safetensors` written through `fp4::io` (M0E4
-//! matrices as codes/scales/offsets, everything else f16), and the tokenizer files copied from the source. Loading
+//! matrices as codes/scales/offsets, everything else f16), and the tokenizer files copied from the source (or, for a
+//! source that keeps its vocabulary inside, such as a GGUF file, written from it by the caller). Loading
 //! it converts nothing but f16 norm vectors back to f32, after checking every checksum.
 //!
 //! Writing is atomic (see [`place`]): the folder is built beside the target and renamed into place, `config.json`
 //! written last, so a folder that loads is always complete.
 
 mod digest;
+mod gguf_error;
 mod place;
 
+pub use gguf_error::{gguf_requant_errors, SourceTypeError};
 pub use place::check_output;
 
 use super::hf::read_json;
@@ -73,6 +76,8 @@ pub(crate) fn named(w: &ModelWeights) -> Vec<(String, &Tensor)> {
 pub struct Saved {
     /// Tokenizer and generation files copied from the source, by name.
     pub copied: Vec<String>,
+    /// Tokenizer files the caller handed over as bytes (see [`save_to`]), by name.
+    pub written: Vec<String>,
     /// True when one of the copied files is a vocabulary (`tokenizer.json`, `tokenizer.model`, `tokenizer.bin`):
     /// without one the folder loads but cannot tokenize.
     pub has_vocabulary: bool,
@@ -80,18 +85,29 @@ pub struct Saved {
 
 /// Writes `model` as a tlite folder at `out`, copying tokenizer files from `tokenizer_dir`; see [`save_to`].
 pub fn save(model: &Model, tokenizer_dir: &Path, out: &Path) -> Result<Saved, EngineError> {
-    save_to(model, Some(tokenizer_dir), out)
+    save_to(model, Some(tokenizer_dir), &[], out)
 }
 
-/// Writes `model` as a tlite folder at `out`, copying the tokenizer files found in `tokenizer_dir`.
+/// Writes `model` as a tlite folder at `out`, copying the tokenizer files found in `tokenizer_dir` and writing
+/// `generated` (name, bytes) beside them: tokenizer files made from a source that has none as files (a GGUF's
+/// vocabulary). Each name must be one of [`TOKENIZER_FILES`], so a later save recognises the folder as its own;
+/// a generated file takes the place of a copied one of the same name. They go through the same atomic write as
+/// the weights, so a folder that loads always has its tokenizer.
 ///
 /// `out` must be absent, an empty folder, or a folder holding only what an earlier save wrote (it is then
 /// replaced as a whole, so no stale file survives); anything else is refused before a byte is written.
 pub fn save_to(
     model: &Model,
     tokenizer_dir: Option<&Path>,
+    generated: &[(&str, &[u8])],
     out: &Path,
 ) -> Result<Saved, EngineError> {
+    if let Some((name, _)) = generated.iter().find(|(n, _)| !TOKENIZER_FILES.contains(n)) {
+        return Err(EngineError::Model(format!(
+            "`{name}` is not a tokenizer file a tlite folder holds (one of {})",
+            TOKENIZER_FILES.join(", ")
+        )));
+    }
     let stage = place::Staging::new(out)?;
 
     // f32 tensors (norms, biases) are stored as f16; loading with f16 or M0E4 already rounded them, so this is
@@ -127,8 +143,16 @@ pub fn save_to(
     stage.write("model.safetensors", &bytes)?;
     drop(bytes);
 
+    let mut written = Vec::new();
+    for (name, bytes) in generated {
+        stage.write(name, bytes)?;
+        written.push(name.to_string());
+    }
     let mut copied = Vec::new();
     for f in TOKENIZER_FILES {
+        if written.iter().any(|w| w == f) {
+            continue;
+        }
         let Some(src) = tokenizer_dir.map(|d| d.join(f)).filter(|p| p.is_file()) else {
             continue;
         };
@@ -156,9 +180,11 @@ pub fn save_to(
     stage.commit()?;
     let has_vocabulary = copied
         .iter()
+        .chain(&written)
         .any(|f| VOCABULARY_FILES.contains(&f.as_str()));
     Ok(Saved {
         copied,
+        written,
         has_vocabulary,
     })
 }

@@ -5,6 +5,10 @@
 //! `chat_template`); where it is silent about BOS, the `tokenizer.json` post-processor decides (a Llama-style
 //! `TemplateProcessing` prepends BOS, a GPT-2/Qwen/SmolLM byte-level one does not), which is what transformers
 //! itself would do. A missing `tokenizer_config.json` is normal; a malformed one is an error naming it.
+//!
+//! End of generation: `eos_token` plus the end-of-turn markers the vocabulary holds as special tokens, unless the
+//! file lists them all under [`END_TOKENS_KEY`] (tlite writes that list when it turns a GGUF into a folder, since
+//! llama.cpp stops on tokens, such as `</s>` or fill-in-the-middle markers, that no Hugging Face setting names).
 
 use std::path::Path;
 
@@ -26,6 +30,10 @@ const END_OF_TURN: [&str; 7] = [
     "<|end_of_text|>",
 ];
 
+/// `tokenizer_config.json` key: every token (by text, in order) that ends generation. When present it is the
+/// whole list, replacing what `eos_token` and [`END_OF_TURN`] would give; each must be in the vocabulary.
+pub(super) const END_TOKENS_KEY: &str = "tlite_end_tokens";
+
 /// llama2.c's SentencePiece vocabulary: BOS is id 1 and always added, EOS is id 2, no chat template.
 pub(super) fn llama2c(vocab: usize) -> SpecialTokens {
     SpecialTokens {
@@ -43,7 +51,8 @@ pub(super) fn read(
     tok: &tokenizers::Tokenizer,
 ) -> Result<SpecialTokens, EngineError> {
     let dir = tokenizer_json.parent().unwrap_or(Path::new("."));
-    let config = read_config(&dir.join("tokenizer_config.json"))?;
+    let config_path = dir.join("tokenizer_config.json");
+    let config = read_config(&config_path)?;
     let field = |key: &str| config.as_ref().and_then(|c| c.get(key));
     let special_id = |key: &str| {
         field(key)
@@ -61,17 +70,10 @@ pub(super) fn read(
         .and_then(Value::as_bool)
         .unwrap_or(false);
 
-    // EOS first: chat templates get its text as `eos_token`.
-    let mut end_ids: Vec<u32> = special_id("eos_token").into_iter().collect();
-    let specials = tok.get_added_tokens_decoder();
-    for text in END_OF_TURN {
-        if let Some(id) = tok.token_to_id(text) {
-            let is_special = specials.get(&id).is_some_and(|t| t.special);
-            if is_special && !end_ids.contains(&id) {
-                end_ids.push(id);
-            }
-        }
-    }
+    let end_ids = match field(END_TOKENS_KEY) {
+        Some(list) => listed_end_ids(list, tok, &config_path)?,
+        None => derived_end_ids(special_id("eos_token"), tok),
+    };
 
     let chat_template = match field("chat_template") {
         Some(v) => template_source(v),
@@ -86,6 +88,48 @@ pub(super) fn read(
         end_ids,
         chat_template,
     })
+}
+
+/// EOS first (chat templates get its text as `eos_token`), then the end-of-turn markers held as special tokens.
+fn derived_end_ids(eos: Option<u32>, tok: &tokenizers::Tokenizer) -> Vec<u32> {
+    let mut end_ids: Vec<u32> = eos.into_iter().collect();
+    let specials = tok.get_added_tokens_decoder();
+    for text in END_OF_TURN {
+        if let Some(id) = tok.token_to_id(text) {
+            let is_special = specials.get(&id).is_some_and(|t| t.special);
+            if is_special && !end_ids.contains(&id) {
+                end_ids.push(id);
+            }
+        }
+    }
+    end_ids
+}
+
+/// The ids of an [`END_TOKENS_KEY`] list; anything but a list of vocabulary tokens is an error naming the file,
+/// since a silently shorter list would let generation run past the end of a turn.
+fn listed_end_ids(
+    list: &Value,
+    tok: &tokenizers::Tokenizer,
+    path: &Path,
+) -> Result<Vec<u32>, EngineError> {
+    let bad = |what: String| {
+        EngineError::Tokenizer(format!("{}: `{END_TOKENS_KEY}` {what}", path.display()))
+    };
+    let items = list
+        .as_array()
+        .ok_or_else(|| bad("is not a list of token texts".into()))?;
+    let mut ids = Vec::with_capacity(items.len());
+    for item in items {
+        let text = token_text(item)
+            .ok_or_else(|| bad(format!("holds {item}, which is not a token text")))?;
+        let id = tok
+            .token_to_id(text)
+            .ok_or_else(|| bad(format!("names {text:?}, which is not in the vocabulary")))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// `tokenizer_config.json` as JSON, `None` when the folder has none.

@@ -9,6 +9,7 @@ mod encode_with;
 mod gguf_build;
 mod gguf_pre;
 mod gguf_vocab;
+mod hf_export;
 mod hf_settings;
 mod piece;
 
@@ -499,10 +500,7 @@ mod tests {
         assert_eq!(ids, vec![id(" a"), 3 + 0xC3, 3 + 0xA9]);
         assert_eq!(t.decode_all(&ids, false), "aé");
         assert_eq!(t.decode_all(&[1, id(" abc"), id("a"), 2], false), "abca");
-        assert_eq!(
-            t.decode_all(&[1, id(" abc"), 2], true),
-            "<s>abc</s>"
-        );
+        assert_eq!(t.decode_all(&[1, id(" abc"), 2], true), "<s>abc</s>");
         // Control texts in the text become their ids; each fragment gets its own dummy-prefix space.
         assert_eq!(
             t.encode_with_controls("abc</s><s>abc", false).unwrap(),
