@@ -37,6 +37,7 @@ impl Tlite {
             source: g.path().to_path_buf(),
             special: vocab.special,
             literal: std::sync::OnceLock::new(),
+            vocab_len: std::sync::OnceLock::new(),
         })
     }
 }

@@ -29,6 +29,9 @@ pub struct Tokenizer {
     /// A copy of a `tokenizers` pipeline that leaves special tokens in text unparsed, made on first use
     /// ([`Tokenizer::encode_with`]).
     literal: OnceLock<Box<tokenizers::Tokenizer>>,
+    /// The vocabulary size, counted once: the `tokenizers` crate counts added tokens by cloning the whole vocabulary
+    /// map, and decoding checks ids against the size on every streamed token.
+    vocab_len: OnceLock<usize>,
 }
 
 /// What a model's tokenizer files say about special tokens and the conversation format.
@@ -80,6 +83,7 @@ impl Tokenizer {
             source: path.to_path_buf(),
             special,
             literal: OnceLock::new(),
+            vocab_len: OnceLock::new(),
         })
     }
 
@@ -114,10 +118,10 @@ impl Tokenizer {
 
     /// Number of tokens, special tokens included.
     pub fn vocab_size(&self) -> usize {
-        match &self.inner {
+        *self.vocab_len.get_or_init(|| match &self.inner {
             Inner::Hf(t) => t.get_vocab_size(true),
             Inner::Llama2c(t) => t.pieces.len(),
-        }
+        })
     }
 
     /// Fails when the tokenizer can produce ids the model has no embedding for.
