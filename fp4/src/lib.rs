@@ -1,9 +1,4 @@
-//! M0E4 4-bit weight format: quantiser, GPU packing layout, reference dequantiser and matvec.
-//!
-//! This is technique (c) of Transformer-Lite (arXiv 2403.20041): a 4-bit code is placed straight
-//! into the mantissa of a floating-point number whose exponent is fixed at 0 ("M0E4": the code
-//! is the top four mantissa bits, exponent bits fixed), so turning a code into a float is one
-//! shift/mask and one OR — no int-to-float conversion — and one multiply-add finishes it.
+#![doc = include_str!("../README.md")]
 //!
 //! # The format
 //!
@@ -153,11 +148,11 @@
 //!
 //! # Storage
 //!
-//! [`io`] writes named matrices plus unquantised F16 tensors into one safetensors file
-//! (codes U8 `[rows, cols/2]`, scales and offsets F16 `[rows, cols/G]`, `__metadata__`
-//! `format = "m0e4"`, `format_version = "1"`, `group_size`) and loads them back owned
-//! ([`io::read_tensors`]) or borrowed straight from the file's bytes ([`io::parse`]), rejecting
-//! wrong versions, sizes and group sizes with errors that name the file and tensor.
+//! [`io`] (feature `io`, on by default) writes named matrices plus unquantised F16 tensors into
+//! one safetensors file (codes U8 `[rows, cols/2]`, scales and offsets F16 `[rows, cols/G]`,
+//! `__metadata__` `format = "m0e4"`, `format_version = "1"`, `group_size`) and loads them back
+//! owned ([`io::read_tensors`]) or borrowed straight from the file's bytes ([`io::parse`]),
+//! rejecting wrong versions, sizes and group sizes with errors that name the file and tensor.
 //!
 //! # API in brief
 //!
@@ -168,9 +163,12 @@
 //! * [`baseline`]: symmetric (Q4_0) and asymmetric (Q4_1) INT4 in the same packing.
 //! * [`stats`]: RMS / max error; [`io`]: safetensors.
 
+#![deny(missing_docs)]
+
 pub mod baseline;
 mod error;
 mod grid;
+#[cfg(feature = "io")]
 pub mod io;
 mod matrix;
 pub mod packing;

@@ -1,11 +1,10 @@
-//! Sub-tensor KV cache: preallocated per-layer caches written in place through views, copy-free.
+#![doc = include_str!("../README.md")]
 //!
-//! This is technique (d) of Transformer-Lite (arXiv 2403.20041). A model exported with `past_key_values` inputs and
-//! `present_key_values` outputs keeps two copies of the cache and copies the past into the present every step.
-//! Here each sequence owns one preallocated K and one V buffer per layer, sized for `max_ctx` positions; a step that
-//! adds `n` tokens at position `p` gets a *write view* of positions `[p, p + n)`, where the model's K/V projection
-//! writes directly, and a *read view* of `[0, p + n)` for attention. No step copies cache contents; only an optional
-//! context shift (when the cache is full) moves data, and it is counted.
+//! # How it works
+//!
+//! A step that adds `n` tokens at position `p` gets a *write view* of positions `[p, p + n)`, where the model's K/V
+//! projection writes directly, and a *read view* of `[0, p + n)` for attention. No step copies cache contents; only
+//! an optional context shift (when the cache is full) moves data, and it is counted.
 //!
 //! # Layout
 //! Per layer, separate K and V buffers, each `[kv_head][max_ctx][head_dim]` (see [`layout`] for why). The new
@@ -45,28 +44,8 @@
 //! shift, with non-overlapping ranges.
 //!
 //! This crate has no GPU code; its tests run on the host backend.
-//!
-//! # Example
-//! ```
-//! use std::sync::Arc;
-//! use kvcache::{FullPolicy, HostStorage, KvConfig, KvDtype, KvModelShape, KvPart, KvSequence};
-//!
-//! let shape = KvModelShape { layers: 2, kv_heads: 2, head_dim: 8, dtype: KvDtype::F16 };
-//! let storage = Arc::new(HostStorage::unlimited());
-//! let mut seq = KvSequence::new(storage.clone(), KvConfig::new(shape, 64)?, FullPolicy::Error)?;
-//! let step = seq.begin_step(3)?; // a 3-token prompt
-//! for layer in 0..2 {
-//!     for part in KvPart::BOTH {
-//!         let buffer = seq.buffer(layer, part)?;
-//!         storage.write_view(buffer, &step.write_view(), &vec![0.5; 2 * 3 * 8])?;
-//!     }
-//! }
-//! assert_eq!(step.read_view().positions, 3);
-//! seq.commit(step)?;
-//! assert_eq!(seq.len(), 3);
-//! assert_eq!(storage.counters().bytes_copied, 0);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+
+#![deny(missing_docs)]
 
 mod binding;
 mod dtype;

@@ -1,8 +1,6 @@
-//! Symbolic tensor shapes and a provably safe memory plan, for dynamic-shape inference.
+#![doc = include_str!("../README.md")]
 //!
-//! This is technique (a) of Transformer-Lite: shapes are expressions in symbols such as `seq` and
-//! `past`, derived once per model; buffer sizes and reuse are planned from those expressions;
-//! at run time every size and offset comes from a compiled evaluator in well under a microsecond.
+//! # Parts
 //!
 //! * [`Domain`] declares symbols with ranges (`1 ≤ seq ≤ max_ctx`) and sum constraints
 //!   (`seq + past ≤ max_ctx`), and proves inequalities on them.
@@ -17,21 +15,6 @@
 //!   proven to cover the tensor on the whole domain, and compiles every expression for
 //!   [`MemoryPlan::evaluate_into`].
 //! * [`models::llama_decoder`] builds and plans a Llama-family decoder.
-//!
-//! ```
-//! use symshape::{Domain, Graph, DType, Expr, PlanOptions};
-//! let mut d = Domain::new();
-//! let seq = d.symbol("seq", 1, 2048)?;
-//! let mut g = Graph::new(d);
-//! let x = g.input("x", &[seq.clone(), Expr::constant(64)], DType::F32)?;
-//! let w = g.input("w", &[Expr::constant(128), Expr::constant(64)], DType::F32)?;
-//! let y = g.linear("proj", x, w)?;
-//! assert_eq!(g.shape(y)?.to_string(), "[seq, 128]");
-//! let plan = g.plan(PlanOptions::default())?;
-//! let v = plan.evaluate(&plan.bind(&[("seq", 3)])?)?;
-//! assert_eq!(plan.location(&v, y).map(|l| l.bytes), Some(3 * 128 * 4));
-//! # Ok::<(), symshape::SymShapeError>(())
-//! ```
 //!
 //! # Per-step cost
 //!
@@ -80,6 +63,8 @@
 //! a small internal module that runs every Symbolica call on one dedicated worker thread at plan
 //! time (so parallel callers in one process do not trigger the abort; other processes of the
 //! same user still can). The per-step path never touches any CAS.
+
+#![deny(missing_docs)]
 
 #[cfg(feature = "symbolica")]
 mod cas;
