@@ -94,7 +94,9 @@ inline float kv_rotate(float val, float other, bool first, float c, float sn) {
 // Sine and cosine of pair i's angle at position pos.
 inline float kv_angle(uint i, uint rotary_dim, float log2_theta, float pos, float* c) {
     const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
-    return sincos(pos * freq, c);
+    const float2 cs = tl_cos_sin(pos * freq);
+    *c = cs.x;
+    return cs.y;
 }
 
 // Element d (< rotary_dim) of one head row after rotary embedding at position pos.
@@ -597,8 +599,8 @@ kernel void qkv_rope_write(global float* qkv, uint q_off, uint k_off, uint v_off
     if (r < heads) {
         if (d < half_rd) {
             const float freq = exp2(-(float)(2 * d) / (float)rotary_dim * log2_theta);
-            float c;
-            const float sn = sincos(pos * freq, &c);
+            const float2 cs = tl_cos_sin(pos * freq);
+            const float c = cs.x, sn = cs.y;
             const uint a = style == 0 ? 2 * d : d;
             const uint b = style == 0 ? 2 * d + 1 : d + half_rd;
             global float* head = qkv + q_off + (size_t)t * stride + (size_t)r * head_dim;

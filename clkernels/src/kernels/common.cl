@@ -153,6 +153,13 @@ inline float tl_m0e4_h1(uint w, uint i) {
     return as_float((((w >> (4u * i)) & 0xFu) << 19) | TL_M0E4_ONE);
 }
 
+// (cos a, sin a) for rotary embeddings. Not sincos(): Oclgrind's uninitialised-value checker aborts any kernel that
+// passes sincos its private out-parameter (scripts/test-oclgrind could not check rope or attention otherwise); two
+// calls cost a few more ALU operations per rotated pair, nothing beside the memory traffic of those kernels.
+inline float2 tl_cos_sin(float a) {
+    return (float2)(cos(a), sin(a));
+}
+
 #ifdef TLITE_HAS_FP16
 // FP16 recipe: bits(h) = 0x3C00 | (q << 6). Half math for the 8 products, f32 for the sum across groups.
 inline float tl_m0e4_dot8_half(uint w, half8 x) {

@@ -6,9 +6,7 @@
 inline float2 tl_rope_cos_sin(uint pos, uint i, uint rotary_dim, float log2_theta) {
     const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
     const float angle = (float)pos * freq;
-    float c;
-    const float s = sincos(angle, &c);
-    return (float2)(c, s);
+    return tl_cos_sin(angle);
 }
 
 inline uint2 tl_rope_pair(uint i, uint rotary_dim, uint style) {
@@ -34,8 +32,8 @@ kernel void rope_table(global float* x, uint off, uint token_stride, uint head_d
                        global const float* inv_freq, uint past, uint style) {
     const uint i = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
     const float angle = (float)(past + t) * inv_freq[i];
-    float c;
-    const float s = sincos(angle, &c);
+    const float2 cs = tl_cos_sin(angle);
+    const float c = cs.x, s = cs.y;
     const uint2 p = tl_rope_pair(i, rotary_dim, style);
     global float* head = x + off + (size_t)t * token_stride + (size_t)h * head_dim;
     const float x0 = head[p.x], x1 = head[p.y];
