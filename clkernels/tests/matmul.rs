@@ -19,11 +19,22 @@ fn l1_matmul(w: &[f32], cols: usize, x: &[f32]) -> Vec<f32> {
 
 fn check(gpu: &Gpu, mm: &MatmulM0e4, label: &str) {
     let mut rng = rng(label);
-    for (group, seq, rows, cols) in [
-        (GroupSize::G32, 7, 37, 96),
-        (GroupSize::G64, 70, 65, 128),
-        (GroupSize::G128, 33, 130, 256),
-    ] {
+    // Partial tiles in both directions, several work-groups, every group size; small_shapes() keeps all three on
+    // fewer K steps and fewer tiles (one 2 x 2 grid of partial tiles).
+    let cases: &[(GroupSize, usize, usize, usize)] = if small_shapes() {
+        &[
+            (GroupSize::G32, 7, 37, 96),
+            (GroupSize::G64, 70, 65, 64),
+            (GroupSize::G128, 5, 20, 128),
+        ]
+    } else {
+        &[
+            (GroupSize::G32, 7, 37, 96),
+            (GroupSize::G64, 70, 65, 128),
+            (GroupSize::G128, 33, 130, 256),
+        ]
+    };
+    for &(group, seq, rows, cols) in cases {
         let m = random_m0e4(&mut rng, rows, cols, group);
         let dense = fp4::reference::dequantize(&m);
         let x = normal(&mut rng, seq * cols, 1.0);

@@ -115,3 +115,30 @@ PY
     fi
     mv -f "$tmp/model.gguf" "$DEFAULT_MODEL_PATH"
 }
+
+# The Oclgrind runtime library (an OpenCL 1.2 device simulator that checks every memory access), which
+# scripts/test-oclgrind loads through OPENCL_DYLIB_PATH; Debian installs it under /usr/lib/oclgrind. Prints its path.
+oclgrind_runtime() {
+    local lib
+    for lib in /usr/lib/oclgrind/liboclgrind-rt.so /usr/lib/*/oclgrind/liboclgrind-rt.so \
+        /usr/local/lib/liboclgrind-rt.so; do
+        if [ -f "$lib" ]; then
+            printf '%s\n' "$lib"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Installs Oclgrind (Debian/Ubuntu package `oclgrind`) unless its runtime library is already there. The package adds
+# no ICD entry, so PoCL stays the default device of every other test.
+ensure_oclgrind() {
+    if oclgrind_runtime >/dev/null; then
+        return 0
+    fi
+    apt_install oclgrind
+    if ! oclgrind_runtime >/dev/null; then
+        say "oclgrind is installed but liboclgrind-rt.so was not found (see 'dpkg -L oclgrind')"
+        exit 1
+    fi
+}

@@ -26,6 +26,13 @@ pub fn gpu() -> Gpu {
     Gpu::open_default().expect("an OpenCL device is needed for the kernel tests (PoCL on CI)")
 }
 
+/// Whether `TLITE_SMALL_SHAPES` asks for the reduced cases a simulator can run in time (scripts/test-oclgrind runs
+/// the kernel tests on Oclgrind, which interprets every work-item): tests that honour it keep every code path (partial
+/// tiles, several work-groups, each group size) but on fewer and smaller shapes.
+pub fn small_shapes() -> bool {
+    std::env::var_os("TLITE_SMALL_SHAPES").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 /// A seeded generator, printed so a failure can be replayed.
 pub fn rng(test: &str) -> StdRng {
     let seed: u64 = std::env::var("TLITE_TEST_SEED")
