@@ -283,14 +283,7 @@ fn load_weights(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ModelWeights, EngineError> {
     let r = Reader { file, opts };
-    let total = c.layers + 2;
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let tick = || {
-        progress(
-            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-            total,
-        )
-    };
+    let stages = super::progress::LoadProgress::new(c.layers, progress);
     // A block count beyond the tensors present fails here, before anything is sized by it.
     file.tensor(&format!(
         "blk.{}.attn_norm.weight",
@@ -298,7 +291,7 @@ fn load_weights(
     ))?;
     let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
     let embedding = r.matrix("token_embd.weight", c.vocab, h, MatrixRole::Embedding)?;
-    tick();
+    stages.tick();
     let layers = (0..c.layers)
         .into_par_iter()
         .map(|i| {
@@ -323,7 +316,7 @@ fn load_weights(
                 w_up: lin("ffn_up.weight", ffn, h)?,
                 w_down: lin("ffn_down.weight", h, ffn)?,
             };
-            tick();
+            stages.tick();
             Ok(l)
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
@@ -333,7 +326,7 @@ fn load_weights(
     } else {
         Some(r.matrix("output.weight", c.vocab, h, MatrixRole::Embedding)?)
     };
-    tick();
+    stages.tick();
     Ok(ModelWeights {
         embedding,
         layers,

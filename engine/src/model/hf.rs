@@ -244,14 +244,7 @@ fn load_weights(
     opts: &LoadOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ModelWeights, EngineError> {
-    let total = c.layers + 2;
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let tick = || {
-        progress(
-            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-            total,
-        )
-    };
+    let stages = super::progress::LoadProgress::new(c.layers, progress);
     let mat = |name: &str, rows: usize, cols: usize, role: MatrixRole| {
         let raw = st.get(name)?;
         raw.expect_shape(&[rows, cols])?;
@@ -274,7 +267,7 @@ fn load_weights(
         h,
         MatrixRole::Embedding,
     )?;
-    tick();
+    stages.tick();
     let layers = (0..c.layers)
         .into_par_iter()
         .map(|i| {
@@ -335,7 +328,7 @@ fn load_weights(
                     MatrixRole::Linear,
                 )?,
             };
-            tick();
+            stages.tick();
             Ok(l)
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
@@ -345,7 +338,7 @@ fn load_weights(
     } else {
         Some(mat("lm_head.weight", c.vocab, h, MatrixRole::Embedding)?)
     };
-    tick();
+    stages.tick();
     Ok(ModelWeights {
         embedding,
         layers,

@@ -16,6 +16,7 @@ mod finite;
 mod gguf;
 mod hf;
 mod llama2c;
+mod progress;
 mod st_files;
 pub mod tlite_format;
 mod weights;
