@@ -1,7 +1,7 @@
 //! Prints the KV cache size of a few models, one copy (sub-tensor) against two (copy-out), and the largest context
 //! that fits typical phone limits.
 //!
-//! `cargo run -p kvcache --example memory_plan`
+//! `cargo run -p tlite-kvcache --example memory_plan`
 
 use kvcache::{KvConfig, KvDtype, KvError, KvModelShape, MemoryLimits};
 
