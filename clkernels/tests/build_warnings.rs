@@ -117,6 +117,19 @@ impl OutputCapture {
     }
 }
 
+/// NVIDIA's OpenCL compiler (driver 580) logs "Warning: Function K is a kernel, so overriding noinline attribute. The
+/// function may be inlined when called." for every kernel of every program, whatever the source says: it is the
+/// driver's note about its own lowering, not a property of tlite's kernels, and it only ever reaches the debug log.
+const NVIDIA_KERNEL_NOTE: &str = "is a kernel, so overriding noinline attribute";
+
+/// A build log without the lines no kernel source can avoid (see [`NVIDIA_KERNEL_NOTE`]).
+fn source_messages(log: &str) -> String {
+    log.lines()
+        .filter(|line| !line.contains(NVIDIA_KERNEL_NOTE) && !line.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn every_program_builds_without_compiler_messages() {
     let gpu = compiling_gpu();
@@ -167,11 +180,14 @@ fn every_program_builds_without_compiler_messages() {
         gpu.caps().name
     );
     let stats = gpu.build_stats();
-    let messages = &gpu.compiler_messages()[probes..];
-    let report: Vec<String> = messages
+    let messages: Vec<_> = gpu.compiler_messages()[probes..]
         .iter()
-        .map(|m| format!("{} ({}):\n{}", m.program, m.options, m.log))
+        .filter_map(|m| {
+            let log = source_messages(&m.log);
+            (!log.is_empty()).then(|| format!("{} ({}):\n{log}", m.program, m.options))
+        })
         .collect();
+    let report = &messages;
     assert!(
         messages.is_empty(),
         "{} of {} programs built with compiler messages on {}:\n{}",
