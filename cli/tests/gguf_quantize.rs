@@ -6,11 +6,7 @@
 
 use engine::model::{self, LoadOptions, TensorData, WeightFormat};
 use engine::tokenizer::{EncodeOptions, Tokenizer};
-use fixtures::gguf_models::{gguf_model_parts, parts_to_bytes, MatrixType};
-use fixtures::gguf_writer::{GgufTensor, GgufValue};
-use fixtures::reference_model::RefArch;
-use fixtures::tiny_models::{tiny_vocab_and_merges, TinySpec};
-use std::path::Path;
+use fixtures::gguf_models::tiny_gguf_with_q6_k;
 use std::process::{Command, Output};
 
 fn tlite(args: &[&str]) -> Output {
@@ -24,56 +20,14 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A tiny Q4_0 GGUF model (hidden 64, ffn 256) with its vocabulary and merges, its first `ffn_down` a Q6_K
-/// tensor of random blocks (K-quant rows are 256 wide).
-fn tiny_gguf_with_q6_k(path: &Path) {
-    let spec = TinySpec {
-        ffn: 256,
-        ..TinySpec::for_arch(RefArch::Llama)
-    };
-    let (mut meta, mut tensors, _) = gguf_model_parts(&spec, MatrixType::Q4_0);
-    let merges = tiny_vocab_and_merges()
-        .1
-        .into_iter()
-        .map(|(a, b)| format!("{a} {b}"))
-        .collect();
-    meta.push(("tokenizer.ggml.merges".to_string(), GgufValue::Strs(merges)));
-    meta.push((
-        "tokenizer.chat_template".to_string(),
-        GgufValue::Str("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
-    ));
-    let down = tensors
-        .iter_mut()
-        .find(|t| t.name == "blk.0.ffn_down.weight")
-        .unwrap();
-    let (rows, cols) = (spec.hidden, spec.ffn);
-    let mut s = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 24) as u8
-    };
-    let mut bytes = Vec::new();
-    for _ in 0..rows * cols / 256 {
-        bytes.extend((0..192).map(|_| next()));
-        bytes.extend((0..16).map(|_| ((next() % 63) as i8 - 31) as u8));
-        bytes.extend([0x00, 0x10]); // d = 1/2048 as f16
-    }
-    *down = GgufTensor {
-        name: down.name.clone(),
-        dims: vec![cols as u64, rows as u64],
-        ggml_type: 14,
-        bytes,
-    };
-    std::fs::write(path, parts_to_bytes(&meta, &tensors)).unwrap();
-}
+/// A chat template the tiny GGUF carries, so the folder's tokenizer_config.json must carry it too.
+const CHAT_TEMPLATE: &str = "{% for m in messages %}{{ m.content }}{% endfor %}";
 
 #[test]
 fn quantized_gguf_folder_tokenizes_and_generates_as_the_gguf() {
     let tmp = tempfile::tempdir().unwrap();
     let gguf = tmp.path().join("tiny.gguf");
-    tiny_gguf_with_q6_k(&gguf);
+    std::fs::write(&gguf, tiny_gguf_with_q6_k(Some(CHAT_TEMPLATE))).unwrap();
     let out = tmp.path().join("out");
     let (g, o) = (gguf.to_str().unwrap(), out.to_str().unwrap());
 

@@ -8,10 +8,7 @@
 use engine::gguf::{self, GgmlType, GgufFile};
 use engine::model::{self, tlite_format, LoadOptions, WeightFormat};
 use engine::tokenizer::{EncodeOptions, Tokenizer};
-use fixtures::gguf_models::{gguf_model_parts, parts_to_bytes, MatrixType};
-use fixtures::gguf_writer::{GgufTensor, GgufValue};
-use fixtures::reference_model::RefArch;
-use fixtures::tiny_models::{tiny_vocab_and_merges, TinySpec};
+use fixtures::gguf_models::tiny_gguf_with_q6_k;
 use std::path::{Path, PathBuf};
 
 fn vocab_dir() -> PathBuf {
@@ -161,57 +158,11 @@ fn a_llama2c_tokenizer_has_no_tokenizer_json_form() {
     }
 }
 
-/// A tiny Q4_0 GGUF model (hidden 64, ffn 256) with a vocabulary, its first `ffn_down` replaced by a Q6_K tensor
-/// of random blocks (K-quant rows are 256 wide); written to `path`.
-fn tiny_gguf_with_q6_k(path: &Path) {
-    let spec = TinySpec {
-        ffn: 256,
-        ..TinySpec::for_arch(RefArch::Llama)
-    };
-    let (mut meta, mut tensors, _) = gguf_model_parts(&spec, MatrixType::Q4_0);
-    let merges = tiny_vocab_and_merges()
-        .1
-        .into_iter()
-        .map(|(a, b)| format!("{a} {b}"))
-        .collect();
-    meta.push(("tokenizer.ggml.merges".to_string(), GgufValue::Strs(merges)));
-    let down = tensors
-        .iter_mut()
-        .find(|t| t.name == "blk.0.ffn_down.weight")
-        .unwrap();
-    *down = q6_k_tensor(&down.name, spec.hidden, spec.ffn, 7);
-    std::fs::write(path, parts_to_bytes(&meta, &tensors)).unwrap();
-}
-
-/// A `[rows, cols]` Q6_K tensor of random blocks: 128 bytes of low nibbles, 64 of high bits, 16 int8 scales
-/// (kept to ±31) and `d` = 1/2048 as f16.
-fn q6_k_tensor(name: &str, rows: usize, cols: usize, seed: u64) -> GgufTensor {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 24) as u8
-    };
-    let mut bytes = Vec::new();
-    for _ in 0..rows * cols / 256 {
-        bytes.extend((0..192).map(|_| next()));
-        bytes.extend((0..16).map(|_| ((next() % 63) as i8 - 31) as u8));
-        bytes.extend(half::f16::from_f32(1.0 / 2048.0).to_le_bytes());
-    }
-    GgufTensor {
-        name: name.to_string(),
-        dims: vec![cols as u64, rows as u64],
-        ggml_type: 14,
-        bytes,
-    }
-}
-
 #[test]
 fn requantisation_error_is_reported_per_source_type_k_quants_included() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("tiny.gguf");
-    tiny_gguf_with_q6_k(&path);
+    std::fs::write(&path, tiny_gguf_with_q6_k(None)).unwrap();
     let m = model::load(
         &path,
         &LoadOptions {
