@@ -139,7 +139,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// One line per source ggml type of a GGUF input: how many matrices and weights it held and the relative RMS
 /// error of what the folder stores against the file's own decoded weights (issue 15: K-quants are dequantised and
-/// quantised again, so their line shows what that cost; Q4_0/Q4_1 import exactly).
+/// quantised again, so their line shows what that cost; Q4_0/Q4_1 keep their codes and scales and differ only by
+/// the f16 rounding of their offsets).
 fn report_source_errors(errors: &[tlite_format::SourceTypeError]) -> std::io::Result<()> {
     let mut o = std::io::stdout().lock();
     for e in errors {

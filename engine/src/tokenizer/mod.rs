@@ -157,29 +157,24 @@ impl Tokenizer {
 
     /// Decodes `ids` to text (special tokens left out). Ids outside the vocabulary are an error.
     pub fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
-        let vocab = self.vocab_size();
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(EngineError::TokenOutOfRange { id, vocab });
-        }
-        match &self.inner {
-            Inner::Hf(t) => t.decode(ids, true).map_err(|e| {
-                EngineError::Tokenizer(format!("{}: decoding failed: {e}", self.source.display()))
-            }),
-            Inner::Llama2c(t) => Ok(t.decode_all(ids, false)),
-        }
+        self.decode_inner(ids, false)
     }
 
     /// Decodes `ids` with special tokens written out (`<|im_end|>`, `</s>`), for matching stop strings.
     pub fn decode_with_special(&self, ids: &[u32]) -> Result<String, EngineError> {
+        self.decode_inner(ids, true)
+    }
+
+    fn decode_inner(&self, ids: &[u32], with_special: bool) -> Result<String, EngineError> {
         let vocab = self.vocab_size();
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(EngineError::TokenOutOfRange { id, vocab });
         }
         match &self.inner {
-            Inner::Hf(t) => t.decode(ids, false).map_err(|e| {
+            Inner::Hf(t) => t.decode(ids, !with_special).map_err(|e| {
                 EngineError::Tokenizer(format!("{}: decoding failed: {e}", self.source.display()))
             }),
-            Inner::Llama2c(t) => Ok(t.decode_all(ids, true)),
+            Inner::Llama2c(t) => Ok(t.decode_all(ids, with_special)),
         }
     }
 
