@@ -17,10 +17,9 @@
 //! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add |
 //!
 //! [`profile_launches`] times every launch of a real workload on a queue opened with
-//! [`crate::runtime::GpuOptions::profiling`]; [`bench_suite`] is the per-kernel benchmark table.
+//! [`crate::runtime::GpuOptions::profiling`]; the benchmarks that use it live in the `bench` crate.
 
 pub mod attention;
-pub mod bench_suite;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
@@ -295,7 +294,7 @@ impl LockedKernel {
             return Ok(());
         }
         // SAFETY: the kernel's arguments are all set above; the size arrays live across the call; the queue is the
-        // device's own or the live profiling queue of `bench_suite`, both of the kernel's context.
+        // device's own, of the kernel's context.
         let event = unsafe {
             cl3::command_queue::enqueue_nd_range_kernel(
                 queue,
@@ -354,8 +353,7 @@ fn enqueue_without_event(
     }
 }
 
-/// Per-thread redirection of launches to a profiling queue, so `bench_suite` can read each kernel's device time
-/// from its events without the launchers knowing (the runtime's queue has profiling off).
+/// Per-thread recording of launches on a queue opened with profiling, for [`profile_launches`].
 pub(crate) mod profile {
     use std::cell::RefCell;
 
@@ -372,7 +370,7 @@ pub(crate) mod profile {
         events: Option<Vec<(&'static str, Event)>>,
     }
 
-    /// Sends this thread's launches to `queue` and keeps their events, until [`stop`].
+    /// Sends this thread's launches to `queue` and keeps their events, until [`stop_named`].
     pub(crate) fn start(queue: cl_command_queue) {
         SINK.with(|s| {
             *s.borrow_mut() = Some(Sink {
@@ -382,22 +380,7 @@ pub(crate) mod profile {
         });
     }
 
-    /// Sends this thread's launches to `queue` without asking for events, until [`stop`].
-    pub(crate) fn start_without_events(queue: cl_command_queue) {
-        SINK.with(|s| {
-            *s.borrow_mut() = Some(Sink {
-                queue,
-                events: None,
-            })
-        });
-    }
-
-    /// Stops redirecting; returns the events recorded since [`start`].
-    pub(crate) fn stop() -> Vec<Event> {
-        stop_named().into_iter().map(|(_, e)| e).collect()
-    }
-
-    /// As [`stop`], with the kernel name of each event.
+    /// Stops recording; returns the events recorded since [`start`], with the kernel name of each.
     pub(crate) fn stop_named() -> Vec<(&'static str, Event)> {
         SINK.with(|s| {
             s.borrow_mut()
@@ -413,7 +396,7 @@ pub(crate) mod profile {
     }
 
     /// Start and end of a profiled command on the device's clock, nanoseconds.
-    pub(crate) fn device_times(event: &Event) -> Result<(u64, u64), crate::runtime::ClError> {
+    pub(super) fn device_times(event: &Event) -> Result<(u64, u64), crate::runtime::ClError> {
         use crate::runtime::ClResultExt;
         let start = event
             .profiling_command_start()
