@@ -1,11 +1,11 @@
-//! Criterion benchmarks of every kernel family, on the cases of `clkernels::kernels::bench_suite`.
+//! Criterion benchmarks of every kernel family, on the cases of [`bench::kernels`].
 //!
 //! Each iteration enqueues one launch and waits for it (`clFinish`), so the figure includes one launch latency;
 //! `tlite bench-kernels` reports device time from profiling events and bandwidth against the measured copy
 //! bandwidth. Shapes are the small ones unless `TLITE_BENCH_FULL=1` (7B-sized shapes, for GPUs). Without an
 //! OpenCL device the bench prints why and exits.
 
-use clkernels::kernels::bench_suite::{cases, SuiteOptions};
+use bench::kernels::{cases, SuiteOptions};
 use clkernels::runtime::Gpu;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

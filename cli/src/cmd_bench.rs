@@ -1,9 +1,8 @@
 //! `tlite bench`: end-to-end prefill and decode speed on synthetic M0E4 weights of real model shapes, beside the
 //! bandwidth roofline (weight bytes per token over the device copy bandwidth measured in the same run).
 
-use clkernels::kernels::LaunchTiming;
+use bench::end_to_end::{run_bench, synthetic_model, BenchArch, StepProfile};
 use clkernels::runtime::{DeviceSelector, Gpu, GpuOptions, QueuePriority};
-use engine::synthetic::{run_bench, synthetic_model, BenchArch};
 
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
@@ -103,51 +102,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         1e3 / r.decode_tok_s,
         1e3 * r.decode_enqueue_s_per_token
     );
-    if !r.decode_profile.is_empty() {
-        print_profile(&r.decode_profile);
+    if let Some(profile) = StepProfile::of(&r.decode_profile) {
+        print_profile(&profile);
     }
     Ok(())
 }
 
 /// Per-kernel device time of one decode step, most expensive first, and the idle time between launches.
-fn print_profile(launches: &[LaunchTiming]) {
-    let span_ns = match (launches.first(), launches.last()) {
-        (Some(a), Some(b)) => b.end_ns.saturating_sub(a.start_ns),
-        _ => return,
-    };
-    let mut per_kernel: Vec<(&str, usize, u64)> = Vec::new();
-    for l in launches {
-        let ns = l.end_ns.saturating_sub(l.start_ns);
-        match per_kernel.iter_mut().find(|(k, _, _)| *k == l.kernel) {
-            Some(e) => {
-                e.1 += 1;
-                e.2 += ns;
-            }
-            None => per_kernel.push((l.kernel, 1, ns)),
-        }
-    }
-    per_kernel.sort_by_key(|e| std::cmp::Reverse(e.2));
-    let busy_ns: u64 = per_kernel.iter().map(|e| e.2).sum();
+fn print_profile(p: &StepProfile) {
     println!(
         "\none decode step on the device: {:.1} us from first start to last end, {} launches, {:.1} us in \
          kernels, {:.1} us between them",
-        span_ns as f64 / 1e3,
-        launches.len(),
-        busy_ns as f64 / 1e3,
-        span_ns.saturating_sub(busy_ns) as f64 / 1e3
+        p.span_ns as f64 / 1e3,
+        p.launches,
+        p.busy_ns as f64 / 1e3,
+        p.idle_ns() as f64 / 1e3
     );
     println!(
         "{:<32} {:>8} {:>12} {:>10} {:>7}",
         "kernel", "launches", "us per step", "us each", "% span"
     );
-    for (kernel, n, ns) in per_kernel {
+    for k in &p.kernels {
+        let ns = k.busy_ns as f64;
         println!(
             "{:<32} {:>8} {:>12.1} {:>10.2} {:>7.1}",
-            kernel,
-            n,
-            ns as f64 / 1e3,
-            ns as f64 / 1e3 / n as f64,
-            100.0 * ns as f64 / span_ns.max(1) as f64
+            k.kernel,
+            k.launches,
+            ns / 1e3,
+            ns / 1e3 / k.launches as f64,
+            100.0 * ns / p.span_ns.max(1) as f64
         );
     }
 }

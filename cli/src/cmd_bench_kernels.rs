@@ -2,14 +2,17 @@
 //! bandwidth, and FLOP/s against a given peak.
 
 use anyhow::Context as _;
-use clkernels::kernels::attention::{AttentionWalk, SplitPolicy};
-use clkernels::kernels::bench_suite::{
-    cases, copy_bandwidth, matvec_timeline, time_case, QueuedTimer, SuiteOptions,
+use bench::copy_bandwidth;
+use bench::kernels::sweep::sweeps;
+use bench::kernels::table::{header, Baseline, Row};
+use bench::kernels::{
+    cases, matvec_timeline, time_case, QueuedTimer, SuiteOptions, QUEUED_LAUNCHES, TIMELINE_SHAPES,
 };
+use clkernels::kernels::attention::{AttentionWalk, SplitPolicy};
 use clkernels::kernels::matmul::MatmulConfig;
 use clkernels::kernels::matvec::MatvecConfig;
 use clkernels::kernels::matvec_cpu::CpuMatvecGeometry;
-use clkernels::runtime::Gpu;
+use clkernels::runtime::{DeviceSelector, Gpu, GpuOptions};
 
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
@@ -169,111 +172,23 @@ fn parse_tile(text: &str) -> anyhow::Result<MatmulConfig> {
     }
 }
 
-/// Launches queued behind one copy for `us(queue)`: few enough that the host enqueues them while the copy runs.
-const QUEUED_LAUNCHES: usize = 50;
-
-fn header() {
-    println!(
-        "{:<20} {:<34} {:<30} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>6}",
-        "kernel",
-        "shape",
-        "config",
-        "us(dev)",
-        "us(span)",
-        "us(pipe)",
-        "us(queue)",
-        "GB/s",
-        "%copy",
-        "%copy-s",
-        "%copy-p",
-        "%copy-q",
-        "%copy-n",
-        "%copy-qn",
-        "GFLOP/s",
-        "%peak"
-    );
-}
-
-/// Figures a row is compared with.
-#[derive(Debug)]
-struct Reference {
-    /// Measured copy bandwidth, GB/s.
-    copy_gbps: f64,
-    /// Times launches queued behind a long copy.
-    queued: QueuedTimer,
-    /// Device time of the smallest kernel, µs (the per-launch floor of the driver's events).
-    floor_us: f64,
-    /// Device time per launch of the smallest kernel queued behind a long copy, µs: the per-launch floor of a
-    /// decode step, where the host enqueues ahead of the device and no launch has an event.
-    floor_queued_us: f64,
-}
-
-/// `bytes` over `micros` less `floor` (µs), as % of `copy_gbps`; "-" where nothing is left after the floor.
-fn net_percent(bytes: f64, micros: f64, floor: f64, copy_gbps: f64) -> String {
-    let net = micros - floor;
-    if net > 0.0 {
-        format!("{:.1}", 100.0 * bytes / (net * 1e3) / copy_gbps)
-    } else {
-        "-".to_string()
-    }
-}
-
+/// Times every case `opts` selects and prints its row.
 fn run_suite(
     gpu: &Gpu,
     opts: &SuiteOptions,
     args: &Args,
-    reference: &Reference,
+    queued: &mut QueuedTimer,
+    baseline: &Baseline,
 ) -> anyhow::Result<()> {
-    let copy_gbps = reference.copy_gbps;
     for mut case in cases(gpu, opts).context("setting up the benchmark cases")? {
         let t = time_case(gpu, &mut case, args.warmup, args.iters)
             .with_context(|| format!("running {} {}", case.name, case.shape))?;
-        let queued = reference
-            .queued
+        let queued_us = queued
             .micros(&mut case, QUEUED_LAUNCHES)
             .with_context(|| format!("queuing {} {}", case.name, case.shape))?;
-        let peak = match (args.peak_gflops, case.flops > 0.0) {
-            (Some(p), true) => format!("{:.1}", 100.0 * t.gflops / p),
-            _ => "-".to_string(),
-        };
-        let gflops = if case.flops > 0.0 {
-            format!("{:.1}", t.gflops)
-        } else {
-            "-".to_string()
-        };
-        let floor_case = case.name == "launch_floor";
-        // A queued time lost in the copy's own run-to-run spread (slow CPU devices) is no figure.
-        let copy_q = if queued > 0.0 {
-            format!("{:.1}", 100.0 * case.bytes / (queued * 1e3) / copy_gbps)
-        } else {
-            "-".to_string()
-        };
-        let (net, net_queued) = if floor_case {
-            ("-".to_string(), "-".to_string())
-        } else {
-            (
-                net_percent(case.bytes, t.micros, reference.floor_us, copy_gbps),
-                net_percent(case.bytes, queued, reference.floor_queued_us, copy_gbps),
-            )
-        };
         println!(
-            "{:<20} {:<34} {:<30} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>6.1} {:>7.1} {:>7.1} {:>7} {:>7} {:>8} {:>9} {:>6}",
-            case.name,
-            case.shape,
-            case.config,
-            t.micros,
-            t.span_micros,
-            t.pipe_micros,
-            queued,
-            t.gbps,
-            100.0 * t.gbps / copy_gbps,
-            100.0 * case.bytes / (t.span_micros.max(1e-9) * 1e3) / copy_gbps,
-            100.0 * case.bytes / (t.pipe_micros.max(1e-9) * 1e3) / copy_gbps,
-            copy_q,
-            net,
-            net_queued,
-            gflops,
-            peak
+            "{}",
+            Row::new(&case, t, queued_us, baseline, args.peak_gflops)
         );
     }
     Ok(())
@@ -281,7 +196,13 @@ fn run_suite(
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let gpu = Gpu::open_default().context("opening the OpenCL device")?;
+    // Profiling on: the table reads each case's device time from its launches' events.
+    let gpu = Gpu::open_with(&GpuOptions {
+        selector: DeviceSelector::from_env(),
+        profiling: true,
+        ..GpuOptions::default()
+    })
+    .context("opening the OpenCL device")?;
     let caps = gpu.caps();
     println!(
         "device: {} ({}; {}; driver {}; {} CUs; fp16 {}; subgroups {})",
@@ -296,7 +217,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let copy_bytes =
         (args.copy_mib.max(1) << 20).min((caps.max_alloc_bytes / 2).max(1 << 20) as usize);
     let copy_gbps = copy_bandwidth(&gpu, copy_bytes, args.iters.clamp(5, 50))
-        .context("measuring copy bandwidth")?;
+        .context("measuring copy bandwidth")?
+        / 1e9;
     println!(
         "copy bandwidth (clEnqueueCopyBuffer, {} MiB, read+write bytes): {copy_gbps:.1} GB/s",
         copy_bytes >> 20
@@ -379,20 +301,16 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
         attention_contexts: args.att_contexts.clone(),
         attention_heads: args.att_heads,
     };
-    let floor_opts = SuiteOptions {
-        filter: vec!["launch_floor".into()],
-        ..SuiteOptions::default()
-    };
-    let queued = QueuedTimer::new(&gpu, copy_bytes).context("allocating the queued-launch copy")?;
-    let (mut floor_us, mut floor_pipe_us, mut floor_queued_us) = (0.0, 0.0, 0.0);
-    for mut case in cases(&gpu, &floor_opts).context("setting up the launch-floor case")? {
-        let t = time_case(&gpu, &mut case, args.warmup, args.iters)
-            .context("timing the launch floor")?;
-        (floor_us, floor_pipe_us) = (t.micros, t.pipe_micros);
-        floor_queued_us = queued
-            .micros(&mut case, QUEUED_LAUNCHES)
-            .context("timing queued launches")?;
-    }
+    let mut queued =
+        QueuedTimer::new(&gpu, copy_bytes).context("allocating the queued-launch copy")?;
+    let baseline = Baseline::measure(&gpu, copy_gbps, &mut queued, args.warmup, args.iters)
+        .context("timing the launch floor")?;
+    let Baseline {
+        floor_us,
+        floor_pipe_us,
+        floor_queued_us,
+        ..
+    } = baseline;
     println!(
         "launch floor (a 32-float add): {floor_us:.2} us by its event, {floor_pipe_us:.2} us back to back without \
          events, {floor_queued_us:.2} us device time per launch queued behind a {} MiB copy (the host out of the \
@@ -401,104 +319,19 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
          %copy, %copy-p and %copy-q are the measured figures\n",
         copy_bytes >> 20
     );
-    let reference = Reference {
-        copy_gbps,
-        queued,
-        floor_us,
-        floor_queued_us,
-    };
     if args.mv_timeline {
         return print_timelines(&gpu, &opts);
     }
-    header();
-    run_suite(&gpu, &opts, &args, &reference)?;
+    println!("{}", header());
+    run_suite(&gpu, &opts, &args, &mut queued, &baseline)?;
 
     if args.sweep {
-        println!("\nsweep: mat-vec geometries");
-        header();
-        for (wg, rows, fp_dequant, x_local_chunks, unroll) in [
-            (128, 8, false, 128, 1),
-            (128, 8, false, 128, 2),
-            (64, 8, false, 128, 2),
-            (64, 8, false, 0, 2),
-            (64, 4, false, 128, 2),
-            (128, 4, false, 128, 2),
-            (64, 8, true, 128, 2),
-            (32, 8, false, 128, 2),
-            (64, 8, false, 64, 4),
-        ] {
-            if wg > caps.max_work_group_size {
-                continue;
+        for sweep in sweeps(&gpu, &opts) {
+            println!("\nsweep: {}", sweep.title);
+            println!("{}", header());
+            for o in &sweep.runs {
+                run_suite(&gpu, o, &args, &mut queued, &baseline)?;
             }
-            let o = SuiteOptions {
-                filter: vec!["matvec_m0e4".into()],
-                matvec: Some(MatvecConfig {
-                    work_group: wg,
-                    rows_per_group: rows,
-                    fp_dequant,
-                    x_local_chunks,
-                    unroll,
-                    short_unroll: 0,
-                    cpu: None,
-                    ..default_mv
-                }),
-                matmul: None,
-                small: args.small,
-                dims: args.dims,
-                matvec_defines: args.mv_defines.clone(),
-                ..SuiteOptions::default()
-            };
-            run_suite(&gpu, &o, &args, &reference)?;
-        }
-        if default_mv.cpu.is_some() {
-            println!("\nsweep: CPU mat-vec geometries (rows per work-item x work-group)");
-            header();
-            for (rows_per_item, work_group) in
-                [(1, 1), (2, 1), (4, 1), (8, 1), (4, 4), (8, 4), (16, 1)]
-            {
-                let o = SuiteOptions {
-                    filter: vec!["matvec".into()],
-                    matvec: Some(MatvecConfig {
-                        cpu: Some(CpuMatvecGeometry {
-                            rows_per_item,
-                            work_group,
-                        }),
-                        ..default_mv
-                    }),
-                    small: args.small,
-                    dims: args.dims,
-                    matvec_defines: args.mv_defines.clone(),
-                    ..SuiteOptions::default()
-                };
-                run_suite(&gpu, &o, &args, &reference)?;
-            }
-        }
-        println!("\nsweep: mat-mat tilings");
-        header();
-        for tile in [
-            "64x64x4x4",
-            "64x128x4x8",
-            "64x128x4x8v",
-            "128x64x8x4",
-            "128x64x8x4v",
-            "128x128x8x8",
-            "128x128x8x8v",
-            "64x64x4x4v",
-        ] {
-            let c = parse_tile(tile)?;
-            if c.threads() > caps.max_work_group_size {
-                continue;
-            }
-            let o = SuiteOptions {
-                filter: vec!["matmul_m0e4".into()],
-                matvec: None,
-                matmul: Some(c),
-                small: args.small,
-                dims: args.dims,
-                matvec_defines: args.mv_defines.clone(),
-                ..SuiteOptions::default()
-            };
-            run_suite(&gpu, &o, &args, &reference)?;
         }
     }
     Ok(())
@@ -511,7 +344,7 @@ fn print_timelines(gpu: &Gpu, opts: &SuiteOptions) -> anyhow::Result<()> {
         "one cold launch per shape (median of 5): times in us from the first work-group's start; phases are \
          medians over work-groups (stage x / dot products with their loads / reduce and store)"
     );
-    for (rows, cols) in [(4096, 4096), (4096, 11008), (11008, 4096), (12288, 4096)] {
+    for (rows, cols) in TIMELINE_SHAPES {
         match matvec_timeline(gpu, opts.matvec, &defines, rows, cols, 5)
             .with_context(|| format!("timeline of {rows}x{cols}"))?
         {

@@ -614,24 +614,18 @@ impl TextCodec for crate::tokenizer::Tokenizer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::synthetic::BenchArch;
 
-    /// A toy-sized Llama with the bos (1) and eos (2) these tests script; the remaining fields,
-    /// which generation never reads, come from the Llama 2 config `tlite bench` uses rather than
-    /// being spelt out again.
+    /// The bundled tiny Llama's config (`fixtures/models/default`) with the vocabulary, context, bos (1) and eos
+    /// (2) these tests script; the remaining fields, which generation never reads, are that model's.
     fn config(vocab: usize) -> ModelConfig {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/default");
         ModelConfig {
-            hidden: 8,
-            ffn: 16,
-            layers: 1,
-            heads: 2,
-            kv_heads: 1,
-            head_dim: 4,
             vocab,
             max_ctx: 32,
             bos: Some(1),
             eos: vec![2],
-            ..BenchArch::Llama2_7b.config(None)
+            ..crate::model::load_config(&dir).unwrap()
         }
     }
 

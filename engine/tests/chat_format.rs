@@ -10,7 +10,6 @@ use engine::generate::{
     GenerateOptions, Generator, LanguageModel, StepOutput, StopReason, TextCodec, Want,
 };
 use engine::model::ModelConfig;
-use engine::synthetic::BenchArch;
 use engine::tokenizer::Tokenizer;
 use engine::EngineError;
 
@@ -298,6 +297,12 @@ fn llama2c_vocabularies_add_bos_one_and_end_on_two() {
 
 // ---- Generation with a real tokenizer and a scripted model ----
 
+/// The bundled tiny Llama's config (`fixtures/models/default`): the fields generation never reads.
+fn tiny_llama_config() -> ModelConfig {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/default");
+    engine::model::load_config(&dir).unwrap()
+}
+
 /// Answers every step with the next token of `reply`, whatever the prompt; records the prompt it was given.
 struct Scripted {
     config: ModelConfig,
@@ -314,7 +319,7 @@ impl Scripted {
                 max_ctx: 256,
                 bos: Some(1),
                 eos: vec![2],
-                ..BenchArch::Llama2_7b.config(Some(1))
+                ..tiny_llama_config()
             },
             reply,
             cache: Vec::new(),

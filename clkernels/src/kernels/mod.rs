@@ -16,17 +16,17 @@
 //! | attention | [`attention`] | causal GQA prefill/decode; decode over a short context in one work-group per head (no merge), longer ones split across the context and merged in the same launch; in-place K/V append (in decode, inside the attention launch with the rotary) |
 //! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add |
 //!
-//! [`profile_launches`] times every launch of a real workload on a queue opened with
-//! [`crate::runtime::GpuOptions::profiling`]; [`bench_suite`] is the per-kernel benchmark table.
+//! [`profile_launches`] times every launch of a real workload on a device opened with
+//! [`crate::runtime::GpuOptions::profiling`]; the benchmarks that use it live in the `bench` crate.
 
 pub mod attention;
-pub mod bench_suite;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod matvec;
 pub mod matvec_cpu;
 pub mod norm;
+mod profile;
 pub mod rope;
 pub mod sampling;
 
@@ -35,6 +35,8 @@ use std::sync::Mutex;
 use opencl3::kernel::Kernel;
 use opencl3::memory::ClMem;
 use opencl3::types::cl_mem;
+
+pub use profile::{profile_launches, LaunchTiming};
 
 use crate::runtime::{ClError, DeviceBuffer, Gpu, ProgramSource};
 
@@ -288,14 +290,14 @@ impl LockedKernel {
         if global.contains(&0) {
             return Ok(());
         }
-        let (queue, with_event) = profile::queue().unwrap_or((gpu.queue().get(), false));
-        if !with_event {
+        let queue = gpu.queue().get();
+        let Some(log) = gpu.launch_log().filter(|log| log.is_recording()) else {
             enqueue_without_event(queue, kernel.get(), &global, local)?;
             tracing::trace!(kernel = self.name, ?global, "enqueued");
             return Ok(());
-        }
+        };
         // SAFETY: the kernel's arguments are all set above; the size arrays live across the call; the queue is the
-        // device's own or the live profiling queue of `bench_suite`, both of the kernel's context.
+        // device's own, of the kernel's context.
         let event = unsafe {
             cl3::command_queue::enqueue_nd_range_kernel(
                 queue,
@@ -309,7 +311,7 @@ impl LockedKernel {
             )
         }
         .map_err(|e| ClError::from_code("clEnqueueNDRangeKernel", e))?;
-        profile::record(self.name, opencl3::event::Event::new(event));
+        log.push(self.name, opencl3::event::Event::new(event));
         tracing::trace!(kernel = self.name, ?global, "enqueued");
         Ok(())
     }
@@ -352,126 +354,6 @@ fn enqueue_without_event(
         )
         .into()),
     }
-}
-
-/// Per-thread redirection of launches to a profiling queue, so `bench_suite` can read each kernel's device time
-/// from its events without the launchers knowing (the runtime's queue has profiling off).
-pub(crate) mod profile {
-    use std::cell::RefCell;
-
-    use opencl3::event::Event;
-    use opencl3::types::cl_command_queue;
-
-    thread_local! {
-        static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
-    }
-
-    struct Sink {
-        queue: cl_command_queue,
-        /// `None`: launch without events (steady-state timing of back-to-back launches by wall clock).
-        events: Option<Vec<(&'static str, Event)>>,
-    }
-
-    /// Sends this thread's launches to `queue` and keeps their events, until [`stop`].
-    pub(crate) fn start(queue: cl_command_queue) {
-        SINK.with(|s| {
-            *s.borrow_mut() = Some(Sink {
-                queue,
-                events: Some(Vec::new()),
-            })
-        });
-    }
-
-    /// Sends this thread's launches to `queue` without asking for events, until [`stop`].
-    pub(crate) fn start_without_events(queue: cl_command_queue) {
-        SINK.with(|s| {
-            *s.borrow_mut() = Some(Sink {
-                queue,
-                events: None,
-            })
-        });
-    }
-
-    /// Stops redirecting; returns the events recorded since [`start`].
-    pub(crate) fn stop() -> Vec<Event> {
-        stop_named().into_iter().map(|(_, e)| e).collect()
-    }
-
-    /// As [`stop`], with the kernel name of each event.
-    pub(crate) fn stop_named() -> Vec<(&'static str, Event)> {
-        SINK.with(|s| {
-            s.borrow_mut()
-                .take()
-                .and_then(|sink| sink.events)
-                .unwrap_or_default()
-        })
-    }
-
-    /// The queue launches go to, and whether they should ask for an event.
-    pub(super) fn queue() -> Option<(cl_command_queue, bool)> {
-        SINK.with(|s| s.borrow().as_ref().map(|k| (k.queue, k.events.is_some())))
-    }
-
-    /// Start and end of a profiled command on the device's clock, nanoseconds.
-    pub(crate) fn device_times(event: &Event) -> Result<(u64, u64), crate::runtime::ClError> {
-        use crate::runtime::ClResultExt;
-        let start = event
-            .profiling_command_start()
-            .cl_call("clGetEventProfilingInfo")?;
-        let end = event
-            .profiling_command_end()
-            .cl_call("clGetEventProfilingInfo")?;
-        Ok((start, end))
-    }
-
-    pub(super) fn record(kernel: &'static str, event: Event) {
-        SINK.with(|s| {
-            if let Some(events) = s.borrow_mut().as_mut().and_then(|k| k.events.as_mut()) {
-                events.push((kernel, event));
-            }
-        });
-    }
-}
-
-/// Device time of one kernel launch recorded by [`profile_launches`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct LaunchTiming {
-    /// The kernel's name in its `.cl` file.
-    pub kernel: &'static str,
-    /// Start and end of its execution on the device's clock, nanoseconds.
-    pub start_ns: u64,
-    /// See `start_ns`.
-    pub end_ns: u64,
-}
-
-/// Runs `f` and returns the device time of every kernel it launched on this thread, in launch order: a
-/// per-kernel breakdown of a real workload (a decode step, say) with its own queue, so ordering with the
-/// workload's reads and writes is kept. The queue of `gpu` must have been opened with
-/// [`crate::runtime::GpuOptions::profiling`]; each launch then asks for an event, which costs host time.
-pub fn profile_launches<T>(
-    gpu: &Gpu,
-    f: impl FnOnce() -> T,
-) -> Result<(T, Vec<LaunchTiming>), KernelError> {
-    if !gpu.profiling() {
-        return Err(shape_error(
-            "profile_launches",
-            "the device was opened without profiling (GpuOptions::profiling)",
-        ));
-    }
-    profile::start(gpu.queue().get());
-    let out = f();
-    let events = profile::stop_named();
-    gpu.finish()?;
-    let mut timings = Vec::with_capacity(events.len());
-    for (kernel, e) in events {
-        let (start_ns, end_ns) = profile::device_times(&e)?;
-        timings.push(LaunchTiming {
-            kernel,
-            start_ns,
-            end_ns,
-        });
-    }
-    Ok((out, timings))
 }
 
 /// The largest power of two `<= limit` and `<= want` (at least 1): local sizes for the tree reductions.

@@ -106,6 +106,33 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
             .cl_call("clWaitForEvents")
     }
 
+    /// Enqueues a device-side copy of the whole buffer into the start of `dst` (does not wait; ordered with the
+    /// kernels on `gpu`'s in-order queue).
+    pub fn copy_to(&self, gpu: &Gpu, dst: &mut DeviceBuffer<T>) -> Result<(), ClError> {
+        if dst.len < self.len {
+            return Err(ClError::LengthMismatch {
+                call: "DeviceBuffer::copy_to",
+                expected: self.len,
+                got: dst.len,
+            });
+        }
+        // SAFETY: two live buffers of `gpu`'s context; the destination holds at least the copied bytes.
+        let event = unsafe {
+            gpu.queue().enqueue_copy_buffer(
+                &self.buffer,
+                &mut dst.buffer,
+                0,
+                0,
+                self.byte_len(),
+                &[],
+            )
+        }
+        .cl_call("clEnqueueCopyBuffer")?;
+        // Releasing the event does not wait for the copy.
+        drop(event);
+        Ok(())
+    }
+
     /// Length in elements.
     pub fn len(&self) -> usize {
         self.len

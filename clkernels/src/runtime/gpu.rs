@@ -14,7 +14,7 @@ use crate::runtime::cache::{BinaryCache, CacheKey, CachePolicy, Rejection};
 use crate::runtime::device::{list_devices, select};
 use crate::runtime::priority::{self, PerfHint, PriorityReport, QueuePriority};
 use crate::runtime::program::{build_options, BuildOrigin, BuildStats, ProgramSource};
-use crate::runtime::{Capabilities, ClError, ClResultExt, DeviceSelector};
+use crate::runtime::{Capabilities, ClError, ClResultExt, DeviceSelector, LaunchLog};
 
 /// How to open a device.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +28,8 @@ pub struct GpuOptions {
     /// Where compiled programs are cached.
     pub cache: CachePolicy,
     /// Open the queue with profiling on, so [`crate::kernels::profile_launches`] can time each launch of a
-    /// real workload in order (costs host time per launch only while a profile is being recorded).
+    /// real workload in order (launches ask for an event, which costs host time, only while a profile is being
+    /// recorded).
     pub profiling: bool,
     /// Whether compiled programs are read back into tlite's cache.
     pub readback: BinaryReadback,
@@ -81,7 +82,8 @@ struct Inner {
     disk_hits: AtomicUsize,
     memory_hits: AtomicUsize,
     rejected_entries: AtomicUsize,
-    profiling: bool,
+    /// Present when the queue was opened with profiling.
+    launch_log: Option<LaunchLog>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -180,7 +182,7 @@ impl Gpu {
                 priority: report,
                 cache: options.cache.resolve().map(BinaryCache::new),
                 compiled: AtomicUsize::new(0),
-                profiling: options.profiling,
+                launch_log: options.profiling.then(LaunchLog::default),
                 disk_hits: AtomicUsize::new(0),
                 memory_hits: AtomicUsize::new(0),
                 rejected_entries: AtomicUsize::new(0),
@@ -200,7 +202,12 @@ impl Gpu {
 
     /// Whether the queue was opened with profiling ([`GpuOptions::profiling`]).
     pub fn profiling(&self) -> bool {
-        self.inner.profiling
+        self.inner.launch_log.is_some()
+    }
+
+    /// Where launches on this device's queue are recorded while a profile is taken (`None` without profiling).
+    pub(crate) fn launch_log(&self) -> Option<&LaunchLog> {
+        self.inner.launch_log.as_ref()
     }
 
     /// The one in-order command queue.

@@ -124,6 +124,21 @@ fn buffers_round_trip_and_fill() {
             ..
         })
     ));
+    // A device copy lands at the start of a longer buffer and leaves its tail alone; a shorter one is refused.
+    let mut longer = DeviceBuffer::from_slice(&gpu, &random_vec(800)).unwrap();
+    let tail = longer.read(&gpu).unwrap()[777..].to_vec();
+    let source = DeviceBuffer::from_slice(&gpu, &other).unwrap();
+    source.copy_to(&gpu, &mut longer).unwrap();
+    let copied = longer.read(&gpu).unwrap();
+    assert_eq!((&copied[..777], &copied[777..]), (&other[..], &tail[..]));
+    assert!(matches!(
+        longer.copy_to(&gpu, &mut buf),
+        Err(ClError::LengthMismatch {
+            expected: 800,
+            got: 777,
+            ..
+        })
+    ));
     assert!(matches!(
         DeviceBuffer::<f32>::new(&gpu, 0),
         Err(ClError::InvalidBufferSize { .. })

@@ -2,12 +2,19 @@
 //! on the device, and its figures are finite and positive (speeds are printed by `tlite bench`, never asserted).
 #![allow(clippy::unwrap_used)]
 
-use clkernels::runtime::Gpu;
-use engine::synthetic::{copy_bandwidth, run_bench, synthetic_model, BenchArch};
+use bench::copy_bandwidth;
+use bench::end_to_end::{run_bench, synthetic_model, BenchArch, StepProfile};
+use clkernels::runtime::{DeviceSelector, Gpu, GpuOptions};
 
 #[test]
 fn published_shapes_are_valid_and_shrink() {
-    for name in ["llama2-7b", "gemma-2b", "qwen1.5-4b", "chatglm2-6b"] {
+    for name in [
+        "llama2-7b",
+        "gemma-2b",
+        "qwen1.5-4b",
+        "chatglm2-6b",
+        "smollm2-135m",
+    ] {
         let arch: BenchArch = name.parse().unwrap();
         let c = arch.config(None);
         c.validate().unwrap();
@@ -53,4 +60,30 @@ fn a_small_synthetic_model_runs_end_to_end() {
         untied.weights.lm_head.as_ref().map(|t| t.dtype_name()),
         Some("m0e4")
     );
+}
+
+#[test]
+fn a_device_opened_with_profiling_reports_every_launch_of_one_decode_step() {
+    let mut config = BenchArch::Smollm2_135m.config(Some(2));
+    (config.hidden, config.ffn, config.vocab) = (192, 512, 300);
+    (config.heads, config.kv_heads, config.head_dim) = (3, 1, 64);
+    let model = synthetic_model(&config, fp4::GroupSize::G32, 5, false).unwrap();
+    let gpu = Gpu::open_with(&GpuOptions {
+        selector: DeviceSelector::from_env(),
+        profiling: true,
+        ..GpuOptions::default()
+    })
+    .unwrap();
+    let r = run_bench(gpu, &model, 5, 3, 8).unwrap();
+    let p = StepProfile::of(&r.decode_profile).unwrap();
+    // At least one launch per layer, all of them inside the span.
+    assert!(p.launches >= config.layers, "{p:?}");
+    assert!(p.busy_ns <= p.span_ns, "{p:?}");
+    assert_eq!(
+        p.kernels.iter().map(|k| k.launches).sum::<usize>(),
+        p.launches
+    );
+    // Without profiling there is no per-launch record.
+    let r = run_bench(Gpu::open_default().unwrap(), &model, 5, 3, 8).unwrap();
+    assert!(r.decode_profile.is_empty());
 }

@@ -1,0 +1,130 @@
+//! [`BenchArch`]: the published shapes of the checkpoints `tlite bench` imitates.
+
+use engine::model::{Activation, Architecture, ModelConfig, RopeStyle};
+
+/// Model shapes `tlite bench` knows (the published configurations of these checkpoints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchArch {
+    /// Llama 2 7B: 32 layers, hidden 4096, ffn 11008, 32 heads, vocab 32000.
+    Llama2_7b,
+    /// Gemma 2B: 18 layers, hidden 2048, ffn 16384, 8 heads of 256, one KV head, vocab 256000, GeGLU, tied.
+    Gemma2b,
+    /// Qwen1.5 4B: 40 layers, hidden 2560, ffn 6912, 20 heads, vocab 151936, QKV bias.
+    Qwen15_4b,
+    /// ChatGLM2 6B: 28 layers, hidden 4096, ffn 13696, 32 heads, 2 KV groups, vocab 65024, QKV bias, rotary on half
+    /// of each head (run here as a Llama-style decoder of the same shapes).
+    Chatglm2_6b,
+    /// SmolLM2 135M: 30 layers, hidden 576, ffn 1536, 9 heads of 64, 3 KV heads, vocab 49152, tied.
+    Smollm2_135m,
+}
+
+impl std::str::FromStr for BenchArch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "llama2-7b" => Ok(Self::Llama2_7b),
+            "gemma-2b" => Ok(Self::Gemma2b),
+            "qwen1.5-4b" => Ok(Self::Qwen15_4b),
+            "chatglm2-6b" => Ok(Self::Chatglm2_6b),
+            "smollm2-135m" => Ok(Self::Smollm2_135m),
+            other => Err(format!(
+                "unknown shape `{other}` (expected llama2-7b, gemma-2b, qwen1.5-4b, chatglm2-6b or smollm2-135m)"
+            )),
+        }
+    }
+}
+
+impl BenchArch {
+    /// The configuration of these shapes, with `layers` decoder layers when given (a smaller smoke run).
+    pub fn config(self, layers: Option<usize>) -> ModelConfig {
+        let base = ModelConfig {
+            arch: Architecture::Llama,
+            hidden: 4096,
+            ffn: 11008,
+            layers: 32,
+            heads: 32,
+            kv_heads: 32,
+            head_dim: 128,
+            vocab: 32000,
+            max_ctx: 4096,
+            norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_style: RopeStyle::HalfSplit,
+            rope_scaling: None,
+            partial_rotary: 1.0,
+            tied_embeddings: false,
+            qkv_bias: false,
+            activation: Activation::Silu,
+            norm_plus_one: false,
+            embed_scale: None,
+            bos: Some(1),
+            eos: vec![2],
+        };
+        let mut c = match self {
+            Self::Llama2_7b => base,
+            Self::Gemma2b => ModelConfig {
+                arch: Architecture::Gemma,
+                hidden: 2048,
+                ffn: 16384,
+                layers: 18,
+                heads: 8,
+                kv_heads: 1,
+                head_dim: 256,
+                vocab: 256000,
+                max_ctx: 8192,
+                norm_eps: 1e-6,
+                tied_embeddings: true,
+                activation: Activation::GeluTanh,
+                norm_plus_one: true,
+                embed_scale: Some((2048f32).sqrt()),
+                ..base
+            },
+            Self::Qwen15_4b => ModelConfig {
+                arch: Architecture::Qwen2,
+                hidden: 2560,
+                ffn: 6912,
+                layers: 40,
+                heads: 20,
+                kv_heads: 20,
+                head_dim: 128,
+                vocab: 151936,
+                max_ctx: 32768,
+                norm_eps: 1e-6,
+                rope_theta: 5_000_000.0,
+                qkv_bias: true,
+                ..base
+            },
+            Self::Chatglm2_6b => ModelConfig {
+                hidden: 4096,
+                ffn: 13696,
+                layers: 28,
+                heads: 32,
+                kv_heads: 2,
+                head_dim: 128,
+                vocab: 65024,
+                max_ctx: 32768,
+                rope_style: RopeStyle::Interleaved,
+                partial_rotary: 0.5,
+                qkv_bias: true,
+                ..base
+            },
+            Self::Smollm2_135m => ModelConfig {
+                hidden: 576,
+                ffn: 1536,
+                layers: 30,
+                heads: 9,
+                kv_heads: 3,
+                head_dim: 64,
+                vocab: 49152,
+                max_ctx: 8192,
+                rope_theta: 100_000.0,
+                tied_embeddings: true,
+                ..base
+            },
+        };
+        if let Some(n) = layers {
+            c.layers = n.max(1);
+        }
+        c
+    }
+}

@@ -1,0 +1,115 @@
+//! [`synthetic_model`]: a model of real shapes with random M0E4 weights (no tokenizer, no file), so
+//! `tlite bench` measures a 7B decoder without downloading one.
+
+use engine::model::{LayerWeights, Model, ModelConfig, ModelWeights, Tensor};
+use engine::EngineError;
+use fp4::{GroupSize, M0e4Matrix, MatrixShape};
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use rayon::prelude::*;
+
+fn random_m0e4(
+    rng: &mut StdRng,
+    rows: usize,
+    cols: usize,
+    group: GroupSize,
+) -> Result<Tensor, EngineError> {
+    let mut codes = vec![0u8; rows * cols / 2];
+    rng.fill_bytes(&mut codes);
+    let groups = rows * (cols / group.len());
+    // w = s·(h − 1.5): zero-centred weights of magnitude ~s/2, small enough that activations stay finite.
+    let scales: Vec<f16> = (0..groups)
+        .map(|_| f16::from_f32(0.02 * (0.5 + rng.random::<f32>())))
+        .collect();
+    let offsets: Vec<f16> = scales
+        .iter()
+        .map(|s| f16::from_f32(-1.5 * s.to_f32()))
+        .collect();
+    Ok(Tensor::m0e4(M0e4Matrix::from_parts(
+        MatrixShape::new(rows, cols),
+        group,
+        codes,
+        scales,
+        offsets,
+    )?))
+}
+
+fn random_f16(rng: &mut StdRng, shape: Vec<usize>, amplitude: f32) -> Result<Tensor, EngineError> {
+    let n = shape.iter().product();
+    let v = (0..n)
+        .map(|_| f16::from_f32(amplitude * (rng.random::<f32>() * 2.0 - 1.0)))
+        .collect();
+    Tensor::f16(shape, v)
+}
+
+fn vector(n: usize, value: f32) -> Result<Tensor, EngineError> {
+    Tensor::f32(vec![n], vec![value; n])
+}
+
+/// A model of `config`'s shapes with random M0E4 linear layers (group `group`), an f16 embedding, and an f16
+/// output head unless `m0e4_head` (a tied head is the embedding, so it stays f16 either way). Matrices whose input
+/// width is not a multiple of the group stay f16, as the loader does.
+pub fn synthetic_model(
+    config: &ModelConfig,
+    group: GroupSize,
+    seed: u64,
+    m0e4_head: bool,
+) -> Result<Model, EngineError> {
+    config.validate()?;
+    let c = config;
+    let matrix = |rng: &mut StdRng, rows: usize, cols: usize| {
+        if cols.is_multiple_of(group.len()) {
+            random_m0e4(rng, rows, cols, group)
+        } else {
+            random_f16(rng, vec![rows, cols], 0.01)
+        }
+    };
+    let layers = (0..c.layers)
+        .into_par_iter()
+        .map(|i| {
+            let mut rng =
+                StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let bias = |rng: &mut StdRng, n: usize| -> Result<Option<Tensor>, EngineError> {
+                if c.qkv_bias {
+                    Ok(Some(Tensor::f32(
+                        vec![n],
+                        (0..n).map(|_| 0.01 * rng.random::<f32>()).collect(),
+                    )?))
+                } else {
+                    Ok(None)
+                }
+            };
+            Ok(LayerWeights {
+                attn_norm: vector(c.hidden, 1.0)?,
+                wq: matrix(&mut rng, c.q_dim(), c.hidden)?,
+                wk: matrix(&mut rng, c.kv_dim(), c.hidden)?,
+                wv: matrix(&mut rng, c.kv_dim(), c.hidden)?,
+                wo: matrix(&mut rng, c.hidden, c.q_dim())?,
+                bq: bias(&mut rng, c.q_dim())?,
+                bk: bias(&mut rng, c.kv_dim())?,
+                bv: bias(&mut rng, c.kv_dim())?,
+                ffn_norm: vector(c.hidden, 1.0)?,
+                w_gate: matrix(&mut rng, c.ffn, c.hidden)?,
+                w_up: matrix(&mut rng, c.ffn, c.hidden)?,
+                w_down: matrix(&mut rng, c.hidden, c.ffn)?,
+            })
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let embedding = random_f16(&mut rng, vec![c.vocab, c.hidden], 1.0)?;
+    let lm_head = match (c.tied_embeddings, m0e4_head) {
+        (true, _) => None,
+        (false, true) => Some(matrix(&mut rng, c.vocab, c.hidden)?),
+        (false, false) => Some(random_f16(&mut rng, vec![c.vocab, c.hidden], 0.02)?),
+    };
+    Ok(Model {
+        config: config.clone(),
+        weights: ModelWeights {
+            embedding,
+            layers,
+            final_norm: vector(c.hidden, 1.0)?,
+            lm_head,
+        },
+    })
+}
