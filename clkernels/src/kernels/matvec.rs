@@ -287,7 +287,7 @@ struct GpuM0e4Kernels {
 }
 
 /// The codes, scales and offsets buffers of `w`, as the first three arguments of a weight in every kernel.
-fn weight_args(w: &DeviceM0e4) -> [Arg; 3] {
+fn weight_args(w: &DeviceM0e4) -> [Arg<'static>; 3] {
     [(&w.codes).into(), (&w.scales).into(), (&w.offsets).into()]
 }
 
