@@ -25,10 +25,12 @@ pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod matvec;
-pub mod matvec_cpu;
 pub mod norm;
 pub mod rope;
 pub mod sampling;
+
+/// The CPU-device mat-vec kernels, by their older path ([`matvec::cpu`]).
+pub use matvec::cpu as matvec_cpu;
 
 use std::sync::Mutex;
 
@@ -38,19 +40,15 @@ use opencl3::types::cl_mem;
 
 use crate::runtime::{ClError, DeviceBuffer, Gpu, ProgramSource};
 
-/// Prepends the shared prelude (`common.cl`) to a family's source. `$file` is relative to `src/kernels/`, so a
-/// family in its own folder names it as `"attention/attention.cl"`.
+/// Prepends the shared prelude (`common.cl`) to a family's source files, in order. Paths are relative to
+/// `src/kernels/`, so a family in its own folder names them as `"attention/attention.cl"`.
 macro_rules! program_source {
-    ($name:literal, $file:literal) => {
+    ($name:literal, $($file:literal),+) => {
         $crate::runtime::ProgramSource {
             name: $name,
             source: concat!(
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/src/kernels/common.cl"
-                )),
-                "\n",
-                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/", $file))
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/common.cl")),
+                $("\n", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/", $file))),+
             ),
         }
     };

@@ -395,12 +395,11 @@ inline void mv_m0e4_body(global const uint4* codes, global const half* scales, g
 
 kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec_m0e4(global const uint4* codes, global const half* scales, global const half* offsets,
-                 global const float4* x, global float* y, global const float* residual, uint rows, uint chunks,
-                 uint cpg_shift, uint res_mode) {
+                 global const float4* x, global float* y, global const float* residual, const mv_params p) {
     local float red[MV_ROWS * MV_WG];
     MV_XL_DECL
-    mv_m0e4_body(codes, scales, offsets, x, y, residual, rows, chunks, cpg_shift, res_mode, false, x, 0.0f, 0.0f,
-                 red, MV_XL_ARG);
+    mv_m0e4_body(codes, scales, offsets, x, y, residual, p.rows, p.chunks, p.cpg_shift, p.res_mode, false, x, 0.0f,
+                 0.0f, red, MV_XL_ARG);
 }
 
 // y = W·(rmsnorm(x) * (nw + w_off)) (+ residual per res_mode): the decode step's norm fused into the mat-vec that
@@ -408,12 +407,11 @@ void matvec_m0e4(global const uint4* codes, global const half* scales, global co
 kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec_m0e4_normed(global const uint4* codes, global const half* scales, global const half* offsets,
                         global const float4* x, global const float4* nw, global float* y,
-                        global const float* residual, uint rows, uint chunks, uint cpg_shift, uint res_mode,
-                        float eps, float w_off) {
+                        global const float* residual, const mv_params p) {
     local float red[MV_ROWS * MV_WG];
     MV_XL_DECL
-    mv_m0e4_body(codes, scales, offsets, x, y, residual, rows, chunks, cpg_shift, res_mode, true, nw, eps, w_off,
-                 red, MV_XL_ARG);
+    mv_m0e4_body(codes, scales, offsets, x, y, residual, p.rows, p.chunks, p.cpg_shift, p.res_mode, true, nw, p.eps,
+                 p.w_off, red, MV_XL_ARG);
 }
 
 // out[row] = act(Wg[row]·x) * (Wu[row]·x): the gated feed-forward's gate and up projections in one launch
@@ -456,12 +454,11 @@ inline void mv_gate_up_body(global const uint4* g_codes, global const half* g_sc
 kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec_m0e4_gate_up(global const uint4* g_codes, global const half* g_scales, global const half* g_offsets,
                          global const uint4* u_codes, global const half* u_scales, global const half* u_offsets,
-                         global const float4* x, global float* out, uint rows, uint chunks, uint cpg_shift,
-                         uint act) {
+                         global const float4* x, global float* out, const mv_params p) {
     local float red[MV_ROWS * MV_WG];
     MV_XL_DECL
-    mv_gate_up_body(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, rows, chunks, cpg_shift, act,
-                    false, x, 0.0f, 0.0f, red, MV_XL_ARG);
+    mv_gate_up_body(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, p.rows, p.chunks,
+                    p.cpg_shift, p.act, false, x, 0.0f, 0.0f, red, MV_XL_ARG);
 }
 
 // The gate+up launch with the feed-forward's RMSNorm fused in front of it.
@@ -469,19 +466,19 @@ kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec_m0e4_gate_up_normed(global const uint4* g_codes, global const half* g_scales,
                                 global const half* g_offsets, global const uint4* u_codes,
                                 global const half* u_scales, global const half* u_offsets, global const float4* x,
-                                global const float4* nw, global float* out, uint rows, uint chunks, uint cpg_shift,
-                                uint act, float eps, float w_off) {
+                                global const float4* nw, global float* out, const mv_params p) {
     local float red[MV_ROWS * MV_WG];
     MV_XL_DECL
-    mv_gate_up_body(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, rows, chunks, cpg_shift, act,
-                    true, nw, eps, w_off, red, MV_XL_ARG);
+    mv_gate_up_body(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, p.rows, p.chunks,
+                    p.cpg_shift, p.act, true, nw, p.eps, p.w_off, red, MV_XL_ARG);
 }
 
 // y[row] = W[row]·x (+ residual) for f16 weights [rows][cols], cols a multiple of 8: each load is 16 bytes.
 kernel TL_QCOM_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec_f16(global const half* w, global const float4* x, global float* y, global const float* residual,
-                uint rows, uint cols, uint res_mode) {
+                const mv_f16_params p) {
     local float red[MV_ROWS * MV_WG];
+    const uint rows = p.rows, cols = p.cols, res_mode = p.res_mode;
     const uint row0 = get_group_id(0) * MV_ROWS;
     const uint chunks = cols / 8;
     float acc[MV_ROWS];
