@@ -49,7 +49,7 @@ pub struct SuiteOptions {
     pub attention_split: Option<SplitPolicy>,
     /// Attention kernel choice (the default when `None`).
     pub attention_walk: Option<AttentionWalk>,
-    /// Extra compiler defines for the attention program, as `matvec_defines` (e.g. `ATT_DIAG_NO_KV`).
+    /// Extra compiler defines for the attention program, as `matvec_defines` (e.g. `ATT_MERGE=4`).
     pub attention_defines: Vec<String>,
     /// Decode attention contexts to time (192 and a long one when empty).
     pub attention_contexts: Vec<usize>,
@@ -440,17 +440,16 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
     if mv_names.iter().any(|n| wanted(opts, n)) {
         let config = opts.matvec.unwrap_or_else(|| MatvecConfig::for_gpu(gpu));
         let defines = opts.matvec_define_pairs();
-        let mv = std::rc::Rc::new(MatvecM0e4::with_defines(gpu, config, &defines)?);
+        let mv = std::rc::Rc::new(MatvecM0e4::with_diagnostics(gpu, config, &defines)?);
         let cfg = mv.config();
         let cfg_text = match cfg.cpu {
             Some(g) => format!("cpu rows {} wg {}", g.rows_per_item, g.work_group),
             None => format!(
-                "wg {} rows {}{}{}{}{}{}{}{}",
+                "wg {} rows {}{}{}{}{}{}{}",
                 cfg.work_group,
                 cfg.rows_per_group,
                 if cfg.half_math { " half" } else { "" },
                 if mv.uses_warp_shuffle() { " shfl" } else { "" },
-                if cfg.fp_dequant { " fpdq" } else { "" },
                 if cfg.x_local_chunks > 0 {
                     format!(" xl{}", cfg.x_local_chunks)
                 } else {
@@ -856,7 +855,7 @@ pub fn matvec_timeline(
     let mut all: Vec<(&str, &str)> = defines.to_vec();
     all.push(("MV_DIAG_TIMES", "1"));
     let config = config.unwrap_or_else(|| MatvecConfig::for_gpu(gpu));
-    let mv = MatvecM0e4::with_defines(gpu, config, &all)?;
+    let mv = MatvecM0e4::with_diagnostics(gpu, config, &all)?;
     let mut rng = Xorshift(0x5DEE_CE66_D1CE_4E5B);
     let ws = cold_copies(gpu, &synthetic_m0e4(&mut rng, rows, cols, GroupSize::G32)?)?;
     let x = DeviceBuffer::from_slice(gpu, &rng.floats(cols))?;

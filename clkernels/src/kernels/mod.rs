@@ -16,6 +16,16 @@
 //! | attention | [`attention`] | causal GQA prefill/decode; decode over a short context in one work-group per head (no merge), longer ones split across the context and merged in the same launch; in-place K/V append (in decode, inside the attention launch with the rotary) |
 //! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add |
 //!
+//! The largest families (attention, mat-vec) are folders that keep apart choosing a build (pure functions,
+//! unit-tested without a device), checking a call into the kernel's `#[repr(C)]` parameter struct, compiling, and
+//! launching. Every launch checks its argument count against the kernel's `CL_KERNEL_NUM_ARGS`.
+//!
+//! Vendor code is fenced in `vendor/`: `nvidia.cl` (all inline PTX), `adreno.cl` (qcom sub-group built-ins),
+//! `khr_subgroups.cl` (the khr/intel sub-group built-ins Mali and Intel use), each compiled only for its devices, and
+//! `portable.cl` with the portable definitions of the helpers they may replace. `common.cl` holds what every family
+//! shares (M0E4 recipe, reductions, rotary, gated activations); `diag.cl` holds benchmark diagnostics, which only
+//! [`matvec::MatvecM0e4::with_diagnostics`] includes.
+//!
 //! [`profile_launches`] times every launch of a real workload on a queue opened with
 //! [`crate::runtime::GpuOptions::profiling`]; [`bench_suite`] is the per-kernel benchmark table.
 
@@ -40,13 +50,22 @@ use opencl3::types::cl_mem;
 
 use crate::runtime::{ClError, DeviceBuffer, Gpu, ProgramSource};
 
-/// Prepends the shared prelude (`common.cl`) to a family's source files, in order. Paths are relative to
+/// A family's program: the vendor files (each compiled only for its devices, see `vendor/`), their portable
+/// fallbacks, the shared prelude (`common.cl`), then the family's source files in order. Paths are relative to
 /// `src/kernels/`, so a family in its own folder names them as `"attention/attention.cl"`.
 macro_rules! program_source {
     ($name:literal, $($file:literal),+) => {
         $crate::runtime::ProgramSource {
             name: $name,
             source: concat!(
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/vendor/nvidia.cl")),
+                "\n",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/vendor/khr_subgroups.cl")),
+                "\n",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/vendor/adreno.cl")),
+                "\n",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/vendor/portable.cl")),
+                "\n",
                 include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/common.cl")),
                 $("\n", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/", $file))),+
             ),
@@ -268,10 +287,11 @@ impl LockedKernel {
         kernel.get_work_group_size(gpu.device().id()).unwrap_or(0)
     }
 
-    /// As [`LockedKernel::build`], adding `TLITE_NV_SHFL` (warp reductions through inline PTX) on NVIDIA when
-    /// `want` is set, and falling back to the portable build if the driver refuses it. Returns whether the
-    /// shuffle build is in use. The kernel's work-groups must be whole warps (multiples of 32).
-    pub(crate) fn build_with_warp_shuffle(
+    /// As [`LockedKernel::build`], adding `TLITE_NV_PTX` (the inline PTX of `vendor/nvidia.cl`: warp-shuffle
+    /// reductions, half conversions, loads that skip L1, packed-f16 products) on NVIDIA when `want` is set, and
+    /// falling back to the portable build if the driver refuses it. Returns whether the PTX build is in use. The
+    /// kernel's work-groups must be whole warps (multiples of 32).
+    pub(crate) fn build_with_nv_ptx(
         gpu: &Gpu,
         src: &ProgramSource,
         defines: &[(&str, &str)],
@@ -279,12 +299,12 @@ impl LockedKernel {
         want: bool,
     ) -> Result<(Self, bool), KernelError> {
         if want && gpu.caps().vendor_family == crate::runtime::VendorFamily::Nvidia {
-            let mut with_shfl = defines.to_vec();
-            with_shfl.push(("TLITE_NV_SHFL", "1"));
-            match Self::build(gpu, src, &with_shfl, name) {
+            let mut with_ptx = defines.to_vec();
+            with_ptx.push(("TLITE_NV_PTX", "1"));
+            match Self::build(gpu, src, &with_ptx, name) {
                 Ok(k) => return Ok((k, true)),
                 Err(err) => {
-                    tracing::warn!(%err, kernel = name, "NVIDIA warp-shuffle build failed; using the local-memory tree")
+                    tracing::warn!(%err, kernel = name, "NVIDIA inline-PTX build failed; using the portable build")
                 }
             }
         }

@@ -60,23 +60,10 @@ typedef half kv_t;
 #ifdef TLITE_HAS_FP16
 #define KV_LOAD8(p, i) vload_half8(0, (p) + (i))
 #else
-// Two halves of a word to f32 without cl_khr_fp16: sign, exponent and mantissa move into place with a shift and a
-// mask, and one multiply by 2^112 rebiases the exponent (exact for normal halves, and for subnormal ones where
-// f32 subnormals are kept; inf and nan, which a working cache never holds, read back as +-65536).
-inline float2 kv_half2_from_bits(uint w) {
-#if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(ATT_NO_NV_CVT)
-    // NVIDIA (built only where its inline PTX is accepted): one conversion instruction per half instead of the
-    // five-operation recipe below, which made decode attention's dot products ALU-bound on its few SMs.
-    return tl_nv_half2_to_float2(w);
-#else
-    const uint lo = ((w << 13) & 0x0FFFE000u) | ((w << 16) & 0x80000000u);
-    const uint hi = ((w >> 3) & 0x0FFFE000u) | (w & 0x80000000u);
-    return (float2)(as_float(lo), as_float(hi)) * 0x1.0p112f;
-#endif
-}
+// Without cl_khr_fp16: tl_half2_to_float2 (a bit recipe, or one conversion per half on NVIDIA).
 inline float8 kv_half8_from_bits(uint4 w) {
-    return (float8)(kv_half2_from_bits(w.x), kv_half2_from_bits(w.y), kv_half2_from_bits(w.z),
-                    kv_half2_from_bits(w.w));
+    return (float8)(tl_half2_to_float2(w.x), tl_half2_to_float2(w.y), tl_half2_to_float2(w.z),
+                    tl_half2_to_float2(w.w));
 }
 #define KV_LOAD8(p, i) kv_half8_from_bits(*(global const uint4*)((p) + (i)))
 #endif
@@ -86,43 +73,6 @@ typedef float kv_t;
 #define KV_LOAD8(p, i) (float8)(*(global const float4*)((p) + (i)), *(global const float4*)((p) + (i) + 4))
 #define KV_STORE(v, p, i) ((p)[(i)] = (v))
 #endif
-
-// Rotary pairing of element d (< rotary_dim): its partner, whether it is the first of the pair, and the pair's
-// frequency index i (frequency theta^(-2i / rotary_dim)). Style 0 pairs (2i, 2i + 1), style 1 (i, i + rotary_dim / 2).
-inline uint kv_rotary_partner(uint d, uint rotary_dim, uint style, bool* first, uint* i) {
-    const uint half_rd = rotary_dim / 2;
-    if (style == 0) {
-        *i = d / 2;
-        *first = (d & 1) == 0;
-        return d ^ 1;
-    }
-    *first = d < half_rd;
-    *i = *first ? d : d - half_rd;
-    return *first ? d + half_rd : d - half_rd;
-}
-
-// Element `val` of a pair rotated by the angle with cosine c and sine sn, `other` being its partner.
-inline float kv_rotate(float val, float other, bool first, float c, float sn) {
-    return first ? val * c - other * sn : other * sn + val * c;
-}
-
-// Sine and cosine of pair i's angle at position pos.
-inline float kv_angle(uint i, uint rotary_dim, float log2_theta, float pos, float* c) {
-    const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
-    const float2 cs = tl_cos_sin(pos * freq);
-    *c = cs.x;
-    return cs.y;
-}
-
-// Element d (< rotary_dim) of one head row after rotary embedding at position pos.
-inline float kv_rotated(global const float* head, uint d, uint rotary_dim, float log2_theta, float pos, uint style) {
-    bool first;
-    uint i;
-    const uint partner = kv_rotary_partner(d, rotary_dim, style, &first, &i);
-    float c;
-    const float sn = kv_angle(i, rotary_dim, log2_theta, pos, &c);
-    return kv_rotate(head[d], head[partner], first, c, sn);
-}
 
 // The work-group's query head into qs, times scale (rotated at position p_new when fresh); with has_fresh also
 // the fresh token's key (rotated) and value, rounded to the cache's element type as a cache read would return
@@ -149,7 +99,7 @@ inline void attn_stage_query(global const float* q, global kv_t* k, global kv_t*
         const bool rotated = fresh != 0 && d < rotary_dim;
         first[j] = true;
         pair[j] = 0;
-        const uint partner = rotated ? kv_rotary_partner(d, rotary_dim, p.rope_style, &first[j], &pair[j]) : d;
+        const uint partner = rotated ? tl_rope_partner(d, rotary_dim, p.rope_style, &first[j], &pair[j]) : d;
         if (d < head_dim) {
             qa[j] = qh[d];
             qb[j] = qh[partner];
@@ -168,10 +118,9 @@ inline void attn_stage_query(global const float* q, global kv_t* k, global kv_t*
         if (d >= head_dim) continue;
         float qv = qa[j], kv = ka[j];
         if (fresh != 0 && d < rotary_dim) {
-            float c;
-            const float sn = kv_angle(pair[j], rotary_dim, p.log2_theta, pos, &c);
-            qv = kv_rotate(qa[j], qb[j], first[j], c, sn);
-            kv = kv_rotate(ka[j], kb[j], first[j], c, sn);
+            const float2 cs = tl_rope_cos_sin(pos, pair[j], rotary_dim, p.log2_theta);
+            qv = tl_rope_rotate(qa[j], qb[j], first[j], cs);
+            kv = tl_rope_rotate(ka[j], kb[j], first[j], cs);
         }
         qs[d] = qv * p.scale;
         if (has_fresh) {
@@ -213,10 +162,6 @@ inline void attn_finish(const float* o, float m, float l, size_t th, uint s, uin
         if (d < head_dim) part_o[ps_idx * head_dim + d] = o[i];
     }
     if (lid == 0) part_ml[ps_idx] = (float2)(m, l);
-#ifdef ATT_DIAG_NO_MERGE
-    // Diagnostic (bench-kernels --att-define): partials only, no count and no merge; the output is not written.
-    return;
-#endif
     mem_fence(CLK_GLOBAL_MEM_FENCE);
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     if (lid == 0) *is_last = atomic_inc(&counters[th]) == splits - 1;
@@ -433,13 +378,8 @@ void attn_partial(global const float* q, global kv_t* k, global kv_t* v, global 
 // A cache row's 8 elements as loaded (kv_raw8: four words of halves, or eight floats) and as eight floats.
 #ifdef KV_F16
 typedef uint4 kv_raw8;
-#if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(ATT_NV_PLAIN_LD)
-// A step reads each cache row once: on NVIDIA without allocating L1 lines (H100, 32x32x128: ctx 192 8.1 -> 7.6 us,
-// 4096 35.8 -> 34.4 us; Gemma's 8x1x256 unchanged; bench/RESULTS.md). ATT_NV_PLAIN_LD restores plain loads.
-#define KV_RAW_LOAD8(p, i) tl_nv_ld_once((global const uint4*)((p) + (i)))
-#else
-#define KV_RAW_LOAD8(p, i) (*(global const uint4*)((p) + (i)))
-#endif
+// A step reads each cache row once: tl_load_once_u4 (on NVIDIA a load that allocates no L1 line).
+#define KV_RAW_LOAD8(p, i) tl_load_once_u4((global const uint4*)((p) + (i)))
 #ifdef TLITE_HAS_FP16
 #define KV_RAW_F8(r) convert_float8(as_half8(r))
 #else
@@ -504,14 +444,8 @@ void attn_rows(global const float* q, global kv_t* k, global kv_t* v, global flo
         for (uint i = 0; i < ATT_ROWS; ++i) {
             const uint row = base + g + i * ng;
             if (row < end_cached) {
-#ifdef ATT_DIAG_NO_KV
-                // Diagnostic: no cache reads (results wrong), to show what the K/V round trip costs.
-                kr[i] = (kv_raw8)(row);
-                vr[i] = (kv_raw8)(row + 1);
-#else
                 kr[i] = KV_RAW_LOAD8(kp, (size_t)row * pos_stride);
                 vr[i] = KV_RAW_LOAD8(vp, (size_t)row * pos_stride);
-#endif
             }
         }
         if (base == start)
@@ -602,7 +536,7 @@ kernel void kv_write(global const float* src, global kv_t* dst, const kv_write_p
     const uint d = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
     const size_t sh = src_off + (size_t)t * src_stride + (size_t)h * head_dim;
     float val = src[sh + d];
-    if (d < rotary_dim) val = kv_rotated(src + sh, d, rotary_dim, log2_theta, (float)(past + t), style);
+    if (d < rotary_dim) val = tl_rope_element(src + sh, d, rotary_dim, log2_theta, (float)(past + t), style);
     KV_STORE(val, dst, dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d);
 }
 
@@ -630,15 +564,8 @@ kernel void qkv_rope_write(global float* qkv, global kv_t* k_dst, global kv_t* v
     const float pos = (float)(past + t);
     if (r < heads) {
         if (d < half_rd) {
-            const float freq = exp2(-(float)(2 * d) / (float)rotary_dim * log2_theta);
-            const float2 cs = tl_cos_sin(pos * freq);
-            const float c = cs.x, sn = cs.y;
-            const uint a = style == 0 ? 2 * d : d;
-            const uint b = style == 0 ? 2 * d + 1 : d + half_rd;
             global float* head = qkv + q_off + (size_t)t * stride + (size_t)r * head_dim;
-            const float x0 = head[a], x1 = head[b];
-            head[a] = x0 * c - x1 * sn;
-            head[b] = x0 * sn + x1 * c;
+            tl_rope_rotate_pair(head, d, rotary_dim, style, tl_rope_cos_sin(pos, d, rotary_dim, log2_theta));
         }
         return;
     }
@@ -646,7 +573,7 @@ kernel void qkv_rope_write(global float* qkv, global kv_t* k_dst, global kv_t* v
     const uint h = is_v ? r - heads - kv_heads : r - heads;
     const size_t sh = (is_v ? v_off : k_off) + (size_t)t * stride + (size_t)h * head_dim;
     float val = qkv[sh + d];
-    if (!is_v && d < rotary_dim) val = kv_rotated(qkv + sh, d, rotary_dim, log2_theta, pos, style);
+    if (!is_v && d < rotary_dim) val = tl_rope_element(qkv + sh, d, rotary_dim, log2_theta, pos, style);
     const size_t di = dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d;
     if (is_v) {
         KV_STORE(val, v_dst, di);

@@ -125,7 +125,7 @@ impl AttentionBuilds {
         let split = |f16| defines(wg.as_str(), rows.as_str(), f16);
         // The softmax's work-group maximum and sum through warp shuffles where NVIDIA's compiler takes them.
         let shuffled = |defines: &[(&str, &str)], name| {
-            LockedKernel::build_with_warp_shuffle(gpu, &SOURCE, defines, name, true)
+            LockedKernel::build_with_nv_ptx(gpu, &SOURCE, defines, name, true)
                 .map(|(kernel, _)| kernel)
         };
         let plain = |f16, name| LockedKernel::build(gpu, &SOURCE, &split(f16), name);

@@ -5,12 +5,22 @@ use super::choose::{m0e4_builds, M0e4Build};
 use super::config::MatvecConfig;
 use crate::runtime::{Gpu, ProgramSource};
 
-const SOURCE: ProgramSource = program_source!("matvec", "matvec/params.cl", "matvec/matvec.cl");
+/// The program the engine runs.
+pub(super) const SOURCE: ProgramSource =
+    program_source!("matvec", "matvec/params.cl", "matvec/matvec.cl");
+/// The same with `diag.cl`'s diagnostics available (benchmarks only).
+pub(super) const DIAG_SOURCE: ProgramSource = program_source!(
+    "matvec_diag",
+    "matvec/params.cl",
+    "diag.cl",
+    "matvec/matvec.cl"
+);
 
-/// Builds kernel `name` of `matvec.cl` at `config` with `extra` defines; returns it and whether it is the NVIDIA
-/// warp-shuffle build.
+/// Builds kernel `name` of `source` at `config` with `extra` defines; returns it and whether it is the NVIDIA
+/// inline-PTX build.
 pub(super) fn build(
     gpu: &Gpu,
+    source: &ProgramSource,
     config: &MatvecConfig,
     extra: &[(&str, &str)],
     name: &'static str,
@@ -19,7 +29,7 @@ pub(super) fn build(
     let owned = config.defines();
     let mut defines: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     defines.extend_from_slice(extra);
-    LockedKernel::build_with_warp_shuffle(gpu, &SOURCE, &defines, name, config.wants_warp_shuffle())
+    LockedKernel::build_with_nv_ptx(gpu, source, &defines, name, config.wants_warp_shuffle())
 }
 
 /// The M0E4 builds of one GPU geometry.
@@ -33,13 +43,15 @@ pub(super) struct GpuM0e4Builds {
 impl GpuM0e4Builds {
     pub(super) fn new(
         gpu: &Gpu,
+        source: &ProgramSource,
         config: &MatvecConfig,
         extra: &[(&str, &str)],
     ) -> Result<Self, KernelError> {
         let mut kernels = Vec::new();
         let mut warp_shuffle = true;
         for (which, geometry) in m0e4_builds(config) {
-            let (kernel, shuffled) = build(gpu, &geometry, extra, which.product.gpu_kernel())?;
+            let (kernel, shuffled) =
+                build(gpu, source, &geometry, extra, which.product.gpu_kernel())?;
             warp_shuffle &= shuffled;
             kernels.push((which, kernel));
         }

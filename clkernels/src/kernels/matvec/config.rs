@@ -21,8 +21,6 @@ pub struct MatvecConfig {
     /// On NVIDIA, reduce within warps by inline-PTX shuffles (its OpenCL has no sub-group extension); falls back
     /// to the local-memory tree if the driver refuses the inline assembly. Ignored on other vendors.
     pub warp_shuffle: bool,
-    /// Dequantise on the FP32 pipe (one AND-OR and one FADD per code instead of a shift and an AND-OR).
-    pub fp_dequant: bool,
     /// Stage the activations through local memory in tiles of this many 32-value chunks (0: read them from
     /// global memory in every work-item).
     pub x_local_chunks: usize,
@@ -96,7 +94,6 @@ impl MatvecConfig {
             tall_rows_per_group: if nvidia { 16.min(work_group) } else { 0 },
             half_math: device.fp16,
             warp_shuffle: true,
-            fp_dequant: false,
             x_local_chunks,
             // H100, cold weights: the 11008-wide down projection is faster with a 256-chunk tile
             // (bench/RESULTS.md).
@@ -137,9 +134,6 @@ impl MatvecConfig {
         ];
         if self.half_math {
             d.push(("TLITE_MV_HALF_MATH", "1".to_string()));
-        }
-        if self.fp_dequant {
-            d.push(("MV_FPDQ", "1".to_string()));
         }
         if self.unroll > 1 {
             d.push(("MV_UNROLL", self.unroll.to_string()));

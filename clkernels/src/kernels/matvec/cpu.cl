@@ -133,13 +133,7 @@ inline void mvc_gate_up(global const uchar* g_codes, global const half* g_scales
     float gate[MVC_ROWS], up[MVC_ROWS];
     mvc_m0e4_rows(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, gate, normed, nw, inv_rms, w_off);
     mvc_m0e4_rows(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, up, normed, nw, inv_rms, w_off);
-    for (uint r = 0; r < MVC_ROWS && row0 + r < rows; ++r) {
-        const float g = gate[r];
-        // The same forms as matvec.cl: GELU-tanh as x / (1 + exp(-2u)), which avoids 1 + tanh(u) cancelling.
-        const float a = act == 0 ? g / (1.0f + exp(-g))
-                                 : g / (1.0f + exp(-1.5957691216f * (g + 0.044715f * g * g * g)));
-        out[row0 + r] = a * up[r];
-    }
+    for (uint r = 0; r < MVC_ROWS && row0 + r < rows; ++r) out[row0 + r] = tl_gate_act(gate[r], act) * up[r];
 }
 
 kernel __attribute__((reqd_work_group_size(MVC_WG, 1, 1)))

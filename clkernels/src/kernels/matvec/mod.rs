@@ -27,7 +27,7 @@ use self::params::{check_f16, check_m0e4, M0e4Call};
 pub use self::weights::{DeviceF16Matrix, DeviceM0e4};
 use super::norm::RmsNormParams;
 use super::{shape_error, Arg, GatedActivation, KernelError, LockedKernel, Residual};
-use crate::runtime::{DeviceBuffer, Gpu};
+use crate::runtime::{DeviceBuffer, Gpu, ProgramSource};
 
 /// Decode mat-vec on M0E4 weights: `y = W·x (+ r)` and `out = act(Wg·x) * (Wu·x)`.
 #[derive(Debug)]
@@ -89,15 +89,36 @@ impl MatvecM0e4 {
         Self::with_defines(gpu, config, &[])
     }
 
-    /// As [`MatvecM0e4::with_config`], adding compiler defines (tests use `TLITE_COMPILE_CHECK` and vendor flags).
+    /// As [`MatvecM0e4::with_config`], adding compiler defines (the vendor compile checks use
+    /// `TLITE_COMPILE_CHECK` and stand-in capability defines).
     pub fn with_defines(
         gpu: &Gpu,
         config: MatvecConfig,
         extra: &[(&str, &str)],
     ) -> Result<Self, KernelError> {
+        Self::build(gpu, &builds::SOURCE, config, extra)
+    }
+
+    /// As [`MatvecM0e4::with_defines`], with the benchmark diagnostics of `diag.cl` available to `extra`
+    /// (`MV_DIAG_CHEAP_DOT`, `MV_DIAG_TIMES`; see that file). Without such a define the kernels are the engine's.
+    /// The CPU kernels have no diagnostics.
+    pub fn with_diagnostics(
+        gpu: &Gpu,
+        config: MatvecConfig,
+        extra: &[(&str, &str)],
+    ) -> Result<Self, KernelError> {
+        Self::build(gpu, &builds::DIAG_SOURCE, config, extra)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        source: &ProgramSource,
+        config: MatvecConfig,
+        extra: &[(&str, &str)],
+    ) -> Result<Self, KernelError> {
         let kernels = match config.cpu {
             Some(geometry) => M0e4Kernels::Cpu(CpuMatvecM0e4::new(gpu, geometry, extra)?),
-            None => M0e4Kernels::Gpu(GpuM0e4Builds::new(gpu, &config, extra)?),
+            None => M0e4Kernels::Gpu(GpuM0e4Builds::new(gpu, source, &config, extra)?),
         };
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
@@ -285,7 +306,9 @@ impl MatvecF16 {
             config,
             kernel: match config.cpu {
                 Some(geometry) => F16Kernel::Cpu(CpuMatvecF16::new(gpu, geometry)?),
-                None => F16Kernel::Gpu(builds::build(gpu, &config, &[], "matvec_f16")?.0),
+                None => F16Kernel::Gpu(
+                    builds::build(gpu, &builds::SOURCE, &config, &[], "matvec_f16")?.0,
+                ),
             },
         })
     }
