@@ -58,9 +58,6 @@ pub struct Args {
     /// Do not use the NVIDIA warp-shuffle (inline PTX) reduction in the mat-vec.
     #[arg(long)]
     mv_no_shuffle: bool,
-    /// Mat-vec dequantisation on the FP32 pipe (true/false; the vendor default when absent).
-    #[arg(long)]
-    mv_fp_dequant: Option<bool>,
     /// Mat-vec chunk-loop unroll factor (for every launch when given, the plain short launches included).
     #[arg(long)]
     mv_unroll: Option<usize>,
@@ -74,8 +71,8 @@ pub struct Args {
     /// (a diagnostic whose results are wrong by design: it shows whether the mat-vec is bound by arithmetic).
     #[arg(long = "mv-define")]
     mv_defines: Vec<String>,
-    /// Extra define for the attention program (repeatable), e.g. `ATT_DIAG_NO_KV` or `ATT_DIAG_NO_MERGE`
-    /// (diagnostics whose results are wrong by design: they show what the cache reads or the merge cost).
+    /// Extra define for the attention program (repeatable), for kernel experiments, e.g. `ATT_MERGE=4` (how many
+    /// splits' outputs the merge loads at once).
     #[arg(long = "att-define")]
     att_defines: Vec<String>,
     /// Decode attention contexts to time, comma-separated (default 192 and 4096).
@@ -234,7 +231,6 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
     let gpu_geometry_given = args.mv_wg.is_some()
         || args.mv_rows.is_some()
         || args.mv_no_shuffle
-        || args.mv_fp_dequant.is_some()
         || args.mv_x_local.is_some()
         || args.mv_unroll.is_some()
         || args.mv_short_unroll.is_some()
@@ -254,7 +250,6 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
         && args.mv_wg.is_none()
         && args.mv_rows.is_none()
         && !args.mv_no_shuffle
-        && args.mv_fp_dequant.is_none()
         && args.mv_x_local.is_none()
         && args.mv_unroll.is_none()
         && args.mv_short_unroll.is_none()
@@ -265,7 +260,6 @@ queued behind a long copy, so the host's enqueue rate cannot set the pace (%copy
             work_group: wg.unwrap_or(default_mv.work_group),
             rows_per_group: rows.unwrap_or(default_mv.rows_per_group),
             warp_shuffle: !args.mv_no_shuffle,
-            fp_dequant: args.mv_fp_dequant.unwrap_or(default_mv.fp_dequant),
             x_local_chunks: args.mv_x_local.unwrap_or(default_mv.x_local_chunks),
             unroll: args.mv_unroll.unwrap_or(default_mv.unroll),
             short_unroll: match (args.mv_short_unroll, args.mv_unroll) {

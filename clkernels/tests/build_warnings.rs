@@ -17,7 +17,7 @@ use clkernels::kernels::norm::Norm;
 use clkernels::kernels::rope::Rope;
 use clkernels::kernels::sampling::Sampling;
 use clkernels::runtime::{CachePolicy, Gpu, GpuOptions, ProgramSource};
-use common::{ADRENO_STAND_INS, KHR_SUBGROUP_STAND_INS};
+use common::{ADRENO_STAND_INS, KHR_SUBGROUP_STAND_INS, NVIDIA_STAND_INS};
 
 /// A device that really compiles: no tlite cache, and PoCL's own cache off (a cache hit has no log to check).
 fn compiling_gpu() -> Gpu {
@@ -34,7 +34,7 @@ fn compiling_gpu() -> Gpu {
 /// Geometries beside the device's own, so every define combination a launcher can build is compiled here too.
 fn matvec_configs(gpu: &Gpu) -> Vec<MatvecConfig> {
     let device = MatvecConfig::for_gpu(gpu);
-    // The GPU kernel family (matvec.cl) in every variant; CPU devices launch matvec_cpu.cl by default.
+    // The GPU kernel family (matvec.cl) in every variant; CPU devices launch matvec/cpu.cl by default.
     let base = MatvecConfig {
         cpu: None,
         ..device
@@ -53,11 +53,10 @@ fn matvec_configs(gpu: &Gpu) -> Vec<MatvecConfig> {
             nv_half2: true,
             ..base
         },
-        // Adreno/Mali's: no activation staging, f16 products, dequantisation through float conversion.
+        // Adreno/Mali's: no activation staging, f16 products.
         MatvecConfig {
             x_local_chunks: 0,
             half_math: true,
-            fp_dequant: true,
             ..base
         },
     ]
@@ -153,7 +152,11 @@ fn every_program_builds_without_compiler_messages() {
     for config in matvec_configs(&gpu) {
         MatvecM0e4::with_config(&gpu, config).unwrap();
         MatvecF16::with_config(&gpu, config).unwrap();
-        for stand_ins in [&KHR_SUBGROUP_STAND_INS[..], &ADRENO_STAND_INS[..]] {
+        for stand_ins in [
+            &KHR_SUBGROUP_STAND_INS[..],
+            &ADRENO_STAND_INS[..],
+            &NVIDIA_STAND_INS[..],
+        ] {
             MatvecM0e4::with_defines(&gpu, config, stand_ins).unwrap();
         }
     }
@@ -164,9 +167,23 @@ fn every_program_builds_without_compiler_messages() {
     }
     MatmulF16::new(&gpu).unwrap();
     Attention::new(&gpu).unwrap();
-    for stand_ins in [&KHR_SUBGROUP_STAND_INS[..], &ADRENO_STAND_INS[..]] {
+    for stand_ins in [
+        &KHR_SUBGROUP_STAND_INS[..],
+        &ADRENO_STAND_INS[..],
+        &NVIDIA_STAND_INS[..],
+    ] {
         Attention::with_defines(&gpu, stand_ins).unwrap();
     }
+    // The benchmark diagnostics (diag.cl) with the defines that switch them on.
+    MatvecM0e4::with_diagnostics(
+        &gpu,
+        MatvecConfig {
+            cpu: None,
+            ..MatvecConfig::for_gpu(&gpu)
+        },
+        &[("MV_DIAG_CHEAP_DOT", "1"), ("MV_DIAG_TIMES", "1")],
+    )
+    .unwrap();
     Norm::new(&gpu).unwrap();
     Rope::new(&gpu).unwrap();
     Embedding::new(&gpu).unwrap();

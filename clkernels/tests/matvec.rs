@@ -172,7 +172,6 @@ fn m0e4_matvec_geometries_agree() {
             long_x_local_chunks: 0,
             half_math: false,
             warp_shuffle: true,
-            fp_dequant: false,
             x_local_chunks: 0,
             unroll: 1,
             short_unroll: 0,
@@ -187,11 +186,11 @@ fn m0e4_matvec_geometries_agree() {
 }
 
 #[test]
-fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
+fn m0e4_matvec_local_x_variants_agree() {
     let gpu = gpu();
-    // (false, 3, 7): rows of more than 3 chunks take the long-row build, whose 7-chunk tile still leaves 320-wide
-    // rows (10 chunks) two tiles; the plain launches of shorter rows take the build without unrolling.
-    for (fp_dequant, x_local_chunks, long) in [(true, 0, 0), (false, 3, 7), (true, 4, 0)] {
+    // (3, 7): rows of more than 3 chunks take the long-row build, whose 7-chunk tile still leaves 320-wide rows
+    // (10 chunks) two tiles; the plain launches of shorter rows take the build without unrolling.
+    for (x_local_chunks, long) in [(0, 0), (3, 7), (4, 0)] {
         let config = MatvecConfig {
             work_group: 32,
             rows_per_group: 4,
@@ -199,14 +198,13 @@ fn m0e4_matvec_fp_dequant_and_local_x_variants_agree() {
             long_x_local_chunks: long,
             half_math: false,
             warp_shuffle: true,
-            fp_dequant,
             x_local_chunks,
             unroll: 2,
             short_unroll: if long > 0 { 1 } else { 0 },
             nv_half2: false,
             cpu: None,
         };
-        let label = format!("fpdq {fp_dequant} xl {x_local_chunks} long {long}");
+        let label = format!("xl {x_local_chunks} long {long}");
         let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
         check_matvec(&gpu, &mv, &label);
         check_normed(&gpu, &mv, &label, REL);
@@ -225,7 +223,6 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
         long_x_local_chunks: 0,
         half_math: false,
         warp_shuffle: true,
-        fp_dequant: false,
         x_local_chunks: 0,
         unroll: 1,
         short_unroll: 0,
@@ -246,7 +243,7 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
         (
             // The NVIDIA warp-shuffle path's indexing (its inline PTX is stubbed: PoCL cannot compile PTX).
             "nvidia shfl indexing",
-            vec![("TLITE_COMPILE_CHECK", ""), ("TLITE_NV_SHFL", "1")],
+            NVIDIA_STAND_INS.to_vec(),
         ),
     ] {
         let mv = MatvecM0e4::with_defines(&gpu, config, &defines).unwrap();
@@ -443,7 +440,6 @@ fn shape_errors_are_refused_before_launch() {
         long_x_local_chunks: 0,
         half_math: false,
         warp_shuffle: true,
-        fp_dequant: false,
         x_local_chunks: 0,
         unroll: 1,
         short_unroll: 0,
@@ -466,7 +462,6 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
         long_x_local_chunks: 0,
         half_math: true,
         warp_shuffle: true,
-        fp_dequant: false,
         x_local_chunks: 0,
         unroll: 1,
         short_unroll: 0,

@@ -1,4 +1,4 @@
-//! The CPU-device mat-vec kernels (`matvec_cpu.cl`) against `fp4::reference::matvec` and dense references, on
+//! The CPU-device mat-vec kernels (`matvec/cpu.cl`) against `fp4::reference::matvec` and dense references, on
 //! awkward shapes, for several geometries; they are plain OpenCL C, so they run on any device.
 //!
 //! Tolerance: |err| <= 1e-5 · Σ|w·x| per row, the f32 mat-vec's (f32 products summed in a different order than

@@ -26,7 +26,7 @@ pub struct SuiteOptions {
     pub attention_split: Option<SplitPolicy>,
     /// Attention kernel choice (the default when `None`).
     pub attention_walk: Option<AttentionWalk>,
-    /// Extra compiler defines for the attention program, as `matvec_defines` (e.g. `ATT_DIAG_NO_KV`).
+    /// Extra compiler defines for the attention program, as `matvec_defines` (e.g. `ATT_MERGE=4`).
     pub attention_defines: Vec<String>,
     /// Decode attention contexts to time (192 and a long one when empty).
     pub attention_contexts: Vec<usize>,

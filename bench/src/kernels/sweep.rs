@@ -18,16 +18,15 @@ pub struct Sweep {
 }
 
 /// GPU mat-vec geometries: (work-group, rows per group, FP32-pipe dequantisation, x staged in chunks, unroll).
-const MATVEC_GEOMETRIES: [(usize, usize, bool, usize, usize); 9] = [
-    (128, 8, false, 128, 1),
-    (128, 8, false, 128, 2),
-    (64, 8, false, 128, 2),
-    (64, 8, false, 0, 2),
-    (64, 4, false, 128, 2),
-    (128, 4, false, 128, 2),
-    (64, 8, true, 128, 2),
-    (32, 8, false, 128, 2),
-    (64, 8, false, 64, 4),
+const MATVEC_GEOMETRIES: [(usize, usize, usize, usize); 8] = [
+    (128, 8, 128, 1),
+    (128, 8, 128, 2),
+    (64, 8, 128, 2),
+    (64, 8, 0, 2),
+    (64, 4, 128, 2),
+    (128, 4, 128, 2),
+    (32, 8, 128, 2),
+    (64, 8, 64, 4),
 ];
 
 /// CPU mat-vec geometries: (rows per work-item, work-group).
@@ -65,11 +64,10 @@ pub fn sweeps(gpu: &Gpu, base: &SuiteOptions) -> Vec<Sweep> {
             .iter()
             .filter(|g| g.0 <= max_wg)
             .map(
-                |&(work_group, rows_per_group, fp_dequant, x_local_chunks, unroll)| SuiteOptions {
+                |&(work_group, rows_per_group, x_local_chunks, unroll)| SuiteOptions {
                     matvec: Some(MatvecConfig {
                         work_group,
                         rows_per_group,
-                        fp_dequant,
                         x_local_chunks,
                         unroll,
                         short_unroll: 0,

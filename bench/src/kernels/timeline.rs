@@ -55,7 +55,7 @@ pub fn matvec_timeline(
     let mut all: Vec<(&str, &str)> = defines.to_vec();
     all.push(("MV_DIAG_TIMES", "1"));
     let config = config.unwrap_or_else(|| MatvecConfig::for_gpu(gpu));
-    let mv = MatvecM0e4::with_defines(gpu, config, &all)?;
+    let mv = MatvecM0e4::with_diagnostics(gpu, config, &all)?;
     let mut rng = Xorshift(0x5DEE_CE66_D1CE_4E5B);
     let ws = cold_copies(gpu, &synthetic_m0e4(&mut rng, rows, cols, GroupSize::G32)?)?;
     let x = DeviceBuffer::from_slice(gpu, &rng.floats(cols))?;

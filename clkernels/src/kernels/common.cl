@@ -1,134 +1,15 @@
-// Shared prelude of every tlite kernel program: capability switches, the M0E4 dequantisation recipe and
-// work-group reductions. Prepended to each family's source by `kernels::program_source!`.
+// Shared prelude of every tlite kernel program: the half-precision switch, the M0E4 dequantisation recipe,
+// work-group reductions, the rotary embedding and the gated activations. `kernels::program_source!` puts it after
+// the vendor files (vendor/nvidia.cl, khr_subgroups.cl, adreno.cl, each compiled only for its devices) and their
+// portable fallbacks (vendor/portable.cl), and before the family's own source.
 //
 // Capability defines come from `runtime::Capabilities::defines` (TLITE_HAS_FP16, TLITE_HAS_SUBGROUPS,
-// TLITE_HAS_SUBGROUPS_QCOM, TLITE_VENDOR_*). TLITE_COMPILE_CHECK maps vendor built-ins that PoCL lacks to portable
-// stand-ins with a sub-group size of 1, so the vendor paths compile (and even run, trivially) on the CPU.
+// TLITE_HAS_SUBGROUPS_KHR / _INTEL / _QCOM, TLITE_VENDOR_*). TLITE_COMPILE_CHECK makes the vendor files use
+// portable stand-ins for built-ins PoCL lacks (sub-groups of one work-item), so the vendor paths compile, and even
+// run, on the CPU.
 
 #ifdef TLITE_HAS_FP16
 #pragma OPENCL EXTENSION cl_khr_fp16 : enable
-#endif
-
-#ifdef TLITE_COMPILE_CHECK
-// Portable stand-ins: a sub-group of one work-item. Reductions over it are the identity, shuffles return the
-// default value, so code written for real sub-groups stays correct.
-#define sub_group_reduce_add(x) (x)
-#define sub_group_reduce_max(x) (x)
-#define get_sub_group_local_id() 0u
-#define get_sub_group_id() ((uint)get_local_id(0))
-#define get_num_sub_groups() ((uint)get_local_size(0))
-#define qcom_sub_group_shuffle_down(v, d, w, def) (def)
-#define CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM 0
-#define TL_QCOM_REQD_SUBGROUP
-#else
-#if defined(TLITE_HAS_SUBGROUPS_KHR)
-#pragma OPENCL EXTENSION cl_khr_subgroups : enable
-#endif
-#if defined(TLITE_HAS_SUBGROUPS_INTEL)
-#pragma OPENCL EXTENSION cl_intel_subgroups : enable
-#endif
-#if defined(TLITE_HAS_SUBGROUPS_QCOM) && defined(cl_qcom_reqd_sub_group_size)
-#pragma OPENCL EXTENSION cl_qcom_reqd_sub_group_size : enable
-// Adreno: ask for "half" waves (64 lanes); the matvec reductions below assume at most 64.
-#define TL_QCOM_REQD_SUBGROUP __attribute__((qcom_reqd_sub_group_size("half")))
-#else
-#define TL_QCOM_REQD_SUBGROUP
-#endif
-#if defined(TLITE_HAS_SUBGROUPS_QCOM) && defined(cl_qcom_subgroup_shuffle)
-#pragma OPENCL EXTENSION cl_qcom_subgroup_shuffle : enable
-#endif
-#endif
-
-// Which sub-group reduction, if any, the reductions use: 1 = cl_khr/intel sub-group built-ins, 2 = Adreno
-// shuffles, 3 = NVIDIA warp shuffles through inline PTX (NVIDIA's OpenCL has no sub-group extension; the launcher
-// defines TLITE_NV_SHFL only where that builds), 0 = local-memory tree.
-#if defined(TLITE_NV_SHFL)
-#define TL_SG_MODE 3
-#elif defined(TLITE_HAS_SUBGROUPS)
-#define TL_SG_MODE 1
-#elif defined(TLITE_HAS_SUBGROUPS_QCOM) && (defined(cl_qcom_subgroup_shuffle) || defined(TLITE_COMPILE_CHECK))
-#define TL_SG_MODE 2
-#else
-#define TL_SG_MODE 0
-#endif
-
-#if TL_SG_MODE == 2
-// Adreno without cl_khr_subgroups: a shuffle-down tree over a half wave (64 lanes); lane 0 holds the sum.
-inline float tl_qcom_reduce_add(float v) {
-    v += qcom_sub_group_shuffle_down(v, 32u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
-    v += qcom_sub_group_shuffle_down(v, 16u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
-    v += qcom_sub_group_shuffle_down(v, 8u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
-    v += qcom_sub_group_shuffle_down(v, 4u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
-    v += qcom_sub_group_shuffle_down(v, 2u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
-    v += qcom_sub_group_shuffle_down(v, 1u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
-    return v;
-}
-
-// The same tree for the maximum (lanes past the wave read -inf).
-inline float tl_qcom_reduce_max(float v) {
-    for (uint o = 32u; o > 0u; o >>= 1)
-        v = fmax(v, qcom_sub_group_shuffle_down(v, o, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, -INFINITY));
-    return v;
-}
-#endif
-
-#if TL_SG_MODE == 3
-#ifndef TLITE_COMPILE_CHECK
-// v of the lane whose id differs from this one's in bit pattern o (a butterfly step over the 32-lane warp).
-inline float tl_nv_shfl_xor(float v, uint o) {
-    float t;
-    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(t) : "f"(v), "r"(o));
-    return t;
-}
-#endif
-
-// Butterfly sum over a 32-lane warp; every lane gets the total. Work-groups are 1-D multiples of 32, so warp w
-// is local ids 32w .. 32w + 31.
-inline float tl_nv_warp_sum(float v) {
-#ifdef TLITE_COMPILE_CHECK
-    return v;
-#else
-    for (uint o = 16; o > 0; o >>= 1) v += tl_nv_shfl_xor(v, o);
-    return v;
-#endif
-}
-
-// Butterfly maximum over a 32-lane warp; every lane gets it.
-inline float tl_nv_warp_max(float v) {
-#ifdef TLITE_COMPILE_CHECK
-    return v;
-#else
-    for (uint o = 16; o > 0; o >>= 1) v = fmax(v, tl_nv_shfl_xor(v, o));
-    return v;
-#endif
-}
-#endif
-
-// Uniform names for the sub-group reductions (modes 1-3).
-#if TL_SG_MODE == 1
-#define TL_SG_SUM(x) sub_group_reduce_add(x)
-#define TL_SG_MAX(x) sub_group_reduce_max(x)
-#define TL_SG_LID() get_sub_group_local_id()
-#define TL_SG_ID() get_sub_group_id()
-#define TL_NUM_SG() get_num_sub_groups()
-#elif TL_SG_MODE == 2
-#define TL_SG_SUM(x) tl_qcom_reduce_add(x)
-#define TL_SG_MAX(x) tl_qcom_reduce_max(x)
-#define TL_SG_LID() get_sub_group_local_id()
-#define TL_SG_ID() get_sub_group_id()
-#define TL_NUM_SG() get_num_sub_groups()
-#elif TL_SG_MODE == 3
-#define TL_SG_SUM(x) tl_nv_warp_sum(x)
-#define TL_SG_MAX(x) tl_nv_warp_max(x)
-#ifdef TLITE_COMPILE_CHECK
-#define TL_SG_LID() 0u
-#define TL_SG_ID() ((uint)get_local_id(0))
-#define TL_NUM_SG() ((uint)get_local_size(0))
-#else
-#define TL_SG_LID() ((uint)get_local_id(0) & 31u)
-#define TL_SG_ID() ((uint)get_local_id(0) >> 5)
-#define TL_NUM_SG() (((uint)get_local_size(0) + 31u) >> 5)
-#endif
 #endif
 
 // M0E4: h = 1 + q/16 built by placing the code in the top mantissa bits of 1.0f (FP32 recipe).
@@ -146,18 +27,6 @@ inline float tl_m0e4_dot8(uint w, float4 xa, float4 xb) {
 inline void tl_m0e4_h8(uint w, float4* ha, float4* hb) {
     *ha = as_float4(((uint4)(w << 19, w << 15, w << 11, w << 7) & TL_M0E4_MASK) | TL_M0E4_ONE);
     *hb = as_float4(((uint4)(w << 3, w >> 1, w >> 5, w >> 9) & TL_M0E4_MASK) | TL_M0E4_ONE);
-}
-
-// Element `i` (0..7) of word `w` as an h value.
-inline float tl_m0e4_h1(uint w, uint i) {
-    return as_float((((w >> (4u * i)) & 0xFu) << 19) | TL_M0E4_ONE);
-}
-
-// (cos a, sin a) for rotary embeddings. Not sincos(): Oclgrind's uninitialised-value checker aborts any kernel that
-// passes sincos its private out-parameter (scripts/test-oclgrind could not check rope or attention otherwise); two
-// calls cost a few more ALU operations per rotated pair, nothing beside the memory traffic of those kernels.
-inline float2 tl_cos_sin(float a) {
-    return (float2)(cos(a), sin(a));
 }
 
 #ifdef TLITE_HAS_FP16
@@ -178,7 +47,7 @@ inline float tl_m0e4_dot8_half(uint w, half8 x) {
 inline float tl_wg_sum(float v, local float* scratch) {
     const uint lid = get_local_id(0);
     const uint n = get_local_size(0);
-#if TL_SG_MODE != 0
+#ifdef TL_SG_SUM
     float s = TL_SG_SUM(v);
     if (TL_SG_LID() == 0) scratch[TL_SG_ID()] = s;
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -202,7 +71,7 @@ inline float tl_wg_sum(float v, local float* scratch) {
 // Maximum of `v` over the work-group; every work-item gets the result. `scratch` holds >= local size floats.
 // Needs a power-of-two local size in the portable path.
 inline float tl_wg_max(float v, local float* scratch) {
-#if TL_SG_MODE != 0
+#ifdef TL_SG_MAX
     float s = TL_SG_MAX(v);
     if (TL_SG_LID() == 0) scratch[TL_SG_ID()] = s;
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -224,24 +93,67 @@ inline float tl_wg_max(float v, local float* scratch) {
 #endif
 }
 
-#if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK)
-// The two halves of a word (low one first) as f32, one PTX cvt each: NVIDIA's OpenCL has no cl_khr_fp16, and
-// its vload_half lowering costs more (the attention and mat-vec loads use this).
-inline float2 tl_nv_half2_to_float2(uint w) {
-    float a, b;
-    asm("{\n\t.reg .f16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.f32.f16 %0, l;\n\tcvt.f32.f16 %1, h;\n\t}"
-        : "=f"(a), "=f"(b)
-        : "r"(w));
-    return (float2)(a, b);
+// (cos a, sin a). Not sincos(): Oclgrind's uninitialised-value checker aborts any kernel that passes sincos its
+// private out-parameter (scripts/test-oclgrind could not check rope or attention otherwise); two calls cost a few
+// more ALU operations per rotated pair, nothing beside the memory traffic of those kernels.
+inline float2 tl_cos_sin(float a) {
+    return (float2)(cos(a), sin(a));
 }
 
-// 16 bytes read once per launch (weights, a step's cache rows), loaded without allocating an L1 line so the L1
-// keeps what is read again.
-inline uint4 tl_nv_ld_once(global const uint4* p) {
-    uint4 v;
-    asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
+// Rotary embedding, for rope.cl and attention.cl alike. Pair i of a head's first rotary_dim elements is
+// (2i, 2i + 1) in style 0 (interleaved) or (i, i + rotary_dim / 2) in style 1 (half-split), and turns by the angle
+// pos * theta^(-2i / rotary_dim); the rest of the head passes through.
+inline uint2 tl_rope_pair(uint i, uint rotary_dim, uint style) {
+    return style == 0 ? (uint2)(2 * i, 2 * i + 1) : (uint2)(i, i + rotary_dim / 2);
 }
-#endif
+
+// The pair of element d (< rotary_dim): returns d's partner, with the pair's index in *i and whether d is the
+// pair's first element in *first.
+inline uint tl_rope_partner(uint d, uint rotary_dim, uint style, bool* first, uint* i) {
+    const uint half_rd = rotary_dim / 2;
+    if (style == 0) {
+        *i = d / 2;
+        *first = (d & 1) == 0;
+        return d ^ 1;
+    }
+    *first = d < half_rd;
+    *i = *first ? d : d - half_rd;
+    return *first ? d + half_rd : d - half_rd;
+}
+
+// (cos, sin) of pair i's angle at position pos, the frequency given as log2(theta).
+inline float2 tl_rope_cos_sin(float pos, uint i, uint rotary_dim, float log2_theta) {
+    const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
+    return tl_cos_sin(pos * freq);
+}
+
+// Element `val` of a pair after turning by cs = (cos, sin), `other` being its partner: the first element becomes
+// val·cos - other·sin, the second other·sin + val·cos.
+inline float tl_rope_rotate(float val, float other, bool first, float2 cs) {
+    return first ? val * cs.x - other * cs.y : other * cs.y + val * cs.x;
+}
+
+// Turns pair i of `head` in place by cs.
+inline void tl_rope_rotate_pair(global float* head, uint i, uint rotary_dim, uint style, float2 cs) {
+    const uint2 p = tl_rope_pair(i, rotary_dim, style);
+    const float x0 = head[p.x], x1 = head[p.y];
+    head[p.x] = tl_rope_rotate(x0, x1, true, cs);
+    head[p.y] = tl_rope_rotate(x1, x0, false, cs);
+}
+
+// Element d (< rotary_dim) of `head` after rotary embedding at position pos (the head itself is not written).
+inline float tl_rope_element(global const float* head, uint d, uint rotary_dim, float log2_theta, float pos,
+                             uint style) {
+    bool first;
+    uint i;
+    const uint partner = tl_rope_partner(d, rotary_dim, style, &first, &i);
+    return tl_rope_rotate(head[d], head[partner], first, tl_rope_cos_sin(pos, i, rotary_dim, log2_theta));
+}
+
+// The gate's activation of a gated feed-forward, act(gate) * up: act 0 = SiLU (SwiGLU), 1 = tanh-GELU (Gemma's
+// GeGLU). 0.5·x·(1 + tanh(u)) is written as x / (1 + exp(-2u)): the same function without the cancellation of
+// 1 + tanh(u) for large negative x, which left errors of ~1e-6 where the result is ~0.
+inline float tl_gate_act(float g, uint act) {
+    if (act == 0) return g / (1.0f + exp(-g));
+    return g / (1.0f + exp(-1.5957691216f * (g + 0.044715f * g * g * g)));
+}

@@ -9,16 +9,7 @@ kernel void add(global const float* a, global const float* b, global float* out)
 // out = act(gate) * up with act 0 = SiLU (SwiGLU), 1 = tanh-GELU (Gemma's GeGLU). out may alias gate or up.
 kernel void gated_act(global const float* gate, global const float* up, global float* out, uint act) {
     const size_t i = get_global_id(0);
-    const float g = gate[i];
-    float a;
-    if (act == 0) {
-        a = g / (1.0f + exp(-g));
-    } else {
-        // 0.5*x*(1 + tanh(u)) written as x / (1 + exp(-2u)): the same function without the cancellation of
-        // 1 + tanh(u) for large negative x, which left errors of ~1e-6 where the result is ~0.
-        a = g / (1.0f + exp(-1.5957691216f * (g + 0.044715f * g * g * g)));
-    }
-    out[i] = a * up[i];
+    out[i] = tl_gate_act(gate[i], act) * up[i];
 }
 
 // y[row][c] += bias[c] for y shaped [rows][cols] (Qwen2's QKV bias). Global size (cols, rows).

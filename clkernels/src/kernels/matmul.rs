@@ -137,7 +137,7 @@ fn check_common(
     seq: usize,
     y: &DeviceBuffer<f32>,
     residual: &Residual<'_>,
-) -> Result<Arg, KernelError> {
+) -> Result<Arg<'static>, KernelError> {
     if seq == 0 {
         return Err(shape_error(kernel, "seq is 0"));
     }

@@ -16,6 +16,16 @@
 //! | attention | [`attention`] | causal GQA prefill/decode; decode over a short context in one work-group per head (no merge), longer ones split across the context and merged in the same launch; in-place K/V append (in decode, inside the attention launch with the rotary) |
 //! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add |
 //!
+//! The largest families (attention, mat-vec) are folders that keep apart choosing a build (pure functions,
+//! unit-tested without a device), checking a call into the kernel's `#[repr(C)]` parameter struct, compiling, and
+//! launching. Every launch checks its argument count against the kernel's `CL_KERNEL_NUM_ARGS`.
+//!
+//! Vendor code is fenced in `vendor/`: `nvidia.cl` (all inline PTX), `adreno.cl` (qcom sub-group built-ins),
+//! `khr_subgroups.cl` (the khr/intel sub-group built-ins Mali and Intel use), each compiled only for its devices, and
+//! `portable.cl` with the portable definitions of the helpers they may replace. `common.cl` holds what every family
+//! shares (M0E4 recipe, reductions, rotary, gated activations); `diag.cl` holds benchmark diagnostics, which only
+//! [`matvec::MatvecM0e4::with_diagnostics`] includes.
+//!
 //! [`profile_launches`] times every launch of a real workload on a device opened with
 //! [`crate::runtime::GpuOptions::profiling`]; the benchmarks that use it live in the `bench` crate.
 
@@ -24,11 +34,13 @@ pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod matvec;
-pub mod matvec_cpu;
 pub mod norm;
 mod profile;
 pub mod rope;
 pub mod sampling;
+
+/// The CPU-device mat-vec kernels, by their older path ([`matvec::cpu`]).
+pub use matvec::cpu as matvec_cpu;
 
 use std::sync::Mutex;
 
@@ -40,12 +52,25 @@ pub use profile::{profile_launches, LaunchTiming};
 
 use crate::runtime::{ClError, DeviceBuffer, Gpu, ProgramSource};
 
-/// Prepends the shared prelude (`common.cl`) to a family's source.
+/// A family's program: the vendor files (each compiled only for its devices, see `vendor/`), their portable
+/// fallbacks, the shared prelude (`common.cl`), then the family's source files in order. Paths are relative to
+/// `src/kernels/`, so a family in its own folder names them as `"attention/attention.cl"`.
 macro_rules! program_source {
-    ($name:literal, $file:literal) => {
+    ($name:literal, $($file:literal),+) => {
         $crate::runtime::ProgramSource {
             name: $name,
-            source: concat!(include_str!("common.cl"), "\n", include_str!($file)),
+            source: concat!(
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/vendor/nvidia.cl")),
+                "\n",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/vendor/khr_subgroups.cl")),
+                "\n",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/vendor/adreno.cl")),
+                "\n",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/vendor/portable.cl")),
+                "\n",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/common.cl")),
+                $("\n", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/kernels/", $file))),+
+            ),
         }
     };
 }
@@ -64,6 +89,17 @@ pub enum KernelError {
         kernel: &'static str,
         /// What does not fit.
         problem: String,
+    },
+    /// A launcher set a different number of arguments than the compiled kernel takes: its Rust and OpenCL sides
+    /// disagree (a defect in tlite, caught before anything is enqueued).
+    #[error("{kernel}: the launcher sets {set} arguments but the kernel takes {takes}")]
+    Arguments {
+        /// The kernel's name in its `.cl` file.
+        kernel: &'static str,
+        /// Arguments the launcher set.
+        set: usize,
+        /// `CL_KERNEL_NUM_ARGS` of the built kernel.
+        takes: usize,
     },
 }
 
@@ -85,13 +121,20 @@ pub(crate) fn check_len<T>(
 where
     T: bytemuck::Pod,
 {
-    if buffer.len() < needed {
+    check_count(kernel, what, buffer.len(), needed)
+}
+
+/// Checks that a buffer of `len` elements holds at least `needed`.
+pub(crate) fn check_count(
+    kernel: &'static str,
+    what: &str,
+    len: usize,
+    needed: usize,
+) -> Result<(), KernelError> {
+    if len < needed {
         return Err(shape_error(
             kernel,
-            format!(
-                "{what} buffer has {} elements but the shape needs {needed}",
-                buffer.len()
-            ),
+            format!("{what} buffer has {len} elements but the shape needs {needed}"),
         ));
     }
     Ok(())
@@ -131,7 +174,7 @@ impl Residual<'_> {
         kernel: &'static str,
         out: &DeviceBuffer<f32>,
         len: usize,
-    ) -> Result<Arg, KernelError> {
+    ) -> Result<Arg<'static>, KernelError> {
         match self {
             Residual::Add(r) => {
                 check_len(kernel, "residual", r, len)?;
@@ -163,34 +206,44 @@ impl GatedActivation {
 
 /// One kernel argument.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Arg {
+pub(crate) enum Arg<'a> {
     /// A buffer.
     Mem(cl_mem),
     /// A `uint`.
     U32(u32),
     /// A `float`.
     F32(f32),
+    /// A `#[repr(C)]` parameter struct passed by value, as the bytes of the kernel's matching `typedef struct`
+    /// (the driver refuses a size that differs from the kernel's).
+    Params(&'a [u8]),
 }
 
-impl<T: bytemuck::Pod> From<&DeviceBuffer<T>> for Arg {
+impl<'a> Arg<'a> {
+    /// A parameter struct argument.
+    pub(crate) fn params<P: bytemuck::Pod>(params: &'a P) -> Self {
+        Arg::Params(bytemuck::bytes_of(params))
+    }
+}
+
+impl<T: bytemuck::Pod> From<&DeviceBuffer<T>> for Arg<'_> {
     fn from(buffer: &DeviceBuffer<T>) -> Self {
         Arg::Mem(buffer.raw().get())
     }
 }
 
-impl<T: bytemuck::Pod> From<&mut DeviceBuffer<T>> for Arg {
+impl<T: bytemuck::Pod> From<&mut DeviceBuffer<T>> for Arg<'_> {
     fn from(buffer: &mut DeviceBuffer<T>) -> Self {
         Arg::Mem(buffer.raw().get())
     }
 }
 
-impl From<u32> for Arg {
+impl From<u32> for Arg<'_> {
     fn from(v: u32) -> Self {
         Arg::U32(v)
     }
 }
 
-impl From<f32> for Arg {
+impl From<f32> for Arg<'_> {
     fn from(v: f32) -> Self {
         Arg::F32(v)
     }
@@ -200,6 +253,8 @@ impl From<f32> for Arg {
 #[derive(Debug)]
 pub(crate) struct LockedKernel {
     name: &'static str,
+    /// `CL_KERNEL_NUM_ARGS`, which every launch checks its argument list against.
+    num_args: usize,
     kernel: Mutex<Kernel>,
 }
 
@@ -214,8 +269,12 @@ impl LockedKernel {
         let program = gpu.program(src, defines)?;
         let kernel = Kernel::create(&program, name)
             .map_err(|e| ClError::from_code("clCreateKernel", e.0))?;
+        let num_args = kernel
+            .num_args()
+            .map_err(|e| ClError::from_code("clGetKernelInfo(NUM_ARGS)", e.0))?;
         Ok(LockedKernel {
             name,
+            num_args: num_args as usize,
             kernel: Mutex::new(kernel),
         })
     }
@@ -230,10 +289,11 @@ impl LockedKernel {
         kernel.get_work_group_size(gpu.device().id()).unwrap_or(0)
     }
 
-    /// As [`LockedKernel::build`], adding `TLITE_NV_SHFL` (warp reductions through inline PTX) on NVIDIA when
-    /// `want` is set, and falling back to the portable build if the driver refuses it. Returns whether the
-    /// shuffle build is in use. The kernel's work-groups must be whole warps (multiples of 32).
-    pub(crate) fn build_with_warp_shuffle(
+    /// As [`LockedKernel::build`], adding `TLITE_NV_PTX` (the inline PTX of `vendor/nvidia.cl`: warp-shuffle
+    /// reductions, half conversions, loads that skip L1, packed-f16 products) on NVIDIA when `want` is set, and
+    /// falling back to the portable build if the driver refuses it. Returns whether the PTX build is in use. The
+    /// kernel's work-groups must be whole warps (multiples of 32).
+    pub(crate) fn build_with_nv_ptx(
         gpu: &Gpu,
         src: &ProgramSource,
         defines: &[(&str, &str)],
@@ -241,12 +301,12 @@ impl LockedKernel {
         want: bool,
     ) -> Result<(Self, bool), KernelError> {
         if want && gpu.caps().vendor_family == crate::runtime::VendorFamily::Nvidia {
-            let mut with_shfl = defines.to_vec();
-            with_shfl.push(("TLITE_NV_SHFL", "1"));
-            match Self::build(gpu, src, &with_shfl, name) {
+            let mut with_ptx = defines.to_vec();
+            with_ptx.push(("TLITE_NV_PTX", "1"));
+            match Self::build(gpu, src, &with_ptx, name) {
                 Ok(k) => return Ok((k, true)),
                 Err(err) => {
-                    tracing::warn!(%err, kernel = name, "NVIDIA warp-shuffle build failed; using the local-memory tree")
+                    tracing::warn!(%err, kernel = name, "NVIDIA inline-PTX build failed; using the portable build")
                 }
             }
         }
@@ -254,27 +314,44 @@ impl LockedKernel {
     }
 
     /// Sets `args` in order and enqueues an NDRange of `global` work-items (`local` per group, or the driver's
-    /// choice). Global sizes are rounded up to a multiple of `local`.
+    /// choice). Global sizes are rounded up to a multiple of `local`. Refuses an argument list whose length is not
+    /// the kernel's `CL_KERNEL_NUM_ARGS`.
     pub(crate) fn launch(
         &self,
         gpu: &Gpu,
-        args: &[Arg],
+        args: &[Arg<'_>],
         global: &[usize],
         local: Option<&[usize]>,
     ) -> Result<(), KernelError> {
+        if args.len() != self.num_args {
+            return Err(KernelError::Arguments {
+                kernel: self.name,
+                set: args.len(),
+                takes: self.num_args,
+            });
+        }
         let kernel = self
             .kernel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (i, arg) in args.iter().enumerate() {
             let index = i as u32;
-            // SAFETY: each argument is a plain value or a live cl_mem of a buffer the caller borrows for the
-            // duration of this call; the argument types match the kernel's signature (checked by the launchers).
+            // SAFETY: each argument is a plain value, the bytes of a plain struct, or a live cl_mem of a buffer the
+            // caller borrows for the duration of this call; their count is the kernel's (checked above), their
+            // types match its signature (the launchers build them from the `.cl` file's order, and the driver
+            // refuses a by-value size that differs).
             let set = unsafe {
                 match arg {
                     Arg::Mem(m) => kernel.set_arg(index, m),
                     Arg::U32(v) => kernel.set_arg(index, v),
                     Arg::F32(v) => kernel.set_arg(index, v),
+                    Arg::Params(bytes) => cl3::kernel::set_kernel_arg(
+                        kernel.get(),
+                        index,
+                        bytes.len(),
+                        bytes.as_ptr().cast(),
+                    )
+                    .map_err(opencl3::error_codes::ClError),
                 }
             };
             set.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;

@@ -81,12 +81,12 @@ impl Norm {
 
     fn rms_args(
         &self,
-        x: Arg,
+        x: Arg<'static>,
         weight: &DeviceBuffer<f32>,
-        y: Arg,
+        y: Arg<'static>,
         dim: u32,
         p: RmsNormParams,
-    ) -> [Arg; 6] {
+    ) -> [Arg<'static>; 6] {
         [
             x,
             weight.into(),

@@ -314,7 +314,9 @@ impl Capabilities {
         self.vendor_family == VendorFamily::Pocl
     }
 
-    /// The defines every program built for this device gets, so one source selects its vendor path.
+    /// The defines every program built for this device gets, so one source selects its vendor path: the vendor
+    /// family (`TLITE_VENDOR_*`), `cl_khr_fp16` and the sub-group extensions. Only what a kernel reads is passed
+    /// (every define is part of the program-cache key); the other capabilities stay in this struct for reports.
     pub fn defines(&self) -> Vec<(String, String)> {
         let mut defines = vec![(self.vendor_family.define().to_string(), "1".to_string())];
         let mut flag = |on: bool, name: &str| {
@@ -327,20 +329,6 @@ impl Capabilities {
         flag(self.subgroups_khr, "TLITE_HAS_SUBGROUPS_KHR");
         flag(self.subgroups_intel, "TLITE_HAS_SUBGROUPS_INTEL");
         flag(self.subgroups_qcom, "TLITE_HAS_SUBGROUPS_QCOM");
-        flag(self.khr_integer_dot_product, "TLITE_HAS_INTEGER_DOT_KHR");
-        flag(self.qcom_dot_product8, "TLITE_HAS_DOT8_QCOM");
-        flag(
-            !self.arm_integer_dot_product.is_empty(),
-            "TLITE_HAS_INTEGER_DOT_ARM",
-        );
-        flag(self.image_support, "TLITE_HAS_IMAGES");
-        if let Some(&size) = self.subgroup_sizes.iter().max() {
-            defines.push(("TLITE_SUBGROUP_SIZE".to_string(), size.to_string()));
-        }
-        defines.push((
-            "TLITE_MAX_WORK_GROUP_SIZE".to_string(),
-            self.max_work_group_size.to_string(),
-        ));
         defines
     }
 }
@@ -348,6 +336,94 @@ impl Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device with every capability tlite knows of.
+    fn everything() -> Capabilities {
+        Capabilities {
+            platform_name: "Test".into(),
+            platform_version: "OpenCL 3.0".into(),
+            name: "Test".into(),
+            vendor: "Test".into(),
+            vendor_family: VendorFamily::Adreno,
+            kind: DeviceKind::Gpu,
+            driver_version: "1".into(),
+            opencl_version: "OpenCL 3.0".into(),
+            opencl_version_number: Some(ClVersion { major: 3, minor: 0 }),
+            opencl_c_version: "OpenCL C 3.0".into(),
+            fp16: true,
+            subgroups_khr: true,
+            subgroups_intel: true,
+            subgroups_qcom: true,
+            subgroup_sizes: vec![64, 128],
+            max_num_subgroups: 16,
+            khr_priority_hints: true,
+            khr_throttle_hints: true,
+            qcom_priority_hint: true,
+            qcom_perf_hint: true,
+            qcom_recordable_queues: true,
+            qcom_large_buffer: true,
+            arm_scheduling_controls: true,
+            arm_scheduling_capabilities: 7,
+            khr_integer_dot_product: true,
+            qcom_dot_product8: true,
+            arm_integer_dot_product: vec!["cl_arm_integer_dot_product_int8".into()],
+            image_support: true,
+            max_alloc_bytes: 1 << 30,
+            global_mem_bytes: 1 << 32,
+            base_addr_align_bits: 1024,
+            local_mem_bytes: 32 << 10,
+            compute_units: 6,
+            max_work_group_size: 1024,
+            max_work_item_sizes: vec![1024, 1024, 1024],
+            max_clock_mhz: 900,
+            extensions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_capability_define_is_read_by_a_kernel() {
+        let kernels = [
+            include_str!("../kernels/common.cl"),
+            include_str!("../kernels/vendor/nvidia.cl"),
+            include_str!("../kernels/vendor/khr_subgroups.cl"),
+            include_str!("../kernels/vendor/adreno.cl"),
+            include_str!("../kernels/vendor/portable.cl"),
+        ]
+        .concat();
+        let caps = everything();
+        let defines = caps.defines();
+        assert_eq!(defines[0], ("TLITE_VENDOR_ADRENO".into(), "1".into()));
+        for (name, _) in &defines[1..] {
+            assert!(
+                kernels.contains(&format!("defined({name})"))
+                    || kernels.contains(&format!("def {name}\n")),
+                "{name} is passed to every program but no kernel reads it"
+            );
+        }
+        let names: Vec<&str> = defines[1..].iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "TLITE_HAS_FP16",
+                "TLITE_HAS_SUBGROUPS",
+                "TLITE_HAS_SUBGROUPS_KHR",
+                "TLITE_HAS_SUBGROUPS_INTEL",
+                "TLITE_HAS_SUBGROUPS_QCOM"
+            ]
+        );
+        let bare = Capabilities {
+            fp16: false,
+            subgroups_khr: false,
+            subgroups_intel: false,
+            subgroups_qcom: false,
+            vendor_family: VendorFamily::Pocl,
+            ..caps
+        };
+        assert_eq!(
+            bare.defines(),
+            [("TLITE_VENDOR_POCL".to_string(), "1".to_string())]
+        );
+    }
 
     #[test]
     fn versions_parse_from_driver_strings() {

@@ -15,8 +15,8 @@ const AXPY: ProgramSource = ProgramSource {
     && !defined(TLITE_VENDOR_INTEL) && !defined(TLITE_VENDOR_POCL) && !defined(TLITE_VENDOR_OTHER)
 #error "no vendor define"
 #endif
-#ifndef TLITE_MAX_WORK_GROUP_SIZE
-#error "no work-group size define"
+#ifdef TLITE_MAX_WORK_GROUP_SIZE
+#error "a capability define no kernel reads is passed"
 #endif
 kernel void axpy(global float* y, global const float* x, const float a) {
     size_t i = get_global_id(0);
@@ -437,19 +437,42 @@ fn priority_properties_follow_the_extensions() {
 #[ignore = "benchmark; run by hand"]
 fn program_cache_timing() {
     let kernels = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels");
-    let common = std::fs::read_to_string(kernels.join("common.cl")).unwrap_or_default();
-    let mut sources = Vec::new();
-    for entry in std::fs::read_dir(&kernels).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        if path.extension().is_some_and(|e| e == "cl") && name != "common" {
-            let text = format!("{common}\n{}", std::fs::read_to_string(&path).unwrap());
-            sources.push(ProgramSource {
-                name: Box::leak(name.into_boxed_str()),
+    let read = |file: &str| std::fs::read_to_string(kernels.join(file)).unwrap();
+    // As `kernels::program_source!` assembles them.
+    let prelude = [
+        "vendor/nvidia.cl",
+        "vendor/khr_subgroups.cl",
+        "vendor/adreno.cl",
+        "vendor/portable.cl",
+        "common.cl",
+    ]
+    .map(read)
+    .join("\n");
+    let families: [(&str, &[&str]); 9] = [
+        ("attention", &["attention/attention.cl"]),
+        ("matvec", &["matvec/params.cl", "matvec/matvec.cl"]),
+        ("matvec_cpu", &["matvec/params.cl", "matvec/cpu.cl"]),
+        ("matmul", &["matmul.cl"]),
+        ("norm", &["norm.cl"]),
+        ("rope", &["rope.cl"]),
+        ("embedding", &["embedding.cl"]),
+        ("sampling", &["sampling.cl"]),
+        ("elementwise", &["elementwise.cl"]),
+    ];
+    let sources: Vec<ProgramSource> = families
+        .iter()
+        .map(|(name, files)| {
+            let text = [prelude.clone()]
+                .into_iter()
+                .chain(files.iter().map(|f| read(f)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            ProgramSource {
+                name,
                 source: Box::leak(text.into_boxed_str()),
-            });
-        }
-    }
+            }
+        })
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     for round in ["compile", "disk cache"] {
         let gpu = Gpu::open_with(&cache_opts(dir.path(), QueuePriority::Normal)).unwrap();

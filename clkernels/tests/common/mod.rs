@@ -20,6 +20,11 @@ pub const ADRENO_STAND_INS: [(&str, &str); 3] = [
     ("TLITE_HAS_SUBGROUPS_QCOM", "1"),
     ("TLITE_VENDOR_ADRENO", "1"),
 ];
+/// The same for NVIDIA's inline-PTX build (vendor/nvidia.cl): PoCL cannot compile PTX, so only the warp
+/// reduction's indexing is kept, over warps of one work-item; the other NVIDIA helpers fall back to the portable
+/// ones.
+pub const NVIDIA_STAND_INS: [(&str, &str); 2] =
+    [("TLITE_COMPILE_CHECK", ""), ("TLITE_NV_PTX", "1")];
 
 /// The test device (PoCL on the dev box and in CI; `TLITE_DEVICE` picks another).
 pub fn gpu() -> Gpu {

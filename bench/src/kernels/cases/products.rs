@@ -29,12 +29,11 @@ fn matvec_config_text(mv: &MatvecM0e4) -> String {
     match cfg.cpu {
         Some(g) => format!("cpu rows {} wg {}", g.rows_per_item, g.work_group),
         None => format!(
-            "wg {} rows {}{}{}{}{}{}{}{}",
+            "wg {} rows {}{}{}{}{}{}{}",
             cfg.work_group,
             cfg.rows_per_group,
             if cfg.half_math { " half" } else { "" },
             if mv.uses_warp_shuffle() { " shfl" } else { "" },
-            if cfg.fp_dequant { " fpdq" } else { "" },
             if cfg.x_local_chunks > 0 {
                 format!(" xl{}", cfg.x_local_chunks)
             } else {
@@ -70,7 +69,7 @@ pub(super) fn matvec_m0e4(
     let Dims { hidden, ffn, .. } = dims;
     let config = opts.matvec.unwrap_or_else(|| MatvecConfig::for_gpu(gpu));
     let defines = opts.matvec_define_pairs();
-    let mv = Rc::new(MatvecM0e4::with_defines(gpu, config, &defines)?);
+    let mv = Rc::new(MatvecM0e4::with_diagnostics(gpu, config, &defines)?);
     let cfg_text = matvec_config_text(&mv);
     if opts.wants("matvec_m0e4") {
         for (rows, cols, group) in [

@@ -98,8 +98,8 @@ inline void mvc_store(const float* v, global float* y, global const float* resid
 
 kernel __attribute__((reqd_work_group_size(MVC_WG, 1, 1)))
 void matvec_m0e4_cpu(global const uchar* codes, global const half* scales, global const half* offsets,
-                     global const float* x, global float* y, global const float* residual, uint rows, uint chunks,
-                     uint cpg_shift, uint res_mode) {
+                     global const float* x, global float* y, global const float* residual, const mv_params p) {
+    const uint rows = p.rows, chunks = p.chunks, cpg_shift = p.cpg_shift, res_mode = p.res_mode;
     const uint row0 = get_global_id(0) * MVC_ROWS;
     if (row0 >= rows) return;
     float v[MVC_ROWS];
@@ -111,8 +111,9 @@ void matvec_m0e4_cpu(global const uchar* codes, global const half* scales, globa
 kernel __attribute__((reqd_work_group_size(MVC_WG, 1, 1)))
 void matvec_m0e4_normed_cpu(global const uchar* codes, global const half* scales, global const half* offsets,
                             global const float* x, global const float* nw, global float* y,
-                            global const float* residual, uint rows, uint chunks, uint cpg_shift, uint res_mode,
-                            float eps, float w_off) {
+                            global const float* residual, const mv_params p) {
+    const uint rows = p.rows, chunks = p.chunks, cpg_shift = p.cpg_shift, res_mode = p.res_mode;
+    const float eps = p.eps, w_off = p.w_off;
     const uint row0 = get_global_id(0) * MVC_ROWS;
     if (row0 >= rows) return;
     const float inv_rms = mvc_inv_rms(x, chunks * 32, eps);
@@ -132,39 +133,33 @@ inline void mvc_gate_up(global const uchar* g_codes, global const half* g_scales
     float gate[MVC_ROWS], up[MVC_ROWS];
     mvc_m0e4_rows(g_codes, g_scales, g_offsets, x, rows, chunks, cpg_shift, row0, gate, normed, nw, inv_rms, w_off);
     mvc_m0e4_rows(u_codes, u_scales, u_offsets, x, rows, chunks, cpg_shift, row0, up, normed, nw, inv_rms, w_off);
-    for (uint r = 0; r < MVC_ROWS && row0 + r < rows; ++r) {
-        const float g = gate[r];
-        // The same forms as matvec.cl: GELU-tanh as x / (1 + exp(-2u)), which avoids 1 + tanh(u) cancelling.
-        const float a = act == 0 ? g / (1.0f + exp(-g))
-                                 : g / (1.0f + exp(-1.5957691216f * (g + 0.044715f * g * g * g)));
-        out[row0 + r] = a * up[r];
-    }
+    for (uint r = 0; r < MVC_ROWS && row0 + r < rows; ++r) out[row0 + r] = tl_gate_act(gate[r], act) * up[r];
 }
 
 kernel __attribute__((reqd_work_group_size(MVC_WG, 1, 1)))
 void matvec_m0e4_gate_up_cpu(global const uchar* g_codes, global const half* g_scales, global const half* g_offsets,
                              global const uchar* u_codes, global const half* u_scales, global const half* u_offsets,
-                             global const float* x, global float* out, uint rows, uint chunks, uint cpg_shift,
-                             uint act) {
-    mvc_gate_up(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, rows, chunks, cpg_shift, act,
-                false, x, 0.0f, 0.0f);
+                             global const float* x, global float* out, const mv_params p) {
+    mvc_gate_up(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, p.rows, p.chunks, p.cpg_shift,
+                p.act, false, x, 0.0f, 0.0f);
 }
 
 kernel __attribute__((reqd_work_group_size(MVC_WG, 1, 1)))
 void matvec_m0e4_gate_up_normed_cpu(global const uchar* g_codes, global const half* g_scales,
                                     global const half* g_offsets, global const uchar* u_codes,
                                     global const half* u_scales, global const half* u_offsets,
-                                    global const float* x, global const float* nw, global float* out, uint rows,
-                                    uint chunks, uint cpg_shift, uint act, float eps, float w_off) {
-    mvc_gate_up(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, rows, chunks, cpg_shift, act,
-                true, nw, eps, w_off);
+                                    global const float* x, global const float* nw, global float* out,
+                                    const mv_params p) {
+    mvc_gate_up(g_codes, g_scales, g_offsets, u_codes, u_scales, u_offsets, x, out, p.rows, p.chunks, p.cpg_shift,
+                p.act, true, nw, p.eps, p.w_off);
 }
 
 // y[row] = W[row]·x (+ residual per res_mode) for f16 weights [rows][cols], cols a multiple of 8: sixteen
 // weights per load (a CPU with F16C converts them in one instruction), eight for the tail.
 kernel __attribute__((reqd_work_group_size(MVC_WG, 1, 1)))
 void matvec_f16_cpu(global const half* w, global const float* x, global float* y, global const float* residual,
-                    uint rows, uint cols, uint res_mode) {
+                    const mv_f16_params p) {
+    const uint rows = p.rows, cols = p.cols, res_mode = p.res_mode;
     const uint row0 = get_global_id(0) * MVC_ROWS;
     if (row0 >= rows) return;
     float16 acc[MVC_ROWS];
@@ -187,8 +182,8 @@ void matvec_f16_cpu(global const half* w, global const float* x, global float* y
         const float8 xv = vload8(2 * n16, x);
 #pragma unroll
         for (uint r = 0; r < MVC_ROWS; ++r) {
-            const float8 p = vload_half8(2 * n16, wr[r]) * xv;
-            const float4 h = p.lo + p.hi;
+            const float8 wx = vload_half8(2 * n16, wr[r]) * xv;
+            const float4 h = wx.lo + wx.hi;
             v[r] += (h.x + h.y) + (h.z + h.w);
         }
     }

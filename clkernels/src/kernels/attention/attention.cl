@@ -34,6 +34,21 @@
 #define ATT_MERGE 8
 #endif
 
+// The scalar arguments of attn_partial and attn_rows (AttnParams in params.rs, field for field). Element d of query
+// head h of token t is at q_off + t * q_stride + h * head_dim + d; a query head reads KV head h / group. chunk and
+// splits are the launcher's plan; with fresh = 1 (decode) the token's K and V come from q's buffer at k_src_off
+// and v_src_off and rotate as in rope.cl (rotary_dim, log2_theta, rope_style); with fresh = 0 those are unused.
+typedef struct {
+    uint q_off, q_stride;
+    uint kv_off, head_stride, pos_stride;
+    uint past, heads, group, head_dim;
+    uint chunk, splits;
+    float scale;
+    uint fresh, k_src_off, v_src_off, rotary_dim;
+    float log2_theta;
+    uint rope_style;
+} attn_params;
+
 // KV_LOAD8 reads 8 consecutive elements from an index that is a multiple of 8 (16- or 32-byte aligned, which the
 // kernels check at run time: see kv_wide). vload8 / vload_half8 promise only element alignment, and NVIDIA's
 // compiler turns them into eight scalar loads (eight 2-byte loads and conversions for f16), which made decode
@@ -45,23 +60,10 @@ typedef half kv_t;
 #ifdef TLITE_HAS_FP16
 #define KV_LOAD8(p, i) vload_half8(0, (p) + (i))
 #else
-// Two halves of a word to f32 without cl_khr_fp16: sign, exponent and mantissa move into place with a shift and a
-// mask, and one multiply by 2^112 rebiases the exponent (exact for normal halves, and for subnormal ones where
-// f32 subnormals are kept; inf and nan, which a working cache never holds, read back as +-65536).
-inline float2 kv_half2_from_bits(uint w) {
-#if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(ATT_NO_NV_CVT)
-    // NVIDIA (built only where its inline PTX is accepted): one conversion instruction per half instead of the
-    // five-operation recipe below, which made decode attention's dot products ALU-bound on its few SMs.
-    return tl_nv_half2_to_float2(w);
-#else
-    const uint lo = ((w << 13) & 0x0FFFE000u) | ((w << 16) & 0x80000000u);
-    const uint hi = ((w >> 3) & 0x0FFFE000u) | (w & 0x80000000u);
-    return (float2)(as_float(lo), as_float(hi)) * 0x1.0p112f;
-#endif
-}
+// Without cl_khr_fp16: tl_half2_to_float2 (a bit recipe, or one conversion per half on NVIDIA).
 inline float8 kv_half8_from_bits(uint4 w) {
-    return (float8)(kv_half2_from_bits(w.x), kv_half2_from_bits(w.y), kv_half2_from_bits(w.z),
-                    kv_half2_from_bits(w.w));
+    return (float8)(tl_half2_to_float2(w.x), tl_half2_to_float2(w.y), tl_half2_to_float2(w.z),
+                    tl_half2_to_float2(w.w));
 }
 #define KV_LOAD8(p, i) kv_half8_from_bits(*(global const uint4*)((p) + (i)))
 #endif
@@ -72,57 +74,20 @@ typedef float kv_t;
 #define KV_STORE(v, p, i) ((p)[(i)] = (v))
 #endif
 
-// Rotary pairing of element d (< rotary_dim): its partner, whether it is the first of the pair, and the pair's
-// frequency index i (frequency theta^(-2i / rotary_dim)). Style 0 pairs (2i, 2i + 1), style 1 (i, i + rotary_dim / 2).
-inline uint kv_rotary_partner(uint d, uint rotary_dim, uint style, bool* first, uint* i) {
-    const uint half_rd = rotary_dim / 2;
-    if (style == 0) {
-        *i = d / 2;
-        *first = (d & 1) == 0;
-        return d ^ 1;
-    }
-    *first = d < half_rd;
-    *i = *first ? d : d - half_rd;
-    return *first ? d + half_rd : d - half_rd;
-}
-
-// Element `val` of a pair rotated by the angle with cosine c and sine sn, `other` being its partner.
-inline float kv_rotate(float val, float other, bool first, float c, float sn) {
-    return first ? val * c - other * sn : other * sn + val * c;
-}
-
-// Sine and cosine of pair i's angle at position pos.
-inline float kv_angle(uint i, uint rotary_dim, float log2_theta, float pos, float* c) {
-    const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
-    const float2 cs = tl_cos_sin(pos * freq);
-    *c = cs.x;
-    return cs.y;
-}
-
-// Element d (< rotary_dim) of one head row after rotary embedding at position pos.
-inline float kv_rotated(global const float* head, uint d, uint rotary_dim, float log2_theta, float pos, uint style) {
-    bool first;
-    uint i;
-    const uint partner = kv_rotary_partner(d, rotary_dim, style, &first, &i);
-    float c;
-    const float sn = kv_angle(i, rotary_dim, log2_theta, pos, &c);
-    return kv_rotate(head[d], head[partner], first, c, sn);
-}
-
 // The work-group's query head into qs, times scale (rotated at position p_new when fresh); with has_fresh also
 // the fresh token's key (rotated) and value, rounded to the cache's element type as a cache read would return
 // them, into kn / vn, and the work-groups of query heads h % group == 0 write them into the cache at p_new.
 // Callers put a barrier before reading qs, kn or vn.
-inline void attn_stage_query(global const float* q, uint q_off, uint q_stride, global kv_t* k, global kv_t* v,
-                             uint kv_off, uint head_stride, uint pos_stride, uint h, uint t, uint kvh, uint group,
-                             uint head_dim, float scale, uint fresh, bool has_fresh, uint p_new, uint k_src_off,
-                             uint v_src_off, uint rotary_dim, float log2_theta, uint rope_style, local float* qs,
-                             local float* kn, local float* vn, local kv_t* rounding) {
+inline void attn_stage_query(global const float* q, global kv_t* k, global kv_t* v, const attn_params p, uint h,
+                             uint t, bool has_fresh, uint p_new, local float* qs, local float* kn, local float* vn,
+                             local kv_t* rounding) {
     const uint lid = get_local_id(0);
     const float pos = (float)p_new;
-    global const float* qh = q + q_off + (size_t)t * q_stride + (size_t)h * head_dim;
-    global const float* kh = q + k_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
-    global const float* vh = q + v_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
+    const uint kvh = h / p.group, head_dim = p.head_dim, q_stride = p.q_stride;
+    const uint fresh = p.fresh, rotary_dim = p.rotary_dim;
+    global const float* qh = q + p.q_off + (size_t)t * q_stride + (size_t)h * head_dim;
+    global const float* kh = q + p.k_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
+    global const float* vh = q + p.v_src_off + (size_t)t * q_stride + (size_t)kvh * head_dim;
     // Every load first (q, and the fresh key and value, with their rotary partners), so a work-item waits one
     // round trip; one angle serves q and k.
     float qa[ATT_DPT], qb[ATT_DPT], ka[ATT_DPT], kb[ATT_DPT], va[ATT_DPT];
@@ -134,7 +99,7 @@ inline void attn_stage_query(global const float* q, uint q_off, uint q_stride, g
         const bool rotated = fresh != 0 && d < rotary_dim;
         first[j] = true;
         pair[j] = 0;
-        const uint partner = rotated ? kv_rotary_partner(d, rotary_dim, rope_style, &first[j], &pair[j]) : d;
+        const uint partner = rotated ? tl_rope_partner(d, rotary_dim, p.rope_style, &first[j], &pair[j]) : d;
         if (d < head_dim) {
             qa[j] = qh[d];
             qb[j] = qh[partner];
@@ -145,20 +110,19 @@ inline void attn_stage_query(global const float* q, uint q_off, uint q_stride, g
             }
         }
     }
-    const size_t at = kv_off + (size_t)kvh * head_stride + (size_t)p_new * pos_stride;
-    const bool writer = h % group == 0;
+    const size_t at = p.kv_off + (size_t)kvh * p.head_stride + (size_t)p_new * p.pos_stride;
+    const bool writer = h % p.group == 0;
 #pragma unroll
     for (uint j = 0; j < ATT_DPT; ++j) {
         const uint d = lid + j * ATT_WG;
         if (d >= head_dim) continue;
         float qv = qa[j], kv = ka[j];
         if (fresh != 0 && d < rotary_dim) {
-            float c;
-            const float sn = kv_angle(pair[j], rotary_dim, log2_theta, pos, &c);
-            qv = kv_rotate(qa[j], qb[j], first[j], c, sn);
-            kv = kv_rotate(ka[j], kb[j], first[j], c, sn);
+            const float2 cs = tl_rope_cos_sin(pos, pair[j], rotary_dim, p.log2_theta);
+            qv = tl_rope_rotate(qa[j], qb[j], first[j], cs);
+            kv = tl_rope_rotate(ka[j], kb[j], first[j], cs);
         }
-        qs[d] = qv * scale;
+        qs[d] = qv * p.scale;
         if (has_fresh) {
             // Each work-item rounds its own element through local memory: what the cache will hold.
             KV_STORE(kv, rounding, d);
@@ -198,10 +162,6 @@ inline void attn_finish(const float* o, float m, float l, size_t th, uint s, uin
         if (d < head_dim) part_o[ps_idx * head_dim + d] = o[i];
     }
     if (lid == 0) part_ml[ps_idx] = (float2)(m, l);
-#ifdef ATT_DIAG_NO_MERGE
-    // Diagnostic (bench-kernels --att-define): partials only, no count and no merge; the output is not written.
-    return;
-#endif
     mem_fence(CLK_GLOBAL_MEM_FENCE);
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     if (lid == 0) *is_last = atomic_inc(&counters[th]) == splits - 1;
@@ -255,8 +215,7 @@ inline void attn_finish(const float* o, float m, float l, size_t th, uint s, uin
     if (lid == 0) counters[th] = 0;
 }
 
-// Global size (ATT_WG * splits, heads, seq), local (ATT_WG, 1, 1).
-// q: element d of head h of token t at q_off + t * q_stride + h * head_dim + d.
+// Global size (ATT_WG * splits, heads, seq), local (ATT_WG, 1, 1). Scalars in p (attn_params above).
 // out: [seq][heads][head_dim]. part_ml: [seq][heads][splits] float2 (m, l). part_o: [seq][heads][splits][head_dim].
 //
 // fresh = 1 (decode, seq 1, the step's K/V not yet in the cache): the launch also does what qkv_rope_write does,
@@ -266,11 +225,8 @@ inline void attn_finish(const float* o, float m, float l, size_t th, uint s, uin
 // as a cache read would return them, and the work-groups of query heads h % group == 0 write them into the cache
 // at position past. No work-group of the launch reads that cache position, so the write races with nothing.
 kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
-void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t* k, global kv_t* v, uint kv_off,
-                  uint head_stride, uint pos_stride, global float* out, global float2* part_ml, global float* part_o,
-                  global uint* counters, uint past, uint heads, uint group, uint head_dim, uint chunk, uint splits,
-                  float scale, uint fresh, uint k_src_off, uint v_src_off, uint rotary_dim, float log2_theta,
-                  uint rope_style) {
+void attn_partial(global const float* q, global kv_t* k, global kv_t* v, global float* out,
+                  global float2* part_ml, global float* part_o, global uint* counters, const attn_params p) {
     local float4 qs4[ATT_MAX_HD / 4];
     local float* qs = (local float*)qs4;
     // The fresh token's key and value (fresh = 1, last split only).
@@ -284,6 +240,9 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
     local float2 ml_space[ATT_MAX_SPLITS];
     local float ps[ATT_WG];
     local float scratch[ATT_WG];
+    const uint past = p.past, heads = p.heads, group = p.group, head_dim = p.head_dim;
+    const uint chunk = p.chunk, splits = p.splits;
+    const uint kv_off = p.kv_off, head_stride = p.head_stride, pos_stride = p.pos_stride;
     const uint lid = get_local_id(0);
     const uint s = get_group_id(0), h = get_global_id(1), t = get_global_id(2);
     const uint kvh = h / group;
@@ -291,12 +250,10 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
     const uint start = s * chunk;
     const uint end = min(start + chunk, n_keys);
     // This work-group covers the fresh position (the last one), which it takes from kn / vn.
-    const bool has_fresh = fresh != 0 && end == n_keys;
+    const bool has_fresh = p.fresh != 0 && end == n_keys;
     const uint p_new = n_keys - 1;
 
-    attn_stage_query(q, q_off, q_stride, k, v, kv_off, head_stride, pos_stride, h, t, kvh, group, head_dim, scale,
-                     fresh, has_fresh, p_new, k_src_off, v_src_off, rotary_dim, log2_theta, rope_style, qs, kn, vn,
-                     rounding);
+    attn_stage_query(q, k, v, p, h, t, has_fresh, p_new, qs, kn, vn, rounding);
     const size_t kv_head = kv_off + (size_t)kvh * head_stride;
     barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -421,13 +378,8 @@ void attn_partial(global const float* q, uint q_off, uint q_stride, global kv_t*
 // A cache row's 8 elements as loaded (kv_raw8: four words of halves, or eight floats) and as eight floats.
 #ifdef KV_F16
 typedef uint4 kv_raw8;
-#if defined(TLITE_NV_SHFL) && !defined(TLITE_COMPILE_CHECK) && !defined(ATT_NV_PLAIN_LD)
-// A step reads each cache row once: on NVIDIA without allocating L1 lines (H100, 32x32x128: ctx 192 8.1 -> 7.6 us,
-// 4096 35.8 -> 34.4 us; Gemma's 8x1x256 unchanged; bench/RESULTS.md). ATT_NV_PLAIN_LD restores plain loads.
-#define KV_RAW_LOAD8(p, i) tl_nv_ld_once((global const uint4*)((p) + (i)))
-#else
-#define KV_RAW_LOAD8(p, i) (*(global const uint4*)((p) + (i)))
-#endif
+// A step reads each cache row once: tl_load_once_u4 (on NVIDIA a load that allocates no L1 line).
+#define KV_RAW_LOAD8(p, i) tl_load_once_u4((global const uint4*)((p) + (i)))
 #ifdef TLITE_HAS_FP16
 #define KV_RAW_F8(r) convert_float8(as_half8(r))
 #else
@@ -449,11 +401,8 @@ typedef float8 kv_raw8;
 // Built at ATT_WG 64 for split decode and at 256 for one work-group per (token, head) over a short context,
 // which needs no merge.
 kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
-void attn_rows(global const float* q, uint q_off, uint q_stride, global kv_t* k, global kv_t* v, uint kv_off,
-               uint head_stride, uint pos_stride, global float* out, global float2* part_ml, global float* part_o,
-               global uint* counters, uint past, uint heads, uint group, uint head_dim, uint chunk, uint splits,
-               float scale, uint fresh, uint k_src_off, uint v_src_off, uint rotary_dim, float log2_theta,
-               uint rope_style) {
+void attn_rows(global const float* q, global kv_t* k, global kv_t* v, global float* out, global float2* part_ml,
+               global float* part_o, global uint* counters, const attn_params p) {
     local float4 qs4[ATT_MAX_HD / 4];
     local float4 kn4[ATT_MAX_HD / 4], vn4[ATT_MAX_HD / 4];
     local float* qs = (local float*)qs4;
@@ -467,13 +416,16 @@ void attn_rows(global const float* q, uint q_off, uint q_stride, global kv_t* k,
     local float scratch[ATT_WG];
     local uint is_last;
     local float2 ml_space[ATT_MAX_SPLITS];
+    const uint past = p.past, heads = p.heads, group = p.group, head_dim = p.head_dim;
+    const uint chunk = p.chunk, splits = p.splits;
+    const uint kv_off = p.kv_off, head_stride = p.head_stride, pos_stride = p.pos_stride;
     const uint lid = get_local_id(0);
     const uint s = get_group_id(0), h = get_global_id(1), t = get_global_id(2);
     const uint kvh = h / group;
     const uint n_keys = past + t + 1;
     const uint start = s * chunk;
     const uint end = min(start + chunk, n_keys);
-    const bool has_fresh = fresh != 0 && end == n_keys;
+    const bool has_fresh = p.fresh != 0 && end == n_keys;
     const uint p_new = n_keys - 1;
     // Rows read from the cache (the fresh one comes from kn / vn).
     const uint end_cached = has_fresh ? p_new : end;
@@ -492,20 +444,12 @@ void attn_rows(global const float* q, uint q_off, uint q_stride, global kv_t* k,
         for (uint i = 0; i < ATT_ROWS; ++i) {
             const uint row = base + g + i * ng;
             if (row < end_cached) {
-#ifdef ATT_DIAG_NO_KV
-                // Diagnostic: no cache reads (results wrong), to show what the K/V round trip costs.
-                kr[i] = (kv_raw8)(row);
-                vr[i] = (kv_raw8)(row + 1);
-#else
                 kr[i] = KV_RAW_LOAD8(kp, (size_t)row * pos_stride);
                 vr[i] = KV_RAW_LOAD8(vp, (size_t)row * pos_stride);
-#endif
             }
         }
         if (base == start)
-            attn_stage_query(q, q_off, q_stride, k, v, kv_off, head_stride, pos_stride, h, t, kvh, group, head_dim,
-                             scale, fresh, has_fresh, p_new, k_src_off, v_src_off, rotary_dim, log2_theta,
-                             rope_style, qs, kn, vn, (local kv_t*)rounding_space);
+            attn_stage_query(q, k, v, p, h, t, has_fresh, p_new, qs, kn, vn, (local kv_t*)rounding_space);
         // qs, kn, vn are written (first block) and the previous block's dots and ps are read: both fenced here.
         barrier(CLK_LOCAL_MEM_FENCE);
         const float8 q8 = (float8)(qs4[dim0 / 4], qs4[dim0 / 4 + 1]);
@@ -571,42 +515,57 @@ void attn_rows(global const float* q, uint q_off, uint q_stride, global kv_t* k,
                 ml_space);
 }
 
+// The scalar arguments of kv_write (KvWriteParams in params.rs).
+typedef struct {
+    uint src_off, src_stride;
+    uint dst_off, head_stride, pos_stride;
+    uint head_dim, rotary_dim;
+    float log2_theta;
+    uint past, style;
+} kv_write_params;
+
 // Writes seq new tokens' K (rotated here when rotary_dim > 0) and V into the cache in place.
 // src: element d of kv head h of token t at src_off + t * src_stride + h * head_dim + d (f32, e.g. the k or v part
 // of a fused QKV output). dst: dst_off + h * head_stride + t * pos_stride + d (the step's write view).
 // Rotary as in rope.cl, token t at position past + t. Global size (head_dim, kv_heads, seq).
-kernel void kv_write(global const float* src, uint src_off, uint src_stride, global kv_t* dst, uint dst_off,
-                     uint head_stride, uint pos_stride, uint head_dim, uint rotary_dim, float log2_theta, uint past,
-                     uint style) {
+kernel void kv_write(global const float* src, global kv_t* dst, const kv_write_params p) {
+    const uint src_off = p.src_off, src_stride = p.src_stride, dst_off = p.dst_off, head_stride = p.head_stride;
+    const uint pos_stride = p.pos_stride, head_dim = p.head_dim, rotary_dim = p.rotary_dim, past = p.past;
+    const uint style = p.style;
+    const float log2_theta = p.log2_theta;
     const uint d = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
     const size_t sh = src_off + (size_t)t * src_stride + (size_t)h * head_dim;
     float val = src[sh + d];
-    if (d < rotary_dim) val = kv_rotated(src + sh, d, rotary_dim, log2_theta, (float)(past + t), style);
+    if (d < rotary_dim) val = tl_rope_element(src + sh, d, rotary_dim, log2_theta, (float)(past + t), style);
     KV_STORE(val, dst, dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d);
 }
+
+// The scalar arguments of qkv_rope_write (QkvRopeWriteParams in params.rs).
+typedef struct {
+    uint q_off, k_off, v_off, stride;
+    uint dst_off, head_stride, pos_stride;
+    uint head_dim, rotary_dim;
+    float log2_theta;
+    uint past, style, heads, kv_heads;
+} qkv_rope_write_params;
 
 // The step's rotary and cache append in ONE launch over the fused QKV output: rows r < heads rotate q head r in
 // place (work-item d < rotary_dim / 2 owns one pair, so no work-item reads what another writes); the next kv_heads
 // rows write K head r - heads, rotated, into k_dst; the last kv_heads rows copy V into v_dst. Rotary and
 // addressing as in rope and kv_write; token t sits at position past + t.
 // Global size (head_dim, heads + 2 * kv_heads, seq).
-kernel void qkv_rope_write(global float* qkv, uint q_off, uint k_off, uint v_off, uint stride, global kv_t* k_dst,
-                           global kv_t* v_dst, uint dst_off, uint head_stride, uint pos_stride, uint head_dim,
-                           uint rotary_dim, float log2_theta, uint past, uint style, uint heads, uint kv_heads) {
+kernel void qkv_rope_write(global float* qkv, global kv_t* k_dst, global kv_t* v_dst, const qkv_rope_write_params p) {
+    const uint q_off = p.q_off, k_off = p.k_off, v_off = p.v_off, stride = p.stride, dst_off = p.dst_off;
+    const uint head_stride = p.head_stride, pos_stride = p.pos_stride, head_dim = p.head_dim;
+    const uint rotary_dim = p.rotary_dim, past = p.past, style = p.style, heads = p.heads, kv_heads = p.kv_heads;
+    const float log2_theta = p.log2_theta;
     const uint d = get_global_id(0), r = get_global_id(1), t = get_global_id(2);
     const uint half_rd = rotary_dim / 2;
     const float pos = (float)(past + t);
     if (r < heads) {
         if (d < half_rd) {
-            const float freq = exp2(-(float)(2 * d) / (float)rotary_dim * log2_theta);
-            const float2 cs = tl_cos_sin(pos * freq);
-            const float c = cs.x, sn = cs.y;
-            const uint a = style == 0 ? 2 * d : d;
-            const uint b = style == 0 ? 2 * d + 1 : d + half_rd;
             global float* head = qkv + q_off + (size_t)t * stride + (size_t)r * head_dim;
-            const float x0 = head[a], x1 = head[b];
-            head[a] = x0 * c - x1 * sn;
-            head[b] = x0 * sn + x1 * c;
+            tl_rope_rotate_pair(head, d, rotary_dim, style, tl_rope_cos_sin(pos, d, rotary_dim, log2_theta));
         }
         return;
     }
@@ -614,7 +573,7 @@ kernel void qkv_rope_write(global float* qkv, uint q_off, uint k_off, uint v_off
     const uint h = is_v ? r - heads - kv_heads : r - heads;
     const size_t sh = (is_v ? v_off : k_off) + (size_t)t * stride + (size_t)h * head_dim;
     float val = qkv[sh + d];
-    if (!is_v && d < rotary_dim) val = kv_rotated(qkv + sh, d, rotary_dim, log2_theta, pos, style);
+    if (!is_v && d < rotary_dim) val = tl_rope_element(qkv + sh, d, rotary_dim, log2_theta, pos, style);
     const size_t di = dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d;
     if (is_v) {
         KV_STORE(val, v_dst, di);

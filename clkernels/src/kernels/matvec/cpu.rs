@@ -1,15 +1,17 @@
-//! Decode mat-vec kernels for CPU devices (`matvec_cpu.cl`): the M0E4 and f16 products of [`super::matvec`],
-//! with the same arguments and results, shaped for a CPU (one work-item per block of rows walking all of K with
-//! 16-wide vectors; no local memory, no barriers).
+//! Decode mat-vec kernels for CPU devices (`cpu.cl`): the M0E4 and f16 products of `matvec.cl`, with the same
+//! arguments and results, shaped for a CPU (one work-item per block of rows walking all of K with 16-wide vectors;
+//! no local memory, no barriers).
 //!
-//! [`super::matvec::MatvecM0e4`] and [`super::matvec::MatvecF16`] launch these instead of their GPU kernels
-//! when [`super::matvec::MatvecConfig::cpu`] is set, which [`super::matvec::MatvecConfig::for_gpu`] does for a
-//! device of type `CL_DEVICE_TYPE_CPU`; callers need not know which kernels run.
+//! [`super::MatvecM0e4`] and [`super::MatvecF16`] launch these instead of their GPU kernels when
+//! [`super::MatvecConfig::cpu`] is set, which [`super::MatvecConfig::for_gpu`] does for a device of type
+//! `CL_DEVICE_TYPE_CPU`; callers need not know which kernels run.
 
-use super::{program_source, shape_error, Arg, KernelError, LockedKernel};
+use super::super::{program_source, shape_error, Arg, KernelError, LockedKernel};
+use super::choose::M0e4Product;
 use crate::runtime::{Capabilities, DeviceKind, Gpu};
 
-const SOURCE: crate::runtime::ProgramSource = program_source!("matvec_cpu", "matvec_cpu.cl");
+const SOURCE: crate::runtime::ProgramSource =
+    program_source!("matvec_cpu", "matvec/params.cl", "matvec/cpu.cl");
 
 /// Launch geometry of the CPU-device mat-vec kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +33,12 @@ impl CpuMatvecGeometry {
 
     /// The CPU geometry for a device of type CPU, `None` for any other (its GPU kernels suit it).
     pub fn for_device(caps: &Capabilities) -> Option<Self> {
-        (caps.kind == DeviceKind::Cpu).then_some(Self::DEFAULT)
+        Self::for_kind(caps.kind)
+    }
+
+    /// As [`CpuMatvecGeometry::for_device`], from the device type alone.
+    pub(super) fn for_kind(kind: DeviceKind) -> Option<Self> {
+        (kind == DeviceKind::Cpu).then_some(Self::DEFAULT)
     }
 
     fn check(&self, caps: &Capabilities) -> Result<(), KernelError> {
@@ -78,19 +85,6 @@ fn build(
     LockedKernel::build(gpu, &SOURCE, &defines, name)
 }
 
-/// Which M0E4 product a launch computes; the arguments are those of the matching `matvec.cl` kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum M0e4Product {
-    /// `y = W·x (+ r)`.
-    Plain,
-    /// `y = W·rmsnorm(x) (+ r)`.
-    Normed,
-    /// `out = act(Wg·x) * (Wu·x)`.
-    GateUp,
-    /// `out = act(Wg·n) * (Wu·n)`, `n = rmsnorm(x)`.
-    GateUpNormed,
-}
-
 /// The four M0E4 kernels of the CPU program.
 #[derive(Debug)]
 pub(crate) struct CpuMatvecM0e4 {
@@ -122,7 +116,7 @@ impl CpuMatvecM0e4 {
         &self,
         gpu: &Gpu,
         product: M0e4Product,
-        args: &[Arg],
+        args: &[Arg<'_>],
         rows: usize,
     ) -> Result<(), KernelError> {
         let kernel = match product {
@@ -153,7 +147,12 @@ impl CpuMatvecF16 {
     }
 
     /// Enqueues `y = W·x (+ r)` over `rows` rows with the arguments of `matvec_f16` (checked by the caller).
-    pub(crate) fn launch(&self, gpu: &Gpu, args: &[Arg], rows: usize) -> Result<(), KernelError> {
+    pub(crate) fn launch(
+        &self,
+        gpu: &Gpu,
+        args: &[Arg<'_>],
+        rows: usize,
+    ) -> Result<(), KernelError> {
         let wg = self.geometry.work_group;
         self.kernel
             .launch(gpu, args, &self.geometry.global(rows), Some(&[wg]))

@@ -1,0 +1,376 @@
+//! Which build of `matvec.cl` a launch runs (pure: a function of the geometry, the device's compute units, the
+//! product and the matrix shape, unit-tested without a device).
+//!
+//! A geometry asks for up to nine builds: the four products at the base geometry, the plain and normed products
+//! again for tall matrices (more rows per group) and for long rows (a larger activation tile), and the plain
+//! product once more unrolled less, for short launches such as the attention output projection.
+
+use fp4::MatrixShape;
+
+use super::config::{MatvecConfig, TALL_GROUPS_PER_UNIT};
+use crate::runtime::VendorFamily;
+
+/// Which M0E4 product a launch computes; each has its kernel in `matvec.cl` and in `cpu.cl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum M0e4Product {
+    /// `y = W·x (+ r)`.
+    Plain,
+    /// `y = W·rmsnorm(x) (+ r)`.
+    Normed,
+    /// `out = act(Wg·x) * (Wu·x)`.
+    GateUp,
+    /// `out = act(Wg·n) * (Wu·n)`, `n = rmsnorm(x)`.
+    GateUpNormed,
+}
+
+impl M0e4Product {
+    /// All four.
+    pub(crate) const ALL: [M0e4Product; 4] = [
+        M0e4Product::Plain,
+        M0e4Product::Normed,
+        M0e4Product::GateUp,
+        M0e4Product::GateUpNormed,
+    ];
+
+    /// The product with or without the up matrix and the fused norm.
+    pub(crate) fn of(gate_up: bool, normed: bool) -> Self {
+        match (gate_up, normed) {
+            (false, false) => M0e4Product::Plain,
+            (false, true) => M0e4Product::Normed,
+            (true, false) => M0e4Product::GateUp,
+            (true, true) => M0e4Product::GateUpNormed,
+        }
+    }
+
+    /// Whether one matrix is read (not the gate+up pair).
+    fn single(self) -> bool {
+        matches!(self, M0e4Product::Plain | M0e4Product::Normed)
+    }
+
+    /// The kernel's name in `matvec.cl`.
+    pub(super) fn gpu_kernel(self) -> &'static str {
+        match self {
+            M0e4Product::Plain => "matvec_m0e4",
+            M0e4Product::Normed => "matvec_m0e4_normed",
+            M0e4Product::GateUp => "matvec_m0e4_gate_up",
+            M0e4Product::GateUpNormed => "matvec_m0e4_gate_up_normed",
+        }
+    }
+}
+
+/// A geometry the GPU kernels are built at beside the base one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum M0e4Variant {
+    /// The configuration as given.
+    Base,
+    /// `tall_rows_per_group` rows per group.
+    Tall,
+    /// `long_x_local_chunks` activation tiles.
+    Long,
+    /// `short_unroll` unrolling.
+    Short,
+}
+
+/// One build: a product at a variant geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct M0e4Build {
+    pub product: M0e4Product,
+    pub variant: M0e4Variant,
+}
+
+/// The geometry of `variant`, or `None` where `config` does not build it (its field is 0 or equals the base).
+pub(super) fn variant_config(config: &MatvecConfig, variant: M0e4Variant) -> Option<MatvecConfig> {
+    let changed = match variant {
+        M0e4Variant::Base => return Some(*config),
+        M0e4Variant::Tall if config.tall_rows_per_group > 0 => MatvecConfig {
+            rows_per_group: config.tall_rows_per_group,
+            ..*config
+        },
+        M0e4Variant::Long
+            if config.x_local_chunks > 0 && config.long_x_local_chunks > config.x_local_chunks =>
+        {
+            MatvecConfig {
+                x_local_chunks: config.long_x_local_chunks,
+                ..*config
+            }
+        }
+        M0e4Variant::Short if config.short_unroll > 0 => MatvecConfig {
+            unroll: config.short_unroll,
+            ..*config
+        },
+        _ => return None,
+    };
+    (changed != *config).then_some(changed)
+}
+
+/// The builds `config` needs, each with the geometry it is built at.
+pub(super) fn m0e4_builds(config: &MatvecConfig) -> Vec<(M0e4Build, MatvecConfig)> {
+    let products = |variant| -> &'static [M0e4Product] {
+        match variant {
+            M0e4Variant::Base => &M0e4Product::ALL,
+            M0e4Variant::Tall | M0e4Variant::Long => &[M0e4Product::Plain, M0e4Product::Normed],
+            M0e4Variant::Short => &[M0e4Product::Plain],
+        }
+    };
+    let mut builds = Vec::new();
+    for variant in [
+        M0e4Variant::Base,
+        M0e4Variant::Tall,
+        M0e4Variant::Long,
+        M0e4Variant::Short,
+    ] {
+        if let Some(geometry) = variant_config(config, variant) {
+            for &product in products(variant) {
+                builds.push((M0e4Build { product, variant }, geometry));
+            }
+        }
+    }
+    builds
+}
+
+/// The build a launch runs and the rows each of its work-groups owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct M0e4Launch {
+    pub build: M0e4Build,
+    pub rows_per_group: usize,
+}
+
+/// Chooses the build for `product` over a `shape` matrix on a device of `compute_units` units: long rows take the
+/// larger tile, then tall matrices the taller groups (single-matrix products only), and a plain product that is
+/// neither takes the short unrolling; everything else runs the base build.
+pub(super) fn choose_m0e4_build(
+    config: &MatvecConfig,
+    compute_units: usize,
+    product: M0e4Product,
+    shape: MatrixShape,
+) -> M0e4Launch {
+    let has = |variant| variant_config(config, variant).is_some();
+    let single = product.single();
+    let is_long = shape.cols > 32 * config.x_local_chunks;
+    let is_tall =
+        shape.rows.div_ceil(config.rows_per_group) > TALL_GROUPS_PER_UNIT * compute_units.max(1);
+    let variant = if single && is_long && has(M0e4Variant::Long) {
+        M0e4Variant::Long
+    } else if single && is_tall && has(M0e4Variant::Tall) {
+        M0e4Variant::Tall
+    } else if product == M0e4Product::Plain && has(M0e4Variant::Short) {
+        M0e4Variant::Short
+    } else {
+        M0e4Variant::Base
+    };
+    let rows_per_group =
+        variant_config(config, variant).map_or(config.rows_per_group, |c| c.rows_per_group);
+    M0e4Launch {
+        build: M0e4Build { product, variant },
+        rows_per_group,
+    }
+}
+
+/// Whether the products are computed in half precision: NVIDIA's packed-f16 path (it needs the warp-shuffle
+/// build, whose inline PTX it shares), or `half_math` on a `cl_khr_fp16` device. Never on the CPU kernels.
+pub(super) fn half_products(
+    config: &MatvecConfig,
+    vendor: VendorFamily,
+    fp16: bool,
+    warp_shuffle_in_use: bool,
+) -> bool {
+    if config.cpu.is_some() {
+        return false;
+    }
+    (config.nv_half2 && warp_shuffle_in_use && vendor == VendorFamily::Nvidia)
+        || (config.half_math && fp16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::MatvecDevice;
+    use super::super::cpu::CpuMatvecGeometry;
+    use super::*;
+    use crate::runtime::DeviceKind;
+
+    fn config(vendor_family: VendorFamily) -> MatvecConfig {
+        MatvecConfig::for_device(&MatvecDevice {
+            vendor_family,
+            kind: DeviceKind::Gpu,
+            max_work_group_size: 1024,
+            fp16: false,
+        })
+    }
+
+    fn pick(
+        c: &MatvecConfig,
+        units: usize,
+        product: M0e4Product,
+        rows: usize,
+        cols: usize,
+    ) -> M0e4Launch {
+        choose_m0e4_build(c, units, product, MatrixShape::new(rows, cols))
+    }
+
+    #[test]
+    fn nvidia_builds_all_nine_and_plain_devices_four() {
+        let nv = m0e4_builds(&config(VendorFamily::Nvidia));
+        assert_eq!(nv.len(), 9);
+        let count = |v| nv.iter().filter(|(b, _)| b.variant == v).count();
+        assert_eq!(
+            [
+                count(M0e4Variant::Base),
+                count(M0e4Variant::Tall),
+                count(M0e4Variant::Long),
+                count(M0e4Variant::Short)
+            ],
+            [4, 2, 2, 1]
+        );
+        for (build, geometry) in &nv {
+            let c = config(VendorFamily::Nvidia);
+            let want = match build.variant {
+                M0e4Variant::Base => c,
+                M0e4Variant::Tall => MatvecConfig {
+                    rows_per_group: 16,
+                    ..c
+                },
+                M0e4Variant::Long => MatvecConfig {
+                    x_local_chunks: 256,
+                    ..c
+                },
+                M0e4Variant::Short => MatvecConfig { unroll: 1, ..c },
+            };
+            assert_eq!(*geometry, want, "{build:?}");
+        }
+        for vendor in [
+            VendorFamily::Adreno,
+            VendorFamily::Mali,
+            VendorFamily::Pocl,
+            VendorFamily::Other,
+        ] {
+            let builds = m0e4_builds(&config(vendor));
+            assert_eq!(builds.len(), 4, "{vendor:?}");
+            assert!(builds.iter().all(|(b, _)| b.variant == M0e4Variant::Base));
+        }
+    }
+
+    #[test]
+    fn variants_equal_to_the_base_are_not_built() {
+        let c = MatvecConfig {
+            tall_rows_per_group: 8,
+            long_x_local_chunks: 128,
+            short_unroll: 2,
+            ..config(VendorFamily::Nvidia)
+        };
+        assert_eq!(m0e4_builds(&c).len(), 4);
+        // A long tile is only a variant when activations are staged and the tile grows.
+        let unstaged = MatvecConfig {
+            x_local_chunks: 0,
+            ..config(VendorFamily::Nvidia)
+        };
+        assert_eq!(variant_config(&unstaged, M0e4Variant::Long), None);
+    }
+
+    #[test]
+    fn nvidia_launches_pick_long_then_tall_then_short() {
+        let c = config(VendorFamily::Nvidia);
+        let units = 132;
+        // 11008-wide down projection: rows longer than 128 chunks take the long tile.
+        let down = pick(&c, units, M0e4Product::Plain, 4096, 11008);
+        assert_eq!(down.build.variant, M0e4Variant::Long);
+        assert_eq!(down.rows_per_group, 8);
+        // A long normed row too, but never the gate+up pair.
+        assert_eq!(
+            pick(&c, units, M0e4Product::Normed, 4096, 11008)
+                .build
+                .variant,
+            M0e4Variant::Long
+        );
+        assert_eq!(
+            pick(&c, units, M0e4Product::GateUp, 4096, 11008)
+                .build
+                .variant,
+            M0e4Variant::Base
+        );
+        // QKV 12288 x 4096: 1536 groups of 8 rows > 10 per unit on 132 units -> tall, 16 rows per group.
+        let qkv = pick(&c, units, M0e4Product::Normed, 12288, 4096);
+        assert_eq!(
+            (qkv.build.variant, qkv.rows_per_group),
+            (M0e4Variant::Tall, 16)
+        );
+        // 4096 x 4096: 512 groups, not tall; a plain one is short, a normed one base.
+        let o = pick(&c, units, M0e4Product::Plain, 4096, 4096);
+        assert_eq!((o.build.variant, o.rows_per_group), (M0e4Variant::Short, 8));
+        assert_eq!(
+            pick(&c, units, M0e4Product::Normed, 4096, 4096)
+                .build
+                .variant,
+            M0e4Variant::Base
+        );
+        // Gate+up is always the base build.
+        let gu = pick(&c, units, M0e4Product::GateUpNormed, 22016, 4096);
+        assert_eq!(
+            (gu.build.variant, gu.rows_per_group),
+            (M0e4Variant::Base, 8)
+        );
+        // Fewer units make the same matrix tall.
+        assert_eq!(
+            pick(&c, 8, M0e4Product::Plain, 4096, 4096).build.variant,
+            M0e4Variant::Tall
+        );
+    }
+
+    #[test]
+    fn every_choice_is_a_built_kernel() {
+        let mut configs: Vec<MatvecConfig> = [
+            VendorFamily::Nvidia,
+            VendorFamily::Adreno,
+            VendorFamily::Pocl,
+            VendorFamily::Other,
+        ]
+        .map(config)
+        .to_vec();
+        configs.push(MatvecConfig {
+            short_unroll: 0,
+            ..config(VendorFamily::Nvidia)
+        });
+        configs.push(MatvecConfig {
+            long_x_local_chunks: 0,
+            ..config(VendorFamily::Nvidia)
+        });
+        for c in &configs {
+            let builds = m0e4_builds(c);
+            for units in [1, 8, 132] {
+                for product in M0e4Product::ALL {
+                    for (rows, cols) in [
+                        (7, 32),
+                        (4096, 4096),
+                        (12288, 4096),
+                        (4096, 11008),
+                        (32000, 2048),
+                    ] {
+                        let l = pick(c, units, product, rows, cols);
+                        let built = builds.iter().find(|(b, _)| *b == l.build);
+                        let (_, geometry) =
+                            built.unwrap_or_else(|| panic!("{l:?} not built for {c:?}"));
+                        assert_eq!(geometry.rows_per_group, l.rows_per_group);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn half_products_need_fp16_or_nvidia_shuffles() {
+        let nv = config(VendorFamily::Nvidia);
+        assert!(half_products(&nv, VendorFamily::Nvidia, false, true));
+        assert!(!half_products(&nv, VendorFamily::Nvidia, false, false));
+        assert!(!half_products(&nv, VendorFamily::Pocl, false, true));
+        let adreno = MatvecConfig {
+            half_math: true,
+            ..config(VendorFamily::Adreno)
+        };
+        assert!(half_products(&adreno, VendorFamily::Adreno, true, false));
+        assert!(!half_products(&adreno, VendorFamily::Adreno, false, false));
+        let cpu = MatvecConfig {
+            cpu: Some(CpuMatvecGeometry::DEFAULT),
+            ..adreno
+        };
+        assert!(!half_products(&cpu, VendorFamily::Adreno, true, true));
+    }
+}

@@ -1,0 +1,140 @@
+//! Weight matrices on the device, as the mat-vec (and the mat-mat and embedding) kernels read them.
+
+use fp4::{GroupSize, M0e4Matrix, MatrixShape};
+use half::f16;
+
+use super::super::{shape_error, KernelError};
+use crate::runtime::{DeviceBuffer, Gpu};
+
+/// An M0E4 matrix on the device, in exactly the layout of [`fp4::M0e4Matrix`].
+#[derive(Debug)]
+pub struct DeviceM0e4 {
+    /// Packed codes, `rows * cols / 2` bytes.
+    pub codes: DeviceBuffer<u8>,
+    /// Scales, `[rows][cols / G]`.
+    pub scales: DeviceBuffer<f16>,
+    /// Offsets, `[rows][cols / G]`.
+    pub offsets: DeviceBuffer<f16>,
+    /// Rows (output features) and columns (input features).
+    pub shape: MatrixShape,
+    /// Group size along the columns.
+    pub group: GroupSize,
+}
+
+impl DeviceM0e4 {
+    /// Uploads `matrix`.
+    pub fn upload(gpu: &Gpu, matrix: &M0e4Matrix) -> Result<Self, KernelError> {
+        Ok(DeviceM0e4 {
+            codes: DeviceBuffer::from_slice(gpu, matrix.codes())?,
+            scales: DeviceBuffer::from_slice(gpu, matrix.scales())?,
+            offsets: DeviceBuffer::from_slice(gpu, matrix.offsets())?,
+            shape: matrix.shape(),
+            group: matrix.group(),
+        })
+    }
+
+    /// Uploads several matrices of equal columns and group stacked along the rows (e.g. `[q; k; v]` so the QKV
+    /// projection is one launch, or `[gate; up]`).
+    pub fn concat_rows(gpu: &Gpu, parts: &[&M0e4Matrix]) -> Result<Self, KernelError> {
+        let first = parts
+            .first()
+            .ok_or_else(|| shape_error("DeviceM0e4::concat_rows", "no matrices given"))?;
+        let (cols, group) = (first.shape().cols, first.group());
+        let mut rows = 0;
+        let (mut codes, mut scales, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, m) in parts.iter().enumerate() {
+            if m.shape().cols != cols || m.group() != group {
+                return Err(shape_error(
+                    "DeviceM0e4::concat_rows",
+                    format!(
+                        "part {i} is {}x{} with group {}, but part 0 has {cols} columns and group {group}",
+                        m.shape().rows,
+                        m.shape().cols,
+                        m.group()
+                    ),
+                ));
+            }
+            rows += m.shape().rows;
+            codes.extend_from_slice(m.codes());
+            scales.extend_from_slice(m.scales());
+            offsets.extend_from_slice(m.offsets());
+        }
+        Ok(DeviceM0e4 {
+            codes: DeviceBuffer::from_slice(gpu, &codes)?,
+            scales: DeviceBuffer::from_slice(gpu, &scales)?,
+            offsets: DeviceBuffer::from_slice(gpu, &offsets)?,
+            shape: MatrixShape::new(rows, cols),
+            group,
+        })
+    }
+
+    /// Bytes a mat-vec reads from this matrix (codes, scales, offsets).
+    pub fn bytes(&self) -> usize {
+        self.codes.byte_len() + self.scales.byte_len() + self.offsets.byte_len()
+    }
+
+    /// `log2(G / 32)`: how many 32-code chunks share one scale, as the kernels take it.
+    pub(crate) fn chunks_per_group_shift(&self) -> u32 {
+        chunks_per_group_shift(self.group)
+    }
+
+    /// The shape and buffer lengths the launch checks read.
+    pub(super) fn dims(&self) -> WeightDims {
+        WeightDims {
+            shape: self.shape,
+            group: self.group,
+            codes: self.codes.len(),
+            scales: self.scales.len(),
+            offsets: self.offsets.len(),
+        }
+    }
+}
+
+/// `log2(G / 32)` of a group size.
+pub(super) fn chunks_per_group_shift(group: GroupSize) -> u32 {
+    match group {
+        GroupSize::G32 => 0,
+        GroupSize::G64 => 1,
+        GroupSize::G128 => 2,
+    }
+}
+
+/// What the checks need of a [`DeviceM0e4`]: its shape and group, and how many elements its buffers hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WeightDims {
+    pub shape: MatrixShape,
+    pub group: GroupSize,
+    pub codes: usize,
+    pub scales: usize,
+    pub offsets: usize,
+}
+
+/// An f16 matrix on the device, row-major `[rows][cols]` (e.g. an unquantised output head).
+#[derive(Debug)]
+pub struct DeviceF16Matrix {
+    /// The weights.
+    pub data: DeviceBuffer<f16>,
+    /// Rows and columns.
+    pub shape: MatrixShape,
+}
+
+impl DeviceF16Matrix {
+    /// Uploads a row-major `[rows][cols]` f16 matrix.
+    pub fn upload(gpu: &Gpu, data: &[f16], shape: MatrixShape) -> Result<Self, KernelError> {
+        if data.len() != shape.len() || shape.is_empty() {
+            return Err(shape_error(
+                "DeviceF16Matrix::upload",
+                format!(
+                    "{} values for a {}x{} matrix",
+                    data.len(),
+                    shape.rows,
+                    shape.cols
+                ),
+            ));
+        }
+        Ok(DeviceF16Matrix {
+            data: DeviceBuffer::from_slice(gpu, data)?,
+            shape,
+        })
+    }
+}

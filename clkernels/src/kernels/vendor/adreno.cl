@@ -1,0 +1,59 @@
+// Qualcomm Adreno (TLITE_HAS_SUBGROUPS_QCOM): kernels that reduce over sub-groups ask for half waves (64 lanes)
+// through TL_REQD_SUBGROUP, and where cl_khr_subgroups is missing the reduction interface (TL_SG_*) is a
+// shuffle-down tree over qcom_sub_group_shuffle_down. Written from Qualcomm's documentation; it has only been
+// compiled, on PoCL under TLITE_COMPILE_CHECK, whose stand-ins make sub-groups of one work-item whose shuffles
+// return the default value, so the tree stays correct there.
+
+#ifdef TLITE_HAS_SUBGROUPS_QCOM
+#ifdef TLITE_COMPILE_CHECK
+
+#define qcom_sub_group_shuffle_down(v, d, w, def) (def)
+#define CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM 0
+#define TL_QCOM_SHUFFLE 1
+#define TL_QCOM_SG_LID() 0u
+#define TL_QCOM_SG_ID() ((uint)get_local_id(0))
+#define TL_QCOM_NUM_SG() ((uint)get_local_size(0))
+
+#else
+
+#ifdef cl_qcom_reqd_sub_group_size
+#pragma OPENCL EXTENSION cl_qcom_reqd_sub_group_size : enable
+// The mat-vec reductions assume at most 64 lanes.
+#define TL_REQD_SUBGROUP __attribute__((qcom_reqd_sub_group_size("half")))
+#endif
+#ifdef cl_qcom_subgroup_shuffle
+#pragma OPENCL EXTENSION cl_qcom_subgroup_shuffle : enable
+#define TL_QCOM_SHUFFLE 1
+#endif
+#define TL_QCOM_SG_LID() get_sub_group_local_id()
+#define TL_QCOM_SG_ID() get_sub_group_id()
+#define TL_QCOM_NUM_SG() get_num_sub_groups()
+
+#endif
+
+#if defined(TL_QCOM_SHUFFLE) && !defined(TL_SG_SUM)
+// A shuffle-down tree over a half wave (64 lanes); lane 0 holds the sum.
+inline float tl_qcom_reduce_add(float v) {
+    v += qcom_sub_group_shuffle_down(v, 32u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
+    v += qcom_sub_group_shuffle_down(v, 16u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
+    v += qcom_sub_group_shuffle_down(v, 8u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
+    v += qcom_sub_group_shuffle_down(v, 4u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
+    v += qcom_sub_group_shuffle_down(v, 2u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
+    v += qcom_sub_group_shuffle_down(v, 1u, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, 0.0f);
+    return v;
+}
+
+// The same tree for the maximum (lanes past the wave read -inf).
+inline float tl_qcom_reduce_max(float v) {
+    for (uint o = 32u; o > 0u; o >>= 1)
+        v = fmax(v, qcom_sub_group_shuffle_down(v, o, CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM, -INFINITY));
+    return v;
+}
+
+#define TL_SG_SUM(x) tl_qcom_reduce_add(x)
+#define TL_SG_MAX(x) tl_qcom_reduce_max(x)
+#define TL_SG_LID() TL_QCOM_SG_LID()
+#define TL_SG_ID() TL_QCOM_SG_ID()
+#define TL_NUM_SG() TL_QCOM_NUM_SG()
+#endif
+#endif
