@@ -160,7 +160,12 @@ impl<'a> KvOperand<'a> {
         &self.view
     }
 
-    fn check(&self, kernel: &'static str, what: &str) -> Result<(), KernelError> {
+    /// The buffer to pass as the kernel argument (other launchers of the crate take cache operands too).
+    pub(crate) fn mem(&self) -> cl_mem {
+        self.mem
+    }
+
+    pub(crate) fn check(&self, kernel: &'static str, what: &str) -> Result<(), KernelError> {
         let end = self.view.end_elems() * self.view.dtype.bytes();
         if end > self.bytes as u64 {
             return Err(shape_error(
