@@ -20,7 +20,8 @@ impl GpuModel {
 
     /// Drops cached positions `[keep, keep + drop)`, moves the later ones down to `keep` and re-rotates their keys.
     ///
-    /// After an error the cache is truncated to its first `keep` positions, the only ones still known to be right.
+    /// A request outside the cache changes nothing; a failure part-way (the copy, the re-rotation) leaves the cache
+    /// cut back to its first `keep` positions, the only ones still known to be right.
     pub(super) fn shift_kv(
         &mut self,
         keep: usize,
