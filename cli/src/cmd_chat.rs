@@ -1,11 +1,13 @@
 //! `tlite chat`: an interactive loop on stdin. Each turn re-renders the conversation with the model's chat
-//! template; the KV cache already holds everything but the new turn, so only that is prefilled.
+//! template; the KV cache already holds everything but the new turn, so only that is prefilled. A conversation
+//! longer than the context goes on through context shifts (the system prompt stays), or, with
+//! `--context-shift off`, by dropping its oldest exchanges.
 
 use std::io::{BufRead, Read, Write};
 
 use engine::generate::LanguageModel;
 
-use crate::cmd_generate::{print_timings, SessionArgs};
+use crate::cmd_generate::{print_context_note, print_timings, SessionArgs};
 
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
@@ -93,6 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         match result {
             Ok(out) => {
+                print_context_note(&out, context, &options);
                 if args.session.sampling.timings {
                     print_timings(&out);
                 }

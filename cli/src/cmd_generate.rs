@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clkernels::runtime::{DeviceSelector, QueuePriority};
-use engine::generate::{GenerateOptions, Generation};
+use engine::generate::{GenerateOptions, Generation, LanguageModel, OnContextFull, StopReason};
 use engine::gpu::GpuOptions;
 use engine::model::WeightFormat;
 use engine::sampling::SamplingParams;
@@ -120,6 +120,15 @@ pub struct SamplingArgs {
     /// Print load time, prefill and decode speed and device memory to stderr.
     #[arg(long)]
     pub timings: bool,
+    /// When the context is full: `on` drops the oldest tokens after the first --keep and goes on (the kept keys
+    /// are re-rotated in place on the device, nothing is read again); `off` stops there (and chat drops its
+    /// oldest exchanges and reads the rest again).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub context_shift: String,
+    /// Tokens at the start of the context a shift never drops (default: 4 for generate, the system prompt for
+    /// chat; at most half the context).
+    #[arg(long)]
+    pub keep: Option<usize>,
 }
 
 impl SamplingArgs {
@@ -142,6 +151,10 @@ impl SamplingArgs {
                 "yes" => Some(true),
                 "no" => Some(false),
                 _ => None,
+            },
+            on_context_full: match self.context_shift.as_str() {
+                "off" => OnContextFull::Stop,
+                _ => OnContextFull::Shift { keep: self.keep },
             },
             ..GenerateOptions::default()
         }
@@ -195,10 +208,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         write!(stdout, "{}", args.prompt)?;
     }
     writeln!(stdout)?;
+    print_context_note(&out, session.generator.model().context_len(), &options);
     if args.session.sampling.timings {
         print_timings(&out);
     }
     Ok(())
+}
+
+/// One line on stderr when the context filled up during a generation: what the shifts dropped, or that it
+/// stopped there and why.
+pub fn print_context_note(out: &Generation, context: usize, options: &GenerateOptions) {
+    let s = out.shifts;
+    if s.shifts > 0 {
+        eprintln!(
+            "(context of {context} tokens full: {} shift{} dropped the {} oldest tokens after the first {}; the \
+             rest stayed on the device)",
+            s.shifts,
+            if s.shifts == 1 { "" } else { "s" },
+            s.dropped,
+            s.kept
+        );
+    }
+    if out.stop == StopReason::ContextFull {
+        match options.on_context_full {
+            OnContextFull::Stop => eprintln!(
+                "(stopped: the context of {context} tokens is full; --context-shift on goes on by dropping the \
+                 oldest tokens)"
+            ),
+            OnContextFull::Shift { .. } => {
+                eprintln!("(stopped: the context of {context} tokens is full and could not be shifted)")
+            }
+        }
+    }
 }
 
 /// The `--timings` report, on stderr so stdout stays the text.
@@ -206,7 +247,7 @@ pub fn print_timings(out: &Generation) {
     let t = &out.timings;
     eprintln!(
         "load {:.2} s | prefill {} tok in {:.3} s = {:.1} tok/s | decode {} tok in {:.3} s = {:.1} tok/s | \
-         device memory {:.1} MiB | stop: {:?}",
+         device memory {:.1} MiB | stop: {:?} | context shifts: {}",
         t.load.as_secs_f64(),
         t.prefill_tokens,
         t.prefill.as_secs_f64(),
@@ -215,6 +256,7 @@ pub fn print_timings(out: &Generation) {
         t.decode.as_secs_f64(),
         t.decode_tok_s(),
         t.peak_device_bytes as f64 / (1024.0 * 1024.0),
-        out.stop
+        out.stop,
+        out.shifts.shifts
     );
 }

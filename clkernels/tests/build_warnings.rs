@@ -14,10 +14,11 @@ use clkernels::kernels::embedding::Embedding;
 use clkernels::kernels::matmul::{MatmulConfig, MatmulF16, MatmulM0e4};
 use clkernels::kernels::matvec::{MatvecConfig, MatvecF16, MatvecM0e4};
 use clkernels::kernels::norm::Norm;
-use clkernels::kernels::rope::Rope;
+use clkernels::kernels::rope::{Rope, RopeShift};
 use clkernels::kernels::sampling::Sampling;
 use clkernels::runtime::{CachePolicy, Gpu, GpuOptions, ProgramSource};
 use common::{ADRENO_STAND_INS, KHR_SUBGROUP_STAND_INS, NVIDIA_STAND_INS};
+use kvcache::KvDtype;
 
 /// A device that really compiles: no tlite cache, and PoCL's own cache off (a cache hit has no log to check).
 fn compiling_gpu() -> Gpu {
@@ -186,6 +187,9 @@ fn every_program_builds_without_compiler_messages() {
     .unwrap();
     Norm::new(&gpu).unwrap();
     Rope::new(&gpu).unwrap();
+    for dtype in [KvDtype::F32, KvDtype::F16] {
+        RopeShift::new(&gpu, dtype).unwrap();
+    }
     Embedding::new(&gpu).unwrap();
     Sampling::new(&gpu).unwrap();
     Elementwise::new(&gpu).unwrap();

@@ -3,11 +3,14 @@
 //! [`Generator`] drives any [`LanguageModel`] (the OpenCL forward pass in [`crate::gpu`], or a reference in tests)
 //! with any [`TextCodec`]. It keeps the token ids that are in the model's KV cache; a new prompt that starts with
 //! them only runs the rest, which is how `tlite chat` keeps the cache between turns (the template re-renders the
-//! whole conversation, and only the new turn is prefilled).
+//! whole conversation, and only the new turn is prefilled). When the cache is full it shifts the context
+//! ([`crate::context_shift`]) and goes on, remembering the dropped tokens so later prompts still match.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use crate::context_shift::{drop_block, ShiftedOut, DEFAULT_KEEP};
+pub use crate::context_shift::{ContextShifts, OnContextFull};
 use crate::model::ModelConfig;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::EngineError;
@@ -51,6 +54,13 @@ pub trait LanguageModel {
     /// Peak device memory this model has used, in bytes (0 when unknown).
     fn peak_device_bytes(&self) -> u64 {
         0
+    }
+    /// Context shift: drops cached positions `[keep, keep + drop)` and moves the later ones down, so that they read
+    /// as if they had been run at their new positions (the keys re-rotated), making room without running anything
+    /// again. Returns `false`, changing nothing, where the model cannot; after an error the cache may have been
+    /// cut back to its first `keep` positions ([`LanguageModel::cached_len`] says).
+    fn shift_context(&mut self, _keep: usize, _drop: usize) -> Result<bool, EngineError> {
+        Ok(false)
     }
 }
 
@@ -99,6 +109,8 @@ pub struct GenerateOptions {
     pub add_bos: Option<bool>,
     /// Extra token ids that end generation besides the model's EOS ids (e.g. a chat template's end of turn).
     pub extra_eos: Vec<u32>,
+    /// What happens when the context is full: by default a context shift keeps generation going.
+    pub on_context_full: OnContextFull,
 }
 
 impl Default for GenerateOptions {
@@ -110,6 +122,7 @@ impl Default for GenerateOptions {
             prefill_chunk: 0,
             add_bos: None,
             extra_eos: Vec::new(),
+            on_context_full: OnContextFull::default(),
         }
     }
 }
@@ -123,7 +136,8 @@ pub enum StopReason {
     StopString(String),
     /// `max_tokens` were generated.
     MaxTokens,
-    /// The context is full.
+    /// The context is full and shifting it was off ([`OnContextFull::Stop`]), or impossible (a model that cannot,
+    /// or nothing left after the kept start to drop).
     ContextFull,
 }
 
@@ -173,6 +187,8 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// Why it ended.
     pub stop: StopReason,
+    /// Context shifts made on the way (none when everything fitted).
+    pub shifts: ContextShifts,
     /// Figures.
     pub timings: Timings,
 }
@@ -184,6 +200,8 @@ pub struct Generator<M, T> {
     codec: T,
     /// Token ids whose keys and values are in the cache, in order.
     cached: Vec<u32>,
+    /// Tokens context shifts dropped from between the cache's kept start and the rest.
+    shifted_out: ShiftedOut,
     /// Load time, copied into every generation's timings.
     load_time: Duration,
 }
@@ -196,6 +214,7 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
             model,
             codec,
             cached: Vec::new(),
+            shifted_out: ShiftedOut::default(),
             load_time: Duration::ZERO,
         })
     }
@@ -225,10 +244,16 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         &self.cached
     }
 
+    /// Tokens context shifts have dropped since the cache was last emptied (or cut back into its kept start).
+    pub fn shifted_out_tokens(&self) -> usize {
+        self.shifted_out.len()
+    }
+
     /// Forgets the cache.
     pub fn reset(&mut self) -> Result<(), EngineError> {
         self.model.truncate(0)?;
         self.cached.clear();
+        self.shifted_out.clear();
         Ok(())
     }
 
@@ -253,8 +278,10 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
 
     /// Generates a continuation of `prompt`, streaming text pieces to `on_text` as they become complete UTF-8.
     ///
-    /// The cached tokens that start the prompt are reused; the rest is prefilled in chunks. `max_tokens` = 0 is an
-    /// [`EngineError::InvalidOption`]; a prompt that does not fit the context is [`EngineError::PromptTooLong`].
+    /// The cached tokens that start the prompt are reused (tokens a context shift dropped still count as seen);
+    /// the rest is prefilled in chunks. When the context fills up, [`GenerateOptions::on_context_full`] decides.
+    /// `max_tokens` = 0 is an [`EngineError::InvalidOption`]; a prompt whose new part does not fit beside what
+    /// cannot be dropped (all of a fresh prompt) is [`EngineError::PromptTooLong`].
     pub fn generate(
         &mut self,
         prompt: &str,
@@ -289,21 +316,35 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         let mut sampler = Sampler::new(options.sampling.clone())?;
         let context = self.model.context_len();
 
-        // Reuse the cached prefix; at least the last prompt token must run to produce logits.
-        let mut keep = common_prefix(&self.cached, prompt).min(prompt.len() - 1);
-        let fresh = prompt.len() - keep;
-        if prompt.len() > context {
+        // Reuse what the cache has seen of the prompt; at least the last prompt token must run to produce logits.
+        let reuse = self
+            .shifted_out
+            .reuse(&self.cached, prompt, prompt.len() - 1);
+        let fresh = prompt.len() - reuse.prompt;
+        // Shifts keep the start the earlier ones kept while their dropped run is still part of the history.
+        let keep = options
+            .on_context_full
+            .keep(context, DEFAULT_KEEP)
+            .map(|k| match self.shifted_out.keep() {
+                Some(earlier) if reuse.keeps_gap => earlier,
+                _ => k,
+            });
+        // What no shift may drop has to fit beside the new tokens.
+        let fixed = keep.map_or(reuse.cached, |k| reuse.cached.min(k));
+        if fixed + fresh > context {
             return Err(EngineError::PromptTooLong {
                 prompt: fresh,
-                cached: keep,
+                cached: reuse.cached,
                 context,
             });
         }
-        if keep < self.cached.len() {
-            self.model.truncate(keep)?;
-            self.cached.truncate(keep);
+        if reuse.cached < self.cached.len() {
+            self.model.truncate(reuse.cached)?;
+            self.cached.truncate(reuse.cached);
         }
-        keep = self.cached.len();
+        if !reuse.keeps_gap {
+            self.shifted_out.clear();
+        }
 
         let mut eos: Vec<u32> = self.model.config().eos.clone();
         eos.extend(self.codec.end_ids());
@@ -318,17 +359,27 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
             ..Timings::default()
         };
 
-        // Prefill.
+        // Prefill, in chunks a shift can always make room for.
         let started = Instant::now();
+        let mut shifts = ContextShifts::default();
         let chunk = match options.prefill_chunk {
             0 => self.model.max_step_tokens(),
             n => n.min(self.model.max_step_tokens()),
         }
+        .min(context - keep.unwrap_or(0))
         .max(1);
-        let todo = &prompt[keep..];
+        let todo = &prompt[reuse.prompt..];
         let mut output = StepOutput::Nothing;
         for (i, part) in todo.chunks(chunk).enumerate() {
             let last = (i + 1) * chunk >= todo.len();
+            if !self.make_room(part.len(), keep, &mut shifts)? {
+                // The check above rules this out unless the model cannot shift.
+                return Err(EngineError::PromptTooLong {
+                    prompt: todo.len(),
+                    cached: reuse.cached,
+                    context,
+                });
+            }
             output = self.step(part, if last { want } else { Want::Nothing })?;
         }
         timings.prefill_tokens = todo.len();
@@ -362,7 +413,7 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
             if generated.len() >= options.max_tokens {
                 break StopReason::MaxTokens;
             }
-            if self.cached.len() >= context {
+            if !self.make_room(1, keep, &mut shifts)? {
                 break StopReason::ContextFull;
             }
             output = self.step(&[token], want)?;
@@ -377,8 +428,51 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
             text: stream.visible_text(),
             tokens: generated,
             stop,
+            shifts,
             timings,
         })
+    }
+
+    /// Makes room for `n` more tokens: nothing to do while they fit; otherwise a context shift keeping the first
+    /// `keep` cached tokens (`None`: shifting is off). Returns whether they fit now.
+    fn make_room(
+        &mut self,
+        n: usize,
+        keep: Option<usize>,
+        shifts: &mut ContextShifts,
+    ) -> Result<bool, EngineError> {
+        let len = self.cached.len();
+        let context = self.model.context_len();
+        if len + n <= context {
+            return Ok(true);
+        }
+        let Some(keep) = keep else {
+            return Ok(false);
+        };
+        let Some(drop) = drop_block(len, keep, len + n - context) else {
+            return Ok(false);
+        };
+        match self.model.shift_context(keep, drop) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => {
+                // The model may have cut its cache back to the kept start: realign with what it holds.
+                let held = self.model.cached_len();
+                if held < self.cached.len() {
+                    self.cached.truncate(held);
+                    if held <= keep {
+                        self.shifted_out.clear();
+                    }
+                }
+                return Err(e);
+            }
+        }
+        self.shifted_out.record(&mut self.cached, keep, drop);
+        shifts.shifts += 1;
+        shifts.dropped += drop;
+        shifts.kept = keep;
+        tracing::debug!(keep, drop, cached = self.cached.len(), "context shift");
+        Ok(true)
     }
 
     fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
@@ -395,10 +489,6 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
             }
         }
     }
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Turns generated tokens into text pieces: waits while the text ends in an incomplete UTF-8 sequence, holds back
@@ -988,6 +1078,188 @@ mod tests {
         assert_eq!(g.model().steps, vec![3, 1]);
         assert_eq!(out.timings.prefill_tokens, 3);
         assert_eq!(&g.cached_tokens()[..7], ids("\u{1}abcxyz", &[]).as_slice());
+        assert_eq!(g.model().cache, g.cached_tokens());
+    }
+
+    /// Answers each step with a token that depends only on the last one (so a shift cannot change it), refuses
+    /// steps past its context as the device model does, and shifts like it when allowed.
+    struct Shifting {
+        config: ModelConfig,
+        cache: Vec<u32>,
+        steps: Vec<usize>,
+        shifts: Vec<(usize, usize)>,
+        can_shift: bool,
+    }
+
+    impl Shifting {
+        fn new(can_shift: bool) -> Self {
+            Self {
+                config: config(258),
+                cache: Vec::new(),
+                steps: Vec::new(),
+                shifts: Vec::new(),
+                can_shift,
+            }
+        }
+    }
+
+    /// The token `Shifting` predicts after `last`: never BOS or EOS.
+    fn after(last: u32) -> u32 {
+        3 + (last + 1) % 250
+    }
+
+    impl LanguageModel for Shifting {
+        fn config(&self) -> &ModelConfig {
+            &self.config
+        }
+        fn context_len(&self) -> usize {
+            self.config.max_ctx
+        }
+        fn cached_len(&self) -> usize {
+            self.cache.len()
+        }
+        fn max_step_tokens(&self) -> usize {
+            4
+        }
+        fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
+            self.cache.truncate(len);
+            Ok(())
+        }
+        fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
+            if self.cache.len() + tokens.len() > self.config.max_ctx {
+                return Err(EngineError::PromptTooLong {
+                    prompt: tokens.len(),
+                    cached: self.cache.len(),
+                    context: self.config.max_ctx,
+                });
+            }
+            self.cache.extend_from_slice(tokens);
+            self.steps.push(tokens.len());
+            let next = after(*tokens.last().unwrap());
+            let mut logits = vec![0.0; self.config.vocab];
+            logits[next as usize] = 10.0;
+            Ok(match want {
+                Want::Nothing => StepOutput::Nothing,
+                Want::Argmax => StepOutput::Token(next),
+                Want::Logits => StepOutput::Logits(logits),
+            })
+        }
+        fn shift_context(&mut self, keep: usize, drop: usize) -> Result<bool, EngineError> {
+            if !self.can_shift {
+                return Ok(false);
+            }
+            assert!(drop > 0 && keep + drop <= self.cache.len(), "{keep} {drop}");
+            self.cache.drain(keep..keep + drop);
+            self.shifts.push((keep, drop));
+            Ok(true)
+        }
+    }
+
+    fn shifting(can_shift: bool) -> Generator<Shifting, Bytes> {
+        Generator::new(Shifting::new(can_shift), Bytes::default()).unwrap()
+    }
+
+    fn long(max_tokens: usize) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens,
+            ..GenerateOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_full_context_shifts_and_generation_runs_on_without_prefilling_again() {
+        let mut g = shifting(true);
+        let out = g.generate("0123456789", &long(100), |_| {}).unwrap();
+        assert_eq!((out.stop, out.tokens.len()), (StopReason::MaxTokens, 100));
+        // BOS + 10 prompt tokens in steps of 4, then one token per step: nothing ran twice.
+        let m = g.model();
+        assert_eq!(m.steps[..3], [4, 4, 3]);
+        assert!(m.steps[3..].iter().all(|&n| n == 1));
+        assert_eq!(m.steps.len(), 3 + 99);
+        assert_eq!(out.timings.prefill_tokens, 11);
+        // Each shift keeps the first 4 (the default) and drops half of the 28 after them.
+        assert!(m.shifts.len() >= 5, "{:?}", m.shifts);
+        assert!(m.shifts.iter().all(|&s| s == (4, 14)), "{:?}", m.shifts);
+        assert_eq!(
+            out.shifts,
+            ContextShifts {
+                shifts: m.shifts.len(),
+                dropped: 14 * m.shifts.len(),
+                kept: 4
+            }
+        );
+        assert_eq!(m.cache, g.cached_tokens());
+        assert_eq!(g.cached_tokens()[..4], ids("\u{1}012", &[]));
+        assert!(g.cached_tokens().len() <= 32);
+        assert_eq!(g.shifted_out_tokens(), out.shifts.dropped);
+        for pair in out.tokens.windows(2) {
+            assert_eq!(pair[1], after(pair[0]));
+        }
+    }
+
+    #[test]
+    fn a_named_keep_is_kept() {
+        let mut g = shifting(true);
+        let opts = GenerateOptions {
+            on_context_full: OnContextFull::Shift { keep: Some(8) },
+            ..long(60)
+        };
+        let out = g.generate("0123456789", &opts, |_| {}).unwrap();
+        assert_eq!(out.stop, StopReason::MaxTokens);
+        assert!(g.model().shifts.iter().all(|&s| s == (8, 12)));
+        assert_eq!(g.cached_tokens()[..8], ids("\u{1}0123456", &[]));
+    }
+
+    #[test]
+    fn without_shifting_a_full_context_stops_generation() {
+        let opts = GenerateOptions {
+            on_context_full: OnContextFull::Stop,
+            ..long(100)
+        };
+        let mut g = shifting(true);
+        let out = g.generate("0123456789", &opts, |_| {}).unwrap();
+        assert_eq!(out.stop, StopReason::ContextFull);
+        assert_eq!((g.cached_tokens().len(), out.shifts.shifts), (32, 0));
+        // A model that cannot shift stops there too, whatever the options say.
+        let mut g = shifting(false);
+        let out = g.generate("0123456789", &long(100), |_| {}).unwrap();
+        assert_eq!(out.stop, StopReason::ContextFull);
+        assert_eq!(g.cached_tokens().len(), 32);
+    }
+
+    #[test]
+    fn a_prompt_that_repeats_shifted_out_tokens_runs_only_its_new_end() {
+        let mut g = shifting(true);
+        let first = g.generate("0123456789", &long(60), |_| {}).unwrap();
+        assert!(g.shifted_out_tokens() > 0);
+        // Everything so far (the last token was chosen but never run) and two new tokens: three tokens run.
+        let mut seen = ids("\u{1}0123456789", &first.tokens);
+        seen.extend(ids("xy", &[]));
+        g.model_mut().steps.clear();
+        let second = g.generate_from_tokens(&seen, &long(40), |_| {}).unwrap();
+        assert_eq!(second.timings.prefill_tokens, 3);
+        assert_eq!(g.model().steps[0], 3);
+        assert_eq!(g.model().cache, g.cached_tokens());
+        assert_eq!(second.tokens[0], after(u32::from(b'y')));
+
+        // New tokens that cannot fit beside the kept start are refused, and the cache is left as it was.
+        let before = g.cached_tokens().to_vec();
+        let mut too_long = seen.clone();
+        too_long.extend(second.tokens.iter().copied());
+        too_long.extend(ids(&"z".repeat(29), &[]));
+        assert!(matches!(
+            g.generate_from_tokens(&too_long, &long(4), |_| {}),
+            Err(EngineError::PromptTooLong { context: 32, .. })
+        ));
+        assert_eq!(g.cached_tokens(), before.as_slice());
+
+        // A prompt that parts from the history inside the dropped run reuses only the kept start.
+        let mut other = seen[..11].to_vec();
+        other[6] = u32::from(b'!');
+        let third = g.generate_from_tokens(&other, &long(4), |_| {}).unwrap();
+        assert_eq!(third.timings.prefill_tokens, 11 - 4);
+        assert_eq!(g.shifted_out_tokens(), 0);
+        assert_eq!(g.cached_tokens()[..11], other[..]);
         assert_eq!(g.model().cache, g.cached_tokens());
     }
 

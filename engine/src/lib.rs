@@ -2,10 +2,11 @@
 //!
 //! `model` loads configs and weights (Hugging Face folders, llama2.c checkpoints, tlite's own quantised folders);
 //! `tokenizer` wraps the tokenizers crate; `gpu` runs the forward pass with the OpenCL kernels; `sampling`,
-//! `chat_template` and `generate` turn logits into streamed text; `session` puts them together for the CLI (model
-//! lookup, load, chat turns that keep the KV cache).
+//! `chat_template` and `generate` turn logits into streamed text (`context_shift` keeps it going past a full
+//! context); `session` puts them together for the CLI (model lookup, load, chat turns that keep the KV cache).
 
 pub mod chat_template;
+pub mod context_shift;
 pub mod error;
 pub mod generate;
 pub mod gguf;

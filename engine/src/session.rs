@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::chat_template::{ChatFormat, ChatMessage, ChatTemplate, Role};
+use crate::context_shift::{OnContextFull, DEFAULT_KEEP};
 use crate::generate::{GenerateOptions, Generation, Generator, LanguageModel};
 use crate::gpu::{GpuModel, GpuOptions};
 use crate::model::{self, LoadOptions, WeightFormat};
@@ -177,32 +178,35 @@ impl Session {
 
     /// One chat turn: renders the whole conversation with the template (only the part not already in the KV cache
     /// runs), streams the reply, and records it.
+    ///
+    /// With a context shift (the default, [`GenerateOptions::on_context_full`]) a conversation longer than the
+    /// context keeps going: shifts drop the oldest tokens after the system prompt (the tokens it renders to, unless
+    /// a `keep` is named) and the generator still matches the re-rendered conversation against everything it has
+    /// seen, so no turn reads the history again. Without one, or when the new turn cannot fit beside what is kept,
+    /// the oldest exchanges are dropped and the rest prefilled again ([`Session::forgotten_messages`]).
     pub fn chat_turn(
         &mut self,
         user: &str,
         options: &GenerateOptions,
-        on_text: impl FnMut(&str),
+        mut on_text: impl FnMut(&str),
     ) -> Result<Generation, EngineError> {
         self.history.push(ChatMessage::new(Role::User, user));
-        let (forgotten, prompt) = match self.fit_history(options) {
-            Ok(fitted) => fitted,
+        let mut opts = options.clone();
+        opts.stop_strings
+            .extend(self.template.stop_strings().iter().map(|s| s.to_string()));
+        opts.extra_eos.extend(self.end_of_turn_ids());
+        let shifted = match self.shifting_turn(&mut opts, &mut on_text) {
+            Ok(attempt) => attempt,
             Err(e) => {
                 self.history.pop();
                 return Err(e);
             }
         };
-        self.forgotten += forgotten;
-        if forgotten > 0 {
-            tracing::info!(
-                messages = forgotten,
-                "chat context full: the oldest messages were dropped and the rest is prefilled again"
-            );
-        }
-        let mut opts = options.clone();
-        opts.stop_strings
-            .extend(self.template.stop_strings().iter().map(|s| s.to_string()));
-        opts.extra_eos.extend(self.end_of_turn_ids());
-        match self.generator.generate_from_tokens(&prompt, &opts, on_text) {
+        let result = match shifted {
+            Some(result) => result,
+            None => self.dropping_turn(&opts, on_text),
+        };
+        match result {
             Ok(out) => {
                 self.history
                     .push(ChatMessage::new(Role::Assistant, out.text.trim()));
@@ -213,6 +217,72 @@ impl Session {
                 Err(e)
             }
         }
+    }
+
+    /// The turn over the whole conversation, shifting the context as needed; `None` (nothing run, nothing shown)
+    /// when shifting is off or the new turn does not fit beside what a shift keeps.
+    fn shifting_turn(
+        &mut self,
+        opts: &mut GenerateOptions,
+        on_text: &mut impl FnMut(&str),
+    ) -> Result<Option<Result<Generation, EngineError>>, EngineError> {
+        let OnContextFull::Shift { keep } = opts.on_context_full else {
+            return Ok(None);
+        };
+        let prompt = self.chat.render(&self.history, true);
+        let tokens = self.generator.prompt_tokens(&prompt, opts.add_bos)?;
+        let keep = match keep {
+            Some(k) => k,
+            None => self.system_prompt_tokens(&tokens, opts.add_bos)?,
+        };
+        opts.on_context_full = OnContextFull::Shift { keep: Some(keep) };
+        match self.generator.generate_from_tokens(&tokens, opts, on_text) {
+            Err(EngineError::PromptTooLong { .. }) => Ok(None),
+            other => Ok(Some(other)),
+        }
+    }
+
+    /// The turn over the newest exchanges that fit, the oldest dropped (`fit_history`).
+    fn dropping_turn(
+        &mut self,
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation, EngineError> {
+        let (forgotten, prompt) = self.fit_history(opts)?;
+        self.forgotten += forgotten;
+        if forgotten > 0 {
+            tracing::info!(
+                messages = forgotten,
+                "chat context full: the oldest messages were dropped and the rest is prefilled again"
+            );
+        }
+        self.generator.generate_from_tokens(&prompt, opts, on_text)
+    }
+
+    /// Tokens the conversation's system messages render to, where `prompt` (the whole conversation) starts with
+    /// them: what a shift keeps in a chat. Without a system message, [`DEFAULT_KEEP`].
+    fn system_prompt_tokens(
+        &self,
+        prompt: &[u32],
+        add_bos: Option<bool>,
+    ) -> Result<usize, EngineError> {
+        let system: Vec<ChatMessage> = self
+            .history
+            .iter()
+            .take_while(|m| m.role == Role::System)
+            .cloned()
+            .collect();
+        if system.is_empty() {
+            return Ok(DEFAULT_KEEP);
+        }
+        let text = self.chat.render(&system, false);
+        let tokens = self.generator.prompt_tokens(&text, add_bos)?;
+        let common = tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        Ok(common.max(DEFAULT_KEEP))
     }
 
     /// Replaces the conversation (a saved chat restored, say). The cache is kept: the next turn reuses whatever
@@ -236,7 +306,8 @@ impl Session {
     /// messages went and the token ids of the conversation as it now renders (the turn's prompt, so it is rendered
     /// and tokenised once per turn). The conversation then no longer starts like the cached tokens, so the next
     /// generation truncates the cache to the common prefix (the system prompt) and prefills the rest again: slower
-    /// for one turn, but exact, where shifting the cache would need every kept key rotated to its new position.
+    /// for one turn, but exact (the kept messages see no trace of the dropped ones, which a context shift's kept
+    /// keys still carry). Used when shifting is off, or the new turn does not fit beside what a shift keeps.
     /// When even the newest message alone does not fit, nothing more is dropped and generation reports the prompt
     /// as too long.
     fn fit_history(&mut self, options: &GenerateOptions) -> Result<(usize, Vec<u32>), EngineError> {

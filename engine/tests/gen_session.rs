@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use engine::chat_template::ChatTemplate;
-use engine::generate::{GenerateOptions, StopReason};
+use engine::chat_template::{ChatMessage, Role};
+use engine::generate::{GenerateOptions, OnContextFull, StopReason};
 use engine::gpu::GpuOptions;
 use engine::model::WeightFormat;
 use engine::session::{Session, SessionOptions};
@@ -93,11 +94,11 @@ fn text_generation_and_chat_turns_reuse_the_cache() {
     ));
 }
 
-/// A conversation longer than the context keeps going: the oldest exchanges are dropped (the system prompt
-/// stays), the rest is prefilled again, and the reply after a drop is exactly the reply a fresh session gives to
-/// the kept conversation.
+/// Without context shifts, a conversation longer than the context keeps going: the oldest exchanges are dropped
+/// (the system prompt stays), the rest is prefilled again, and the reply after a drop is exactly the reply a fresh
+/// session gives to the kept conversation.
 #[test]
-fn a_chat_longer_than_the_context_drops_its_oldest_exchanges() {
+fn a_chat_longer_than_the_context_drops_its_oldest_exchanges_without_shifting() {
     let dir = tempfile::tempdir().unwrap();
     // The tiny tokenizer spends about 40 tokens on one short exchange in ChatML: 400 positions hold several.
     let context = 400;
@@ -110,6 +111,7 @@ fn a_chat_longer_than_the_context_drops_its_oldest_exchanges() {
     a.set_system("be brief");
     let turn = GenerateOptions {
         max_tokens: 8,
+        on_context_full: OnContextFull::Stop,
         ..GenerateOptions::default()
     };
     let mut first_drop = None;
@@ -150,6 +152,70 @@ fn a_chat_longer_than_the_context_drops_its_oldest_exchanges() {
     b.set_history(kept);
     let fresh = b.chat_turn(&user, &turn, |_| {}).unwrap();
     assert_eq!(fresh.tokens, tokens);
+}
+
+/// With context shifts (the default) a conversation several times the context goes on without reading its history
+/// again: each turn runs only what the re-rendered conversation adds to the previous turn's prompt, no message is
+/// dropped, and the cache still starts with the system prompt.
+#[test]
+fn a_chat_longer_than_the_context_shifts_and_never_reads_its_history_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = 160;
+    let spec = TinySpec {
+        max_ctx: context,
+        ..TinySpec::for_arch(RefArch::Qwen2)
+    };
+    write_hf_folder(&spec, dir.path(), StoreDtype::F32, 1).unwrap();
+    let mut a = open_with_context(dir.path(), context);
+    let system = "be brief and kind";
+    a.set_system(system);
+    let turn = GenerateOptions {
+        max_tokens: 8,
+        ..GenerateOptions::default()
+    };
+    let prompt_of = |a: &Session, history: &[ChatMessage]| {
+        a.generator
+            .prompt_tokens(&a.render_chat(history), None)
+            .unwrap()
+    };
+    let mut shifts = 0;
+    let mut previous: Option<Vec<u32>> = None;
+    for i in 0..16 {
+        let mut next = a.history().to_vec();
+        next.push(ChatMessage::new(Role::User, format!("hi {i}")));
+        let prompt = prompt_of(&a, &next);
+        let out = a
+            .chat_turn(&format!("hi {i}"), &turn, |_| {})
+            .unwrap_or_else(|e| panic!("turn {i} failed: {e}"));
+        // The previous prompt was run, and its reply: the new prompt starts with the former, so at most what it
+        // adds runs (and one token, which must run for the logits).
+        if let Some(previous) = &previous {
+            assert!(prompt.starts_with(&previous[..previous.len() - 1]));
+            let added = prompt.len() - previous.len() + 1;
+            assert!(
+                out.timings.prefill_tokens <= added,
+                "turn {i} ran {} tokens; its prompt added {added}",
+                out.timings.prefill_tokens
+            );
+        }
+        assert!(a.cached_len() <= context);
+        shifts += out.shifts.shifts;
+        if out.shifts.shifts > 0 {
+            let kept = &a.generator.cached_tokens()[..out.shifts.kept];
+            let text = a.generator.codec().decode_with_special(kept).unwrap();
+            assert!(
+                text.contains(system),
+                "the kept start {text:?} lost the system prompt"
+            );
+        }
+        previous = Some(prompt);
+    }
+    let total = previous.map_or(0, |p| p.len());
+    assert!(total > 2 * context, "16 turns took only {total} tokens");
+    assert!(shifts >= 2, "{shifts} shifts");
+    assert_eq!(a.forgotten_messages(), 0);
+    assert_eq!(a.history().len(), 1 + 2 * 16);
+    assert!(a.generator.shifted_out_tokens() > 0);
 }
 
 #[test]

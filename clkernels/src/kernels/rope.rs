@@ -1,5 +1,9 @@
-//! Rotary position embedding (`rope.cl`), in place on a strided activation buffer.
+//! Rotary position embedding (`rope.cl`), in place on a strided activation buffer; and [`RopeShift`], which turns
+//! keys already in a KV cache by a position delta after a context shift.
 
+use kvcache::KvDtype;
+
+use super::attention::KvOperand;
 use super::{check_len, program_source, shape_error, to_u32, Arg, KernelError, LockedKernel};
 use crate::runtime::{DeviceBuffer, Gpu};
 
@@ -230,6 +234,118 @@ impl Rope {
             &self.gpu,
             &args,
             &[config.rotary_dim / 2, layout.heads, layout.seq],
+            None,
+        )
+    }
+}
+
+/// The largest position delta [`RopeShift`] takes: the kernel gets it as a float, exact up to 2^24.
+const MAX_SHIFT_DELTA: i64 = 1 << 24;
+
+/// Re-rotates keys already in a KV cache by a position delta, in place: after a context shift moves kept keys
+/// `dropped` slots down, turning them by `-dropped` positions makes them what rotating the raw keys at their new
+/// slots makes (rotations compose), so nothing has to be prefilled again. The angle `delta * freq` is formed
+/// directly in f32 from the forward rotary's own frequencies (theta, or the model's table), rather than undoing
+/// the old rotation and applying the new one; f16 caches are read and written through `vload_half` /
+/// `vstore_half_rte`, so each shift adds one f16 rounding.
+#[derive(Debug)]
+pub struct RopeShift {
+    gpu: Gpu,
+    dtype: KvDtype,
+    theta_kernel: LockedKernel,
+    table_kernel: LockedKernel,
+}
+
+impl RopeShift {
+    /// Builds the kernels for a cache whose elements are `dtype`.
+    pub fn new(gpu: &Gpu, dtype: KvDtype) -> Result<Self, KernelError> {
+        let defines: &[(&str, &str)] = match dtype {
+            KvDtype::F16 => &[("KV_F16", "1")],
+            KvDtype::F32 => &[],
+        };
+        Ok(RopeShift {
+            gpu: gpu.clone(),
+            dtype,
+            theta_kernel: LockedKernel::build(gpu, &SOURCE, defines, "rope_shift")?,
+            table_kernel: LockedKernel::build(gpu, &SOURCE, defines, "rope_shift_table")?,
+        })
+    }
+
+    /// Turns every key in `keys` (a view of one layer's K buffer: its heads and positions) by `delta` positions.
+    /// The frequencies are the forward rotary's: `table`'s where the model rotates from one (a scaled rotary),
+    /// else `config.theta`'s. Dimensions at or past `config.rotary_dim` are left alone, as the forward pass leaves
+    /// them.
+    pub fn enqueue(
+        &self,
+        keys: KvOperand<'_>,
+        config: RopeConfig,
+        table: Option<&RopeTable>,
+        delta: i64,
+    ) -> Result<(), KernelError> {
+        const K: &str = "rope_shift";
+        let view = *keys.view();
+        keys.check(K, "keys")?;
+        if view.dtype != self.dtype {
+            return Err(shape_error(
+                K,
+                format!(
+                    "the keys are {:?} but the kernel was built for {:?}",
+                    view.dtype, self.dtype
+                ),
+            ));
+        }
+        if config.head_dim != view.head_dim {
+            return Err(shape_error(
+                K,
+                format!(
+                    "rope head_dim {} differs from the cache's {}",
+                    config.head_dim, view.head_dim
+                ),
+            ));
+        }
+        if delta.abs() > MAX_SHIFT_DELTA {
+            return Err(shape_error(
+                K,
+                format!("a delta of {delta} positions is beyond ±{MAX_SHIFT_DELTA}"),
+            ));
+        }
+        let (kernel, frequencies) = match table {
+            Some(table) => {
+                if table.rotary_dim() != config.rotary_dim || config.rotary_dim > config.head_dim {
+                    return Err(shape_error(
+                        K,
+                        format!(
+                            "the table has {} frequencies for rotary_dim {} and head_dim {}",
+                            table.inv_freqs.len(),
+                            config.rotary_dim,
+                            config.head_dim
+                        ),
+                    ));
+                }
+                (&self.table_kernel, Arg::from(&table.inv_freqs))
+            }
+            None => {
+                config.validate(K)?;
+                (&self.theta_kernel, Arg::from(config.log2_theta()))
+            }
+        };
+        if delta == 0 || config.rotary_dim == 0 || view.positions == 0 || view.heads == 0 {
+            return Ok(());
+        }
+        let args = [
+            Arg::Mem(keys.mem()),
+            to_u32(K, "offset", view.offset_elems as usize)?.into(),
+            to_u32(K, "head stride", view.head_stride_elems as usize)?.into(),
+            to_u32(K, "position stride", view.position_stride_elems as usize)?.into(),
+            to_u32(K, "rotary_dim", config.rotary_dim)?.into(),
+            frequencies,
+            (delta as f32).into(),
+            config.style.code().into(),
+        ];
+        kernel.launch(
+            &self.gpu,
+            &args,
+            &[config.rotary_dim / 2, view.heads, view.positions],
             None,
         )
     }

@@ -16,6 +16,7 @@
 
 mod memory;
 mod plan;
+mod shift;
 mod weights;
 
 use std::sync::Arc;
@@ -684,5 +685,9 @@ impl LanguageModel for GpuModel {
 
     fn peak_device_bytes(&self) -> u64 {
         self.device_bytes
+    }
+
+    fn shift_context(&mut self, keep: usize, drop: usize) -> Result<bool, EngineError> {
+        self.shift_kv(keep, drop).map(|_| true)
     }
 }

@@ -90,7 +90,12 @@ impl<'a> KvOperand<'a> {
     }
 
     /// Checks that the view ends inside its buffer.
-    pub(super) fn check(&self, kernel: &'static str, what: &str) -> Result<(), KernelError> {
+    /// The buffer to pass as the kernel argument (other launchers of the crate take cache operands too).
+    pub(crate) fn mem(&self) -> cl_mem {
+        self.mem
+    }
+
+    pub(crate) fn check(&self, kernel: &'static str, what: &str) -> Result<(), KernelError> {
         check_view_in(kernel, what, &self.view, self.bytes)
     }
 }

@@ -1,0 +1,97 @@
+//! Context shift on the device: drop a block of cached positions, move the rest down, re-rotate the moved keys.
+//!
+//! `kvcache` does the bookkeeping and the copy (one `clEnqueueCopyBuffer` per head and chunk, on the model's
+//! in-order queue). The keys it moves were rotated for their old slots; [`RopeShift`] turns them by `-dropped`
+//! positions in place, with the forward pass's own frequencies (its theta, or its scaled table), so the cache ends
+//! up as a prefill of the kept tokens at their new positions would have left it, up to rounding, without running
+//! those tokens again. Values carry no position and only move.
+
+use clkernels::kernels::rope::RopeShift;
+use kvcache::{ContextShift, FullPolicy, KvPart, ShiftReport};
+
+use super::GpuModel;
+use crate::EngineError;
+
+impl GpuModel {
+    /// The KV cache's counters: steps, context shifts and the bytes they copied (no step copies otherwise).
+    pub fn kv_stats(&self) -> kvcache::KvStats {
+        self.kv.stats()
+    }
+
+    /// Drops cached positions `[keep, keep + drop)`, moves the later ones down to `keep` and re-rotates their keys.
+    ///
+    /// A request outside the cache changes nothing; a failure part-way (the copy, the re-rotation) leaves the cache
+    /// cut back to its first `keep` positions, the only ones still known to be right.
+    pub(super) fn shift_kv(
+        &mut self,
+        keep: usize,
+        drop: usize,
+    ) -> Result<ShiftReport, EngineError> {
+        let len = self.kv.len();
+        if drop == 0 || keep + drop > len {
+            return Err(EngineError::InvalidOption(format!(
+                "a context shift must drop 1..={} of the {len} cached positions after the first {keep}, not {drop}",
+                len.saturating_sub(keep)
+            )));
+        }
+        // On an error here kvcache has already cut the sequence to `keep` if the copy failed half-way; a failure
+        // before it moved anything leaves the cache whole.
+        let report = self.shift_kv_copy(keep, drop)?;
+        if let Err(e) = self.rerotate_moved_keys(&report) {
+            // The moved keys may be half turned: only the kept prefix is still right.
+            let _ = self.kv.truncate(keep);
+            return Err(e);
+        }
+        // The device's last arg-max stays valid: a shift changes the cache, not the chosen token.
+        Ok(report)
+    }
+
+    /// Makes kvcache shift now. It shifts only to make room for a step, so this asks for one position more than
+    /// is free, under a policy that drops exactly `drop` (the most the step needs is 1), and gives the step back:
+    /// a cancelled step keeps the shift it caused. The policy is back to refusing full steps afterwards, so no
+    /// later step ever shifts behind the generator's back.
+    fn shift_kv_copy(&mut self, keep: usize, drop: usize) -> Result<ShiftReport, EngineError> {
+        self.kv.set_policy(FullPolicy::Shift(ContextShift {
+            keep_first: keep,
+            drop_at_least: drop,
+        }))?;
+        let step = self.kv.begin_step(self.kv.room() + 1);
+        let restored = self.kv.set_policy(FullPolicy::Error);
+        let step = step?;
+        let report = step.shift().cloned();
+        self.kv.cancel(step)?;
+        restored?;
+        report.ok_or_else(|| {
+            EngineError::InvalidOption(format!(
+                "the KV cache did not shift (keep {keep}, drop {drop}, {} cached)",
+                self.kv.len()
+            ))
+        })
+    }
+
+    /// Turns the keys of the moved positions, in every layer, by `-dropped` positions.
+    fn rerotate_moved_keys(&self, report: &ShiftReport) -> Result<(), EngineError> {
+        let slots = report.rerotate_slots();
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let delta = -i64::try_from(report.position_delta()).map_err(|_| {
+            EngineError::InvalidOption(format!("a shift of {} positions", report.position_delta()))
+        })?;
+        // Built per shift: the program is compiled once per device and kept in memory (and on disk) by the
+        // runtime, so this costs a kernel object, and a model that never shifts never compiles it.
+        let kv = self.kv.config();
+        let shift = RopeShift::new(&self.gpu, kv.shape.dtype)?;
+        let view = kv.layout().positions_view(slots.start, slots.len());
+        for layer in 0..kv.shape.layers {
+            let keys = self.kv.buffer(layer, KvPart::Key)?;
+            shift.enqueue(
+                keys.operand(view),
+                self.rope,
+                self.rope_table.as_ref(),
+                delta,
+            )?;
+        }
+        Ok(())
+    }
+}
