@@ -1,48 +1,14 @@
-//! Shapes and scratch sizes of the forward pass, from `symshape`'s decoder plan.
+//! The shapes of the forward pass, from `symshape`'s decoder plan.
 //!
 //! The plan is derived once at load; each step evaluates it for `(seq, past)` on the CPU (a compiled polynomial
 //! evaluation, no GPU round trip), which also refuses any step outside the domain `seq + past ≤ max_ctx`. The
-//! kernels take whole buffers, so the activations live in a few scratch buffers sized for the largest step
-//! (`max_chunk` tokens) rather than in the plan's single arena; [`ScratchSizes`] is the one place that sizes them.
+//! activations are not placed by the plan's arena but by `buffers.rs` ([`super::ScratchSizes`]).
 
 use symshape::models::{llama_decoder, DecoderDims, LlamaDecoder};
 use symshape::PlanValues;
 
 use crate::model::ModelConfig;
 use crate::EngineError;
-
-/// Element counts of the scratch buffers for steps of up to `max_chunk` tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScratchSizes {
-    /// Residual stream and normed copy, `[max_chunk][hidden]`.
-    pub hidden: usize,
-    /// Fused q|k|v output, `[max_chunk][q_dim + 2 kv_dim]`.
-    pub qkv: usize,
-    /// Attention output, `[max_chunk][q_dim]`.
-    pub attn: usize,
-    /// Gate and up outputs, `[max_chunk][padded ffn]` each.
-    pub ffn: usize,
-    /// Logits of one position.
-    pub vocab: usize,
-}
-
-impl ScratchSizes {
-    /// Sizes for `config` and steps of at most `max_chunk` tokens.
-    pub fn new(config: &ModelConfig, max_chunk: usize) -> Self {
-        Self {
-            hidden: max_chunk * config.hidden,
-            qkv: max_chunk * (config.q_dim() + 2 * config.kv_dim()),
-            attn: max_chunk * config.q_dim(),
-            ffn: max_chunk * super::weights::padded_ffn(config.ffn),
-            vocab: config.vocab,
-        }
-    }
-
-    /// Bytes of all scratch buffers (f32), including the last-row copies.
-    pub fn bytes(&self, hidden: usize) -> usize {
-        4 * (2 * self.hidden + self.qkv + self.attn + 2 * self.ffn + self.vocab + 2 * hidden)
-    }
-}
 
 /// The symbolic plan of one model and a reusable evaluation buffer.
 #[derive(Debug)]

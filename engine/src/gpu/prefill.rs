@@ -1,0 +1,119 @@
+//! A chunk of prompt tokens through the decoder (`seq > 1`): mat-mat kernels, one launch per operation, as
+//! `fixtures/src/reference_model.rs` writes them, except that the QKV projection is one stacked matrix and the
+//! rotary embedding and the K/V append share a launch.
+
+use clkernels::kernels::attention::KvOperand;
+use clkernels::kernels::norm::RowsShape;
+use clkernels::kernels::rope::HeadsLayout;
+use clkernels::kernels::Residual;
+use kvcache::{KvDtype, KvView};
+
+use super::buffers::Scratch;
+use super::kernels::Kernels;
+use super::step::{LayerKv, LayerParams, Step};
+use super::weights::{DeviceLayer, DeviceWeights};
+use crate::EngineError;
+
+/// One decoder layer over the step's `seq` tokens, reading and updating the residual stream `s.x`.
+pub(super) fn layer(
+    k: &Kernels,
+    s: &mut Scratch,
+    w: &DeviceLayer,
+    kv: &LayerKv<'_>,
+    step: &Step<'_>,
+) -> Result<(), EngineError> {
+    let (seq, norm) = (step.seq, step.params.norm);
+    // Attention block.
+    k.norm.rms(&s.x, &w.attn_norm, &mut s.xn, step.rows, norm)?;
+    k.linear(&w.qkv, &s.xn, seq, &mut s.qkv, Residual::None)?;
+    if let Some(bias) = &w.qkv_bias {
+        k.elementwise
+            .add_bias_rows(&mut s.qkv, bias, seq, step.params.qkv_dim)?;
+    }
+    let (rope, past) = (step.params.rope, step.past);
+    match step.rope_table {
+        Some(table) => {
+            k.rope
+                .enqueue_with_table(&mut s.qkv, step.q, rope, table, past)?;
+            k.rope
+                .enqueue_with_table(&mut s.qkv, step.k, rope, table, past)?;
+            k.attention
+                .enqueue_kv_write(&s.qkv, step.k, kv.k_write, None, past)?;
+            k.attention
+                .enqueue_kv_write(&s.qkv, step.v, kv.v_write, None, past)?;
+        }
+        None => k.attention.enqueue_qkv_rope_write(
+            &mut s.qkv, step.q, step.k, step.v, kv.k_write, kv.v_write, rope, past,
+        )?,
+    }
+    k.attention.enqueue(
+        &s.qkv,
+        step.q,
+        kv.k_read,
+        kv.v_read,
+        step.attention,
+        step.params.attn_scale,
+        &mut s.attn,
+    )?;
+    k.linear(&w.wo, &s.attn, seq, &mut s.x, Residual::Accumulate)?;
+    // MLP block.
+    k.norm.rms(&s.x, &w.ffn_norm, &mut s.xn, step.rows, norm)?;
+    k.linear(&w.gate, &s.xn, seq, &mut s.gate, Residual::None)?;
+    k.linear(&w.up, &s.xn, seq, &mut s.up, Residual::None)?;
+    k.elementwise
+        .gated_in_place(&mut s.gate, &s.up, seq * step.params.ffn, step.params.act)?;
+    k.linear(&w.down, &s.gate, seq, &mut s.x, Residual::Accumulate)
+}
+
+/// The final RMSNorm and the output head over the last of the `rows` positions, into `s.logits`.
+pub(super) fn head(
+    k: &Kernels,
+    s: &mut Scratch,
+    weights: &DeviceWeights,
+    params: &LayerParams,
+    rows: RowsShape,
+) -> Result<(), EngineError> {
+    let (seq, hidden) = (rows.rows, rows.dim);
+    // The strided K/V write kernel doubles as a row copy: one "head" of `hidden` values, no rotation.
+    let src = HeadsLayout {
+        offset: (seq - 1) * hidden,
+        token_stride: hidden,
+        heads: 1,
+        seq: 1,
+    };
+    let view = KvView {
+        offset_elems: 0,
+        first_position: 0,
+        positions: 1,
+        heads: 1,
+        head_dim: hidden,
+        head_stride_elems: hidden as u64,
+        position_stride_elems: hidden as u64,
+        dtype: KvDtype::F32,
+    };
+    k.attention.enqueue_kv_write(
+        &s.x,
+        src,
+        KvOperand::from_device_buffer(&s.last, view),
+        None,
+        0,
+    )?;
+    let one = RowsShape {
+        rows: 1,
+        dim: hidden,
+    };
+    k.norm.rms(
+        &s.last,
+        &weights.final_norm,
+        &mut s.last_normed,
+        one,
+        params.norm,
+    )?;
+    k.linear(
+        weights.head(),
+        &s.last_normed,
+        1,
+        &mut s.logits,
+        Residual::None,
+    )
+}
