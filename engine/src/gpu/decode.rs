@@ -6,7 +6,6 @@
 //! with the MLP RMSNorm folded in; down with the residual. f16 weights keep their norms separate, and rope-scaled
 //! models (frequency table) keep separate rotary launches.
 
-use clkernels::kernels::attention::FreshToken;
 use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::Residual;
 
@@ -26,25 +25,7 @@ pub(super) fn layer(
 ) -> Result<(), EngineError> {
     // Attention block.
     normed_qkv(k, s, w, step)?;
-    let fresh = match step.rope_table {
-        None => Some(FreshToken {
-            k: step.k,
-            v: step.v,
-            rope: step.params.rope,
-        }),
-        Some(table) => {
-            let (rope, past) = (step.params.rope, step.past);
-            k.rope
-                .enqueue_with_table(&mut s.qkv, step.q, rope, table, past)?;
-            k.rope
-                .enqueue_with_table(&mut s.qkv, step.k, rope, table, past)?;
-            k.attention
-                .enqueue_kv_write(&s.qkv, step.k, kv.k_write, None, past)?;
-            k.attention
-                .enqueue_kv_write(&s.qkv, step.v, kv.v_write, None, past)?;
-            None
-        }
-    };
+    let fresh = step.append.enqueue(k, &mut s.qkv, kv, step)?;
     k.attention.enqueue_with_fresh(
         &s.qkv,
         step.q,

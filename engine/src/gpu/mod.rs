@@ -15,6 +15,7 @@
 //! | `prefill.rs` | one layer over a chunk of prompt tokens, and the output head over its last position |
 //! | `decode.rs` | one layer over one token with the fused launches, and its output head |
 //! | `step.rs` | what every layer of a step shares: the kernels' shapes, the model's constants, the cache views |
+//! | `kv_append.rs` | the three ways q and k are rotated and the new K and V appended to the cache |
 //! | `kernels.rs` | the kernel launchers one model uses |
 //! | `buffers.rs` | the activation buffers, sized for the largest step ([`ScratchSizes`]) |
 //! | `weights.rs` | the weights on the device ([`DeviceWeights`]) |
@@ -24,6 +25,7 @@
 mod buffers;
 mod decode;
 mod kernels;
+mod kv_append;
 mod memory;
 mod model;
 mod plan;

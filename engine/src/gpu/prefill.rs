@@ -30,25 +30,11 @@ pub(super) fn layer(
         k.elementwise
             .add_bias_rows(&mut s.qkv, bias, seq, step.params.qkv_dim)?;
     }
-    let (rope, past) = (step.params.rope, step.past);
-    match step.rope_table {
-        Some(table) => {
-            k.rope
-                .enqueue_with_table(&mut s.qkv, step.q, rope, table, past)?;
-            k.rope
-                .enqueue_with_table(&mut s.qkv, step.k, rope, table, past)?;
-            k.attention
-                .enqueue_kv_write(&s.qkv, step.k, kv.k_write, None, past)?;
-            k.attention
-                .enqueue_kv_write(&s.qkv, step.v, kv.v_write, None, past)?;
-        }
-        None => k.attention.enqueue_qkv_rope_write(
-            &mut s.qkv, step.q, step.k, step.v, kv.k_write, kv.v_write, rope, past,
-        )?,
-    }
-    k.attention.enqueue(
+    let fresh = step.append.enqueue(k, &mut s.qkv, kv, step)?;
+    k.attention.enqueue_with_fresh(
         &s.qkv,
         step.q,
+        fresh,
         kv.k_read,
         kv.v_read,
         step.attention,

@@ -8,6 +8,7 @@ use clkernels::kernels::GatedActivation;
 use clkernels::kv_storage::ClKvStorage;
 use kvcache::{KvPart, KvSequence, KvView};
 
+use super::kv_append::KvAppend;
 use super::weights::padded_ffn;
 use crate::model::{Activation, ModelConfig, RopeStyle};
 use crate::EngineError;
@@ -73,8 +74,8 @@ pub(super) struct Step<'a> {
     pub attention: AttentionShape,
     /// The model's constants.
     pub params: &'a LayerParams,
-    /// Scaled rotaries (linear, Llama 3) rotate from this host-computed frequency table; plain ones from theta.
-    pub rope_table: Option<&'a RopeTable>,
+    /// How q and k are rotated and the new K and V appended to the cache.
+    pub append: KvAppend<'a>,
 }
 
 impl<'a> Step<'a> {
@@ -120,7 +121,7 @@ impl<'a> Step<'a> {
                 head_dim: c.head_dim,
             },
             params,
-            rope_table,
+            append: KvAppend::for_step(seq, rope_table),
         }
     }
 }
