@@ -2,11 +2,9 @@
 //! `fixtures/src/reference_model.rs` writes them, except that the QKV projection is one stacked matrix and the
 //! rotary embedding and the K/V append share a launch.
 
-use clkernels::kernels::attention::KvOperand;
+use clkernels::kernels::elementwise::RowCopy;
 use clkernels::kernels::norm::RowsShape;
-use clkernels::kernels::rope::HeadsLayout;
 use clkernels::kernels::Residual;
-use kvcache::{KvDtype, KvView};
 
 use super::buffers::Scratch;
 use super::kernels::Kernels;
@@ -60,30 +58,13 @@ pub(super) fn head(
     rows: RowsShape,
 ) -> Result<(), EngineError> {
     let (seq, hidden) = (rows.rows, rows.dim);
-    // The strided K/V write kernel doubles as a row copy: one "head" of `hidden` values, no rotation.
-    let src = HeadsLayout {
-        offset: (seq - 1) * hidden,
-        token_stride: hidden,
-        heads: 1,
-        seq: 1,
+    let last = RowCopy {
+        rows: 1,
+        cols: hidden,
+        src_row: seq.saturating_sub(1),
+        dst_row: 0,
     };
-    let view = KvView {
-        offset_elems: 0,
-        first_position: 0,
-        positions: 1,
-        heads: 1,
-        head_dim: hidden,
-        head_stride_elems: hidden as u64,
-        position_stride_elems: hidden as u64,
-        dtype: KvDtype::F32,
-    };
-    k.attention.enqueue_kv_write(
-        &s.x,
-        src,
-        KvOperand::from_device_buffer(&s.last, view),
-        None,
-        0,
-    )?;
+    k.elementwise.copy_rows(&s.x, &mut s.last, last)?;
     let one = RowsShape {
         rows: 1,
         dim: hidden,
