@@ -282,7 +282,7 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
                 "the prompt has no tokens (and the model no BOS token)".into(),
             ));
         }
-        let vocab = self.model.config().vocab;
+        let vocab = self.model.config().shape.vocab;
         if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
             return Err(EngineError::TokenOutOfRange { id, vocab });
         }
@@ -614,6 +614,7 @@ impl TextCodec for crate::tokenizer::Tokenizer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::model::ModelShape;
     use crate::synthetic::BenchArch;
 
     /// A toy-sized Llama with the bos (1) and eos (2) these tests script; the remaining fields,
@@ -621,14 +622,16 @@ mod tests {
     /// being spelt out again.
     fn config(vocab: usize) -> ModelConfig {
         ModelConfig {
-            hidden: 8,
-            ffn: 16,
-            layers: 1,
-            heads: 2,
-            kv_heads: 1,
-            head_dim: 4,
-            vocab,
-            max_ctx: 32,
+            shape: ModelShape {
+                hidden: 8,
+                ffn: 16,
+                layers: 1,
+                heads: 2,
+                kv_heads: 1,
+                head_dim: 4,
+                vocab,
+                max_ctx: 32,
+            },
             bos: Some(1),
             eos: vec![2],
             ..BenchArch::Llama2_7b.config(None)
@@ -649,7 +652,7 @@ mod tests {
             &self.config
         }
         fn context_len(&self) -> usize {
-            self.config.max_ctx
+            self.config.shape.max_ctx
         }
         fn cached_len(&self) -> usize {
             self.cache.len()
@@ -666,7 +669,7 @@ mod tests {
             self.cache.extend_from_slice(tokens);
             self.steps.push(tokens.len());
             let next = self.script.get(self.cache.len()).copied().unwrap_or(2);
-            let mut logits = vec![0.0; self.config.vocab];
+            let mut logits = vec![0.0; self.config.shape.vocab];
             logits[next as usize] = 10.0;
             Ok(match want {
                 Want::Nothing => StepOutput::Nothing,

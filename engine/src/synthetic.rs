@@ -16,7 +16,8 @@ use rayon::prelude::*;
 use crate::generate::{LanguageModel, StepOutput, Want};
 use crate::gpu::{GpuModel, GpuOptions};
 use crate::model::{
-    Activation, Architecture, LayerWeights, Model, ModelConfig, ModelWeights, RopeStyle, Tensor,
+    Activation, Architecture, LayerWeights, Model, ModelConfig, ModelShape, ModelWeights,
+    RopeStyle, Tensor,
 };
 use crate::EngineError;
 
@@ -57,14 +58,16 @@ impl BenchArch {
     pub fn config(self, layers: Option<usize>) -> ModelConfig {
         let base = ModelConfig {
             arch: Architecture::Llama,
-            hidden: 4096,
-            ffn: 11008,
-            layers: 32,
-            heads: 32,
-            kv_heads: 32,
-            head_dim: 128,
-            vocab: 32000,
-            max_ctx: 4096,
+            shape: ModelShape {
+                hidden: 4096,
+                ffn: 11008,
+                layers: 32,
+                heads: 32,
+                kv_heads: 32,
+                head_dim: 128,
+                vocab: 32000,
+                max_ctx: 4096,
+            },
             norm_eps: 1e-5,
             rope_theta: 10000.0,
             rope_style: RopeStyle::HalfSplit,
@@ -82,14 +85,16 @@ impl BenchArch {
             Self::Llama2_7b => base,
             Self::Gemma2b => ModelConfig {
                 arch: Architecture::Gemma,
-                hidden: 2048,
-                ffn: 16384,
-                layers: 18,
-                heads: 8,
-                kv_heads: 1,
-                head_dim: 256,
-                vocab: 256000,
-                max_ctx: 8192,
+                shape: ModelShape {
+                    hidden: 2048,
+                    ffn: 16384,
+                    layers: 18,
+                    heads: 8,
+                    kv_heads: 1,
+                    head_dim: 256,
+                    vocab: 256000,
+                    max_ctx: 8192,
+                },
                 norm_eps: 1e-6,
                 tied_embeddings: true,
                 activation: Activation::GeluTanh,
@@ -99,49 +104,55 @@ impl BenchArch {
             },
             Self::Qwen15_4b => ModelConfig {
                 arch: Architecture::Qwen2,
-                hidden: 2560,
-                ffn: 6912,
-                layers: 40,
-                heads: 20,
-                kv_heads: 20,
-                head_dim: 128,
-                vocab: 151936,
-                max_ctx: 32768,
+                shape: ModelShape {
+                    hidden: 2560,
+                    ffn: 6912,
+                    layers: 40,
+                    heads: 20,
+                    kv_heads: 20,
+                    head_dim: 128,
+                    vocab: 151936,
+                    max_ctx: 32768,
+                },
                 norm_eps: 1e-6,
                 rope_theta: 5_000_000.0,
                 qkv_bias: true,
                 ..base
             },
             Self::Chatglm2_6b => ModelConfig {
-                hidden: 4096,
-                ffn: 13696,
-                layers: 28,
-                heads: 32,
-                kv_heads: 2,
-                head_dim: 128,
-                vocab: 65024,
-                max_ctx: 32768,
+                shape: ModelShape {
+                    hidden: 4096,
+                    ffn: 13696,
+                    layers: 28,
+                    heads: 32,
+                    kv_heads: 2,
+                    head_dim: 128,
+                    vocab: 65024,
+                    max_ctx: 32768,
+                },
                 rope_style: RopeStyle::Interleaved,
                 partial_rotary: 0.5,
                 qkv_bias: true,
                 ..base
             },
             Self::Smollm2_135m => ModelConfig {
-                hidden: 576,
-                ffn: 1536,
-                layers: 30,
-                heads: 9,
-                kv_heads: 3,
-                head_dim: 64,
-                vocab: 49152,
-                max_ctx: 8192,
+                shape: ModelShape {
+                    hidden: 576,
+                    ffn: 1536,
+                    layers: 30,
+                    heads: 9,
+                    kv_heads: 3,
+                    head_dim: 64,
+                    vocab: 49152,
+                    max_ctx: 8192,
+                },
                 rope_theta: 100_000.0,
                 tied_embeddings: true,
                 ..base
             },
         };
         if let Some(n) = layers {
-            c.layers = n.max(1);
+            c.shape.layers = n.max(1);
         }
         c
     }
@@ -203,7 +214,7 @@ pub fn synthetic_model(
             random_f16(rng, vec![rows, cols], 0.01)
         }
     };
-    let layers = (0..c.layers)
+    let layers = (0..c.shape.layers)
         .into_par_iter()
         .map(|i| {
             let mut rng =
@@ -219,34 +230,38 @@ pub fn synthetic_model(
                 }
             };
             Ok(LayerWeights {
-                attn_norm: vector(c.hidden, 1.0)?,
-                wq: matrix(&mut rng, c.q_dim(), c.hidden)?,
-                wk: matrix(&mut rng, c.kv_dim(), c.hidden)?,
-                wv: matrix(&mut rng, c.kv_dim(), c.hidden)?,
-                wo: matrix(&mut rng, c.hidden, c.q_dim())?,
-                bq: bias(&mut rng, c.q_dim())?,
-                bk: bias(&mut rng, c.kv_dim())?,
-                bv: bias(&mut rng, c.kv_dim())?,
-                ffn_norm: vector(c.hidden, 1.0)?,
-                w_gate: matrix(&mut rng, c.ffn, c.hidden)?,
-                w_up: matrix(&mut rng, c.ffn, c.hidden)?,
-                w_down: matrix(&mut rng, c.hidden, c.ffn)?,
+                attn_norm: vector(c.shape.hidden, 1.0)?,
+                wq: matrix(&mut rng, c.shape.q_dim(), c.shape.hidden)?,
+                wk: matrix(&mut rng, c.shape.kv_dim(), c.shape.hidden)?,
+                wv: matrix(&mut rng, c.shape.kv_dim(), c.shape.hidden)?,
+                wo: matrix(&mut rng, c.shape.hidden, c.shape.q_dim())?,
+                bq: bias(&mut rng, c.shape.q_dim())?,
+                bk: bias(&mut rng, c.shape.kv_dim())?,
+                bv: bias(&mut rng, c.shape.kv_dim())?,
+                ffn_norm: vector(c.shape.hidden, 1.0)?,
+                w_gate: matrix(&mut rng, c.shape.ffn, c.shape.hidden)?,
+                w_up: matrix(&mut rng, c.shape.ffn, c.shape.hidden)?,
+                w_down: matrix(&mut rng, c.shape.hidden, c.shape.ffn)?,
             })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let embedding = random_f16(&mut rng, vec![c.vocab, c.hidden], 1.0)?;
+    let embedding = random_f16(&mut rng, vec![c.shape.vocab, c.shape.hidden], 1.0)?;
     let lm_head = match (c.tied_embeddings, m0e4_head) {
         (true, _) => None,
-        (false, true) => Some(matrix(&mut rng, c.vocab, c.hidden)?),
-        (false, false) => Some(random_f16(&mut rng, vec![c.vocab, c.hidden], 0.02)?),
+        (false, true) => Some(matrix(&mut rng, c.shape.vocab, c.shape.hidden)?),
+        (false, false) => Some(random_f16(
+            &mut rng,
+            vec![c.shape.vocab, c.shape.hidden],
+            0.02,
+        )?),
     };
     Ok(Model {
         config: config.clone(),
         weights: ModelWeights {
             embedding,
             layers,
-            final_norm: vector(c.hidden, 1.0)?,
+            final_norm: vector(c.shape.hidden, 1.0)?,
             lm_head,
         },
     })
@@ -324,7 +339,7 @@ pub fn run_bench(
     };
     let mut gm = GpuModel::with_gpu(gpu.clone(), model, &options)?;
     let mut rng = StdRng::seed_from_u64(42);
-    let vocab = model.config.vocab as u32;
+    let vocab = model.config.shape.vocab as u32;
     let prompt: Vec<u32> = (0..prompt_len)
         .map(|_| rng.random_range(0..vocab))
         .collect();
@@ -379,7 +394,7 @@ pub fn run_bench(
         Vec::new()
     };
     let c = &model.config;
-    let kv_bytes_last_token = (2 * c.layers * c.kv_dim() * gm.cached_len() * 2) as u64;
+    let kv_bytes_last_token = (2 * c.shape.layers * c.shape.kv_dim() * gm.cached_len() * 2) as u64;
     let copy = copy_bandwidth(&gpu, 256 << 20, 20)?;
     Ok(BenchReport {
         prefill_tok_s: prompt_len as f64 / prefill.as_secs_f64(),

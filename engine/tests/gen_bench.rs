@@ -11,10 +11,10 @@ fn published_shapes_are_valid_and_shrink() {
         let arch: BenchArch = name.parse().unwrap();
         let c = arch.config(None);
         c.validate().unwrap();
-        assert_eq!(arch.config(Some(2)).layers, 2, "{name}");
+        assert_eq!(arch.config(Some(2)).shape.layers, 2, "{name}");
     }
-    assert_eq!(BenchArch::Llama2_7b.config(None).q_dim(), 4096);
-    assert_eq!(BenchArch::Gemma2b.config(None).kv_heads, 1);
+    assert_eq!(BenchArch::Llama2_7b.config(None).shape.q_dim(), 4096);
+    assert_eq!(BenchArch::Gemma2b.config(None).shape.kv_heads, 1);
     assert!("gpt2".parse::<BenchArch>().unwrap_err().contains("gpt2"));
 }
 
@@ -22,12 +22,12 @@ fn published_shapes_are_valid_and_shrink() {
 fn a_small_synthetic_model_runs_end_to_end() {
     let mut config = BenchArch::Qwen15_4b.config(Some(2));
     (
-        config.hidden,
-        config.ffn,
-        config.heads,
-        config.kv_heads,
-        config.head_dim,
-        config.vocab,
+        config.shape.hidden,
+        config.shape.ffn,
+        config.shape.heads,
+        config.shape.kv_heads,
+        config.shape.head_dim,
+        config.shape.vocab,
     ) = (128, 352, 4, 2, 32, 500);
     let model = synthetic_model(&config, fp4::GroupSize::G32, 3, false).unwrap();
     // ffn 352 is a multiple of 32: every linear layer is M0E4; the embedding and head stay f16.

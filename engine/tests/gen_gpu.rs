@@ -28,7 +28,7 @@ fn gpu() -> Gpu {
 /// KV cache of `max_ctx` positions.
 fn reference_of(m: &Model, max_ctx: usize) -> RefModel {
     let mut reference = load_common::to_ref(m);
-    reference.config.max_ctx = max_ctx;
+    reference.config.shape.max_ctx = max_ctx;
     reference
 }
 
@@ -107,7 +107,7 @@ fn check_with_options(arch: RefArch, format: WeightFormat, opts: &GpuOptions, re
     let reference = reference_of(&m, 64);
     let mut cache = reference.new_cache();
     let mut gpu_model = GpuModel::with_gpu(gpu(), &m, opts).unwrap();
-    let tokens = random_tokens(arch as u64 + 11, 14, m.config.vocab);
+    let tokens = random_tokens(arch as u64 + 11, 14, m.config.shape.vocab);
     let (prompt, rest) = tokens.split_at(10);
     let want = reference.prefill(&mut cache, prompt);
     let got = logits(gpu_model.step(prompt, Want::Logits).unwrap());
@@ -183,7 +183,7 @@ fn prefill_then_decode_equals_one_long_prefill_and_chunking_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let m = tiny(arch, dir.path(), M0E4);
         let g = gpu();
-        let tokens = random_tokens(5, 13, m.config.vocab);
+        let tokens = random_tokens(5, 13, m.config.shape.vocab);
         let mut whole = GpuModel::with_gpu(g.clone(), &m, &options(KvDtype::F32, 16)).unwrap();
         let one = logits(whole.step(&tokens, Want::Logits).unwrap());
 
@@ -253,7 +253,7 @@ fn greedy_generation_matches_the_reference_and_bad_input_is_refused() {
         Tok(fixtures::tiny_models::tiny_tokenizer().unwrap()),
     )
     .unwrap();
-    let prompt = random_tokens(9, 12, m.config.vocab);
+    let prompt = random_tokens(9, 12, m.config.shape.vocab);
     let opts = GenerateOptions {
         max_tokens: 6,
         prefill_chunk: 5,
@@ -264,11 +264,11 @@ fn greedy_generation_matches_the_reference_and_bad_input_is_refused() {
     assert_eq!(out.tokens, want);
 
     assert!(matches!(
-        g.generate_from_tokens(&[1, m.config.vocab as u32], &opts, |_| {}),
+        g.generate_from_tokens(&[1, m.config.shape.vocab as u32], &opts, |_| {}),
         Err(EngineError::TokenOutOfRange { .. })
     ));
     assert!(matches!(
-        g.generate_from_tokens(&random_tokens(1, 65, m.config.vocab), &opts, |_| {}),
+        g.generate_from_tokens(&random_tokens(1, 65, m.config.shape.vocab), &opts, |_| {}),
         Err(EngineError::PromptTooLong { context: 64, .. })
     ));
     let zero = GenerateOptions {
@@ -304,7 +304,7 @@ fn scaled_rope_differs_from_plain_theta_so_the_table_is_really_used() {
     assert!(scaled.config.rope_scaling.is_some());
     let mut plain = scaled.clone();
     plain.config.rope_scaling = None;
-    let tokens = random_tokens(7, 24, scaled.config.vocab);
+    let tokens = random_tokens(7, 24, scaled.config.shape.vocab);
     let run = |m: &Model| {
         let mut g = GpuModel::with_gpu(gpu(), m, &options(KvDtype::F32, 32)).unwrap();
         logits(g.step(&tokens, Want::Logits).unwrap())
@@ -336,7 +336,7 @@ fn stories260k_matches_the_reference() {
         let reference = reference_of(&m, 64);
         let mut cache = reference.new_cache();
         let mut gm = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 16)).unwrap();
-        let tokens = random_tokens(260, 20, m.config.vocab);
+        let tokens = random_tokens(260, 20, m.config.shape.vocab);
         let want = reference.prefill(&mut cache, &tokens[..16]);
         assert_close(
             "stories260K prefill",

@@ -27,12 +27,13 @@ pub struct ScratchSizes {
 impl ScratchSizes {
     /// Sizes for `config` and steps of at most `max_chunk` tokens.
     pub fn new(config: &ModelConfig, max_chunk: usize) -> Self {
+        let shape = &config.shape;
         Self {
-            hidden: max_chunk * config.hidden,
-            qkv: max_chunk * (config.q_dim() + 2 * config.kv_dim()),
-            attn: max_chunk * config.q_dim(),
-            ffn: max_chunk * super::weights::padded_ffn(config.ffn),
-            vocab: config.vocab,
+            hidden: max_chunk * shape.hidden,
+            qkv: max_chunk * shape.qkv_dim(),
+            attn: max_chunk * shape.q_dim(),
+            ffn: max_chunk * super::weights::padded_ffn(shape.ffn),
+            vocab: shape.vocab,
         }
     }
 

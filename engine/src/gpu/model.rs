@@ -8,13 +8,13 @@ use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::rope::RopeTable;
 use clkernels::kv_storage::ClKvStorage;
 use clkernels::runtime::{DeviceSelector, Gpu, QueuePriority};
-use kvcache::{FullPolicy, KvConfig, KvDtype, KvModelShape, KvSequence, KvStep};
+use kvcache::{FullPolicy, KvConfig, KvDtype, KvSequence, KvStep};
 
 use super::buffers::{Scratch, ScratchSizes};
 use super::kernels::Kernels;
 use super::memory::MemoryNeeds;
 use super::plan::StepPlan;
-use super::step::{LayerKv, LayerParams, Step};
+use super::step::{kv_shape, LayerKv, LayerParams, Step};
 use super::weights::{DeviceMatrix, DeviceWeights};
 use super::{decode, prefill};
 use crate::generate::{LanguageModel, StepOutput, Want};
@@ -106,33 +106,25 @@ impl GpuModel {
         options.validate()?;
         let max_ctx = options
             .max_ctx
-            .unwrap_or(config.max_ctx)
-            .min(config.max_ctx)
+            .unwrap_or(config.shape.max_ctx)
+            .min(config.shape.max_ctx)
             .max(1);
         let max_chunk = options.max_chunk.min(max_ctx);
         let plan = StepPlan::new(&config, max_ctx)?;
         let sizes = ScratchSizes::new(&config, max_chunk);
-        let kv_config = KvConfig::new(
-            KvModelShape {
-                layers: config.layers,
-                kv_heads: config.kv_heads,
-                head_dim: config.head_dim,
-                dtype: options.kv_dtype,
-            },
-            max_ctx,
-        )?;
+        let kv_config = KvConfig::new(kv_shape(&config.shape, options.kv_dtype), max_ctx)?;
         let kv_bytes = kv_config.total_bytes()?;
         // Before any allocation: weights are counted as held on the host, which is what the upload copies.
         MemoryNeeds {
             weights: model.weights.bytes() as u64,
             kv_cache: kv_bytes,
-            activations: sizes.bytes(config.hidden) as u64 + 4 * max_chunk as u64,
+            activations: sizes.bytes(config.shape.hidden) as u64 + 4 * max_chunk as u64,
             ctx: max_ctx,
         }
         .check(&gpu.caps().name, gpu.caps().global_mem_bytes)?;
         let weights = DeviceWeights::upload(&gpu, model)?;
         let kernels = Kernels::new(&gpu, options.half_products)?;
-        let scratch = Scratch::new(&gpu, &sizes, max_chunk, config.hidden)?;
+        let scratch = Scratch::new(&gpu, &sizes, max_chunk, config.shape.hidden)?;
         let kv = KvSequence::new(
             Arc::new(ClKvStorage::new(&gpu)),
             kv_config,
@@ -145,7 +137,7 @@ impl GpuModel {
         };
         let device_bytes = weights.bytes() as u64
             + kv_bytes
-            + sizes.bytes(config.hidden) as u64
+            + sizes.bytes(config.shape.hidden) as u64
             + 4 * max_chunk as u64;
         Ok(Self {
             gpu,
@@ -218,7 +210,7 @@ impl GpuModel {
             DeviceMatrix::M0e4(m) => k.embedding.enqueue_m0e4(m, ids, seq, &mut s.x, scale)?,
         }
         let step = Step::new(
-            &self.config,
+            &self.config.shape,
             seq,
             kv_step.start(),
             &self.params,
@@ -247,7 +239,7 @@ impl GpuModel {
     fn enqueue_logits(&mut self, seq: usize) -> Result<(), EngineError> {
         let rows = RowsShape {
             rows: seq,
-            dim: self.config.hidden,
+            dim: self.config.shape.hidden,
         };
         let (k, s, w, p) = (
             &self.kernels,
@@ -311,7 +303,7 @@ impl LanguageModel for GpuModel {
                 self.max_chunk
             )));
         }
-        let vocab = self.config.vocab;
+        let vocab = self.config.shape.vocab;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
             return Err(EngineError::TokenOutOfRange { id, vocab });
         }

@@ -20,22 +20,10 @@ pub struct StepPlan {
 impl StepPlan {
     /// Derives the plan (once per model).
     pub fn new(config: &ModelConfig, max_ctx: usize) -> Result<Self, EngineError> {
-        let i = |v: usize| {
-            i64::try_from(v).map_err(|_| EngineError::InvalidConfig(format!("{v} is too large")))
-        };
-        let dims = DecoderDims {
-            layers: config.layers,
-            hidden: i(config.hidden)?,
-            heads: i(config.heads)?,
-            kv_heads: i(config.kv_heads)?,
-            head_dim: i(config.head_dim)?,
-            ffn: i(config.ffn)?,
-            vocab: i(config.vocab)?,
-            max_ctx: i(max_ctx)?,
-            dtype_bytes: 4,
-        };
-        let decoder = llama_decoder(&dims)
-            .map_err(|e| EngineError::InvalidConfig(format!("shape plan: {e}")))?;
+        let plan_error = |e| EngineError::InvalidConfig(format!("shape plan: {e}"));
+        // The kernels' activations are f32.
+        let dims = DecoderDims::for_shape(&config.shape, max_ctx, 4).map_err(plan_error)?;
+        let decoder = llama_decoder(&dims).map_err(plan_error)?;
         Ok(Self {
             decoder,
             values: PlanValues::default(),
@@ -63,8 +51,9 @@ impl StepPlan {
         let plan = &self.decoder.plan;
         let q = plan.dims(&self.values, layer.q);
         let k = plan.dims(&self.values, layer.k_new);
-        let want_q = vec![seq as i64, config.heads as i64, config.head_dim as i64];
-        let want_k = vec![seq as i64, config.kv_heads as i64, config.head_dim as i64];
+        let shape = &config.shape;
+        let want_q = vec![seq as i64, shape.heads as i64, shape.head_dim as i64];
+        let want_k = vec![seq as i64, shape.kv_heads as i64, shape.head_dim as i64];
         if q.as_ref() != Some(&want_q) || k.as_ref() != Some(&want_k) {
             return Err(bad(format!(
                 "plan gives q {q:?} and k {k:?}, kernels expect {want_q:?} and {want_k:?}"

@@ -1,16 +1,18 @@
 //! What every layer of one step is given besides its weights: the model's constants, the shapes the kernels take
-//! for this step's `(seq, past)`, and the layer's views of the KV cache.
+//! for this step's `(seq, past)`, and the layer's views of the KV cache. The model's shape ([`ModelShape`]) becomes
+//! clkernels' layouts ([`Step::new`]) and kvcache's cache shape ([`kv_shape`]) here and nowhere else; symshape
+//! converts it into its planner's dimensions itself (`DecoderDims::for_shape`, called by `plan.rs`).
 
 use clkernels::kernels::attention::{AttentionShape, KvOperand};
 use clkernels::kernels::norm::{RmsNormParams, RowsShape};
 use clkernels::kernels::rope::{HeadsLayout, RopeConfig, RopeStyle as KernelRopeStyle, RopeTable};
 use clkernels::kernels::GatedActivation;
 use clkernels::kv_storage::ClKvStorage;
-use kvcache::{KvPart, KvSequence, KvView};
+use kvcache::{KvDtype, KvModelShape, KvPart, KvSequence, KvView};
 
 use super::kv_append::KvAppend;
 use super::weights::padded_ffn;
-use crate::model::{Activation, ModelConfig, RopeStyle};
+use crate::model::{Activation, ModelConfig, ModelShape, RopeStyle};
 use crate::EngineError;
 
 /// The model's constants as the kernels take them, derived once at load.
@@ -41,9 +43,9 @@ impl LayerParams {
                 Activation::Silu => GatedActivation::Silu,
                 Activation::GeluTanh => GatedActivation::GeluTanh,
             },
-            attn_scale: 1.0 / (c.head_dim as f32).sqrt(),
+            attn_scale: 1.0 / (c.shape.head_dim as f32).sqrt(),
             rope: RopeConfig {
-                head_dim: c.head_dim,
+                head_dim: c.shape.head_dim,
                 rotary_dim: c.rotary_dim(),
                 theta: c.rope_theta,
                 style: match c.rope_style {
@@ -51,8 +53,8 @@ impl LayerParams {
                     RopeStyle::Interleaved => KernelRopeStyle::Interleaved,
                 },
             },
-            ffn: padded_ffn(c.ffn),
-            qkv_dim: c.q_dim() + 2 * c.kv_dim(),
+            ffn: padded_ffn(c.shape.ffn),
+            qkv_dim: c.shape.qkv_dim(),
         }
     }
 }
@@ -79,24 +81,26 @@ pub(super) struct Step<'a> {
 }
 
 impl<'a> Step<'a> {
+    /// The kernels' shapes for `seq` tokens after `past` of a model of this shape: the one place the model's shape
+    /// becomes clkernels' layouts.
     pub fn new(
-        c: &ModelConfig,
+        shape: &ModelShape,
         seq: usize,
         past: usize,
         params: &'a LayerParams,
         rope_table: Option<&'a RopeTable>,
     ) -> Self {
-        let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+        let (q_dim, kv_dim) = (shape.q_dim(), shape.kv_dim());
         let q = HeadsLayout {
             offset: 0,
-            token_stride: params.qkv_dim,
-            heads: c.heads,
+            token_stride: shape.qkv_dim(),
+            heads: shape.heads,
             seq,
         };
         let k = HeadsLayout {
             offset: q_dim,
-            token_stride: params.qkv_dim,
-            heads: c.kv_heads,
+            token_stride: shape.qkv_dim(),
+            heads: shape.kv_heads,
             seq,
         };
         let v = HeadsLayout {
@@ -108,7 +112,7 @@ impl<'a> Step<'a> {
             past,
             rows: RowsShape {
                 rows: seq,
-                dim: c.hidden,
+                dim: shape.hidden,
             },
             q,
             k,
@@ -116,13 +120,24 @@ impl<'a> Step<'a> {
             attention: AttentionShape {
                 seq,
                 past,
-                heads: c.heads,
-                kv_heads: c.kv_heads,
-                head_dim: c.head_dim,
+                heads: shape.heads,
+                kv_heads: shape.kv_heads,
+                head_dim: shape.head_dim,
             },
             params,
             append: KvAppend::for_step(seq, rope_table),
         }
+    }
+}
+
+/// The per-layer shape of the KV cache of a model of this shape: the one place the model's shape becomes
+/// kvcache's.
+pub(super) fn kv_shape(shape: &ModelShape, dtype: KvDtype) -> KvModelShape {
+    KvModelShape {
+        layers: shape.layers,
+        kv_heads: shape.kv_heads,
+        head_dim: shape.head_dim,
+        dtype,
     }
 }
 
