@@ -1,10 +1,10 @@
 //! One token through the decoder (`seq == 1`): mat-vec kernels, with as much as possible fused into each launch.
 //!
-//! Decode is launch-bound on desktop drivers (NVIDIA's OpenCL pays ~6 µs per kernel), so with M0E4 weights a layer
-//! is five launches: QKV mat-vec with the attention RMSNorm (and Qwen2's bias) folded in; attention, which also
-//! rotates q and the new key and writes the new K and V into the cache; o-projection with the residual; gate+up
-//! with the MLP RMSNorm folded in; down with the residual. f16 weights keep their norms separate, and rope-scaled
-//! models (frequency table) keep separate rotary launches.
+//! Decode is launch-bound on desktop drivers (each kernel launch has a fixed cost that one token's work does not
+//! hide), so with M0E4 weights a layer is five launches: QKV mat-vec with the attention RMSNorm (and Qwen2's bias)
+//! folded in; attention, which also rotates q and the new key and writes the new K and V into the cache;
+//! o-projection with the residual; gate+up with the MLP RMSNorm folded in; down with the residual. f16 weights keep
+//! their norms separate, and rope-scaled models (frequency table) keep separate rotary launches.
 
 use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::Residual;

@@ -1,6 +1,6 @@
 //! A chunk of prompt tokens through the decoder (`seq > 1`): mat-mat kernels, one launch per operation, as
-//! `fixtures/src/reference_model.rs` writes them, except that the QKV projection is one stacked matrix and the
-//! rotary embedding and the K/V append share a launch.
+//! `fixtures/src/reference_model.rs` writes them, except that the QKV projection is one stacked matrix and, with a
+//! plain theta, the rotary embedding and the K/V append share a launch ([`super::kv_append::KvAppend`]).
 
 use clkernels::kernels::elementwise::RowCopy;
 use clkernels::kernels::norm::RowsShape;
