@@ -18,10 +18,10 @@ fn published_shapes_are_valid_and_shrink() {
         let arch: BenchArch = name.parse().unwrap();
         let c = arch.config(None);
         c.validate().unwrap();
-        assert_eq!(arch.config(Some(2)).layers, 2, "{name}");
+        assert_eq!(arch.config(Some(2)).shape.layers, 2, "{name}");
     }
-    assert_eq!(BenchArch::Llama2_7b.config(None).q_dim(), 4096);
-    assert_eq!(BenchArch::Gemma2b.config(None).kv_heads, 1);
+    assert_eq!(BenchArch::Llama2_7b.config(None).shape.q_dim(), 4096);
+    assert_eq!(BenchArch::Gemma2b.config(None).shape.kv_heads, 1);
     assert!("gpt2".parse::<BenchArch>().unwrap_err().contains("gpt2"));
 }
 
@@ -29,12 +29,12 @@ fn published_shapes_are_valid_and_shrink() {
 fn a_small_synthetic_model_runs_end_to_end() {
     let mut config = BenchArch::Qwen15_4b.config(Some(2));
     (
-        config.hidden,
-        config.ffn,
-        config.heads,
-        config.kv_heads,
-        config.head_dim,
-        config.vocab,
+        config.shape.hidden,
+        config.shape.ffn,
+        config.shape.heads,
+        config.shape.kv_heads,
+        config.shape.head_dim,
+        config.shape.vocab,
     ) = (128, 352, 4, 2, 32, 500);
     let model = synthetic_model(&config, fp4::GroupSize::G32, 3, false).unwrap();
     // ffn 352 is a multiple of 32: every linear layer is M0E4; the embedding and head stay f16.
@@ -65,8 +65,12 @@ fn a_small_synthetic_model_runs_end_to_end() {
 #[test]
 fn a_device_opened_with_profiling_reports_every_launch_of_one_decode_step() {
     let mut config = BenchArch::Smollm2_135m.config(Some(2));
-    (config.hidden, config.ffn, config.vocab) = (192, 512, 300);
-    (config.heads, config.kv_heads, config.head_dim) = (3, 1, 64);
+    (config.shape.hidden, config.shape.ffn, config.shape.vocab) = (192, 512, 300);
+    (
+        config.shape.heads,
+        config.shape.kv_heads,
+        config.shape.head_dim,
+    ) = (3, 1, 64);
     let model = synthetic_model(&config, fp4::GroupSize::G32, 5, false).unwrap();
     let gpu = Gpu::open_with(&GpuOptions {
         selector: DeviceSelector::from_env(),
@@ -77,7 +81,7 @@ fn a_device_opened_with_profiling_reports_every_launch_of_one_decode_step() {
     let r = run_bench(gpu, &model, 5, 3, 8).unwrap();
     let p = StepProfile::of(&r.decode_profile).unwrap();
     // At least one launch per layer, all of them inside the span.
-    assert!(p.launches >= config.layers, "{p:?}");
+    assert!(p.launches >= config.shape.layers, "{p:?}");
     assert!(p.busy_ns <= p.span_ns, "{p:?}");
     assert_eq!(
         p.kernels.iter().map(|k| k.launches).sum::<usize>(),

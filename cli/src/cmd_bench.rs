@@ -58,10 +58,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "building synthetic {:?} weights: {} layers, hidden {}, ffn {}, vocab {}, M0E4 G{} (embedding f16, head {})",
         args.arch,
-        config.layers,
-        config.hidden,
-        config.ffn,
-        config.vocab,
+        config.shape.layers,
+        config.shape.hidden,
+        config.shape.ffn,
+        config.shape.vocab,
         args.group,
         if args.quantize_head { "M0E4" } else { "f16" }
     );
@@ -77,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("device            {}", gpu.caps().name);
     println!(
         "shapes            {:?}, {} layers, M0E4 G{}",
-        args.arch, config.layers, args.group
+        args.arch, config.shape.layers, args.group
     );
     println!(
         "prompt / gen      {} / {} tokens (prefill chunk {})",

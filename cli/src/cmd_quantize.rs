@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         keep_embeddings_f16: !args.quantize_embeddings,
     };
     let config = model::load_config(&args.input)?;
-    let bar = ProgressBar::new(config.layers as u64 + 2);
+    let bar = ProgressBar::new(config.shape.layers as u64 + 2);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({elapsed})")
             .context("progress bar template")?
@@ -190,7 +190,7 @@ fn report(
         o,
         "{}: {} layers, {:.2} MiB of weights (M0E4 group {group}) in {:.1}s",
         out.display(),
-        loaded.config.layers,
+        loaded.config.shape.layers,
         w.bytes() as f64 / (1024.0 * 1024.0),
         elapsed.as_secs_f64()
     )?;

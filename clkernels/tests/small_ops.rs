@@ -8,7 +8,7 @@
 
 mod common;
 
-use clkernels::kernels::elementwise::Elementwise;
+use clkernels::kernels::elementwise::{Elementwise, RowCopy};
 use clkernels::kernels::embedding::{check_ids, Embedding};
 use clkernels::kernels::matvec::{DeviceF16Matrix, DeviceM0e4};
 use clkernels::kernels::norm::{Norm, RmsNormParams, RowsShape};
@@ -304,6 +304,89 @@ fn elementwise_add_gating_and_bias_match_reference() {
         .map(|(i, v)| v + bias[i % cols])
         .collect();
     assert_close("bias rows", &yd.read(&gpu).unwrap(), &want, 0.0, 0.0);
+}
+
+/// The row copy against a plain slice copy: exact, every other destination row left as it was, and ranges
+/// outside either buffer refused before anything is written.
+#[test]
+fn row_copy_moves_exactly_the_rows_asked_for() {
+    let gpu = gpu();
+    let mut rng = rng("row copy");
+    let e = Elementwise::new(&gpu).unwrap();
+    for (src_rows, dst_rows, cols) in [(5, 3, 288), (1, 1, 17), (9, 9, 64)] {
+        let src = normal(&mut rng, src_rows * cols, 3.0);
+        let before = normal(&mut rng, dst_rows * cols, 3.0);
+        let src_d = upload(&gpu, &src);
+        // The engine's use first (the source's last row into row 0), then random ranges.
+        let last = RowCopy {
+            rows: 1,
+            cols,
+            src_row: src_rows - 1,
+            dst_row: 0,
+        };
+        let random = |rng: &mut rand::rngs::StdRng| {
+            let rows = rng.random_range(1..=src_rows.min(dst_rows));
+            RowCopy {
+                rows,
+                cols,
+                src_row: rng.random_range(0..=src_rows - rows),
+                dst_row: rng.random_range(0..=dst_rows - rows),
+            }
+        };
+        let copies = [last, random(&mut rng), random(&mut rng)];
+        for copy in copies {
+            let rows = copy.rows;
+            let mut dst = upload(&gpu, &before);
+            e.copy_rows(&src_d, &mut dst, copy).unwrap();
+            let mut want = before.clone();
+            let (s0, d0, n) = (copy.src_row * cols, copy.dst_row * cols, rows * cols);
+            want[d0..d0 + n].copy_from_slice(&src[s0..s0 + n]);
+            let got = dst.read(&gpu).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{copy:?} of {src_rows}x{cols} into {dst_rows}"
+            );
+        }
+    }
+    let src = upload(&gpu, &normal(&mut rng, 4 * 8, 1.0));
+    let mut dst = poisoned(&gpu, 2 * 8);
+    for bad in [
+        RowCopy {
+            rows: 3,
+            cols: 8,
+            src_row: 0,
+            dst_row: 0,
+        },
+        RowCopy {
+            rows: 1,
+            cols: 8,
+            src_row: 4,
+            dst_row: 0,
+        },
+        RowCopy {
+            rows: 1,
+            cols: 8,
+            src_row: 0,
+            dst_row: 2,
+        },
+        RowCopy {
+            rows: 1,
+            cols: usize::MAX,
+            src_row: 2,
+            dst_row: 0,
+        },
+    ] {
+        assert!(
+            e.copy_rows(&src, &mut dst, bad).is_err(),
+            "{bad:?} was accepted"
+        );
+    }
+    assert!(
+        dst.read(&gpu).unwrap().iter().all(|x| x.is_nan()),
+        "a refused copy wrote"
+    );
 }
 
 #[test]

@@ -309,7 +309,7 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
                 "the prompt has no tokens (and the model no BOS token)".into(),
             ));
         }
-        let vocab = self.model.config().vocab;
+        let vocab = self.model.config().shape.vocab;
         if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
             return Err(EngineError::TokenOutOfRange { id, vocab });
         }
@@ -704,18 +704,23 @@ impl TextCodec for crate::tokenizer::Tokenizer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::model::ModelShape;
 
     /// The bundled tiny Llama's config (`fixtures/models/default`) with the vocabulary, context, bos (1) and eos
     /// (2) these tests script; the remaining fields, which generation never reads, are that model's.
     fn config(vocab: usize) -> ModelConfig {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/default");
+        let base = crate::model::load_config(&dir).unwrap();
         ModelConfig {
-            vocab,
-            max_ctx: 32,
+            shape: ModelShape {
+                vocab,
+                max_ctx: 32,
+                ..base.shape
+            },
             bos: Some(1),
             eos: vec![2],
-            ..crate::model::load_config(&dir).unwrap()
+            ..base
         }
     }
 
@@ -733,7 +738,7 @@ mod tests {
             &self.config
         }
         fn context_len(&self) -> usize {
-            self.config.max_ctx
+            self.config.shape.max_ctx
         }
         fn cached_len(&self) -> usize {
             self.cache.len()
@@ -750,7 +755,7 @@ mod tests {
             self.cache.extend_from_slice(tokens);
             self.steps.push(tokens.len());
             let next = self.script.get(self.cache.len()).copied().unwrap_or(2);
-            let mut logits = vec![0.0; self.config.vocab];
+            let mut logits = vec![0.0; self.config.shape.vocab];
             logits[next as usize] = 10.0;
             Ok(match want {
                 Want::Nothing => StepOutput::Nothing,
@@ -1113,7 +1118,7 @@ mod tests {
             &self.config
         }
         fn context_len(&self) -> usize {
-            self.config.max_ctx
+            self.config.shape.max_ctx
         }
         fn cached_len(&self) -> usize {
             self.cache.len()
@@ -1126,17 +1131,17 @@ mod tests {
             Ok(())
         }
         fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
-            if self.cache.len() + tokens.len() > self.config.max_ctx {
+            if self.cache.len() + tokens.len() > self.config.shape.max_ctx {
                 return Err(EngineError::PromptTooLong {
                     prompt: tokens.len(),
                     cached: self.cache.len(),
-                    context: self.config.max_ctx,
+                    context: self.config.shape.max_ctx,
                 });
             }
             self.cache.extend_from_slice(tokens);
             self.steps.push(tokens.len());
             let next = after(*tokens.last().unwrap());
-            let mut logits = vec![0.0; self.config.vocab];
+            let mut logits = vec![0.0; self.config.shape.vocab];
             logits[next as usize] = 10.0;
             Ok(match want {
                 Want::Nothing => StepOutput::Nothing,

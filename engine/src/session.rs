@@ -108,7 +108,7 @@ impl Session {
                 keep_embeddings_f16: options.keep_embeddings_f16,
             },
         )?;
-        tokenizer.check_model_vocab(model.config.vocab)?;
+        tokenizer.check_model_vocab(model.config.shape.vocab)?;
         let source = tokenizer.special().chat_template.clone();
         let template = ChatTemplate::detect(model.config.arch, source.as_deref(), |t| {
             tokenizer.token_to_id(t).is_some()

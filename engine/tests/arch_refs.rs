@@ -97,13 +97,13 @@ fn check_config(reference: &ArchModel, m: &Model) {
     let c = &m.config;
     let want = |k: &str| reference.config[k].as_u64().unwrap() as usize;
     let name = &reference.name;
-    assert_eq!(c.layers, want("layers"), "{name}: layers");
-    assert_eq!(c.hidden, want("hidden"), "{name}: hidden");
-    assert_eq!(c.ffn, want("ffn"), "{name}: ffn");
-    assert_eq!(c.heads, want("heads"), "{name}: heads");
-    assert_eq!(c.kv_heads, want("kv_heads"), "{name}: kv_heads");
-    assert_eq!(c.head_dim, want("head_dim"), "{name}: head_dim");
-    assert_eq!(c.vocab, reference.vocab, "{name}: vocab");
+    assert_eq!(c.shape.layers, want("layers"), "{name}: layers");
+    assert_eq!(c.shape.hidden, want("hidden"), "{name}: hidden");
+    assert_eq!(c.shape.ffn, want("ffn"), "{name}: ffn");
+    assert_eq!(c.shape.heads, want("heads"), "{name}: heads");
+    assert_eq!(c.shape.kv_heads, want("kv_heads"), "{name}: kv_heads");
+    assert_eq!(c.shape.head_dim, want("head_dim"), "{name}: head_dim");
+    assert_eq!(c.shape.vocab, reference.vocab, "{name}: vocab");
     let tied = reference.config["tied"].as_bool().unwrap_or(false);
     assert_eq!(c.tied_embeddings, tied, "{name}: tied embeddings");
 }

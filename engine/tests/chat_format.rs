@@ -9,7 +9,7 @@ use engine::chat_template::{ChatFormat, ChatMessage, ChatTemplate, JinjaTemplate
 use engine::generate::{
     GenerateOptions, Generator, LanguageModel, StepOutput, StopReason, TextCodec, Want,
 };
-use engine::model::ModelConfig;
+use engine::model::{ModelConfig, ModelShape};
 use engine::tokenizer::Tokenizer;
 use engine::EngineError;
 
@@ -313,13 +313,17 @@ struct Scripted {
 
 impl Scripted {
     fn new(reply: Vec<u32>) -> Self {
+        let base = tiny_llama_config();
         Self {
             config: ModelConfig {
-                vocab: 400,
-                max_ctx: 256,
+                shape: ModelShape {
+                    vocab: 400,
+                    max_ctx: 256,
+                    ..base.shape
+                },
                 bos: Some(1),
                 eos: vec![2],
-                ..tiny_llama_config()
+                ..base
             },
             reply,
             cache: Vec::new(),
@@ -333,7 +337,7 @@ impl LanguageModel for Scripted {
         &self.config
     }
     fn context_len(&self) -> usize {
-        self.config.max_ctx
+        self.config.shape.max_ctx
     }
     fn cached_len(&self) -> usize {
         self.cache.len()

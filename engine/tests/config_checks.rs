@@ -60,8 +60,8 @@ fn a_model_larger_than_device_memory_is_refused_before_allocating() {
     let global = gpu.caps().global_mem_bytes;
     // A context whose f16 KV cache alone is twice the device's memory (PoCL used to abort inside the driver).
     let c = &model.config;
-    let kv_per_token = (c.layers * 2 * c.kv_heads * c.head_dim * 2) as u64;
-    model.config.max_ctx = usize::try_from(2 * global / kv_per_token).unwrap();
+    let kv_per_token = (c.shape.layers * 2 * c.shape.kv_heads * c.shape.head_dim * 2) as u64;
+    model.config.shape.max_ctx = usize::try_from(2 * global / kv_per_token).unwrap();
     match GpuModel::with_gpu(gpu, &model, &GpuOptions::default()) {
         Err(EngineError::InvalidOption(m)) => {
             assert!(m.contains("KV cache") && m.contains("global memory"), "{m}");

@@ -14,7 +14,7 @@ use std::path::Path;
 use clkernels::runtime::Gpu;
 use engine::generate::{GenerateOptions, Generator, LanguageModel, StepOutput, TextCodec, Want};
 use engine::gpu::{GpuModel, GpuOptions};
-use engine::model::{self, LoadOptions, Model, RopeStyle, Tensor, WeightFormat};
+use engine::model::{self, LoadOptions, Model, ModelShape, RopeStyle, Tensor, WeightFormat};
 use engine::EngineError;
 use fixtures::reference_model::{RefArch, RefModel};
 use fixtures::tiny_models::{write_hf_folder, StoreDtype, TinySpec};
@@ -29,7 +29,7 @@ fn gpu() -> Gpu {
 /// KV cache of `max_ctx` positions.
 fn reference_of(m: &Model, max_ctx: usize) -> RefModel {
     let mut reference = load_common::to_ref(m);
-    reference.config.max_ctx = max_ctx;
+    reference.config.shape.max_ctx = max_ctx;
     reference
 }
 
@@ -108,7 +108,7 @@ fn check_with_options(arch: RefArch, format: WeightFormat, opts: &GpuOptions, re
     let reference = reference_of(&m, 64);
     let mut cache = reference.new_cache();
     let mut gpu_model = GpuModel::with_gpu(gpu(), &m, opts).unwrap();
-    let tokens = random_tokens(arch as u64 + 11, 14, m.config.vocab);
+    let tokens = random_tokens(arch as u64 + 11, 14, m.config.shape.vocab);
     let (prompt, rest) = tokens.split_at(10);
     let want = reference.prefill(&mut cache, prompt);
     let got = logits(gpu_model.step(prompt, Want::Logits).unwrap());
@@ -184,7 +184,7 @@ fn prefill_then_decode_equals_one_long_prefill_and_chunking_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let m = tiny(arch, dir.path(), M0E4);
         let g = gpu();
-        let tokens = random_tokens(5, 13, m.config.vocab);
+        let tokens = random_tokens(5, 13, m.config.shape.vocab);
         let mut whole = GpuModel::with_gpu(g.clone(), &m, &options(KvDtype::F32, 16)).unwrap();
         let one = logits(whole.step(&tokens, Want::Logits).unwrap());
 
@@ -254,7 +254,7 @@ fn greedy_generation_matches_the_reference_and_bad_input_is_refused() {
         Tok(fixtures::tiny_models::tiny_tokenizer().unwrap()),
     )
     .unwrap();
-    let prompt = random_tokens(9, 12, m.config.vocab);
+    let prompt = random_tokens(9, 12, m.config.shape.vocab);
     let opts = GenerateOptions {
         max_tokens: 6,
         prefill_chunk: 5,
@@ -265,11 +265,11 @@ fn greedy_generation_matches_the_reference_and_bad_input_is_refused() {
     assert_eq!(out.tokens, want);
 
     assert!(matches!(
-        g.generate_from_tokens(&[1, m.config.vocab as u32], &opts, |_| {}),
+        g.generate_from_tokens(&[1, m.config.shape.vocab as u32], &opts, |_| {}),
         Err(EngineError::TokenOutOfRange { .. })
     ));
     assert!(matches!(
-        g.generate_from_tokens(&random_tokens(1, 65, m.config.vocab), &opts, |_| {}),
+        g.generate_from_tokens(&random_tokens(1, 65, m.config.shape.vocab), &opts, |_| {}),
         Err(EngineError::PromptTooLong { context: 64, .. })
     ));
     let zero = GenerateOptions {
@@ -305,7 +305,7 @@ fn scaled_rope_differs_from_plain_theta_so_the_table_is_really_used() {
     assert!(scaled.config.rope_scaling.is_some());
     let mut plain = scaled.clone();
     plain.config.rope_scaling = None;
-    let tokens = random_tokens(7, 24, scaled.config.vocab);
+    let tokens = random_tokens(7, 24, scaled.config.shape.vocab);
     let run = |m: &Model| {
         let mut g = GpuModel::with_gpu(gpu(), m, &options(KvDtype::F32, 32)).unwrap();
         logits(g.step(&tokens, Want::Logits).unwrap())
@@ -337,7 +337,7 @@ fn stories260k_matches_the_reference() {
         let reference = reference_of(&m, 64);
         let mut cache = reference.new_cache();
         let mut gm = GpuModel::with_gpu(gpu(), &m, &options(KvDtype::F32, 16)).unwrap();
-        let tokens = random_tokens(260, 20, m.config.vocab);
+        let tokens = random_tokens(260, 20, m.config.shape.vocab);
         let want = reference.prefill(&mut cache, &tokens[..16]);
         assert_close(
             "stories260K prefill",
@@ -361,9 +361,13 @@ fn stories260k_matches_the_reference() {
 
 /// The tiny model of `arch` with `layers` layers, `style` pairing and `partial` of each head rotated, f16 weights.
 fn shift_model(arch: RefArch, layers: usize, style: RopeStyle, partial: f32, dir: &Path) -> Model {
+    let base = TinySpec::for_arch(arch);
     let spec = TinySpec {
-        layers,
-        ..TinySpec::for_arch(arch)
+        shape: ModelShape {
+            layers,
+            ..base.shape
+        },
+        ..base
     };
     write_hf_folder(&spec, dir, StoreDtype::F32, 1).unwrap();
     let mut m = model::load(
@@ -389,7 +393,7 @@ fn shifted_against_fresh(m: &Model, kv: KvDtype, rel: f32, what: &str) -> f32 {
         max_ctx: Some(ctx),
         ..options(kv, 16)
     };
-    let tokens = random_tokens(ctx as u64, ctx + 2, m.config.vocab);
+    let tokens = random_tokens(ctx as u64, ctx + 2, m.config.shape.vocab);
     let mut shifted = GpuModel::with_gpu(gpu(), m, &opts).unwrap();
     shifted.step(&tokens[..16], Want::Nothing).unwrap();
     for &t in &tokens[16..ctx] {
@@ -502,7 +506,7 @@ fn a_generation_three_times_the_context_runs_to_max_tokens_in_flat_memory() {
         Tok(fixtures::tiny_models::tiny_tokenizer().unwrap()),
     )
     .unwrap();
-    let prompt = random_tokens(3, 10, m.config.vocab);
+    let prompt = random_tokens(3, 10, m.config.shape.vocab);
     let gen = GenerateOptions {
         max_tokens: 3 * ctx,
         ..GenerateOptions::default()

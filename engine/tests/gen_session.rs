@@ -8,7 +8,7 @@ use engine::generate::{GenerateOptions, OnContextFull, StopReason};
 use engine::gpu::GpuOptions;
 use engine::model::WeightFormat;
 use engine::session::{Session, SessionOptions};
-use fixtures::reference_model::RefArch;
+use fixtures::reference_model::{ModelShape, RefArch};
 use fixtures::tiny_models::{write_hf_folder, StoreDtype, TinySpec};
 use kvcache::KvDtype;
 
@@ -102,9 +102,13 @@ fn a_chat_longer_than_the_context_drops_its_oldest_exchanges_without_shifting() 
     let dir = tempfile::tempdir().unwrap();
     // The tiny tokenizer spends about 40 tokens on one short exchange in ChatML: 400 positions hold several.
     let context = 400;
+    let qwen2 = TinySpec::for_arch(RefArch::Qwen2);
     let spec = TinySpec {
-        max_ctx: context,
-        ..TinySpec::for_arch(RefArch::Qwen2)
+        shape: ModelShape {
+            max_ctx: context,
+            ..qwen2.shape
+        },
+        ..qwen2
     };
     write_hf_folder(&spec, dir.path(), StoreDtype::F32, 1).unwrap();
     let mut a = open_with_context(dir.path(), context);
@@ -161,9 +165,13 @@ fn a_chat_longer_than_the_context_drops_its_oldest_exchanges_without_shifting() 
 fn a_chat_longer_than_the_context_shifts_and_never_reads_its_history_again() {
     let dir = tempfile::tempdir().unwrap();
     let context = 160;
+    let base = TinySpec::for_arch(RefArch::Qwen2);
     let spec = TinySpec {
-        max_ctx: context,
-        ..TinySpec::for_arch(RefArch::Qwen2)
+        shape: ModelShape {
+            max_ctx: context,
+            ..base.shape
+        },
+        ..base
     };
     write_hf_folder(&spec, dir.path(), StoreDtype::F32, 1).unwrap();
     let mut a = open_with_context(dir.path(), context);

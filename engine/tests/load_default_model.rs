@@ -35,7 +35,7 @@ fn bundled_default_model_matches_a_fresh_generation() {
     }
     let m = load(&bundled(), &LoadOptions::default()).unwrap();
     let tok = Tokenizer::for_model(&bundled()).unwrap();
-    tok.check_model_vocab(m.config.vocab).unwrap();
+    tok.check_model_vocab(m.config.shape.vocab).unwrap();
     let ids = tok.encode("Once upon a time", true).unwrap();
     assert_eq!(tok.decode(&ids).unwrap(), "Once upon a time");
     let logits = to_ref(&m).forward(&ids);

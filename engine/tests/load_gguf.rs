@@ -115,7 +115,14 @@ fn smollm2_q4_1_imports_within_half_an_offset_ulp() {
     );
     let c = &m.config;
     assert_eq!(
-        (c.hidden, c.layers, c.heads, c.kv_heads, c.head_dim, c.vocab),
+        (
+            c.shape.hidden,
+            c.shape.layers,
+            c.shape.heads,
+            c.shape.kv_heads,
+            c.shape.head_dim,
+            c.shape.vocab
+        ),
         (576, 30, 9, 3, 64, 49152)
     );
     assert_eq!(
@@ -190,20 +197,7 @@ fn tiny_gguf_models_match_their_hugging_face_twins() {
             let (c, tc) = (&m.config, &t.config);
             assert_eq!(load_config(&g).unwrap(), *c);
             let what = format!("{arch:?} {ty:?}");
-            assert_eq!(
-                (c.hidden, c.ffn, c.layers, c.heads, c.kv_heads, c.head_dim, c.vocab, c.max_ctx),
-                (
-                    tc.hidden,
-                    tc.ffn,
-                    tc.layers,
-                    tc.heads,
-                    tc.kv_heads,
-                    tc.head_dim,
-                    tc.vocab,
-                    tc.max_ctx
-                ),
-                "{what}"
-            );
+            assert_eq!(c.shape, tc.shape, "{what}");
             assert_eq!(
                 (c.norm_eps, c.rope_theta, c.tied_embeddings, c.qkv_bias),
                 (tc.norm_eps, tc.rope_theta, tc.tied_embeddings, tc.qkv_bias),
@@ -259,8 +253,8 @@ fn tiny_gguf_models_match_their_hugging_face_twins() {
             for (gl, tl) in gw.layers.iter().zip(&tw.layers) {
                 let (wq, wk) = if llama {
                     (
-                        unpermute_rows(&gl.wq, c.heads, c.hidden),
-                        unpermute_rows(&gl.wk, c.kv_heads, c.hidden),
+                        unpermute_rows(&gl.wq, c.shape.heads, c.shape.hidden),
+                        unpermute_rows(&gl.wk, c.shape.kv_heads, c.shape.hidden),
                     )
                 } else {
                     (gl.wq.clone(), gl.wk.clone())

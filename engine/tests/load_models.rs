@@ -39,17 +39,24 @@ fn every_arch_loads_with_family_config_and_exact_weights() {
         let c = &m.config;
         assert_eq!(c.arch.model_type(), arch.model_type());
         assert_eq!(
-            (c.hidden, c.ffn, c.layers, c.heads, c.kv_heads, c.head_dim),
             (
-                spec.hidden,
-                spec.ffn,
-                spec.layers,
-                spec.heads,
-                spec.kv_heads,
-                spec.head_dim
+                c.shape.hidden,
+                c.shape.ffn,
+                c.shape.layers,
+                c.shape.heads,
+                c.shape.kv_heads,
+                c.shape.head_dim
+            ),
+            (
+                spec.shape.hidden,
+                spec.shape.ffn,
+                spec.shape.layers,
+                spec.shape.heads,
+                spec.shape.kv_heads,
+                spec.shape.head_dim
             )
         );
-        assert_eq!(c.vocab, TINY_VOCAB);
+        assert_eq!(c.shape.vocab, TINY_VOCAB);
         assert_eq!(c.rope_style, RopeStyle::HalfSplit);
         assert_eq!(c.tied_embeddings, spec.tied);
         assert_eq!(m.weights.lm_head.is_none(), spec.tied);
@@ -198,11 +205,23 @@ fn llama2c_checkpoint_written_by_fixtures_loads_interleaved() {
 fn mistral_sliding_window_caps_the_context() {
     let dir = tmp();
     fixtures::tiny_models::write_tiny_hf_model(RefArch::Mistral, dir.path()).unwrap();
-    assert_eq!(engine::model::load_config(dir.path()).unwrap().max_ctx, 128);
+    assert_eq!(
+        engine::model::load_config(dir.path())
+            .unwrap()
+            .shape
+            .max_ctx,
+        128
+    );
     let p = dir.path().join("config.json");
     let mut j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     j["sliding_window"] = 64.into();
     std::fs::write(&p, j.to_string()).unwrap();
-    assert_eq!(engine::model::load_config(dir.path()).unwrap().max_ctx, 64);
+    assert_eq!(
+        engine::model::load_config(dir.path())
+            .unwrap()
+            .shape
+            .max_ctx,
+        64
+    );
 }

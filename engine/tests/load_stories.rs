@@ -21,11 +21,19 @@ fn stories260k_header_and_weights() {
     let m = load(&path, &f32_opts()).unwrap();
     let c = &m.config;
     assert_eq!(
-        (c.hidden, c.ffn, c.layers, c.heads, c.kv_heads, c.vocab, c.max_ctx),
+        (
+            c.shape.hidden,
+            c.shape.ffn,
+            c.shape.layers,
+            c.shape.heads,
+            c.shape.kv_heads,
+            c.shape.vocab,
+            c.shape.max_ctx
+        ),
         (64, 172, 5, 8, 4, 512, 512)
     );
     assert_eq!(
-        (c.head_dim, c.rope_style, c.tied_embeddings),
+        (c.shape.head_dim, c.rope_style, c.tied_embeddings),
         (8, RopeStyle::Interleaved, true)
     );
     assert_eq!(load_config(&path).unwrap(), *c);

@@ -589,7 +589,7 @@ fn size_errors_name_the_file_and_the_field() {
     assert!(e.contains("config.json") && e.contains("head_dim"), "{e}");
     std::fs::write(&cfg, &good).unwrap();
     let mut c = load_config(dir.path()).unwrap();
-    (c.hidden, c.ffn) = (1 << 30, 1 << 30);
+    (c.shape.hidden, c.shape.ffn) = (1 << 30, 1 << 30);
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("ffn x hidden") && e.contains("elements"), "{e}");
     // Plausible but false: the files hold 2 layers, the config claims 2^20.

@@ -7,6 +7,50 @@ use crate::graph::{DType, Graph, TensorId};
 use crate::plan::{MemoryPlan, PlanOptions, PlanValues};
 use crate::rules::ReshapeDim;
 
+/// The sizes of a Llama-family decoder as its configuration states them: the one description of a model's shape
+/// that tlite's engine and its reference model share. [`DecoderDims::for_shape`] turns it into this module's
+/// planner input for a context length and an activation type.
+///
+/// With the `serde` feature it (de)serialises as a flat object of its eight fields, so a configuration can
+/// `#[serde(flatten)]` it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ModelShape {
+    /// Residual stream width (Hugging Face `hidden_size`, llama2.c `dim`).
+    pub hidden: usize,
+    /// MLP inner width (`intermediate_size`, llama2.c `hidden_dim`).
+    pub ffn: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than `heads`).
+    pub kv_heads: usize,
+    /// Width of one head (usually `hidden / heads`; Gemma's differs).
+    pub head_dim: usize,
+    /// Vocabulary size: rows of the embedding and of the output head.
+    pub vocab: usize,
+    /// Longest context the model supports (`max_position_embeddings`, llama2.c `seq_len`).
+    pub max_ctx: usize,
+}
+
+impl ModelShape {
+    /// `heads * head_dim`: rows of the q projection, columns of the o projection.
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// `kv_heads * head_dim`: rows of the k and v projections.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// `q_dim + 2 kv_dim`: rows of the q, k and v projections stacked into one.
+    pub fn qkv_dim(&self) -> usize {
+        self.q_dim() + 2 * self.kv_dim()
+    }
+}
+
 /// Dimensions of a Llama-family decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecoderDims {
@@ -28,6 +72,34 @@ pub struct DecoderDims {
     pub max_ctx: i64,
     /// Bytes per activation element: 2 (f16) or 4 (f32). Attention scores are always f32.
     pub dtype_bytes: i64,
+}
+
+impl DecoderDims {
+    /// The planner's dimensions of `shape` for a context of `max_ctx` tokens (what the runtime allocates, which
+    /// may be less than `shape.max_ctx`) and activations of `dtype_bytes` bytes. Fails, naming the field, when a
+    /// size does not fit in `i64`; [`llama_decoder`] checks the rest.
+    pub fn for_shape(
+        shape: &ModelShape,
+        max_ctx: usize,
+        dtype_bytes: i64,
+    ) -> Result<Self, SymShapeError> {
+        let i = |name: &str, v: usize| {
+            i64::try_from(v).map_err(|_| {
+                SymShapeError::InvalidDims(format!("{name} = {v} does not fit in i64"))
+            })
+        };
+        Ok(DecoderDims {
+            layers: shape.layers,
+            hidden: i("hidden", shape.hidden)?,
+            heads: i("heads", shape.heads)?,
+            kv_heads: i("kv_heads", shape.kv_heads)?,
+            head_dim: i("head_dim", shape.head_dim)?,
+            ffn: i("ffn", shape.ffn)?,
+            vocab: i("vocab", shape.vocab)?,
+            max_ctx: i("max_ctx", max_ctx)?,
+            dtype_bytes,
+        })
+    }
 }
 
 /// Tensors of one decoder layer that a runtime needs to address.

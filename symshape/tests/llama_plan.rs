@@ -224,3 +224,48 @@ fn peak_vs_naive_memory() {
     );
     assert!(arena as i128 >= at(p.peak_bytes(), seq, past));
 }
+
+/// A model's shape becomes the planner's dimensions for the runtime's context and activation size, field by
+/// field, and a size beyond `i64` is refused with its name instead of wrapping.
+#[test]
+fn a_model_shape_converts_to_decoder_dims() {
+    use symshape::models::ModelShape;
+    let mut rng = rand::rng();
+    let shape = ModelShape {
+        hidden: rng.random_range(1..10_000),
+        ffn: rng.random_range(1..40_000),
+        layers: rng.random_range(1..100),
+        heads: rng.random_range(1..64),
+        kv_heads: rng.random_range(1..64),
+        head_dim: rng.random_range(1..512),
+        vocab: rng.random_range(1..300_000),
+        max_ctx: rng.random_range(2..100_000),
+    };
+    let ctx = rng.random_range(1..shape.max_ctx);
+    let dims = DecoderDims::for_shape(&shape, ctx, 4).unwrap();
+    let want = DecoderDims {
+        layers: shape.layers,
+        hidden: shape.hidden as i64,
+        heads: shape.heads as i64,
+        kv_heads: shape.kv_heads as i64,
+        head_dim: shape.head_dim as i64,
+        ffn: shape.ffn as i64,
+        vocab: shape.vocab as i64,
+        max_ctx: ctx as i64,
+        dtype_bytes: 4,
+    };
+    assert_eq!(dims, want, "{shape:?}");
+    assert_eq!(shape.q_dim(), shape.heads * shape.head_dim);
+    assert_eq!(shape.kv_dim(), shape.kv_heads * shape.head_dim);
+    assert_eq!(shape.qkv_dim(), shape.q_dim() + 2 * shape.kv_dim());
+    if usize::BITS == 64 {
+        let huge = ModelShape {
+            vocab: usize::MAX,
+            ..shape
+        };
+        let err = DecoderDims::for_shape(&huge, ctx, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vocab"), "{err}");
+    }
+}

@@ -1,6 +1,6 @@
 //! [`BenchArch`]: the published shapes of the checkpoints `tlite bench` imitates.
 
-use engine::model::{Activation, Architecture, ModelConfig, RopeStyle};
+use engine::model::{Activation, Architecture, ModelConfig, ModelShape, RopeStyle};
 
 /// Model shapes `tlite bench` knows (the published configurations of these checkpoints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,14 +39,16 @@ impl BenchArch {
     pub fn config(self, layers: Option<usize>) -> ModelConfig {
         let base = ModelConfig {
             arch: Architecture::Llama,
-            hidden: 4096,
-            ffn: 11008,
-            layers: 32,
-            heads: 32,
-            kv_heads: 32,
-            head_dim: 128,
-            vocab: 32000,
-            max_ctx: 4096,
+            shape: ModelShape {
+                hidden: 4096,
+                ffn: 11008,
+                layers: 32,
+                heads: 32,
+                kv_heads: 32,
+                head_dim: 128,
+                vocab: 32000,
+                max_ctx: 4096,
+            },
             norm_eps: 1e-5,
             rope_theta: 10000.0,
             rope_style: RopeStyle::HalfSplit,
@@ -64,14 +66,16 @@ impl BenchArch {
             Self::Llama2_7b => base,
             Self::Gemma2b => ModelConfig {
                 arch: Architecture::Gemma,
-                hidden: 2048,
-                ffn: 16384,
-                layers: 18,
-                heads: 8,
-                kv_heads: 1,
-                head_dim: 256,
-                vocab: 256000,
-                max_ctx: 8192,
+                shape: ModelShape {
+                    hidden: 2048,
+                    ffn: 16384,
+                    layers: 18,
+                    heads: 8,
+                    kv_heads: 1,
+                    head_dim: 256,
+                    vocab: 256000,
+                    max_ctx: 8192,
+                },
                 norm_eps: 1e-6,
                 tied_embeddings: true,
                 activation: Activation::GeluTanh,
@@ -81,49 +85,55 @@ impl BenchArch {
             },
             Self::Qwen15_4b => ModelConfig {
                 arch: Architecture::Qwen2,
-                hidden: 2560,
-                ffn: 6912,
-                layers: 40,
-                heads: 20,
-                kv_heads: 20,
-                head_dim: 128,
-                vocab: 151936,
-                max_ctx: 32768,
+                shape: ModelShape {
+                    hidden: 2560,
+                    ffn: 6912,
+                    layers: 40,
+                    heads: 20,
+                    kv_heads: 20,
+                    head_dim: 128,
+                    vocab: 151936,
+                    max_ctx: 32768,
+                },
                 norm_eps: 1e-6,
                 rope_theta: 5_000_000.0,
                 qkv_bias: true,
                 ..base
             },
             Self::Chatglm2_6b => ModelConfig {
-                hidden: 4096,
-                ffn: 13696,
-                layers: 28,
-                heads: 32,
-                kv_heads: 2,
-                head_dim: 128,
-                vocab: 65024,
-                max_ctx: 32768,
+                shape: ModelShape {
+                    hidden: 4096,
+                    ffn: 13696,
+                    layers: 28,
+                    heads: 32,
+                    kv_heads: 2,
+                    head_dim: 128,
+                    vocab: 65024,
+                    max_ctx: 32768,
+                },
                 rope_style: RopeStyle::Interleaved,
                 partial_rotary: 0.5,
                 qkv_bias: true,
                 ..base
             },
             Self::Smollm2_135m => ModelConfig {
-                hidden: 576,
-                ffn: 1536,
-                layers: 30,
-                heads: 9,
-                kv_heads: 3,
-                head_dim: 64,
-                vocab: 49152,
-                max_ctx: 8192,
+                shape: ModelShape {
+                    hidden: 576,
+                    ffn: 1536,
+                    layers: 30,
+                    heads: 9,
+                    kv_heads: 3,
+                    head_dim: 64,
+                    vocab: 49152,
+                    max_ctx: 8192,
+                },
                 rope_theta: 100_000.0,
                 tied_embeddings: true,
                 ..base
             },
         };
         if let Some(n) = layers {
-            c.layers = n.max(1);
+            c.shape.layers = n.max(1);
         }
         c
     }

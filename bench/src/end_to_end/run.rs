@@ -70,7 +70,7 @@ pub fn run_bench(
     };
     let mut gm = GpuModel::with_gpu(gpu.clone(), model, &options)?;
     let mut rng = StdRng::seed_from_u64(42);
-    let vocab = model.config.vocab as u32;
+    let vocab = model.config.shape.vocab as u32;
     let prompt: Vec<u32> = (0..prompt_len)
         .map(|_| rng.random_range(0..vocab))
         .collect();
@@ -125,7 +125,7 @@ pub fn run_bench(
         Vec::new()
     };
     let c = &model.config;
-    let kv_bytes_last_token = (2 * c.layers * c.kv_dim() * gm.cached_len() * 2) as u64;
+    let kv_bytes_last_token = (2 * c.shape.layers * c.shape.kv_dim() * gm.cached_len() * 2) as u64;
     let copy = copy_bandwidth(&gpu, 256 << 20, 20)?;
     Ok(BenchReport {
         prefill_tok_s: prompt_len as f64 / prefill.as_secs_f64(),

@@ -65,7 +65,7 @@ pub fn synthetic_model(
             random_f16(rng, vec![rows, cols], 0.01)
         }
     };
-    let layers = (0..c.layers)
+    let layers = (0..c.shape.layers)
         .into_par_iter()
         .map(|i| {
             let mut rng =
@@ -81,34 +81,38 @@ pub fn synthetic_model(
                 }
             };
             Ok(LayerWeights {
-                attn_norm: vector(c.hidden, 1.0)?,
-                wq: matrix(&mut rng, c.q_dim(), c.hidden)?,
-                wk: matrix(&mut rng, c.kv_dim(), c.hidden)?,
-                wv: matrix(&mut rng, c.kv_dim(), c.hidden)?,
-                wo: matrix(&mut rng, c.hidden, c.q_dim())?,
-                bq: bias(&mut rng, c.q_dim())?,
-                bk: bias(&mut rng, c.kv_dim())?,
-                bv: bias(&mut rng, c.kv_dim())?,
-                ffn_norm: vector(c.hidden, 1.0)?,
-                w_gate: matrix(&mut rng, c.ffn, c.hidden)?,
-                w_up: matrix(&mut rng, c.ffn, c.hidden)?,
-                w_down: matrix(&mut rng, c.hidden, c.ffn)?,
+                attn_norm: vector(c.shape.hidden, 1.0)?,
+                wq: matrix(&mut rng, c.shape.q_dim(), c.shape.hidden)?,
+                wk: matrix(&mut rng, c.shape.kv_dim(), c.shape.hidden)?,
+                wv: matrix(&mut rng, c.shape.kv_dim(), c.shape.hidden)?,
+                wo: matrix(&mut rng, c.shape.hidden, c.shape.q_dim())?,
+                bq: bias(&mut rng, c.shape.q_dim())?,
+                bk: bias(&mut rng, c.shape.kv_dim())?,
+                bv: bias(&mut rng, c.shape.kv_dim())?,
+                ffn_norm: vector(c.shape.hidden, 1.0)?,
+                w_gate: matrix(&mut rng, c.shape.ffn, c.shape.hidden)?,
+                w_up: matrix(&mut rng, c.shape.ffn, c.shape.hidden)?,
+                w_down: matrix(&mut rng, c.shape.hidden, c.shape.ffn)?,
             })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let embedding = random_f16(&mut rng, vec![c.vocab, c.hidden], 1.0)?;
+    let embedding = random_f16(&mut rng, vec![c.shape.vocab, c.shape.hidden], 1.0)?;
     let lm_head = match (c.tied_embeddings, m0e4_head) {
         (true, _) => None,
-        (false, true) => Some(matrix(&mut rng, c.vocab, c.hidden)?),
-        (false, false) => Some(random_f16(&mut rng, vec![c.vocab, c.hidden], 0.02)?),
+        (false, true) => Some(matrix(&mut rng, c.shape.vocab, c.shape.hidden)?),
+        (false, false) => Some(random_f16(
+            &mut rng,
+            vec![c.shape.vocab, c.shape.hidden],
+            0.02,
+        )?),
     };
     Ok(Model {
         config: config.clone(),
         weights: ModelWeights {
             embedding,
             layers,
-            final_norm: vector(c.hidden, 1.0)?,
+            final_norm: vector(c.shape.hidden, 1.0)?,
             lm_head,
         },
     })

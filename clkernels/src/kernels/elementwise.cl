@@ -17,3 +17,10 @@ kernel void add_bias_rows(global float* y, global const float* bias, uint cols) 
     const uint c = get_global_id(0), r = get_global_id(1);
     y[(size_t)r * cols + c] += bias[c];
 }
+
+// dst[dst_offset + i] = src[src_offset + i]: whole rows of one row-major buffer into another (the last prompt
+// position before the output head). Global size rows * cols.
+kernel void copy_rows(global const float* src, uint src_offset, global float* dst, uint dst_offset) {
+    const size_t i = get_global_id(0);
+    dst[(size_t)dst_offset + i] = src[(size_t)src_offset + i];
+}

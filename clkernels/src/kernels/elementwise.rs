@@ -1,4 +1,4 @@
-//! Small elementwise kernels (`elementwise.cl`): residual add, gated activations, bias add.
+//! Small elementwise kernels (`elementwise.cl`): residual add, gated activations, bias add, row copy.
 
 use super::{check_len, program_source, to_u32, GatedActivation, KernelError, LockedKernel};
 use crate::runtime::{DeviceBuffer, Gpu};
@@ -12,6 +12,21 @@ pub struct Elementwise {
     add: LockedKernel,
     gated: LockedKernel,
     bias: LockedKernel,
+    copy: LockedKernel,
+}
+
+/// Which rows [`Elementwise::copy_rows`] copies: `rows` rows of `cols` values, from row `src_row` of a row-major
+/// source to row `dst_row` of a row-major destination with the same row length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowCopy {
+    /// Rows copied.
+    pub rows: usize,
+    /// Values per row, in both buffers.
+    pub cols: usize,
+    /// First source row.
+    pub src_row: usize,
+    /// First destination row.
+    pub dst_row: usize,
 }
 
 impl Elementwise {
@@ -22,6 +37,7 @@ impl Elementwise {
             add: LockedKernel::build(gpu, &SOURCE, &[], "add")?,
             gated: LockedKernel::build(gpu, &SOURCE, &[], "gated_act")?,
             bias: LockedKernel::build(gpu, &SOURCE, &[], "add_bias_rows")?,
+            copy: LockedKernel::build(gpu, &SOURCE, &[], "copy_rows")?,
         })
     }
 
@@ -92,5 +108,46 @@ impl Elementwise {
             to_u32("add_bias_rows", "cols", cols)?.into(),
         ];
         self.bias.launch(&self.gpu, &args, &[cols, rows], None)
+    }
+
+    /// Copies the rows `copy` names from `src` into `dst`, exactly (the prefill's last position, say, into a
+    /// buffer of its own for the output head). Both row ranges must lie inside their buffers.
+    pub fn copy_rows(
+        &self,
+        src: &DeviceBuffer<f32>,
+        dst: &mut DeviceBuffer<f32>,
+        copy: RowCopy,
+    ) -> Result<(), KernelError> {
+        const K: &str = "copy_rows";
+        let RowCopy {
+            rows,
+            cols,
+            src_row,
+            dst_row,
+        } = copy;
+        // Element offsets of the first row and one past the last, refused rather than wrapped when they overflow.
+        let span = |first: usize, what: &str| {
+            let start = first.checked_mul(cols);
+            let end = first
+                .checked_add(rows)
+                .and_then(|last| last.checked_mul(cols));
+            start.zip(end).ok_or_else(|| {
+                super::shape_error(
+                    K,
+                    format!("{what} rows {first}..+{rows} of {cols} overflow"),
+                )
+            })
+        };
+        let (src_start, src_end) = span(src_row, "source")?;
+        let (dst_start, dst_end) = span(dst_row, "destination")?;
+        check_len(K, "src", src, src_end)?;
+        check_len(K, "dst", dst, dst_end)?;
+        let args = [
+            src.into(),
+            to_u32(K, "source offset", src_start)?.into(),
+            (&*dst).into(),
+            to_u32(K, "destination offset", dst_start)?.into(),
+        ];
+        self.copy.launch(&self.gpu, &args, &[rows * cols], None)
     }
 }

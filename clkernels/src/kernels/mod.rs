@@ -14,7 +14,7 @@
 //! | embedding | [`embedding`] | f16 and M0E4 tables, scale |
 //! | sampling | [`sampling`] | softmax (temperature), argmax, top-k |
 //! | attention | [`attention`] | causal GQA prefill/decode; decode over a short context in one work-group per head (no merge), longer ones split across the context and merged in the same launch; in-place K/V append (in decode, inside the attention launch with the rotary) |
-//! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add |
+//! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add, row copy |
 //!
 //! The largest families (attention, mat-vec) are folders that keep apart choosing a build (pure functions,
 //! unit-tested without a device), checking a call into the kernel's `#[repr(C)]` parameter struct, compiling, and

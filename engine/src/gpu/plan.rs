@@ -1,48 +1,14 @@
-//! Shapes and scratch sizes of the forward pass, from `symshape`'s decoder plan.
+//! The shapes of the forward pass, from `symshape`'s decoder plan.
 //!
 //! The plan is derived once at load; each step evaluates it for `(seq, past)` on the CPU (a compiled polynomial
 //! evaluation, no GPU round trip), which also refuses any step outside the domain `seq + past ≤ max_ctx`. The
-//! kernels take whole buffers, so the activations live in a few scratch buffers sized for the largest step
-//! (`max_chunk` tokens) rather than in the plan's single arena; [`ScratchSizes`] is the one place that sizes them.
+//! activations are not placed by the plan's arena but by `buffers.rs` ([`super::ScratchSizes`]).
 
 use symshape::models::{llama_decoder, DecoderDims, LlamaDecoder};
 use symshape::PlanValues;
 
 use crate::model::ModelConfig;
 use crate::EngineError;
-
-/// Element counts of the scratch buffers for steps of up to `max_chunk` tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScratchSizes {
-    /// Residual stream and normed copy, `[max_chunk][hidden]`.
-    pub hidden: usize,
-    /// Fused q|k|v output, `[max_chunk][q_dim + 2 kv_dim]`.
-    pub qkv: usize,
-    /// Attention output, `[max_chunk][q_dim]`.
-    pub attn: usize,
-    /// Gate and up outputs, `[max_chunk][padded ffn]` each.
-    pub ffn: usize,
-    /// Logits of one position.
-    pub vocab: usize,
-}
-
-impl ScratchSizes {
-    /// Sizes for `config` and steps of at most `max_chunk` tokens.
-    pub fn new(config: &ModelConfig, max_chunk: usize) -> Self {
-        Self {
-            hidden: max_chunk * config.hidden,
-            qkv: max_chunk * (config.q_dim() + 2 * config.kv_dim()),
-            attn: max_chunk * config.q_dim(),
-            ffn: max_chunk * super::weights::padded_ffn(config.ffn),
-            vocab: config.vocab,
-        }
-    }
-
-    /// Bytes of all scratch buffers (f32), including the last-row copies.
-    pub fn bytes(&self, hidden: usize) -> usize {
-        4 * (2 * self.hidden + self.qkv + self.attn + 2 * self.ffn + self.vocab + 2 * hidden)
-    }
-}
 
 /// The symbolic plan of one model and a reusable evaluation buffer.
 #[derive(Debug)]
@@ -54,22 +20,10 @@ pub struct StepPlan {
 impl StepPlan {
     /// Derives the plan (once per model).
     pub fn new(config: &ModelConfig, max_ctx: usize) -> Result<Self, EngineError> {
-        let i = |v: usize| {
-            i64::try_from(v).map_err(|_| EngineError::InvalidConfig(format!("{v} is too large")))
-        };
-        let dims = DecoderDims {
-            layers: config.layers,
-            hidden: i(config.hidden)?,
-            heads: i(config.heads)?,
-            kv_heads: i(config.kv_heads)?,
-            head_dim: i(config.head_dim)?,
-            ffn: i(config.ffn)?,
-            vocab: i(config.vocab)?,
-            max_ctx: i(max_ctx)?,
-            dtype_bytes: 4,
-        };
-        let decoder = llama_decoder(&dims)
-            .map_err(|e| EngineError::InvalidConfig(format!("shape plan: {e}")))?;
+        let plan_error = |e| EngineError::InvalidConfig(format!("shape plan: {e}"));
+        // The kernels' activations are f32.
+        let dims = DecoderDims::for_shape(&config.shape, max_ctx, 4).map_err(plan_error)?;
+        let decoder = llama_decoder(&dims).map_err(plan_error)?;
         Ok(Self {
             decoder,
             values: PlanValues::default(),
@@ -97,8 +51,9 @@ impl StepPlan {
         let plan = &self.decoder.plan;
         let q = plan.dims(&self.values, layer.q);
         let k = plan.dims(&self.values, layer.k_new);
-        let want_q = vec![seq as i64, config.heads as i64, config.head_dim as i64];
-        let want_k = vec![seq as i64, config.kv_heads as i64, config.head_dim as i64];
+        let shape = &config.shape;
+        let want_q = vec![seq as i64, shape.heads as i64, shape.head_dim as i64];
+        let want_k = vec![seq as i64, shape.kv_heads as i64, shape.head_dim as i64];
         if q.as_ref() != Some(&want_q) || k.as_ref() != Some(&want_k) {
             return Err(bad(format!(
                 "plan gives q {q:?} and k {k:?}, kernels expect {want_q:?} and {want_k:?}"

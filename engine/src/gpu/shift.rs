@@ -87,7 +87,7 @@ impl GpuModel {
             let keys = self.kv.buffer(layer, KvPart::Key)?;
             shift.enqueue(
                 keys.operand(view),
-                self.rope,
+                self.params.rope,
                 self.rope_table.as_ref(),
                 delta,
             )?;

@@ -189,13 +189,13 @@ pub struct DeviceWeights {
 impl DeviceWeights {
     /// Uploads a model's weights.
     pub fn upload(gpu: &Gpu, model: &Model) -> Result<Self, EngineError> {
-        let c = &model.config;
+        let c = &model.config.shape;
         let w = &model.weights;
         let layers = w
             .layers
             .iter()
             .enumerate()
-            .map(|(i, l)| upload_layer(gpu, i, l, c.hidden, c.q_dim() + 2 * c.kv_dim()))
+            .map(|(i, l)| upload_layer(gpu, i, l, c.hidden, c.qkv_dim()))
             .collect::<Result<Vec<_>, _>>()?;
         let head = match &w.lm_head {
             Some(t) => Some(DeviceMatrix::upload(gpu, "lm_head", t)?),

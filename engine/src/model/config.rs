@@ -2,6 +2,7 @@
 
 use crate::EngineError;
 use serde::{Deserialize, Serialize};
+pub use symshape::models::ModelShape;
 
 /// Decoder families tlite runs. llama2.c checkpoints load as [`Architecture::Llama`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -134,22 +135,10 @@ pub enum Activation {
 pub struct ModelConfig {
     /// Family.
     pub arch: Architecture,
-    /// Residual stream width (`hidden_size`, llama2.c `dim`).
-    pub hidden: usize,
-    /// MLP inner width (`intermediate_size`, llama2.c `hidden_dim`).
-    pub ffn: usize,
-    /// Decoder layers.
-    pub layers: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (≤ heads, divides heads).
-    pub kv_heads: usize,
-    /// Width of one head (usually hidden / heads; Gemma may differ).
-    pub head_dim: usize,
-    /// Vocabulary size (rows of the embedding and of the output head).
-    pub vocab: usize,
-    /// Longest context the model supports (`max_position_embeddings`, llama2.c `seq_len`).
-    pub max_ctx: usize,
+    /// Sizes: widths, heads, layers, vocabulary, context (symshape's [`ModelShape`], shared with the reference
+    /// model in `fixtures`). Flattened, so `config.json` of a tlite folder keeps its eight keys at the top level.
+    #[serde(flatten)]
+    pub shape: ModelShape,
     /// RMSNorm epsilon.
     pub norm_eps: f32,
     /// Rotary base.
@@ -177,19 +166,9 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// `kv_heads * head_dim`: rows of the k and v projections.
-    pub fn kv_dim(&self) -> usize {
-        self.kv_heads * self.head_dim
-    }
-
-    /// `heads * head_dim`: rows of the q projection, columns of the o projection.
-    pub fn q_dim(&self) -> usize {
-        self.heads * self.head_dim
-    }
-
     /// Number of leading dimensions of each head that rotary embedding rotates (even).
     pub fn rotary_dim(&self) -> usize {
-        let d = (self.head_dim as f32 * self.partial_rotary).round() as usize;
+        let d = (self.shape.head_dim as f32 * self.partial_rotary).round() as usize;
         d - d % 2
     }
 
@@ -214,15 +193,16 @@ impl ModelConfig {
 
     /// Every size field with its name, the one list both validity checks walk.
     fn named_dims(&self) -> [(&'static str, usize); 8] {
+        let s = &self.shape;
         [
-            ("hidden", self.hidden),
-            ("ffn", self.ffn),
-            ("layers", self.layers),
-            ("heads", self.heads),
-            ("kv_heads", self.kv_heads),
-            ("head_dim", self.head_dim),
-            ("vocab", self.vocab),
-            ("max_ctx", self.max_ctx),
+            ("hidden", s.hidden),
+            ("ffn", s.ffn),
+            ("layers", s.layers),
+            ("heads", s.heads),
+            ("kv_heads", s.kv_heads),
+            ("head_dim", s.head_dim),
+            ("vocab", s.vocab),
+            ("max_ctx", s.max_ctx),
         ]
     }
 
@@ -233,16 +213,16 @@ impl ModelConfig {
             return bad(format!("{name} must be positive"));
         }
         self.check_sizes()?;
-        if !self.heads.is_multiple_of(self.kv_heads) {
+        if !self.shape.heads.is_multiple_of(self.shape.kv_heads) {
             return bad(format!(
                 "heads {} is not a multiple of kv_heads {}",
-                self.heads, self.kv_heads
+                self.shape.heads, self.shape.kv_heads
             ));
         }
-        if !self.head_dim.is_multiple_of(2) {
+        if !self.shape.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "head_dim {} must be even for rotary embedding",
-                self.head_dim
+                self.shape.head_dim
             ));
         }
         if !(self.partial_rotary > 0.0 && self.partial_rotary <= 1.0) {
@@ -274,10 +254,10 @@ impl ModelConfig {
             .map(|b| ("bos", *b))
             .chain(self.eos.iter().map(|e| ("eos", *e)))
         {
-            if id as usize >= self.vocab {
+            if id as usize >= self.shape.vocab {
                 return bad(format!(
                     "{name} token id {id} is outside the vocabulary of {}",
-                    self.vocab
+                    self.shape.vocab
                 ));
             }
         }
@@ -308,19 +288,25 @@ impl ModelConfig {
                     ))
                 })
         };
-        let q = product("heads x head_dim", &[self.heads, self.head_dim])?;
-        let kv = product("kv_heads x head_dim", &[self.kv_heads, self.head_dim])?;
-        product("the embedding vocab x hidden", &[self.vocab, self.hidden])?;
-        product("the q projection", &[q, self.hidden])?;
-        product("the k/v projection", &[kv, self.hidden])?;
-        product("the MLP ffn x hidden", &[self.ffn, self.hidden])?;
+        let q = product("heads x head_dim", &[self.shape.heads, self.shape.head_dim])?;
+        let kv = product(
+            "kv_heads x head_dim",
+            &[self.shape.kv_heads, self.shape.head_dim],
+        )?;
+        product(
+            "the embedding vocab x hidden",
+            &[self.shape.vocab, self.shape.hidden],
+        )?;
+        product("the q projection", &[q, self.shape.hidden])?;
+        product("the k/v projection", &[kv, self.shape.hidden])?;
+        product("the MLP ffn x hidden", &[self.shape.ffn, self.shape.hidden])?;
         product(
             "the KV cache layers x max_ctx x kv_dim x 2",
-            &[self.layers, self.max_ctx, kv, 2],
+            &[self.shape.layers, self.shape.max_ctx, kv, 2],
         )?;
         product(
             "the rotary table max_ctx x head_dim",
-            &[self.max_ctx, self.head_dim],
+            &[self.shape.max_ctx, self.shape.head_dim],
         )?;
         // Activations of one full-context step (prefill chunks are at most max_ctx tokens).
         let qkv = kv
@@ -329,11 +315,11 @@ impl ModelConfig {
             .unwrap_or(usize::MAX);
         product(
             "a full-context step's q|k|v, max_ctx x (q_dim + 2 kv_dim)",
-            &[self.max_ctx, qkv],
+            &[self.shape.max_ctx, qkv],
         )?;
         product(
             "a full-context step's MLP, max_ctx x ffn",
-            &[self.max_ctx, self.ffn],
+            &[self.shape.max_ctx, self.shape.ffn],
         )?;
         Ok(())
     }

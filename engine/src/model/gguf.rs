@@ -17,8 +17,8 @@
 
 use super::convert::{matrix, vector, MatrixRole, Source};
 use super::{
-    Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelWeights,
-    RopeScaling, RopeStyle, Tensor, WeightFormat,
+    Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelShape,
+    ModelWeights, RopeScaling, RopeStyle, Tensor, WeightFormat,
 };
 use crate::gguf::q4_m0e4::{self, ImportError};
 use crate::gguf::{self, GgmlType, GgufFile, TensorInfo};
@@ -110,16 +110,18 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
     let gemma = arch == Architecture::Gemma;
     let mut cfg = ModelConfig {
         arch,
-        hidden,
-        ffn: file.usize(&key("feed_forward_length"))?,
-        layers: file.usize(&key("block_count"))?,
-        heads,
-        kv_heads: file
-            .opt_usize(&key("attention.head_count_kv"))?
-            .unwrap_or(heads),
-        head_dim,
-        vocab,
-        max_ctx: file.opt_usize(&key("context_length"))?.unwrap_or(2048),
+        shape: ModelShape {
+            hidden,
+            ffn: file.usize(&key("feed_forward_length"))?,
+            layers: file.usize(&key("block_count"))?,
+            heads,
+            kv_heads: file
+                .opt_usize(&key("attention.head_count_kv"))?
+                .unwrap_or(heads),
+            head_dim,
+            vocab,
+            max_ctx: file.opt_usize(&key("context_length"))?.unwrap_or(2048),
+        },
         norm_eps: file
             .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5),
@@ -283,16 +285,21 @@ fn load_weights(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ModelWeights, EngineError> {
     let r = Reader { file, opts };
-    let stages = super::progress::LoadProgress::new(c.layers, progress);
+    let stages = super::progress::LoadProgress::new(c.shape.layers, progress);
     // A block count beyond the tensors present fails here, before anything is sized by it.
     file.tensor(&format!(
         "blk.{}.attn_norm.weight",
-        c.layers.saturating_sub(1)
+        c.shape.layers.saturating_sub(1)
     ))?;
-    let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
-    let embedding = r.matrix("token_embd.weight", c.vocab, h, MatrixRole::Embedding)?;
+    let (h, q, kv, ffn) = (
+        c.shape.hidden,
+        c.shape.q_dim(),
+        c.shape.kv_dim(),
+        c.shape.ffn,
+    );
+    let embedding = r.matrix("token_embd.weight", c.shape.vocab, h, MatrixRole::Embedding)?;
     stages.tick();
-    let layers = (0..c.layers)
+    let layers = (0..c.shape.layers)
         .into_par_iter()
         .map(|i| {
             let n = |t: &str| format!("blk.{i}.{t}");
@@ -324,7 +331,7 @@ fn load_weights(
     let lm_head = if c.tied_embeddings {
         None
     } else {
-        Some(r.matrix("output.weight", c.vocab, h, MatrixRole::Embedding)?)
+        Some(r.matrix("output.weight", c.shape.vocab, h, MatrixRole::Embedding)?)
     };
     stages.tick();
     Ok(ModelWeights {

@@ -3,8 +3,8 @@
 use super::convert::{matrix, vector, MatrixRole, Source};
 use super::st_files::SafetensorsSet;
 use super::{
-    Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelWeights,
-    RopeScaling, RopeStyle,
+    Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelShape,
+    ModelWeights, RopeScaling, RopeStyle,
 };
 use crate::EngineError;
 use rayon::prelude::*;
@@ -169,14 +169,16 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
     let gemma = arch == Architecture::Gemma;
     let mut cfg = ModelConfig {
         arch,
-        hidden,
-        ffn: f.usize("intermediate_size")?,
-        layers: f.usize("num_hidden_layers")?,
-        heads,
-        kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(heads),
-        head_dim,
-        vocab: f.usize("vocab_size")?,
-        max_ctx: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+        shape: ModelShape {
+            hidden,
+            ffn: f.usize("intermediate_size")?,
+            layers: f.usize("num_hidden_layers")?,
+            heads,
+            kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(heads),
+            head_dim,
+            vocab: f.usize("vocab_size")?,
+            max_ctx: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+        },
         norm_eps: f.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
         rope_theta: f.opt_f32("rope_theta")?.unwrap_or(10000.0),
         rope_style: RopeStyle::HalfSplit,
@@ -195,12 +197,12 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
     let sliding =
         arch == Architecture::Mistral || f.opt_bool("use_sliding_window")?.unwrap_or(false);
     if let (true, Some(window)) = (sliding, f.opt_usize("sliding_window")?) {
-        if window > 0 && window < cfg.max_ctx {
+        if window > 0 && window < cfg.shape.max_ctx {
             tracing::info!(
                 "{}: context capped at the sliding window of {window} tokens",
                 path.display()
             );
-            cfg.max_ctx = window;
+            cfg.shape.max_ctx = window;
         }
     }
     let gen_path = folder.join("generation_config.json");
@@ -244,7 +246,7 @@ fn load_weights(
     opts: &LoadOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ModelWeights, EngineError> {
-    let stages = super::progress::LoadProgress::new(c.layers, progress);
+    let stages = super::progress::LoadProgress::new(c.shape.layers, progress);
     let mat = |name: &str, rows: usize, cols: usize, role: MatrixRole| {
         let raw = st.get(name)?;
         raw.expect_shape(&[rows, cols])?;
@@ -258,17 +260,22 @@ fn load_weights(
     // A config claiming more layers than the files hold fails here, before anything is sized by the claim.
     st.get(&format!(
         "model.layers.{}.input_layernorm.weight",
-        c.layers.saturating_sub(1)
+        c.shape.layers.saturating_sub(1)
     ))?;
-    let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
+    let (h, q, kv, ffn) = (
+        c.shape.hidden,
+        c.shape.q_dim(),
+        c.shape.kv_dim(),
+        c.shape.ffn,
+    );
     let embedding = mat(
         "model.embed_tokens.weight",
-        c.vocab,
+        c.shape.vocab,
         h,
         MatrixRole::Embedding,
     )?;
     stages.tick();
-    let layers = (0..c.layers)
+    let layers = (0..c.shape.layers)
         .into_par_iter()
         .map(|i| {
             let p = format!("model.layers.{i}");
@@ -336,7 +343,12 @@ fn load_weights(
     let lm_head = if c.tied_embeddings {
         None
     } else {
-        Some(mat("lm_head.weight", c.vocab, h, MatrixRole::Embedding)?)
+        Some(mat(
+            "lm_head.weight",
+            c.shape.vocab,
+            h,
+            MatrixRole::Embedding,
+        )?)
     };
     stages.tick();
     Ok(ModelWeights {
@@ -354,7 +366,7 @@ fn check_no_extra_layer(
     c: &ModelConfig,
     folder: &Path,
 ) -> Result<(), EngineError> {
-    let n = c.layers;
+    let n = c.shape.layers;
     let extra = [
         format!("model.layers.{n}.input_layernorm.weight"),
         format!("model.layers.{n}.self_attn.q_proj.weight"),

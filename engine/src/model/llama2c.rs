@@ -3,8 +3,8 @@
 
 use super::convert::{matrix, vector, MatrixRole, Source};
 use super::{
-    Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelWeights,
-    RopeStyle,
+    Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelShape,
+    ModelWeights, RopeStyle,
 };
 use crate::EngineError;
 use std::path::Path;
@@ -96,14 +96,16 @@ impl Llama2cHeader {
         }
         let cfg = ModelConfig {
             arch: Architecture::Llama,
-            hidden: self.dim,
-            ffn: self.hidden_dim,
-            layers: self.n_layers,
-            heads: self.n_heads,
-            kv_heads: self.n_kv_heads,
-            head_dim: self.dim / self.n_heads,
-            vocab: self.vocab_size,
-            max_ctx: self.seq_len,
+            shape: ModelShape {
+                hidden: self.dim,
+                ffn: self.hidden_dim,
+                layers: self.n_layers,
+                heads: self.n_heads,
+                kv_heads: self.n_kv_heads,
+                head_dim: self.dim / self.n_heads,
+                vocab: self.vocab_size,
+                max_ctx: self.seq_len,
+            },
             norm_eps: 1e-5,
             rope_theta: 10000.0,
             rope_style: RopeStyle::Interleaved,
@@ -274,14 +276,19 @@ pub(crate) fn load_file(
         return Err(size_mismatch(path, want, bytes.len() as u64));
     }
     let c = &config;
-    let (d, kv, hd, l) = (c.hidden, c.kv_dim(), c.ffn, c.layers);
+    let (d, kv, hd, l) = (
+        c.shape.hidden,
+        c.shape.kv_dim(),
+        c.shape.ffn,
+        c.shape.layers,
+    );
     let mut r = Reader {
         path,
         bytes: &bytes,
         pos: HEADER_BYTES,
     };
     let total = l + 2;
-    let embedding = r.take("token_embedding", c.vocab * d)?;
+    let embedding = r.take("token_embedding", c.shape.vocab * d)?;
     let rms_att = r.take_layers("rms_att", l, d)?;
     let wq = r.take_layers("wq", l, d * d)?;
     let wk = r.take_layers("wk", l, kv * d)?;
@@ -292,9 +299,9 @@ pub(crate) fn load_file(
     let w2 = r.take_layers("w2", l, d * hd)?;
     let w3 = r.take_layers("w3", l, hd * d)?;
     let rms_final = r.take("rms_final", d)?;
-    let _freq_cis = r.take("freq_cis", c.max_ctx * c.head_dim)?;
+    let _freq_cis = r.take("freq_cis", c.shape.max_ctx * c.shape.head_dim)?;
     let wcls = if header.untied {
-        Some(r.take("wcls", c.vocab * d)?)
+        Some(r.take("wcls", c.shape.vocab * d)?)
     } else {
         None
     };
@@ -302,7 +309,7 @@ pub(crate) fn load_file(
     let embedding = matrix(
         "token_embedding",
         Source::F32(embedding),
-        c.vocab,
+        c.shape.vocab,
         d,
         MatrixRole::Embedding,
         opts,
@@ -352,7 +359,7 @@ pub(crate) fn load_file(
             matrix(
                 "wcls",
                 Source::F32(w),
-                c.vocab,
+                c.shape.vocab,
                 d,
                 MatrixRole::Embedding,
                 opts,

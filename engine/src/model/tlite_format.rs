@@ -301,13 +301,18 @@ pub(crate) fn load_folder(
     drop(parsed);
     drop(bytes);
     let mut st = Stored { path, file };
-    let (h, q, kv, ffn) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
-    let total = c.layers + 2;
-    let embedding = st.take("embedding", &[c.vocab, h], false)?;
+    let (h, q, kv, ffn) = (
+        c.shape.hidden,
+        c.shape.q_dim(),
+        c.shape.kv_dim(),
+        c.shape.ffn,
+    );
+    let total = c.shape.layers + 2;
+    let embedding = st.take("embedding", &[c.shape.vocab, h], false)?;
     progress(1, total);
     // Grown as layers are found, not sized by the config's claim (a corrupt `layers` must not allocate).
     let mut layers = Vec::new();
-    for i in 0..c.layers {
+    for i in 0..c.shape.layers {
         let mut t = |n: &str, shape: &[usize], vector: bool| {
             st.take(&format!("layers.{i}.{n}"), shape, vector)
         };
@@ -340,7 +345,7 @@ pub(crate) fn load_folder(
     let lm_head = if c.tied_embeddings {
         None
     } else {
-        Some(st.take("lm_head", &[c.vocab, h], false)?)
+        Some(st.take("lm_head", &[c.shape.vocab, h], false)?)
     };
     progress(total, total);
     Ok(Model {

@@ -47,14 +47,8 @@ pub fn to_ref(m: &Model) -> RefModel {
             Architecture::Qwen2 => RefArch::Qwen2,
             Architecture::Gemma => RefArch::Gemma,
         },
-        hidden: c.hidden,
-        ffn: c.ffn,
-        layers: c.layers,
-        heads: c.heads,
-        kv_heads: c.kv_heads,
-        head_dim: c.head_dim,
-        vocab: c.vocab,
-        max_ctx: c.max_ctx,
+        // The engine and the reference share symshape's shape type: nothing to convert.
+        shape: c.shape,
         norm_eps: c.norm_eps,
         rope_inv_freqs: c.rope_inv_freqs(),
         rope_style: match c.rope_style {

@@ -1,0 +1,171 @@
+//! What every layer of one step is given besides its weights: the model's constants, the shapes the kernels take
+//! for this step's `(seq, past)`, and the layer's views of the KV cache. The model's shape ([`ModelShape`]) becomes
+//! clkernels' layouts ([`Step::new`]) and kvcache's cache shape ([`kv_shape`]) here and nowhere else; symshape
+//! converts it into its planner's dimensions itself (`DecoderDims::for_shape`, called by `plan.rs`).
+
+use clkernels::kernels::attention::{AttentionShape, KvOperand};
+use clkernels::kernels::norm::{RmsNormParams, RowsShape};
+use clkernels::kernels::rope::{HeadsLayout, RopeConfig, RopeStyle as KernelRopeStyle, RopeTable};
+use clkernels::kernels::GatedActivation;
+use clkernels::kv_storage::ClKvStorage;
+use kvcache::{KvDtype, KvModelShape, KvPart, KvSequence, KvView};
+
+use super::kv_append::KvAppend;
+use super::weights::padded_ffn;
+use crate::model::{Activation, ModelConfig, ModelShape, RopeStyle};
+use crate::EngineError;
+
+/// The model's constants as the kernels take them, derived once at load.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LayerParams {
+    /// RMSNorm epsilon and Gemma's `1 + w`.
+    pub norm: RmsNormParams,
+    /// The gated MLP's activation.
+    pub act: GatedActivation,
+    /// `1 / sqrt(head_dim)`.
+    pub attn_scale: f32,
+    /// Rotary embedding of q and k.
+    pub rope: RopeConfig,
+    /// The MLP width on the device ([`padded_ffn`]).
+    pub ffn: usize,
+    /// Width of the fused q|k|v output.
+    pub qkv_dim: usize,
+}
+
+impl LayerParams {
+    pub fn new(c: &ModelConfig) -> Self {
+        Self {
+            norm: RmsNormParams {
+                eps: c.norm_eps,
+                weight_offset: if c.norm_plus_one { 1.0 } else { 0.0 },
+            },
+            act: match c.activation {
+                Activation::Silu => GatedActivation::Silu,
+                Activation::GeluTanh => GatedActivation::GeluTanh,
+            },
+            attn_scale: 1.0 / (c.shape.head_dim as f32).sqrt(),
+            rope: RopeConfig {
+                head_dim: c.shape.head_dim,
+                rotary_dim: c.rotary_dim(),
+                theta: c.rope_theta,
+                style: match c.rope_style {
+                    RopeStyle::HalfSplit => KernelRopeStyle::HalfSplit,
+                    RopeStyle::Interleaved => KernelRopeStyle::Interleaved,
+                },
+            },
+            ffn: padded_ffn(c.shape.ffn),
+            qkv_dim: c.shape.qkv_dim(),
+        }
+    }
+}
+
+/// One step of `seq` new tokens after `past` cached ones, as every layer sees it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Step<'a> {
+    /// New tokens.
+    pub seq: usize,
+    /// Tokens already in the cache.
+    pub past: usize,
+    /// The residual stream, `[seq][hidden]`.
+    pub rows: RowsShape,
+    /// The q, k and v parts of the fused QKV output.
+    pub q: HeadsLayout,
+    pub k: HeadsLayout,
+    pub v: HeadsLayout,
+    /// Attention over `past + seq` positions.
+    pub attention: AttentionShape,
+    /// The model's constants.
+    pub params: &'a LayerParams,
+    /// How q and k are rotated and the new K and V appended to the cache.
+    pub append: KvAppend<'a>,
+}
+
+impl<'a> Step<'a> {
+    /// The kernels' shapes for `seq` tokens after `past` of a model of this shape: the one place the model's shape
+    /// becomes clkernels' layouts.
+    pub fn new(
+        shape: &ModelShape,
+        seq: usize,
+        past: usize,
+        params: &'a LayerParams,
+        rope_table: Option<&'a RopeTable>,
+    ) -> Self {
+        let (q_dim, kv_dim) = (shape.q_dim(), shape.kv_dim());
+        let q = HeadsLayout {
+            offset: 0,
+            token_stride: shape.qkv_dim(),
+            heads: shape.heads,
+            seq,
+        };
+        let k = HeadsLayout {
+            offset: q_dim,
+            token_stride: shape.qkv_dim(),
+            heads: shape.kv_heads,
+            seq,
+        };
+        let v = HeadsLayout {
+            offset: q_dim + kv_dim,
+            ..k
+        };
+        Self {
+            seq,
+            past,
+            rows: RowsShape {
+                rows: seq,
+                dim: shape.hidden,
+            },
+            q,
+            k,
+            v,
+            attention: AttentionShape {
+                seq,
+                past,
+                heads: shape.heads,
+                kv_heads: shape.kv_heads,
+                head_dim: shape.head_dim,
+            },
+            params,
+            append: KvAppend::for_step(seq, rope_table),
+        }
+    }
+}
+
+/// The per-layer shape of the KV cache of a model of this shape: the one place the model's shape becomes
+/// kvcache's.
+pub(super) fn kv_shape(shape: &ModelShape, dtype: KvDtype) -> KvModelShape {
+    KvModelShape {
+        layers: shape.layers,
+        kv_heads: shape.kv_heads,
+        head_dim: shape.head_dim,
+        dtype,
+    }
+}
+
+/// One layer's K and V cache operands for a step: the write views of the new positions, and the read views of
+/// every position so far.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LayerKv<'a> {
+    pub k_write: KvOperand<'a>,
+    pub v_write: KvOperand<'a>,
+    pub k_read: KvOperand<'a>,
+    pub v_read: KvOperand<'a>,
+}
+
+impl<'a> LayerKv<'a> {
+    /// Operands are sized from the storage's own record: no driver query per layer.
+    pub fn new(
+        kv: &'a KvSequence<ClKvStorage>,
+        layer: usize,
+        write: KvView,
+        read: KvView,
+    ) -> Result<Self, EngineError> {
+        let k_buf = kv.buffer(layer, KvPart::Key)?;
+        let v_buf = kv.buffer(layer, KvPart::Value)?;
+        Ok(Self {
+            k_write: k_buf.operand(write),
+            v_write: v_buf.operand(write),
+            k_read: k_buf.operand(read),
+            v_read: v_buf.operand(read),
+        })
+    }
+}
