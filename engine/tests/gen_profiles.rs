@@ -224,3 +224,34 @@ fn smollm2_gets_the_largest_context_its_budget_holds() {
     assert_eq!(gm.context_len(), choice.ctx);
     eprintln!("{choice}");
 }
+
+/// A weight larger than the phone's largest allocation is refused before upload, naming the tensor (splitting it
+/// over several buffers is issue 22's item 2, not done).
+#[test]
+fn a_weight_over_the_largest_allocation_is_named_before_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(RefArch::Llama, dir.path(), WeightFormat::F16);
+    let largest = Footprint::of_model(&m, KvDtype::F32)
+        .unwrap()
+        .largest_weight;
+    let json = format!(
+        r#"{{"short_name": "tiny-alloc", "max_mem_alloc_size": {}}}"#,
+        largest.bytes - 1
+    );
+    let profile = DeviceProfile::from_json(&json, "test").unwrap();
+    let gpu = open(ProfileChoice::Use(Box::new(profile)));
+    match GpuModel::with_gpu(gpu, &m, &options()) {
+        Err(EngineError::DeviceMemory(e)) => {
+            assert!(
+                e.contains(&format!("the weight buffer {}", largest.name)),
+                "{e}"
+            );
+            assert!(e.contains("(as tiny-alloc) allows at most"), "{e}");
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!(
+            "a {} byte buffer passed a smaller max allocation",
+            largest.bytes
+        ),
+    }
+}
