@@ -1,6 +1,10 @@
-//! `tlite devices`: every OpenCL platform and device with the capabilities tlite uses, as a table or JSON.
+//! `tlite devices`: every OpenCL platform and device with the capabilities tlite uses, as a table or JSON; with
+//! `--profile`, a phone's limits against them (`cmd_devices_profile`).
 
-use clkernels::runtime::{list_devices, select, Capabilities, DeviceEntry, DeviceSelector};
+use clkernels::runtime::{
+    list_devices, select, Capabilities, DeviceEntry, DeviceProfile, DeviceSelector, ProfileChoice,
+    PROFILE_ENV,
+};
 
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
@@ -11,6 +15,10 @@ pub struct Args {
     /// Show only this device (index or name substring); the default device is marked either way.
     #[arg(long)]
     device: Option<String>,
+    /// Show what tlite would choose on this phone, and what it uses here when it emulates it: a bundled profile
+    /// (adreno-740, adreno-750, adreno-830, mali-g610-mc6, mali-g710, phone-min) or the path of a profile JSON.
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
 }
 
 /// Runs the subcommand.
@@ -21,6 +29,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(text) => vec![select(&entries, &DeviceSelector::parse(text))?],
         None => entries,
     };
+    if let Some(name) = &args.profile {
+        let profile = DeviceProfile::resolve(name)?;
+        return crate::cmd_devices_profile::run(&profile, &shown, args.json);
+    }
+    if let Ok(Some(profile)) = ProfileChoice::FromEnv.resolve() {
+        eprintln!(
+            "note: {PROFILE_ENV}={} narrows these devices when tlite opens them; `tlite devices --profile {}` \
+             shows how",
+            profile.name, profile.name
+        );
+    }
     if args.json {
         let list: Vec<_> = shown
             .iter()
@@ -52,7 +71,8 @@ fn yes(flag: bool) -> &'static str {
     }
 }
 
-fn bytes(n: u64) -> String {
+/// A byte count in binary units, one decimal.
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;

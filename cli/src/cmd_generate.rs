@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clkernels::runtime::{DeviceSelector, QueuePriority};
+use clkernels::runtime::{DeviceSelector, ProfileChoice, QueuePriority};
 use engine::generate::{GenerateOptions, Generation, LanguageModel, OnContextFull, StopReason};
-use engine::gpu::GpuOptions;
+use engine::gpu::{GpuOptions, MemBudget};
 use engine::model::WeightFormat;
 use engine::sampling::SamplingParams;
 use engine::session::{default_model_path, Session, SessionOptions};
@@ -35,9 +35,19 @@ pub struct ModelArgs {
     /// GPU queue priority: low (the default, so the UI keeps the GPU), normal or high.
     #[arg(long, default_value = "low")]
     pub priority: QueuePriority,
-    /// Context to allocate the KV cache for (default: the model's own maximum).
+    /// Treat the device as this phone, lowering its limits and removing the extensions the phone lacks: a bundled
+    /// profile (adreno-740, adreno-750, adreno-830, mali-g610-mc6, mali-g710, phone-min), the path of a profile
+    /// JSON file, or none (default: $TLITE_DEVICE_PROFILE). `tlite devices --profile NAME` shows what changes.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub device_profile: Option<String>,
+    /// Context to allocate the KV cache for (default: the largest that fits --mem-budget, at most the model's
+    /// own maximum).
     #[arg(long)]
     pub ctx: Option<usize>,
+    /// Device memory the model may take, weights, KV cache, activations and programs together: a share of the
+    /// device's global memory (75%) or a size (1.5GiB, 800MiB). Checked before anything is allocated.
+    #[arg(long, default_value = "75%", value_name = "SHARE|SIZE")]
+    pub mem_budget: MemBudget,
     /// Prompt tokens per prefill step (long prompts are prefilled in chunks of this).
     #[arg(long, default_value_t = 256)]
     pub prefill_chunk: usize,
@@ -63,6 +73,10 @@ impl ModelArgs {
         if self.prefill_chunk == 0 {
             anyhow::bail!("--prefill-chunk must be at least 1");
         }
+        let profile = match &self.device_profile {
+            Some(text) => ProfileChoice::parse(text)?,
+            None => ProfileChoice::FromEnv,
+        };
         let options = SessionOptions {
             weights,
             keep_embeddings_f16: !self.quantize_embeddings,
@@ -72,13 +86,23 @@ impl ModelArgs {
                     None => DeviceSelector::from_env(),
                 },
                 priority: self.priority,
+                profile,
                 max_ctx: self.ctx,
+                mem_budget: self.mem_budget,
                 max_chunk: self.prefill_chunk,
                 half_products: !self.f32_matvec,
                 ..GpuOptions::default()
             },
         };
-        Session::open(&path, &options).with_context(|| format!("loading {}", path.display()))
+        let session = Session::open(&path, &options)
+            .with_context(|| format!("loading {}", path.display()))?;
+        // The load line: what context was chosen, why, and what it takes of which budget.
+        eprintln!(
+            "{}: {}",
+            path.display(),
+            session.generator.model().context_choice()
+        );
+        Ok(session)
     }
 }
 

@@ -4,6 +4,7 @@ mod cmd_bench;
 mod cmd_bench_kernels;
 mod cmd_chat;
 mod cmd_devices;
+mod cmd_devices_profile;
 mod cmd_generate;
 mod cmd_quantize;
 mod cmd_tokenize;

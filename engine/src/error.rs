@@ -123,6 +123,10 @@ pub enum EngineError {
     /// A generation option is out of range (e.g. `max_tokens` = 0).
     #[error("invalid generation option: {0}")]
     InvalidOption(String),
+    /// The model does not fit the device's memory, its budget (`--mem-budget`) or its largest allocation; says
+    /// what needs how much and what to change.
+    #[error("device memory: {0}")]
+    DeviceMemory(String),
     /// The GPU forward pass cannot run this model (a feature the kernels lack).
     #[error("unsupported by the GPU forward pass: {0}")]
     Unsupported(String),

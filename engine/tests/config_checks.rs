@@ -62,12 +62,27 @@ fn a_model_larger_than_device_memory_is_refused_before_allocating() {
     let c = &model.config;
     let kv_per_token = (c.shape.layers * 2 * c.shape.kv_heads * c.shape.head_dim * 2) as u64;
     model.config.shape.max_ctx = usize::try_from(2 * global / kv_per_token).unwrap();
-    match GpuModel::with_gpu(gpu, &model, &GpuOptions::default()) {
-        Err(EngineError::InvalidOption(m)) => {
+    let whole = GpuOptions {
+        max_ctx: Some(model.config.shape.max_ctx),
+        ..GpuOptions::default()
+    };
+    match GpuModel::with_gpu(gpu.clone(), &model, &whole) {
+        Err(EngineError::DeviceMemory(m)) => {
             assert!(m.contains("KV cache") && m.contains("global memory"), "{m}");
+            assert!(m.contains("lower --ctx to at most"), "{m}");
             assert!(global > 0);
         }
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a {global} byte device took a cache twice its size"),
     }
+    // Asked for nothing, the context is the largest that fits the budget (a small one here, so that the test
+    // allocates little).
+    let budgeted = GpuOptions {
+        mem_budget: engine::gpu::MemBudget::Bytes(64 << 20),
+        ..GpuOptions::default()
+    };
+    let gm = GpuModel::with_gpu(gpu, &model, &budgeted).unwrap();
+    let choice = gm.context_choice();
+    assert_eq!(choice.reason, engine::gpu::ContextReason::Budget);
+    assert!(choice.ctx < model.config.shape.max_ctx && choice.needs.total() <= 64 << 20);
 }

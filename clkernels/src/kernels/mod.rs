@@ -269,6 +269,7 @@ impl LockedKernel {
         let program = gpu.program(src, defines)?;
         let kernel = Kernel::create(&program, name)
             .map_err(|e| ClError::from_code("clCreateKernel", e.0))?;
+        gpu.check_kernel(&kernel, name)?;
         let num_args = kernel
             .num_args()
             .map_err(|e| ClError::from_code("clGetKernelInfo(NUM_ARGS)", e.0))?;
@@ -286,7 +287,15 @@ impl LockedKernel {
             .kernel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        kernel.get_work_group_size(gpu.device().id()).unwrap_or(0)
+        // Under a device profile the phone's maximum can be lower than the host driver's answer.
+        match (
+            kernel.get_work_group_size(gpu.device().id()).unwrap_or(0),
+            gpu.caps().max_work_group_size,
+        ) {
+            (0, _) => 0,
+            (size, 0) => size,
+            (size, device) => size.min(device),
+        }
     }
 
     /// As [`LockedKernel::build`], adding `TLITE_NV_PTX` (the inline PTX of `vendor/nvidia.cl`: warp-shuffle
@@ -355,6 +364,9 @@ impl LockedKernel {
                 }
             };
             set.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
+        }
+        if let Some(l) = local {
+            gpu.check_work_group(self.name, l)?;
         }
         let global: Vec<usize> = match local {
             Some(l) => global

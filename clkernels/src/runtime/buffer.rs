@@ -23,10 +23,10 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         let reason = match bytes {
             _ if len == 0 || element_bytes == 0 => Some("OpenCL buffers cannot be empty"),
             None => Some("byte size overflows"),
-            Some(b) if gpu.caps().max_alloc_bytes > 0 && b as u64 > gpu.caps().max_alloc_bytes => {
-                Some("larger than the device's CL_DEVICE_MAX_MEM_ALLOC_SIZE")
+            Some(b) => {
+                gpu.check_allocation(b as u64)?;
+                None
             }
-            Some(_) => None,
         };
         if let Some(reason) = reason {
             return Err(ClError::InvalidBufferSize {

@@ -105,6 +105,24 @@ impl std::fmt::Display for ClVersion {
     }
 }
 
+/// The extensions tlite's decisions read (kernel paths, queue priority, buffers); the others a device lists do
+/// not change what it does.
+pub const EXTENSIONS_USED: [&str; 13] = [
+    "cl_khr_fp16",
+    "cl_khr_subgroups",
+    "cl_intel_subgroups",
+    "cl_qcom_reqd_sub_group_size",
+    "cl_qcom_subgroup_shuffle",
+    "cl_khr_priority_hints",
+    "cl_khr_throttle_hints",
+    "cl_qcom_priority_hint",
+    "cl_qcom_perf_hint",
+    "cl_qcom_large_buffer",
+    "cl_arm_scheduling_controls",
+    "cl_khr_integer_dot_product",
+    "cl_qcom_dot_product8",
+];
+
 /// Everything tlite needs to know about one device.
 #[derive(Debug, Clone, Serialize)]
 pub struct Capabilities {
@@ -182,6 +200,8 @@ pub struct Capabilities {
     pub max_clock_mhz: u32,
     /// The full extension list.
     pub extensions: Vec<String>,
+    /// The device profile these capabilities are limited to (`TLITE_DEVICE_PROFILE`, `--device-profile`), if any.
+    pub profile: Option<String>,
 }
 
 impl Capabilities {
@@ -220,9 +240,8 @@ impl Capabilities {
         } else {
             0
         };
-        let subgroups_intel = has("cl_intel_subgroups");
         let mut subgroup_sizes = Vec::new();
-        if subgroups_intel {
+        if has("cl_intel_subgroups") {
             if let Ok(bytes) = device.get_data(CL_DEVICE_SUB_GROUP_SIZES_INTEL) {
                 subgroup_sizes.extend(
                     bytes
@@ -239,8 +258,7 @@ impl Capabilities {
                 }
             }
         }
-        let arm_scheduling_controls = has("cl_arm_scheduling_controls");
-        let arm_scheduling_capabilities = if arm_scheduling_controls {
+        let arm_scheduling_capabilities = if has("cl_arm_scheduling_controls") {
             device
                 .get_data(CL_DEVICE_SCHEDULING_CONTROLS_CAPABILITIES_ARM)
                 .ok()
@@ -250,7 +268,7 @@ impl Capabilities {
         } else {
             0
         };
-        Ok(Capabilities {
+        let mut caps = Capabilities {
             vendor_family: VendorFamily::detect(&platform_name, &vendor, &name),
             platform_name,
             platform_version,
@@ -259,27 +277,23 @@ impl Capabilities {
             opencl_version,
             opencl_version_number,
             opencl_c_version: device.opencl_c_version().unwrap_or_default(),
-            fp16: has("cl_khr_fp16"),
-            subgroups_khr: has("cl_khr_subgroups") || (at_least_2_1 && max_num_subgroups > 0),
-            subgroups_intel,
-            subgroups_qcom: has("cl_qcom_reqd_sub_group_size") || has("cl_qcom_subgroup_shuffle"),
+            fp16: false,
+            subgroups_khr: false,
+            subgroups_intel: false,
+            subgroups_qcom: false,
             subgroup_sizes,
             max_num_subgroups,
-            khr_priority_hints: has("cl_khr_priority_hints"),
-            khr_throttle_hints: has("cl_khr_throttle_hints"),
-            qcom_priority_hint: has("cl_qcom_priority_hint"),
-            qcom_perf_hint: has("cl_qcom_perf_hint"),
-            qcom_recordable_queues: has("cl_qcom_recordable_queues"),
-            qcom_large_buffer: has("cl_qcom_large_buffer"),
-            arm_scheduling_controls,
+            khr_priority_hints: false,
+            khr_throttle_hints: false,
+            qcom_priority_hint: false,
+            qcom_perf_hint: false,
+            qcom_recordable_queues: false,
+            qcom_large_buffer: false,
+            arm_scheduling_controls: false,
             arm_scheduling_capabilities,
-            khr_integer_dot_product: has("cl_khr_integer_dot_product"),
-            qcom_dot_product8: has("cl_qcom_dot_product8"),
-            arm_integer_dot_product: extensions
-                .iter()
-                .filter(|e| e.starts_with("cl_arm_integer_dot_product"))
-                .cloned()
-                .collect(),
+            khr_integer_dot_product: false,
+            qcom_dot_product8: false,
+            arm_integer_dot_product: Vec::new(),
             image_support: device.image_support().unwrap_or(false),
             max_alloc_bytes: device.max_mem_alloc_size().unwrap_or(0),
             global_mem_bytes: device.global_mem_size().unwrap_or(0),
@@ -292,7 +306,51 @@ impl Capabilities {
             name,
             vendor,
             extensions,
-        })
+            profile: None,
+        };
+        caps.derive_extension_flags();
+        Ok(caps)
+    }
+
+    /// Sets every extension flag from [`Capabilities::extensions`] (and the sub-group count, for core sub-groups),
+    /// so a device whose list is narrowed by a profile has no flag the list no longer backs.
+    pub(crate) fn derive_extension_flags(&mut self) {
+        let has = |ext: &str| self.extensions.iter().any(|e| e == ext);
+        let at_least_2_1 = self
+            .opencl_version_number
+            .is_some_and(|v| v >= ClVersion { major: 2, minor: 1 });
+        self.fp16 = has("cl_khr_fp16");
+        self.subgroups_khr =
+            has("cl_khr_subgroups") || (at_least_2_1 && self.max_num_subgroups > 0);
+        self.subgroups_intel = has("cl_intel_subgroups");
+        self.subgroups_qcom = has("cl_qcom_reqd_sub_group_size") || has("cl_qcom_subgroup_shuffle");
+        self.khr_priority_hints = has("cl_khr_priority_hints");
+        self.khr_throttle_hints = has("cl_khr_throttle_hints");
+        self.qcom_priority_hint = has("cl_qcom_priority_hint");
+        self.qcom_perf_hint = has("cl_qcom_perf_hint");
+        self.qcom_recordable_queues = has("cl_qcom_recordable_queues");
+        self.qcom_large_buffer = has("cl_qcom_large_buffer");
+        self.arm_scheduling_controls = has("cl_arm_scheduling_controls");
+        if !self.arm_scheduling_controls {
+            self.arm_scheduling_capabilities = 0;
+        }
+        self.khr_integer_dot_product = has("cl_khr_integer_dot_product");
+        self.qcom_dot_product8 = has("cl_qcom_dot_product8");
+        self.arm_integer_dot_product = self
+            .extensions
+            .iter()
+            .filter(|e| e.starts_with("cl_arm_integer_dot_product"))
+            .cloned()
+            .collect();
+    }
+
+    /// The device name for messages, with the profile it is limited to: `Adreno 750`, or
+    /// `pthread-skylake (as phone-min)`.
+    pub fn display_name(&self) -> String {
+        match &self.profile {
+            Some(profile) => format!("{} (as {profile})", self.name),
+            None => self.name.clone(),
+        }
     }
 
     /// Whether the device has the named extension.
@@ -377,6 +435,7 @@ mod tests {
             max_work_item_sizes: vec![1024, 1024, 1024],
             max_clock_mhz: 900,
             extensions: Vec::new(),
+            profile: None,
         }
     }
 

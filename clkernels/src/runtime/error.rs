@@ -84,6 +84,36 @@ pub enum ClError {
         /// Why it is invalid.
         reason: &'static str,
     },
+    /// A buffer larger than the device (or its profile) allows in one allocation.
+    #[error(
+        "a buffer of {bytes} bytes exceeds the largest single allocation of {device}, {max} bytes \
+         (CL_DEVICE_MAX_MEM_ALLOC_SIZE)"
+    )]
+    AllocationTooLarge {
+        /// The buffer's size.
+        bytes: u64,
+        /// The device's largest allocation.
+        max: u64,
+        /// The device, with its profile ([`crate::runtime::Capabilities::display_name`]).
+        device: String,
+    },
+    /// A kernel needs more of a per-launch resource than the device (or its profile) gives.
+    #[error("kernel `{kernel}` needs {needs} {what} but {device} allows at most {limit}")]
+    OverDeviceLimit {
+        /// The kernel.
+        kernel: String,
+        /// The resource, e.g. `bytes of local memory`, `work-items per group`.
+        what: &'static str,
+        /// What the kernel needs.
+        needs: u64,
+        /// What the device allows.
+        limit: u64,
+        /// The device, with its profile.
+        device: String,
+    },
+    /// The device profile asked for could not be read.
+    #[error(transparent)]
+    Profile(#[from] crate::runtime::ProfileError),
 }
 
 impl ClError {

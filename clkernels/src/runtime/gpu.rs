@@ -14,7 +14,9 @@ use crate::runtime::cache::{BinaryCache, CacheKey, CachePolicy, Rejection};
 use crate::runtime::device::{list_devices, select};
 use crate::runtime::priority::{self, PerfHint, PriorityReport, QueuePriority};
 use crate::runtime::program::{build_options, BuildOrigin, BuildStats, ProgramSource};
-use crate::runtime::{Capabilities, ClError, ClResultExt, DeviceSelector, LaunchLog};
+use crate::runtime::{
+    Capabilities, ClError, ClResultExt, DeviceSelector, LaunchLog, ProfileChoice,
+};
 
 /// How to open a device.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +35,8 @@ pub struct GpuOptions {
     pub profiling: bool,
     /// Whether compiled programs are read back into tlite's cache.
     pub readback: BinaryReadback,
+    /// The phone whose limits and extensions the device is narrowed to (by default `TLITE_DEVICE_PROFILE`'s).
+    pub profile: ProfileChoice,
 }
 
 /// Whether compiled programs are read back from the driver and kept in tlite's cache.
@@ -107,7 +111,7 @@ impl Gpu {
     }
 
     /// Opens the device named by `TLITE_DEVICE` (index or name substring), else the first GPU, else the first
-    /// device, at normal priority.
+    /// device, at normal priority, limited to the profile `TLITE_DEVICE_PROFILE` names, if any.
     pub fn open_default() -> Result<Gpu, ClError> {
         Self::open(&DeviceSelector::from_env(), QueuePriority::Normal)
     }
@@ -117,7 +121,12 @@ impl Gpu {
         let entries = list_devices()?;
         let entry = select(&entries, &options.selector)?;
         let device = entry.device();
-        let caps = entry.caps;
+        // Before anything reads the capabilities: queue priority, program defines and every launcher's choices
+        // then see the phone's limits and extensions.
+        let caps = match options.profile.resolve()? {
+            Some(profile) => profile.apply(&entry.caps)?,
+            None => entry.caps,
+        };
         let mut report = PriorityReport {
             requested: options.priority,
             applied: Vec::new(),

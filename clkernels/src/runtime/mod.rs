@@ -18,20 +18,25 @@ mod device;
 mod error;
 mod gpu;
 mod launch_log;
+mod limits;
 mod loader;
 mod priority;
+mod profile;
 mod program;
 
 pub use buffer::DeviceBuffer;
 pub use build::set_compile_notice;
 pub use cache::{BinaryCache, CacheKey, CachePolicy};
-pub use caps::{Capabilities, ClVersion, DeviceKind, VendorFamily};
+pub use caps::{Capabilities, ClVersion, DeviceKind, VendorFamily, EXTENSIONS_USED};
 pub use device::{list_devices, select, DeviceEntry, DeviceSelector};
 pub use error::{ClError, ClResultExt};
 pub use gpu::{BinaryReadback, CompilerMessage, Gpu, GpuOptions};
 pub(crate) use launch_log::LaunchLog;
 pub use loader::ensure_loaded;
-pub use priority::{PerfHint, PriorityMechanism, PriorityReport, QueuePriority};
+pub use priority::{mechanisms_for, PerfHint, PriorityMechanism, PriorityReport, QueuePriority};
+pub use profile::{
+    DeviceProfile, ProfileChoice, ProfileError, ProfileLimits, LIMIT_FIELDS, PHONE_MIN, PROFILE_ENV,
+};
 pub use program::{build_options, BuildOrigin, BuildStats, ProgramSource};
 
 #[cfg(test)]

@@ -164,6 +164,18 @@ pub(crate) fn queue_properties(
     (props, used)
 }
 
+/// The mechanisms a request would use on a device with these capabilities (what opening it would try first; the
+/// driver may still reject some). For showing what a phone would do without opening it.
+pub fn mechanisms_for(
+    caps: &Capabilities,
+    priority: QueuePriority,
+    perf: PerfHint,
+) -> Vec<PriorityMechanism> {
+    let mut used = context_properties(caps, priority, perf).1;
+    used.extend(queue_properties(caps, priority).1);
+    used
+}
+
 /// Logs, once per open, that a priority could not be applied here.
 pub(crate) fn log_fallback(caps: &Capabilities, report: &PriorityReport) {
     // Normal priority is what every queue gets without hints; that a device has none (PoCL, most desktop

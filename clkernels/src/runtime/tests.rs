@@ -145,6 +145,10 @@ fn buffers_round_trip_and_fill() {
     ));
     assert!(matches!(
         DeviceBuffer::<u8>::new(&gpu, usize::MAX),
+        Err(ClError::AllocationTooLarge { .. })
+    ));
+    assert!(matches!(
+        DeviceBuffer::<f32>::new(&gpu, usize::MAX),
         Err(ClError::InvalidBufferSize { .. })
     ));
 }

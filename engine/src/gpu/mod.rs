@@ -21,8 +21,9 @@
 //! | `weights.rs` | the weights on the device ([`DeviceWeights`]) |
 //! | `shift.rs` | context shift: drop a block of cached positions, move the rest down, re-rotate the moved keys |
 //! | `plan.rs` | the symbolic shape plan each step is checked against ([`StepPlan`]) |
-//! | `memory.rs` | the device-memory budget, checked before anything is allocated ([`MemoryNeeds`]) |
+//! | `memory.rs`, `budget.rs` | the device-memory budget: the context that fits it, checked before anything is allocated ([`choose_context`]) |
 
+mod budget;
 mod buffers;
 mod decode;
 mod kernels;
@@ -35,8 +36,12 @@ mod shift;
 mod step;
 mod weights;
 
+pub use budget::{MemBudget, DEFAULT_BUDGET_PERCENT};
 pub use buffers::ScratchSizes;
-pub use memory::MemoryNeeds;
+pub use memory::{
+    choose_context, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory, Footprint,
+    MemoryNeeds, NamedBuffer, PROGRAM_ALLOWANCE_BYTES,
+};
 pub use model::{GpuModel, GpuOptions};
 pub use plan::StepPlan;
 pub use weights::{padded_ffn, DeviceLayer, DeviceMatrix, DeviceWeights};

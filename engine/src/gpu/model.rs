@@ -7,12 +7,13 @@ use std::sync::Arc;
 use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::rope::RopeTable;
 use clkernels::kv_storage::ClKvStorage;
-use clkernels::runtime::{DeviceSelector, Gpu, QueuePriority};
+use clkernels::runtime::{DeviceSelector, Gpu, ProfileChoice, QueuePriority};
 use kvcache::{FullPolicy, KvConfig, KvDtype, KvSequence, KvStep};
 
+use super::budget::MemBudget;
 use super::buffers::{Scratch, ScratchSizes};
 use super::kernels::Kernels;
-use super::memory::MemoryNeeds;
+use super::memory::{choose_context, ContextChoice, ContextRequest, DeviceMemory, Footprint};
 use super::plan::StepPlan;
 use super::step::{kv_shape, LayerKv, LayerParams, Step};
 use super::weights::{DeviceMatrix, DeviceWeights};
@@ -28,8 +29,13 @@ pub struct GpuOptions {
     pub device: DeviceSelector,
     /// Queue priority: low by default, so a phone's UI keeps the GPU when it needs it.
     pub priority: QueuePriority,
-    /// Context to allocate the KV cache for (`None`: the model's own maximum).
+    /// The phone whose limits and extensions the device is narrowed to (by default `TLITE_DEVICE_PROFILE`'s).
+    pub profile: ProfileChoice,
+    /// Context to allocate the KV cache for (`None`: the largest that fits `mem_budget`, at most the model's own
+    /// maximum).
     pub max_ctx: Option<usize>,
+    /// How much device memory the model may take; exceeding it is an error before anything is allocated.
+    pub mem_budget: MemBudget,
     /// Most tokens one step runs (longer prompts are prefilled in chunks of at most this).
     pub max_chunk: usize,
     /// Element type of the KV cache.
@@ -45,7 +51,9 @@ impl Default for GpuOptions {
         Self {
             device: DeviceSelector::Default,
             priority: QueuePriority::Low,
+            profile: ProfileChoice::FromEnv,
             max_ctx: None,
+            mem_budget: MemBudget::default(),
             max_chunk: 256,
             kv_dtype: KvDtype::F16,
             half_products: true,
@@ -87,6 +95,8 @@ pub struct GpuModel {
     /// The token the device chose last and still holds in `scratch.chosen`.
     device_choice: Option<u32>,
     device_bytes: u64,
+    /// The context chosen at load and the memory it takes (the load line).
+    context: ContextChoice,
     /// Host time spent enqueueing steps (setting arguments and launching), for finding launch-bound runs.
     enqueue_time: std::time::Duration,
 }
@@ -95,33 +105,42 @@ impl GpuModel {
     /// Opens the device named in `options` and places `model` on it.
     pub fn load(model: &Model, options: &GpuOptions) -> Result<Self, EngineError> {
         options.validate()?;
-        let gpu = Gpu::open(&options.device, options.priority)?;
+        let gpu = Gpu::open_with(&clkernels::runtime::GpuOptions {
+            selector: options.device.clone(),
+            priority: options.priority,
+            profile: options.profile.clone(),
+            ..Default::default()
+        })?;
         Self::with_gpu(gpu, model, options)
     }
 
-    /// Places `model` on an already opened device (`options.device` and `options.priority` are not used).
+    /// Places `model` on an already opened device (`options.device`, `options.priority` and `options.profile` are
+    /// not used: the device's capabilities already say what it allows).
     pub fn with_gpu(gpu: Gpu, model: &Model, options: &GpuOptions) -> Result<Self, EngineError> {
         let config = model.config.clone();
         config.validate()?;
         options.validate()?;
-        let max_ctx = options
-            .max_ctx
-            .unwrap_or(config.shape.max_ctx)
-            .min(config.shape.max_ctx)
-            .max(1);
-        let max_chunk = options.max_chunk.min(max_ctx);
+        // Before any allocation: the context is chosen (or the one asked for checked) against the budget.
+        let caps = gpu.caps();
+        let context = choose_context(
+            &Footprint::of_model(model, options.kv_dtype)?,
+            &DeviceMemory {
+                device: caps.display_name(),
+                global_mem: caps.global_mem_bytes,
+                max_alloc: caps.max_alloc_bytes,
+            },
+            &ContextRequest {
+                requested: options.max_ctx,
+                model_max: config.shape.max_ctx,
+                max_chunk: options.max_chunk,
+                budget: options.mem_budget,
+            },
+        )?;
+        let (max_ctx, max_chunk) = (context.ctx, context.max_chunk);
         let plan = StepPlan::new(&config, max_ctx)?;
         let sizes = ScratchSizes::new(&config, max_chunk);
         let kv_config = KvConfig::new(kv_shape(&config.shape, options.kv_dtype), max_ctx)?;
         let kv_bytes = kv_config.total_bytes()?;
-        // Before any allocation: weights are counted as held on the host, which is what the upload copies.
-        MemoryNeeds {
-            weights: model.weights.bytes() as u64,
-            kv_cache: kv_bytes,
-            activations: sizes.bytes(config.shape.hidden) as u64 + 4 * max_chunk as u64,
-            ctx: max_ctx,
-        }
-        .check(&gpu.caps().name, gpu.caps().global_mem_bytes)?;
         let weights = DeviceWeights::upload(&gpu, model)?;
         let kernels = Kernels::new(&gpu, options.half_products)?;
         let scratch = Scratch::new(&gpu, &sizes, max_chunk, config.shape.hidden)?;
@@ -152,6 +171,7 @@ impl GpuModel {
             rope_table,
             device_choice: None,
             device_bytes,
+            context,
             enqueue_time: std::time::Duration::ZERO,
         })
     }
@@ -170,6 +190,11 @@ impl GpuModel {
     /// available on this device.
     pub fn uses_half_products(&self) -> bool {
         self.kernels.matvec.uses_half_products()
+    }
+
+    /// The context chosen at load, why, and the memory budget it fits (what the CLI's load line prints).
+    pub fn context_choice(&self) -> &ContextChoice {
+        &self.context
     }
 
     /// Bytes this model allocated on the device (weights, KV cache, activations).
