@@ -49,10 +49,6 @@ fn the_device_takes_the_profiles_limits() {
     assert!(!p.has_subgroups() && !p.khr_priority_hints && !p.qcom_large_buffer);
     assert!(p.extensions.iter().all(|e| h.has_extension(e)));
     assert!(p.display_name().ends_with("(as phone-min)"));
-    let wg = p.max_work_group_size.to_string();
-    assert!(p
-        .defines()
-        .contains(&("TLITE_MAX_WORK_GROUP_SIZE".to_string(), wg)));
 }
 
 #[test]
