@@ -111,6 +111,136 @@ impl ClKvStorage {
     }
 }
 
+/// A view as one rectangular copy: `heads` rows of `positions * head_dim` contiguous elements, one head slab apart.
+#[derive(Debug, Clone, Copy)]
+struct ViewRows {
+    origin: usize,
+    row_bytes: usize,
+    rows: usize,
+    row_pitch: usize,
+}
+
+impl ViewRows {
+    /// The rows of `view` in `buffer`, checked against the buffer and the host slice of `host_len` bytes (packed
+    /// `[head][position][dim]`).
+    fn of(
+        call: &'static str,
+        buffer: &ClKvBuffer,
+        view: &KvView,
+        host_len: usize,
+    ) -> Result<Self, ClError> {
+        let invalid = |reason| ClError::InvalidBufferSize {
+            elements: saturating_usize(view.elems()),
+            element_bytes: view.dtype.bytes() as usize,
+            reason,
+        };
+        if view.position_stride_elems != view.head_dim as u64 {
+            return Err(invalid("the view's positions are not contiguous"));
+        }
+        if view.heads > 1 && view.head_stride_elems < view.positions as u64 * view.head_dim as u64 {
+            return Err(invalid("the view's heads overlap"));
+        }
+        if view.end_elems().saturating_mul(view.dtype.bytes()) > buffer.bytes {
+            return Err(invalid("the view reaches past the end of the buffer"));
+        }
+        let bytes = view.elems() * view.dtype.bytes();
+        if bytes != host_len as u64 {
+            return Err(ClError::LengthMismatch {
+                call,
+                expected: saturating_usize(bytes),
+                got: host_len,
+            });
+        }
+        // Every figure is at most the buffer's size, which fits in usize.
+        Ok(Self {
+            origin: saturating_usize(view.offset_bytes()),
+            row_bytes: view.positions * view.head_dim * view.dtype.bytes() as usize,
+            rows: view.heads,
+            row_pitch: saturating_usize(view.head_stride_elems * view.dtype.bytes()),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.row_bytes == 0 || self.rows == 0
+    }
+}
+
+impl ClKvStorage {
+    /// Reads the elements of `view` into `out`, packed `[head][position][dim]` (blocking): one rectangular read of
+    /// a row per head, so a cache saved to disk carries only its used positions, not the preallocated context.
+    pub fn read_view(
+        &self,
+        buffer: &ClKvBuffer,
+        view: &KvView,
+        out: &mut [u8],
+    ) -> Result<(), ClError> {
+        let rows = ViewRows::of("ClKvStorage::read_view", buffer, view, out.len())?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (origin, host, region) = ([rows.origin, 0, 0], [0usize; 3], [rows.row_bytes, rows.rows, 1]);
+        // SAFETY: the rows lie inside the buffer and `out` holds exactly `rows * row_bytes` bytes (checked above);
+        // the read is blocking, so `out` outlives it.
+        let event = unsafe {
+            cl3::command_queue::enqueue_read_buffer_rect(
+                self.gpu.queue().get(),
+                buffer.buffer.get(),
+                CL_BLOCKING,
+                origin.as_ptr(),
+                host.as_ptr(),
+                region.as_ptr(),
+                rows.row_pitch,
+                0,
+                rows.row_bytes,
+                0,
+                out.as_mut_ptr().cast(),
+                0,
+                std::ptr::null(),
+            )
+        }
+        .cl_call("clEnqueueReadBufferRect")?;
+        drop(opencl3::event::Event::new(event));
+        Ok(())
+    }
+
+    /// Writes `data`, packed `[head][position][dim]`, into the elements of `view` (blocking): how a cache read
+    /// from disk goes back in place, whatever context the buffer was allocated for.
+    pub fn write_view(
+        &self,
+        buffer: &ClKvBuffer,
+        view: &KvView,
+        data: &[u8],
+    ) -> Result<(), ClError> {
+        let rows = ViewRows::of("ClKvStorage::write_view", buffer, view, data.len())?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (origin, host, region) = ([rows.origin, 0, 0], [0usize; 3], [rows.row_bytes, rows.rows, 1]);
+        // SAFETY: as for `read_view`; the write is blocking, so `data` outlives it, and it is ordered on the
+        // in-order queue before any later kernel that reads the cache.
+        let event = unsafe {
+            cl3::command_queue::enqueue_write_buffer_rect(
+                self.gpu.queue().get(),
+                buffer.buffer.get(),
+                CL_BLOCKING,
+                origin.as_ptr(),
+                host.as_ptr(),
+                region.as_ptr(),
+                rows.row_pitch,
+                0,
+                rows.row_bytes,
+                0,
+                data.as_ptr().cast(),
+                0,
+                std::ptr::null(),
+            )
+        }
+        .cl_call("clEnqueueWriteBufferRect")?;
+        drop(opencl3::event::Event::new(event));
+        Ok(())
+    }
+}
+
 /// The kernel operand for a binding made by `kvcache::KvSequence::bind` on this storage.
 pub fn operand<'a>(
     binding: &'a KvBinding<'a, ClKvStorage>,
@@ -225,6 +355,62 @@ mod tests {
     use crate::kernels::attention::Attention;
     use crate::kernels::rope::HeadsLayout;
     use crate::runtime::DeviceBuffer;
+
+    /// `write_view` puts packed `[head][position][dim]` bytes exactly at the view's strided elements and nowhere
+    /// else, and `read_view` packs them back, for random layouts, positions and both element types; a view that
+    /// does not fit the buffer or the host slice is refused.
+    #[test]
+    fn views_round_trip_through_rectangular_copies() {
+        use kvcache::KvLayout;
+        let gpu = Gpu::open_default().unwrap();
+        let storage = ClKvStorage::new(&gpu);
+        let mut rng = rand::rng();
+        for round in 0..12 {
+            let layout = KvLayout {
+                kv_heads: rng.random_range(1..5),
+                max_ctx: rng.random_range(1..40),
+                head_dim: rng.random_range(1..24),
+                dtype: if round % 2 == 0 {
+                    KvDtype::F16
+                } else {
+                    KvDtype::F32
+                },
+            };
+            let mut buffer = storage.allocate(layout.buffer_bytes()).unwrap();
+            let before: Vec<u8> = (0..layout.buffer_bytes()).map(|_| rng.random()).collect();
+            storage.write_bytes(&mut buffer, &before).unwrap();
+            let start = rng.random_range(0..layout.max_ctx);
+            let len = rng.random_range(0..=layout.max_ctx - start);
+            let view = layout.positions_view(start, len);
+            let elem = layout.dtype.bytes() as usize;
+            let packed: Vec<u8> = (0..view.elems() as usize * elem)
+                .map(|_| rng.random())
+                .collect();
+            storage.write_view(&buffer, &view, &packed).unwrap();
+            // The host model: each head's run of positions lands one head slab apart.
+            let mut want = before.clone();
+            let run = len * layout.head_dim * elem;
+            for h in 0..layout.kv_heads {
+                let at = layout.element_index(h, start) as usize * elem;
+                want[at..at + run].copy_from_slice(&packed[h * run..(h + 1) * run]);
+            }
+            assert_eq!(storage.read_bytes(&buffer).unwrap(), want, "round {round}");
+            let mut back = vec![0u8; packed.len()];
+            storage.read_view(&buffer, &view, &mut back).unwrap();
+            assert_eq!(back, packed, "round {round}");
+            // Refusals: a host slice of the wrong size, a view past the end.
+            assert!(storage
+                .read_view(&buffer, &view, &mut vec![0u8; packed.len() + 1])
+                .is_err());
+            let past = KvView {
+                offset_elems: layout.buffer_elems(),
+                positions: 1,
+                ..view
+            };
+            let one = vec![0u8; past.elems() as usize * elem];
+            assert!(storage.write_view(&buffer, &past, &one).is_err());
+        }
+    }
 
     /// Writes through a new sub-buffer at a new origin every round, dropping the last one: drivers hand a freed
     /// sub-buffer's handle to the next, and a launcher that skipped re-setting an argument it thought unchanged
