@@ -225,6 +225,21 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         &self.cached
     }
 
+    /// Takes `tokens` as what the model's cache holds, after the cache was filled from outside (a session restored
+    /// from disk), so that a prompt starting with them reuses it. Refused unless the cache holds exactly that many
+    /// positions.
+    pub fn adopt_cached(&mut self, tokens: Vec<u32>) -> Result<(), EngineError> {
+        if tokens.len() != self.model.cached_len() {
+            return Err(EngineError::InvalidOption(format!(
+                "{} token ids for a cache of {} positions",
+                tokens.len(),
+                self.model.cached_len()
+            )));
+        }
+        self.cached = tokens;
+        Ok(())
+    }
+
     /// Forgets the cache.
     pub fn reset(&mut self) -> Result<(), EngineError> {
         self.model.truncate(0)?;

@@ -14,6 +14,7 @@
 //! norms and one rotary + K/V-append launch before attention, and rope-scaled models (frequency table) keep
 //! separate rotary launches.
 
+mod kv_io;
 mod memory;
 mod plan;
 mod weights;
@@ -35,6 +36,7 @@ use clkernels::kv_storage::ClKvStorage;
 use clkernels::runtime::{DeviceBuffer, DeviceSelector, Gpu, QueuePriority};
 use kvcache::{FullPolicy, KvConfig, KvDtype, KvModelShape, KvPart, KvSequence, KvStep, KvView};
 
+pub use kv_io::KvImageShape;
 pub use memory::MemoryNeeds;
 pub use plan::{ScratchSizes, StepPlan};
 pub use weights::{padded_ffn, DeviceLayer, DeviceMatrix, DeviceWeights};
