@@ -3,7 +3,7 @@
 //! `model` loads configs and weights (Hugging Face folders, llama2.c checkpoints, tlite's own quantised folders);
 //! `tokenizer` wraps the tokenizers crate; `gpu` runs the forward pass with the OpenCL kernels; `sampling`,
 //! `chat_template` and `generate` turn logits into streamed text; `session` puts them together for the CLI (model
-//! lookup, load, chat turns that keep the KV cache).
+//! lookup, load, chat turns that keep the KV cache); `session_file` saves and restores a chat with its KV cache.
 
 pub mod chat_template;
 pub mod error;
@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod model;
 pub mod sampling;
 pub mod session;
+pub mod session_file;
 pub mod tokenizer;
 
 pub use error::EngineError;
