@@ -2,6 +2,7 @@
 //! template; the KV cache already holds everything but the new turn, so only that is prefilled.
 
 use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
 
 use engine::generate::LanguageModel;
 
@@ -10,9 +11,12 @@ use crate::cmd_generate::{print_timings, SessionArgs};
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// System prompt.
+    /// System prompt (replacing a restored session's own).
     #[arg(long)]
     system: Option<String>,
+    /// Keep the chat in FILE: restore it (conversation and KV cache) on start, save it after each turn.
+    #[arg(long = "session", value_name = "FILE")]
+    session_file: Option<PathBuf>,
     #[command(flatten)]
     session: SessionArgs,
 }
@@ -27,6 +31,9 @@ const MAX_LINE_BYTES: usize = 1 << 20;
 /// that is not UTF-8, or too long for the context, is refused and the chat goes on.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut session, options) = args.session.open()?;
+    if let Some(file) = &args.session_file {
+        crate::chat_session::restore(&mut session, file)?;
+    }
     if let Some(system) = &args.system {
         session.set_system(system);
     }
@@ -74,6 +81,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if line == "/reset" {
             session.reset_chat()?;
+            if let Some(file) = &args.session_file {
+                crate::chat_session::save(&session, file);
+            }
             eprintln!("(conversation cleared)");
             continue;
         }
@@ -93,6 +103,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         match result {
             Ok(out) => {
+                if let Some(file) = &args.session_file {
+                    crate::chat_session::save(&session, file);
+                }
                 if args.session.sampling.timings {
                     print_timings(&out);
                 }

@@ -1,5 +1,6 @@
 //! `tlite`: the command line. It only parses arguments and prints; the work lives in the library crates.
 
+mod chat_session;
 mod cmd_bench;
 mod cmd_bench_kernels;
 mod cmd_chat;
