@@ -63,16 +63,26 @@ impl GpuModel {
     /// Reads the committed positions of every layer back (blocking): layer 0 keys, layer 0 values, layer 1 keys…
     pub fn read_kv(&self) -> Result<(KvImageShape, Vec<u8>), EngineError> {
         let shape = self.kv_image_shape(self.kv.len());
-        let (part, total) = byte_sizes(&shape)?;
+        let total = total_bytes(&shape)?;
         let mut out = vec![0u8; total];
-        let view = self.kv.committed_view();
-        if part > 0 {
-            for (i, chunk) in out.chunks_exact_mut(part).enumerate() {
-                let buffer = self.kv.buffer(i / 2, KvPart::BOTH[i % 2])?;
-                self.kv.storage().read_view(buffer, &view, chunk)?;
+        let parts = self.kv_parts(&self.kv.committed_view(), shape.layers)?;
+        self.kv.storage().read_views(&parts, &mut out)?;
+        Ok((shape, out))
+    }
+
+    /// Every layer's key and value buffer with `view`, in the packed order.
+    fn kv_parts(
+        &self,
+        view: &kvcache::KvView,
+        layers: usize,
+    ) -> Result<Vec<(&clkernels::kv_storage::ClKvBuffer, kvcache::KvView)>, EngineError> {
+        let mut parts = Vec::with_capacity(2 * layers);
+        for layer in 0..layers {
+            for part in KvPart::BOTH {
+                parts.push((self.kv.buffer(layer, part)?, *view));
             }
         }
-        Ok((shape, out))
+        Ok(parts)
     }
 
     /// Replaces the cache with `data`, packed as [`GpuModel::read_kv`] makes it, so the next step continues at
@@ -101,7 +111,7 @@ impl GpuModel {
                 context: self.context_len(),
             });
         }
-        let (part, total) = byte_sizes(shape)?;
+        let total = total_bytes(shape)?;
         if data.len() != total {
             return Err(EngineError::InvalidOption(format!(
                 "a packed KV cache of {} positions takes {total} bytes, got {}",
@@ -116,18 +126,9 @@ impl GpuModel {
         }
         // The positions are filled as one step, so the cache's own protocol records them.
         let step = self.kv.begin_step(shape.positions)?;
-        let view = step.write_view();
-        let mut written = Ok(());
-        for (i, chunk) in data.chunks_exact(part).enumerate() {
-            written = self
-                .kv
-                .buffer(i / 2, KvPart::BOTH[i % 2])
-                .map_err(EngineError::from)
-                .and_then(|buffer| Ok(self.kv.storage().write_view(buffer, &view, chunk)?));
-            if written.is_err() {
-                break;
-            }
-        }
+        let written = self
+            .kv_parts(&step.write_view(), shape.layers)
+            .and_then(|parts| Ok(self.kv.storage().write_views(&parts, data)?));
         match written {
             Ok(()) => Ok(self.kv.commit(step)?),
             Err(e) => {
@@ -138,18 +139,15 @@ impl GpuModel {
     }
 }
 
-/// Bytes of one part and of the whole packed cache, as `usize`.
-fn byte_sizes(shape: &KvImageShape) -> Result<(usize, usize), EngineError> {
-    let too_large = || {
-        EngineError::InvalidOption(format!(
-            "a KV cache of {} positions is too large for this machine's memory",
-            shape.positions
-        ))
-    };
-    let part = shape.part_bytes().ok_or_else(too_large)?;
-    let total = shape.total_bytes().ok_or_else(too_large)?;
-    Ok((
-        usize::try_from(part).map_err(|_| too_large())?,
-        usize::try_from(total).map_err(|_| too_large())?,
-    ))
+/// Bytes of the whole packed cache, as `usize`.
+fn total_bytes(shape: &KvImageShape) -> Result<usize, EngineError> {
+    shape
+        .total_bytes()
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| {
+            EngineError::InvalidOption(format!(
+                "a KV cache of {} positions is too large for this machine's memory",
+                shape.positions
+            ))
+        })
 }
