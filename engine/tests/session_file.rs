@@ -124,6 +124,9 @@ fn fresh_reply(model: &Path, history: &[engine::chat_template::ChatMessage]) -> 
     s.chat_turn("go on", &turn(), |_| {}).unwrap().tokens
 }
 
+/// Whether an error is the one a case expects.
+type IsExpected = fn(&SessionFileError) -> bool;
+
 /// Resumes `bytes` written as a session file; the result and the session after it.
 fn resume_bytes(
     session: &mut Session,
@@ -159,7 +162,7 @@ fn damage_and_mismatches_are_named_and_never_give_wrong_text() {
     // Damage the header can detect by itself: nothing is restored, the session is left empty.
     let header_len = u64::from_le_bytes(good[12..20].try_into().unwrap()) as usize;
     let head_end = 20 + header_len + 32;
-    let mut cases: Vec<(&str, Vec<u8>, fn(&SessionFileError) -> bool)> = Vec::new();
+    let mut cases: Vec<(&str, Vec<u8>, IsExpected)> = Vec::new();
     let mut flipped = good.clone();
     flipped[40] ^= 0x01;
     cases.push(("a flipped header byte", flipped, |e| {

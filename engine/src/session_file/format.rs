@@ -1,7 +1,7 @@
 //! Encoding and decoding the session file laid out in the module comment of [`super`].
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kvcache::KvDtype;
@@ -420,34 +420,42 @@ impl SessionReader {
         self.header
     }
 
-    /// Reads the packed cache and checks every block against its checksum.
-    pub fn read_kv(&mut self) -> Result<Vec<u8>, SessionFileError> {
+    /// Maps the packed cache and checks every block against its checksum (in parallel).
+    pub fn read_kv(&self) -> Result<KvBytes, SessionFileError> {
         check_len(&self.path, &self.header, self.head_len, self.file_len)?;
-        let io = |e| SessionFileError::io(&self.path, e);
-        // Exactly the file's remaining size (checked just above).
-        let total = usize::try_from(self.file_len - self.head_len as u64).map_err(|_| {
-            SessionFileError::BadHeader {
+        // SAFETY: the map is read-only. tlite replaces session files by renaming a new file onto them, never by
+        // writing into them, so its own saves cannot change or truncate a mapped file; another program truncating
+        // it could fault, the documented memmap2 caveat the GGUF loader accepts too.
+        let map = unsafe { memmap2::Mmap::map(&self.file) }
+            .map_err(|e| SessionFileError::io(&self.path, e))?;
+        if map.len() as u64 != self.file_len {
+            // The file changed size after it was opened.
+            return Err(SessionFileError::Truncated {
                 path: self.path.clone(),
-                message: "the cache is larger than this machine's memory".into(),
-            }
-        })?;
-        let mut blocks = vec![0u8; total];
-        self.file
-            .seek(SeekFrom::Start(self.head_len as u64))
-            .map_err(io)?;
-        self.file.read_exact(&mut blocks).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                // The file shrank after it was opened.
-                SessionFileError::Truncated {
-                    path: self.path.clone(),
-                    expected: self.file_len,
-                    actual: self.head_len as u64,
-                }
-            } else {
-                SessionFileError::io(&self.path, e)
-            }
-        })?;
-        self.header.verify_blocks(&self.path, &blocks)?;
-        Ok(blocks)
+                expected: self.file_len,
+                actual: map.len() as u64,
+            });
+        }
+        let kv = KvBytes {
+            map,
+            start: self.head_len,
+        };
+        self.header.verify_blocks(&self.path, &kv)?;
+        Ok(kv)
+    }
+}
+
+/// A session's packed cache, mapped from its file (no copy: it goes from the page cache to the device).
+#[derive(Debug)]
+pub struct KvBytes {
+    map: memmap2::Mmap,
+    start: usize,
+}
+
+impl std::ops::Deref for KvBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map[self.start..]
     }
 }

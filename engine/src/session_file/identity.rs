@@ -98,7 +98,11 @@ impl ModelIdentity {
         };
         match kind {
             SourceKind::Gguf => {
-                let head = crate::gguf::GgufFile::open(path)?.header().data_start as u64;
+                let head = match gguf_data_start(path).map_err(io(path))? {
+                    Some(start) => start,
+                    // Not what the scan expects (the loader accepted it): ask the full parser.
+                    None => crate::gguf::GgufFile::open(path)?.header().data_start as u64,
+                };
                 hash_sampled(&mut h, path, head).map_err(io(path))?;
             }
             SourceKind::Llama2c => hash_sampled(&mut h, path, 4096).map_err(io(path))?,
@@ -175,6 +179,112 @@ impl ModelIdentity {
     /// An identity from raw digest bytes (tests, tools).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+}
+
+/// Where a GGUF file's tensor data starts, found by walking its header without building it: the full parse
+/// allocates every vocabulary string (tens of milliseconds for a large vocabulary, paid again when a chat
+/// resumes), while this only follows lengths. `None` when the bytes are not a header this walk understands.
+fn gguf_data_start(path: &Path) -> std::io::Result<Option<u64>> {
+    let file = File::open(path)?;
+    // SAFETY: read-only map of a model file; tlite never writes a model while it is loaded (the loader's own
+    // caveat: a concurrent writer truncating the file could fault).
+    let map = unsafe { memmap2::Mmap::map(&file) }?;
+    Ok(GgufWalk {
+        bytes: &map,
+        pos: 0,
+    }
+    .data_start())
+}
+
+/// A cursor over a GGUF header that only skips.
+struct GgufWalk<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl GgufWalk<'_> {
+    fn skip(&mut self, n: u64) -> Option<()> {
+        let end = self.pos.checked_add(usize::try_from(n).ok()?)?;
+        (end <= self.bytes.len()).then(|| self.pos = end)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.bytes.get(self.pos..self.pos.checked_add(4)?)?;
+        self.pos += 4;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        let b = self.bytes.get(self.pos..self.pos.checked_add(8)?)?;
+        self.pos += 8;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+
+    /// A string's bytes.
+    fn string(&mut self) -> Option<&[u8]> {
+        let len = self.u64()?;
+        let start = self.pos;
+        self.skip(len)?;
+        self.bytes.get(start..self.pos)
+    }
+
+    /// Skips one value of GGUF type `ty`.
+    fn value(&mut self, ty: u32, depth: usize) -> Option<()> {
+        match ty {
+            0 | 1 | 7 => self.skip(1),
+            2 | 3 => self.skip(2),
+            4..=6 => self.skip(4),
+            10..=12 => self.skip(8),
+            8 => self.string().map(|_| ()),
+            9 if depth < 4 => {
+                let elem = self.u32()?;
+                let count = self.u64()?;
+                let fixed = match elem {
+                    0 | 1 | 7 => Some(1),
+                    2 | 3 => Some(2),
+                    4..=6 => Some(4),
+                    10..=12 => Some(8),
+                    _ => None,
+                };
+                match fixed {
+                    Some(size) => self.skip(count.checked_mul(size)?),
+                    None => (0..count).try_for_each(|_| self.value(elem, depth + 1)),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn data_start(mut self) -> Option<u64> {
+        if self.bytes.get(..4)? != b"GGUF" {
+            return None;
+        }
+        self.pos = 4;
+        if !matches!(self.u32()?, 2 | 3) {
+            return None;
+        }
+        let tensors = self.u64()?;
+        let kvs = self.u64()?;
+        let mut alignment = 32u64;
+        for _ in 0..kvs {
+            let key = self.string()?;
+            let is_alignment = key == b"general.alignment";
+            let ty = self.u32()?;
+            if is_alignment && ty == 4 {
+                alignment = u64::from(self.u32()?);
+            } else {
+                self.value(ty, 0)?;
+            }
+        }
+        for _ in 0..tensors {
+            self.string()?;
+            let dims = self.u32()?;
+            self.skip(u64::from(dims).checked_mul(8)?)?;
+            self.skip(4 + 8)?;
+        }
+        let pos = self.pos as u64;
+        (alignment > 0).then(|| pos.div_ceil(alignment) * alignment)
     }
 }
 
@@ -276,6 +386,61 @@ mod tests {
         changed[(SAMPLE_BYTES * 2 + 5) as usize] ^= 1;
         std::fs::write(&path, &changed).unwrap();
         assert_ne!(digest_of(&path, 10), small_base);
+    }
+
+    /// The header walk finds the data where the full parser does, on tiny GGUF files of every matrix type and on
+    /// the default model when it has been fetched.
+    #[test]
+    fn gguf_walk_agrees_with_the_parser() {
+        use fixtures::gguf_models::{write_gguf_model, MatrixType};
+        use fixtures::reference_model::RefArch;
+        use fixtures::tiny_models::TinySpec;
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (i, ty) in [
+            MatrixType::F32,
+            MatrixType::F16,
+            MatrixType::Q8_0,
+            MatrixType::Q4_1,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let arch = [
+                RefArch::Llama,
+                RefArch::Qwen2,
+                RefArch::Gemma,
+                RefArch::Mistral,
+            ][i];
+            let path = dir.path().join(format!("{i}.gguf"));
+            write_gguf_model(&TinySpec::for_arch(arch), &path, ty).unwrap();
+            paths.push(path);
+        }
+        if let Some(models) = crate::session::models_dir() {
+            let default = models.join(crate::session::DEFAULT_MODEL_FILE);
+            if default.is_file() {
+                paths.push(default);
+            }
+        }
+        for path in paths {
+            let parsed = crate::gguf::GgufFile::open(&path)
+                .unwrap()
+                .header()
+                .data_start as u64;
+            assert_eq!(
+                gguf_data_start(&path).unwrap(),
+                Some(parsed),
+                "{}",
+                path.display()
+            );
+        }
+        // Not a GGUF header, or one cut short: no answer rather than a wrong one.
+        let path = dir.path().join("0.gguf");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len().min(200)]).unwrap();
+        assert_eq!(gguf_data_start(&path).unwrap(), None);
+        std::fs::write(&path, b"GGML....").unwrap();
+        assert_eq!(gguf_data_start(&path).unwrap(), None);
     }
 
     #[test]

@@ -48,7 +48,7 @@ mod identity;
 mod resume;
 
 pub use error::SessionFileError;
-pub use format::{decode, write_session, SessionContents, SessionHeader, SessionReader};
+pub use format::{decode, write_session, KvBytes, SessionContents, SessionHeader, SessionReader};
 pub use identity::{ModelIdentity, WeightsIdentity, SAMPLES, SAMPLE_BYTES};
 pub use resume::{Resumed, Saved};
 

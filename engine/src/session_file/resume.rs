@@ -1,12 +1,14 @@
 //! [`Session::save_to`] and [`Session::resume_from`]: a chat and its KV cache to a file and back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{
     write_session, ModelIdentity, SessionContents, SessionFileError, SessionHeader, SessionReader,
+    WeightsIdentity,
 };
 use crate::generate::LanguageModel;
 use crate::gpu::KvImageShape;
+use crate::model::ModelConfig;
 use crate::session::Session;
 use crate::EngineError;
 
@@ -47,19 +49,48 @@ fn describe(kv: &KvImageShape) -> String {
     )
 }
 
+/// What the model's identity is computed from, owned, so it can be computed on another thread.
+struct IdentityInputs {
+    model_path: PathBuf,
+    config: ModelConfig,
+    tokenizer: PathBuf,
+    weights: WeightsIdentity,
+}
+
+impl IdentityInputs {
+    fn compute(&self) -> Result<ModelIdentity, EngineError> {
+        ModelIdentity::of(
+            &self.model_path,
+            &self.config,
+            &self.tokenizer,
+            self.weights,
+        )
+    }
+}
+
 impl Session {
     /// The identity of the loaded model (see [`ModelIdentity`]); computed once per load, on first use.
     pub fn model_identity(&self) -> Result<ModelIdentity, EngineError> {
         if let Some(id) = self.identity.get() {
             return Ok(*id);
         }
-        let id = ModelIdentity::of(
-            &self.model_path,
-            self.generator.model().config(),
-            self.generator.codec().source(),
-            self.weights,
-        )?;
+        let id = self.identity_inputs().compute()?;
         Ok(*self.identity.get_or_init(|| id))
+    }
+
+    /// Forgets the computed identity, so the next use computes it again: after the model's files changed on disk,
+    /// or to measure what a freshly started process pays.
+    pub fn forget_model_identity(&mut self) {
+        self.identity = std::sync::OnceLock::new();
+    }
+
+    fn identity_inputs(&self) -> IdentityInputs {
+        IdentityInputs {
+            model_path: self.model_path.clone(),
+            config: self.generator.model().config().clone(),
+            tokenizer: self.generator.codec().source().to_path_buf(),
+            weights: self.weights,
+        }
     }
 
     /// Saves the conversation, the token ids in the KV cache and the cache itself (only its used positions) to
@@ -99,8 +130,8 @@ impl Session {
     /// An error means nothing could be read (not a session file, another format version, a damaged header): the
     /// session is left as it was.
     pub fn resume_from(&mut self, path: &Path) -> Result<Resumed, SessionFileError> {
-        let mut reader = SessionReader::open(path)?;
-        let restored = self.restore_cache(path, &mut reader);
+        let reader = SessionReader::open(path)?;
+        let restored = self.restore_cache(path, &reader);
         let header = reader.into_header();
         let messages = header.messages.len();
         self.set_history(header.messages);
@@ -117,14 +148,37 @@ impl Session {
         }
     }
 
-    /// Checks that the saved cache applies to this model and run, then reads it and places it in the cache.
+    /// Checks that the saved cache applies to this model and run, then places it in the cache. The model's
+    /// identity, when not known yet, is computed while the cache is mapped and verified: both read files, and
+    /// a resuming process would otherwise wait for one, then the other.
     fn restore_cache(
         &mut self,
         path: &Path,
-        reader: &mut SessionReader,
+        reader: &SessionReader,
     ) -> Result<(), SessionFileError> {
+        let pending = self
+            .identity
+            .get()
+            .is_none()
+            .then(|| self.identity_inputs());
+        let (identity, kv) = std::thread::scope(|scope| {
+            let job = pending.map(|inputs| scope.spawn(move || inputs.compute()));
+            let kv = reader.read_kv();
+            let identity = match job {
+                Some(job) => job.join().unwrap_or_else(|_| {
+                    Err(EngineError::Model(
+                        "computing the model identity panicked".into(),
+                    ))
+                }),
+                None => self.model_identity(),
+            };
+            (identity, kv)
+        });
+        let current = match identity {
+            Ok(id) => *self.identity.get_or_init(|| id),
+            Err(e) => return Err(e.into()),
+        };
         let header: &SessionHeader = reader.header();
-        let current = self.model_identity()?;
         if header.identity != current {
             return Err(SessionFileError::OtherModel {
                 path: path.to_path_buf(),
@@ -157,11 +211,10 @@ impl Session {
                 message: format!("token id {id} is outside the vocabulary of {vocab} tokens"),
             });
         }
-        let tokens = header.tokens.clone();
-        let data = reader.read_kv()?;
+        let kv = kv?;
         self.generator.reset()?;
-        self.generator.model_mut().write_kv(&shape, &data)?;
-        self.generator.adopt_cached(tokens)?;
+        self.generator.model_mut().write_kv(&shape, &kv)?;
+        self.generator.adopt_cached(header.tokens.clone())?;
         Ok(())
     }
 }
