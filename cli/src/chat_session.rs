@@ -1,12 +1,13 @@
 //! `tlite chat --session FILE`: restore the chat from FILE on start and save it after each turn, telling the user
-//! on stderr what happened. A file that cannot be used never stops the chat, with one exception: a file that is
-//! not a tlite session (or is one of a newer format) is refused, because saving would overwrite it.
+//! on stderr what happened. A file that cannot be used never stops the chat, except when saving would overwrite
+//! something that may be of value: a file that is not a tlite session (or is one of a newer format), a file that
+//! cannot be read, or a folder is refused.
 
 use std::path::Path;
 use std::time::Instant;
 
 use engine::session::Session;
-use engine::session_file::Resumed;
+use engine::session_file::{Resumed, SessionFileError};
 
 /// Restores `file` into `session`. Fails only when `file` exists and must not be overwritten.
 pub fn restore(session: &mut Session, file: &Path) -> anyhow::Result<()> {
@@ -21,6 +22,7 @@ pub fn restore(session: &mut Session, file: &Path) -> anyhow::Result<()> {
             eprintln!("(session {name}: empty; saved after each turn)");
             return Ok(());
         }
+        Ok(m) if m.is_dir() => anyhow::bail!("--session {name} is a folder; it takes a file"),
         _ => {}
     }
     let started = Instant::now();
@@ -37,7 +39,7 @@ pub fn restore(session: &mut Session, file: &Path) -> anyhow::Result<()> {
             "({reason}. The conversation's {messages} messages were restored without it and are read again on \
              the next turn.)"
         ),
-        Err(e) if e.is_foreign() => {
+        Err(e) if e.is_foreign() || matches!(e, SessionFileError::Io { .. }) => {
             anyhow::bail!("{e}; refusing to overwrite it: choose another --session file")
         }
         Err(e) => eprintln!(

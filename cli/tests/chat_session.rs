@@ -11,7 +11,15 @@ const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/models/def
 /// Runs `tlite chat` on `input`; its status, stdout and stderr.
 fn chat(input: &str, session: Option<&Path>) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tlite"));
-    cmd.args(["chat", "--model", MODEL, "--max-tokens", "4", "--ctx", "256"]);
+    cmd.args([
+        "chat",
+        "--model",
+        MODEL,
+        "--max-tokens",
+        "4",
+        "--ctx",
+        "256",
+    ]);
     if let Some(file) = session {
         cmd.arg("--session").arg(file);
     }
