@@ -4,6 +4,7 @@
 //! `--context-shift off`, by dropping its oldest exchanges.
 
 use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
 
 use engine::generate::LanguageModel;
 
@@ -12,9 +13,12 @@ use crate::cmd_generate::{print_context_note, print_timings, SessionArgs};
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// System prompt.
+    /// System prompt (replacing a restored session's own).
     #[arg(long)]
     system: Option<String>,
+    /// Keep the chat in FILE: restore it (conversation and KV cache) on start, save it after each turn.
+    #[arg(long = "session", value_name = "FILE")]
+    session_file: Option<PathBuf>,
     #[command(flatten)]
     session: SessionArgs,
 }
@@ -29,6 +33,9 @@ const MAX_LINE_BYTES: usize = 1 << 20;
 /// that is not UTF-8, or too long for the context, is refused and the chat goes on.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut session, options) = args.session.open()?;
+    if let Some(file) = &args.session_file {
+        crate::chat_session::restore(&mut session, file)?;
+    }
     if let Some(system) = &args.system {
         session.set_system(system);
     }
@@ -76,6 +83,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if line == "/reset" {
             session.reset_chat()?;
+            if let Some(file) = &args.session_file {
+                crate::chat_session::save(&session, file);
+            }
             eprintln!("(conversation cleared)");
             continue;
         }
@@ -96,6 +106,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         match result {
             Ok(out) => {
                 print_context_note(&out, context, &options);
+                if let Some(file) = &args.session_file {
+                    crate::chat_session::save(&session, file);
+                }
                 if args.session.sampling.timings {
                     print_timings(&out);
                 }

@@ -1,7 +1,9 @@
 //! `tlite`: the command line. It only parses arguments and prints; the work lives in the library crates.
 
+mod chat_session;
 mod cmd_bench;
 mod cmd_bench_kernels;
+mod cmd_bench_session;
 mod cmd_chat;
 mod cmd_devices;
 mod cmd_devices_profile;
@@ -37,6 +39,8 @@ enum Command {
     Bench(cmd_bench::Args),
     /// Per-kernel benchmark table.
     BenchKernels(cmd_bench_kernels::Args),
+    /// Time to the first token of a chat resumed from a session file against prefilling its history again.
+    BenchSession(cmd_bench_session::Args),
     /// Print the token ids of a text, like llama.cpp's llama-tokenize.
     Tokenize(cmd_tokenize::Args),
 }
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Quantize(args) => cmd_quantize::run(args),
         Command::Bench(args) => cmd_bench::run(args),
         Command::BenchKernels(args) => cmd_bench_kernels::run(args),
+        Command::BenchSession(args) => cmd_bench_session::run(args),
         Command::Tokenize(args) => cmd_tokenize::run(args),
     };
     match result {

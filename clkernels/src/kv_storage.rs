@@ -111,6 +111,189 @@ impl ClKvStorage {
     }
 }
 
+/// A view as one rectangular copy: `heads` rows of `positions * head_dim` contiguous elements, one head slab apart.
+#[derive(Debug, Clone, Copy)]
+struct ViewRows {
+    origin: usize,
+    row_bytes: usize,
+    rows: usize,
+    row_pitch: usize,
+}
+
+impl ViewRows {
+    /// The rows of `view` in `buffer`, checked against the buffer.
+    fn of(buffer: &ClKvBuffer, view: &KvView) -> Result<Self, ClError> {
+        let invalid = |reason| ClError::InvalidBufferSize {
+            elements: saturating_usize(view.elems()),
+            element_bytes: view.dtype.bytes() as usize,
+            reason,
+        };
+        if view.position_stride_elems != view.head_dim as u64 {
+            return Err(invalid("the view's positions are not contiguous"));
+        }
+        if view.heads > 1 && view.head_stride_elems < view.positions as u64 * view.head_dim as u64 {
+            return Err(invalid("the view's heads overlap"));
+        }
+        if view.end_elems().saturating_mul(view.dtype.bytes()) > buffer.bytes {
+            return Err(invalid("the view reaches past the end of the buffer"));
+        }
+        // Every figure is at most the buffer's size, which fits in usize.
+        Ok(Self {
+            origin: saturating_usize(view.offset_bytes()),
+            row_bytes: view.positions * view.head_dim * view.dtype.bytes() as usize,
+            rows: view.heads,
+            row_pitch: saturating_usize(view.head_stride_elems * view.dtype.bytes()),
+        })
+    }
+
+    /// The rows of every part, checked against its buffer and, all together, against a host slice of `host_len`
+    /// bytes.
+    fn plan(
+        call: &'static str,
+        parts: &[(&ClKvBuffer, KvView)],
+        host_len: usize,
+    ) -> Result<Vec<Self>, ClError> {
+        let rows = parts
+            .iter()
+            .map(|(buffer, view)| Self::of(buffer, view))
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = rows.iter().try_fold(0usize, |sum, r| {
+            sum.checked_add(r.row_bytes.checked_mul(r.rows)?)
+        });
+        if total != Some(host_len) {
+            return Err(ClError::LengthMismatch {
+                call,
+                expected: total.unwrap_or(usize::MAX),
+                got: host_len,
+            });
+        }
+        Ok(rows)
+    }
+}
+
+/// One rectangular copy between a buffer and host memory.
+#[derive(Debug, Clone, Copy)]
+enum Rect {
+    Read(*mut u8),
+    Write(*const u8),
+}
+
+impl ClKvStorage {
+    /// Reads the elements of each view of `parts` into `out`, one after the other, each packed
+    /// `[head][position][dim]`: one rectangular read per buffer (a row per head), so a cache saved to disk carries
+    /// only its used positions, not the preallocated context. The reads are enqueued together and waited for
+    /// once.
+    pub fn read_views(
+        &self,
+        parts: &[(&ClKvBuffer, KvView)],
+        out: &mut [u8],
+    ) -> Result<(), ClError> {
+        let rows = ViewRows::plan("ClKvStorage::read_views", parts, out.len())?;
+        let base = out.as_mut_ptr();
+        // SAFETY: every part's host range lies inside `out` (checked by `plan`), and `copy_all` waits for the
+        // queue before it returns, so `out` outlives every read.
+        unsafe { self.copy_all(parts, &rows, |at| Rect::Read(base.add(at))) }
+    }
+
+    /// Writes `data`, the packed `[head][position][dim]` elements of each view of `parts` one after the other,
+    /// into the views: how a cache read from disk goes back in place, whatever context the buffers were
+    /// allocated for. Enqueued together, waited for once; ordered before any later kernel on the in-order queue.
+    pub fn write_views(&self, parts: &[(&ClKvBuffer, KvView)], data: &[u8]) -> Result<(), ClError> {
+        let rows = ViewRows::plan("ClKvStorage::write_views", parts, data.len())?;
+        let base = data.as_ptr();
+        // SAFETY: as for `read_views`: the host ranges lie inside `data`, which outlives the waited-for writes.
+        unsafe { self.copy_all(parts, &rows, |at| Rect::Write(base.add(at))) }
+    }
+
+    /// Enqueues one non-blocking rectangular copy per part (host range `i` starting at `host(offset)`), then
+    /// waits for the queue, also when an enqueue failed, so no copy can outlive the caller's host memory.
+    ///
+    /// # Safety
+    /// `rows` must be `ViewRows::plan`'s answer for `parts`, and `host(at)` must point at byte `at` of a host
+    /// slice at least as long as the sum of the parts, valid until this returns.
+    unsafe fn copy_all(
+        &self,
+        parts: &[(&ClKvBuffer, KvView)],
+        rows: &[ViewRows],
+        host: impl Fn(usize) -> Rect,
+    ) -> Result<(), ClError> {
+        let mut enqueued = Ok(());
+        let mut at = 0;
+        for ((buffer, _), r) in parts.iter().zip(rows) {
+            let bytes = r.row_bytes * r.rows;
+            if bytes > 0 {
+                // SAFETY: the caller's contract; the rows lie inside the buffer (checked by `plan`).
+                enqueued = unsafe { self.enqueue_rect(buffer, r, host(at)) };
+                if enqueued.is_err() {
+                    break;
+                }
+            }
+            at += bytes;
+        }
+        let finished = self.gpu.finish();
+        enqueued.and(finished)
+    }
+
+    /// Enqueues one non-blocking rectangular copy of `rows` between `buffer` and host memory.
+    ///
+    /// # Safety
+    /// The rows must lie inside the buffer, the host memory must hold `rows.rows * rows.row_bytes` bytes and stay
+    /// valid until the queue has finished the copy.
+    unsafe fn enqueue_rect(
+        &self,
+        buffer: &ClKvBuffer,
+        rows: &ViewRows,
+        host: Rect,
+    ) -> Result<(), ClError> {
+        let (origin, host_origin, region) = (
+            [rows.origin, 0, 0],
+            [0usize; 3],
+            [rows.row_bytes, rows.rows, 1],
+        );
+        let (queue, mem) = (self.gpu.queue().get(), buffer.buffer.get());
+        let non_blocking = opencl3::types::CL_NON_BLOCKING;
+        // SAFETY: the caller's contract.
+        let event = unsafe {
+            match host {
+                Rect::Read(ptr) => cl3::command_queue::enqueue_read_buffer_rect(
+                    queue,
+                    mem,
+                    non_blocking,
+                    origin.as_ptr(),
+                    host_origin.as_ptr(),
+                    region.as_ptr(),
+                    rows.row_pitch,
+                    0,
+                    rows.row_bytes,
+                    0,
+                    ptr.cast(),
+                    0,
+                    std::ptr::null(),
+                )
+                .cl_call("clEnqueueReadBufferRect")?,
+                Rect::Write(ptr) => cl3::command_queue::enqueue_write_buffer_rect(
+                    queue,
+                    mem,
+                    non_blocking,
+                    origin.as_ptr(),
+                    host_origin.as_ptr(),
+                    region.as_ptr(),
+                    rows.row_pitch,
+                    0,
+                    rows.row_bytes,
+                    0,
+                    ptr.cast(),
+                    0,
+                    std::ptr::null(),
+                )
+                .cl_call("clEnqueueWriteBufferRect")?,
+            }
+        };
+        drop(opencl3::event::Event::new(event));
+        Ok(())
+    }
+}
+
 /// The kernel operand for a binding made by `kvcache::KvSequence::bind` on this storage.
 pub fn operand<'a>(
     binding: &'a KvBinding<'a, ClKvStorage>,
@@ -225,6 +408,68 @@ mod tests {
     use crate::kernels::attention::Attention;
     use crate::kernels::rope::HeadsLayout;
     use crate::runtime::DeviceBuffer;
+
+    /// `write_views` puts packed `[head][position][dim]` bytes exactly at the view's strided elements and nowhere
+    /// else, and `read_views` packs them back, for random layouts, positions and both element types; a view that
+    /// does not fit the buffer or the host slice is refused.
+    #[test]
+    fn views_round_trip_through_rectangular_copies() {
+        use kvcache::KvLayout;
+        let gpu = Gpu::open_default().unwrap();
+        let storage = ClKvStorage::new(&gpu);
+        let mut rng = rand::rng();
+        for round in 0..12 {
+            let layout = KvLayout {
+                kv_heads: rng.random_range(1..5),
+                max_ctx: rng.random_range(1..40),
+                head_dim: rng.random_range(1..24),
+                dtype: if round % 2 == 0 {
+                    KvDtype::F16
+                } else {
+                    KvDtype::F32
+                },
+            };
+            let mut buffer = storage.allocate(layout.buffer_bytes()).unwrap();
+            let before: Vec<u8> = (0..layout.buffer_bytes()).map(|_| rng.random()).collect();
+            storage.write_bytes(&mut buffer, &before).unwrap();
+            let start = rng.random_range(0..layout.max_ctx);
+            let len = rng.random_range(0..=layout.max_ctx - start);
+            let view = layout.positions_view(start, len);
+            let elem = layout.dtype.bytes() as usize;
+            let packed: Vec<u8> = (0..view.elems() as usize * elem)
+                .map(|_| rng.random())
+                .collect();
+            storage.write_views(&[(&buffer, view)], &packed).unwrap();
+            // The host model: each head's run of positions lands one head slab apart.
+            let mut want = before.clone();
+            let run = len * layout.head_dim * elem;
+            for h in 0..layout.kv_heads {
+                let at = layout.element_index(h, start) as usize * elem;
+                want[at..at + run].copy_from_slice(&packed[h * run..(h + 1) * run]);
+            }
+            assert_eq!(storage.read_bytes(&buffer).unwrap(), want, "round {round}");
+            let mut back = vec![0u8; packed.len()];
+            storage.read_views(&[(&buffer, view)], &mut back).unwrap();
+            assert_eq!(back, packed, "round {round}");
+            // Two parts, one after the other in host memory: the same view of two buffers.
+            let mut twice = vec![0u8; 2 * packed.len()];
+            storage
+                .read_views(&[(&buffer, view), (&buffer, view)], &mut twice)
+                .unwrap();
+            assert_eq!(twice, [&packed[..], &packed[..]].concat(), "round {round}");
+            // Refusals: a host slice of the wrong size, a view past the end.
+            assert!(storage
+                .read_views(&[(&buffer, view)], &mut vec![0u8; packed.len() + 1])
+                .is_err());
+            let past = KvView {
+                offset_elems: layout.buffer_elems(),
+                positions: 1,
+                ..view
+            };
+            let one = vec![0u8; past.elems() as usize * elem];
+            assert!(storage.write_views(&[(&buffer, past)], &one).is_err());
+        }
+    }
 
     /// Writes through a new sub-buffer at a new origin every round, dropping the last one: drivers hand a freed
     /// sub-buffer's handle to the next, and a launcher that skipped re-setting an argument it thought unchanged

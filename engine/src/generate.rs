@@ -249,6 +249,23 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         self.shifted_out.len()
     }
 
+    /// Takes `tokens` as what the model's cache holds, after the cache was filled from outside (a session restored
+    /// from disk), so that a prompt starting with them reuses it. Refused unless the cache holds exactly that many
+    /// positions.
+    pub fn adopt_cached(&mut self, tokens: Vec<u32>) -> Result<(), EngineError> {
+        if tokens.len() != self.model.cached_len() {
+            return Err(EngineError::InvalidOption(format!(
+                "{} token ids for a cache of {} positions",
+                tokens.len(),
+                self.model.cached_len()
+            )));
+        }
+        self.cached = tokens;
+        // What a restored cache lost to earlier shifts is not known here: the next prompt is matched as is.
+        self.shifted_out.clear();
+        Ok(())
+    }
+
     /// Forgets the cache.
     pub fn reset(&mut self) -> Result<(), EngineError> {
         self.model.truncate(0)?;

@@ -1,5 +1,6 @@
 //! Everything `tlite generate` and `tlite chat` need, composed: find the model, load and upload it, open its
-//! tokenizer and chat template, and run turns that keep the KV cache.
+//! tokenizer and chat template, and run turns that keep the KV cache. Saving a chat to disk and resuming it
+//! (`Session::save_to`, `Session::resume_from`) live in [`crate::session_file`].
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use crate::context_shift::{OnContextFull, DEFAULT_KEEP};
 use crate::generate::{GenerateOptions, Generation, Generator, LanguageModel};
 use crate::gpu::{GpuModel, GpuOptions};
 use crate::model::{self, LoadOptions, WeightFormat};
+use crate::session_file::{ModelIdentity, WeightsIdentity};
 use crate::tokenizer::Tokenizer;
 use crate::EngineError;
 
@@ -91,7 +93,11 @@ pub struct Session {
     /// Where the model came from.
     pub model_path: PathBuf,
     history: Vec<ChatMessage>,
-    forgotten: usize,
+    pub(crate) forgotten: usize,
+    /// How the weights were placed, for the model's identity.
+    pub(crate) weights: WeightsIdentity,
+    /// The model's identity, computed on first use (saving or resuming a session) and kept for this load.
+    pub(crate) identity: std::sync::OnceLock<ModelIdentity>,
 }
 
 impl Session {
@@ -101,13 +107,12 @@ impl Session {
         // Checked first: a missing model would otherwise surface as the tokenizer lookup's "no tokenizer found".
         std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
         let tokenizer = Tokenizer::for_model(path)?;
-        let model = model::load(
-            path,
-            &LoadOptions {
-                quantize: options.weights,
-                keep_embeddings_f16: options.keep_embeddings_f16,
-            },
-        )?;
+        let load = LoadOptions {
+            quantize: options.weights,
+            keep_embeddings_f16: options.keep_embeddings_f16,
+        };
+        let model = model::load(path, &load)?;
+        let weights = WeightsIdentity::for_source(path, load)?;
         tokenizer.check_model_vocab(model.config.shape.vocab)?;
         let source = tokenizer.special().chat_template.clone();
         let template = ChatTemplate::detect(model.config.arch, source.as_deref(), |t| {
@@ -140,6 +145,8 @@ impl Session {
             model_path: path.to_path_buf(),
             history: Vec::new(),
             forgotten: 0,
+            weights,
+            identity: std::sync::OnceLock::new(),
         })
     }
 

@@ -19,6 +19,7 @@
 //! | `kernels.rs` | the kernel launchers one model uses |
 //! | `buffers.rs` | the activation buffers, sized for the largest step ([`ScratchSizes`]) |
 //! | `weights.rs` | the weights on the device ([`DeviceWeights`]) |
+//! | `kv_io.rs` | reading the used KV positions back and writing them into a fresh cache (sessions on disk) |
 //! | `shift.rs` | context shift: drop a block of cached positions, move the rest down, re-rotate the moved keys |
 //! | `plan.rs` | the symbolic shape plan each step is checked against ([`StepPlan`]) |
 //! | `memory.rs`, `budget.rs` | the device-memory budget: the context that fits it, checked before anything is allocated ([`choose_context`]) |
@@ -28,6 +29,7 @@ mod buffers;
 mod decode;
 mod kernels;
 mod kv_append;
+mod kv_io;
 mod memory;
 mod model;
 mod plan;
@@ -38,6 +40,7 @@ mod weights;
 
 pub use budget::{MemBudget, DEFAULT_BUDGET_PERCENT};
 pub use buffers::ScratchSizes;
+pub use kv_io::KvImageShape;
 pub use memory::{
     choose_context, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory, Footprint,
     MemoryNeeds, NamedBuffer, PROGRAM_ALLOWANCE_BYTES,

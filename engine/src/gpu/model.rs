@@ -93,7 +93,7 @@ pub struct GpuModel {
     /// Scaled rotaries (linear, Llama 3) rotate from this host-computed frequency table; plain ones from theta.
     pub(super) rope_table: Option<RopeTable>,
     /// The token the device chose last and still holds in `scratch.chosen`.
-    device_choice: Option<u32>,
+    pub(super) device_choice: Option<u32>,
     device_bytes: u64,
     /// The context chosen at load and the memory it takes (the load line).
     context: ContextChoice,
