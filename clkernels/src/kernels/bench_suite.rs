@@ -756,10 +756,7 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
         });
     }
 
-    if ["softmax", "argmax", "top_k"]
-        .iter()
-        .any(|n| wanted(opts, n))
-    {
+    if ["softmax", "argmax"].iter().any(|n| wanted(opts, n)) {
         let s = std::rc::Rc::new(Sampling::new(gpu)?);
         let logits = std::rc::Rc::new(DeviceBuffer::from_slice(gpu, &rng.floats(vocab))?);
         if wanted(opts, "softmax") {
@@ -794,19 +791,6 @@ pub fn cases(gpu: &Gpu, opts: &SuiteOptions) -> Result<Vec<Case>, KernelError> {
                 bytes: (vocab * 4) as f64,
                 flops: 0.0,
                 run: Box::new(move || s.argmax(&x, vocab, &mut i)),
-            });
-        }
-        if wanted(opts, "top_k") {
-            let (s, x) = (s.clone(), logits.clone());
-            let mut i = DeviceBuffer::<u32>::new(gpu, 40)?;
-            let mut v = DeviceBuffer::<f32>::new(gpu, 40)?;
-            out.push(Case {
-                name: "top_k".into(),
-                shape: format!("k 40 of {vocab}"),
-                config: String::new(),
-                bytes: (vocab * 4) as f64,
-                flops: 0.0,
-                run: Box::new(move || s.top_k(&x, vocab, 40, &mut i, &mut v)),
             });
         }
     }

@@ -12,7 +12,7 @@
 //! | norms | [`norm`] | RMSNorm (with Gemma's weight offset), LayerNorm |
 //! | rotary | [`rope`] | interleaved and half-split, partial rotary dim, `past` offset |
 //! | embedding | [`embedding`] | f16 and M0E4 tables, scale |
-//! | sampling | [`sampling`] | softmax (temperature), argmax, top-k |
+//! | sampling | [`sampling`] | softmax (temperature), argmax, the whole sampling chain (penalty, temperature, top-k, top-p, min-p, draw) reading back one id |
 //! | attention | [`attention`] | causal GQA prefill/decode; decode over a short context in one work-group per head (no merge), longer ones split across the context and merged in the same launch; in-place K/V append (in decode, inside the attention launch with the rotary) |
 //! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add |
 //!
