@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | decode mat-vec | [`matvec`] | M0E4 (+ residual or bias, fused RMSNorm, gate+up with SiLU/GELU), f16; packed-f16 products through inline PTX on NVIDIA |
 //! | prefill mat-mat | [`matmul`] | M0E4 and f16, local-memory tiles, register blocking |
-//! | norms | [`norm`] | RMSNorm (with Gemma's weight offset), LayerNorm |
+//! | norms | [`norm`] | RMSNorm (with Gemma's weight offset) |
 //! | rotary | [`rope`] | interleaved and half-split, partial rotary dim, `past` offset |
 //! | embedding | [`embedding`] | f16 and M0E4 tables, scale |
 //! | sampling | [`sampling`] | softmax (temperature), argmax, the whole sampling chain (penalty, temperature, top-k, top-p, min-p, draw) reading back one id |
