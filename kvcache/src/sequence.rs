@@ -6,6 +6,7 @@ use crate::binding::KvBinding;
 use crate::error::KvError;
 use crate::layout::{KvPart, KvView};
 use crate::plan::{KvConfig, MemoryLimits};
+use crate::pool::PoolShared;
 use crate::step::{ContextShift, FullPolicy, KvStats, KvStep, ShiftReport};
 use crate::storage::{ByteRange, CopyRows, KvStorage};
 
@@ -18,7 +19,7 @@ pub struct LayerBuffers<B> {
     pub value: B,
 }
 
-/// Identifies a sequence in logs; unique within the process.
+/// Identifies a sequence in logs; unique within its pool (or process, for standalone sequences).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SequenceId(pub u64);
 
@@ -26,7 +27,7 @@ pub struct SequenceId(pub u64);
 ///
 /// Protocol per forward pass: [`begin_step`](Self::begin_step)`(n)` → the model writes new K/V through
 /// [`KvStep::write_view`] and attends over [`KvStep::read_view`] → [`commit`](Self::commit) (or
-/// [`cancel`](Self::cancel)).
+/// [`commit_accepted`](Self::commit_accepted) for speculative decoding, or [`cancel`](Self::cancel)).
 /// "Append" is exactly that protocol; rollback is [`truncate`](Self::truncate), which moves no data.
 pub struct KvSequence<S: KvStorage> {
     storage: Arc<S>,
@@ -38,6 +39,7 @@ pub struct KvSequence<S: KvStorage> {
     next_token: u64,
     stats: KvStats,
     id: SequenceId,
+    pool: Option<Arc<PoolShared<S::Buffer>>>,
 }
 
 impl<S: KvStorage> std::fmt::Debug for KvSequence<S> {
@@ -57,7 +59,7 @@ fn storage_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> KvError {
     KvError::Storage(Box::new(e))
 }
 
-fn validate_policy(policy: &FullPolicy, max_ctx: usize) -> Result<(), KvError> {
+pub(crate) fn validate_policy(policy: &FullPolicy, max_ctx: usize) -> Result<(), KvError> {
     if let FullPolicy::Shift(ContextShift { keep_first, .. }) = *policy {
         if keep_first >= max_ctx {
             return Err(KvError::ShiftKeepsEverything {
@@ -69,7 +71,7 @@ fn validate_policy(policy: &FullPolicy, max_ctx: usize) -> Result<(), KvError> {
     Ok(())
 }
 
-fn allocate_layers<S: KvStorage>(
+pub(crate) fn allocate_layers<S: KvStorage>(
     storage: &S,
     config: &KvConfig,
 ) -> Result<Vec<LayerBuffers<S::Buffer>>, KvError> {
@@ -84,10 +86,10 @@ fn allocate_layers<S: KvStorage>(
         .collect()
 }
 
-static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static STANDALONE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl<S: KvStorage> KvSequence<S> {
-    /// Allocates a sequence: `2 * layers` buffers of `config.buffer_bytes()` each.
+    /// Allocates a standalone sequence (no pool): `2 * layers` buffers of `config.buffer_bytes()` each.
     ///
     /// Fails with [`KvError::BufferTooLarge`] when one buffer exceeds the backend's max allocation.
     pub fn new(storage: Arc<S>, config: KvConfig, policy: FullPolicy) -> Result<Self, KvError> {
@@ -97,8 +99,19 @@ impl<S: KvStorage> KvSequence<S> {
         })?;
         validate_policy(&policy, config.max_ctx)?;
         let layers = allocate_layers(&*storage, &config)?;
-        let id = SequenceId(NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        Ok(KvSequence {
+        let id = SequenceId(STANDALONE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Ok(Self::from_parts(storage, config, policy, layers, id, None))
+    }
+
+    pub(crate) fn from_parts(
+        storage: Arc<S>,
+        config: KvConfig,
+        policy: FullPolicy,
+        layers: Vec<LayerBuffers<S::Buffer>>,
+        id: SequenceId,
+        pool: Option<Arc<PoolShared<S::Buffer>>>,
+    ) -> Self {
+        KvSequence {
             storage,
             config,
             policy,
@@ -108,7 +121,8 @@ impl<S: KvStorage> KvSequence<S> {
             next_token: 0,
             stats: KvStats::default(),
             id,
-        })
+            pool,
+        }
     }
 
     /// Identifier for logs.
@@ -255,11 +269,23 @@ impl<S: KvStorage> KvSequence<S> {
 
     /// Makes all positions of the step part of the sequence.
     pub fn commit(&mut self, step: KvStep) -> Result<(), KvError> {
+        let n = step.len;
+        self.commit_accepted(step, n)
+    }
+
+    /// Keeps only the first `accepted` positions of the step (speculative decoding: the verified draft tokens).
+    pub fn commit_accepted(&mut self, step: KvStep, accepted: usize) -> Result<(), KvError> {
         self.check_open(&step)?;
+        if accepted > step.len {
+            return Err(KvError::AcceptTooMany {
+                accepted,
+                reserved: step.len,
+            });
+        }
         self.open = None;
-        self.len = step.start + step.len;
+        self.len = step.start + accepted;
         self.stats.steps_committed += 1;
-        self.stats.positions_committed += step.len as u64;
+        self.stats.positions_committed += accepted as u64;
         Ok(())
     }
 
@@ -377,5 +403,13 @@ impl<S: KvStorage> KvSequence<S> {
             buffer,
             view: *view,
         })
+    }
+}
+
+impl<S: KvStorage> Drop for KvSequence<S> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give_back(std::mem::take(&mut self.layers));
+        }
     }
 }

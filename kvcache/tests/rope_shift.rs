@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use kvcache::{
-    ContextShift, FullPolicy, HostStorage, KvConfig, KvDtype, KvModelShape, KvPart, KvSequence,
+    ContextShift, FullPolicy, HostStorage, KvConfig, KvDtype, KvModelShape, KvPart, KvPool,
+    KvSequence,
 };
 use rand::{Rng, SeedableRng};
 
@@ -106,9 +107,11 @@ fn sessions_run_on_separate_threads() {
         head_dim: 4,
         dtype: KvDtype::F16,
     };
-    let config = KvConfig::new(shape, 32).unwrap();
+    let pool =
+        KvPool::with_capacity(Arc::clone(&storage), KvConfig::new(shape, 32).unwrap(), 4).unwrap();
+    // Acquire all four first: a session that finished early would otherwise hand its buffers to the next one.
     let seqs: Vec<_> = (0..4)
-        .map(|_| KvSequence::new(Arc::clone(&storage), config, FullPolicy::Error).unwrap())
+        .map(|_| pool.acquire(FullPolicy::Error).unwrap())
         .collect();
     std::thread::scope(|scope| {
         for (t, mut seq) in seqs.into_iter().enumerate() {
@@ -131,4 +134,6 @@ fn sessions_run_on_separate_threads() {
             });
         }
     });
+    assert_eq!(pool.in_use(), 0);
+    assert_eq!(pool.allocated_sequences(), 4);
 }

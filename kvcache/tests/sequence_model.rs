@@ -1,6 +1,5 @@
-//! Property test: append / speculative accept (commit, then truncate) / cancel / truncate / clear / context shift
-//! against a naive `Vec` model of the sequence. Exact comparison: the model's values are pre-rounded to the storage
-//! dtype.
+//! Property test: append / speculative accept / cancel / truncate / clear / context shift against a naive `Vec`
+//! model of the sequence. Exact comparison: the model's values are pre-rounded to the storage dtype.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -150,10 +149,7 @@ proptest! {
                         seq.commit(step).unwrap();
                         model = with_new;
                     } else {
-                        // A speculative step of which only `accept` tokens were verified.
-                        let start = step.start();
-                        seq.commit(step).unwrap();
-                        seq.truncate(start + accept).unwrap();
+                        seq.commit_accepted(step, accept).unwrap();
                         model.extend(tokens.into_iter().take(accept));
                     }
                 }
