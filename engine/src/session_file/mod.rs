@@ -40,6 +40,14 @@
 //!
 //! Files are written atomically ([`write_session`]): a temporary file beside the target, fsynced, renamed onto
 //! it, and the folder fsynced; a crash leaves the previous session or the new one, never a mix.
+//!
+//! # What it costs
+//!
+//! A restore maps the file (the cache goes from the page cache to the device without a copy into the process),
+//! checks the blocks in parallel, computes the model's identity meanwhile if this load has not yet, and copies
+//! every layer's keys and values to the device in one rectangular copy each, waited for once. A save rewrites
+//! the whole file: its size grows with the history (2 x layers x kv_heads x head_dim x element bytes per
+//! position), and appending only the new positions would need a format that grows in place.
 
 mod atomic;
 mod error;
