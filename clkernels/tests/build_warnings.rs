@@ -192,6 +192,9 @@ fn every_program_builds_without_compiler_messages() {
     }
     Embedding::new(&gpu).unwrap();
     Sampling::new(&gpu).unwrap();
+    for stand_ins in [&KHR_SUBGROUP_STAND_INS[..], &ADRENO_STAND_INS[..]] {
+        Sampling::with_defines(&gpu, stand_ins).unwrap();
+    }
     Elementwise::new(&gpu).unwrap();
 
     let stderr = capture.finish();

@@ -3,7 +3,7 @@
 //! Tolerances: norms 1e-5 absolute + 1e-5 relative (f32 on both sides); rotary 5e-5 absolute + 1e-5 relative (angles
 //! are formed in f32 with the device's sin/cos, f64 in the reference, positions up to ~255 here; the H100 showed
 //! 2.4e-5); softmax 1e-6 absolute; embedding exact
-//! up to one f32 rounding of the scale; argmax/top-k exact.
+//! up to one f32 rounding of the scale; argmax exact.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -23,7 +23,7 @@ use half::f16;
 use rand::Rng;
 
 #[test]
-fn rmsnorm_and_layernorm_match_reference() {
+fn rmsnorm_matches_reference() {
     let gpu = gpu();
     let mut rng = rng("norms");
     let norm = Norm::new(&gpu).unwrap();
@@ -31,8 +31,7 @@ fn rmsnorm_and_layernorm_match_reference() {
         let shape = RowsShape { rows, dim };
         let x = normal(&mut rng, rows * dim, 2.0);
         let w = normal(&mut rng, dim, 1.0);
-        let b = normal(&mut rng, dim, 1.0);
-        let (xd, wd, bd) = (upload(&gpu, &x), upload(&gpu, &w), upload(&gpu, &b));
+        let (xd, wd) = (upload(&gpu, &x), upload(&gpu, &w));
         for offset in [0.0, 1.0] {
             let mut y = poisoned(&gpu, rows * dim);
             let p = RmsNormParams {
@@ -67,18 +66,6 @@ fn rmsnorm_and_layernorm_match_reference() {
             1e-5,
             1e-5,
         );
-        for bias in [None, Some(&bd)] {
-            let mut y = poisoned(&gpu, rows * dim);
-            norm.layer(&xd, &wd, bias, &mut y, shape, 1e-5).unwrap();
-            let want = ops::layernorm(&x, &w, bias.map(|_| b.as_slice()), 1e-5);
-            assert_close(
-                &format!("layernorm {rows}x{dim}"),
-                &y.read(&gpu).unwrap(),
-                &want,
-                1e-5,
-                1e-5,
-            );
-        }
     }
 }
 
@@ -206,7 +193,7 @@ fn embedding_gathers_f16_and_m0e4_rows_with_scale() {
 }
 
 #[test]
-fn softmax_argmax_and_top_k_match_reference() {
+fn softmax_and_argmax_match_reference() {
     let gpu = gpu();
     let mut rng = rng("sampling");
     let s = Sampling::new(&gpu).unwrap();
@@ -237,29 +224,6 @@ fn softmax_argmax_and_top_k_match_reference() {
         ops::argmax(&x[..n]).unwrap()
     );
     assert_eq!(idx.read(&gpu).unwrap()[0], 100);
-    for k in [1, 5, 40] {
-        let mut ki = DeviceBuffer::<u32>::new(&gpu, k).unwrap();
-        let mut kv = poisoned(&gpu, k);
-        s.top_k(&xd, n, k, &mut ki, &mut kv).unwrap();
-        let want = ops::top_k(&x[..n], k);
-        let got: Vec<(usize, f32)> = ki
-            .read(&gpu)
-            .unwrap()
-            .iter()
-            .map(|&i| i as usize)
-            .zip(kv.read(&gpu).unwrap())
-            .collect();
-        assert_eq!(got, want, "top-{k}");
-    }
-    assert!(s
-        .top_k(
-            &xd,
-            n,
-            0,
-            &mut DeviceBuffer::new(&gpu, 1).unwrap(),
-            &mut poisoned(&gpu, 1)
-        )
-        .is_err());
 }
 
 #[test]

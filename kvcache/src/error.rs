@@ -110,14 +110,6 @@ pub enum KvError {
         /// One past its last position.
         end: usize,
     },
-    /// Accepting more positions of a step than it reserved.
-    #[error("cannot accept {accepted} positions of a step of {reserved}")]
-    AcceptTooMany {
-        /// Positions to accept.
-        accepted: usize,
-        /// Positions reserved.
-        reserved: usize,
-    },
     /// Truncating to a length longer than the sequence.
     #[error("cannot truncate to {to} positions: the sequence holds only {len}")]
     TruncateBeyondLength {
@@ -160,12 +152,6 @@ pub enum KvError {
         keep_first: usize,
         /// Capacity.
         max_ctx: usize,
-    },
-    /// All sequences of the pool are in use.
-    #[error("KV pool exhausted: all {capacity} sequences are in use")]
-    PoolExhausted {
-        /// Sequences the pool can hold.
-        capacity: usize,
     },
     /// The storage backend failed.
     #[error("KV storage backend failed: {0}")]

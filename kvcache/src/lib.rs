@@ -15,16 +15,14 @@
 //!   the largest context that fits.
 //! * [`KvStorage`]: the backend trait (bytes only, no OpenCL types); [`HostStorage`] is the host backend for tests.
 //! * [`KvSequence`]: one sequence's cache and the step protocol (`begin_step` / `commit` / `truncate` / `clear`).
-//! * [`KvPool`]: several sequences (sessions) under one budget.
 //! * [`KvView`], [`KvBinding`]: what kernels receive.
 //!
-//! # Steps, rollback and sessions
+//! # Steps and rollback
 //! A forward pass over `n` tokens is `begin_step(n)` → write K/V through [`KvStep::write_view`], attend over
-//! [`KvStep::read_view`] → [`KvSequence::commit`] (or [`KvSequence::commit_accepted`] to keep only the verified
-//! draft tokens of a speculative step, or [`KvSequence::cancel`]). New token `i` of the step has cache slot and
-//! rotary position `step.start() + i`. [`KvSequence::truncate`] and [`KvSequence::clear`] only change the length.
-//! A [`KvPool`] hands out sequences (chat sessions), each owning its own per-layer buffers, caps how many are alive,
-//! and recycles the buffers of dropped ones.
+//! [`KvStep::read_view`] → [`KvSequence::commit`] (or [`KvSequence::cancel`]). New token `i` of the step has cache
+//! slot and rotary position `step.start() + i`. [`KvSequence::truncate`] and [`KvSequence::clear`] only change the
+//! length (regeneration, or a chat turn that keeps the shared prefix). Several sessions are several sequences, each
+//! owning its own per-layer buffers; [`CapacityPlan::sequences_in_budget`] says how many fit a memory budget.
 //!
 //! # When the cache is full
 //! [`FullPolicy::Error`] refuses the step ([`KvError::Full`]). [`FullPolicy::Shift`] keeps the first `keep_first`
@@ -53,7 +51,6 @@ mod error;
 mod host;
 pub mod layout;
 mod plan;
-mod pool;
 mod sequence;
 mod step;
 mod storage;
@@ -64,7 +61,6 @@ pub use error::{BoxedStorageError, KvError};
 pub use host::{HostBuffer, HostCounters, HostRegion, HostStorage, HostStorageError};
 pub use layout::{KvLayout, KvPart, KvView};
 pub use plan::{CapacityPlan, KvConfig, KvModelShape, MemoryLimits};
-pub use pool::KvPool;
 pub use sequence::{KvSequence, LayerBuffers, SequenceId};
 pub use step::{ContextShift, FullPolicy, KvStats, KvStep, ShiftReport};
 pub use storage::{ByteRange, CopyRows, KvStorage, StorageLimits};

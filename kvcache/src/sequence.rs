@@ -6,7 +6,6 @@ use crate::binding::KvBinding;
 use crate::error::KvError;
 use crate::layout::{KvPart, KvView};
 use crate::plan::{KvConfig, MemoryLimits};
-use crate::pool::PoolShared;
 use crate::step::{ContextShift, FullPolicy, KvStats, KvStep, ShiftReport};
 use crate::storage::{ByteRange, CopyRows, KvStorage};
 
@@ -19,7 +18,7 @@ pub struct LayerBuffers<B> {
     pub value: B,
 }
 
-/// Identifies a sequence in logs; unique within its pool (or process, for standalone sequences).
+/// Identifies a sequence in logs; unique within the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SequenceId(pub u64);
 
@@ -27,7 +26,7 @@ pub struct SequenceId(pub u64);
 ///
 /// Protocol per forward pass: [`begin_step`](Self::begin_step)`(n)` → the model writes new K/V through
 /// [`KvStep::write_view`] and attends over [`KvStep::read_view`] → [`commit`](Self::commit) (or
-/// [`commit_accepted`](Self::commit_accepted) for speculative decoding, or [`cancel`](Self::cancel)).
+/// [`cancel`](Self::cancel)).
 /// "Append" is exactly that protocol; rollback is [`truncate`](Self::truncate), which moves no data.
 pub struct KvSequence<S: KvStorage> {
     storage: Arc<S>,
@@ -39,7 +38,6 @@ pub struct KvSequence<S: KvStorage> {
     next_token: u64,
     stats: KvStats,
     id: SequenceId,
-    pool: Option<Arc<PoolShared<S::Buffer>>>,
 }
 
 impl<S: KvStorage> std::fmt::Debug for KvSequence<S> {
@@ -59,7 +57,7 @@ fn storage_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> KvError {
     KvError::Storage(Box::new(e))
 }
 
-pub(crate) fn validate_policy(policy: &FullPolicy, max_ctx: usize) -> Result<(), KvError> {
+fn validate_policy(policy: &FullPolicy, max_ctx: usize) -> Result<(), KvError> {
     if let FullPolicy::Shift(ContextShift { keep_first, .. }) = *policy {
         if keep_first >= max_ctx {
             return Err(KvError::ShiftKeepsEverything {
@@ -71,7 +69,7 @@ pub(crate) fn validate_policy(policy: &FullPolicy, max_ctx: usize) -> Result<(),
     Ok(())
 }
 
-pub(crate) fn allocate_layers<S: KvStorage>(
+fn allocate_layers<S: KvStorage>(
     storage: &S,
     config: &KvConfig,
 ) -> Result<Vec<LayerBuffers<S::Buffer>>, KvError> {
@@ -86,10 +84,10 @@ pub(crate) fn allocate_layers<S: KvStorage>(
         .collect()
 }
 
-static STANDALONE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl<S: KvStorage> KvSequence<S> {
-    /// Allocates a standalone sequence (no pool): `2 * layers` buffers of `config.buffer_bytes()` each.
+    /// Allocates a sequence: `2 * layers` buffers of `config.buffer_bytes()` each.
     ///
     /// Fails with [`KvError::BufferTooLarge`] when one buffer exceeds the backend's max allocation.
     pub fn new(storage: Arc<S>, config: KvConfig, policy: FullPolicy) -> Result<Self, KvError> {
@@ -99,19 +97,8 @@ impl<S: KvStorage> KvSequence<S> {
         })?;
         validate_policy(&policy, config.max_ctx)?;
         let layers = allocate_layers(&*storage, &config)?;
-        let id = SequenceId(STANDALONE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        Ok(Self::from_parts(storage, config, policy, layers, id, None))
-    }
-
-    pub(crate) fn from_parts(
-        storage: Arc<S>,
-        config: KvConfig,
-        policy: FullPolicy,
-        layers: Vec<LayerBuffers<S::Buffer>>,
-        id: SequenceId,
-        pool: Option<Arc<PoolShared<S::Buffer>>>,
-    ) -> Self {
-        KvSequence {
+        let id = SequenceId(NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Ok(KvSequence {
             storage,
             config,
             policy,
@@ -121,8 +108,7 @@ impl<S: KvStorage> KvSequence<S> {
             next_token: 0,
             stats: KvStats::default(),
             id,
-            pool,
-        }
+        })
     }
 
     /// Identifier for logs.
@@ -269,23 +255,11 @@ impl<S: KvStorage> KvSequence<S> {
 
     /// Makes all positions of the step part of the sequence.
     pub fn commit(&mut self, step: KvStep) -> Result<(), KvError> {
-        let n = step.len;
-        self.commit_accepted(step, n)
-    }
-
-    /// Keeps only the first `accepted` positions of the step (speculative decoding: the verified draft tokens).
-    pub fn commit_accepted(&mut self, step: KvStep, accepted: usize) -> Result<(), KvError> {
         self.check_open(&step)?;
-        if accepted > step.len {
-            return Err(KvError::AcceptTooMany {
-                accepted,
-                reserved: step.len,
-            });
-        }
         self.open = None;
-        self.len = step.start + accepted;
+        self.len = step.start + step.len;
         self.stats.steps_committed += 1;
-        self.stats.positions_committed += accepted as u64;
+        self.stats.positions_committed += step.len as u64;
         Ok(())
     }
 
@@ -403,13 +377,5 @@ impl<S: KvStorage> KvSequence<S> {
             buffer,
             view: *view,
         })
-    }
-}
-
-impl<S: KvStorage> Drop for KvSequence<S> {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            pool.give_back(std::mem::take(&mut self.layers));
-        }
     }
 }

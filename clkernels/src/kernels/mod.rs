@@ -9,10 +9,10 @@
 //! | --- | --- | --- |
 //! | decode mat-vec | [`matvec`] | M0E4 (+ residual or bias, fused RMSNorm, gate+up with SiLU/GELU), f16; packed-f16 products through inline PTX on NVIDIA |
 //! | prefill mat-mat | [`matmul`] | M0E4 and f16, local-memory tiles, register blocking |
-//! | norms | [`norm`] | RMSNorm (with Gemma's weight offset), LayerNorm |
+//! | norms | [`norm`] | RMSNorm (with Gemma's weight offset) |
 //! | rotary | [`rope`] | interleaved and half-split, partial rotary dim, `past` offset; cached keys turned by a position delta (context shift), f32 or f16 cache |
 //! | embedding | [`embedding`] | f16 and M0E4 tables, scale |
-//! | sampling | [`sampling`] | softmax (temperature), argmax, top-k |
+//! | sampling | [`sampling`] | softmax (temperature), argmax, the whole sampling chain (penalty, temperature, top-k, top-p, min-p, draw) reading back one id |
 //! | attention | [`attention`] | causal GQA prefill/decode; decode over a short context in one work-group per head (no merge), longer ones split across the context and merged in the same launch; in-place K/V append (in decode, inside the attention launch with the rotary) |
 //! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add, row copy |
 //!

@@ -1,4 +1,4 @@
-// Row normalisations: RMSNorm (Llama; Gemma with weight offset 1) and LayerNorm. One work-group per row of
+// Row normalisation: RMSNorm (Llama; Gemma with weight offset 1). One work-group per row of
 // `dim` elements; NORM_WG (a power of two) work-items stride over the row, sums go through tl_wg_sum.
 
 #ifndef NORM_WG
@@ -17,25 +17,4 @@ void rmsnorm(global const float* x, global const float* w, global float* y, uint
     }
     const float inv = rsqrt(tl_wg_sum(ss, scratch) / (float)dim + eps);
     for (uint i = get_local_id(0); i < dim; i += NORM_WG) y[base + i] = x[base + i] * inv * (w[i] + w_offset);
-}
-
-// y[row] = (x[row] - mean) / sqrt(var + eps) * w + b (b only when has_bias). Two passes for a stable variance.
-kernel __attribute__((reqd_work_group_size(NORM_WG, 1, 1)))
-void layernorm(global const float* x, global const float* w, global const float* b, global float* y, uint dim,
-               float eps, uint has_bias) {
-    local float scratch[NORM_WG];
-    const size_t base = (size_t)get_group_id(0) * dim;
-    float s = 0.0f;
-    for (uint i = get_local_id(0); i < dim; i += NORM_WG) s += x[base + i];
-    const float mean = tl_wg_sum(s, scratch) / (float)dim;
-    float ss = 0.0f;
-    for (uint i = get_local_id(0); i < dim; i += NORM_WG) {
-        const float d = x[base + i] - mean;
-        ss = mad(d, d, ss);
-    }
-    const float inv = rsqrt(tl_wg_sum(ss, scratch) / (float)dim + eps);
-    for (uint i = get_local_id(0); i < dim; i += NORM_WG) {
-        const float v = (x[base + i] - mean) * inv * w[i];
-        y[base + i] = has_bias ? v + b[i] : v;
-    }
 }

@@ -1,4 +1,4 @@
-//! Row normalisations (`norm.cl`): RMSNorm and LayerNorm, one work-group per row.
+//! Row normalisation (`norm.cl`): RMSNorm, one work-group per row.
 
 use super::{check_len, program_source, shape_error, to_u32, Arg, KernelError, LockedKernel};
 use crate::runtime::{DeviceBuffer, Gpu};
@@ -35,13 +35,12 @@ pub struct RmsNormParams {
     pub weight_offset: f32,
 }
 
-/// RMSNorm and LayerNorm launcher.
+/// RMSNorm launcher.
 #[derive(Debug)]
 pub struct Norm {
     gpu: Gpu,
     wg: usize,
     rms: LockedKernel,
-    layer: LockedKernel,
 }
 
 impl Norm {
@@ -54,7 +53,6 @@ impl Norm {
             gpu: gpu.clone(),
             wg,
             rms: LockedKernel::build(gpu, &SOURCE, &defines, "rmsnorm")?,
-            layer: LockedKernel::build(gpu, &SOURCE, &defines, "layernorm")?,
         })
     }
 
@@ -123,33 +121,6 @@ impl Norm {
         let dim = Self::check("rmsnorm", x, weight, x.len(), shape)?;
         let args = self.rms_args((&*x).into(), weight, (&*x).into(), dim, params);
         self.rms
-            .launch(&self.gpu, &args, &[shape.rows * self.wg], Some(&[self.wg]))
-    }
-
-    /// `y = layernorm(x) * w (+ b)` row by row.
-    pub fn layer(
-        &self,
-        x: &DeviceBuffer<f32>,
-        weight: &DeviceBuffer<f32>,
-        bias: Option<&DeviceBuffer<f32>>,
-        y: &mut DeviceBuffer<f32>,
-        shape: RowsShape,
-        eps: f32,
-    ) -> Result<(), KernelError> {
-        let dim = Self::check("layernorm", x, weight, y.len(), shape)?;
-        if let Some(b) = bias {
-            check_len("layernorm", "bias", b, shape.dim)?;
-        }
-        let args = [
-            x.into(),
-            weight.into(),
-            bias.unwrap_or(weight).into(),
-            (&*y).into(),
-            dim.into(),
-            eps.into(),
-            u32::from(bias.is_some()).into(),
-        ];
-        self.layer
             .launch(&self.gpu, &args, &[shape.rows * self.wg], Some(&[self.wg]))
     }
 }

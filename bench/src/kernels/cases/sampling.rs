@@ -19,7 +19,7 @@ pub(super) fn sampling(
     rng: &mut Xorshift,
     out: &mut Vec<Case>,
 ) -> Result<(), KernelError> {
-    if !["softmax", "argmax", "top_k"].iter().any(|n| opts.wants(n)) {
+    if !["softmax", "argmax"].iter().any(|n| opts.wants(n)) {
         return Ok(());
     }
     let vocab = dims.vocab;
@@ -48,7 +48,7 @@ pub(super) fn sampling(
         });
     }
     if opts.wants("argmax") {
-        let (s, x) = (s.clone(), logits.clone());
+        let (s, x) = (s, logits);
         let mut i = DeviceBuffer::<u32>::new(gpu, 1)?;
         out.push(Case {
             name: "argmax".into(),
@@ -57,18 +57,6 @@ pub(super) fn sampling(
             bytes: (vocab * 4) as f64,
             flops: 0.0,
             run: Box::new(move || s.argmax(&x, vocab, &mut i)),
-        });
-    }
-    if opts.wants("top_k") {
-        let mut i = DeviceBuffer::<u32>::new(gpu, 40)?;
-        let mut v = DeviceBuffer::<f32>::new(gpu, 40)?;
-        out.push(Case {
-            name: "top_k".into(),
-            shape: format!("k 40 of {vocab}"),
-            config: String::new(),
-            bytes: (vocab * 4) as f64,
-            flops: 0.0,
-            run: Box::new(move || s.top_k(&logits, vocab, 40, &mut i, &mut v)),
         });
     }
     Ok(())
