@@ -3,9 +3,10 @@
 //! At load, [`GpuModel`] uploads the weights (M0E4 through the kernels' device type, f16 otherwise), allocates one
 //! K and one V buffer per layer with `kvcache` on clkernels' OpenCL storage, and derives the step plan. A step only
 //! evaluates the plan for `(seq, past)` on the CPU and enqueues kernels: prefill (`seq > 1`) uses the mat-mat
-//! kernels, decode the mat-vec ones. The only reads back are the arg-max token (greedy)
-//! or the last position's logits (sampling); a decode step whose input is the token the device itself just chose
-//! reads its id from the device, so greedy decode writes nothing to the device either.
+//! kernels, decode the mat-vec ones. The only read back is the chosen token (greedy, or sampled on the device by
+//! `device_sampling`), or the last position's logits when the device hands a choice back to the host; a decode
+//! step whose input is the token the device itself just chose reads its id from the device, so decode writes
+//! nothing to the device either (but the repetition penalty's tokens).
 //!
 //! Decode is launch-bound on desktop drivers (NVIDIA's OpenCL pays ~6 µs per kernel), so an M0E4 decode layer is
 //! five launches: QKV mat-vec with the attention RMSNorm folded in; attention, which also rotates q and the new
@@ -14,6 +15,7 @@
 //! norms and one rotary + K/V-append launch before attention, and rope-scaled models (frequency table) keep
 //! separate rotary launches.
 
+mod device_sampling;
 mod memory;
 mod plan;
 mod weights;
@@ -35,11 +37,12 @@ use clkernels::kv_storage::ClKvStorage;
 use clkernels::runtime::{DeviceBuffer, DeviceSelector, Gpu, QueuePriority};
 use kvcache::{FullPolicy, KvConfig, KvDtype, KvModelShape, KvPart, KvSequence, KvStep, KvView};
 
+pub use device_sampling::SamplingSite;
 pub use memory::MemoryNeeds;
 pub use plan::{ScratchSizes, StepPlan};
 pub use weights::{padded_ffn, DeviceLayer, DeviceMatrix, DeviceWeights};
 
-use crate::generate::{LanguageModel, StepOutput, Want};
+use crate::generate::{DrawRequest, LanguageModel, StepOutput, Want};
 use crate::model::{Activation, Model, ModelConfig, RopeStyle};
 use crate::EngineError;
 
@@ -243,6 +246,8 @@ pub struct GpuModel {
     device_bytes: u64,
     /// Host time spent enqueueing steps (setting arguments and launching), for finding launch-bound runs.
     enqueue_time: std::time::Duration,
+    /// Device buffers of sampling on the device, made by the first sampled step.
+    draw: device_sampling::DrawState,
 }
 
 impl GpuModel {
@@ -323,6 +328,7 @@ impl GpuModel {
             device_choice: None,
             device_bytes,
             enqueue_time: std::time::Duration::ZERO,
+            draw: device_sampling::DrawState::default(),
         })
     }
 
@@ -680,6 +686,14 @@ impl LanguageModel for GpuModel {
                 Ok(StepOutput::Logits(self.scratch.logits.read(&self.gpu)?))
             }
         }
+    }
+
+    fn step_sampled(
+        &mut self,
+        tokens: &[u32],
+        draw: &DrawRequest<'_>,
+    ) -> Result<StepOutput, EngineError> {
+        device_sampling::step_sampled(self, tokens, draw)
     }
 
     fn peak_device_bytes(&self) -> u64 {
