@@ -168,6 +168,9 @@ pub(crate) enum Arg {
     U32(u32),
     /// A `float`.
     F32(f32),
+    /// A `local` buffer of this many bytes, allocated per launch (for kernels whose local memory is sized at run
+    /// time, or that must not declare it at program scope).
+    Local(usize),
 }
 
 impl<T: bytemuck::Pod> From<&DeviceBuffer<T>> for Arg {
@@ -266,13 +269,15 @@ impl LockedKernel {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (i, arg) in args.iter().enumerate() {
             let index = i as u32;
-            // SAFETY: each argument is a plain value or a live cl_mem of a buffer the caller borrows for the
-            // duration of this call; the argument types match the kernel's signature (checked by the launchers).
+            // SAFETY: each argument is a plain value, a local-memory size, or a live cl_mem of a buffer the caller
+            // borrows for the duration of this call; the argument types match the kernel's signature (checked by
+            // the launchers).
             let set = unsafe {
                 match arg {
                     Arg::Mem(m) => kernel.set_arg(index, m),
                     Arg::U32(v) => kernel.set_arg(index, v),
                     Arg::F32(v) => kernel.set_arg(index, v),
+                    Arg::Local(bytes) => kernel.set_arg_local_buffer(index, *bytes),
                 }
             };
             set.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;
