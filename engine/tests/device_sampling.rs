@@ -334,7 +334,10 @@ fn the_same_uniform_number_picks_the_same_token() {
     eprintln!(
         "{draws} draws: {mismatches} picked different tokens, {boundary} had a rounding boundary in reach"
     );
-    assert!(mismatches * 50 <= draws, "{mismatches} of {draws} draws differ");
+    assert!(
+        mismatches * 50 <= draws,
+        "{mismatches} of {draws} draws differ"
+    );
 }
 
 /// A codec for token ids only: the tests here never encode text.
