@@ -12,7 +12,9 @@ use super::GpuModel;
 use crate::generate::{DrawRequest, LanguageModel, StepOutput, Want};
 use crate::EngineError;
 
-/// Where [`GpuModel`] chooses a sampled (not plain greedy) token.
+/// Where [`GpuModel`] chooses a sampled (not plain greedy) token. A model starts with the site the environment
+/// variable `TLITE_SAMPLING` names (`device`, `host` or `auto`), for comparing the two from the command line, and
+/// with `Auto` without it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SamplingSite {
     /// On the device, unless the OpenCL device is the CPU itself (PoCL): there the logits are already in host
@@ -26,10 +28,29 @@ pub enum SamplingSite {
 }
 
 /// The model's sampling site and the device buffers of its sampling stream (made by the first sampled step).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct DrawState {
     site: SamplingSite,
     scratch: Option<DrawScratch>,
+}
+
+impl DrawState {
+    /// The site `TLITE_SAMPLING` names, else `Auto`.
+    pub(super) fn from_env() -> Self {
+        let site = match std::env::var("TLITE_SAMPLING").as_deref() {
+            Ok("device") => SamplingSite::Device,
+            Ok("host") => SamplingSite::Host,
+            Ok("auto") | Err(_) => SamplingSite::Auto,
+            Ok(other) => {
+                tracing::warn!(value = other, "TLITE_SAMPLING is not device, host or auto; using auto");
+                SamplingSite::Auto
+            }
+        };
+        DrawState {
+            site,
+            scratch: None,
+        }
+    }
 }
 
 impl GpuModel {

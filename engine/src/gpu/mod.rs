@@ -328,7 +328,7 @@ impl GpuModel {
             device_choice: None,
             device_bytes,
             enqueue_time: std::time::Duration::ZERO,
-            draw: device_sampling::DrawState::default(),
+            draw: device_sampling::DrawState::from_env(),
         })
     }
 
