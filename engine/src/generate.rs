@@ -37,6 +37,17 @@ pub enum StepOutput {
     Logits(Vec<f32>),
 }
 
+/// What a model needs to sample the next token itself, the way [`Sampler`] would.
+#[derive(Debug, Clone, Copy)]
+pub struct DrawRequest<'a> {
+    /// The chain's settings (validated).
+    pub params: &'a SamplingParams,
+    /// The distinct tokens the repetition penalty applies to (empty when it is off).
+    pub penalised: &'a [u32],
+    /// Where in `[0, 1)` the draw falls, from the generator's random stream; `None` at temperature 0.
+    pub uniform: Option<f32>,
+}
+
 /// A decoder with a KV cache: what the generation loop needs from a forward pass.
 pub trait LanguageModel {
     /// The model's shapes.
@@ -51,6 +62,17 @@ pub trait LanguageModel {
     fn truncate(&mut self, len: usize) -> Result<(), EngineError>;
     /// Appends `tokens` at the end of the cache and returns what `want` asks about the last one.
     fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError>;
+    /// Appends `tokens` and chooses the next token as `draw` says ([`StepOutput::Token`]), or hands back the last
+    /// position's logits ([`StepOutput::Logits`]) for the caller to sample on the host with the same numbers. This
+    /// default always hands back the logits; the GPU model samples on the device.
+    fn step_sampled(
+        &mut self,
+        tokens: &[u32],
+        draw: &DrawRequest<'_>,
+    ) -> Result<StepOutput, EngineError> {
+        let _ = draw;
+        self.step(tokens, Want::Logits)
+    }
     /// Peak device memory this model has used, in bytes (0 when unknown).
     fn peak_device_bytes(&self) -> u64 {
         0
@@ -366,11 +388,10 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         let mut eos: Vec<u32> = self.model.config().eos.clone();
         eos.extend(self.codec.end_ids());
         eos.extend(&options.extra_eos);
-        let want = if options.sampling.is_plain_greedy() {
-            Want::Argmax
-        } else {
-            Want::Logits
-        };
+        // Plain greedy asks for the device's arg-max; anything else asks the model to sample (on the device where
+        // it can) with a number from the sampler's stream, kept in `uniform` for a host fallback.
+        let greedy = options.sampling.is_plain_greedy();
+        let mut uniform = None;
         let mut timings = Timings {
             load: self.load_time,
             ..Timings::default()
@@ -397,7 +418,11 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
                     context,
                 });
             }
-            output = self.step(part, if last { want } else { Want::Nothing })?;
+            output = if last {
+                self.choose_next(part, greedy, &mut sampler, &mut uniform)?
+            } else {
+                self.step(part, Want::Nothing)?
+            };
         }
         timings.prefill_tokens = todo.len();
 
@@ -409,7 +434,9 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         let stop = loop {
             let token = match output {
                 StepOutput::Token(t) => t,
-                StepOutput::Logits(ref logits) => sampler.sample(logits, &self.cached)?,
+                StepOutput::Logits(ref logits) => {
+                    sampler.sample_at(logits, &self.cached, uniform.unwrap_or(0.0))?
+                }
                 StepOutput::Nothing => {
                     return Err(EngineError::InvalidOption(
                         "the model returned no output for the last token".into(),
@@ -433,7 +460,7 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
             if !self.make_room(1, keep, &mut shifts)? {
                 break StopReason::ContextFull;
             }
-            output = self.step(&[token], want)?;
+            output = self.choose_next(&[token], greedy, &mut sampler, &mut uniform)?;
             timings.decode_tokens += 1;
         };
         stream.finish(&mut on_text);
@@ -492,8 +519,45 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         Ok(true)
     }
 
+    /// Runs `tokens` and asks for the next token: the device's arg-max when `greedy`, else a draw at the next
+    /// number of `sampler`'s stream (left in `uniform` in case the model hands the logits back).
+    fn choose_next(
+        &mut self,
+        tokens: &[u32],
+        greedy: bool,
+        sampler: &mut Sampler,
+        uniform: &mut Option<f32>,
+    ) -> Result<StepOutput, EngineError> {
+        if greedy {
+            return self.step(tokens, Want::Argmax);
+        }
+        *uniform = sampler.next_uniform();
+        let params = sampler.params();
+        // The penalty window as the host sampler will see it: the cache plus this step's tokens.
+        let from_cache = params.repeat_window.min(self.cached.len());
+        let mut recent = self.cached[self.cached.len() - from_cache..].to_vec();
+        recent.extend_from_slice(tokens);
+        let penalised = params.penalised_tokens(&recent);
+        let draw = DrawRequest {
+            params,
+            penalised: &penalised,
+            uniform: *uniform,
+        };
+        let out = self.model.step_sampled(tokens, &draw);
+        self.settle(tokens, out)
+    }
+
     fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
         let out = self.model.step(tokens, want);
+        self.settle(tokens, out)
+    }
+
+    /// Records a step's tokens as cached when it ran.
+    fn settle(
+        &mut self,
+        tokens: &[u32],
+        out: Result<StepOutput, EngineError>,
+    ) -> Result<StepOutput, EngineError> {
         match out {
             Ok(o) => {
                 self.cached.extend_from_slice(tokens);

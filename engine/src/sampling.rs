@@ -1,8 +1,15 @@
 //! Sampling: greedy, temperature, top-k, top-p, min-p, repetition penalty, seeded.
 //!
 //! The order follows llama.cpp's default chain, so settings carry over from it: repetition penalty on the raw logits,
-//! then temperature, top-k, softmax, top-p, min-p, and a draw from the remaining candidates with a seeded `StdRng`.
-//! A temperature of zero means greedy (the arg-max of the penalised logits), which the engine can run on the device.
+//! then temperature, top-k, softmax, top-p, min-p, and a draw from the remaining candidates. A temperature of zero
+//! means greedy (the arg-max of the penalised logits).
+//!
+//! Each sampled token takes one uniform number from a seeded `StdRng` and walks the kept candidates in token order
+//! until their cumulative probability passes it. The GPU model runs the same chain on the device
+//! (`clkernels::kernels::sampling`) with a number taken from the same stream ([`Sampler::next_uniform`]), so a
+//! seed gives the same tokens whichever side samples, up to float rounding at a cut or between two candidates;
+//! the host path here is what models without a device sampler use, and what the device hands back to when it
+//! cannot decide.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -76,6 +83,18 @@ impl SamplingParams {
         self.temperature == 0.0 && self.repeat_penalty == 1.0
     }
 
+    /// The distinct tokens of the penalty window, the last `repeat_window` of `recent`, in increasing order (none
+    /// when the penalty is off).
+    pub fn penalised_tokens(&self, recent: &[u32]) -> Vec<u32> {
+        if self.repeat_penalty == 1.0 || self.repeat_window == 0 || recent.is_empty() {
+            return Vec::new();
+        }
+        let mut seen = recent[recent.len().saturating_sub(self.repeat_window)..].to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        seen
+    }
+
     /// Checks every parameter's range.
     pub fn validate(&self) -> Result<(), SamplingError> {
         let check = |name, value: f32, ok: bool, expected| {
@@ -144,7 +163,34 @@ impl Sampler {
     }
 
     /// Picks the next token from a full logit vector; `recent` is the sequence so far (its tail is the penalty window).
+    /// Takes one number from the random stream unless the temperature is 0.
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> Result<u32, SamplingError> {
+        let uniform = self.next_uniform().unwrap_or(0.0);
+        self.sample_at(logits, recent, uniform)
+    }
+
+    /// The number the next sampled token's draw uses, taken from this sampler's stream; `None` at temperature 0,
+    /// which draws nothing. `sample(l, r)` is `sample_at(l, r, next_uniform())`, so a device sampler handed this
+    /// number keeps the stream a seed gives.
+    pub fn next_uniform(&mut self) -> Option<f32> {
+        (self.params.temperature > 0.0).then(|| self.rng.random::<f32>())
+    }
+
+    /// As [`Sampler::sample`], drawing at `uniform` (in `[0, 1)`; ignored at temperature 0) instead of taking a
+    /// number from the stream.
+    pub fn sample_at(
+        &mut self,
+        logits: &[f32],
+        recent: &[u32],
+        uniform: f32,
+    ) -> Result<u32, SamplingError> {
+        if !(0.0..1.0).contains(&uniform) {
+            return Err(SamplingError::InvalidParameter {
+                name: "uniform",
+                value: f64::from(uniform),
+                expected: "a value in [0, 1)",
+            });
+        }
         if logits.is_empty() {
             return Err(SamplingError::EmptyLogits);
         }
@@ -158,34 +204,21 @@ impl Sampler {
         candidates.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
         // Candidate i is token i here, so the penalty indexes the window's tokens instead of searching for them.
         let p = &self.params;
-        for token in penalised_tokens(recent, p.repeat_penalty, p.repeat_window) {
+        for token in p.penalised_tokens(recent) {
             if let Some(c) = candidates.get_mut(token as usize) {
                 c.1 = penalise(c.1, p.repeat_penalty);
             }
         }
-        let choice = self.choose(&mut candidates);
+        let choice = self.choose(&mut candidates, uniform);
         self.scratch = candidates;
         choice
     }
 
-    /// Picks among candidates `(token, logit)` that the device already narrowed (e.g. by a device top-k).
-    pub fn sample_candidates(
-        &mut self,
-        candidates: &mut Vec<(u32, f32)>,
-        recent: &[u32],
-    ) -> Result<u32, SamplingError> {
-        if candidates.is_empty() {
-            return Err(SamplingError::EmptyLogits);
-        }
-        let p = &self.params;
-        apply_repeat_penalty(candidates, recent, p.repeat_penalty, p.repeat_window);
-        self.choose(candidates)
-    }
-
-    /// The chain after the penalty: temperature, top-k, softmax, top-p, min-p, draw. The candidates a draw can
-    /// reach are a prefix of the descending order (logit, then lower token id), and only that prefix is sorted:
-    /// sorting a whole 256000-token vocabulary each token cost milliseconds (`cargo bench -p bench --bench sampling`).
-    fn choose(&mut self, candidates: &mut Vec<(u32, f32)>) -> Result<u32, SamplingError> {
+    /// The chain after the penalty: temperature, top-k, softmax, top-p, min-p, draw at `uniform`. The candidates a
+    /// draw can reach are a prefix of the descending order (logit, then lower token id), and only that prefix is
+    /// sorted: sorting a whole 256000-token vocabulary each token cost milliseconds (`cargo bench -p bench --bench
+    /// sampling`).
+    fn choose(&self, candidates: &mut Vec<(u32, f32)>, uniform: f32) -> Result<u32, SamplingError> {
         candidates.retain(|c| c.1 > f32::NEG_INFINITY);
         if candidates.is_empty() {
             return Err(SamplingError::NoFiniteLogit { nan_index: None });
@@ -211,11 +244,11 @@ impl Sampler {
             c.1 = ((c.1 - max) / temperature).exp();
             sum += f64::from(c.1);
         }
+        if p.top_p >= 1.0 && p.min_p == 0.0 {
+            // Every candidate can be drawn: no order is needed.
+            return Ok(draw_in_token_order(candidates, sum, uniform));
+        }
         if candidates.len() > SORT_ALL_UP_TO {
-            if p.top_p >= 1.0 && p.min_p == 0.0 {
-                // Every candidate can be drawn: no order but a canonical one is needed.
-                return Ok(draw_in_token_order(candidates, sum, &mut self.rng));
-            }
             narrow_to_reachable_prefix(candidates, sum, p.top_p, p.min_p);
         }
         candidates.sort_unstable_by(descending);
@@ -238,16 +271,9 @@ impl Sampler {
             let floor = probs[0] * p.min_p;
             keep = keep.min(probs.iter().take_while(|&&q| q >= floor).count().max(1));
         }
-        let total: f32 = probs[..keep].iter().sum();
-        let mut target = self.rng.random::<f32>() * total;
-        for (i, &q) in probs[..keep].iter().enumerate() {
-            if target < q {
-                return Ok(candidates[i].0);
-            }
-            target -= q;
-        }
-        // Rounding left a sliver of mass past the last kept candidate; it belongs to that candidate.
-        Ok(candidates[keep - 1].0)
+        candidates.truncate(keep);
+        let kept: f64 = candidates.iter().map(|c| f64::from(c.1)).sum();
+        Ok(draw_in_token_order(candidates, kept, uniform))
     }
 }
 
@@ -290,13 +316,14 @@ fn narrow_to_reachable_prefix(candidates: &mut Vec<(u32, f32)>, sum: f64, top_p:
     candidates.retain(|c| c.1 >= t);
 }
 
-/// A draw over every candidate by probability, walking them in token order (so the result does not depend on the
-/// order they came in): O(n), where sorting by logit first would be O(n log n) for the same distribution.
-fn draw_in_token_order(candidates: &mut [(u32, f32)], sum: f64, rng: &mut StdRng) -> u32 {
+/// A draw over the candidates by weight (`sum` is their total) at `uniform`, walking them in token order: the order
+/// the device sampler walks in, so both pick the same token for the same number, and the result does not depend on
+/// the order the candidates came in. O(n) when they are in token order already.
+fn draw_in_token_order(candidates: &mut [(u32, f32)], sum: f64, uniform: f32) -> u32 {
     if !candidates.is_sorted_by_key(|c| c.0) {
         candidates.sort_unstable_by_key(|c| c.0);
     }
-    let mut target = f64::from(rng.random::<f32>()) * sum;
+    let mut target = f64::from(uniform) * sum;
     for c in candidates.iter() {
         let w = f64::from(c.1);
         if target < w {
@@ -312,41 +339,12 @@ fn draw_in_token_order(candidates: &mut [(u32, f32)], sum: f64, rng: &mut StdRng
         .map_or(candidates[candidates.len() - 1].0, |c| c.0)
 }
 
-/// The distinct tokens of the penalty window (none when the penalty is off).
-fn penalised_tokens(recent: &[u32], penalty: f32, window: usize) -> Vec<u32> {
-    if penalty == 1.0 || window == 0 || recent.is_empty() {
-        return Vec::new();
-    }
-    let mut seen = recent[recent.len().saturating_sub(window)..].to_vec();
-    seen.sort_unstable();
-    seen.dedup();
-    seen
-}
-
 /// A repeated token's logit: divided by the penalty when positive, multiplied when not.
 fn penalise(logit: f32, penalty: f32) -> f32 {
     if logit > 0.0 {
         logit / penalty
     } else {
         logit * penalty
-    }
-}
-
-/// The classic CTRL/llama.cpp penalty: shrink the logit of every token seen in the window, whatever its sign.
-fn apply_repeat_penalty(
-    candidates: &mut [(u32, f32)],
-    recent: &[u32],
-    penalty: f32,
-    window: usize,
-) {
-    let seen = penalised_tokens(recent, penalty, window);
-    if seen.is_empty() {
-        return;
-    }
-    for c in candidates.iter_mut() {
-        if seen.binary_search(&c.0).is_ok() {
-            c.1 = penalise(c.1, penalty);
-        }
     }
 }
 
@@ -631,9 +629,13 @@ mod tests {
 
     #[test]
     fn negative_logits_are_penalised_downwards() {
-        let mut c = vec![(0u32, -2.0f32), (1, 2.0)];
-        apply_repeat_penalty(&mut c, &[0, 1], 2.0, 4);
-        assert_eq!(c, vec![(0, -4.0), (1, 1.0)]);
+        assert_eq!((penalise(-2.0, 2.0), penalise(2.0, 2.0)), (-4.0, 1.0));
+        let p = SamplingParams {
+            repeat_penalty: 2.0,
+            repeat_window: 3,
+            ..SamplingParams::greedy()
+        };
+        assert_eq!(p.penalised_tokens(&[9, 5, 1, 5]), vec![1, 5]);
     }
 
     #[test]

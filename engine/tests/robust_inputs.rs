@@ -553,15 +553,11 @@ fn extreme_sampling_inputs_never_panic() {
             seed: i as u64,
         };
         let logits = logit_sets[i % logit_sets.len()].clone();
+        let uniform = f();
         cases.run(format!("{params:?} on {logits:?}"), || {
             if let Ok(mut s) = Sampler::new(params.clone()) {
                 let _ = s.sample(&logits, &[0, 1, 2, u32::MAX]);
-                let mut candidates: Vec<(u32, f32)> = logits
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &l)| (i as u32, l))
-                    .collect();
-                let _ = s.sample_candidates(&mut candidates, &[]);
+                let _ = s.sample_at(&logits, &[], uniform);
             }
         });
     }

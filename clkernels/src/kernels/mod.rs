@@ -216,6 +216,9 @@ pub(crate) enum Arg<'a> {
     /// A `#[repr(C)]` parameter struct passed by value, as the bytes of the kernel's matching `typedef struct`
     /// (the driver refuses a size that differs from the kernel's).
     Params(&'a [u8]),
+    /// A `local` buffer of this many bytes, allocated per launch (for kernels whose local memory is sized at run
+    /// time, or that must not declare it at program scope).
+    Local(usize),
 }
 
 impl<'a> Arg<'a> {
@@ -345,10 +348,10 @@ impl LockedKernel {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (i, arg) in args.iter().enumerate() {
             let index = i as u32;
-            // SAFETY: each argument is a plain value, the bytes of a plain struct, or a live cl_mem of a buffer the
-            // caller borrows for the duration of this call; their count is the kernel's (checked above), their
-            // types match its signature (the launchers build them from the `.cl` file's order, and the driver
-            // refuses a by-value size that differs).
+            // SAFETY: each argument is a plain value, the bytes of a plain struct, a local-memory size, or a live cl_mem
+            // of a buffer the caller borrows for the duration of this call; their count is the kernel's (checked
+            // above), their types match its signature (the launchers build them from the `.cl` file's order, and the
+            // driver refuses a by-value size that differs).
             let set = unsafe {
                 match arg {
                     Arg::Mem(m) => kernel.set_arg(index, m),
@@ -361,6 +364,7 @@ impl LockedKernel {
                         bytes.as_ptr().cast(),
                     )
                     .map_err(opencl3::error_codes::ClError),
+                    Arg::Local(bytes) => kernel.set_arg_local_buffer(index, *bytes),
                 }
             };
             set.map_err(|e| ClError::from_code("clSetKernelArg", e.0))?;

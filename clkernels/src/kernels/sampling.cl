@@ -374,10 +374,11 @@ inline void tl_resolve(float temperature, uint by_mass, local tl_state* st, loca
                        local float* spans) {
     const uint lid = get_local_id(0);
     const uint len = st->len;
+    const float m = st->m;
     const uint per = (len + SAMPLE_WG - 1) / SAMPLE_WG;
     const uint r0 = min(lid * per, len), r1 = min(r0 + per, len);
     float part = 0.0f;
-    for (uint r = r0; r < r1; ++r) part += exp((tl_order_value(ck[r]) - st->m) / temperature);
+    for (uint r = r0; r < r1; ++r) part += exp((tl_order_value(ck[r]) - m) / temperature);
     tl_scan(part, scan, spans, &st->total_scan);
     if (lid == 0) {
         const float rank = st->target - st->band.count_hi;
@@ -391,7 +392,7 @@ inline void tl_resolve(float temperature, uint by_mass, local tl_state* st, loca
     if (by_mass) {
         float run = st->band.mass_hi + scan[lid];
         for (uint r = r0; r < r1; ++r) {
-            run += exp((tl_order_value(ck[r]) - st->m) / temperature);
+            run += exp((tl_order_value(ck[r]) - m) / temperature);
             if (run >= st->target) {
                 atomic_min(&st->at, r);
                 break;
@@ -403,7 +404,7 @@ inline void tl_resolve(float temperature, uint by_mass, local tl_state* st, loca
     const uint key = len > 0 ? ck[at] : 0;
     float run = st->band.mass_hi + scan[lid];
     for (uint r = r0; r < r1; ++r) {
-        run += exp((tl_order_value(ck[r]) - st->m) / temperature);
+        run += exp((tl_order_value(ck[r]) - m) / temperature);
         if (r == at) st->mass_at = run;
         if (ck[r] == key && (r + 1 == len || ck[r + 1] != key)) {
             st->eq_last = r;
@@ -483,12 +484,14 @@ inline void tl_top_p(global const float* x, uint n, float temperature, float top
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-// Whether token i with logit l (weight w) is kept: finite, not past the cutoff, and above min-p's floor.
-inline bool tl_kept(float l, uint i, float w, local const tl_state* st, float min_p, float min_w) {
+// Whether token i with logit l (weight w) is kept: finite, not past the cutoff (when there is one), and above
+// min-p's floor (min_w, a fraction of the normaliser s_k).
+inline bool tl_kept(float l, uint i, float w, uint has_cut, uint cut_key, uint cut_id, float s_k, float min_p,
+                    float min_w) {
     if (!(l > -INFINITY)) return false;
     const uint key = tl_order_key(l);
-    if (st->has_cut && !(key > st->cut_key || (key == st->cut_key && i <= st->cut_id))) return false;
-    return !(min_p > 0.0f) || w / st->s_k >= min_w;
+    if (has_cut && !(key > cut_key || (key == cut_key && i <= cut_id))) return false;
+    return !(min_p > 0.0f) || w / s_k >= min_w;
 }
 
 // Chooses one token from x[0..n] the way the host sampler does (engine/src/sampling.rs): repetition penalty on the
@@ -587,12 +590,14 @@ inline void tl_sample(global float* x, uint n, global const uint* pen_ids, globa
     const uint chunk = (n + SAMPLE_WG - 1) / SAMPLE_WG;
     const uint i0 = st->status == SAMPLE_DRAWN ? min(lid * chunk, n) : 0;
     const uint i1 = st->status == SAMPLE_DRAWN ? min(i0 + chunk, n) : 0;
-    const float min_w = (1.0f / st->s_k) * min_p;
+    // The cut, in private copies for the loops.
+    const float m = st->m, s_k = st->s_k, min_w = (1.0f / s_k) * min_p;
+    const uint has_cut = st->has_cut, cut_key = st->cut_key, cut_id = st->cut_id;
     float part = 0.0f, mine = 0.0f, last = -1.0f;
     for (uint i = i0; i < i1; ++i) {
         const float l = x[i];
-        const float w = exp((l - st->m) / temperature);
-        if (!tl_kept(l, i, w, st, min_p, min_w)) continue;
+        const float w = exp((l - m) / temperature);
+        if (!tl_kept(l, i, w, has_cut, cut_key, cut_id, s_k, min_p, min_w)) continue;
         part += w;
         mine += 1.0f;
         if (w > 0.0f) last = (float)i;
@@ -612,8 +617,8 @@ inline void tl_sample(global float* x, uint n, global const uint* pen_ids, globa
         uint pick = last >= 0.0f ? (uint)last : SAMPLE_NONE;
         for (uint i = i0; i < i1; ++i) {
             const float l = x[i];
-            const float w = exp((l - st->m) / temperature);
-            if (!tl_kept(l, i, w, st, min_p, min_w)) continue;
+            const float w = exp((l - m) / temperature);
+            if (!tl_kept(l, i, w, has_cut, cut_key, cut_id, s_k, min_p, min_w)) continue;
             run += w;
             if (at < run) {
                 pick = i;
@@ -641,17 +646,22 @@ inline void tl_sample(global float* x, uint n, global const uint* pen_ids, globa
     }
 }
 
+// The local memory a draw kernel takes as its last argument, in float4s: the pool, the state, the scan and the
+// spans. It is an argument, not arrays declared in the kernels, because a compiler may lay program-scope local
+// arrays of several kernels out together: Oclgrind charged the first of these kernels with all four kernels' arrays.
+#define SAMPLE_STATE_F4 32
+#define SAMPLE_LOCAL_F4 (SAMPLE_POOL + SAMPLE_STATE_F4 + SAMPLE_WG / 4 + (SAMPLE_SPANS + 3) / 4)
+typedef char tl_state_fits[sizeof(tl_state) <= 16 * SAMPLE_STATE_F4 ? 1 : -1];
+
 #define TL_SAMPLE_KERNEL(name, use_k, use_p)                                                                       \
     kernel __attribute__((reqd_work_group_size(SAMPLE_WG, 1, 1))) void name(                                     \
         global float* x, uint n, global const uint* pen_ids, global float* pen_saved, uint n_pen, float penalty, \
         float temperature, uint top_k, float top_p, float min_p, float uniform, global uint* out,                \
-        global uint* info) {                                                                                     \
-        local float4 pool[SAMPLE_POOL];                                                                          \
-        local float scan[SAMPLE_WG];                                                                             \
-        local float spans[SAMPLE_SPANS];                                                                         \
-        local tl_state st;                                                                                       \
+        global uint* info, local float4* mem) {                                                                  \
+        local float4* state = mem + SAMPLE_POOL;                                                                 \
+        local float* scan = (local float*)(state + SAMPLE_STATE_F4);                                             \
         tl_sample(x, n, pen_ids, pen_saved, n_pen, penalty, temperature, top_k, top_p, min_p, uniform, out,      \
-                  info, use_k, use_p, pool, scan, spans, &st);                                                   \
+                  info, use_k, use_p, mem, scan, scan + SAMPLE_WG, (local tl_state*)state);                      \
     }
 TL_SAMPLE_KERNEL(sample, 0, 0)
 TL_SAMPLE_KERNEL(sample_top_k, 1, 0)

@@ -5,22 +5,25 @@
 //! a sampled token costs four bytes of transfer instead of the whole logit vector. Design:
 //! - **One work-group, one launch.** Every phase needs the result of the one before (the maximum, then the cutoffs,
 //!   then the draw), and a work-group synchronises with a barrier where separate launches would each pay a driver's
-//!   launch cost. It walks the vocabulary 2 (temperature only) to about 5 times.
+//!   launch cost. It walks the vocabulary twice with temperature alone, and about two more times per cutoff.
 //! - **No sort of the vocabulary.** A cutoff (top-k's rank, top-p's mass) is found by narrowing a band of logit
 //!   values: each pass counts and weighs the band's logits at 8 thresholds and keeps the sub-band where the criterion
-//!   flips, until at most 2048 are left; those are gathered into local memory, sorted (bitonic) and scanned. On a
-//!   trained model's logits that is one or two passes. When the logits that fit are everything from the top, top-k
-//!   and top-p share one sort.
+//!   flips, until at most 2048 are left (at most 5 passes; on random and trained-like logits one or two); those are
+//!   gathered into local memory, sorted (bitonic) and scanned. When the logits that fit are everything from the top,
+//!   top-k and top-p share one sort.
 //! - **The draw walks the kept tokens in token order**, as the host does, so the same uniform number gives the same
 //!   token on both unless float rounding sits on a boundary; a caller can drive both from one random stream.
-//! - **Portable**: no sub-groups, no fp16, no float atomics; the reductions are fixed trees, so a draw is
-//!   reproducible on one device. Local memory: 16 KiB of candidates plus 4 bytes per work-item.
+//! - **Portable**: no sub-groups, no fp16, no float atomics; sums run in a fixed order, so a draw is reproducible on
+//!   one device. Local memory: about 17 KiB of candidates or reduction scratch, plus 4 bytes per work-item, passed
+//!   as a kernel argument (checked against the device's size when the kernels are built).
+//! - **Four compiled variants** (neither cutoff, top-k, top-p, both), so a launch runs only the phases its settings
+//!   need, without branching around barriers.
 //!
 //! When the device cannot decide it says so ([`NO_TOKEN`]) and the caller samples on the host: a NaN or infinite
 //! logit (the host sampler then reports the error), or more than 2048 equal logits at a cutoff.
 
 use super::norm::RowsShape;
-use super::{check_len, program_source, shape_error, to_u32, KernelError, LockedKernel};
+use super::{check_len, program_source, shape_error, to_u32, Arg, KernelError, LockedKernel};
 use crate::runtime::{ClError, DeviceBuffer, Gpu};
 
 const SOURCE: crate::runtime::ProgramSource = program_source!("sampling", "sampling.cl");
@@ -37,6 +40,19 @@ const INFO_LEN: usize = 8;
 
 /// The kernel counts logits in f32, exact up to 2^24.
 const MAX_VOCAB: usize = 1 << 24;
+
+/// Bytes of local memory the draw kernel takes for work-groups of `wg`: `SAMPLE_LOCAL_F4` float4s in
+/// `sampling.cl` (the candidates or reduction scratch, the state, the scan, the spans), computed the same way.
+fn draw_local_bytes(wg: usize) -> usize {
+    const CAND: usize = 2048;
+    const STATE_F4: usize = 32;
+    let pool = if wg + 32 > CAND / 2 {
+        wg + 32
+    } else {
+        CAND / 2
+    };
+    16 * (pool + STATE_F4 + wg / 4 + wg.min(32).div_ceil(4))
+}
 
 /// Softmax / arg-max / sampling launcher.
 #[derive(Debug)]
@@ -290,6 +306,16 @@ impl Sampling {
         let wg_s = wg.to_string();
         let mut defines = vec![("SAMPLE_WG", wg_s.as_str())];
         defines.extend_from_slice(extra);
+        let local = gpu.caps().local_mem_bytes;
+        if names.contains(&"sample") && local > 0 && draw_local_bytes(wg) as u64 > local {
+            return Err(shape_error(
+                "sampling",
+                format!(
+                    "the draw kernel needs {} bytes of local memory at {wg} work-items; the device has {local}",
+                    draw_local_bytes(wg)
+                ),
+            ));
+        }
         let mut kernels = Vec::with_capacity(names.len());
         for &name in names {
             let k = LockedKernel::build(gpu, &SOURCE, &defines, name)?;
@@ -388,6 +414,7 @@ impl Sampling {
             uniform.0.into(),
             (&*out).into(),
             (&scratch.info).into(),
+            Arg::Local(draw_local_bytes(self.draw_wg)),
         ];
         let top_k = params.top_k > 0 && (params.top_k as usize) < vocab;
         let top_p = params.top_p < 1.0 && params.temperature > 0.0;

@@ -17,6 +17,7 @@
 //! | `step.rs` | what every layer of a step shares: the kernels' shapes, the model's constants, the cache views |
 //! | `kv_append.rs` | the three ways q and k are rotated and the new K and V appended to the cache |
 //! | `kernels.rs` | the kernel launchers one model uses |
+//! | `device_sampling.rs` | sampled tokens drawn on the device, one id read back ([`SamplingSite`]) |
 //! | `buffers.rs` | the activation buffers, sized for the largest step ([`ScratchSizes`]) |
 //! | `weights.rs` | the weights on the device ([`DeviceWeights`]) |
 //! | `kv_io.rs` | reading the used KV positions back and writing them into a fresh cache (sessions on disk) |
@@ -27,6 +28,7 @@
 mod budget;
 mod buffers;
 mod decode;
+mod device_sampling;
 mod kernels;
 mod kv_append;
 mod kv_io;
@@ -39,6 +41,7 @@ mod step;
 mod weights;
 
 pub use budget::{MemBudget, DEFAULT_BUDGET_PERCENT};
+pub use device_sampling::SamplingSite;
 pub use buffers::ScratchSizes;
 pub use kv_io::KvImageShape;
 pub use memory::{

@@ -18,7 +18,7 @@ use super::plan::StepPlan;
 use super::step::{kv_shape, LayerKv, LayerParams, Step};
 use super::weights::{DeviceMatrix, DeviceWeights};
 use super::{decode, prefill};
-use crate::generate::{LanguageModel, StepOutput, Want};
+use crate::generate::{DrawRequest, LanguageModel, StepOutput, Want};
 use crate::model::{Model, ModelConfig};
 use crate::EngineError;
 
@@ -82,11 +82,11 @@ impl GpuOptions {
 #[derive(Debug)]
 pub struct GpuModel {
     pub(super) gpu: Gpu,
-    config: ModelConfig,
+    pub(super) config: ModelConfig,
     weights: DeviceWeights,
     pub(super) kernels: Kernels,
     pub(super) kv: KvSequence<ClKvStorage>,
-    scratch: Scratch,
+    pub(super) scratch: Scratch,
     plan: StepPlan,
     max_chunk: usize,
     pub(super) params: LayerParams,
@@ -99,6 +99,8 @@ pub struct GpuModel {
     context: ContextChoice,
     /// Host time spent enqueueing steps (setting arguments and launching), for finding launch-bound runs.
     enqueue_time: std::time::Duration,
+    /// Where sampled tokens are drawn, and the device buffers of the sampling stream.
+    pub(super) draw: super::device_sampling::DrawState,
 }
 
 impl GpuModel {
@@ -173,6 +175,7 @@ impl GpuModel {
             device_bytes,
             context,
             enqueue_time: std::time::Duration::ZERO,
+            draw: super::device_sampling::DrawState::from_env(),
         })
     }
 
@@ -261,7 +264,7 @@ impl GpuModel {
     }
 
     /// Enqueues the final norm and the output head over the last of `seq` positions.
-    fn enqueue_logits(&mut self, seq: usize) -> Result<(), EngineError> {
+    pub(super) fn enqueue_logits(&mut self, seq: usize) -> Result<(), EngineError> {
         let rows = RowsShape {
             rows: seq,
             dim: self.config.shape.hidden,
@@ -369,6 +372,14 @@ impl LanguageModel for GpuModel {
                 Ok(StepOutput::Logits(self.scratch.logits.read(&self.gpu)?))
             }
         }
+    }
+
+    fn step_sampled(
+        &mut self,
+        tokens: &[u32],
+        draw: &DrawRequest<'_>,
+    ) -> Result<StepOutput, EngineError> {
+        super::device_sampling::step_sampled(self, tokens, draw)
     }
 
     fn peak_device_bytes(&self) -> u64 {
