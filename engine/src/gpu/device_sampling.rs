@@ -91,7 +91,7 @@ pub(super) fn step_sampled(
     scratch.set_penalised(&model.gpu, draw.penalised)?;
     model.step(tokens, Want::Nothing)?;
     model.enqueue_logits(tokens.len())?;
-    let vocab = model.config.vocab;
+    let vocab = model.config.shape.vocab;
     let s = &mut model.scratch;
     let drawn = model.kernels.sampling.draw(
         &mut s.logits,

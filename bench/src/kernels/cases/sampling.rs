@@ -1,4 +1,4 @@
-//! Cases of the sampling kernels over one row of logits: softmax, argmax and top-k.
+//! Cases of the sampling kernels over one row of logits: softmax and argmax.
 
 use std::rc::Rc;
 
@@ -11,7 +11,7 @@ use super::Dims;
 use crate::kernels::data::Xorshift;
 use crate::kernels::{Case, SuiteOptions};
 
-/// Softmax, argmax and top-40 over one vocabulary-wide row, sharing the logits.
+/// Softmax and argmax over one vocabulary-wide row, sharing the logits.
 pub(super) fn sampling(
     gpu: &Gpu,
     opts: &SuiteOptions,
