@@ -71,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Line::TooLong(bytes) => {
                 eprintln!(
-                    "(a line of {bytes} bytes was refused unread: this model's context of {context} tokens takes                      lines of at most {max_line} bytes)"
+                    "(a line of {bytes} bytes was refused unread: this model's context of {context} tokens takes lines of at most {max_line} bytes)"
                 );
                 continue;
             }

@@ -427,7 +427,9 @@ fn generation_samples_on_the_device_with_the_hosts_tokens() {
         };
         Generator::new(wrapped, Ids).unwrap()
     };
-    let prompt: Vec<u32> = (0..11).map(|i| (i * 37 % m.config.shape.vocab) as u32).collect();
+    let prompt: Vec<u32> = (0..11)
+        .map(|i| (i * 37 % m.config.shape.vocab) as u32)
+        .collect();
     for sampling in [
         SamplingParams {
             temperature: 0.8,

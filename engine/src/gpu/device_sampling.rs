@@ -42,7 +42,10 @@ impl DrawState {
             Ok("host") => SamplingSite::Host,
             Ok("auto") | Err(_) => SamplingSite::Auto,
             Ok(other) => {
-                tracing::warn!(value = other, "TLITE_SAMPLING is not device, host or auto; using auto");
+                tracing::warn!(
+                    value = other,
+                    "TLITE_SAMPLING is not device, host or auto; using auto"
+                );
                 SamplingSite::Auto
             }
         };

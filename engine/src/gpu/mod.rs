@@ -41,8 +41,8 @@ mod step;
 mod weights;
 
 pub use budget::{MemBudget, DEFAULT_BUDGET_PERCENT};
-pub use device_sampling::SamplingSite;
 pub use buffers::ScratchSizes;
+pub use device_sampling::SamplingSite;
 pub use kv_io::KvImageShape;
 pub use memory::{
     choose_context, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory, Footprint,

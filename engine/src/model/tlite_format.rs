@@ -4,7 +4,7 @@
 //! source that keeps its vocabulary inside, such as a GGUF file, written from it by the caller). Loading
 //! it converts nothing but f16 norm vectors back to f32, after checking every checksum.
 //!
-//! Writing is atomic (see [`place`]): the folder is built beside the target and renamed into place, `config.json`
+//! Writing is atomic (see `place`): the folder is built beside the target and renamed into place, `config.json`
 //! written last, so a folder that loads is always complete.
 
 mod digest;
