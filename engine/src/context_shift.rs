@@ -149,6 +149,19 @@ impl ShiftedOut {
         gap.tokens.extend(cached.drain(keep..keep + drop));
     }
 
+    /// The kept start and the tokens dropped after it, oldest first (`None`: nothing was dropped). What a saved
+    /// session stores so that a resumed chat still matches its full history against the shifted cache.
+    pub fn dropped(&self) -> Option<(usize, &[u32])> {
+        self.gap.as_ref().map(|g| (g.keep, g.tokens.as_slice()))
+    }
+
+    /// The record of `tokens` dropped after the first `keep` cached ones (as [`ShiftedOut::dropped`] gave it).
+    pub fn from_dropped(keep: usize, tokens: Vec<u32>) -> Self {
+        Self {
+            gap: (!tokens.is_empty()).then_some(Gap { keep, tokens }),
+        }
+    }
+
     /// Forgets the dropped run (the cache was cut back into its kept start, or cleared).
     pub fn clear(&mut self) {
         self.gap = None;

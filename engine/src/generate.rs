@@ -272,9 +272,14 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
     }
 
     /// Takes `tokens` as what the model's cache holds, after the cache was filled from outside (a session restored
-    /// from disk), so that a prompt starting with them reuses it. Refused unless the cache holds exactly that many
-    /// positions.
-    pub fn adopt_cached(&mut self, tokens: Vec<u32>) -> Result<(), EngineError> {
+    /// from disk), so that a prompt starting with them reuses it; `shifted_out` is what context shifts had dropped
+    /// from that cache (so a prompt holding the whole history still reuses it). Refused unless the cache holds
+    /// exactly that many positions and the kept start lies inside them.
+    pub fn adopt_cached(
+        &mut self,
+        tokens: Vec<u32>,
+        shifted_out: ShiftedOut,
+    ) -> Result<(), EngineError> {
         if tokens.len() != self.model.cached_len() {
             return Err(EngineError::InvalidOption(format!(
                 "{} token ids for a cache of {} positions",
@@ -282,10 +287,22 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
                 self.model.cached_len()
             )));
         }
+        if let Some((keep, _)) = shifted_out.dropped() {
+            if keep > tokens.len() {
+                return Err(EngineError::InvalidOption(format!(
+                    "a kept start of {keep} tokens in a cache of {}",
+                    tokens.len()
+                )));
+            }
+        }
         self.cached = tokens;
-        // What a restored cache lost to earlier shifts is not known here: the next prompt is matched as is.
-        self.shifted_out.clear();
+        self.shifted_out = shifted_out;
         Ok(())
+    }
+
+    /// What context shifts dropped from the cache, for saving with it (see [`Generator::adopt_cached`]).
+    pub fn shifted_out(&self) -> &ShiftedOut {
+        &self.shifted_out
     }
 
     /// Forgets the cache.

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use engine::context_shift::ShiftedOut;
 use engine::generate::{GenerateOptions, LanguageModel, StepOutput, Want};
 use engine::gpu::GpuOptions;
 use engine::model::WeightFormat;
@@ -122,6 +123,55 @@ fn a_resumed_chat_continues_exactly_where_it_stopped() {
     assert_ne!(logits_bits(&mut c, token), in_memory);
 }
 
+#[test]
+fn a_chat_resumed_after_a_context_shift_still_prefills_only_its_new_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), 0);
+    let file = dir.path().join("chat.session");
+    let context = 128;
+    let mut a = open(&model, KvDtype::F32, context);
+    a.set_system("be brief");
+    let mut i = 0;
+    while a.generator.shifted_out_tokens() == 0 {
+        assert!(i < 40, "no context shift after {i} turns");
+        a.chat_turn(&format!("hello {i}"), &turn(), |_| {}).unwrap();
+        i += 1;
+    }
+    a.save_to(&file).unwrap();
+    let mut b = open(&model, KvDtype::F32, context);
+    assert!(matches!(
+        b.resume_from(&file).unwrap(),
+        Resumed::Cache { .. }
+    ));
+    assert_eq!(
+        b.generator.shifted_out_tokens(),
+        a.generator.shifted_out_tokens()
+    );
+
+    // A chat resumed without the record of the dropped run (what format version 1 gave): its history no longer
+    // matches the cache after the kept start.
+    let mut c = open(&model, KvDtype::F32, context);
+    assert!(matches!(
+        c.resume_from(&file).unwrap(),
+        Resumed::Cache { .. }
+    ));
+    let cached = c.generator.cached_tokens().to_vec();
+    c.generator
+        .adopt_cached(cached, ShiftedOut::default())
+        .unwrap();
+
+    // The resumed chat matches the whole history across the dropped run, as the uninterrupted one does: both run
+    // the same part of the prompt and answer the same. Without the record the history does not fit beside the
+    // kept start, so that chat has to drop its oldest exchanges and prefill the rest again.
+    let next_a = a.chat_turn("and then?", &turn(), |_| {}).unwrap();
+    let next_b = b.chat_turn("and then?", &turn(), |_| {}).unwrap();
+    c.chat_turn("and then?", &turn(), |_| {}).unwrap();
+    assert_eq!(next_b.tokens, next_a.tokens);
+    assert_eq!(next_b.timings.prefill_tokens, next_a.timings.prefill_tokens);
+    assert_eq!(b.forgotten_messages(), 0);
+    assert!(c.forgotten_messages() > 0);
+}
+
 /// What the chat answers next when nothing is cached: the reply a resumed chat must give whatever its file held.
 fn fresh_reply(model: &Path, history: &[engine::chat_template::ChatMessage]) -> Vec<u32> {
     let mut s = open(model, KvDtype::F16, 128);
@@ -184,9 +234,9 @@ fn damage_and_mismatches_are_named_and_never_give_wrong_text() {
         matches!(e, SessionFileError::NotASessionFile { .. }) && e.is_foreign()
     }));
     let mut version = good.clone();
-    version[8] = 2;
+    version[8] = 9;
     cases.push(("another version", version, |e| {
-        matches!(e, SessionFileError::UnsupportedVersion { found: 2, .. }) && e.is_foreign()
+        matches!(e, SessionFileError::UnsupportedVersion { found: 9, .. }) && e.is_foreign()
     }));
     for cut in [0, 5, 19, 30, head_end - 1] {
         cases.push(("a file cut inside its header", good[..cut].to_vec(), |e| {

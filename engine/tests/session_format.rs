@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use engine::chat_template::{ChatMessage, Role};
+use engine::context_shift::ShiftedOut;
 use engine::gpu::KvImageShape;
 use engine::session_file::{decode, write_session, ModelIdentity, SessionContents, SessionReader};
 use kvcache::KvDtype;
@@ -13,6 +14,7 @@ struct Sample {
     shape: KvImageShape,
     tokens: Vec<u32>,
     messages: Vec<ChatMessage>,
+    shifted_out: ShiftedOut,
     kv: Vec<u8>,
 }
 
@@ -40,6 +42,17 @@ fn sample(seed: u64, positions: usize) -> Sample {
             ChatMessage::new(Role::User, "quote \" and ünïcödé \n newline"),
             ChatMessage::new(Role::Assistant, "ok"),
         ],
+        // Half the samples as after context shifts: a kept start and the tokens dropped after it.
+        shifted_out: if positions > 0 && rng.random() {
+            let keep = rng.random_range(0..=positions);
+            let dropped = rng.random_range(1..40);
+            ShiftedOut::from_dropped(
+                keep,
+                (0..dropped).map(|_| rng.random_range(0..50_000)).collect(),
+            )
+        } else {
+            ShiftedOut::default()
+        },
         kv: (0..total).map(|_| rng.random()).collect(),
     }
 }
@@ -55,6 +68,7 @@ fn write(dir: &std::path::Path, s: &Sample) -> Vec<u8> {
             tokens: &s.tokens,
             messages: &s.messages,
             forgotten: 4,
+            shifted_out: &s.shifted_out,
         },
         &s.kv,
     )
@@ -75,6 +89,7 @@ fn a_written_file_decodes_to_what_was_written() {
         assert_eq!(header.tokens, s.tokens);
         assert_eq!(header.messages, s.messages);
         assert_eq!(header.forgotten, 4);
+        assert_eq!(header.shifted_out, s.shifted_out);
         assert_eq!(header.model_name, "tiny");
         assert_eq!(header.identity, ModelIdentity::from_bytes([7; 32]));
         assert_eq!(kv, &s.kv[..]);
@@ -83,6 +98,49 @@ fn a_written_file_decodes_to_what_was_written() {
         assert_eq!(reader.header(), &header);
         assert_eq!(&*reader.read_kv().unwrap(), &s.kv[..]);
     }
+}
+
+/// Rewrites a version 2 file without `shifted_out` as format version 1 (same JSON, version field and digest
+/// redone), as the builds before version 2 wrote it.
+fn as_version_1(data: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut d = data.to_vec();
+    d[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let header_len = u64::from_le_bytes(d[12..20].try_into().unwrap()) as usize;
+    let end = 20 + header_len;
+    let digest: [u8; 32] = Sha256::digest(&d[..end]).into();
+    d[end..end + 32].copy_from_slice(&digest);
+    d
+}
+
+#[test]
+fn version_1_files_still_decode_and_other_versions_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sample(6, 5);
+    s.shifted_out = ShiftedOut::default();
+    let data = write(dir.path(), &s);
+    let mem = std::path::Path::new("mem");
+    let old = as_version_1(&data);
+    let (header, kv) = decode(mem, &old).unwrap();
+    assert_eq!(header.tokens, s.tokens);
+    assert_eq!(header.shifted_out, ShiftedOut::default());
+    assert_eq!(kv, &s.kv[..]);
+    let mut future = as_version_1(&data);
+    future[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let err = decode(mem, &future).unwrap_err().to_string();
+    assert!(err.contains('3'), "{err}");
+}
+
+#[test]
+fn a_kept_start_beyond_the_cache_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = sample(7, 3);
+    s.shifted_out = ShiftedOut::from_dropped(4, vec![1, 2]);
+    let data = write(dir.path(), &s);
+    let err = decode(std::path::Path::new("mem"), &data)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kept start of 4"), "{err}");
 }
 
 #[test]

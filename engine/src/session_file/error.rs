@@ -22,13 +22,15 @@ pub enum SessionFileError {
         path: PathBuf,
     },
     /// The file was written in a format version this build does not read.
-    #[error("session {path} has format version {found}; this tlite reads version {supported}")]
+    #[error(
+        "session {path} has format version {found}; this tlite reads versions 1 to {supported}"
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
         /// The version in the file.
         found: u32,
-        /// The version this build reads.
+        /// The newest version this build reads.
         supported: u32,
     },
     /// The file ends before what its header announces (an interrupted copy, a full disk).

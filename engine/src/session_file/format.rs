@@ -9,8 +9,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{atomic, ModelIdentity, SessionFileError, FORMAT_VERSION, MAGIC};
+use super::{
+    atomic, ModelIdentity, SessionFileError, FORMAT_VERSION, MAGIC, OLDEST_READABLE_VERSION,
+};
 use crate::chat_template::{ChatMessage, Role};
+use crate::context_shift::ShiftedOut;
 use crate::gpu::KvImageShape;
 
 /// Magic, version and header length.
@@ -35,6 +38,8 @@ pub struct SessionContents<'a> {
     pub messages: &'a [ChatMessage],
     /// Messages dropped so far to fit the context.
     pub forgotten: usize,
+    /// What context shifts dropped from the cache.
+    pub shifted_out: &'a ShiftedOut,
 }
 
 /// A session file's header, its checksum verified and its fields checked against each other.
@@ -52,6 +57,8 @@ pub struct SessionHeader {
     pub messages: Vec<ChatMessage>,
     /// Messages dropped so far to fit the context.
     pub forgotten: usize,
+    /// What context shifts dropped from the cache (empty in files of format version 1).
+    pub shifted_out: ShiftedOut,
     /// SHA-256 of each block.
     blocks: Vec<[u8; DIGEST_LEN]>,
 }
@@ -70,7 +77,18 @@ struct HeaderJson {
     tokens: Vec<u32>,
     messages: Vec<MessageJson>,
     forgotten: usize,
+    /// Absent in version 1 files and when no shift dropped anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shifted_out: Option<ShiftedOutJson>,
     blocks: Vec<String>,
+}
+
+/// The kept start of the cache and the tokens dropped after it by context shifts, oldest first.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShiftedOutJson {
+    keep: usize,
+    tokens: Vec<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -168,6 +186,13 @@ pub fn write_session(
             })
             .collect(),
         forgotten: contents.forgotten,
+        shifted_out: contents
+            .shifted_out
+            .dropped()
+            .map(|(keep, tokens)| ShiftedOutJson {
+                keep,
+                tokens: tokens.to_vec(),
+            }),
         blocks: block_digests(kv, part, 2 * shape.layers)
             .iter()
             .map(|d| hex(d))
@@ -205,7 +230,7 @@ fn parse_prefix(path: &Path, prefix: &[u8], file_len: u64) -> Result<usize, Sess
     let mut version = [0u8; 4];
     version.copy_from_slice(&prefix[8..12]);
     let version = u32::from_le_bytes(version);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(SessionFileError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -259,6 +284,17 @@ fn parse_header(path: &Path, head: &[u8]) -> Result<SessionHeader, SessionFileEr
             json.positions
         )));
     }
+    let shifted_out = match json.shifted_out {
+        None => ShiftedOut::default(),
+        Some(s) if s.keep > json.tokens.len() => {
+            return Err(bad(format!(
+                "a kept start of {} tokens in a cache of {} positions",
+                s.keep,
+                json.tokens.len()
+            )))
+        }
+        Some(s) => ShiftedOut::from_dropped(s.keep, s.tokens),
+    };
     if json.layers.checked_mul(2) != Some(json.blocks.len()) {
         return Err(bad(format!(
             "{} block checksums for {} layers",
@@ -300,6 +336,7 @@ fn parse_header(path: &Path, head: &[u8]) -> Result<SessionHeader, SessionFileEr
         tokens: json.tokens,
         messages,
         forgotten: json.forgotten,
+        shifted_out,
         blocks,
     })
 }

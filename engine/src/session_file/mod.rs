@@ -3,7 +3,7 @@
 //! [`crate::session::Session::resume_from`] are the API; this module also exposes the pieces (the file format,
 //! the reader, the model identity) for tools.
 //!
-//! # The file (format version 1)
+//! # The file (format version 2)
 //!
 //! | bytes | what |
 //! |---|---|
@@ -17,7 +17,10 @@
 //! The file ends exactly after the last block. The header holds the model's identity ([`ModelIdentity`], hex),
 //! the model's file name (for messages only), the KV dtype, `layers`, `kv_heads`, `head_dim`, `positions`, the
 //! token ids in the cache (`tokens`, one per position), the conversation (`messages`, role and content, and
-//! `forgotten`, how many were dropped to fit the context), and the SHA-256 of every block (`blocks`, hex).
+//! `forgotten`, how many were dropped to fit the context), what context shifts dropped from the cache (`shifted_out`:
+//! the kept start `keep` and the dropped `tokens`, absent when nothing was dropped; new in version 2, so that a chat
+//! resumed after a shift still matches its whole history against the shifted cache and prefills only the new turn),
+//! and the SHA-256 of every block (`blocks`, hex). Version 1 files (no `shifted_out`) are still read.
 //!
 //! Every byte is covered by a SHA-256: the header by the digest after it, each block by its digest in the header.
 //! One digest per block rather than one over the whole file lets the blocks be checked in parallel (hashing tens
@@ -63,5 +66,8 @@ pub use resume::{Resumed, Saved};
 /// The first bytes of every session file.
 pub const MAGIC: [u8; 8] = *b"TLITESES";
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (and the newest it reads).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads. Version 1 lacks `shifted_out`: its cache is matched as is.
+pub const OLDEST_READABLE_VERSION: u32 = 1;

@@ -112,6 +112,7 @@ impl Session {
                 tokens: self.generator.cached_tokens(),
                 messages: self.history(),
                 forgotten: self.forgotten,
+                shifted_out: self.generator.shifted_out(),
             },
             &data,
         )?;
@@ -205,7 +206,13 @@ impl Session {
             });
         }
         let vocab = model.config().shape.vocab;
-        if let Some(&id) = header.tokens.iter().find(|&&id| id as usize >= vocab) {
+        let dropped = header.shifted_out.dropped().map_or(&[][..], |(_, t)| t);
+        if let Some(&id) = header
+            .tokens
+            .iter()
+            .chain(dropped)
+            .find(|&&id| id as usize >= vocab)
+        {
             return Err(SessionFileError::BadHeader {
                 path: path.to_path_buf(),
                 message: format!("token id {id} is outside the vocabulary of {vocab} tokens"),
@@ -214,7 +221,8 @@ impl Session {
         let kv = kv?;
         self.generator.reset()?;
         self.generator.model_mut().write_kv(&shape, &kv)?;
-        self.generator.adopt_cached(header.tokens.clone())?;
+        self.generator
+            .adopt_cached(header.tokens.clone(), header.shifted_out.clone())?;
         Ok(())
     }
 }
