@@ -110,6 +110,16 @@ pub enum KvError {
         /// One past its last position.
         end: usize,
     },
+    /// A context shift asked for outside the sequence, or dropping nothing.
+    #[error("a context shift must drop 1..={} of the {len} positions after the first {keep_first}, not {drop}", len.saturating_sub(*keep_first))]
+    ShiftOutOfRange {
+        /// Positions asked to be kept at the start.
+        keep_first: usize,
+        /// Positions asked to be dropped after them.
+        drop: usize,
+        /// Positions the sequence holds.
+        len: usize,
+    },
     /// Truncating to a length longer than the sequence.
     #[error("cannot truncate to {to} positions: the sequence holds only {len}")]
     TruncateBeyondLength {

@@ -217,7 +217,7 @@ impl<S: KvStorage> KvSequence<S> {
                     let needed = self.len + n - max_ctx;
                     let droppable = self.len - policy.keep_first;
                     let drop = policy.drop_at_least.max(needed).min(droppable);
-                    match self.shift(policy.keep_first, drop) {
+                    match self.move_tail(policy.keep_first, drop) {
                         Ok(report) => shift = Some(report),
                         Err(e) => {
                             // Part of the tail may have moved; only the kept prefix is still known good.
@@ -287,9 +287,38 @@ impl<S: KvStorage> KvSequence<S> {
         self.truncate(0)
     }
 
+    /// Shifts the context now, whatever the policy: drops positions `[keep_first, keep_first + drop)` and moves
+    /// the later ones down to `keep_first` (what [`FullPolicy::Shift`] does to make room for a step, for a caller
+    /// that decides when and how much to drop itself, as a chat keeping its system prompt does). Keys need
+    /// re-rotating afterwards by the report's [`ShiftReport::position_delta`] over its
+    /// [`ShiftReport::rerotate_slots`].
+    ///
+    /// Refused while a step is open, and unless `1 <= drop` and `keep_first + drop <= len`. If the backend fails
+    /// part-way, the sequence is truncated to its `keep_first` positions (the only ones known intact) and the
+    /// error returned.
+    pub fn shift(&mut self, keep_first: usize, drop: usize) -> Result<ShiftReport, KvError> {
+        if self.open.is_some() {
+            return Err(KvError::StepOpen);
+        }
+        if drop == 0
+            || keep_first
+                .checked_add(drop)
+                .is_none_or(|end| end > self.len)
+        {
+            return Err(KvError::ShiftOutOfRange {
+                keep_first,
+                drop,
+                len: self.len,
+            });
+        }
+        self.move_tail(keep_first, drop).inspect_err(|_| {
+            self.len = keep_first;
+        })
+    }
+
     /// Drops positions `[keep_first, keep_first + drop)` and moves `[keep_first + drop, len)` down to
     /// `keep_first`, in chunks of at most `drop` positions so no copy overlaps itself.
-    fn shift(&mut self, keep_first: usize, drop: usize) -> Result<ShiftReport, KvError> {
+    fn move_tail(&mut self, keep_first: usize, drop: usize) -> Result<ShiftReport, KvError> {
         let layout = self.config.layout();
         let elem = layout.dtype.bytes();
         let moved_from = keep_first + drop..self.len;

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use kvcache::{
-    ContextShift, FullPolicy, HostStorage, KvConfig, KvDtype, KvModelShape, KvPart, KvSequence,
+    ContextShift, FullPolicy, HostStorage, KvConfig, KvDtype, KvError, KvModelShape, KvPart,
+    KvSequence,
 };
 use rand::{Rng, SeedableRng};
 
@@ -95,6 +96,78 @@ fn rerotating_shifted_keys_matches_fresh_rotation() {
             assert!((g - w).abs() < 1e-4, "slot {slot}: {g} vs {w}");
         }
     }
+}
+
+/// A shift the caller asks for (`KvSequence::shift`, under a policy that refuses full steps) moves exactly what
+/// the policy-driven one would: the positions after the dropped block, down to `keep_first`, every head.
+#[test]
+fn an_explicit_shift_moves_the_tail_down_and_refuses_bad_requests() {
+    let storage = Arc::new(HostStorage::unlimited());
+    let shape = KvModelShape {
+        layers: 2,
+        kv_heads: HEADS,
+        head_dim: DIM,
+        dtype: KvDtype::F32,
+    };
+    let mut seq = KvSequence::new(
+        Arc::clone(&storage),
+        KvConfig::new(shape, 32).unwrap(),
+        FullPolicy::Error,
+    )
+    .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let step = seq.begin_step(20).unwrap();
+    let mut written = Vec::new();
+    for layer in 0..2 {
+        for part in [KvPart::Key, KvPart::Value] {
+            let data: Vec<f32> = (0..20 * HEADS * DIM)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let buffer = seq.buffer(layer, part).unwrap();
+            storage
+                .write_view(buffer, &step.write_view(), &data)
+                .unwrap();
+            written.push(data);
+        }
+    }
+    // Refused while a step is open, and outside the sequence; nothing moves.
+    assert!(matches!(seq.shift(3, 5), Err(KvError::StepOpen)));
+    seq.commit(step).unwrap();
+    for (keep, drop) in [(3, 0), (15, 6), (21, 1), (usize::MAX, 1)] {
+        let err = seq.shift(keep, drop).unwrap_err();
+        assert!(matches!(err, KvError::ShiftOutOfRange { .. }), "{err}");
+    }
+    assert_eq!(seq.len(), 20);
+
+    let report = seq.shift(3, 5).unwrap();
+    assert_eq!((report.keep_first, report.dropped), (3, 5));
+    assert_eq!(report.moved_from, 8..20);
+    assert_eq!(seq.len(), 15);
+    let all = seq.config().layout().positions_view(0, 15);
+    let mut i = 0;
+    for layer in 0..2 {
+        for part in [KvPart::Key, KvPart::Value] {
+            let got = storage
+                .read_view(seq.buffer(layer, part).unwrap(), &all)
+                .unwrap();
+            // Data in view order is [head][position][dim].
+            for h in 0..HEADS {
+                for pos in 0..15 {
+                    let from = if pos < 3 { pos } else { pos + 5 };
+                    let want = &written[i][(h * 20 + from) * DIM..][..DIM];
+                    assert_eq!(
+                        &got[(h * 15 + pos) * DIM..][..DIM],
+                        want,
+                        "layer {layer} head {h} position {pos}"
+                    );
+                }
+            }
+            i += 1;
+        }
+    }
+    // The step after a shift writes right behind the moved tail.
+    let next = seq.begin_step(1).unwrap();
+    assert_eq!(next.start(), 15);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! those tokens again. Values carry no position and only move.
 
 use clkernels::kernels::rope::RopeShift;
-use kvcache::{ContextShift, FullPolicy, KvPart, ShiftReport};
+use kvcache::{KvPart, ShiftReport};
 
 use super::GpuModel;
 use crate::EngineError;
@@ -27,16 +27,8 @@ impl GpuModel {
         keep: usize,
         drop: usize,
     ) -> Result<ShiftReport, EngineError> {
-        let len = self.kv.len();
-        if drop == 0 || keep + drop > len {
-            return Err(EngineError::InvalidOption(format!(
-                "a context shift must drop 1..={} of the {len} cached positions after the first {keep}, not {drop}",
-                len.saturating_sub(keep)
-            )));
-        }
-        // On an error here kvcache has already cut the sequence to `keep` if the copy failed half-way; a failure
-        // before it moved anything leaves the cache whole.
-        let report = self.shift_kv_copy(keep, drop)?;
+        // On an error here kvcache has already cut the sequence to `keep`.
+        let report = self.kv.shift(keep, drop)?;
         if let Err(e) = self.rerotate_moved_keys(&report) {
             // The moved keys may be half turned: only the kept prefix is still right.
             let _ = self.kv.truncate(keep);
@@ -44,29 +36,6 @@ impl GpuModel {
         }
         // The device's last arg-max stays valid: a shift changes the cache, not the chosen token.
         Ok(report)
-    }
-
-    /// Makes kvcache shift now. It shifts only to make room for a step, so this asks for one position more than
-    /// is free, under a policy that drops exactly `drop` (the most the step needs is 1), and gives the step back:
-    /// a cancelled step keeps the shift it caused. The policy is back to refusing full steps afterwards, so no
-    /// later step ever shifts behind the generator's back.
-    fn shift_kv_copy(&mut self, keep: usize, drop: usize) -> Result<ShiftReport, EngineError> {
-        self.kv.set_policy(FullPolicy::Shift(ContextShift {
-            keep_first: keep,
-            drop_at_least: drop,
-        }))?;
-        let step = self.kv.begin_step(self.kv.room() + 1);
-        let restored = self.kv.set_policy(FullPolicy::Error);
-        let step = step?;
-        let report = step.shift().cloned();
-        self.kv.cancel(step)?;
-        restored?;
-        report.ok_or_else(|| {
-            EngineError::InvalidOption(format!(
-                "the KV cache did not shift (keep {keep}, drop {drop}, {} cached)",
-                self.kv.len()
-            ))
-        })
     }
 
     /// Turns the keys of the moved positions, in every layer, by `-dropped` positions.
