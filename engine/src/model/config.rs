@@ -468,3 +468,57 @@ fn check_rope_scaling(s: &RopeScaling, rotary_dim: usize) -> Result<(), EngineEr
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn long_rope() -> RopeScaling {
+        RopeScaling::LongRope {
+            short_factors: vec![1.0, 1.5, 2.0],
+            long_factors: vec![3.0, 5.0, 9.0],
+            original_max_ctx: 4096,
+            attn_factor: 1.19,
+        }
+    }
+
+    /// transformers' `inv_freq = 1 / (ext_factors * base^(arange(0, dim, 2) / dim))`, the short table up to the
+    /// pre-training context and the long one beyond it.
+    #[test]
+    fn longrope_divides_by_the_table_the_context_selects() {
+        let (theta, dim) = (10000.0f32, 6);
+        let s = long_rope();
+        for (ctx, table) in [
+            (4096, [1.0, 1.5, 2.0]),
+            (100, [1.0, 1.5, 2.0]),
+            (4097, [3.0, 5.0, 9.0]),
+        ] {
+            let got = RopeScaling::apply(Some(&s), theta, dim, ctx);
+            for (i, (g, f)) in got.iter().zip(table).enumerate() {
+                let want = 1.0 / (f64::from(f) * 10000f64.powf(2.0 * i as f64 / dim as f64));
+                assert!(
+                    (f64::from(*g) - want).abs() <= 1e-6 * want,
+                    "ctx {ctx} pair {i}: {g} vs {want}"
+                );
+            }
+        }
+        assert!(check_rope_scaling(&s, 6).is_ok());
+        assert!(check_rope_scaling(&s, 8).is_err(), "3 factors for 4 pairs");
+        let RopeScaling::LongRope {
+            short_factors,
+            long_factors,
+            ..
+        } = s
+        else {
+            unreachable!()
+        };
+        let zero_attn = RopeScaling::LongRope {
+            short_factors,
+            long_factors,
+            original_max_ctx: 4096,
+            attn_factor: 0.0,
+        };
+        assert!(check_rope_scaling(&zero_attn, 6).is_err());
+    }
+}

@@ -277,7 +277,8 @@ fn rope_scaling(
     if long.is_some() {
         return Err(gguf_error(
             file,
-            "has a `rope_freqs` tensor and `rope_factors_*` tensors; tlite cannot apply both".into(),
+            "has a `rope_freqs` tensor and `rope_factors_*` tensors; tlite cannot apply both"
+                .into(),
         ));
     }
     if from_keys.is_some() {
@@ -429,12 +430,19 @@ fn load_weights(
                         .vector(&n("attn_qkv.bias"), q + 2 * kv)?
                         .split_vector(&[q, kv, kv])?
                         .into_iter();
-                    (Some(next(&mut p)?), Some(next(&mut p)?), Some(next(&mut p)?))
+                    (
+                        Some(next(&mut p)?),
+                        Some(next(&mut p)?),
+                        Some(next(&mut p)?),
+                    )
                 }
                 (true, false) => (bias("attn_q", q)?, bias("attn_k", kv)?, bias("attn_v", kv)?),
             };
             let (w_gate, w_up) = if has("ffn_gate.weight") {
-                (lin("ffn_gate.weight", ffn, h)?, lin("ffn_up.weight", ffn, h)?)
+                (
+                    lin("ffn_gate.weight", ffn, h)?,
+                    lin("ffn_up.weight", ffn, h)?,
+                )
             } else {
                 // Fused: `ffn_up` holds gate rows, then up rows.
                 let mut p = lin("ffn_up.weight", 2 * ffn, h)?

@@ -130,15 +130,9 @@ impl Tensor {
                     .zip(offsets)
                     .zip(rows)
                     .map(|(((c, s), o), &r)| {
-                        fp4::M0e4Matrix::from_parts(
-                            fp4::MatrixShape::new(r, cols),
-                            group,
-                            c,
-                            s,
-                            o,
-                        )
-                        .map(Tensor::m0e4)
-                        .map_err(|e| EngineError::Model(format!("cutting an M0E4 matrix: {e}")))
+                        fp4::M0e4Matrix::from_parts(fp4::MatrixShape::new(r, cols), group, c, s, o)
+                            .map(Tensor::m0e4)
+                            .map_err(|e| EngineError::Model(format!("cutting an M0E4 matrix: {e}")))
                     })
                     .collect()
             }
