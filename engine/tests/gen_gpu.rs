@@ -639,3 +639,41 @@ fn phi3_fused_tensors_partial_rotary_and_longrope_match_the_reference() {
         );
     }
 }
+
+/// A context shift under longrope: the cached keys carry the attention factor, and the shift turns them by the
+/// position delta from the same (long) table without adding it again, so the shifted cache equals a fresh prefill
+/// of the kept tokens (tolerance and reasoning as in the shift test above; one layer, f32 cache).
+#[test]
+fn a_shifted_longrope_cache_equals_a_fresh_prefill() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = TinySpec::for_arch(RefArch::Mistral);
+    let spec = TinySpec {
+        shape: ModelShape {
+            layers: 1,
+            ..base.shape
+        },
+        ..base
+    };
+    let long: Vec<f32> = (0..6).map(|i| 2.0 + 1.5 * i as f32).collect();
+    fixtures::tiny_phi3::write_phi3_hf_folder(
+        &spec,
+        dir.path(),
+        &serde_json::json!({
+            "partial_rotary_factor": 0.75,
+            "original_max_position_embeddings": 16,
+            "rope_scaling": {"type": "longrope", "short_factor": vec![1.0f32; 6], "long_factor": long},
+        }),
+    )
+    .unwrap();
+    let m = model::load(
+        dir.path(),
+        &LoadOptions {
+            quantize: WeightFormat::F16,
+            keep_embeddings_f16: true,
+        },
+    )
+    .unwrap();
+    assert!(m.config.rope_attn_factor() > 1.1);
+    let worst = shifted_against_fresh(&m, KvDtype::F32, 1e-4, "phi3 longrope");
+    eprintln!("phi3 longrope shift: {worst:.2e} of 1 + max|logit|");
+}

@@ -32,6 +32,11 @@ impl Architecture {
             "qwen2" => Ok(Self::Qwen2),
             "gemma" => Ok(Self::Gemma),
             "phi3" => Ok(Self::Phi3),
+            "chatglm" => Err(EngineError::UnsupportedArchitecture(
+                "chatglm (its Hugging Face form runs remote code; tlite reads ChatGLM2/3 from GGUF files, as \
+                 llama.cpp's convert_hf_to_gguf.py writes them)"
+                    .into(),
+            )),
             other => Err(EngineError::UnsupportedArchitecture(other.to_string())),
         }
     }
