@@ -30,6 +30,8 @@ fn gpu() -> Gpu {
 fn reference_of(m: &Model, max_ctx: usize) -> RefModel {
     let mut reference = load_common::to_ref(m);
     reference.config.shape.max_ctx = max_ctx;
+    // Longrope's table depends on the context the model is placed with.
+    reference.config.rope_inv_freqs = m.config.rope_inv_freqs_for(max_ctx);
     reference
 }
 
