@@ -8,13 +8,7 @@ use clkernels::runtime::{DeviceSelector, Gpu, GpuOptions};
 
 #[test]
 fn published_shapes_are_valid_and_shrink() {
-    for name in [
-        "llama2-7b",
-        "gemma-2b",
-        "qwen1.5-4b",
-        "chatglm2-6b",
-        "smollm2-135m",
-    ] {
+    for name in BenchArch::NAMES {
         let arch: BenchArch = name.parse().unwrap();
         let c = arch.config(None);
         c.validate().unwrap();
@@ -22,6 +16,9 @@ fn published_shapes_are_valid_and_shrink() {
     }
     assert_eq!(BenchArch::Llama2_7b.config(None).shape.q_dim(), 4096);
     assert_eq!(BenchArch::Gemma2b.config(None).shape.kv_heads, 1);
+    let phi4 = BenchArch::Phi4Mini.config(None);
+    assert_eq!((phi4.rotary_dim(), phi4.shape.q_dim()), (96, 3072));
+    assert!((phi4.rope_attn_factor() - 1.19).abs() < 0.01);
     assert!("gpt2".parse::<BenchArch>().unwrap_err().contains("gpt2"));
 }
 

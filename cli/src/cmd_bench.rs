@@ -7,7 +7,8 @@ use clkernels::runtime::{DeviceSelector, Gpu, GpuOptions, QueuePriority};
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model shapes: llama2-7b, gemma-2b, qwen1.5-4b, chatglm2-6b or smollm2-135m.
+    /// Model shapes: llama2-7b, gemma-2b, qwen1.5-4b, chatglm2-6b, smollm2-135m, qwen3-1.7b, gemma3-1b or
+    /// phi4-mini.
     #[arg(long, default_value = "llama2-7b")]
     arch: BenchArch,
     /// Prompt tokens prefilled.

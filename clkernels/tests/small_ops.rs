@@ -360,9 +360,11 @@ fn rope_with_a_frequency_table_matches_reference_on_scaled_frequencies() {
     let gpu = gpu();
     let mut rng = rng("rope_table");
     let rope = Rope::new(&gpu).unwrap();
-    for (style, head_dim, rotary_dim) in [
-        (RopeStyle::HalfSplit, 64, 64),
-        (RopeStyle::Interleaved, 48, 32),
+    // The third case scales the rotated dimensions by an attention factor (longrope) and leaves the rest alone.
+    for (style, head_dim, rotary_dim, mscale) in [
+        (RopeStyle::HalfSplit, 64, 64, 1.0),
+        (RopeStyle::Interleaved, 48, 32, 1.0),
+        (RopeStyle::HalfSplit, 64, 48, 1.19),
     ] {
         let (seq, heads, past) = (6, 3, 700);
         let inv: Vec<f64> = (0..rotary_dim / 2)
@@ -377,7 +379,7 @@ fn rope_with_a_frequency_table_matches_reference_on_scaled_frequencies() {
             .collect();
         let inv32: Vec<f32> = inv.iter().map(|&f| f as f32).collect();
         let inv_rounded: Vec<f64> = inv32.iter().map(|&f| f64::from(f)).collect();
-        let table = RopeTable::upload(&gpu, &inv32).unwrap();
+        let table = RopeTable::upload_scaled(&gpu, &inv32, mscale).unwrap();
         let stride = heads * head_dim + 5;
         let x = normal(&mut rng, seq * stride, 1.0);
         let mut xd = upload(&gpu, &x);
@@ -404,6 +406,9 @@ fn rope_with_a_frequency_table_matches_reference_on_scaled_frequencies() {
         for t in 0..seq {
             let row = &mut want[t * stride + 2..t * stride + 2 + heads * head_dim];
             ops::rope_with_freqs(row, heads, head_dim, &inv_rounded, ref_style, past + t);
+            for head in row.chunks_mut(head_dim) {
+                head[..rotary_dim].iter_mut().for_each(|v| *v *= mscale);
+            }
         }
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(
@@ -431,4 +436,5 @@ fn rope_with_a_frequency_table_matches_reference_on_scaled_frequencies() {
         .enqueue_with_table(&mut xd, layout, cfg, &table, 0)
         .is_err());
     assert!(RopeTable::upload(&gpu, &[1.0, f32::NAN]).is_err());
+    assert!(RopeTable::upload_scaled(&gpu, &[1.0, 0.5], 0.0).is_err());
 }

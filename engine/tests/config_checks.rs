@@ -86,3 +86,52 @@ fn a_model_larger_than_device_memory_is_refused_before_allocating() {
     assert_eq!(choice.reason, engine::gpu::ContextReason::Budget);
     assert!(choice.ctx < model.config.shape.max_ctx && choice.needs.total() <= 64 << 20);
 }
+
+/// Phi-3's `longrope` as transformers reads it: the attention factor from `max_position_embeddings` over the
+/// top-level `original_max_position_embeddings` unless one is given, `"su"` as its old name; a missing table is
+/// refused naming it, a table of the wrong length naming the rotary dimension; a sliding window caps the context.
+#[test]
+fn phi3_longrope_configs_are_read_as_transformers_reads_them() {
+    use engine::model::RopeScaling;
+    use fixtures::tiny_models::TinySpec;
+    let spec = TinySpec::for_arch(RefArch::Mistral);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |extra: serde_json::Value| {
+        fixtures::tiny_phi3::write_phi3_hf_folder(&spec, dir.path(), &extra).unwrap();
+        load(dir.path(), &LoadOptions::default())
+    };
+    let table = serde_json::json!([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+    let m = write(serde_json::json!({
+        "original_max_position_embeddings": 16,
+        "rope_scaling": {"type": "su", "short_factor": table, "long_factor": table},
+    }))
+    .unwrap();
+    // 128 / 16 = 8: sqrt(1 + ln 8 / ln 16) = sqrt(1.75).
+    assert!((m.config.rope_attn_factor() - 1.75f32.sqrt()).abs() < 1e-6);
+    assert!(matches!(
+        m.config.rope_scaling,
+        Some(RopeScaling::LongRope {
+            original_max_ctx: 16,
+            ..
+        })
+    ));
+    let m = write(serde_json::json!({
+        "rope_scaling": {"rope_type": "longrope", "short_factor": table, "long_factor": table,
+                         "attention_factor": 1.5, "original_max_position_embeddings": 64},
+        "sliding_window": 100,
+    }))
+    .unwrap();
+    assert_eq!(m.config.rope_attn_factor(), 1.5);
+    assert_eq!(m.config.shape.max_ctx, 100, "capped at the sliding window");
+    let e = write(serde_json::json!({"rope_scaling": {"type": "longrope", "short_factor": table}}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("long_factor"), "{e}");
+    let e = write(serde_json::json!({
+        "partial_rotary_factor": 0.5,
+        "rope_scaling": {"type": "longrope", "short_factor": table, "long_factor": table},
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("rotary dimension 8 has 4 pairs"), "{e}");
+}

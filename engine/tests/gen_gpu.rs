@@ -30,6 +30,8 @@ fn gpu() -> Gpu {
 fn reference_of(m: &Model, max_ctx: usize) -> RefModel {
     let mut reference = load_common::to_ref(m);
     reference.config.shape.max_ctx = max_ctx;
+    // Longrope's table depends on the context the model is placed with.
+    reference.config.rope_inv_freqs = m.config.rope_inv_freqs_for(max_ctx);
     reference
 }
 
@@ -530,4 +532,150 @@ fn a_generation_three_times_the_context_runs_to_max_tokens_in_flat_memory() {
     assert!(model.cached_len() <= ctx);
     assert_eq!(model.cached_len(), g.cached_tokens().len());
     assert_eq!(g.cached_tokens()[..4], prompt[..4]);
+}
+
+// ---- Phi-3: fused tensors, partial rotary, longrope ----
+
+/// A tiny Phi-3 folder (fused `qkv_proj` and `gate_up_proj`, 12 of 16 dims rotated, longrope with pre-training
+/// context 32 of 128) runs like the reference on the weights the folder was made from, at a context of 32 (short
+/// factors) and 64 (long factors). The reference's frequencies and attention factor are computed here from
+/// transformers' definition (`_compute_longrope_parameters`: `inv_freq = 1 / (ext_factors * base^(2i/dim))`, and
+/// `sqrt(1 + ln(max_pos / orig) / ln(orig))`), not by the engine. Tolerance as for every model here:
+/// `2e-3 * (1 + max|ref|)` with an f32 KV cache. Swapping the tables moves logits by far more (checked).
+#[test]
+fn phi3_fused_tensors_partial_rotary_and_longrope_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec::for_arch(RefArch::Mistral);
+    let (orig, pairs) = (32usize, 6usize);
+    let short: Vec<f32> = (0..pairs).map(|i| 1.0 + 0.1 * i as f32).collect();
+    let long: Vec<f32> = (0..pairs).map(|i| 2.0 + 1.5 * i as f32).collect();
+    let written = fixtures::tiny_phi3::write_phi3_hf_folder(
+        &spec,
+        dir.path(),
+        &serde_json::json!({
+            "partial_rotary_factor": 0.75,
+            "original_max_position_embeddings": orig,
+            "rope_scaling": {"type": "longrope", "short_factor": short, "long_factor": long},
+        }),
+    )
+    .unwrap();
+    let factor = spec.shape.max_ctx as f64 / orig as f64;
+    let attn = (1.0 + factor.ln() / (orig as f64).ln()).sqrt() as f32;
+
+    // The cut tensors are exactly the unfused model's.
+    let exact = model::load(
+        dir.path(),
+        &LoadOptions {
+            quantize: WeightFormat::F32,
+            keep_embeddings_f16: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(exact.config.arch, engine::model::Architecture::Phi3);
+    assert_eq!(exact.config.rotary_dim(), 2 * pairs);
+    assert!((exact.config.rope_attn_factor() - attn).abs() < 1e-6);
+    for (got, want) in exact.weights.layers.iter().zip(&written.weights.layers) {
+        for (g, w, what) in [
+            (&got.wq, &want.wq, "q"),
+            (&got.wk, &want.wk, "k"),
+            (&got.wv, &want.wv, "v"),
+            (&got.w_gate, &want.w_gate, "gate"),
+            (&got.w_up, &want.w_up, "up"),
+        ] {
+            assert_eq!(&g.to_f32(), w, "{what} cut from the fused tensor");
+        }
+    }
+
+    for format in [WeightFormat::F16, M0E4] {
+        let m = model::load(
+            dir.path(),
+            &LoadOptions {
+                quantize: format,
+                keep_embeddings_f16: true,
+            },
+        )
+        .unwrap();
+        let mut runs = Vec::new();
+        for (ctx, table) in [(32, &short), (64, &long)] {
+            let mut reference = reference_of(&m, ctx);
+            reference.config.rope_inv_freqs = (0..pairs)
+                .map(|i| {
+                    let base = f64::from(m.config.rope_theta).powf(2.0 * i as f64 / 12.0);
+                    (1.0 / (f64::from(table[i]) * base)) as f32
+                })
+                .collect();
+            reference.config.rope_attn_factor = attn;
+            let opts = GpuOptions {
+                max_ctx: Some(ctx),
+                ..options(KvDtype::F32, 32)
+            };
+            let mut g = GpuModel::with_gpu(gpu(), &m, &opts).unwrap();
+            let mut cache = reference.new_cache();
+            let tokens = random_tokens(ctx as u64, 30, m.config.shape.vocab);
+            let want = reference.prefill(&mut cache, &tokens[..24]);
+            let got = logits(g.step(&tokens[..24], Want::Logits).unwrap());
+            let what = format!("phi3 {format:?} ctx {ctx}");
+            let mut worst = assert_close(&format!("{what} prefill"), &got, &want[23], 2e-3);
+            let mut last = got;
+            for &t in &tokens[24..] {
+                let want = reference.prefill(&mut cache, &[t]);
+                last = logits(g.step(&[t], Want::Logits).unwrap());
+                worst = worst.max(assert_close(
+                    &format!("{what} decode"),
+                    &last,
+                    &want[0],
+                    2e-3,
+                ));
+            }
+            eprintln!("{what}: largest error {worst:.2e} of 1 + max|ref|");
+            runs.push(last);
+        }
+        // Same tokens at positions 24..30 under the two tables: they must differ, or the test proves nothing.
+        let moved = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            moved > 0.1,
+            "short and long tables give the same logits ({moved})"
+        );
+    }
+}
+
+/// A context shift under longrope: the cached keys carry the attention factor, and the shift turns them by the
+/// position delta from the same (long) table without adding it again, so the shifted cache equals a fresh prefill
+/// of the kept tokens (tolerance and reasoning as in the shift test above; one layer, f32 cache).
+#[test]
+fn a_shifted_longrope_cache_equals_a_fresh_prefill() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = TinySpec::for_arch(RefArch::Mistral);
+    let spec = TinySpec {
+        shape: ModelShape {
+            layers: 1,
+            ..base.shape
+        },
+        ..base
+    };
+    let long: Vec<f32> = (0..6).map(|i| 2.0 + 1.5 * i as f32).collect();
+    fixtures::tiny_phi3::write_phi3_hf_folder(
+        &spec,
+        dir.path(),
+        &serde_json::json!({
+            "partial_rotary_factor": 0.75,
+            "original_max_position_embeddings": 16,
+            "rope_scaling": {"type": "longrope", "short_factor": vec![1.0f32; 6], "long_factor": long},
+        }),
+    )
+    .unwrap();
+    let m = model::load(
+        dir.path(),
+        &LoadOptions {
+            quantize: WeightFormat::F16,
+            keep_embeddings_f16: true,
+        },
+    )
+    .unwrap();
+    assert!(m.config.rope_attn_factor() > 1.1);
+    let worst = shifted_against_fresh(&m, KvDtype::F32, 1e-4, "phi3 longrope");
+    eprintln!("phi3 longrope shift: {worst:.2e} of 1 + max|logit|");
 }

@@ -671,3 +671,134 @@ mod fuzz {
         }
     }
 }
+
+/// A phi3 GGUF file as llama.cpp's converter writes one: the Mistral tiny model's tensors with q|k|v fused into
+/// `attn_qkv`, gate|up into `ffn_up` (gate rows first), partial rotary in `rope.dimension_count`, and longrope as
+/// `rope_factors_short` / `rope_factors_long` tensors with `rope.scaling.attn_factor` and
+/// `rope.scaling.original_context_length` (the q/k rows stay as the llama file stores them: only the cut is
+/// checked here; arch_refs runs phi3's NEOX rotary against llama.cpp). It loads as the unfused file does (weights
+/// equal bit for bit), with
+/// the longrope tables, context and factor as written and a sliding window capping the context. A file with one
+/// table only is refused naming both.
+#[test]
+fn a_phi3_file_with_fused_tensors_and_longrope_loads_as_the_unfused_one() {
+    use engine::model::{Architecture, LoadOptions, RopeScaling, WeightFormat};
+    use fixtures::gguf_models::{gguf_model_parts, parts_to_bytes, MatrixType};
+    use fixtures::gguf_writer::{GgufTensor, GgufValue};
+    use fixtures::reference_model::RefArch;
+    use fixtures::tiny_models::TinySpec;
+
+    let spec = TinySpec::for_arch(RefArch::Mistral);
+    let (meta, tensors, _) = gguf_model_parts(&spec, MatrixType::F16);
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.gguf");
+    std::fs::write(&plain, parts_to_bytes(&meta, &tensors)).unwrap();
+
+    let rot = 12;
+    let short: Vec<f32> = (0..rot / 2).map(|i| 1.0 + 0.25 * i as f32).collect();
+    let long: Vec<f32> = (0..rot / 2).map(|i| 2.0 + i as f32).collect();
+    let phi3 = |with_long: bool, window: u32| {
+        let mut m: Vec<(String, GgufValue)> = meta
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("general.architecture", _) => (k.clone(), GgufValue::Str("phi3".into())),
+                ("llama.rope.dimension_count", _) => (
+                    "phi3.rope.dimension_count".into(),
+                    GgufValue::U32(rot as u32),
+                ),
+                _ => (k.replace("llama.", "phi3."), v.clone()),
+            })
+            .collect();
+        m.push(("phi3.rope.scaling.attn_factor".into(), GgufValue::F32(1.19)));
+        m.push((
+            "phi3.rope.scaling.original_context_length".into(),
+            GgufValue::U32(32),
+        ));
+        m.push((
+            "phi3.attention.sliding_window".into(),
+            GgufValue::U32(window),
+        ));
+        let find = |n: &str| tensors.iter().find(|t| t.name == n).unwrap();
+        let stack = |name: String, parts: &[&GgufTensor]| GgufTensor {
+            name,
+            dims: vec![
+                parts[0].dims[0],
+                parts.iter().map(|p| p.dims[1]).sum::<u64>(),
+            ],
+            ggml_type: parts[0].ggml_type,
+            bytes: parts.iter().flat_map(|p| p.bytes.clone()).collect(),
+        };
+        let mut t: Vec<GgufTensor> = Vec::new();
+        for x in &tensors {
+            let n = &x.name;
+            if n.ends_with("attn_q.weight") {
+                let k = n.replace("attn_q", "attn_k");
+                let v = n.replace("attn_q", "attn_v");
+                t.push(stack(
+                    n.replace("attn_q", "attn_qkv"),
+                    &[x, find(&k), find(&v)],
+                ));
+            } else if n.ends_with("ffn_gate.weight") {
+                let up = n.replace("ffn_gate", "ffn_up");
+                t.push(stack(up.clone(), &[x, find(&up)]));
+            } else if !["attn_k.weight", "attn_v.weight", "ffn_up.weight"]
+                .iter()
+                .any(|s| n.ends_with(s))
+            {
+                t.push(x.clone());
+            }
+        }
+        t.push(GgufTensor::f32(
+            "rope_factors_short.weight",
+            &[short.len() as u64],
+            &short,
+        ));
+        if with_long {
+            t.push(GgufTensor::f32(
+                "rope_factors_long.weight",
+                &[long.len() as u64],
+                &long,
+            ));
+        }
+        parts_to_bytes(&m, &t)
+    };
+    let fused = dir.path().join("phi3.gguf");
+    std::fs::write(&fused, phi3(true, 0)).unwrap();
+    let opts = LoadOptions {
+        quantize: WeightFormat::F16,
+        keep_embeddings_f16: false,
+    };
+    let a = engine::model::load(&plain, &opts).unwrap();
+    let b = engine::model::load(&fused, &opts).unwrap();
+    assert_eq!(b.config.arch, Architecture::Phi3);
+    assert_eq!(b.config.rotary_dim(), rot);
+    assert_eq!(b.config.shape, a.config.shape, "window 0 caps nothing");
+    assert_eq!(
+        b.config.rope_scaling,
+        Some(RopeScaling::LongRope {
+            short_factors: short.clone(),
+            long_factors: long.clone(),
+            original_max_ctx: 32,
+            attn_factor: 1.19,
+        })
+    );
+    assert_eq!(b.weights, a.weights, "the cut tensors are the unfused ones");
+    assert_ne!(
+        b.config.rope_inv_freqs_for(32),
+        b.config.rope_inv_freqs_for(33),
+        "the table changes past the pre-training context"
+    );
+
+    std::fs::write(&fused, phi3(true, 40)).unwrap();
+    assert_eq!(
+        engine::model::load(&fused, &opts)
+            .unwrap()
+            .config
+            .shape
+            .max_ctx,
+        40
+    );
+    std::fs::write(&fused, phi3(false, 0)).unwrap();
+    let e = engine::model::load(&fused, &opts).unwrap_err().to_string();
+    assert!(e.contains("rope_factors_long"), "{e}");
+}

@@ -14,12 +14,13 @@ kernel void rope(global float* x, uint off, uint token_stride, uint head_dim, ui
 }
 
 // The same rotation with the inverse frequencies read from a table (rotary_dim / 2 entries): the form that every
-// scaled rotary (linear, Llama 3, NTK-aware) takes once the host has computed its frequencies.
+// scaled rotary (linear, Llama 3, NTK-aware, longrope) takes once the host has computed its frequencies. mscale
+// multiplies the rotated pair (longrope's attention factor; 1 otherwise), as llama.cpp scales cos and sin.
 // Global size (rotary_dim / 2, heads, seq).
 kernel void rope_table(global float* x, uint off, uint token_stride, uint head_dim, uint rotary_dim,
-                       global const float* inv_freq, uint past, uint style) {
+                       global const float* inv_freq, uint past, uint style, float mscale) {
     const uint i = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
-    const float2 cs = tl_cos_sin((float)(past + t) * inv_freq[i]);
+    const float2 cs = tl_cos_sin((float)(past + t) * inv_freq[i]) * mscale;
     global float* head = x + off + (size_t)t * token_stride + (size_t)h * head_dim;
     tl_rope_rotate_pair(head, i, rotary_dim, style, cs);
 }

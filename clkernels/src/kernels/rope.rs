@@ -93,17 +93,32 @@ impl HeadsLayout {
     }
 }
 
-/// Per-pair inverse frequencies on the device, for rotaries a plain theta cannot describe (linear or Llama 3
-/// scaling): the host computes them once per model, the kernel only reads them.
+/// Per-pair inverse frequencies on the device, for rotaries a plain theta cannot describe (linear, Llama 3 or
+/// longrope scaling): the host computes them once per model, the kernel only reads them. Longrope also multiplies
+/// the rotated dimensions by an attention factor (`mscale`), which the forward kernel applies with the rotation.
 #[derive(Debug)]
 pub struct RopeTable {
     inv_freqs: DeviceBuffer<f32>,
+    mscale: f32,
 }
 
 impl RopeTable {
     /// Uploads `rotary_dim / 2` inverse frequencies; each must be finite and positive.
     pub fn upload(gpu: &Gpu, inv_freqs: &[f32]) -> Result<Self, KernelError> {
+        Self::upload_scaled(gpu, inv_freqs, 1.0)
+    }
+
+    /// Uploads the frequencies of a rotary that also multiplies the rotated dimensions by `mscale` (Phi-3's
+    /// longrope attention factor: applied to q and k, it scales their rotated part of every score by
+    /// `mscale^2`). The context shift ([`RopeShift`]) turns keys that already carry it and adds none.
+    pub fn upload_scaled(gpu: &Gpu, inv_freqs: &[f32], mscale: f32) -> Result<Self, KernelError> {
         const K: &str = "rope_table";
+        if !(mscale.is_finite() && mscale > 0.0) {
+            return Err(shape_error(
+                K,
+                format!("the rotary's attention factor {mscale} must be finite and positive"),
+            ));
+        }
         if inv_freqs.is_empty() {
             return Err(shape_error(K, "the frequency table is empty"));
         }
@@ -119,6 +134,7 @@ impl RopeTable {
         }
         Ok(RopeTable {
             inv_freqs: DeviceBuffer::from_slice(gpu, inv_freqs)?,
+            mscale,
         })
     }
 
@@ -160,7 +176,7 @@ impl Rope {
             return Ok(());
         }
         let theta = Arg::from(config.log2_theta());
-        self.launch_rotation(&self.kernel, K, x, layout, config, theta, past)
+        self.launch_rotation(&self.kernel, K, x, layout, config, theta, past, None)
     }
 
     /// Rotates `x` in place with the frequencies of `table` (whose length fixes the rotary dimension;
@@ -194,11 +210,21 @@ impl Rope {
             ));
         }
         let freqs = Arg::from(&table.inv_freqs);
-        self.launch_rotation(&self.table_kernel, K, x, layout, config, freqs, past)
+        let mscale = Some(table.mscale);
+        self.launch_rotation(
+            &self.table_kernel,
+            K,
+            x,
+            layout,
+            config,
+            freqs,
+            past,
+            mscale,
+        )
     }
 
-    /// The checks and launch both rotary kernels share; `frequencies` is the one argument where they differ
-    /// (log2 of theta, or the frequency table).
+    /// The checks and launch both rotary kernels share; `frequencies` is the argument where they differ (log2 of
+    /// theta, or the frequency table), and the table kernel also takes the attention factor `mscale`.
     #[allow(clippy::too_many_arguments)]
     fn launch_rotation(
         &self,
@@ -209,6 +235,7 @@ impl Rope {
         config: RopeConfig,
         frequencies: Arg,
         past: usize,
+        mscale: Option<f32>,
     ) -> Result<(), KernelError> {
         if layout.token_stride < layout.heads * config.head_dim && layout.seq > 1 {
             return Err(shape_error(
@@ -220,7 +247,7 @@ impl Rope {
         if layout.seq == 0 || layout.heads == 0 {
             return Ok(());
         }
-        let args = [
+        let all = [
             (&*x).into(),
             to_u32(name, "offset", layout.offset)?.into(),
             to_u32(name, "token_stride", layout.token_stride)?.into(),
@@ -229,10 +256,17 @@ impl Rope {
             frequencies,
             to_u32(name, "past", past)?.into(),
             config.style.code().into(),
+            mscale.unwrap_or(1.0).into(),
         ];
+        // The theta kernel takes no attention factor.
+        let args = if mscale.is_some() {
+            &all[..]
+        } else {
+            &all[..8]
+        };
         kernel.launch(
             &self.gpu,
-            &args,
+            args,
             &[config.rotary_dim / 2, layout.heads, layout.seq],
             None,
         )

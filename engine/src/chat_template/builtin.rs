@@ -20,6 +20,10 @@ pub enum ChatTemplate {
     Gemma,
     /// Mistral instruct: `[INST] … [/INST]`, no system role (it is folded into the first user turn).
     Mistral,
+    /// Phi-3 / Phi-3.5: `<|user|>\n…<|end|>\n`, the model speaks as `assistant`.
+    Phi3,
+    /// ChatGLM3 as llama.cpp writes it: `[gMASK]sop` once, then `<|role|>\n content` per turn, no end tag.
+    ChatGlm3,
     /// No chat format (base models such as the TinyStories ones): turns are joined by blank lines.
     Plain,
 }
@@ -44,6 +48,12 @@ impl ChatTemplate {
             if src.contains("<start_of_turn>") {
                 return Self::Gemma;
             }
+            if src.contains("<|user|>") && src.contains("<|end|>") {
+                return Self::Phi3;
+            }
+            if src.contains("[gMASK]") || src.contains("<|observation|>") {
+                return Self::ChatGlm3;
+            }
             if src.contains("<<SYS>>") {
                 return Self::Llama2;
             }
@@ -66,10 +76,18 @@ impl ChatTemplate {
         if has_token("[INST]") {
             return Self::Mistral;
         }
+        if has_token("<|user|>") && has_token("<|end|>") {
+            return Self::Phi3;
+        }
+        if has_token("<|observation|>") {
+            return Self::ChatGlm3;
+        }
         match (arch, template_source.is_some()) {
             (Architecture::Qwen2, _) => Self::ChatMl,
             (Architecture::Gemma, _) => Self::Gemma,
             (Architecture::Mistral, _) => Self::Mistral,
+            (Architecture::Phi3, _) => Self::Phi3,
+            (Architecture::ChatGlm, _) => Self::ChatGlm3,
             (Architecture::Llama, true) => Self::Llama2,
             (Architecture::Llama, false) => Self::Plain,
         }
@@ -106,6 +124,27 @@ impl ChatTemplate {
                 "<end_of_turn>\n",
                 false,
             ),
+            Self::Phi3 => render_tagged(
+                messages,
+                add_generation_prompt,
+                |role| format!("<|{}|>\n", role_name(role, "assistant")),
+                "<|end|>\n",
+                true,
+            ),
+            Self::ChatGlm3 => {
+                let mut out = String::from("[gMASK]sop");
+                for m in messages {
+                    out.push_str(&format!(
+                        "<|{}|>\n {}",
+                        role_name(m.role, "assistant"),
+                        m.content
+                    ));
+                }
+                if add_generation_prompt {
+                    out.push_str("<|assistant|>");
+                }
+                out
+            }
             Self::Plain => {
                 let mut out = messages
                     .iter()
@@ -127,6 +166,8 @@ impl ChatTemplate {
             Self::Llama3 => &["<|eot_id|>", "<|start_header_id|>"],
             Self::ChatMl => &["<|im_end|>", "<|im_start|>"],
             Self::Gemma => &["<end_of_turn>", "<start_of_turn>"],
+            Self::Phi3 => &["<|end|>", "<|user|>"],
+            Self::ChatGlm3 => &["<|user|>", "<|observation|>"],
             Self::Plain => &[],
         }
     }
@@ -137,6 +178,8 @@ impl ChatTemplate {
             Self::Llama3 => &["<|eot_id|>"],
             Self::ChatMl => &["<|im_end|>"],
             Self::Gemma => &["<end_of_turn>"],
+            Self::Phi3 => &["<|end|>"],
+            Self::ChatGlm3 => &["<|user|>", "<|observation|>"],
             Self::Llama2 | Self::Mistral | Self::Plain => &[],
         }
     }
@@ -281,6 +324,28 @@ mod tests {
     }
 
     #[test]
+    fn phi3_and_chatglm3_match_their_reference_templates() {
+        // Phi-3's tokenizer_config.json template, and llama.cpp's LLM_CHAT_TEMPLATE_CHATGLM_3.
+        assert_eq!(
+            ChatTemplate::Phi3.render(&convo()[..2], true),
+            "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
+        );
+        assert_eq!(
+            ChatTemplate::ChatGlm3.render(&convo()[..3], false),
+            "[gMASK]sop<|system|>\n Be brief.<|user|>\n Hi<|assistant|>\n Hello!"
+        );
+        let none = |_: &str| false;
+        assert_eq!(
+            ChatTemplate::detect(Architecture::Phi3, None, none),
+            ChatTemplate::Phi3
+        );
+        assert_eq!(
+            ChatTemplate::detect(Architecture::ChatGlm, None, none),
+            ChatTemplate::ChatGlm3
+        );
+    }
+
+    #[test]
     fn a_conversation_extends_its_previous_rendering() {
         // The generator keeps the KV cache of the common prefix between turns, so each rendering must extend the last.
         for t in [
@@ -288,6 +353,8 @@ mod tests {
             ChatTemplate::Llama3,
             ChatTemplate::ChatMl,
             ChatTemplate::Gemma,
+            ChatTemplate::Phi3,
+            ChatTemplate::ChatGlm3,
         ] {
             let mut history = convo()[..2].to_vec();
             let first = t.render(&history, true);

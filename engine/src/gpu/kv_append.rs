@@ -16,8 +16,9 @@ pub(super) enum KvAppend<'a> {
     InAttention,
     /// Prefill with a plain theta: one launch rotates q in place and writes K (rotated) and V into the cache.
     RopeThenWrite,
-    /// Scaled rotaries (linear, Llama 3), either phase: the fused kernels take a theta, not a frequency table, so
-    /// q and k rotate in the QKV buffer from the table, then K and V are copied into the cache.
+    /// Scaled rotaries (linear, Llama 3, longrope with its attention factor), either phase: the fused kernels
+    /// take a theta, not a frequency table, so q and k rotate in the QKV buffer from the table, then K and V are
+    /// copied into the cache.
     Table(&'a RopeTable),
 }
 

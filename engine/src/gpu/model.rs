@@ -90,7 +90,8 @@ pub struct GpuModel {
     plan: StepPlan,
     max_chunk: usize,
     pub(super) params: LayerParams,
-    /// Scaled rotaries (linear, Llama 3) rotate from this host-computed frequency table; plain ones from theta.
+    /// Scaled rotaries (linear, Llama 3, longrope) rotate from this host-computed frequency table; plain ones from
+    /// theta.
     pub(super) rope_table: Option<RopeTable>,
     /// The token the device chose last and still holds in `scratch.chosen`.
     pub(super) device_choice: Option<u32>,
@@ -153,7 +154,12 @@ impl GpuModel {
         )?;
         let params = LayerParams::new(&config);
         let rope_table = match config.rope_scaling {
-            Some(_) => Some(RopeTable::upload(&gpu, &config.rope_inv_freqs())?),
+            // Longrope's table is chosen by the context placed here, not the model's longest.
+            Some(_) => Some(RopeTable::upload_scaled(
+                &gpu,
+                &config.rope_inv_freqs_for(max_ctx),
+                config.rope_attn_factor(),
+            )?),
             None => None,
         };
         let device_bytes = weights.bytes() as u64

@@ -15,6 +15,12 @@ pub enum Architecture {
     Qwen2,
     /// Gemma: GeGLU, RMSNorm with `1 + w`, embeddings scaled by `sqrt(hidden)`, tied embeddings.
     Gemma,
+    /// Phi-3, Phi-3.5 and Phi-4-mini: a Llama whose files fuse q|k|v and gate|up (split at load), with partial
+    /// rotary (Phi-4-mini) and `longrope` scaling (the 128k models).
+    Phi3,
+    /// ChatGLM2/3 (GGUF only: the Hugging Face form needs remote code): fused QKV with bias, few KV heads, rotary
+    /// on half of each head with interleaved pairs, fused gate|up.
+    ChatGlm,
 }
 
 impl Architecture {
@@ -25,6 +31,12 @@ impl Architecture {
             "mistral" => Ok(Self::Mistral),
             "qwen2" => Ok(Self::Qwen2),
             "gemma" => Ok(Self::Gemma),
+            "phi3" => Ok(Self::Phi3),
+            "chatglm" => Err(EngineError::UnsupportedArchitecture(
+                "chatglm (its Hugging Face form runs remote code; tlite reads ChatGLM2/3 from GGUF files, as \
+                 llama.cpp's convert_hf_to_gguf.py writes them)"
+                    .into(),
+            )),
             other => Err(EngineError::UnsupportedArchitecture(other.to_string())),
         }
     }
@@ -36,6 +48,9 @@ impl Architecture {
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
             Self::Gemma => "gemma",
+            Self::Phi3 => "phi3",
+            // The model_type of THUDM's remote-code checkpoints; tlite reads this family from GGUF only.
+            Self::ChatGlm => "chatglm",
         }
     }
 }
@@ -76,11 +91,34 @@ pub enum RopeScaling {
         /// `rotary_dim / 2` positive divisors.
         divisors: Vec<f32>,
     },
+    /// Phi-3's `longrope` (Hugging Face `"rope_type": "longrope"`, formerly `"su"`; GGUF `rope_factors_short` and
+    /// `rope_factors_long` tensors): per-pair divisors, one table for contexts up to `original_max_ctx` and
+    /// another beyond, and a factor that multiplies the rotated part of q and k (so attention scores by its
+    /// square). Which table applies is decided once, by the context the model is placed with, as llama.cpp does
+    /// (Hugging Face switches tables by the current sequence length, which rotates the cached keys of one
+    /// sequence with two different tables).
+    LongRope {
+        /// `rotary_dim / 2` divisors used when the context is at most `original_max_ctx`.
+        short_factors: Vec<f32>,
+        /// `rotary_dim / 2` divisors used when the context exceeds `original_max_ctx`.
+        long_factors: Vec<f32>,
+        /// Context the model was pre-trained with.
+        original_max_ctx: usize,
+        /// Multiplier of the rotated dimensions of q and k (`attention_factor`; 1 when none is given and the
+        /// context is not extended).
+        attn_factor: f32,
+    },
 }
 
 impl RopeScaling {
-    /// Inverse frequencies of the `rotary_dim / 2` rotated pairs, with this scaling applied.
-    pub fn apply(scaling: Option<&RopeScaling>, theta: f32, rotary_dim: usize) -> Vec<f32> {
+    /// Inverse frequencies of the `rotary_dim / 2` rotated pairs, with this scaling applied, for a model placed
+    /// with a context of `ctx` positions (only [`RopeScaling::LongRope`] depends on it).
+    pub fn apply(
+        scaling: Option<&RopeScaling>,
+        theta: f32,
+        rotary_dim: usize,
+        ctx: usize,
+    ) -> Vec<f32> {
         let half = rotary_dim / 2;
         (0..half)
             .map(|i| {
@@ -91,6 +129,19 @@ impl RopeScaling {
                     // `validate` checks there is one divisor per pair; a missing one leaves its pair unscaled.
                     Some(RopeScaling::PerFrequency { divisors }) => {
                         inv / f64::from(divisors.get(i).copied().unwrap_or(1.0))
+                    }
+                    Some(RopeScaling::LongRope {
+                        short_factors,
+                        long_factors,
+                        original_max_ctx,
+                        ..
+                    }) => {
+                        let table = if ctx > *original_max_ctx {
+                            long_factors
+                        } else {
+                            short_factors
+                        };
+                        inv / f64::from(table.get(i).copied().unwrap_or(1.0))
                     }
                     Some(&RopeScaling::Llama3 {
                         factor,
@@ -172,13 +223,28 @@ impl ModelConfig {
         d - d % 2
     }
 
-    /// Inverse rotary frequencies of this model, scaling included.
+    /// Inverse rotary frequencies of this model at its full context (`shape.max_ctx`), scaling included.
     pub fn rope_inv_freqs(&self) -> Vec<f32> {
+        self.rope_inv_freqs_for(self.shape.max_ctx)
+    }
+
+    /// Inverse rotary frequencies when the model is placed with a context of `ctx` positions (longrope picks its
+    /// table by it).
+    pub fn rope_inv_freqs_for(&self, ctx: usize) -> Vec<f32> {
         RopeScaling::apply(
             self.rope_scaling.as_ref(),
             self.rope_theta,
             self.rotary_dim(),
+            ctx,
         )
+    }
+
+    /// What the rotated dimensions of q and k are multiplied by (longrope's attention factor; 1 otherwise).
+    pub fn rope_attn_factor(&self) -> f32 {
+        match self.rope_scaling {
+            Some(RopeScaling::LongRope { attn_factor, .. }) => attn_factor,
+            _ => 1.0,
+        }
     }
 
     /// [`ModelConfig::validate`], with the config file named in the error.
@@ -330,6 +396,27 @@ const MAX_DIM: usize = (1 << 31) - 1;
 /// Largest element count of any one tensor (or of the whole KV cache) a config may imply: 2^40, four TiB of f32.
 const MAX_ELEMENTS: usize = 1 << 40;
 
+/// One positive, finite divisor per rotated pair.
+fn check_divisors(what: &str, divisors: &[f32], rotary_dim: usize) -> Result<(), EngineError> {
+    if divisors.len() != rotary_dim / 2 {
+        return Err(EngineError::InvalidConfig(format!(
+            "{what}: {} given, but the rotary dimension {rotary_dim} has {} pairs",
+            divisors.len(),
+            rotary_dim / 2
+        )));
+    }
+    match divisors
+        .iter()
+        .enumerate()
+        .find(|(_, d)| !(d.is_finite() && **d > 0.0))
+    {
+        Some((i, d)) => Err(EngineError::InvalidConfig(format!(
+            "{what}: value {i} is {d}; it must be positive and finite"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Rotary scaling factors must be positive and finite, llama3's band must not be empty (it is divided by), and
 /// per-frequency divisors must cover the rotated pairs exactly.
 fn check_rope_scaling(s: &RopeScaling, rotary_dim: usize) -> Result<(), EngineError> {
@@ -345,17 +432,23 @@ fn check_rope_scaling(s: &RopeScaling, rotary_dim: usize) -> Result<(), EngineEr
     match *s {
         RopeScaling::Linear { factor } => positive("factor", factor),
         RopeScaling::PerFrequency { ref divisors } => {
-            if divisors.len() != rotary_dim / 2 {
-                return Err(EngineError::InvalidConfig(format!(
-                    "rope frequency divisors: {} given, but the rotary dimension {rotary_dim} has {} pairs",
-                    divisors.len(),
-                    rotary_dim / 2
-                )));
+            check_divisors("rope frequency divisors", divisors, rotary_dim)
+        }
+        RopeScaling::LongRope {
+            ref short_factors,
+            ref long_factors,
+            original_max_ctx,
+            attn_factor,
+        } => {
+            check_divisors("longrope short_factor", short_factors, rotary_dim)?;
+            check_divisors("longrope long_factor", long_factors, rotary_dim)?;
+            positive("attention_factor", attn_factor)?;
+            if original_max_ctx == 0 {
+                return Err(EngineError::InvalidConfig(
+                    "longrope original_max_position_embeddings must be positive".into(),
+                ));
             }
-            divisors
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, &d)| positive(&format!("divisor {i}"), d))
+            Ok(())
         }
         RopeScaling::Llama3 {
             factor,
@@ -378,5 +471,59 @@ fn check_rope_scaling(s: &RopeScaling, rotary_dim: usize) -> Result<(), EngineEr
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn long_rope() -> RopeScaling {
+        RopeScaling::LongRope {
+            short_factors: vec![1.0, 1.5, 2.0],
+            long_factors: vec![3.0, 5.0, 9.0],
+            original_max_ctx: 4096,
+            attn_factor: 1.19,
+        }
+    }
+
+    /// transformers' `inv_freq = 1 / (ext_factors * base^(arange(0, dim, 2) / dim))`, the short table up to the
+    /// pre-training context and the long one beyond it.
+    #[test]
+    fn longrope_divides_by_the_table_the_context_selects() {
+        let (theta, dim) = (10000.0f32, 6);
+        let s = long_rope();
+        for (ctx, table) in [
+            (4096, [1.0f32, 1.5, 2.0]),
+            (100, [1.0, 1.5, 2.0]),
+            (4097, [3.0, 5.0, 9.0]),
+        ] {
+            let got = RopeScaling::apply(Some(&s), theta, dim, ctx);
+            for (i, (g, f)) in got.iter().zip(table).enumerate() {
+                let want = 1.0 / (f64::from(f) * 10000f64.powf(2.0 * i as f64 / dim as f64));
+                assert!(
+                    (f64::from(*g) - want).abs() <= 1e-6 * want,
+                    "ctx {ctx} pair {i}: {g} vs {want}"
+                );
+            }
+        }
+        assert!(check_rope_scaling(&s, 6).is_ok());
+        assert!(check_rope_scaling(&s, 8).is_err(), "3 factors for 4 pairs");
+        let RopeScaling::LongRope {
+            short_factors,
+            long_factors,
+            ..
+        } = s
+        else {
+            unreachable!()
+        };
+        let zero_attn = RopeScaling::LongRope {
+            short_factors,
+            long_factors,
+            original_max_ctx: 4096,
+            attn_factor: 0.0,
+        };
+        assert!(check_rope_scaling(&zero_attn, 6).is_err());
     }
 }

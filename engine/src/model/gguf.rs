@@ -10,6 +10,16 @@
 //!   `norm_plus_one` is off (it would add 1 twice).
 //! * **Llama 3 rope scaling** is written as a `rope_freqs.weight` tensor of per-frequency divisors, not as keys;
 //!   it becomes [`RopeScaling::PerFrequency`].
+//! * **Fused projections** (phi3, chatglm): `attn_qkv` holds q, k and v rows in that order (and `attn_qkv.bias`
+//!   their biases); `ffn_up` holds `2 * ffn` rows, gate first, then up (llama.cpp's `LLM_FFN_SWIGLU` splits it so).
+//!   They are cut into the separate matrices at load ([`Tensor::split_rows`], exact in every storage), so the GPU
+//!   path sees q/k/v and gate/up as for any other model (and stacks q|k|v again on upload).
+//! * **Phi-3 longrope** is written as `rope_factors_short.weight` / `rope_factors_long.weight` tensors with
+//!   `rope.scaling.attn_factor` and `rope.scaling.original_context_length`; it becomes [`RopeScaling::LongRope`].
+//!   Its sliding window (`attention.sliding_window`, 2047 in Phi-3-mini-4k, 0 in Phi-4) is not implemented: the
+//!   context is capped at it, where sliding and full attention agree.
+//! * **ChatGLM** rotates the first half of each head (`rope.dimension_count`) with llama.cpp's "normal" rope, pairs
+//!   `(2i, 2i+1)`: [`RopeStyle::Interleaved`], as the original model's `apply_rotary_pos_emb` pairs them.
 //!
 //! Weights are converted one tensor at a time (layers in parallel), so a quantised 7B file is never inflated to
 //! f32 whole: Q4_0/Q4_1 matrices go into M0E4 G32 exactly ([`crate::gguf::q4_m0e4`]); everything else is
@@ -52,9 +62,11 @@ fn architecture(file: &GgufFile) -> Result<(Architecture, String), EngineError> 
         "llama" => Architecture::Llama,
         "qwen2" => Architecture::Qwen2,
         "gemma" => Architecture::Gemma,
+        "phi3" => Architecture::Phi3,
+        "chatglm" => Architecture::ChatGlm,
         other => {
             return Err(EngineError::UnsupportedArchitecture(format!(
-                "{other} (GGUF `general.architecture` of {}; llama, qwen2 and gemma are supported)",
+                "{other} (GGUF `general.architecture` of {}; llama, qwen2, gemma, phi3 and chatglm are supported)",
                 file.path().display()
             )))
         }
@@ -126,7 +138,7 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
             .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5),
         rope_theta: file.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0),
-        rope_style: if arch == Architecture::Llama {
+        rope_style: if matches!(arch, Architecture::Llama | Architecture::ChatGlm) {
             RopeStyle::Interleaved
         } else {
             RopeStyle::HalfSplit
@@ -135,7 +147,8 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
         partial_rotary,
         tied_embeddings: file.header().tensor("output.weight").is_none(),
         qkv_bias: arch == Architecture::Qwen2
-            || file.header().tensor("blk.0.attn_q.bias").is_some(),
+            || file.header().tensor("blk.0.attn_q.bias").is_some()
+            || file.header().tensor("blk.0.attn_qkv.bias").is_some(),
         activation: if gemma {
             Activation::GeluTanh
         } else {
@@ -153,16 +166,83 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
             }
         }
     }
-    cfg.rope_scaling = rope_scaling(file, &name, cfg.rotary_dim())?;
+    cfg.rope_scaling = rope_scaling(file, &name, cfg.rotary_dim(), cfg.shape.max_ctx)?;
+    if arch == Architecture::Phi3 {
+        cap_at_sliding_window(file, &key("attention.sliding_window"), &mut cfg)?;
+    }
     cfg.validate_in(file.path())?;
     Ok(cfg)
 }
 
-/// Rotary scaling from `<arch>.rope.scaling.*` (or the older `rope.scale_linear`) and the `rope_freqs` tensor.
+/// Sliding-window attention is not implemented; within the window it equals full attention, so the usable context
+/// is capped at the window instead of silently computing something else beyond it (0: no window, as Phi-4 writes).
+fn cap_at_sliding_window(
+    file: &GgufFile,
+    key: &str,
+    cfg: &mut ModelConfig,
+) -> Result<(), EngineError> {
+    if let Some(window) = file.opt_usize(key)? {
+        if window > 0 && window < cfg.shape.max_ctx {
+            tracing::info!(
+                "{}: context capped at the sliding window of {window} tokens",
+                file.path().display()
+            );
+            cfg.shape.max_ctx = window;
+        }
+    }
+    Ok(())
+}
+
+/// Phi-3's longrope tables (`rope_factors_short` / `rope_factors_long`), if the file has them.
+fn long_rope(
+    file: &GgufFile,
+    arch: &str,
+    rotary_dim: usize,
+    max_ctx: usize,
+) -> Result<Option<RopeScaling>, EngineError> {
+    let (short, long) = (
+        file.header().tensor("rope_factors_short.weight"),
+        file.header().tensor("rope_factors_long.weight"),
+    );
+    let (short, long) = match (short, long) {
+        (None, None) => return Ok(None),
+        (Some(s), Some(l)) => (s, l),
+        _ => {
+            return Err(gguf_error(
+                file,
+                "has only one of the `rope_factors_short` and `rope_factors_long` tensors; longrope needs both"
+                    .into(),
+            ))
+        }
+    };
+    let want = vec![rotary_dim / 2];
+    let read = |info: &TensorInfo| {
+        if info.shape() != want {
+            return Err(shape_error(file, info, want.clone()));
+        }
+        gguf::dequantize(info, file.data(info)).map_err(|m| gguf_error(file, m))
+    };
+    let (short_factors, long_factors) = (read(short)?, read(long)?);
+    Ok(Some(RopeScaling::LongRope {
+        short_factors,
+        long_factors,
+        // llama.cpp's defaults when the keys are absent: the training context, and no attention factor.
+        original_max_ctx: file
+            .opt_usize(&format!("{arch}.rope.scaling.original_context_length"))?
+            .unwrap_or(max_ctx),
+        attn_factor: file
+            .opt_f32(&format!("{arch}.rope.scaling.attn_factor"))?
+            .unwrap_or(1.0),
+    }))
+}
+
+/// Rotary scaling from `<arch>.rope.scaling.*` (or the older `rope.scale_linear`), the `rope_freqs` tensor, and
+/// Phi-3's `rope_factors_*` tensors.
 fn rope_scaling(
     file: &GgufFile,
     arch: &str,
     rotary_dim: usize,
+    max_ctx: usize,
 ) -> Result<Option<RopeScaling>, EngineError> {
     let type_key = format!("{arch}.rope.scaling.type");
     let factor_key = format!("{arch}.rope.scaling.factor");
@@ -184,9 +264,23 @@ fn rope_scaling(
             ))
         }
     };
+    let long = long_rope(file, arch, rotary_dim, max_ctx)?;
     let Some(info) = file.header().tensor("rope_freqs.weight") else {
-        return Ok(from_keys);
+        return match (from_keys, long) {
+            (Some(_), Some(_)) => Err(file.meta_error(
+                &type_key,
+                "sets a rope scaling, and `rope_factors_*` tensors set longrope; tlite cannot apply both",
+            )),
+            (keys, long) => Ok(keys.or(long)),
+        };
     };
+    if long.is_some() {
+        return Err(gguf_error(
+            file,
+            "has a `rope_freqs` tensor and `rope_factors_*` tensors; tlite cannot apply both"
+                .into(),
+        ));
+    }
     if from_keys.is_some() {
         return Err(file.meta_error(
             &type_key,
@@ -278,6 +372,13 @@ impl Reader<'_> {
     }
 }
 
+/// The next part of a cut tensor (`split_rows` returns as many parts as asked, so this never fails in practice).
+fn next(parts: &mut impl Iterator<Item = Tensor>) -> Result<Tensor, EngineError> {
+    parts
+        .next()
+        .ok_or_else(|| EngineError::Model("a fused tensor was cut into too few parts".into()))
+}
+
 fn load_weights(
     file: &GgufFile,
     c: &ModelConfig,
@@ -309,18 +410,58 @@ fn load_weights(
                     .then(|| r.vector(&n(&format!("{t}.bias")), len))
                     .transpose()
             };
+            let has = |t: &str| file.header().tensor(&n(t)).is_some();
+            let (wq, wk, wv) = if has("attn_qkv.weight") {
+                let mut p = lin("attn_qkv.weight", q + 2 * kv, h)?
+                    .split_rows(&[q, kv, kv])?
+                    .into_iter();
+                (next(&mut p)?, next(&mut p)?, next(&mut p)?)
+            } else {
+                (
+                    lin("attn_q.weight", q, h)?,
+                    lin("attn_k.weight", kv, h)?,
+                    lin("attn_v.weight", kv, h)?,
+                )
+            };
+            let (bq, bk, bv) = match (c.qkv_bias, has("attn_qkv.weight")) {
+                (false, _) => (None, None, None),
+                (true, true) => {
+                    let mut p = r
+                        .vector(&n("attn_qkv.bias"), q + 2 * kv)?
+                        .split_vector(&[q, kv, kv])?
+                        .into_iter();
+                    (
+                        Some(next(&mut p)?),
+                        Some(next(&mut p)?),
+                        Some(next(&mut p)?),
+                    )
+                }
+                (true, false) => (bias("attn_q", q)?, bias("attn_k", kv)?, bias("attn_v", kv)?),
+            };
+            let (w_gate, w_up) = if has("ffn_gate.weight") {
+                (
+                    lin("ffn_gate.weight", ffn, h)?,
+                    lin("ffn_up.weight", ffn, h)?,
+                )
+            } else {
+                // Fused: `ffn_up` holds gate rows, then up rows.
+                let mut p = lin("ffn_up.weight", 2 * ffn, h)?
+                    .split_rows(&[ffn, ffn])?
+                    .into_iter();
+                (next(&mut p)?, next(&mut p)?)
+            };
             let l = LayerWeights {
                 attn_norm: r.vector(&n("attn_norm.weight"), h)?,
-                wq: lin("attn_q.weight", q, h)?,
-                wk: lin("attn_k.weight", kv, h)?,
-                wv: lin("attn_v.weight", kv, h)?,
+                wq,
+                wk,
+                wv,
                 wo: lin("attn_output.weight", h, q)?,
-                bq: bias("attn_q", q)?,
-                bk: bias("attn_k", kv)?,
-                bv: bias("attn_v", kv)?,
+                bq,
+                bk,
+                bv,
                 ffn_norm: r.vector(&n("ffn_norm.weight"), h)?,
-                w_gate: lin("ffn_gate.weight", ffn, h)?,
-                w_up: lin("ffn_up.weight", ffn, h)?,
+                w_gate,
+                w_up,
                 w_down: lin("ffn_down.weight", h, ffn)?,
             };
             stages.tick();

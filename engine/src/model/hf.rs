@@ -119,10 +119,54 @@ fn parse_rope_scaling(f: &Fields<'_>) -> Result<Option<RopeScaling>, EngineError
                 .opt_usize("original_max_position_embeddings")?
                 .unwrap_or(8192),
         })),
+        "longrope" | "su" => long_rope(f, &sub).map(Some),
         other => Err(sub.err(format!(
-            "rope_scaling type `{other}` is not supported (linear and llama3 are)"
+            "rope_scaling type `{other}` is not supported (linear, llama3 and longrope are)"
         ))),
     }
+}
+
+/// A list of numbers (longrope's factor tables).
+fn f32_list(sub: &Fields<'_>, key: &str) -> Result<Vec<f32>, EngineError> {
+    let Some(Value::Array(a)) = sub.json.get(key) else {
+        return Err(sub.err(format!("rope_scaling: `{key}` must be a list of numbers")));
+    };
+    a.iter()
+        .map(|v| {
+            v.as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| sub.err(format!("rope_scaling: `{key}` holds {v}, not a number")))
+        })
+        .collect()
+}
+
+/// Phi-3's longrope, as transformers' `_compute_longrope_parameters` reads it: the pre-training context is the
+/// top-level `original_max_position_embeddings` (then the extension factor is `max_position_embeddings` over it),
+/// else the one in `rope_scaling` beside its `factor`; without an explicit `attention_factor`, it is
+/// `sqrt(1 + ln(factor) / ln(original))` for a factor above 1, and 1 otherwise.
+fn long_rope(f: &Fields<'_>, sub: &Fields<'_>) -> Result<RopeScaling, EngineError> {
+    let max_pos = f.opt_usize("max_position_embeddings")?.unwrap_or(2048);
+    let (original_max_ctx, factor) = match f.opt_usize("original_max_position_embeddings")? {
+        Some(orig) if orig > 0 => (orig, max_pos as f64 / orig as f64),
+        _ => (
+            sub.opt_usize("original_max_position_embeddings")?
+                .unwrap_or(max_pos),
+            f64::from(sub.opt_f32("factor")?.unwrap_or(1.0)),
+        ),
+    };
+    let attn_factor = match sub.opt_f32("attention_factor")? {
+        Some(a) => a,
+        None if factor > 1.0 && original_max_ctx > 1 => {
+            (1.0 + factor.ln() / (original_max_ctx as f64).ln()).sqrt() as f32
+        }
+        None => 1.0,
+    };
+    Ok(RopeScaling::LongRope {
+        short_factors: f32_list(sub, "short_factor")?,
+        long_factors: f32_list(sub, "long_factor")?,
+        original_max_ctx,
+        attn_factor,
+    })
 }
 
 /// Parses `config.json` (and `generation_config.json` beside it, when present) into a validated [`ModelConfig`].
@@ -194,8 +238,8 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
     };
     // Sliding-window attention is not implemented; within the window it equals full attention, so the usable
     // context is capped at the window instead of silently computing something else beyond it.
-    let sliding =
-        arch == Architecture::Mistral || f.opt_bool("use_sliding_window")?.unwrap_or(false);
+    let sliding = matches!(arch, Architecture::Mistral | Architecture::Phi3)
+        || f.opt_bool("use_sliding_window")?.unwrap_or(false);
     if let (true, Some(window)) = (sliding, f.opt_usize("sliding_window")?) {
         if window > 0 && window < cfg.shape.max_ctx {
             tracing::info!(
@@ -238,6 +282,13 @@ pub(crate) fn load_folder(
     }
     let weights = load_weights(&st, &config, opts, progress)?;
     Ok(Model { config, weights })
+}
+
+/// The next part of a cut tensor (`split_rows` returns as many parts as asked).
+fn next(parts: &mut impl Iterator<Item = super::Tensor>) -> Result<super::Tensor, EngineError> {
+    parts
+        .next()
+        .ok_or_else(|| EngineError::Model("a fused tensor was cut into too few parts".into()))
 }
 
 fn load_weights(
@@ -286,54 +337,58 @@ fn load_weights(
                     Ok(None)
                 }
             };
+            let name = |t: &str| format!("{p}.{t}.weight");
+            let lin = |t: &str, rows, cols| mat(&name(t), rows, cols, MatrixRole::Linear);
+            // Phi-3 fuses q|k|v into `qkv_proj` and gate|up into `gate_up_proj` (gate rows first); they are cut
+            // here so the rest of the engine sees the usual matrices.
+            let fused_qkv = st.get(&name("self_attn.qkv_proj")).is_ok();
+            let (wq, wk, wv) = if fused_qkv {
+                let mut parts = lin("self_attn.qkv_proj", q + 2 * kv, h)?
+                    .split_rows(&[q, kv, kv])?
+                    .into_iter();
+                (next(&mut parts)?, next(&mut parts)?, next(&mut parts)?)
+            } else {
+                (
+                    lin("self_attn.q_proj", q, h)?,
+                    lin("self_attn.k_proj", kv, h)?,
+                    lin("self_attn.v_proj", kv, h)?,
+                )
+            };
+            let (bq, bk, bv) = match (c.qkv_bias, fused_qkv) {
+                (false, _) => (None, None, None),
+                (true, true) => {
+                    let mut parts = vec(&format!("{p}.self_attn.qkv_proj.bias"), q + 2 * kv)?
+                        .split_vector(&[q, kv, kv])?
+                        .into_iter();
+                    (
+                        Some(next(&mut parts)?),
+                        Some(next(&mut parts)?),
+                        Some(next(&mut parts)?),
+                    )
+                }
+                (true, false) => (bias("q_proj", q)?, bias("k_proj", kv)?, bias("v_proj", kv)?),
+            };
+            let (w_gate, w_up) = if st.get(&name("mlp.gate_up_proj")).is_ok() {
+                let mut parts = lin("mlp.gate_up_proj", 2 * ffn, h)?
+                    .split_rows(&[ffn, ffn])?
+                    .into_iter();
+                (next(&mut parts)?, next(&mut parts)?)
+            } else {
+                (lin("mlp.gate_proj", ffn, h)?, lin("mlp.up_proj", ffn, h)?)
+            };
             let l = LayerWeights {
                 attn_norm: vec(&format!("{p}.input_layernorm.weight"), h)?,
-                wq: mat(
-                    &format!("{p}.self_attn.q_proj.weight"),
-                    q,
-                    h,
-                    MatrixRole::Linear,
-                )?,
-                wk: mat(
-                    &format!("{p}.self_attn.k_proj.weight"),
-                    kv,
-                    h,
-                    MatrixRole::Linear,
-                )?,
-                wv: mat(
-                    &format!("{p}.self_attn.v_proj.weight"),
-                    kv,
-                    h,
-                    MatrixRole::Linear,
-                )?,
-                wo: mat(
-                    &format!("{p}.self_attn.o_proj.weight"),
-                    h,
-                    q,
-                    MatrixRole::Linear,
-                )?,
-                bq: bias("q_proj", q)?,
-                bk: bias("k_proj", kv)?,
-                bv: bias("v_proj", kv)?,
+                wq,
+                wk,
+                wv,
+                wo: lin("self_attn.o_proj", h, q)?,
+                bq,
+                bk,
+                bv,
                 ffn_norm: vec(&format!("{p}.post_attention_layernorm.weight"), h)?,
-                w_gate: mat(
-                    &format!("{p}.mlp.gate_proj.weight"),
-                    ffn,
-                    h,
-                    MatrixRole::Linear,
-                )?,
-                w_up: mat(
-                    &format!("{p}.mlp.up_proj.weight"),
-                    ffn,
-                    h,
-                    MatrixRole::Linear,
-                )?,
-                w_down: mat(
-                    &format!("{p}.mlp.down_proj.weight"),
-                    h,
-                    ffn,
-                    MatrixRole::Linear,
-                )?,
+                w_gate,
+                w_up,
+                w_down: lin("mlp.down_proj", h, ffn)?,
             };
             stages.tick();
             Ok(l)
@@ -370,6 +425,7 @@ fn check_no_extra_layer(
     let extra = [
         format!("model.layers.{n}.input_layernorm.weight"),
         format!("model.layers.{n}.self_attn.q_proj.weight"),
+        format!("model.layers.{n}.self_attn.qkv_proj.weight"),
     ]
     .into_iter()
     .find(|name| st.get(name).is_ok());

@@ -93,6 +93,76 @@ impl Tensor {
         }
     }
 
+    /// A matrix cut along its rows into consecutive parts of `rows[0]`, `rows[1]`, ... rows (which must add up to
+    /// all of them): how a fused projection (`qkv_proj`, `gate_up_proj`, GGUF `attn_qkv`) becomes the separate
+    /// matrices the rest of the engine takes. Exact in every storage (M0E4 groups run along a row, so a row's
+    /// codes, scales and offsets move together).
+    pub fn split_rows(self, rows: &[usize]) -> Result<Vec<Tensor>, EngineError> {
+        let cols = self.cols();
+        if self.shape.len() != 2 || rows.iter().sum::<usize>() != self.rows() {
+            return Err(EngineError::Model(format!(
+                "a tensor of shape {:?} cannot be cut into parts of {rows:?} rows",
+                self.shape
+            )));
+        }
+        match self.data {
+            TensorData::F32(v) => cut_rows(&v, rows, cols)
+                .into_iter()
+                .zip(rows)
+                .map(|(p, &r)| Tensor::f32(vec![r, cols], p))
+                .collect(),
+            TensorData::F16(v) => cut_rows(&v, rows, cols)
+                .into_iter()
+                .zip(rows)
+                .map(|(p, &r)| Tensor::f16(vec![r, cols], p))
+                .collect(),
+            TensorData::M0e4(m) => {
+                let (group, groups) = (m.group(), m.groups_per_row());
+                let (codes, scales, offsets) = m.into_parts();
+                let (codes, scales, offsets) = (
+                    cut_rows(&codes, rows, cols / 2),
+                    cut_rows(&scales, rows, groups),
+                    cut_rows(&offsets, rows, groups),
+                );
+                codes
+                    .into_iter()
+                    .zip(scales)
+                    .zip(offsets)
+                    .zip(rows)
+                    .map(|(((c, s), o), &r)| {
+                        fp4::M0e4Matrix::from_parts(fp4::MatrixShape::new(r, cols), group, c, s, o)
+                            .map(Tensor::m0e4)
+                            .map_err(|e| EngineError::Model(format!("cutting an M0E4 matrix: {e}")))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// A vector cut into consecutive parts of the given lengths (a fused bias).
+    pub fn split_vector(self, lens: &[usize]) -> Result<Vec<Tensor>, EngineError> {
+        let TensorData::F32(v) = &self.data else {
+            return Err(EngineError::Model(format!(
+                "only f32 vectors are cut, not {}",
+                self.dtype_name()
+            )));
+        };
+        if self.shape.len() != 1 || lens.iter().sum::<usize>() != v.len() {
+            return Err(EngineError::Model(format!(
+                "a vector of shape {:?} cannot be cut into parts of {lens:?}",
+                self.shape
+            )));
+        }
+        let mut at = 0;
+        lens.iter()
+            .map(|&n| {
+                let part = v[at..at + n].to_vec();
+                at += n;
+                Tensor::f32(vec![n], part)
+            })
+            .collect()
+    }
+
     /// Bytes the tensor occupies in memory.
     pub fn bytes(&self) -> usize {
         match &self.data {
@@ -101,6 +171,18 @@ impl Tensor {
             TensorData::M0e4(m) => m.packed_bytes(),
         }
     }
+}
+
+/// `v` (`per_row` elements a row) cut into consecutive parts of `rows[i]` rows.
+fn cut_rows<T: Clone>(v: &[T], rows: &[usize], per_row: usize) -> Vec<Vec<T>> {
+    let mut at = 0;
+    rows.iter()
+        .map(|&r| {
+            let part = v[at * per_row..(at + r) * per_row].to_vec();
+            at += r;
+            part
+        })
+        .collect()
 }
 
 fn check_len(shape: &[usize], len: usize) -> Result<(), EngineError> {
@@ -234,6 +316,40 @@ pub struct Model {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn split_rows_cuts_every_storage_exactly() {
+        let (rows, cols) = (7, 64);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        let parts = [3, 1, 3];
+        let check = |t: Tensor| {
+            let whole = t.to_f32();
+            let cut = t.split_rows(&parts).unwrap();
+            let mut at = 0;
+            for (p, &r) in cut.iter().zip(&parts) {
+                assert_eq!(p.shape, vec![r, cols]);
+                assert_eq!(p.to_f32(), whole[at * cols..(at + r) * cols]);
+                at += r;
+            }
+        };
+        check(Tensor::f32(vec![rows, cols], values.clone()).unwrap());
+        let half: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();
+        check(Tensor::f16(vec![rows, cols], half).unwrap());
+        let m = fp4::quantize_m0e4(
+            &values,
+            fp4::MatrixShape::new(rows, cols),
+            fp4::GroupSize::G32,
+        )
+        .unwrap();
+        check(Tensor::m0e4(m));
+        let bad = Tensor::f32(vec![rows, cols], values).unwrap();
+        assert!(bad.split_rows(&[3, 3]).is_err());
+        let b = Tensor::f32(vec![5], vec![1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let cut = b.split_vector(&[2, 3]).unwrap();
+        assert_eq!(cut[1].to_f32(), vec![3.0, 4.0, 5.0]);
+    }
 
     #[test]
     fn a_shape_whose_element_count_overflows_is_an_error_not_a_match() {

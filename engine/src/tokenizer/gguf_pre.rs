@@ -15,6 +15,10 @@ const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])
 /// Qwen 2: as Llama 3 but one digit per piece.
 const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// OpenAI's o200k split (`gpt-4o`: Phi-4-mini), as its `tokenizer.json` writes it; llama.cpp runs an equivalent
+/// rewrite of it, since its own regex engine lacks the letter-case classes.
+const O200K: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// How a byte-level BPE vocabulary splits text before merging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PreTokenizer {
@@ -48,7 +52,9 @@ impl PreTokenizer {
                 ignore_merges: true,
                 default_add_bos: true,
             },
-            "dbrx" | "smaug-bpe" => plain(vec![LLAMA3]),
+            // ChatGLM4's split is Llama 3's regex without ignore_merges (llama.cpp's CHATGLM4).
+            "dbrx" | "smaug-bpe" | "chatglm-bpe" | "glm4" => plain(vec![LLAMA3]),
+            "gpt-4o" | "llama4" => plain(vec![O200K]),
             "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
             | "jina-v2-de" | "a.x-4.0" | "mellum" | "mpt" | "olmo" | "jais" | "exaone4" => {
                 plain(vec![GPT2])
@@ -85,6 +91,13 @@ mod tests {
             PreTokenizer::for_name(Some("smollm")).unwrap().regexes,
             vec![r"\p{N}", GPT2]
         );
+        let glm = PreTokenizer::for_name(Some("chatglm-bpe")).unwrap();
+        assert!(!glm.ignore_merges && !glm.default_add_bos);
+        assert_eq!(glm.regexes, vec![LLAMA3]);
+        assert_eq!(
+            PreTokenizer::for_name(Some("gpt-4o")).unwrap().regexes,
+            vec![O200K]
+        );
         assert!(PreTokenizer::for_name(Some("no-such-pre")).is_none());
     }
 
@@ -98,11 +111,34 @@ mod tests {
             "qwen2",
             "smollm",
             "falcon",
+            "gpt-4o",
         ] {
             for re in PreTokenizer::for_name(Some(name)).unwrap().regexes {
                 fancy_regex_compiles(re);
             }
         }
+    }
+
+    /// o200k keeps a word's case run and its contraction together and takes digits three at a time.
+    #[test]
+    fn o200k_splits_as_its_tokenizer_json_does() {
+        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+        use tokenizers::SplitDelimiterBehavior;
+        use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer as _};
+        let split = Split::new(
+            SplitPattern::Regex(O200K.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .unwrap();
+        let mut text = PreTokenizedString::from("HelloWorld's 12345");
+        split.pre_tokenize(&mut text).unwrap();
+        let pieces: Vec<String> = text
+            .get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(s, _, _)| s.to_string())
+            .collect();
+        assert_eq!(pieces, ["Hello", "World's", " ", "123", "45"]);
     }
 
     fn fancy_regex_compiles(re: &str) {

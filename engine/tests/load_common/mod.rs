@@ -46,6 +46,9 @@ pub fn to_ref(m: &Model) -> RefModel {
             Architecture::Mistral => RefArch::Mistral,
             Architecture::Qwen2 => RefArch::Qwen2,
             Architecture::Gemma => RefArch::Gemma,
+            // After the loader cuts their fused tensors, these run Llama's forward pass (partial rotary and
+            // longrope are carried by the config fields below).
+            Architecture::Phi3 | Architecture::ChatGlm => RefArch::Llama,
         },
         // The engine and the reference share symshape's shape type: nothing to convert.
         shape: c.shape,
@@ -55,6 +58,7 @@ pub fn to_ref(m: &Model) -> RefModel {
             RopeStyle::HalfSplit => fixtures::ops::RopeStyle::HalfSplit,
             RopeStyle::Interleaved => fixtures::ops::RopeStyle::Interleaved,
         },
+        rope_attn_factor: c.rope_attn_factor(),
         norm_plus_one: c.norm_plus_one,
         embed_scale: c.embed_scale.unwrap_or(1.0),
         gelu: c.activation == Activation::GeluTanh,
