@@ -67,8 +67,8 @@ impl ChatTemplate {
             return Self::Mistral;
         }
         match (arch, template_source.is_some()) {
-            (Architecture::Qwen2, _) => Self::ChatMl,
-            (Architecture::Gemma, _) => Self::Gemma,
+            (Architecture::Qwen2 | Architecture::Qwen3, _) => Self::ChatMl,
+            (Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3, _) => Self::Gemma,
             (Architecture::Mistral, _) => Self::Mistral,
             (Architecture::Llama, true) => Self::Llama2,
             (Architecture::Llama, false) => Self::Plain,

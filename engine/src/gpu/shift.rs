@@ -83,12 +83,12 @@ impl GpuModel {
         let kv = self.kv.config();
         let shift = RopeShift::new(&self.gpu, kv.shape.dtype)?;
         let view = kv.layout().positions_view(slots.start, slots.len());
-        for layer in 0..kv.shape.layers {
+        for (layer, params) in self.params.iter().enumerate().take(kv.shape.layers) {
             let keys = self.kv.buffer(layer, KvPart::Key)?;
             shift.enqueue(
                 keys.operand(view),
-                self.params.rope,
-                self.rope_table.as_ref(),
+                params.rope,
+                params.table(self.rope_table.as_ref()),
                 delta,
             )?;
         }
