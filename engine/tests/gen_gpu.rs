@@ -132,11 +132,14 @@ fn check_with_options(arch: RefArch, format: WeightFormat, opts: &GpuOptions, re
     worst
 }
 
-const ARCHS: [RefArch; 4] = [
+const ARCHS: [RefArch; 7] = [
     RefArch::Llama,
     RefArch::Mistral,
     RefArch::Qwen2,
     RefArch::Gemma,
+    RefArch::Qwen3,
+    RefArch::Gemma2,
+    RefArch::Gemma3,
 ];
 const M0E4: WeightFormat = WeightFormat::M0e4 {
     group: fp4::GroupSize::G32,
@@ -175,6 +178,8 @@ fn half_product_matvecs_stay_close() {
 fn f16_kv_cache_stays_close() {
     check_against_reference(RefArch::Qwen2, M0E4, KvDtype::F16, 2e-2);
     check_against_reference(RefArch::Gemma, WeightFormat::F16, KvDtype::F16, 2e-2);
+    check_against_reference(RefArch::Gemma2, M0E4, KvDtype::F16, 2e-2);
+    check_against_reference(RefArch::Gemma3, WeightFormat::F16, KvDtype::F16, 2e-2);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 mod load_common;
 
 use engine::model::{
-    load, Activation, Architecture, LoadOptions, RopeScaling, RopeStyle, TensorData, WeightFormat,
+    load, Activation, LoadOptions, RopeScaling, RopeStyle, TensorData, WeightFormat,
 };
 use fixtures::reference_model::{RefArch, RefModel};
 use fixtures::tiny_models::{
@@ -14,11 +14,14 @@ use fixtures::tiny_models::{
 };
 use load_common::{rel_diff, rel_rms, tmp, to_ref};
 
-const ARCHS: [RefArch; 4] = [
+const ARCHS: [RefArch; 7] = [
     RefArch::Llama,
     RefArch::Mistral,
     RefArch::Qwen2,
     RefArch::Gemma,
+    RefArch::Qwen3,
+    RefArch::Gemma2,
+    RefArch::Gemma3,
 ];
 const PROMPT: [u32; 6] = [1, 40, 310, 77, 5, 260];
 
@@ -62,7 +65,7 @@ fn every_arch_loads_with_family_config_and_exact_weights() {
         assert_eq!(m.weights.lm_head.is_none(), spec.tied);
         assert_eq!(c.qkv_bias, spec.qkv_bias);
         assert_eq!(m.weights.layers[0].bq.is_some(), spec.qkv_bias);
-        let gemma = c.arch == Architecture::Gemma;
+        let gemma = c.arch.is_gemma();
         assert_eq!(c.norm_plus_one, gemma);
         assert_eq!(c.activation == Activation::GeluTanh, gemma);
         assert_eq!(c.embed_scale, gemma.then_some(8.0));
@@ -71,8 +74,12 @@ fn every_arch_loads_with_family_config_and_exact_weights() {
             matches!(c.rope_scaling, Some(RopeScaling::Llama3 { .. })),
             spec.llama3_scaling.is_some()
         );
-        // Loaded weights equal the written ones exactly, and so does the reference forward.
+        assert_eq!(c.qk_norm, spec.qk_norm, "{arch:?}");
+        assert_eq!(c.post_norms, spec.post_norms, "{arch:?}");
+        // Loaded weights equal the written ones exactly, and so do the Gemma 2/3 features and the reference
+        // forward (whose 6 tokens pass the 4-position window).
         let loaded = to_ref(&m);
+        assert_eq!(loaded.config, reference.config, "{arch:?}");
         assert_eq!(loaded.weights, reference.weights, "{arch:?}");
         assert_eq!(
             loaded.config.rope_inv_freqs, reference.config.rope_inv_freqs,
