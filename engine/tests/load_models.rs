@@ -209,7 +209,7 @@ fn llama2c_checkpoint_written_by_fixtures_loads_interleaved() {
 }
 
 #[test]
-fn mistral_sliding_window_caps_the_context() {
+fn mistral_sliding_window_masks_every_layer_without_capping_the_context() {
     let dir = tmp();
     fixtures::tiny_models::write_tiny_hf_model(RefArch::Mistral, dir.path()).unwrap();
     assert_eq!(
@@ -224,11 +224,19 @@ fn mistral_sliding_window_caps_the_context() {
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     j["sliding_window"] = 64.into();
     std::fs::write(&p, j.to_string()).unwrap();
-    assert_eq!(
-        engine::model::load_config(dir.path())
-            .unwrap()
-            .shape
-            .max_ctx,
-        64
-    );
+    let c = engine::model::load_config(dir.path()).unwrap();
+    assert_eq!(c.shape.max_ctx, 128);
+    let w = c.sliding_window.unwrap();
+    assert_eq!((w.window, w.local_layers), (64, vec![true, true]));
+    // Qwen's window (only some layers, by rules of its own) still caps the context instead.
+    let dir = tmp();
+    fixtures::tiny_models::write_tiny_hf_model(RefArch::Qwen2, dir.path()).unwrap();
+    let p = dir.path().join("config.json");
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    j["sliding_window"] = 64.into();
+    j["use_sliding_window"] = true.into();
+    std::fs::write(&p, j.to_string()).unwrap();
+    let c = engine::model::load_config(dir.path()).unwrap();
+    assert_eq!((c.shape.max_ctx, c.sliding_window), (64, None));
 }

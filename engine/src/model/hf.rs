@@ -257,11 +257,22 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
     if gemma2 {
         gemma2_features(&f, &mut cfg)?;
     }
-    // Mistral's and Qwen's sliding windows are not applied (Qwen's covers only some layers, by rules of its own);
-    // within the window they equal full attention, so the usable context is capped at the window instead of
-    // silently computing something else beyond it.
+    // Mistral attends through its window in every layer.
+    let mistral_window = f
+        .opt_usize("sliding_window")?
+        .filter(|&w| arch == Architecture::Mistral && w > 0);
+    if let Some(window) = mistral_window {
+        cfg.sliding_window = Some(SlidingWindow {
+            window,
+            local_layers: vec![true; cfg.shape.layers],
+        });
+    }
+    // Qwen's sliding window is not applied (it covers only some layers, by rules of its own); within the window
+    // it equals full attention, so the usable context is capped at the window instead of silently computing
+    // something else beyond it.
     let sliding = !gemma2
-        && (arch == Architecture::Mistral || f.opt_bool("use_sliding_window")?.unwrap_or(false));
+        && arch != Architecture::Mistral
+        && f.opt_bool("use_sliding_window")?.unwrap_or(false);
     if let (true, Some(window)) = (sliding, f.opt_usize("sliding_window")?) {
         if window > 0 && window < cfg.shape.max_ctx {
             tracing::info!(
