@@ -36,6 +36,11 @@ impl Architecture {
             "qwen3" => Ok(Self::Qwen3),
             "gemma2" => Ok(Self::Gemma2),
             "gemma3_text" => Ok(Self::Gemma3),
+            "gemma3" => Err(EngineError::UnsupportedArchitecture(
+                "gemma3 (the multimodal Gemma 3 config, with the text model's settings under `text_config`; \
+                 tlite runs the text-only `gemma3_text`)"
+                    .into(),
+            )),
             other => Err(EngineError::UnsupportedArchitecture(other.to_string())),
         }
     }

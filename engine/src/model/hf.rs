@@ -516,6 +516,59 @@ mod tests {
         std::fs::write(&p, j.to_string()).unwrap();
     }
 
+    /// What tlite does not run of these families is refused by name, never run as something else.
+    #[test]
+    fn unsupported_gemma_features_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_hf_folder(
+            &TinySpec::for_arch(RefArch::Gemma3),
+            dir.path(),
+            StoreDtype::F32,
+            1,
+        )
+        .unwrap();
+        let c = parse_config(dir.path()).unwrap();
+        // The tiny Gemma 3: layer 0 local with its own base, layer 1 global with linear scaling.
+        assert_eq!(c.layer_rope(0), (10000.0, None));
+        assert_eq!(
+            c.layer_rope(1),
+            (1.0e6, Some(&RopeScaling::Linear { factor: 2.0 }))
+        );
+        let refused = |key: &str, value: Value, needle: &str| {
+            let before = read_json(&dir.path().join("config.json")).unwrap();
+            set_config(dir.path(), key, value);
+            let e = parse_config(dir.path()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{key}: {e}");
+            std::fs::write(dir.path().join("config.json"), before.to_string()).unwrap();
+        };
+        refused(
+            "rope_scaling",
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
+            "Gemma 3 scales its global layers linearly",
+        );
+        refused(
+            "layer_types",
+            serde_json::json!(["chunked_attention", "full_attention"]),
+            "chunked_attention",
+        );
+        refused(
+            "layer_types",
+            serde_json::json!(["sliding_attention"]),
+            "names 1 layers, the model has 2",
+        );
+        refused(
+            "attn_logit_softcapping",
+            (-1.0).into(),
+            "attn_logit_softcapping",
+        );
+        refused(
+            "sliding_window",
+            0.into(),
+            "sliding_window must be at least 1",
+        );
+        refused("model_type", "gemma3".into(), "gemma3_text");
+    }
+
     #[test]
     fn a_tied_config_beside_a_different_head_is_reported() {
         let dir = tempfile::tempdir().unwrap();
