@@ -4,7 +4,8 @@
 //! hide), so with M0E4 weights a layer is five launches: QKV mat-vec with the attention RMSNorm (and Qwen2's bias)
 //! folded in; attention, which also rotates q and the new key and writes the new K and V into the cache;
 //! o-projection with the residual; gate+up with the MLP RMSNorm folded in; down with the residual. f16 weights keep
-//! their norms separate, and rope-scaled models (frequency table) keep separate rotary launches.
+//! their norms separate, and rope-scaled models (frequency table) keep separate rotary launches. The optional steps
+//! of Qwen3 and Gemma 2/3 (`extra_steps.rs`: q/k norms, post norms, logit soft-cap) add launches of their own.
 
 use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::Residual;
