@@ -1,5 +1,5 @@
 //! Attention (prefill and split-K decode), the in-place K/V append, and the OpenCL kvcache backend, against
-//! `fixtures::ops::attention_causal`.
+//! `fixtures::ops::attention_causal` (and `attention_masked` for Gemma's sliding window and soft-capped scores).
 //!
 //! Tolerance: 2e-5 absolute + 1e-4 relative on outputs of magnitude ~1 (softmax weights and value sums in f32 in a
 //! different order; with an f16 cache the reference reads the same f16-rounded K/V, so rounding is shared).
@@ -10,7 +10,8 @@ mod common;
 use std::sync::Arc;
 
 use clkernels::kernels::attention::{
-    Attention, AttentionKernel, AttentionShape, AttentionWalk, FreshToken, KvOperand, SplitPolicy,
+    Attention, AttentionKernel, AttentionScores, AttentionShape, AttentionWalk, FreshToken,
+    KvOperand, SplitPolicy,
 };
 use clkernels::kernels::rope::{HeadsLayout, Rope, RopeConfig, RopeStyle};
 use clkernels::kv_storage::{operand, ClKvStorage};
@@ -34,6 +35,20 @@ fn run_direct(
     dtype: KvDtype,
     label: &str,
 ) {
+    let scores = AttentionScores::scaled(1.0 / (shape.head_dim as f32).sqrt());
+    run_scored(gpu, att, shape, ctx, dtype, scores, label);
+}
+
+/// As [`run_direct`], with `scores` (a sliding window, soft-capping) instead of plain scaled scores.
+fn run_scored(
+    gpu: &Gpu,
+    att: &Attention,
+    shape: AttentionShape,
+    ctx: usize,
+    dtype: KvDtype,
+    scores: AttentionScores,
+    label: &str,
+) {
     let mut rng = rng(label);
     let AttentionShape {
         seq,
@@ -52,7 +67,6 @@ fn run_direct(
         dtype,
     };
     let view = layout.positions_view(0, past + seq);
-    let scale = 1.0 / (head_dim as f32).sqrt();
     let mut out = poisoned(gpu, seq * heads * head_dim);
     let qd = upload(gpu, &q);
     let ql = HeadsLayout {
@@ -68,7 +82,7 @@ fn run_direct(
                 KvOperand::from_device_buffer(&kd, view),
                 KvOperand::from_device_buffer(&vd, view),
             );
-            att.enqueue(&qd, ql, ko, vo, shape, scale, &mut out)
+            att.enqueue_with_fresh(&qd, ql, None, ko, vo, shape, scores, &mut out)
                 .unwrap();
         }
         KvDtype::F16 => {
@@ -80,11 +94,11 @@ fn run_direct(
                 KvOperand::from_device_buffer(&kd, view),
                 KvOperand::from_device_buffer(&vd, view),
             );
-            att.enqueue(&qd, ql, ko, vo, shape, scale, &mut out)
+            att.enqueue_with_fresh(&qd, ql, None, ko, vo, shape, scores, &mut out)
                 .unwrap();
         }
     }
-    let want = ops::attention_causal(
+    let want = ops::attention_masked(
         &q,
         &k,
         &v,
@@ -96,10 +110,19 @@ fn run_direct(
             kv_heads,
             head_dim,
         },
-        scale,
+        ref_scores(scores),
     );
     let what = format!("{label} {:?}", att.plan(&shape, &view));
     assert_close(&what, &out.read(gpu).unwrap(), &want, 2e-5, 1e-4);
+}
+
+/// The reference's form of the same score options.
+fn ref_scores(s: AttentionScores) -> ops::ScoreOptions {
+    ops::ScoreOptions {
+        scale: s.scale,
+        softcap: s.softcap,
+        window: s.window,
+    }
 }
 
 #[test]
@@ -341,7 +364,7 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
         64,
         &steps,
         false,
-        AttentionWalk::Auto,
+        Variant::plain(AttentionWalk::Auto),
     );
 }
 
@@ -360,7 +383,7 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         64,
         &steps,
         true,
-        AttentionWalk::Auto,
+        Variant::plain(AttentionWalk::Auto),
     );
     // The same through attn_partial (head_dim 32 takes the wide attn_rows by default).
     kvcache_steps(
@@ -370,7 +393,7 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         64,
         &steps,
         true,
-        AttentionWalk::Positions,
+        Variant::plain(AttentionWalk::Positions),
     );
     kvcache_steps(
         "fresh partial",
@@ -379,7 +402,7 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         64,
         &steps,
         true,
-        AttentionWalk::Auto,
+        Variant::plain(AttentionWalk::Auto),
     );
     kvcache_steps(
         "fresh long split rows",
@@ -388,7 +411,172 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         320,
         &[300, 1, 1],
         true,
+        Variant::plain(AttentionWalk::Rows),
+    );
+}
+
+/// Which kernel walks the context, and the score options of [`AttentionScores`] beyond the scale.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    walk: AttentionWalk,
+    window: Option<usize>,
+    softcap: Option<f32>,
+}
+
+impl Variant {
+    fn plain(walk: AttentionWalk) -> Self {
+        Self {
+            walk,
+            window: None,
+            softcap: None,
+        }
+    }
+}
+
+/// Sliding windows (Gemma's local layers) shorter and longer than the context, and soft-capped scores, on every
+/// kernel: prefill (each token its own window), split decode (splits wholly before the window see nothing and
+/// must weigh nothing in the merge), and fresh-token decode through the cache.
+#[test]
+fn sliding_window_and_soft_capped_scores_match_reference() {
+    let gpu = gpu();
+    let s = |seq, past, heads, kv_heads, head_dim| AttentionShape {
+        seq,
+        past,
+        heads,
+        kv_heads,
+        head_dim,
+    };
+    let scored = |shape: AttentionShape, window, softcap| AttentionScores {
+        scale: 1.0 / (shape.head_dim as f32).sqrt(),
+        softcap,
+        window,
+    };
+    for walk in [
+        AttentionWalk::Auto,
         AttentionWalk::Rows,
+        AttentionWalk::WideRows,
+        AttentionWalk::Positions,
+    ] {
+        let mut att = Attention::new(&gpu).unwrap();
+        att.set_walk(walk);
+        let cases = [
+            // Prefill: windows shorter than the chunk, of one position, longer than the context.
+            (s(37, 0, 4, 2, 64), 50, Some(5), None, "prefill window 5"),
+            (
+                s(20, 12, 2, 1, 64),
+                40,
+                Some(1),
+                Some(1.5),
+                "prefill window 1 capped",
+            ),
+            (
+                s(11, 5, 2, 1, 36),
+                20,
+                Some(8),
+                Some(1.5),
+                "prefill head_dim 36 window 8",
+            ),
+            (
+                s(9, 3, 2, 2, 32),
+                16,
+                Some(1000),
+                None,
+                "prefill window beyond context",
+            ),
+            (
+                s(3, 90, 2, 1, 128),
+                100,
+                Some(20),
+                Some(2.0),
+                "prefill chunk split window",
+            ),
+            (
+                s(12, 0, 4, 2, 64),
+                16,
+                None,
+                Some(1.0),
+                "prefill capped only",
+            ),
+            // Decode: a long split context whose early splits lie before the window, a window inside the last
+            // split, one longer than the context, and a plain one with capped scores.
+            (
+                s(1, 700, 4, 2, 64),
+                800,
+                Some(100),
+                None,
+                "decode window 100 of 701",
+            ),
+            (
+                s(1, 700, 4, 2, 64),
+                704,
+                Some(3),
+                Some(1.5),
+                "decode window 3 capped",
+            ),
+            (
+                s(1, 100, 2, 1, 64),
+                128,
+                Some(4096),
+                None,
+                "decode window beyond context",
+            ),
+            (
+                s(1, 300, 8, 1, 128),
+                320,
+                None,
+                Some(1.0),
+                "decode capped only",
+            ),
+        ];
+        for (shape, ctx, window, softcap, label) in cases {
+            for dtype in [KvDtype::F32, KvDtype::F16] {
+                let what = format!("{label} {walk:?} {dtype}");
+                run_scored(
+                    &gpu,
+                    &att,
+                    shape,
+                    ctx,
+                    dtype,
+                    scored(shape, window, softcap),
+                    &what,
+                );
+            }
+        }
+    }
+    for (walk, window) in [
+        (AttentionWalk::Auto, 4),
+        (AttentionWalk::Positions, 6),
+        (AttentionWalk::Rows, 1),
+    ] {
+        let variant = Variant {
+            walk,
+            window: Some(window),
+            softcap: Some(2.0),
+        };
+        let label = format!("fresh window {window} {walk:?}");
+        kvcache_steps(
+            &label,
+            (4, 2, 32, 32),
+            RopeStyle::HalfSplit,
+            64,
+            &[13, 1, 1, 5, 1],
+            true,
+            variant,
+        );
+    }
+    let long = Variant {
+        walk: AttentionWalk::Rows,
+        window: Some(50),
+        softcap: None,
+    };
+    kvcache_steps(
+        "fresh long split window",
+        (4, 1, 32, 32),
+        RopeStyle::HalfSplit,
+        320,
+        &[300, 1, 1],
+        true,
+        long,
     );
 }
 
@@ -401,12 +589,12 @@ fn kvcache_steps(
     max_ctx: usize,
     steps: &[usize],
     fresh_decode: bool,
-    walk: AttentionWalk,
+    variant: Variant,
 ) {
     let gpu = gpu();
     let mut rng = rng(label);
     let mut att = Attention::new(&gpu).unwrap();
-    att.set_walk(walk);
+    att.set_walk(variant.walk);
     let rope = Rope::new(&gpu).unwrap();
     let cfg = RopeConfig {
         head_dim,
@@ -515,7 +703,11 @@ fn kvcache_steps(
                 head_dim,
             };
             let mut out = poisoned(&gpu, n * heads * head_dim);
-            let scale = 1.0 / (head_dim as f32).sqrt();
+            let scores = AttentionScores {
+                scale: 1.0 / (head_dim as f32).sqrt(),
+                softcap: variant.softcap,
+                window: variant.window,
+            };
             let (ko, vo) = (operand(&kr).unwrap(), operand(&vr).unwrap());
             if fresh {
                 let token = FreshToken {
@@ -523,10 +715,10 @@ fn kvcache_steps(
                     v: vl,
                     rope: cfg,
                 };
-                att.enqueue_with_fresh(&qkv_d, ql, Some(token), ko, vo, shape, scale, &mut out)
+                att.enqueue_with_fresh(&qkv_d, ql, Some(token), ko, vo, shape, scores, &mut out)
                     .unwrap();
             } else {
-                att.enqueue(&qkv_d, ql, ko, vo, shape, scale, &mut out)
+                att.enqueue_with_fresh(&qkv_d, ql, None, ko, vo, shape, scores, &mut out)
                     .unwrap();
             }
             let ashape = ops::AttentionShape {
@@ -536,7 +728,8 @@ fn kvcache_steps(
                 kv_heads,
                 head_dim,
             };
-            let want = ops::attention_causal(&q_ref, &ref_k, &ref_v, max_ctx, ashape, scale);
+            let want =
+                ops::attention_masked(&q_ref, &ref_k, &ref_v, max_ctx, ashape, ref_scores(scores));
             // With an f16 cache, the device rotates k in f32 and the reference in f64 before both round to f16:
             // where the two land on either side of a rounding boundary, a key or value differs by one f16 ulp
             // (~1e-3 relative), which moves outputs by up to ~1e-4.

@@ -1,6 +1,6 @@
 //! Norms, rotary, embedding, sampling and elementwise kernels against `fixtures::ops`.
 //!
-//! Tolerances: norms 1e-5 absolute + 1e-5 relative (f32 on both sides); rotary 5e-5 absolute + 1e-5 relative (angles
+//! Tolerances: norms 1e-5 absolute + 1e-5 relative (f32 on both sides; soft-cap too, with the device's tanh); rotary 5e-5 absolute + 1e-5 relative (angles
 //! are formed in f32 with the device's sin/cos, f64 in the reference, positions up to ~255 here; the H100 showed
 //! 2.4e-5); softmax 1e-6 absolute; embedding exact
 //! up to one f32 rounding of the scale; argmax exact.
@@ -66,6 +66,76 @@ fn rmsnorm_matches_reference() {
             1e-5,
             1e-5,
         );
+    }
+}
+
+/// Gemma 2/3's post norms (`acc += rmsnorm(x)`) and Qwen3/Gemma 3's per-head q/k norms over one part of a
+/// fused QKV buffer, which must leave every other value of the buffer as it was.
+#[test]
+fn residual_and_per_head_rmsnorms_match_reference() {
+    let gpu = gpu();
+    let mut rng = rng("norms add heads");
+    let norm = Norm::new(&gpu).unwrap();
+    for (rows, dim, offset) in [(3, 288, 0.0), (1, 17, 1.0)] {
+        let shape = RowsShape { rows, dim };
+        let x = normal(&mut rng, rows * dim, 2.0);
+        let w = normal(&mut rng, dim, 1.0);
+        let acc = normal(&mut rng, rows * dim, 1.0);
+        let p = RmsNormParams {
+            eps: 1e-6,
+            weight_offset: offset,
+        };
+        let mut accd = upload(&gpu, &acc);
+        norm.rms_add(&upload(&gpu, &x), &upload(&gpu, &w), &mut accd, shape, p)
+            .unwrap();
+        let normed = ops::rmsnorm(&x, &w, 1e-6, offset);
+        let want: Vec<f32> = acc.iter().zip(&normed).map(|(a, n)| a + n).collect();
+        assert_close(
+            &format!("rmsnorm_add {rows}x{dim}"),
+            &accd.read(&gpu).unwrap(),
+            &want,
+            1e-5,
+            1e-5,
+        );
+    }
+    // Tokens of [q: 4 heads | k: 2 heads | v: 2 heads] of 24; the k heads are normed, q and v stay.
+    let (seq, heads, kv_heads, hd) = (5, 4, 2, 24);
+    let stride = (heads + 2 * kv_heads) * hd;
+    let qkv = normal(&mut rng, seq * stride, 2.0);
+    let w = normal(&mut rng, hd, 1.0);
+    for offset in [0.0, 1.0] {
+        let mut d = upload(&gpu, &qkv);
+        let k = HeadsLayout {
+            offset: heads * hd,
+            token_stride: stride,
+            heads: kv_heads,
+            seq,
+        };
+        let p = RmsNormParams {
+            eps: 1e-6,
+            weight_offset: offset,
+        };
+        norm.rms_heads_in_place(&mut d, k, hd, &upload(&gpu, &w), p)
+            .unwrap();
+        let mut want = qkv.clone();
+        for t in 0..seq {
+            let at = t * stride + heads * hd;
+            let part = &mut want[at..at + kv_heads * hd];
+            let normed = ops::rmsnorm(part, &w, 1e-6, offset);
+            part.copy_from_slice(&normed);
+        }
+        assert_close(
+            &format!("rmsnorm_heads +{offset}"),
+            &d.read(&gpu).unwrap(),
+            &want,
+            1e-5,
+            1e-5,
+        );
+        // A layout reaching past the buffer is refused.
+        let over = HeadsLayout { seq: seq + 1, ..k };
+        assert!(norm
+            .rms_heads_in_place(&mut d, over, hd, &upload(&gpu, &w), p)
+            .is_err());
     }
 }
 
@@ -268,6 +338,13 @@ fn elementwise_add_gating_and_bias_match_reference() {
         .map(|(i, v)| v + bias[i % cols])
         .collect();
     assert_close("bias rows", &yd.read(&gpu).unwrap(), &want, 0.0, 0.0);
+    // Soft-capping (Gemma 2's final logits): values well beyond the cap are squashed, small ones kept.
+    let logits = normal(&mut rng, n, 10.0);
+    let mut ld = upload(&gpu, &logits);
+    e.softcap_in_place(&mut ld, n, 4.0).unwrap();
+    let want: Vec<f32> = logits.iter().map(|&x| 4.0 * (x / 4.0).tanh()).collect();
+    assert_close("softcap", &ld.read(&gpu).unwrap(), &want, 1e-6, 1e-5);
+    assert!(e.softcap_in_place(&mut ld, n, 0.0).is_err());
 }
 
 /// The row copy against a plain slice copy: exact, every other destination row left as it was, and ranges

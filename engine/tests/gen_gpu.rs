@@ -134,11 +134,14 @@ fn check_with_options(arch: RefArch, format: WeightFormat, opts: &GpuOptions, re
     worst
 }
 
-const ARCHS: [RefArch; 4] = [
+const ARCHS: [RefArch; 7] = [
     RefArch::Llama,
     RefArch::Mistral,
     RefArch::Qwen2,
     RefArch::Gemma,
+    RefArch::Qwen3,
+    RefArch::Gemma2,
+    RefArch::Gemma3,
 ];
 const M0E4: WeightFormat = WeightFormat::M0e4 {
     group: fp4::GroupSize::G32,
@@ -173,10 +176,50 @@ fn half_product_matvecs_stay_close() {
     }
 }
 
+/// Mistral's sliding window (every layer local, 5 positions) over a 14-token run: the context is no longer capped
+/// at the window, and positions beyond it are masked as the reference masks them.
+#[test]
+fn mistral_sliding_window_matches_the_reference() {
+    let spec = TinySpec {
+        window: Some(5),
+        local_layers: vec![true; 2],
+        ..TinySpec::for_arch(RefArch::Mistral)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let written = write_hf_folder(&spec, dir.path(), StoreDtype::F32, 1).unwrap();
+    for (format, kv, rel) in [
+        (WeightFormat::F16, KvDtype::F32, 2e-3),
+        (M0E4, KvDtype::F16, 2e-2),
+    ] {
+        let opts = LoadOptions {
+            quantize: format,
+            keep_embeddings_f16: true,
+        };
+        let m = model::load(dir.path(), &opts).unwrap();
+        assert_eq!(m.config.shape.max_ctx, spec.shape.max_ctx, "not capped");
+        let reference = reference_of(&m, 64);
+        assert_eq!(
+            (&reference.config.window, &reference.config.local_layers),
+            (&written.config.window, &written.config.local_layers)
+        );
+        let tokens = random_tokens(31, 14, m.config.shape.vocab);
+        let want = reference.forward(&tokens);
+        let mut g = GpuModel::with_gpu(gpu(), &m, &options(kv, 16)).unwrap();
+        let got = logits(g.step(&tokens[..9], Want::Logits).unwrap());
+        assert_close("mistral window prefill", &got, &want[8], rel);
+        for (i, &t) in tokens.iter().enumerate().skip(9) {
+            let got = logits(g.step(&[t], Want::Logits).unwrap());
+            assert_close(&format!("mistral window decode {i}"), &got, &want[i], rel);
+        }
+    }
+}
+
 #[test]
 fn f16_kv_cache_stays_close() {
     check_against_reference(RefArch::Qwen2, M0E4, KvDtype::F16, 2e-2);
     check_against_reference(RefArch::Gemma, WeightFormat::F16, KvDtype::F16, 2e-2);
+    check_against_reference(RefArch::Gemma2, M0E4, KvDtype::F16, 2e-2);
+    check_against_reference(RefArch::Gemma3, WeightFormat::F16, KvDtype::F16, 2e-2);
 }
 
 #[test]

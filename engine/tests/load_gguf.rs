@@ -789,15 +789,13 @@ fn a_phi3_file_with_fused_tensors_and_longrope_loads_as_the_unfused_one() {
         "the table changes past the pre-training context"
     );
 
+    // The sliding window masks every layer (as Mistral's does) instead of capping the context.
     std::fs::write(&fused, phi3(true, 40)).unwrap();
-    assert_eq!(
-        engine::model::load(&fused, &opts)
-            .unwrap()
-            .config
-            .shape
-            .max_ctx,
-        40
-    );
+    let windowed = engine::model::load(&fused, &opts).unwrap().config;
+    assert_eq!(windowed.shape.max_ctx, 128);
+    let window = windowed.sliding_window.as_ref().unwrap();
+    assert_eq!(window.window, 40);
+    assert!(window.local_layers.iter().all(|&l| l));
     std::fs::write(&fused, phi3(false, 0)).unwrap();
     let e = engine::model::load(&fused, &opts).unwrap_err().to_string();
     assert!(e.contains("rope_factors_long"), "{e}");

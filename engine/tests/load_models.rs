@@ -6,7 +6,7 @@
 mod load_common;
 
 use engine::model::{
-    load, Activation, Architecture, LoadOptions, RopeScaling, RopeStyle, TensorData, WeightFormat,
+    load, Activation, LoadOptions, RopeScaling, RopeStyle, TensorData, WeightFormat,
 };
 use fixtures::reference_model::{RefArch, RefModel};
 use fixtures::tiny_models::{
@@ -14,11 +14,14 @@ use fixtures::tiny_models::{
 };
 use load_common::{rel_diff, rel_rms, tmp, to_ref};
 
-const ARCHS: [RefArch; 4] = [
+const ARCHS: [RefArch; 7] = [
     RefArch::Llama,
     RefArch::Mistral,
     RefArch::Qwen2,
     RefArch::Gemma,
+    RefArch::Qwen3,
+    RefArch::Gemma2,
+    RefArch::Gemma3,
 ];
 const PROMPT: [u32; 6] = [1, 40, 310, 77, 5, 260];
 
@@ -62,7 +65,7 @@ fn every_arch_loads_with_family_config_and_exact_weights() {
         assert_eq!(m.weights.lm_head.is_none(), spec.tied);
         assert_eq!(c.qkv_bias, spec.qkv_bias);
         assert_eq!(m.weights.layers[0].bq.is_some(), spec.qkv_bias);
-        let gemma = c.arch == Architecture::Gemma;
+        let gemma = c.arch.is_gemma();
         assert_eq!(c.norm_plus_one, gemma);
         assert_eq!(c.activation == Activation::GeluTanh, gemma);
         assert_eq!(c.embed_scale, gemma.then_some(8.0));
@@ -71,8 +74,12 @@ fn every_arch_loads_with_family_config_and_exact_weights() {
             matches!(c.rope_scaling, Some(RopeScaling::Llama3 { .. })),
             spec.llama3_scaling.is_some()
         );
-        // Loaded weights equal the written ones exactly, and so does the reference forward.
+        assert_eq!(c.qk_norm, spec.qk_norm, "{arch:?}");
+        assert_eq!(c.post_norms, spec.post_norms, "{arch:?}");
+        // Loaded weights equal the written ones exactly, and so do the Gemma 2/3 features and the reference
+        // forward (whose 6 tokens pass the 4-position window).
         let loaded = to_ref(&m);
+        assert_eq!(loaded.config, reference.config, "{arch:?}");
         assert_eq!(loaded.weights, reference.weights, "{arch:?}");
         assert_eq!(
             loaded.config.rope_inv_freqs, reference.config.rope_inv_freqs,
@@ -202,7 +209,7 @@ fn llama2c_checkpoint_written_by_fixtures_loads_interleaved() {
 }
 
 #[test]
-fn mistral_sliding_window_caps_the_context() {
+fn mistral_sliding_window_masks_every_layer_without_capping_the_context() {
     let dir = tmp();
     fixtures::tiny_models::write_tiny_hf_model(RefArch::Mistral, dir.path()).unwrap();
     assert_eq!(
@@ -217,11 +224,19 @@ fn mistral_sliding_window_caps_the_context() {
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     j["sliding_window"] = 64.into();
     std::fs::write(&p, j.to_string()).unwrap();
-    assert_eq!(
-        engine::model::load_config(dir.path())
-            .unwrap()
-            .shape
-            .max_ctx,
-        64
-    );
+    let c = engine::model::load_config(dir.path()).unwrap();
+    assert_eq!(c.shape.max_ctx, 128);
+    let w = c.sliding_window.unwrap();
+    assert_eq!((w.window, w.local_layers), (64, vec![true, true]));
+    // Qwen's window (only some layers, by rules of its own) still caps the context instead.
+    let dir = tmp();
+    fixtures::tiny_models::write_tiny_hf_model(RefArch::Qwen2, dir.path()).unwrap();
+    let p = dir.path().join("config.json");
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    j["sliding_window"] = 64.into();
+    j["use_sliding_window"] = true.into();
+    std::fs::write(&p, j.to_string()).unwrap();
+    let c = engine::model::load_config(dir.path()).unwrap();
+    assert_eq!((c.shape.max_ctx, c.sliding_window), (64, None));
 }

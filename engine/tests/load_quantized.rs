@@ -19,6 +19,9 @@ fn quantised_folder_round_trips_exactly_for_every_arch() {
         RefArch::Mistral,
         RefArch::Qwen2,
         RefArch::Gemma,
+        RefArch::Qwen3,
+        RefArch::Gemma2,
+        RefArch::Gemma3,
     ] {
         let src = tmp();
         write_tiny_hf_model(arch, src.path()).unwrap();

@@ -88,6 +88,13 @@ impl BenchArch {
             embed_scale: None,
             bos: Some(1),
             eos: vec![2],
+            qk_norm: false,
+            post_norms: false,
+            query_pre_attn_scalar: None,
+            attn_softcap: None,
+            final_softcap: None,
+            sliding_window: None,
+            rope_local_theta: None,
         };
         let mut c = match self {
             Self::Llama2_7b => base,

@@ -93,6 +93,10 @@ pub fn synthetic_model(
                 w_gate: matrix(&mut rng, c.shape.ffn, c.shape.hidden)?,
                 w_up: matrix(&mut rng, c.shape.ffn, c.shape.hidden)?,
                 w_down: matrix(&mut rng, c.shape.hidden, c.shape.ffn)?,
+                q_norm: None,
+                k_norm: None,
+                post_attn_norm: None,
+                post_ffn_norm: None,
             })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;

@@ -24,3 +24,9 @@ kernel void copy_rows(global const float* src, uint src_offset, global float* ds
     const size_t i = get_global_id(0);
     dst[(size_t)dst_offset + i] = src[(size_t)src_offset + i];
 }
+
+// x = cap * tanh(x / cap): Gemma 2's final-logit soft-capping. Global size n.
+kernel void softcap(global float* x, float cap) {
+    const size_t i = get_global_id(0);
+    x[i] = cap * tanh(x[i] / cap);
+}

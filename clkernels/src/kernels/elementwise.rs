@@ -1,4 +1,4 @@
-//! Small elementwise kernels (`elementwise.cl`): residual add, gated activations, bias add, row copy.
+//! Small elementwise kernels (`elementwise.cl`): residual add, gated activations, bias add, row copy, soft-cap.
 
 use super::{check_len, program_source, to_u32, GatedActivation, KernelError, LockedKernel};
 use crate::runtime::{DeviceBuffer, Gpu};
@@ -13,6 +13,7 @@ pub struct Elementwise {
     gated: LockedKernel,
     bias: LockedKernel,
     copy: LockedKernel,
+    softcap: LockedKernel,
 }
 
 /// Which rows [`Elementwise::copy_rows`] copies: `rows` rows of `cols` values, from row `src_row` of a row-major
@@ -38,6 +39,7 @@ impl Elementwise {
             gated: LockedKernel::build(gpu, &SOURCE, &[], "gated_act")?,
             bias: LockedKernel::build(gpu, &SOURCE, &[], "add_bias_rows")?,
             copy: LockedKernel::build(gpu, &SOURCE, &[], "copy_rows")?,
+            softcap: LockedKernel::build(gpu, &SOURCE, &[], "softcap")?,
         })
     }
 
@@ -90,6 +92,24 @@ impl Elementwise {
             act.code().into(),
         ];
         self.gated.launch(&self.gpu, &args, &[n], None)
+    }
+
+    /// `x[..n] = cap * tanh(x[..n] / cap)` (Gemma 2's final-logit soft-capping); `cap` must be positive.
+    pub fn softcap_in_place(
+        &self,
+        x: &mut DeviceBuffer<f32>,
+        n: usize,
+        cap: f32,
+    ) -> Result<(), KernelError> {
+        check_len("softcap", "x", x, n)?;
+        if !(cap.is_finite() && cap > 0.0) {
+            return Err(super::shape_error(
+                "softcap",
+                format!("cap {cap} must be positive and finite"),
+            ));
+        }
+        self.softcap
+            .launch(&self.gpu, &[(&*x).into(), cap.into()], &[n], None)
     }
 
     /// `y[r][c] += bias[c]` for `rows` rows of `cols` (Qwen2's QKV bias).

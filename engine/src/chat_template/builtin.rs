@@ -83,8 +83,8 @@ impl ChatTemplate {
             return Self::ChatGlm3;
         }
         match (arch, template_source.is_some()) {
-            (Architecture::Qwen2, _) => Self::ChatMl,
-            (Architecture::Gemma, _) => Self::Gemma,
+            (Architecture::Qwen2 | Architecture::Qwen3, _) => Self::ChatMl,
+            (Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3, _) => Self::Gemma,
             (Architecture::Mistral, _) => Self::Mistral,
             (Architecture::Phi3, _) => Self::Phi3,
             (Architecture::ChatGlm, _) => Self::ChatGlm3,

@@ -4,12 +4,14 @@
 //! hide), so with M0E4 weights a layer is five launches: QKV mat-vec with the attention RMSNorm (and Qwen2's bias)
 //! folded in; attention, which also rotates q and the new key and writes the new K and V into the cache;
 //! o-projection with the residual; gate+up with the MLP RMSNorm folded in; down with the residual. f16 weights keep
-//! their norms separate, and rope-scaled models (frequency table) keep separate rotary launches.
+//! their norms separate, and rope-scaled models (frequency table) keep separate rotary launches. The optional steps
+//! of Qwen3 and Gemma 2/3 (`extra_steps.rs`: q/k norms, post norms, logit soft-cap) add launches of their own.
 
 use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::Residual;
 
 use super::buffers::Scratch;
+use super::extra_steps::{into_residual, qk_norms, softcap_logits};
 use super::kernels::Kernels;
 use super::step::{LayerKv, LayerParams, Step};
 use super::weights::{DeviceLayer, DeviceMatrix, DeviceWeights};
@@ -25,6 +27,9 @@ pub(super) fn layer(
 ) -> Result<(), EngineError> {
     // Attention block.
     normed_qkv(k, s, w, step)?;
+    if let Some(norms) = &w.qk_norm {
+        qk_norms(k, &mut s.qkv, norms, step)?;
+    }
     let fresh = step.append.enqueue(k, &mut s.qkv, kv, step)?;
     k.attention.enqueue_with_fresh(
         &s.qkv,
@@ -33,13 +38,15 @@ pub(super) fn layer(
         kv.k_read,
         kv.v_read,
         step.attention,
-        step.params.attn_scale,
+        step.params.scores,
         &mut s.attn,
     )?;
-    k.linear(&w.wo, &s.attn, 1, &mut s.x, Residual::Accumulate)?;
+    let post = w.post_attn_norm.as_ref();
+    into_residual(k, &w.wo, &s.attn, post, &mut s.xn, &mut s.x, step)?;
     // MLP block.
     normed_gate_up(k, s, w, step)?;
-    k.linear(&w.down, &s.gate, 1, &mut s.x, Residual::Accumulate)
+    let post = w.post_ffn_norm.as_ref();
+    into_residual(k, &w.down, &s.gate, post, &mut s.xn, &mut s.x, step)
 }
 
 /// `s.qkv = W_qkv · rmsnorm(s.x) (+ bias)`: one launch with M0E4 weights, norm, mat-vec and bias otherwise.
@@ -103,7 +110,7 @@ pub(super) fn head(
             &mut s.logits,
             Residual::None,
         )?;
-        return Ok(());
+        return softcap_logits(k, &mut s.logits, head.shape.rows, params);
     }
     k.norm.rms(
         &s.x,
@@ -118,5 +125,6 @@ pub(super) fn head(
         1,
         &mut s.logits,
         Residual::None,
-    )
+    )?;
+    softcap_logits(k, &mut s.logits, weights.head().shape().rows, params)
 }

@@ -177,7 +177,7 @@ fn weight_buffers(model: &Model) -> (u64, NamedBuffer) {
         add(format!("layers.{i}.w_down"), &[&l.w_down], 0, ffn_pad);
         let vectors = [&l.attn_norm, &l.ffn_norm]
             .into_iter()
-            .chain([&l.bq, &l.bk, &l.bv].into_iter().flatten());
+            .chain(l.optional_vectors().into_iter().map(|(_, t)| t));
         vector_bytes = vector_bytes.saturating_add(vectors.map(|t| 4 * t.len() as u64).sum());
     }
     (total.saturating_add(vector_bytes), largest)

@@ -16,6 +16,7 @@
 //! | `decode.rs` | one layer over one token with the fused launches, and its output head |
 //! | `step.rs` | what every layer of a step shares: the kernels' shapes, the model's constants, the cache views |
 //! | `kv_append.rs` | the three ways q and k are rotated and the new K and V appended to the cache |
+//! | `extra_steps.rs` | the optional steps of some architectures: q/k norms, post norms, logit soft-capping |
 //! | `kernels.rs` | the kernel launchers one model uses |
 //! | `device_sampling.rs` | sampled tokens drawn on the device, one id read back ([`SamplingSite`]) |
 //! | `buffers.rs` | the activation buffers, sized for the largest step ([`ScratchSizes`]) |
@@ -29,6 +30,7 @@ mod budget;
 mod buffers;
 mod decode;
 mod device_sampling;
+mod extra_steps;
 mod kernels;
 mod kv_append;
 mod kv_io;

@@ -89,9 +89,10 @@ pub struct GpuModel {
     pub(super) scratch: Scratch,
     plan: StepPlan,
     max_chunk: usize,
-    pub(super) params: LayerParams,
+    /// Each layer's constants (they differ between local and global layers only).
+    pub(super) params: Vec<LayerParams>,
     /// Scaled rotaries (linear, Llama 3, longrope) rotate from this host-computed frequency table; plain ones from
-    /// theta.
+    /// theta (Gemma 3's local layers rotate unscaled, from their own theta).
     pub(super) rope_table: Option<RopeTable>,
     /// The token the device chose last and still holds in `scratch.chosen`.
     pub(super) device_choice: Option<u32>,
@@ -152,7 +153,7 @@ impl GpuModel {
             kv_config,
             FullPolicy::Error,
         )?;
-        let params = LayerParams::new(&config);
+        let params = LayerParams::for_layers(&config);
         let rope_table = match config.rope_scaling {
             // Longrope's table is chosen by the context placed here, not the model's longest.
             Some(_) => Some(RopeTable::upload_scaled(
@@ -243,16 +244,11 @@ impl GpuModel {
             DeviceMatrix::F16(m) => k.embedding.enqueue_f16(m, ids, seq, &mut s.x, scale)?,
             DeviceMatrix::M0e4(m) => k.embedding.enqueue_m0e4(m, ids, seq, &mut s.x, scale)?,
         }
-        let step = Step::new(
-            &self.config.shape,
-            seq,
-            kv_step.start(),
-            &self.params,
-            self.rope_table.as_ref(),
-        );
         // Every layer's cache has one layout, so the step's views are the same for all of them.
         let (write, read) = (kv_step.write_view(), kv_step.read_view());
-        for (i, layer) in self.weights.layers.iter().enumerate() {
+        for (i, (layer, params)) in self.weights.layers.iter().zip(&self.params).enumerate() {
+            let table = params.table(self.rope_table.as_ref());
+            let step = Step::new(&self.config.shape, seq, kv_step.start(), params, table);
             let kv = LayerKv::new(&self.kv, i, write, read)?;
             if seq == 1 {
                 decode::layer(k, s, layer, &kv, &step)?;
@@ -275,12 +271,10 @@ impl GpuModel {
             rows: seq,
             dim: self.config.shape.hidden,
         };
-        let (k, s, w, p) = (
-            &self.kernels,
-            &mut self.scratch,
-            &self.weights,
-            &self.params,
-        );
+        let Some(p) = self.params.first() else {
+            return Err(EngineError::Model("a model without layers".into()));
+        };
+        let (k, s, w) = (&self.kernels, &mut self.scratch, &self.weights);
         if seq == 1 {
             decode::head(k, s, w, p, rows)
         } else {

@@ -7,6 +7,7 @@ use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::Residual;
 
 use super::buffers::Scratch;
+use super::extra_steps::{into_residual, qk_norms, softcap_logits};
 use super::kernels::Kernels;
 use super::step::{LayerKv, LayerParams, Step};
 use super::weights::{DeviceLayer, DeviceWeights};
@@ -28,6 +29,9 @@ pub(super) fn layer(
         k.elementwise
             .add_bias_rows(&mut s.qkv, bias, seq, step.params.qkv_dim)?;
     }
+    if let Some(norms) = &w.qk_norm {
+        qk_norms(k, &mut s.qkv, norms, step)?;
+    }
     let fresh = step.append.enqueue(k, &mut s.qkv, kv, step)?;
     k.attention.enqueue_with_fresh(
         &s.qkv,
@@ -36,17 +40,19 @@ pub(super) fn layer(
         kv.k_read,
         kv.v_read,
         step.attention,
-        step.params.attn_scale,
+        step.params.scores,
         &mut s.attn,
     )?;
-    k.linear(&w.wo, &s.attn, seq, &mut s.x, Residual::Accumulate)?;
+    let post = w.post_attn_norm.as_ref();
+    into_residual(k, &w.wo, &s.attn, post, &mut s.xn, &mut s.x, step)?;
     // MLP block.
     k.norm.rms(&s.x, &w.ffn_norm, &mut s.xn, step.rows, norm)?;
     k.linear(&w.gate, &s.xn, seq, &mut s.gate, Residual::None)?;
     k.linear(&w.up, &s.xn, seq, &mut s.up, Residual::None)?;
     k.elementwise
         .gated_in_place(&mut s.gate, &s.up, seq * step.params.ffn, step.params.act)?;
-    k.linear(&w.down, &s.gate, seq, &mut s.x, Residual::Accumulate)
+    let post = w.post_ffn_norm.as_ref();
+    into_residual(k, &w.down, &s.gate, post, &mut s.xn, &mut s.x, step)
 }
 
 /// The final RMSNorm and the output head over the last of the `rows` positions, into `s.logits`.
@@ -82,5 +88,6 @@ pub(super) fn head(
         1,
         &mut s.logits,
         Residual::None,
-    )
+    )?;
+    softcap_logits(k, &mut s.logits, weights.head().shape().rows, params)
 }

@@ -2,7 +2,8 @@
 //!
 //! `kvcache` does the bookkeeping and the copy (one `clEnqueueCopyBuffer` per head and chunk, on the model's
 //! in-order queue). The keys it moves were rotated for their old slots; [`RopeShift`] turns them by `-dropped`
-//! positions in place, with the forward pass's own frequencies (its theta, or its scaled table), so the cache ends
+//! positions in place, with each layer's own frequencies (its theta, or the scaled table; Gemma 3's local layers
+//! have a base of their own), so the cache ends
 //! up as a prefill of the kept tokens at their new positions would have left it, up to rounding, without running
 //! those tokens again. Values carry no position and only move.
 
@@ -52,12 +53,12 @@ impl GpuModel {
         let kv = self.kv.config();
         let shift = RopeShift::new(&self.gpu, kv.shape.dtype)?;
         let view = kv.layout().positions_view(slots.start, slots.len());
-        for layer in 0..kv.shape.layers {
+        for (layer, params) in self.params.iter().enumerate().take(kv.shape.layers) {
             let keys = self.kv.buffer(layer, KvPart::Key)?;
             shift.enqueue(
                 keys.operand(view),
-                self.params.rope,
-                self.rope_table.as_ref(),
+                params.rope,
+                params.table(self.rope_table.as_ref()),
                 delta,
             )?;
         }

@@ -3,7 +3,7 @@
 //! clkernels' layouts ([`Step::new`]) and kvcache's cache shape ([`kv_shape`]) here and nowhere else; symshape
 //! converts it into its planner's dimensions itself (`DecoderDims::for_shape`, called by `plan.rs`).
 
-use clkernels::kernels::attention::{AttentionShape, KvOperand};
+use clkernels::kernels::attention::{AttentionScores, AttentionShape, KvOperand};
 use clkernels::kernels::norm::{RmsNormParams, RowsShape};
 use clkernels::kernels::rope::{HeadsLayout, RopeConfig, RopeStyle as KernelRopeStyle, RopeTable};
 use clkernels::kernels::GatedActivation;
@@ -15,25 +15,41 @@ use super::weights::padded_ffn;
 use crate::model::{Activation, ModelConfig, ModelShape, RopeStyle};
 use crate::EngineError;
 
-/// The model's constants as the kernels take them, derived once at load.
+/// A layer's constants as the kernels take them, derived once at load. Layers differ only where a model mixes
+/// local (sliding-window) and global layers: in the window, and in Gemma 3's rotary base.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LayerParams {
     /// RMSNorm epsilon and Gemma's `1 + w`.
     pub norm: RmsNormParams,
     /// The gated MLP's activation.
     pub act: GatedActivation,
-    /// `1 / sqrt(head_dim)`.
-    pub attn_scale: f32,
+    /// Scale (`1 / sqrt(head_dim)`, or Gemma's `query_pre_attn_scalar`), soft-cap and window of the scores.
+    pub scores: AttentionScores,
     /// Rotary embedding of q and k.
     pub rope: RopeConfig,
+    /// q and k rotate from the model's frequency table (a scaled rotary), not from `rope.theta`.
+    pub scaled_rope: bool,
     /// The MLP width on the device ([`padded_ffn`]).
     pub ffn: usize,
     /// Width of the fused q|k|v output.
     pub qkv_dim: usize,
+    /// Soft-cap of the output logits (Gemma 2): the same in every layer's parameters, used by the head.
+    pub final_softcap: Option<f32>,
 }
 
 impl LayerParams {
-    pub fn new(c: &ModelConfig) -> Self {
+    /// The parameters of every layer, in order.
+    pub fn for_layers(c: &ModelConfig) -> Vec<Self> {
+        (0..c.shape.layers).map(|i| Self::new(c, i)).collect()
+    }
+
+    pub fn new(c: &ModelConfig, layer: usize) -> Self {
+        let (theta, scaling) = c.layer_rope(layer);
+        let window = c
+            .sliding_window
+            .as_ref()
+            .filter(|w| w.is_local(layer))
+            .map(|w| w.window);
         Self {
             norm: RmsNormParams {
                 eps: c.norm_eps,
@@ -43,19 +59,30 @@ impl LayerParams {
                 Activation::Silu => GatedActivation::Silu,
                 Activation::GeluTanh => GatedActivation::GeluTanh,
             },
-            attn_scale: 1.0 / (c.shape.head_dim as f32).sqrt(),
+            scores: AttentionScores {
+                scale: c.attn_scale(),
+                softcap: c.attn_softcap,
+                window,
+            },
             rope: RopeConfig {
                 head_dim: c.shape.head_dim,
                 rotary_dim: c.rotary_dim(),
-                theta: c.rope_theta,
+                theta,
                 style: match c.rope_style {
                     RopeStyle::HalfSplit => KernelRopeStyle::HalfSplit,
                     RopeStyle::Interleaved => KernelRopeStyle::Interleaved,
                 },
             },
+            scaled_rope: scaling.is_some(),
             ffn: padded_ffn(c.shape.ffn),
             qkv_dim: c.shape.qkv_dim(),
+            final_softcap: c.final_softcap,
         }
+    }
+
+    /// The frequency table this layer rotates from, if its rotary is scaled.
+    pub fn table<'a>(&self, model_table: Option<&'a RopeTable>) -> Option<&'a RopeTable> {
+        model_table.filter(|_| self.scaled_rope)
     }
 }
 

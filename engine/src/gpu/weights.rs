@@ -8,7 +8,7 @@ use clkernels::runtime::{DeviceBuffer, Gpu};
 use fp4::MatrixShape;
 use half::f16;
 
-use crate::model::{LayerWeights, Model, Tensor, TensorData};
+use crate::model::{LayerWeights, Model, ModelShape, Tensor, TensorData};
 use crate::EngineError;
 
 /// One weight matrix on the device.
@@ -171,6 +171,21 @@ pub struct DeviceLayer {
     pub up: DeviceMatrix,
     /// Down projection.
     pub down: DeviceMatrix,
+    /// Per-head RMSNorm weights of q and k (Qwen3, Gemma 3).
+    pub qk_norm: Option<QkNorms>,
+    /// RMSNorm of the attention output before the residual add (Gemma 2, 3).
+    pub post_attn_norm: Option<DeviceBuffer<f32>>,
+    /// RMSNorm of the MLP output before the residual add (Gemma 2, 3).
+    pub post_ffn_norm: Option<DeviceBuffer<f32>>,
+}
+
+/// The `[head_dim]` RMSNorm weights every q head and every k head is normed with.
+#[derive(Debug)]
+pub struct QkNorms {
+    /// Of the query heads.
+    pub q: DeviceBuffer<f32>,
+    /// Of the key heads.
+    pub k: DeviceBuffer<f32>,
 }
 
 /// All weights on the device.
@@ -195,7 +210,7 @@ impl DeviceWeights {
             .layers
             .iter()
             .enumerate()
-            .map(|(i, l)| upload_layer(gpu, i, l, c.hidden, c.qkv_dim()))
+            .map(|(i, l)| upload_layer(gpu, i, l, c))
             .collect::<Result<Vec<_>, _>>()?;
         let head = match &w.lm_head {
             Some(t) => Some(DeviceMatrix::upload(gpu, "lm_head", t)?),
@@ -217,7 +232,13 @@ impl DeviceWeights {
     /// Bytes of all weights on the device.
     pub fn bytes(&self) -> usize {
         let layer = |l: &DeviceLayer| {
+            let opt = |b: &Option<DeviceBuffer<f32>>| b.as_ref().map_or(0, DeviceBuffer::byte_len);
             l.attn_norm.byte_len()
+                + l.qk_norm
+                    .as_ref()
+                    .map_or(0, |n| n.q.byte_len() + n.k.byte_len())
+                + opt(&l.post_attn_norm)
+                + opt(&l.post_ffn_norm)
                 + l.qkv.bytes()
                 + l.qkv_bias.as_ref().map_or(0, DeviceBuffer::byte_len)
                 + l.wo.bytes()
@@ -245,10 +266,28 @@ fn upload_layer(
     gpu: &Gpu,
     i: usize,
     l: &LayerWeights,
-    hidden: usize,
-    qkv_rows: usize,
+    shape: &ModelShape,
 ) -> Result<DeviceLayer, EngineError> {
+    let (hidden, qkv_rows, head_dim) = (shape.hidden, shape.qkv_dim(), shape.head_dim);
     let name = |s: &str| format!("layers.{i}.{s}");
+    let optional = |n: &str, t: &Option<Tensor>, len: usize| {
+        t.as_ref()
+            .map(|t| upload_vector(gpu, &name(n), t, len))
+            .transpose()
+    };
+    let qk_norm = match (
+        optional("q_norm", &l.q_norm, head_dim)?,
+        optional("k_norm", &l.k_norm, head_dim)?,
+    ) {
+        (Some(q), Some(k)) => Some(QkNorms { q, k }),
+        (None, None) => None,
+        _ => {
+            return Err(EngineError::Model(format!(
+                "{}: q and k norms must both be present or both absent",
+                name("qk_norm")
+            )))
+        }
+    };
     let qkv_bias = match (&l.bq, &l.bk, &l.bv) {
         (Some(q), Some(k), Some(v)) => {
             let mut b = q.to_f32();
@@ -280,6 +319,9 @@ fn upload_layer(
         gate: upload_mlp(gpu, &name("w_gate"), &l.w_gate, false)?,
         up: upload_mlp(gpu, &name("w_up"), &l.w_up, false)?,
         down: upload_mlp(gpu, &name("w_down"), &l.w_down, true)?,
+        qk_norm,
+        post_attn_norm: optional("post_attn_norm", &l.post_attn_norm, hidden)?,
+        post_ffn_norm: optional("post_ffn_norm", &l.post_ffn_norm, hidden)?,
     })
 }
 

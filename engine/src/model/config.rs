@@ -21,6 +21,14 @@ pub enum Architecture {
     /// ChatGLM2/3 (GGUF only: the Hugging Face form needs remote code): fused QKV with bias, few KV heads, rotary
     /// on half of each head with interleaved pairs, fused gate|up.
     ChatGlm,
+    /// Qwen3 (dense): RMSNorm of each q and k head before rotary, no QKV bias.
+    Qwen3,
+    /// Gemma 2: Gemma plus soft-capped attention and final logits, local (sliding-window) and global layers
+    /// alternating, post-attention and post-MLP norms.
+    Gemma2,
+    /// Gemma 3 (text): Gemma 2 without soft-capping, plus q/k norms, five local layers to one global, and a rope
+    /// base of their own for the local layers.
+    Gemma3,
 }
 
 impl Architecture {
@@ -32,6 +40,14 @@ impl Architecture {
             "qwen2" => Ok(Self::Qwen2),
             "gemma" => Ok(Self::Gemma),
             "phi3" => Ok(Self::Phi3),
+            "qwen3" => Ok(Self::Qwen3),
+            "gemma2" => Ok(Self::Gemma2),
+            "gemma3_text" => Ok(Self::Gemma3),
+            "gemma3" => Err(EngineError::UnsupportedArchitecture(
+                "gemma3 (the multimodal Gemma 3 config, with the text model's settings under `text_config`; \
+                 tlite runs the text-only `gemma3_text`)"
+                    .into(),
+            )),
             "chatglm" => Err(EngineError::UnsupportedArchitecture(
                 "chatglm (its Hugging Face form runs remote code; tlite reads ChatGLM2/3 from GGUF files, as \
                  llama.cpp's convert_hf_to_gguf.py writes them)"
@@ -51,7 +67,45 @@ impl Architecture {
             Self::Phi3 => "phi3",
             // The model_type of THUDM's remote-code checkpoints; tlite reads this family from GGUF only.
             Self::ChatGlm => "chatglm",
+            Self::Qwen3 => "qwen3",
+            Self::Gemma2 => "gemma2",
+            Self::Gemma3 => "gemma3_text",
         }
+    }
+
+    /// The Gemma family: GeGLU, norms of `1 + w`, embeddings scaled by `sqrt(hidden)`, tied head by default.
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Self::Gemma | Self::Gemma2 | Self::Gemma3)
+    }
+}
+
+/// Which layers attend through a sliding window (Gemma 2 and 3's local layers, Mistral's every layer).
+///
+/// The window only masks: a local layer keeps the full-size KV cache (a ring buffer of `window` positions would
+/// save memory, and is not implemented).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlidingWindow {
+    /// Positions a local layer's query sees, its own included: keys at `j <= i` with `i - j < window`.
+    pub window: usize,
+    /// Per layer, true where it is local (windowed), false where it sees the whole context.
+    pub local_layers: Vec<bool>,
+}
+
+impl SlidingWindow {
+    /// Every `period`-th layer (counting from 1) global, the others local: Gemma 2 (period 2) and Gemma 3 (6), as
+    /// Hugging Face's `sliding_window_pattern` and llama.cpp's `set_swa_pattern` define it.
+    pub fn global_every(window: usize, layers: usize, period: usize) -> Self {
+        Self {
+            window,
+            local_layers: (0..layers)
+                .map(|i| period == 0 || (i + 1) % period != 0)
+                .collect(),
+        }
+    }
+
+    /// Whether `layer` attends through the window.
+    pub fn is_local(&self, layer: usize) -> bool {
+        self.local_layers.get(layer).copied().unwrap_or(false)
     }
 }
 
@@ -214,6 +268,29 @@ pub struct ModelConfig {
     pub bos: Option<u32>,
     /// Tokens that end generation.
     pub eos: Vec<u32>,
+    /// RMSNorm of each q and k head (weights `[head_dim]`) before rotary (Qwen3, Gemma 3).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// Each block's output (attention's, the MLP's) is RMS-normed before the residual add (Gemma 2, 3).
+    #[serde(default)]
+    pub post_norms: bool,
+    /// Attention scores are scaled by `1 / sqrt(query_pre_attn_scalar)` instead of `1 / sqrt(head_dim)` (Gemma 2,
+    /// 3's `query_pre_attn_scalar`).
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f32>,
+    /// Soft-capping of the attention scores, `cap * tanh(s / cap)` (Gemma 2).
+    #[serde(default)]
+    pub attn_softcap: Option<f32>,
+    /// Soft-capping of the output logits (Gemma 2).
+    #[serde(default)]
+    pub final_softcap: Option<f32>,
+    /// Local layers and their window, if any.
+    #[serde(default)]
+    pub sliding_window: Option<SlidingWindow>,
+    /// Rotary base of the local layers (Gemma 3's `rope_local_base_freq`), which then rotate unscaled; `None`: they
+    /// rotate as the global ones.
+    #[serde(default)]
+    pub rope_local_theta: Option<f32>,
 }
 
 impl ModelConfig {
@@ -245,6 +322,36 @@ impl ModelConfig {
             Some(RopeScaling::LongRope { attn_factor, .. }) => attn_factor,
             _ => 1.0,
         }
+    }
+
+    /// Whether `layer` is a local (sliding-window) layer.
+    pub fn is_local_layer(&self, layer: usize) -> bool {
+        self.sliding_window
+            .as_ref()
+            .is_some_and(|w| w.is_local(layer))
+    }
+
+    /// The rotary base and scaling of `layer`: the local ones of Gemma 3's local layers, the model's otherwise.
+    pub fn layer_rope(&self, layer: usize) -> (f32, Option<&RopeScaling>) {
+        match self.rope_local_theta {
+            Some(theta) if self.is_local_layer(layer) => (theta, None),
+            _ => (self.rope_theta, self.rope_scaling.as_ref()),
+        }
+    }
+
+    /// Inverse rotary frequencies of `layer`, scaling included, for a cache of `ctx` positions (longrope's table
+    /// depends on it).
+    pub fn layer_rope_inv_freqs(&self, layer: usize, ctx: usize) -> Vec<f32> {
+        let (theta, scaling) = self.layer_rope(layer);
+        RopeScaling::apply(scaling, theta, self.rotary_dim(), ctx)
+    }
+
+    /// What multiplies `q·k`: `1 / sqrt(query_pre_attn_scalar)`, or `1 / sqrt(head_dim)`.
+    pub fn attn_scale(&self) -> f32 {
+        let d = self
+            .query_pre_attn_scalar
+            .unwrap_or(self.shape.head_dim as f32);
+        1.0 / d.sqrt()
     }
 
     /// [`ModelConfig::validate`], with the config file named in the error.
@@ -314,6 +421,7 @@ impl ModelConfig {
         if let Some(scaling) = &self.rope_scaling {
             check_rope_scaling(scaling, self.rotary_dim())?;
         }
+        self.check_gemma_features()?;
         for (name, id) in self
             .bos
             .iter()
@@ -325,6 +433,38 @@ impl ModelConfig {
                     "{name} token id {id} is outside the vocabulary of {}",
                     self.shape.vocab
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Soft-caps, the query scalar and the local rope base must be positive; a window must see something and
+    /// name every layer.
+    fn check_gemma_features(&self) -> Result<(), EngineError> {
+        for (name, v) in [
+            ("attn_logit_softcapping", self.attn_softcap),
+            ("final_logit_softcapping", self.final_softcap),
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("rope_local_base_freq", self.rope_local_theta),
+        ] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(EngineError::InvalidConfig(format!(
+                    "{name} {v} must be positive and finite"
+                )));
+            }
+        }
+        if let Some(w) = &self.sliding_window {
+            if w.window == 0 {
+                return Err(EngineError::InvalidConfig(
+                    "sliding_window must be at least 1".into(),
+                ));
+            }
+            if w.local_layers.len() != self.shape.layers {
+                return Err(EngineError::InvalidConfig(format!(
+                    "the sliding-window pattern names {} layers, the model has {}",
+                    w.local_layers.len(),
+                    self.shape.layers
+                )));
             }
         }
         Ok(())

@@ -6,8 +6,12 @@
 //!   half-split layout to pairs `(2i, 2i+1)`, so llama.cpp's "normal" (interleaved) rope applies. The weights are
 //!   kept as stored and [`RopeStyle::Interleaved`] recorded; qwen2 and gemma are not permuted and use NEOX rope,
 //!   i.e. [`RopeStyle::HalfSplit`].
-//! * **Gemma norms.** The converter adds 1 to every gemma norm weight, so the file already holds `1 + w` and
-//!   `norm_plus_one` is off (it would add 1 twice).
+//! * **Gemma norms.** The converter adds 1 to every gemma, gemma2 and gemma3 norm weight (post norms and q/k
+//!   norms included), so the file already holds `1 + w` and `norm_plus_one` is off (it would add 1 twice).
+//! * **Gemma 2 and 3 query scale.** GGUF has no `query_pre_attn_scalar`; like llama.cpp, queries are scaled by
+//!   `1/sqrt(head_dim)` except on the 27B models (recognised by their layer count, 46 and 62), whose scalar is
+//!   `hidden / heads`. Which layers are local follows llama.cpp too: every second (gemma2) or sixth (gemma3) layer,
+//!   counting from 1, is global; gemma3's local layers rotate with `rope.freq_base_swa` (default 10000), unscaled.
 //! * **Llama 3 rope scaling** is written as a `rope_freqs.weight` tensor of per-frequency divisors, not as keys;
 //!   it becomes [`RopeScaling::PerFrequency`].
 //! * **Fused projections** (phi3, chatglm): `attn_qkv` holds q, k and v rows in that order (and `attn_qkv.bias`
@@ -16,8 +20,7 @@
 //!   path sees q/k/v and gate/up as for any other model (and stacks q|k|v again on upload).
 //! * **Phi-3 longrope** is written as `rope_factors_short.weight` / `rope_factors_long.weight` tensors with
 //!   `rope.scaling.attn_factor` and `rope.scaling.original_context_length`; it becomes [`RopeScaling::LongRope`].
-//!   Its sliding window (`attention.sliding_window`, 2047 in Phi-3-mini-4k, 0 in Phi-4) is not implemented: the
-//!   context is capped at it, where sliding and full attention agree.
+//!   Its sliding window (`attention.sliding_window`, 2047 in Phi-3-mini-4k, 0 in Phi-4: none) masks every layer.
 //! * **ChatGLM** rotates the first half of each head (`rope.dimension_count`) with llama.cpp's "normal" rope, pairs
 //!   `(2i, 2i+1)`: [`RopeStyle::Interleaved`], as the original model's `apply_rotary_pos_emb` pairs them.
 //!
@@ -28,7 +31,7 @@
 use super::convert::{matrix, vector, MatrixRole, Source};
 use super::{
     Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelShape,
-    ModelWeights, RopeScaling, RopeStyle, Tensor, WeightFormat,
+    ModelWeights, RopeScaling, RopeStyle, SlidingWindow, Tensor, WeightFormat,
 };
 use crate::gguf::q4_m0e4::{self, ImportError};
 use crate::gguf::{self, GgmlType, GgufFile, TensorInfo};
@@ -64,9 +67,13 @@ fn architecture(file: &GgufFile) -> Result<(Architecture, String), EngineError> 
         "gemma" => Architecture::Gemma,
         "phi3" => Architecture::Phi3,
         "chatglm" => Architecture::ChatGlm,
+        "qwen3" => Architecture::Qwen3,
+        "gemma2" => Architecture::Gemma2,
+        "gemma3" => Architecture::Gemma3,
         other => {
             return Err(EngineError::UnsupportedArchitecture(format!(
-                "{other} (GGUF `general.architecture` of {}; llama, qwen2, gemma, phi3 and chatglm are supported)",
+                "{other} (GGUF `general.architecture` of {}; llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3 and \
+                 chatglm are supported)",
                 file.path().display()
             )))
         }
@@ -119,7 +126,7 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
             None => token_embd.shape().first().copied().unwrap_or(0),
         },
     };
-    let gemma = arch == Architecture::Gemma;
+    let gemma = arch.is_gemma();
     let mut cfg = ModelConfig {
         arch,
         shape: ModelShape {
@@ -158,7 +165,17 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
         embed_scale: gemma.then(|| (hidden as f32).sqrt()),
         bos: file.opt_u32("tokenizer.ggml.bos_token_id")?,
         eos: Vec::new(),
+        qk_norm: matches!(arch, Architecture::Qwen3 | Architecture::Gemma3),
+        post_norms: matches!(arch, Architecture::Gemma2 | Architecture::Gemma3),
+        query_pre_attn_scalar: None,
+        attn_softcap: None,
+        final_softcap: None,
+        sliding_window: None,
+        rope_local_theta: None,
     };
+    if matches!(arch, Architecture::Gemma2 | Architecture::Gemma3) {
+        gemma2_features(file, &name, &mut cfg)?;
+    }
     for k in ["eos_token_id", "eot_token_id", "eom_token_id"] {
         if let Some(id) = file.opt_u32(&format!("tokenizer.ggml.{k}"))? {
             if !cfg.eos.contains(&id) {
@@ -168,27 +185,67 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
     }
     cfg.rope_scaling = rope_scaling(file, &name, cfg.rotary_dim(), cfg.shape.max_ctx)?;
     if arch == Architecture::Phi3 {
-        cap_at_sliding_window(file, &key("attention.sliding_window"), &mut cfg)?;
+        every_layer_windowed(file, &key("attention.sliding_window"), &mut cfg)?;
     }
     cfg.validate_in(file.path())?;
     Ok(cfg)
 }
 
-/// Sliding-window attention is not implemented; within the window it equals full attention, so the usable context
-/// is capped at the window instead of silently computing something else beyond it (0: no window, as Phi-4 writes).
-fn cap_at_sliding_window(
+/// Phi-3 attends through its sliding window in every layer, as Mistral does (0: no window, as Phi-4 writes).
+fn every_layer_windowed(
     file: &GgufFile,
     key: &str,
     cfg: &mut ModelConfig,
 ) -> Result<(), EngineError> {
-    if let Some(window) = file.opt_usize(key)? {
-        if window > 0 && window < cfg.shape.max_ctx {
-            tracing::info!(
-                "{}: context capped at the sliding window of {window} tokens",
-                file.path().display()
-            );
-            cfg.shape.max_ctx = window;
-        }
+    if let Some(window) = file.opt_usize(key)?.filter(|&w| w > 0) {
+        cfg.sliding_window = Some(SlidingWindow {
+            window,
+            local_layers: vec![true; cfg.shape.layers],
+        });
+    }
+    Ok(())
+}
+
+/// Gemma 2 and 3's soft-caps, sliding window, local rope base and query scale, as llama.cpp reads them (see the
+/// module docs).
+fn gemma2_features(file: &GgufFile, arch: &str, cfg: &mut ModelConfig) -> Result<(), EngineError> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let gemma3 = cfg.arch == Architecture::Gemma3;
+    cfg.attn_softcap = file.opt_f32(&key("attn_logit_softcapping"))?;
+    cfg.final_softcap = file.opt_f32(&key("final_logit_softcapping"))?;
+    let layers = cfg.shape.layers;
+    if let Some(window) = file.opt_usize(&key("attention.sliding_window"))? {
+        let pattern_key = key("attention.sliding_window_pattern");
+        let period = match file.get(&pattern_key) {
+            None => {
+                if gemma3 {
+                    6
+                } else {
+                    2
+                }
+            }
+            Some(v) => v
+                .as_u64()
+                .and_then(|p| usize::try_from(p).ok())
+                .filter(|&p| p > 0)
+                .ok_or_else(|| {
+                    file.meta_error(
+                        &pattern_key,
+                        format!(
+                            "is {}; tlite supports a positive period (every period-th layer global)",
+                            v.kind()
+                        ),
+                    )
+                })?,
+        };
+        cfg.sliding_window = Some(SlidingWindow::global_every(window, layers, period));
+    }
+    if gemma3 {
+        cfg.rope_local_theta = Some(file.opt_f32(&key("rope.freq_base_swa"))?.unwrap_or(10000.0));
+    }
+    let is_27b = layers == if gemma3 { 62 } else { 46 };
+    if is_27b {
+        cfg.query_pre_attn_scalar = Some((cfg.shape.hidden / cfg.shape.heads) as f32);
     }
     Ok(())
 }
@@ -392,11 +449,12 @@ fn load_weights(
         "blk.{}.attn_norm.weight",
         c.shape.layers.saturating_sub(1)
     ))?;
-    let (h, q, kv, ffn) = (
+    let (h, q, kv, ffn, hd) = (
         c.shape.hidden,
         c.shape.q_dim(),
         c.shape.kv_dim(),
         c.shape.ffn,
+        c.shape.head_dim,
     );
     let embedding = r.matrix("token_embd.weight", c.shape.vocab, h, MatrixRole::Embedding)?;
     stages.tick();
@@ -450,6 +508,7 @@ fn load_weights(
                     .into_iter();
                 (next(&mut p)?, next(&mut p)?)
             };
+            let norm_if = |on: bool, t: &str, len| on.then(|| r.vector(&n(t), len)).transpose();
             let l = LayerWeights {
                 attn_norm: r.vector(&n("attn_norm.weight"), h)?,
                 wq,
@@ -463,6 +522,10 @@ fn load_weights(
                 w_gate,
                 w_up,
                 w_down: lin("ffn_down.weight", h, ffn)?,
+                q_norm: norm_if(c.qk_norm, "attn_q_norm.weight", hd)?,
+                k_norm: norm_if(c.qk_norm, "attn_k_norm.weight", hd)?,
+                post_attn_norm: norm_if(c.post_norms, "post_attention_norm.weight", h)?,
+                post_ffn_norm: norm_if(c.post_norms, "post_ffw_norm.weight", h)?,
             };
             stages.tick();
             Ok(l)

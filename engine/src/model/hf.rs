@@ -4,7 +4,7 @@ use super::convert::{matrix, vector, MatrixRole, Source};
 use super::st_files::SafetensorsSet;
 use super::{
     Activation, Architecture, LayerWeights, LoadOptions, Model, ModelConfig, ModelShape,
-    ModelWeights, RopeScaling, RopeStyle,
+    ModelWeights, RopeScaling, RopeStyle, SlidingWindow,
 };
 use crate::EngineError;
 use rayon::prelude::*;
@@ -169,6 +169,60 @@ fn long_rope(f: &Fields<'_>, sub: &Fields<'_>) -> Result<RopeScaling, EngineErro
     })
 }
 
+/// Gemma 2 and 3 (text): query scalar, soft-caps, which layers are local (`layer_types`, else every
+/// `sliding_window_pattern`-th layer global: 2 for Gemma 2, 6 by default for Gemma 3) and Gemma 3's local rope base.
+/// Gemma 3 scales only its global layers' rotary, and only linearly: anything else is refused by name.
+fn gemma2_features(f: &Fields<'_>, cfg: &mut ModelConfig) -> Result<(), EngineError> {
+    let gemma3 = cfg.arch == Architecture::Gemma3;
+    cfg.query_pre_attn_scalar = f.opt_f32("query_pre_attn_scalar")?;
+    cfg.attn_softcap = f.opt_f32("attn_logit_softcapping")?;
+    cfg.final_softcap = f.opt_f32("final_logit_softcapping")?;
+    let layers = cfg.shape.layers;
+    if let Some(window) = f.opt_usize("sliding_window")? {
+        let local_layers = match f.json.get("layer_types").filter(|v| !v.is_null()) {
+            Some(types) => {
+                let list = types
+                    .as_array()
+                    .ok_or_else(|| f.err(format!("`layer_types` must be a list, got {types}")))?;
+                list.iter()
+                    .map(|t| match t.as_str() {
+                        Some("sliding_attention") => Ok(true),
+                        Some("full_attention") => Ok(false),
+                        _ => Err(f.err(format!(
+                            "`layer_types` entry {t} is not supported (sliding_attention and full_attention are)"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => {
+                let period = if gemma3 {
+                    f.opt_usize("sliding_window_pattern")?.unwrap_or(6)
+                } else {
+                    2
+                };
+                SlidingWindow::global_every(window, layers, period).local_layers
+            }
+        };
+        cfg.sliding_window = Some(SlidingWindow {
+            window,
+            local_layers,
+        });
+    }
+    if gemma3 {
+        cfg.rope_local_theta = Some(f.opt_f32("rope_local_base_freq")?.unwrap_or(10000.0));
+        if let Some(s) = cfg
+            .rope_scaling
+            .as_ref()
+            .filter(|s| !matches!(s, RopeScaling::Linear { .. }))
+        {
+            return Err(f.err(format!(
+                "gemma3_text: rope_scaling {s:?} is not supported (Gemma 3 scales its global layers linearly)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parses `config.json` (and `generation_config.json` beside it, when present) into a validated [`ModelConfig`].
 pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
     let path = folder.join("config.json");
@@ -202,7 +256,7 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
         .or_else(|| f.opt_str("hidden_act"))
         .unwrap_or("silu");
     let activation = match (arch, act_name) {
-        (Architecture::Gemma, "gelu" | "gelu_pytorch_tanh" | "gelu_new") => Activation::GeluTanh,
+        (a, "gelu" | "gelu_pytorch_tanh" | "gelu_new") if a.is_gemma() => Activation::GeluTanh,
         (_, "silu" | "swish") => Activation::Silu,
         (_, other) => {
             return Err(f.err(format!(
@@ -210,7 +264,7 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
             )))
         }
     };
-    let gemma = arch == Architecture::Gemma;
+    let gemma = arch.is_gemma();
     let mut cfg = ModelConfig {
         arch,
         shape: ModelShape {
@@ -235,11 +289,34 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
         embed_scale: gemma.then(|| (hidden as f32).sqrt()),
         bos: f.ids("bos_token_id")?.first().copied(),
         eos: f.ids("eos_token_id")?,
+        qk_norm: matches!(arch, Architecture::Qwen3 | Architecture::Gemma3),
+        post_norms: matches!(arch, Architecture::Gemma2 | Architecture::Gemma3),
+        query_pre_attn_scalar: None,
+        attn_softcap: None,
+        final_softcap: None,
+        sliding_window: None,
+        rope_local_theta: None,
     };
-    // Sliding-window attention is not implemented; within the window it equals full attention, so the usable
-    // context is capped at the window instead of silently computing something else beyond it.
-    let sliding = matches!(arch, Architecture::Mistral | Architecture::Phi3)
-        || f.opt_bool("use_sliding_window")?.unwrap_or(false);
+    let gemma2 = matches!(arch, Architecture::Gemma2 | Architecture::Gemma3);
+    if gemma2 {
+        gemma2_features(&f, &mut cfg)?;
+    }
+    // Mistral and Phi-3 attend through their window in every layer.
+    let mistral_window = f
+        .opt_usize("sliding_window")?
+        .filter(|&w| matches!(arch, Architecture::Mistral | Architecture::Phi3) && w > 0);
+    if let Some(window) = mistral_window {
+        cfg.sliding_window = Some(SlidingWindow {
+            window,
+            local_layers: vec![true; cfg.shape.layers],
+        });
+    }
+    // Qwen's sliding window is not applied (it covers only some layers, by rules of its own); within the window
+    // it equals full attention, so the usable context is capped at the window instead of silently computing
+    // something else beyond it.
+    let sliding = !gemma2
+        && !matches!(arch, Architecture::Mistral | Architecture::Phi3)
+        && f.opt_bool("use_sliding_window")?.unwrap_or(false);
     if let (true, Some(window)) = (sliding, f.opt_usize("sliding_window")?) {
         if window > 0 && window < cfg.shape.max_ctx {
             tracing::info!(
@@ -313,11 +390,12 @@ fn load_weights(
         "model.layers.{}.input_layernorm.weight",
         c.shape.layers.saturating_sub(1)
     ))?;
-    let (h, q, kv, ffn) = (
+    let (h, q, kv, ffn, hd) = (
         c.shape.hidden,
         c.shape.q_dim(),
         c.shape.kv_dim(),
         c.shape.ffn,
+        c.shape.head_dim,
     );
     let embedding = mat(
         "model.embed_tokens.weight",
@@ -336,6 +414,16 @@ fn load_weights(
                 } else {
                     Ok(None)
                 }
+            };
+            let norm_if = |on: bool, n: &str, len: usize| {
+                on.then(|| vec(&format!("{p}.{n}.weight"), len)).transpose()
+            };
+            // Gemma 2 and 3 call the MLP's pre-norm `pre_feedforward_layernorm`, and their
+            // `post_attention_layernorm` is the attention output's post norm.
+            let ffn_norm = if c.post_norms {
+                "pre_feedforward_layernorm"
+            } else {
+                "post_attention_layernorm"
             };
             let name = |t: &str| format!("{p}.{t}.weight");
             let lin = |t: &str, rows, cols| mat(&name(t), rows, cols, MatrixRole::Linear);
@@ -385,10 +473,14 @@ fn load_weights(
                 bq,
                 bk,
                 bv,
-                ffn_norm: vec(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                ffn_norm: vec(&format!("{p}.{ffn_norm}.weight"), h)?,
                 w_gate,
                 w_up,
                 w_down: lin("mlp.down_proj", h, ffn)?,
+                q_norm: norm_if(c.qk_norm, "self_attn.q_norm", hd)?,
+                k_norm: norm_if(c.qk_norm, "self_attn.k_norm", hd)?,
+                post_attn_norm: norm_if(c.post_norms, "post_attention_layernorm", h)?,
+                post_ffn_norm: norm_if(c.post_norms, "post_feedforward_layernorm", h)?,
             };
             stages.tick();
             Ok(l)
@@ -478,6 +570,59 @@ mod tests {
         let mut j = read_json(&p).unwrap();
         j[key] = value;
         std::fs::write(&p, j.to_string()).unwrap();
+    }
+
+    /// What tlite does not run of these families is refused by name, never run as something else.
+    #[test]
+    fn unsupported_gemma_features_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_hf_folder(
+            &TinySpec::for_arch(RefArch::Gemma3),
+            dir.path(),
+            StoreDtype::F32,
+            1,
+        )
+        .unwrap();
+        let c = parse_config(dir.path()).unwrap();
+        // The tiny Gemma 3: layer 0 local with its own base, layer 1 global with linear scaling.
+        assert_eq!(c.layer_rope(0), (10000.0, None));
+        assert_eq!(
+            c.layer_rope(1),
+            (1.0e6, Some(&RopeScaling::Linear { factor: 2.0 }))
+        );
+        let refused = |key: &str, value: Value, needle: &str| {
+            let before = read_json(&dir.path().join("config.json")).unwrap();
+            set_config(dir.path(), key, value);
+            let e = parse_config(dir.path()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{key}: {e}");
+            std::fs::write(dir.path().join("config.json"), before.to_string()).unwrap();
+        };
+        refused(
+            "rope_scaling",
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
+            "Gemma 3 scales its global layers linearly",
+        );
+        refused(
+            "layer_types",
+            serde_json::json!(["chunked_attention", "full_attention"]),
+            "chunked_attention",
+        );
+        refused(
+            "layer_types",
+            serde_json::json!(["sliding_attention"]),
+            "names 1 layers, the model has 2",
+        );
+        refused(
+            "attn_logit_softcapping",
+            (-1.0).into(),
+            "attn_logit_softcapping",
+        );
+        refused(
+            "sliding_window",
+            0.into(),
+            "sliding_window must be at least 1",
+        );
+        refused("model_type", "gemma3".into(), "gemma3_text");
     }
 
     #[test]

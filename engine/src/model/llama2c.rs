@@ -123,6 +123,13 @@ impl Llama2cHeader {
             } else {
                 Vec::new()
             },
+            qk_norm: false,
+            post_norms: false,
+            query_pre_attn_scalar: None,
+            attn_softcap: None,
+            final_softcap: None,
+            sliding_window: None,
+            rope_local_theta: None,
         };
         cfg.validate_in(path)?;
         Ok(cfg)
@@ -350,6 +357,10 @@ pub(crate) fn load_file(
             w_gate: lin("w1", g, hd, d)?,
             w_up: lin("w3", up, hd, d)?,
             w_down: lin("w2", down, d, hd)?,
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            post_ffn_norm: None,
         });
         progress(i + 2, total);
     }

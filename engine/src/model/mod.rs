@@ -21,7 +21,9 @@ mod st_files;
 pub mod tlite_format;
 mod weights;
 
-pub use config::{Activation, Architecture, ModelConfig, ModelShape, RopeScaling, RopeStyle};
+pub use config::{
+    Activation, Architecture, ModelConfig, ModelShape, RopeScaling, RopeStyle, SlidingWindow,
+};
 pub use llama2c::Llama2cHeader;
 pub use weights::{
     LayerWeights, LoadOptions, Model, ModelWeights, Tensor, TensorData, WeightFormat,

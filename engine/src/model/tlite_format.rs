@@ -58,10 +58,8 @@ pub(crate) fn named(w: &ModelWeights) -> Vec<(String, &Tensor)> {
         ] {
             v.push((format!("{p}.{n}"), t));
         }
-        for (n, t) in [("bq", &l.bq), ("bk", &l.bk), ("bv", &l.bv)] {
-            if let Some(t) = t {
-                v.push((format!("{p}.{n}"), t));
-            }
+        for (n, t) in l.optional_vectors() {
+            v.push((format!("{p}.{n}"), t));
         }
     }
     v.push(("final_norm".to_string(), &w.final_norm));
@@ -325,6 +323,22 @@ pub(crate) fn load_folder(
         } else {
             (None, None, None)
         };
+        let (q_norm, k_norm) = if c.qk_norm {
+            (
+                Some(t("q_norm", &[c.shape.head_dim], true)?),
+                Some(t("k_norm", &[c.shape.head_dim], true)?),
+            )
+        } else {
+            (None, None)
+        };
+        let (post_attn_norm, post_ffn_norm) = if c.post_norms {
+            (
+                Some(t("post_attn_norm", &[h], true)?),
+                Some(t("post_ffn_norm", &[h], true)?),
+            )
+        } else {
+            (None, None)
+        };
         layers.push(LayerWeights {
             attn_norm: t("attn_norm", &[h], true)?,
             wq: t("wq", &[q, h], false)?,
@@ -338,6 +352,10 @@ pub(crate) fn load_folder(
             w_gate: t("w_gate", &[ffn, h], false)?,
             w_up: t("w_up", &[ffn, h], false)?,
             w_down: t("w_down", &[h, ffn], false)?,
+            q_norm,
+            k_norm,
+            post_attn_norm,
+            post_ffn_norm,
         });
         progress(i + 2, total);
     }

@@ -228,6 +228,32 @@ pub struct LayerWeights {
     pub w_up: Tensor,
     /// Down projection (llama2.c `w2`), `[hidden, ffn]`.
     pub w_down: Tensor,
+    /// RMSNorm of each query head before rotary (Qwen3, Gemma 3), `[head_dim]`.
+    pub q_norm: Option<Tensor>,
+    /// RMSNorm of each key head before rotary (Qwen3, Gemma 3), `[head_dim]`.
+    pub k_norm: Option<Tensor>,
+    /// RMSNorm of the attention output before the residual add (Gemma 2, 3), `[hidden]`.
+    pub post_attn_norm: Option<Tensor>,
+    /// RMSNorm of the MLP output before the residual add (Gemma 2, 3), `[hidden]`.
+    pub post_ffn_norm: Option<Tensor>,
+}
+
+impl LayerWeights {
+    /// The optional vectors (biases, q/k norms, post norms) with their short names, those present only.
+    pub fn optional_vectors(&self) -> Vec<(&'static str, &Tensor)> {
+        [
+            ("bq", &self.bq),
+            ("bk", &self.bk),
+            ("bv", &self.bv),
+            ("q_norm", &self.q_norm),
+            ("k_norm", &self.k_norm),
+            ("post_attn_norm", &self.post_attn_norm),
+            ("post_ffn_norm", &self.post_ffn_norm),
+        ]
+        .into_iter()
+        .filter_map(|(n, t)| t.as_ref().map(|t| (n, t)))
+        .collect()
+    }
 }
 
 /// All weights of a model.
@@ -266,10 +292,9 @@ impl ModelWeights {
             .iter()
             .map(|t| t.bytes())
             .sum::<usize>()
-                + [&l.bq, &l.bk, &l.bv]
+                + l.optional_vectors()
                     .iter()
-                    .filter_map(|b| b.as_ref())
-                    .map(Tensor::bytes)
+                    .map(|(_, t)| t.bytes())
                     .sum::<usize>()
         };
         self.embedding.bytes()

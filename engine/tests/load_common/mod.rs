@@ -40,28 +40,49 @@ pub fn llama2_tokenizer() -> (PathBuf, PathBuf) {
 pub fn to_ref(m: &Model) -> RefModel {
     let c = &m.config;
     let v = |t: &Tensor| t.to_f32();
+    let local_layers: Vec<bool> = c
+        .sliding_window
+        .as_ref()
+        .map_or_else(Vec::new, |w| w.local_layers.clone());
+    // The frequencies of the first local layer, where they differ from the global layers' (Gemma 3).
+    let local_rope_inv_freqs = local_layers
+        .iter()
+        .position(|&l| l)
+        .filter(|_| c.rope_local_theta.is_some())
+        .map(|i| c.layer_rope_inv_freqs(i, c.shape.max_ctx));
     let config = RefConfig {
-        arch: match c.arch {
-            Architecture::Llama => RefArch::Llama,
-            Architecture::Mistral => RefArch::Mistral,
-            Architecture::Qwen2 => RefArch::Qwen2,
-            Architecture::Gemma => RefArch::Gemma,
-            // After the loader cuts their fused tensors, these run Llama's forward pass (partial rotary and
-            // longrope are carried by the config fields below).
-            Architecture::Phi3 | Architecture::ChatGlm => RefArch::Llama,
-        },
-        // The engine and the reference share symshape's shape type: nothing to convert.
-        shape: c.shape,
-        norm_eps: c.norm_eps,
-        rope_inv_freqs: c.rope_inv_freqs(),
-        rope_style: match c.rope_style {
-            RopeStyle::HalfSplit => fixtures::ops::RopeStyle::HalfSplit,
-            RopeStyle::Interleaved => fixtures::ops::RopeStyle::Interleaved,
-        },
         rope_attn_factor: c.rope_attn_factor(),
-        norm_plus_one: c.norm_plus_one,
-        embed_scale: c.embed_scale.unwrap_or(1.0),
-        gelu: c.activation == Activation::GeluTanh,
+        query_pre_attn_scalar: c.query_pre_attn_scalar,
+        attn_softcap: c.attn_softcap,
+        final_softcap: c.final_softcap,
+        window: c.sliding_window.as_ref().map(|w| w.window),
+        local_layers,
+        local_rope_inv_freqs,
+        ..RefConfig::plain(
+            match c.arch {
+                Architecture::Llama => RefArch::Llama,
+                Architecture::Mistral => RefArch::Mistral,
+                Architecture::Qwen2 => RefArch::Qwen2,
+                Architecture::Gemma => RefArch::Gemma,
+                Architecture::Qwen3 => RefArch::Qwen3,
+                Architecture::Gemma2 => RefArch::Gemma2,
+                Architecture::Gemma3 => RefArch::Gemma3,
+                // After the loader cuts their fused tensors, these run Llama's forward pass (partial rotary and
+                // longrope are carried by the config fields below).
+                Architecture::Phi3 | Architecture::ChatGlm => RefArch::Llama,
+            },
+            // The engine and the reference share symshape's shape type: nothing to convert.
+            c.shape,
+            c.norm_eps,
+            c.rope_inv_freqs(),
+            match c.rope_style {
+                RopeStyle::HalfSplit => fixtures::ops::RopeStyle::HalfSplit,
+                RopeStyle::Interleaved => fixtures::ops::RopeStyle::Interleaved,
+            },
+            c.norm_plus_one,
+            c.embed_scale.unwrap_or(1.0),
+            c.activation == Activation::GeluTanh,
+        )
     };
     let w = &m.weights;
     let layers = w
@@ -80,6 +101,10 @@ pub fn to_ref(m: &Model) -> RefModel {
             w_gate: v(&l.w_gate),
             w_up: v(&l.w_up),
             w_down: v(&l.w_down),
+            q_norm: l.q_norm.as_ref().map(v),
+            k_norm: l.k_norm.as_ref().map(v),
+            post_attn_norm: l.post_attn_norm.as_ref().map(v),
+            post_ffn_norm: l.post_ffn_norm.as_ref().map(v),
         })
         .collect();
     RefModel {

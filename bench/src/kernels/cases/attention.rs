@@ -1,7 +1,7 @@
 //! Cases of attention: decode at a short and a long context, and a causal prefill.
 
 use clkernels::kernels::attention::{
-    Attention, AttentionKernel, AttentionShape, FreshToken, KvOperand,
+    Attention, AttentionKernel, AttentionScores, AttentionShape, FreshToken, KvOperand,
 };
 use clkernels::kernels::rope::{HeadsLayout, RopeConfig, RopeStyle};
 use clkernels::kernels::KernelError;
@@ -124,7 +124,16 @@ pub(super) fn attention(
                     KvOperand::from_device_buffer(k, view),
                     KvOperand::from_device_buffer(v, view),
                 );
-                att.enqueue_with_fresh(&q, part(0, heads), fresh, ko, vo, shape, 0.088, &mut o)
+                att.enqueue_with_fresh(
+                    &q,
+                    part(0, heads),
+                    fresh,
+                    ko,
+                    vo,
+                    shape,
+                    AttentionScores::scaled(0.088),
+                    &mut o,
+                )
             }),
         });
     }

@@ -10,6 +10,10 @@
 // sum l and unnormalised output o in the FlashAttention style, so memory stays O(head_dim) per work-group and
 // O(seq * head_dim) overall. With one split it writes the normalised output; with several (decode over a long
 // context) it writes (m, l, o) partials, and the last of them to finish merges them in the same launch.
+//
+// Gemma's two additions: a sliding window (window > 0: token t sees only positions p with past + t - p < window,
+// so a split whose positions all lie before that sees none and leaves m = -inf, l = 0, which the merge weighs 0),
+// and soft-capped scores (softcap > 0: a scaled score s becomes softcap * tanh(s / softcap)).
 
 #ifndef ATT_WG
 #define ATT_WG 64
@@ -47,7 +51,19 @@ typedef struct {
     uint fresh, k_src_off, v_src_off, rotary_dim;
     float log2_theta;
     uint rope_style;
+    uint window;
+    float softcap;
 } attn_params;
+
+// The first position token t (n_keys positions so far) sees: 0, or the start of its sliding window.
+inline uint attn_first_key(uint n_keys, uint window) {
+    return window != 0 && n_keys > window ? n_keys - window : 0;
+}
+
+// Gemma 2's soft-capping of a scaled score (cap 0: none).
+inline float attn_softcap(float s, float cap) {
+    return cap > 0.0f ? cap * tanh(s / cap) : s;
+}
 
 // KV_LOAD8 reads 8 consecutive elements from an index that is a multiple of 8 (16- or 32-byte aligned, which the
 // kernels check at run time: see kv_wide). vload8 / vload_half8 promise only element alignment, and NVIDIA's
@@ -247,8 +263,9 @@ void attn_partial(global const float* q, global kv_t* k, global kv_t* v, global 
     const uint s = get_group_id(0), h = get_global_id(1), t = get_global_id(2);
     const uint kvh = h / group;
     const uint n_keys = past + t + 1;
-    const uint start = s * chunk;
-    const uint end = min(start + chunk, n_keys);
+    const uint start = max(s * chunk, attn_first_key(n_keys, p.window));
+    const uint end = min(s * chunk + chunk, n_keys);
+    const float softcap = p.softcap;
     // This work-group covers the fresh position (the last one), which it takes from kn / vn.
     const bool has_fresh = p.fresh != 0 && end == n_keys;
     const uint p_new = n_keys - 1;
@@ -300,6 +317,7 @@ void attn_partial(global const float* q, global kv_t* k, global kv_t* v, global 
             }
             score = acc;
         }
+        if (j < end) score = attn_softcap(score, softcap);
         const float new_m = fmax(m, tl_wg_max(score, scratch));
         const float p = j < end ? exp(score - new_m) : 0.0f;
         ps[lid] = p;
@@ -423,8 +441,9 @@ void attn_rows(global const float* q, global kv_t* k, global kv_t* v, global flo
     const uint s = get_group_id(0), h = get_global_id(1), t = get_global_id(2);
     const uint kvh = h / group;
     const uint n_keys = past + t + 1;
-    const uint start = s * chunk;
-    const uint end = min(start + chunk, n_keys);
+    const uint start = max(s * chunk, attn_first_key(n_keys, p.window));
+    const uint end = min(s * chunk + chunk, n_keys);
+    const float softcap = p.softcap;
     const bool has_fresh = p.fresh != 0 && end == n_keys;
     const uint p_new = n_keys - 1;
     // Rows read from the cache (the fresh one comes from kn / vn).
@@ -471,6 +490,7 @@ void attn_rows(global const float* q, global kv_t* k, global kv_t* v, global flo
         for (uint r = lid; r < n; r += ATT_WG) {
             float acc = 0.0f;
             for (uint e = 0; e < vg; ++e) acc += dots[r * (vg + 1) + e];
+            acc = attn_softcap(acc, softcap);
             ps[r] = acc;
             local_max = fmax(local_max, acc);
         }

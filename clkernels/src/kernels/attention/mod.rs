@@ -21,7 +21,7 @@ use kvcache::KvView;
 use self::builds::{AttentionBuild, AttentionBuilds};
 use self::choose::{choose_attention_plan, split_plan, AttentionDevice, PlanInputs};
 pub use self::choose::{AttentionKernel, AttentionPlan, AttentionWalk, SplitPolicy, MAX_HEAD_DIM};
-pub use self::operands::{AttentionShape, FreshToken, KvOperand};
+pub use self::operands::{AttentionScores, AttentionShape, FreshToken, KvOperand};
 use self::params::{check_attention, check_kv_write, check_qkv_rope_write, QkvParts};
 use super::rope::{HeadsLayout, RopeConfig};
 use super::{shape_error, to_u32, Arg, KernelError};
@@ -165,7 +165,8 @@ impl Attention {
         scale: f32,
         out: &mut DeviceBuffer<f32>,
     ) -> Result<(), KernelError> {
-        self.enqueue_with_fresh(q, q_layout, None, k, v, shape, scale, out)
+        let scores = AttentionScores::scaled(scale);
+        self.enqueue_with_fresh(q, q_layout, None, k, v, shape, scores, out)
     }
 
     /// As [`Attention::enqueue`], and with `fresh` (decode only) for a token whose K and V are not in the cache
@@ -175,6 +176,8 @@ impl Attention {
     /// `shape.past`. So a decode layer needs one launch fewer. With `fresh`, `shape.seq` must be 1, `k` and `v`
     /// are read views covering `past + 1` positions (the new one included), and the rotary embedding uses a plain
     /// theta (frequency tables are not supported here).
+    ///
+    /// `scores` also carries what Gemma needs beyond a scale: soft-capped scores and a sliding window.
     #[allow(clippy::too_many_arguments)] // each argument is a distinct typed operand; bundling them hides nothing
     pub fn enqueue_with_fresh(
         &self,
@@ -184,12 +187,12 @@ impl Attention {
         k: KvOperand<'_>,
         v: KvOperand<'_>,
         shape: AttentionShape,
-        scale: f32,
+        scores: AttentionScores,
         out: &mut DeviceBuffer<f32>,
     ) -> Result<(), KernelError> {
         const K: &str = "attention";
         let mut params =
-            check_attention(q.len(), q_layout, fresh, &k, &v, shape, scale, out.len())?;
+            check_attention(q.len(), q_layout, fresh, &k, &v, shape, scores, out.len())?;
         let plan = self.plan(&shape, &k.view);
         params.chunk = to_u32(K, "chunk", plan.chunk)?;
         params.splits = to_u32(K, "splits", plan.splits)?;

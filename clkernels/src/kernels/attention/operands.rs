@@ -15,7 +15,8 @@ use crate::runtime::DeviceBuffer;
 pub struct AttentionShape {
     /// New query tokens (1 in decode).
     pub seq: usize,
-    /// Tokens already in the cache; query `t` attends positions `0..=past + t`.
+    /// Tokens already in the cache; query `t` attends positions `0..=past + t` (the last `window` of them with a
+    /// sliding window, [`AttentionScores::window`]).
     pub past: usize,
     /// Query heads.
     pub heads: usize,
@@ -23,6 +24,29 @@ pub struct AttentionShape {
     pub kv_heads: usize,
     /// Head dimension (at most [`super::MAX_HEAD_DIM`]).
     pub head_dim: usize,
+}
+
+/// How an attention call forms and masks its scores beyond the causal mask.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionScores {
+    /// Multiplies `q·k` (usually `1/sqrt(head_dim)`; Gemma 2 and 3 use `1/sqrt(query_pre_attn_scalar)`).
+    pub scale: f32,
+    /// Soft-capping (Gemma 2): a scaled score `s` becomes `cap * tanh(s / cap)` before the softmax.
+    pub softcap: Option<f32>,
+    /// Sliding window: the query at position `i` sees keys at positions `j <= i` with `i - j < window` (as
+    /// llama.cpp and Hugging Face mask local layers). `None` sees every earlier position.
+    pub window: Option<usize>,
+}
+
+impl AttentionScores {
+    /// Plain causal attention with scores scaled by `scale`.
+    pub fn scaled(scale: f32) -> Self {
+        Self {
+            scale,
+            softcap: None,
+            window: None,
+        }
+    }
 }
 
 /// The decode token [`super::Attention::enqueue_with_fresh`] takes from the fused QKV output: where its key and

@@ -7,7 +7,7 @@ use kvcache::KvView;
 
 use super::super::rope::{HeadsLayout, RopeConfig};
 use super::super::{check_count, shape_error, to_u32, KernelError};
-use super::operands::{AttentionShape, FreshToken, KvOperand};
+use super::operands::{AttentionScores, AttentionShape, FreshToken, KvOperand};
 use super::MAX_HEAD_DIM;
 
 /// `attn_params` of `attn_partial` and `attn_rows`.
@@ -38,6 +38,9 @@ pub(super) struct AttnParams {
     pub rotary_dim: u32,
     pub log2_theta: f32,
     pub rope_style: u32,
+    /// Sliding window in positions (0: none), and the soft-cap of the scores (0: none).
+    pub window: u32,
+    pub softcap: f32,
 }
 
 /// `kv_write_params` of `kv_write`.
@@ -105,7 +108,7 @@ pub(super) fn check_attention(
     k: &KvOperand<'_>,
     v: &KvOperand<'_>,
     shape: AttentionShape,
-    scale: f32,
+    scores: AttentionScores,
     out_len: usize,
 ) -> Result<AttnParams, KernelError> {
     const K: &str = "attention";
@@ -169,6 +172,26 @@ pub(super) fn check_attention(
         }
     }
     let [kv_off, head_stride, pos_stride] = view_strides(K, &kv)?;
+    let AttentionScores {
+        scale,
+        softcap,
+        window,
+    } = scores;
+    if !scale.is_finite() {
+        return Err(shape_error(K, format!("score scale {scale} is not finite")));
+    }
+    if let Some(cap) = softcap.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        return Err(shape_error(
+            K,
+            format!("soft-cap {cap} must be positive and finite"),
+        ));
+    }
+    if window == Some(0) {
+        return Err(shape_error(
+            K,
+            "a sliding window of 0 positions sees nothing",
+        ));
+    }
     let mut params = AttnParams {
         q_off: to_u32(K, "q offset", q_layout.offset)?,
         q_stride: to_u32(K, "q token stride", q_layout.token_stride)?,
@@ -182,6 +205,9 @@ pub(super) fn check_attention(
         chunk: 0,
         splits: 1,
         scale,
+        // A window as long as the context masks nothing, so any larger one is clamped rather than refused.
+        window: window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
+        softcap: softcap.unwrap_or(0.0),
         ..AttnParams::default()
     };
     if let Some(f) = fresh {
@@ -395,6 +421,12 @@ mod tests {
         }
     }
 
+    const S1: AttentionScores = AttentionScores {
+        scale: 1.0,
+        softcap: None,
+        window: None,
+    };
+
     const ROPE: RopeConfig = RopeConfig {
         head_dim: 64,
         rotary_dim: 32,
@@ -404,8 +436,8 @@ mod tests {
 
     #[test]
     fn struct_sizes_match_the_kernels_field_counts() {
-        // Every field is 4 bytes; attention.cl's structs have 18, 10 and 14 fields.
-        assert_eq!(std::mem::size_of::<AttnParams>(), 18 * 4);
+        // Every field is 4 bytes; attention.cl's structs have 20, 10 and 14 fields.
+        assert_eq!(std::mem::size_of::<AttnParams>(), 20 * 4);
         assert_eq!(std::mem::size_of::<KvWriteParams>(), 10 * 4);
         assert_eq!(std::mem::size_of::<QkvRopeWriteParams>(), 14 * 4);
     }
@@ -426,7 +458,11 @@ mod tests {
             &k,
             &v,
             SHAPE,
-            0.125,
+            AttentionScores {
+                scale: 0.125,
+                softcap: Some(30.0),
+                window: Some(4096),
+            },
             4 * 64,
         )
         .expect("a valid call");
@@ -451,11 +487,33 @@ mod tests {
                 rotary_dim: 32,
                 log2_theta: 10000f32.log2(),
                 rope_style: 1,
+                window: 4096,
+                softcap: 30.0,
             }
         );
-        let plain = check_attention(8 * 64, heads(0, 4), None, &k, &v, SHAPE, 0.125, 4 * 64)
+        let plain = check_attention(8 * 64, heads(0, 4), None, &k, &v, SHAPE, S1, 4 * 64)
             .expect("a valid call");
         assert_eq!((plain.fresh, plain.rotary_dim, plain.k_src_off), (0, 0, 0));
+        assert_eq!((plain.window, plain.softcap), (0, 0.0));
+        // A window of nothing, a cap that is not a positive number.
+        for bad in [
+            AttentionScores {
+                window: Some(0),
+                ..S1
+            },
+            AttentionScores {
+                softcap: Some(0.0),
+                ..S1
+            },
+            AttentionScores {
+                softcap: Some(f32::NAN),
+                ..S1
+            },
+        ] {
+            assert!(
+                check_attention(8 * 64, heads(0, 4), None, &k, &v, SHAPE, bad, 4 * 64).is_err()
+            );
+        }
     }
 
     #[test]
@@ -463,7 +521,7 @@ mod tests {
         let view = layout().positions_view(0, 10);
         let (k, v) = (operand(view), operand(view));
         let call = |q_len, q_layout, shape, out_len, v: &KvOperand<'_>| {
-            check_attention(q_len, q_layout, None, &k, v, shape, 1.0, out_len)
+            check_attention(q_len, q_layout, None, &k, v, shape, S1, out_len)
         };
         assert!(call(8 * 64, heads(0, 4), SHAPE, 4 * 64, &v).is_ok());
         // Short q or out buffers.
@@ -499,7 +557,7 @@ mod tests {
             ..heads(0, 4)
         };
         let two_view = operand(layout().positions_view(0, 11));
-        assert!(check_attention(1 << 12, q2, None, &two_view, &two_view, two, 1.0, 8 * 64).is_ok());
+        assert!(check_attention(1 << 12, q2, None, &two_view, &two_view, two, S1, 8 * 64).is_ok());
         assert!(check_attention(
             1 << 12,
             q2,
@@ -507,7 +565,7 @@ mod tests {
             &two_view,
             &two_view,
             two,
-            1.0,
+            S1,
             8 * 64
         )
         .is_err());
