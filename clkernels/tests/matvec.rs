@@ -383,9 +383,17 @@ fn qkv_in_one_launch_equals_three_separate_products() {
 #[test]
 fn f16_matvec_matches_dense_reference() {
     let gpu = gpu();
-    let mut rng = rng("f16 matvec");
-    let mv = MatvecF16::new(&gpu).unwrap();
-    let (rows, cols) = (101, 200);
+    check_f16(
+        &gpu,
+        &MatvecF16::new(&gpu).unwrap(),
+        "f16 matvec",
+        (101, 200),
+    );
+}
+
+/// `mv` on a `shape` f16 matrix with a residual, against the dense reference (tolerance 1e-5 of Σ|w·x|).
+fn check_f16(gpu: &Gpu, mv: &MatvecF16, label: &str, (rows, cols): (usize, usize)) {
+    let mut rng = rng(label);
     let w: Vec<f16> = normal(&mut rng, rows * cols, 0.1)
         .into_iter()
         .map(f16::from_f32)
@@ -394,17 +402,17 @@ fn f16_matvec_matches_dense_reference() {
     let x = normal(&mut rng, cols, 1.0);
     let r = normal(&mut rng, rows, 1.0);
     let want = fixtures::ops::matvec(&wf, cols, &x, Some(&r));
-    let wd = DeviceF16Matrix::upload(&gpu, &w, MatrixShape::new(rows, cols)).unwrap();
-    let mut y = poisoned(&gpu, rows);
+    let wd = DeviceF16Matrix::upload(gpu, &w, MatrixShape::new(rows, cols)).unwrap();
+    let mut y = poisoned(gpu, rows);
     mv.enqueue(
         &wd,
-        &upload(&gpu, &x),
+        &upload(gpu, &x),
         &mut y,
-        Residual::Add(&upload(&gpu, &r)),
+        Residual::Add(&upload(gpu, &r)),
     )
     .unwrap();
     let l1 = row_l1(&wf, cols, &x);
-    assert_dot_close("f16 matvec", &y.read(&gpu).unwrap(), &want, &l1, REL);
+    assert_dot_close(label, &y.read(gpu).unwrap(), &want, &l1, REL);
 }
 
 #[test]
@@ -559,16 +567,19 @@ fn m0e4_matvec_mali_build_matches_reference() {
         check_matvec(&gpu, &mv, &label);
         check_gate_up_within(&gpu, &mv, &label, REL);
     }
-    // A CPU geometry beside the Mali kernels is refused, not silently ignored.
+    // A CPU geometry overrides the vendor kernels, as it overrides every GPU field.
     let both = MatvecConfig {
         cpu: Some(clkernels::kernels::matvec::CpuMatvecGeometry::DEFAULT),
         ..vendor_config(MatvecVendorKernel::Mali, 16, 1)
     };
-    assert!(MatvecM0e4::with_config(&gpu, both).is_err());
+    assert!(MatvecM0e4::with_config(&gpu, both)
+        .unwrap()
+        .uses_cpu_kernels());
 }
 
 /// The Adreno image build (weights through image1d_buffer_t), forced here on a device with images; with the
-/// Adreno compile-check stand-ins too. Then with a small image limit, so the larger matrices of the same checks
+/// Adreno compile-check stand-ins too. (scripts/test-oclgrind runs the image tests without the uninitialised-value
+/// checker, which misreports image reads.) Then with a small image limit, so the larger matrices of the same checks
 /// take the buffer build and the smaller ones the images. Tolerance as the portable kernels' (the same f32 recipe,
 /// only the loads differ).
 #[test]
@@ -608,4 +619,35 @@ fn m0e4_matvec_adreno_image_build_matches_reference() {
     assert!(!mv.reads_through_images(&big));
     check_matvec(&gpu, &mv, "adreno image limit 200");
     check_gate_up_within(&gpu, &mv, "adreno image limit 200", REL);
+}
+
+/// The f16 head through an image (8 halves per pixel) in the Adreno image build, and from its buffer over the
+/// image limit: 101x200 is 2525 pixels, within the first limit and over the second. Tolerance 1e-5 of Σ|w·x|.
+#[test]
+fn f16_matvec_adreno_image_build_matches_reference() {
+    let gpu = gpu();
+    if !gpu.caps().image_support || gpu.caps().image_max_buffer_pixels == 0 {
+        eprintln!("skipped: {} reports no image support", gpu.caps().name);
+        return;
+    }
+    let shape = MatrixShape::new(101, 200);
+    let probe = DeviceF16Matrix::upload(&gpu, &vec![f16::ONE; shape.len()], shape).unwrap();
+    for (limit, through_images) in [(u64::MAX, true), (200, false)] {
+        let config = MatvecConfig {
+            image_max_pixels: limit,
+            ..vendor_config(MatvecVendorKernel::AdrenoImage, 32, 4)
+        };
+        let mv = MatvecF16::with_config(&gpu, config).unwrap();
+        assert_eq!(
+            mv.reads_through_images(&probe),
+            through_images,
+            "limit {limit}"
+        );
+        check_f16(
+            &gpu,
+            &mv,
+            &format!("adreno image f16 limit {limit}"),
+            (101, 200),
+        );
+    }
 }

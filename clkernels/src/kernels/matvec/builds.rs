@@ -21,7 +21,7 @@ pub(super) const MALI_SOURCE: ProgramSource =
     program_source!("matvec_mali", "matvec/params.cl", "vendor/mali.cl");
 
 /// The define that makes `matvec.cl` read its weights through images (vendor/adreno.cl).
-const IMAGE_DEFINE: (&str, &str) = ("TL_WEIGHTS_IMAGE", "1");
+pub(super) const IMAGE_DEFINE: (&str, &str) = ("TL_WEIGHTS_IMAGE", "1");
 
 /// Builds kernel `name` of `source` at `config` with `extra` defines; returns it and whether it is the NVIDIA
 /// inline-PTX build.

@@ -43,8 +43,8 @@ pub struct MatvecConfig {
     /// fields then do not apply. [`MatvecConfig::for_gpu`] sets it for a `CL_DEVICE_TYPE_CPU` device.
     pub cpu: Option<CpuMatvecGeometry>,
     /// Which GPU kernels run: the portable ones or a vendor variant (see [`MatvecVendorKernel`]). With
-    /// [`MatvecVendorKernel::Mali`], `rows_per_group` is the rows each work-item owns and only `work_group`,
-    /// `half_math` and `cpu` (which must be `None`) apply besides.
+    /// [`MatvecVendorKernel::Mali`], `rows_per_group` is the rows each work-item owns and only `work_group` and
+    /// `half_math` apply besides. A `cpu` geometry overrides it: the CPU kernels run.
     pub vendor_kernel: MatvecVendorKernel,
     /// The most 16-byte pixels a tensor's codes may have to be read through images
     /// (`CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`); larger ones are read from buffers. Only the Adreno image build reads it.
@@ -193,15 +193,6 @@ impl MatvecConfig {
     /// Refuses a geometry the kernels cannot run: a work-group that is not a power of two, or rows per group
     /// outside `1..=work_group`.
     pub(super) fn validate(&self) -> Result<(), KernelError> {
-        if self.vendor_kernel != MatvecVendorKernel::Portable && self.cpu.is_some() {
-            return Err(shape_error(
-                "MatvecConfig",
-                format!(
-                    "the {:?} kernels are GPU kernels, but a CPU geometry is set",
-                    self.vendor_kernel
-                ),
-            ));
-        }
         if !self.work_group.is_power_of_two()
             || self.rows_per_group == 0
             || self.rows_per_group > self.work_group

@@ -326,7 +326,7 @@ void matvec_m0e4_gate_up_normed(TL_CODES g_codes, TL_HALVES g_scales,
 
 // y[row] = W[row]·x (+ residual) for f16 weights [rows][cols], cols a multiple of 8: each load is 16 bytes.
 kernel TL_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_f16(global const half* w, global const float4* x, global float* y, global const float* residual,
+void matvec_f16(TL_F16_WEIGHTS w, global const float4* x, global float* y, global const float* residual,
                 const mv_f16_params p) {
     local float red[MV_ROWS * MV_WG];
     const uint rows = p.rows, cols = p.cols, res_mode = p.res_mode;
@@ -340,7 +340,7 @@ void matvec_f16(global const half* w, global const float4* x, global float* y, g
 #pragma unroll
         for (uint r = 0; r < MV_ROWS; ++r) {
             const uint row = min(row0 + r, rows - 1);
-            const float8 wv = tl_load_once_half8(w + (size_t)row * cols + (size_t)c * 8);
+            const float8 wv = tl_half8_chunk(w, (size_t)row * chunks + c);
             acc[r] += dot(wv.lo, xa) + dot(wv.hi, xb);
         }
     }

@@ -118,7 +118,6 @@ impl MatvecM0e4 {
         config: MatvecConfig,
         extra: &[(&str, &str)],
     ) -> Result<Self, KernelError> {
-        config.validate()?;
         let kernels = match (config.cpu, config.vendor_kernel) {
             (Some(geometry), _) => M0e4Kernels::Cpu(CpuMatvecM0e4::new(gpu, geometry, extra)?),
             (None, MatvecVendorKernel::Mali) => {
@@ -342,7 +341,8 @@ pub struct MatvecF16 {
 /// The kernel a [`MatvecF16`] launches.
 #[derive(Debug)]
 enum F16Kernel {
-    Gpu(LockedKernel),
+    /// `matvec_f16`, and its image-reading build for the Adreno image configuration.
+    Gpu(LockedKernel, Option<LockedKernel>),
     Cpu(CpuMatvecF16),
 }
 
@@ -359,11 +359,26 @@ impl MatvecF16 {
             config,
             kernel: match config.cpu {
                 Some(geometry) => F16Kernel::Cpu(CpuMatvecF16::new(gpu, geometry)?),
-                None => F16Kernel::Gpu(
-                    builds::build(gpu, &builds::SOURCE, &config, &[], "matvec_f16")?.0,
-                ),
+                None => {
+                    let build = |extra: &[(&str, &str)]| {
+                        builds::build(gpu, &builds::SOURCE, &config, extra, "matvec_f16")
+                    };
+                    let image = match config.vendor_kernel {
+                        MatvecVendorKernel::AdrenoImage => Some(build(&[builds::IMAGE_DEFINE])?.0),
+                        _ => None,
+                    };
+                    F16Kernel::Gpu(build(&[])?.0, image)
+                }
             },
         })
+    }
+
+    /// Whether a launch on `w` reads it through an image (the Adreno image build, within the image limit, on a
+    /// device that accepted the image).
+    pub fn reads_through_images(&self, w: &DeviceF16Matrix) -> bool {
+        matches!(self.kernel, F16Kernel::Gpu(_, Some(_)))
+            && reads_through_images(&self.config, w.pixels())
+            && w.image(&self.gpu).is_some()
     }
 
     /// Enqueues `y = W·x` (+ `residual`).
@@ -388,8 +403,17 @@ impl MatvecF16 {
             residual_len,
         )?;
         let MatrixShape { rows, .. } = w.shape;
+        let image = match &self.kernel {
+            F16Kernel::Gpu(_, Some(k)) if reads_through_images(&self.config, w.pixels()) => {
+                w.image(&self.gpu).map(|i| (k, i))
+            }
+            _ => None,
+        };
         let args = [
-            (&w.data).into(),
+            match image {
+                Some((_, i)) => Arg::Mem(i.raw()),
+                None => (&w.data).into(),
+            },
             x.into(),
             (&*y).into(),
             residual.arg(K, y, rows)?,
@@ -397,7 +421,8 @@ impl MatvecF16 {
         ];
         match &self.kernel {
             F16Kernel::Cpu(k) => k.launch(&self.gpu, &args, rows),
-            F16Kernel::Gpu(k) => {
+            F16Kernel::Gpu(buffers, _) => {
+                let k = image.map_or(buffers, |(k, _)| k);
                 let wg = self.config.work_group;
                 let groups = rows.div_ceil(self.config.rows_per_group);
                 k.launch(&self.gpu, &args, &[groups * wg], Some(&[wg]))

@@ -176,6 +176,9 @@ pub struct DeviceF16Matrix {
     pub data: DeviceBuffer<f16>,
     /// Rows and columns.
     pub shape: MatrixShape,
+    /// An image over `data` (8 halves per pixel), made on the first launch that reads through it; `None` inside
+    /// when the device refused it.
+    image: OnceLock<Option<BufferImage>>,
 }
 
 impl DeviceF16Matrix {
@@ -195,6 +198,32 @@ impl DeviceF16Matrix {
         Ok(DeviceF16Matrix {
             data: DeviceBuffer::from_slice(gpu, data)?,
             shape,
+            image: OnceLock::new(),
         })
+    }
+
+    /// 16-byte chunks of 8 halves: the pixels of its image.
+    pub(super) fn pixels(&self) -> usize {
+        self.data.byte_len() / 16
+    }
+
+    /// The image over the weights, made on first use (`None`, logged once, where the device refuses it).
+    pub(super) fn image(&self, gpu: &Gpu) -> Option<&BufferImage> {
+        self.image
+            .get_or_init(
+                || match BufferImage::over(gpu, &self.data, PixelFormat::U32x4) {
+                    Ok(image) => Some(image),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "weight image refused; this {}x{} f16 matrix is read from its buffer",
+                            self.shape.rows,
+                            self.shape.cols
+                        );
+                        None
+                    }
+                },
+            )
+            .as_ref()
     }
 }

@@ -49,4 +49,10 @@ inline uint4 tl_code_chunk(TL_CODES codes, size_t i) {
 inline float tl_weight_half(TL_HALVES h, size_t i) {
     return tl_load_once_half(h + i);
 }
+
+// f16 weights (the mat-vec's f16 heads), and their 8 halves at 16-byte chunk i as f32.
+#define TL_F16_WEIGHTS global const half*
+inline float8 tl_half8_chunk(TL_F16_WEIGHTS w, size_t i) {
+    return tl_load_once_half8(w + i * 8);
+}
 #endif
