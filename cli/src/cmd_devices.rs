@@ -252,7 +252,22 @@ fn print_details(e: &DeviceEntry) {
                 yes(c.qcom_dot_product8)
             ),
         ),
-        ("images", yes(c.image_support).to_string()),
+        (
+            "images",
+            if c.image_support {
+                format!("yes, image buffers up to {} pixels", c.image_max_buffer_pixels)
+            } else {
+                "no".to_string()
+            },
+        ),
+        (
+            "preferred vectors",
+            format!(
+                "float {}, half {}",
+                c.preferred_vector_width_float, c.preferred_vector_width_half
+            ),
+        ),
+        ("mat-vec kernels", crate::cmd_devices_profile::matvec_kernels(c)),
     ];
     println!("[{}] {}", e.index, c.name);
     for (key, value) in rows {

@@ -1,6 +1,7 @@
 //! `tlite devices --profile NAME`: a phone's limits beside this device's, what tlite would choose on the phone, and
 //! what it uses here when it emulates the phone.
 
+use clkernels::kernels::matvec::MatvecConfig;
 use clkernels::runtime::{
     mechanisms_for, Capabilities, DeviceEntry, DeviceProfile, PerfHint, QueuePriority,
     VendorFamily, EXTENSIONS_USED, LIMIT_FIELDS,
@@ -20,7 +21,15 @@ pub fn run(profile: &DeviceProfile, shown: &[DeviceEntry], json: bool) -> anyhow
     if json {
         let list: Vec<_> = emulated
             .iter()
-            .map(|(index, caps)| serde_json::json!({"index": index, "capabilities": caps}))
+            .map(|(index, caps)| {
+                let (kernel, why) = MatvecConfig::vendor_choice(caps);
+                serde_json::json!({
+                    "index": index,
+                    "capabilities": caps,
+                    "matvec_kernel": kernel,
+                    "matvec_kernel_why": why,
+                })
+            })
             .collect();
         let out = serde_json::json!({
             "profile": profile,
@@ -30,6 +39,8 @@ pub fn run(profile: &DeviceProfile, shown: &[DeviceEntry], json: bool) -> anyhow
                 "capabilities": phone,
                 "defines": phone.defines(),
                 "reductions": reductions(&phone),
+                "matvec_kernel": MatvecConfig::vendor_choice(&phone).0,
+                "matvec_kernel_why": MatvecConfig::vendor_choice(&phone).1,
                 "low_priority": low_priority(&phone),
             },
             "emulated": list,
@@ -199,6 +210,7 @@ fn print_choices(caps: &Capabilities) {
         ("vendor path", format!("{:?}", caps.vendor_family)),
         ("compile defines", defines.join(" ")),
         ("reductions", reductions(caps).to_string()),
+        ("mat-vec kernels", matvec_kernels(caps)),
         (
             "mat-vec products",
             if caps.fp16 {
@@ -219,6 +231,26 @@ fn print_choices(caps: &Capabilities) {
     for (key, value) in rows {
         println!("    {key:<20} {value}");
     }
+}
+
+/// Which decode mat-vec kernels run, and why (`clkernels/src/kernels/matvec/choose.rs`).
+pub(crate) fn matvec_kernels(caps: &Capabilities) -> String {
+    let (kernel, why) = MatvecConfig::vendor_choice(caps);
+    let geometry = MatvecConfig::for_caps(caps);
+    let shape = match geometry.cpu {
+        Some(_) => String::new(),
+        None => format!(
+            ", work-group {}, {} rows per {}",
+            geometry.work_group,
+            geometry.rows_per_group,
+            if kernel == clkernels::kernels::matvec::MatvecVendorKernel::Mali {
+                "work-item"
+            } else {
+                "work-group"
+            }
+        ),
+    };
+    format!("{kernel:?}: {why}{shape}")
 }
 
 /// How work-group reductions are done, as `common.cl` picks from the defines.

@@ -68,6 +68,16 @@ fn devices_with_a_profile_shows_the_phone_beside_this_device() {
         "{out}"
     );
     assert!(out.contains("emulating it on [0]"), "{out}");
+    // The mat-vec variant for the phone (emulated here too where this device has images).
+    assert!(out.contains("mat-vec kernels      AdrenoImage"), "{out}");
+
+    let o = tlite(&["devices", "--profile", "mali-g710"], &[]);
+    let out = text(&o.stdout);
+    assert!(o.status.success());
+    assert!(
+        out.contains("mat-vec kernels      Mali: the profile's phone is a Mali"),
+        "{out}"
+    );
 
     let o = tlite(&["devices", "--profile", "adreno-750", "--json"], &[]);
     assert!(o.status.success());
@@ -78,6 +88,7 @@ fn devices_with_a_profile_shows_the_phone_beside_this_device() {
         json["on_the_phone"]["capabilities"]["vendor_family"],
         "Adreno"
     );
+    assert_eq!(json["on_the_phone"]["matvec_kernel"], "AdrenoImage");
     let emulated = &json["emulated"][0]["capabilities"];
     assert_eq!(emulated["profile"], "adreno-750");
     assert!(emulated["max_alloc_bytes"].as_u64().unwrap() <= 1 << 30);

@@ -12,7 +12,7 @@ use clkernels::kernels::attention::Attention;
 use clkernels::kernels::elementwise::Elementwise;
 use clkernels::kernels::embedding::Embedding;
 use clkernels::kernels::matmul::{MatmulConfig, MatmulF16, MatmulM0e4};
-use clkernels::kernels::matvec::{MatvecConfig, MatvecF16, MatvecM0e4};
+use clkernels::kernels::matvec::{MatvecConfig, MatvecF16, MatvecM0e4, MatvecVendorKernel};
 use clkernels::kernels::norm::Norm;
 use clkernels::kernels::rope::{Rope, RopeShift};
 use clkernels::kernels::sampling::Sampling;
@@ -58,6 +58,28 @@ fn matvec_configs(gpu: &Gpu) -> Vec<MatvecConfig> {
         MatvecConfig {
             x_local_chunks: 0,
             half_math: true,
+            ..base
+        },
+        // The Mali build (vendor/mali.cl), with and without half products.
+        MatvecConfig {
+            vendor_kernel: MatvecVendorKernel::Mali,
+            rows_per_group: 2,
+            x_local_chunks: 0,
+            half_math: true,
+            ..base
+        },
+        MatvecConfig {
+            vendor_kernel: MatvecVendorKernel::Mali,
+            rows_per_group: 1,
+            x_local_chunks: 0,
+            half_math: false,
+            ..base
+        },
+        // The Adreno image build, with its buffer builds beside it.
+        MatvecConfig {
+            vendor_kernel: MatvecVendorKernel::AdrenoImage,
+            image_max_pixels: u64::MAX,
+            x_local_chunks: 0,
             ..base
         },
     ]

@@ -6,7 +6,7 @@
 mod common;
 
 use clkernels::kernels::matvec::{
-    DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4,
+    DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4, MatvecVendorKernel,
 };
 use clkernels::kernels::norm::RmsNormParams;
 use clkernels::kernels::{GatedActivation, Residual};
@@ -177,6 +177,8 @@ fn m0e4_matvec_geometries_agree() {
             short_unroll: 0,
             nv_half2: false,
             cpu: None,
+            vendor_kernel: MatvecVendorKernel::Portable,
+            image_max_pixels: 0,
         };
         let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
         let label = format!("wg{wg} rows{rows} tall{tall}");
@@ -203,6 +205,8 @@ fn m0e4_matvec_local_x_variants_agree() {
             short_unroll: if long > 0 { 1 } else { 0 },
             nv_half2: false,
             cpu: None,
+            vendor_kernel: MatvecVendorKernel::Portable,
+            image_max_pixels: 0,
         };
         let label = format!("xl {x_local_chunks} long {long}");
         let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
@@ -228,6 +232,8 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
         short_unroll: 0,
         nv_half2: false,
         cpu: None,
+        vendor_kernel: MatvecVendorKernel::Portable,
+        image_max_pixels: 0,
     };
     for (label, defines) in [
         ("khr subgroups", KHR_SUBGROUP_STAND_INS.to_vec()),
@@ -377,9 +383,17 @@ fn qkv_in_one_launch_equals_three_separate_products() {
 #[test]
 fn f16_matvec_matches_dense_reference() {
     let gpu = gpu();
-    let mut rng = rng("f16 matvec");
-    let mv = MatvecF16::new(&gpu).unwrap();
-    let (rows, cols) = (101, 200);
+    check_f16(
+        &gpu,
+        &MatvecF16::new(&gpu).unwrap(),
+        "f16 matvec",
+        (101, 200),
+    );
+}
+
+/// `mv` on a `shape` f16 matrix with a residual, against the dense reference (tolerance 1e-5 of Σ|w·x|).
+fn check_f16(gpu: &Gpu, mv: &MatvecF16, label: &str, (rows, cols): (usize, usize)) {
+    let mut rng = rng(label);
     let w: Vec<f16> = normal(&mut rng, rows * cols, 0.1)
         .into_iter()
         .map(f16::from_f32)
@@ -388,17 +402,17 @@ fn f16_matvec_matches_dense_reference() {
     let x = normal(&mut rng, cols, 1.0);
     let r = normal(&mut rng, rows, 1.0);
     let want = fixtures::ops::matvec(&wf, cols, &x, Some(&r));
-    let wd = DeviceF16Matrix::upload(&gpu, &w, MatrixShape::new(rows, cols)).unwrap();
-    let mut y = poisoned(&gpu, rows);
+    let wd = DeviceF16Matrix::upload(gpu, &w, MatrixShape::new(rows, cols)).unwrap();
+    let mut y = poisoned(gpu, rows);
     mv.enqueue(
         &wd,
-        &upload(&gpu, &x),
+        &upload(gpu, &x),
         &mut y,
-        Residual::Add(&upload(&gpu, &r)),
+        Residual::Add(&upload(gpu, &r)),
     )
     .unwrap();
     let l1 = row_l1(&wf, cols, &x);
-    assert_dot_close("f16 matvec", &y.read(&gpu).unwrap(), &want, &l1, REL);
+    assert_dot_close(label, &y.read(gpu).unwrap(), &want, &l1, REL);
 }
 
 #[test]
@@ -445,6 +459,8 @@ fn shape_errors_are_refused_before_launch() {
         short_unroll: 0,
         nv_half2: false,
         cpu: None,
+        vendor_kernel: MatvecVendorKernel::Portable,
+        image_max_pixels: 0,
     };
     assert!(MatvecM0e4::with_config(&gpu, bad).is_err());
 }
@@ -467,24 +483,171 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
         short_unroll: 0,
         nv_half2: false,
         cpu: None,
+        vendor_kernel: MatvecVendorKernel::Portable,
+        image_max_pixels: 0,
     };
     let defines = [("TLITE_HAS_FP16", "1")];
-    let mv = match MatvecM0e4::with_defines(&gpu, config, &defines) {
-        Ok(mv) => mv,
-        Err(err) => {
-            eprintln!("half-math path not buildable on this device (expected on PoCL 3.1): {err}");
-            assert!(
-                !gpu.caps().fp16,
-                "a device with cl_khr_fp16 must build the half path: {err}"
-            );
-            return;
-        }
+    // The portable kernels, and the Mali build's half8 products (its normed launches normalise before converting).
+    let mali = MatvecConfig {
+        half_math: true,
+        ..vendor_config(MatvecVendorKernel::Mali, 16, 2)
     };
-    let mut rng = rng("half math");
-    let m = random_m0e4(&mut rng, 29, 256, GroupSize::G64);
-    let x = normal(&mut rng, 256, 1.0);
-    let l1 = row_l1(&fp4::reference::dequantize(&m), 256, &x);
-    let want = fp4::reference::matvec(&m, &x).unwrap();
-    let got = plain_product(&gpu, &mv, &m, &x);
-    assert_dot_close("half math", &got, &want, &l1, 2e-3);
+    for (label, config) in [("half math", config), ("mali half math", mali)] {
+        let mv = match MatvecM0e4::with_defines(&gpu, config, &defines) {
+            Ok(mv) => mv,
+            Err(err) => {
+                eprintln!("{label}: not buildable on this device (expected on PoCL 3.1): {err}");
+                assert!(
+                    !gpu.caps().fp16,
+                    "a device with cl_khr_fp16 must build the half path: {err}"
+                );
+                continue;
+            }
+        };
+        let mut rng = rng(label);
+        let m = random_m0e4(&mut rng, 29, 256, GroupSize::G64);
+        let x = normal(&mut rng, 256, 1.0);
+        let l1 = row_l1(&fp4::reference::dequantize(&m), 256, &x);
+        let want = fp4::reference::matvec(&m, &x).unwrap();
+        let got = plain_product(&gpu, &mv, &m, &x);
+        assert_dot_close(label, &got, &want, &l1, 2e-3);
+        check_matvec_within(&gpu, &mv, label, 2e-3);
+    }
+}
+
+/// A small geometry of a vendor build, forced on whatever device runs the tests.
+fn vendor_config(
+    vendor_kernel: MatvecVendorKernel,
+    work_group: usize,
+    rows: usize,
+) -> MatvecConfig {
+    MatvecConfig {
+        work_group,
+        rows_per_group: rows,
+        tall_rows_per_group: 0,
+        long_x_local_chunks: 0,
+        half_math: false,
+        warp_shuffle: true,
+        x_local_chunks: 0,
+        unroll: 1,
+        short_unroll: 0,
+        nv_half2: false,
+        cpu: None,
+        vendor_kernel,
+        image_max_pixels: u64::MAX,
+    }
+}
+
+/// The Mali build (vendor/mali.cl: whole rows per work-item, no local memory), forced here: every product and
+/// residual mode at 1, 2 and 3 rows per work-item (37, 13, 70, 45 and 19 rows leave partly filled work-items and
+/// work-groups), plain and with the Mali compile-check defines. Tolerance as the portable kernels' (1e-5 of Σ|w·x|;
+/// f32 products in another order). Its normed products take the norm's scale after the dots, which the
+/// normed checks' tolerance covers.
+#[test]
+fn m0e4_matvec_mali_build_matches_reference() {
+    let gpu = gpu();
+    let mali_defines = [
+        ("TLITE_COMPILE_CHECK", ""),
+        ("TLITE_HAS_SUBGROUPS", "1"),
+        ("TLITE_HAS_SUBGROUPS_KHR", "1"),
+        ("TLITE_VENDOR_MALI", "1"),
+    ];
+    let none: Vec<(&str, &str)> = Vec::new();
+    let cases = [
+        (16, 1, &none),
+        (64, 2, &mali_defines.to_vec()),
+        (8, 3, &none),
+    ];
+    for (wg, rows, defines) in cases {
+        let config = vendor_config(MatvecVendorKernel::Mali, wg, rows);
+        let mv = MatvecM0e4::with_defines(&gpu, config, defines).unwrap();
+        assert_eq!(mv.vendor_kernel(), MatvecVendorKernel::Mali);
+        assert!(!mv.uses_cpu_kernels() && !mv.uses_warp_shuffle());
+        let label = format!("mali wg{wg} rows{rows} defines{}", defines.len());
+        check_matvec(&gpu, &mv, &label);
+        check_gate_up_within(&gpu, &mv, &label, REL);
+    }
+    // A CPU geometry overrides the vendor kernels, as it overrides every GPU field.
+    let both = MatvecConfig {
+        cpu: Some(clkernels::kernels::matvec::CpuMatvecGeometry::DEFAULT),
+        ..vendor_config(MatvecVendorKernel::Mali, 16, 1)
+    };
+    assert!(MatvecM0e4::with_config(&gpu, both)
+        .unwrap()
+        .uses_cpu_kernels());
+}
+
+/// The Adreno image build (weights through image1d_buffer_t), forced here on a device with images; with the
+/// Adreno compile-check stand-ins too. (scripts/test-oclgrind runs the image tests without the uninitialised-value
+/// checker, which misreports image reads.) Then with a small image limit, so the larger matrices of the same checks
+/// take the buffer build and the smaller ones the images. Tolerance as the portable kernels' (the same f32 recipe,
+/// only the loads differ).
+#[test]
+fn m0e4_matvec_adreno_image_build_matches_reference() {
+    let gpu = gpu();
+    if !gpu.caps().image_support || gpu.caps().image_max_buffer_pixels == 0 {
+        eprintln!(
+            "skipped: {} reports no image support (CL_DEVICE_IMAGE_SUPPORT), so the image build cannot run here",
+            gpu.caps().name
+        );
+        return;
+    }
+    let mut rng = rng("adreno image");
+    let probe = DeviceM0e4::upload(&gpu, &random_m0e4(&mut rng, 37, 96, GroupSize::G32)).unwrap();
+    let big = DeviceM0e4::upload(&gpu, &random_m0e4(&mut rng, 70, 256, GroupSize::G128)).unwrap();
+    for (label, defines) in [
+        ("adreno image", vec![]),
+        ("adreno image stand-ins", ADRENO_STAND_INS.to_vec()),
+    ] {
+        let config = vendor_config(MatvecVendorKernel::AdrenoImage, 32, 4);
+        let mv = MatvecM0e4::with_defines(&gpu, config, &defines).unwrap();
+        assert!(
+            mv.reads_through_images(&probe),
+            "{label}: the images were not used"
+        );
+        check_matvec(&gpu, &mv, label);
+        check_gate_up_within(&gpu, &mv, label, REL);
+    }
+    // 37x96 is 111 pixels of codes, 70x256 is 560: a 200-pixel limit reads the first through images and the
+    // second from buffers, and both agree with the reference.
+    let config = MatvecConfig {
+        image_max_pixels: 200,
+        ..vendor_config(MatvecVendorKernel::AdrenoImage, 32, 4)
+    };
+    let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
+    assert!(mv.reads_through_images(&probe));
+    assert!(!mv.reads_through_images(&big));
+    check_matvec(&gpu, &mv, "adreno image limit 200");
+    check_gate_up_within(&gpu, &mv, "adreno image limit 200", REL);
+}
+
+/// The f16 head through an image (8 halves per pixel) in the Adreno image build, and from its buffer over the
+/// image limit: 101x200 is 2525 pixels, within the first limit and over the second. Tolerance 1e-5 of Σ|w·x|.
+#[test]
+fn f16_matvec_adreno_image_build_matches_reference() {
+    let gpu = gpu();
+    if !gpu.caps().image_support || gpu.caps().image_max_buffer_pixels == 0 {
+        eprintln!("skipped: {} reports no image support", gpu.caps().name);
+        return;
+    }
+    let shape = MatrixShape::new(101, 200);
+    let probe = DeviceF16Matrix::upload(&gpu, &vec![f16::ONE; shape.len()], shape).unwrap();
+    for (limit, through_images) in [(u64::MAX, true), (200, false)] {
+        let config = MatvecConfig {
+            image_max_pixels: limit,
+            ..vendor_config(MatvecVendorKernel::AdrenoImage, 32, 4)
+        };
+        let mv = MatvecF16::with_config(&gpu, config).unwrap();
+        assert_eq!(
+            mv.reads_through_images(&probe),
+            through_images,
+            "limit {limit}"
+        );
+        check_f16(
+            &gpu,
+            &mv,
+            &format!("adreno image f16 limit {limit}"),
+            (101, 200),
+        );
+    }
 }

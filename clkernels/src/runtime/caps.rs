@@ -182,6 +182,12 @@ pub struct Capabilities {
     pub arm_integer_dot_product: Vec<String>,
     /// Image support.
     pub image_support: bool,
+    /// `CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`: the most pixels an `image1d_buffer_t` may have (0: no images or unknown).
+    pub image_max_buffer_pixels: u64,
+    /// `CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT` (0: unknown).
+    pub preferred_vector_width_float: u32,
+    /// `CL_DEVICE_PREFERRED_VECTOR_WIDTH_HALF` (0: unknown or no `cl_khr_fp16`).
+    pub preferred_vector_width_half: u32,
     /// `CL_DEVICE_MAX_MEM_ALLOC_SIZE` in bytes.
     pub max_alloc_bytes: u64,
     /// `CL_DEVICE_GLOBAL_MEM_SIZE` in bytes.
@@ -202,6 +208,9 @@ pub struct Capabilities {
     pub extensions: Vec<String>,
     /// The device profile these capabilities are limited to (`TLITE_DEVICE_PROFILE`, `--device-profile`), if any.
     pub profile: Option<String>,
+    /// The vendor family of that profile's phone. `vendor_family` stays the host's (its built-ins are what
+    /// compiles here); the choice of portable kernel variants that suit the phone's hardware follows this one.
+    pub profile_family: Option<VendorFamily>,
 }
 
 impl Capabilities {
@@ -295,6 +304,9 @@ impl Capabilities {
             qcom_dot_product8: false,
             arm_integer_dot_product: Vec::new(),
             image_support: device.image_support().unwrap_or(false),
+            image_max_buffer_pixels: device.image_max_buffer_size().map_or(0, |p| p as u64),
+            preferred_vector_width_float: device.max_preferred_vector_width_float().unwrap_or(0),
+            preferred_vector_width_half: device.preferred_vector_width_half().unwrap_or(0),
             max_alloc_bytes: device.max_mem_alloc_size().unwrap_or(0),
             global_mem_bytes: device.global_mem_size().unwrap_or(0),
             base_addr_align_bits: device.mem_base_addr_align().unwrap_or(0),
@@ -307,6 +319,7 @@ impl Capabilities {
             vendor,
             extensions,
             profile: None,
+            profile_family: None,
         };
         caps.derive_extension_flags();
         Ok(caps)
@@ -351,6 +364,12 @@ impl Capabilities {
             Some(profile) => format!("{} (as {profile})", self.name),
             None => self.name.clone(),
         }
+    }
+
+    /// The family whose hardware the kernel variants are chosen for: the profile's phone under a profile, else the
+    /// device's own.
+    pub fn target_family(&self) -> VendorFamily {
+        self.profile_family.unwrap_or(self.vendor_family)
     }
 
     /// Whether the device has the named extension.
@@ -426,6 +445,9 @@ mod tests {
             qcom_dot_product8: true,
             arm_integer_dot_product: vec!["cl_arm_integer_dot_product_int8".into()],
             image_support: true,
+            image_max_buffer_pixels: 1 << 27,
+            preferred_vector_width_float: 1,
+            preferred_vector_width_half: 2,
             max_alloc_bytes: 1 << 30,
             global_mem_bytes: 1 << 32,
             base_addr_align_bits: 1024,
@@ -436,6 +458,7 @@ mod tests {
             max_clock_mhz: 900,
             extensions: Vec::new(),
             profile: None,
+            profile_family: None,
         }
     }
 

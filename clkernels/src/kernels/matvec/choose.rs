@@ -7,8 +7,75 @@
 
 use fp4::MatrixShape;
 
-use super::config::{MatvecConfig, TALL_GROUPS_PER_UNIT};
-use crate::runtime::VendorFamily;
+use super::config::{MatvecConfig, MatvecDevice, TALL_GROUPS_PER_UNIT};
+use crate::runtime::{DeviceKind, VendorFamily};
+
+/// Which kernels a GPU mat-vec launches: the portable ones of `matvec.cl`, or a variant made for one vendor's
+/// hardware. Chosen by [`choose_vendor_kernel`] from the device, or from the phone a device profile names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum MatvecVendorKernel {
+    /// `matvec.cl`, weights read from buffers.
+    Portable,
+    /// `vendor/mali.cl`: whole rows per work-item, no local memory, no barriers, 128-bit loads.
+    Mali,
+    /// `matvec.cl` with the weights read through `image1d_buffer_t` (the texture path), and from buffers for a
+    /// tensor larger than `CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`.
+    AdrenoImage,
+}
+
+/// The vendor kernel for `device` and why: the family is the profile's phone under a device profile, else the
+/// device's own (a CPU device without a profile keeps the CPU kernels, which `MatvecConfig::cpu` selects).
+pub(super) fn choose_vendor_kernel(device: &MatvecDevice) -> (MatvecVendorKernel, String) {
+    let family = device.profile_family.unwrap_or(device.vendor_family);
+    let whose = match device.profile_family {
+        Some(_) => "the profile's phone is",
+        None => "the device is",
+    };
+    if device.profile_family.is_none() && device.kind == DeviceKind::Cpu {
+        return (
+            MatvecVendorKernel::Portable,
+            "a CPU device: the CPU kernels (cpu.cl)".to_string(),
+        );
+    }
+    match family {
+        VendorFamily::Mali => (
+            MatvecVendorKernel::Mali,
+            format!(
+                "{whose} a Mali, whose local memory is ordinary memory behind the same caches: whole rows per \
+                 work-item, no local memory or barriers, 128-bit loads{}",
+                if device.half_vector_ok() {
+                    ", half products where asked"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        VendorFamily::Adreno if device.image_max_buffer_pixels > 0 => (
+            MatvecVendorKernel::AdrenoImage,
+            format!(
+                "{whose} an Adreno with images: weights read through image1d_buffer_t (the texture path), \
+                 from buffers for a tensor over {} pixels (CL_DEVICE_IMAGE_MAX_BUFFER_SIZE)",
+                device.image_max_buffer_pixels
+            ),
+        ),
+        VendorFamily::Adreno => (
+            MatvecVendorKernel::Portable,
+            format!("{whose} an Adreno without image support: the portable kernels, weights from buffers"),
+        ),
+        _ => (
+            MatvecVendorKernel::Portable,
+            "the portable kernels (matvec.cl)".to_string(),
+        ),
+    }
+}
+
+/// Whether a launch on a matrix of `code_pixels` 16-byte chunks reads it through images: the Adreno image build,
+/// and a tensor within the device's image limit (image coordinates are also `int`).
+pub(super) fn reads_through_images(config: &MatvecConfig, code_pixels: usize) -> bool {
+    config.vendor_kernel == MatvecVendorKernel::AdrenoImage
+        && code_pixels as u64 <= config.image_max_pixels
+        && code_pixels <= i32::MAX as usize
+}
 
 /// Which M0E4 product a launch computes; each has its kernel in `matvec.cl` and in `cpu.cl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +261,9 @@ mod tests {
             kind: DeviceKind::Gpu,
             max_work_group_size: 1024,
             fp16: false,
+            profile_family: None,
+            image_max_buffer_pixels: 0,
+            preferred_vector_width_half: 0,
         })
     }
 
@@ -353,6 +423,108 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn phone(family: VendorFamily, kind: DeviceKind, profile: bool) -> MatvecDevice {
+        MatvecDevice {
+            vendor_family: if profile { VendorFamily::Pocl } else { family },
+            kind,
+            max_work_group_size: 256,
+            fp16: false,
+            profile_family: profile.then_some(family),
+            image_max_buffer_pixels: 0,
+            preferred_vector_width_half: 0,
+        }
+    }
+
+    #[test]
+    fn mali_devices_and_mali_profiles_get_the_mali_kernels() {
+        for device in [
+            phone(VendorFamily::Mali, DeviceKind::Gpu, false),
+            // A Mali profile on PoCL's CPU device runs the phone's kernels, not cpu.cl.
+            phone(VendorFamily::Mali, DeviceKind::Cpu, true),
+        ] {
+            let (kernel, why) = choose_vendor_kernel(&device);
+            assert_eq!(kernel, MatvecVendorKernel::Mali, "{device:?}");
+            assert!(why.contains("no local memory"), "{why}");
+            let c = MatvecConfig::for_device(&device);
+            assert_eq!(c.vendor_kernel, MatvecVendorKernel::Mali);
+            assert_eq!(c.cpu, None);
+            assert_eq!(
+                (c.work_group, c.rows_per_group, c.x_local_chunks),
+                (64, 2, 0)
+            );
+            assert!(!c.half_math, "no cl_khr_fp16");
+            assert!(c.validate().is_ok());
+        }
+        // Half products follow cl_khr_fp16 unless the device prefers scalar halves.
+        let fp16 = MatvecDevice {
+            fp16: true,
+            ..phone(VendorFamily::Mali, DeviceKind::Gpu, false)
+        };
+        assert!(MatvecConfig::for_device(&fp16).half_math);
+        let scalar = MatvecDevice {
+            preferred_vector_width_half: 1,
+            ..fp16
+        };
+        assert!(!MatvecConfig::for_device(&scalar).half_math);
+        assert!(!choose_vendor_kernel(&scalar).1.contains("half products"));
+    }
+
+    #[test]
+    fn adreno_reads_through_images_only_where_it_has_them() {
+        let with_images = MatvecDevice {
+            image_max_buffer_pixels: 65536,
+            ..phone(VendorFamily::Adreno, DeviceKind::Gpu, false)
+        };
+        let (kernel, why) = choose_vendor_kernel(&with_images);
+        assert_eq!(kernel, MatvecVendorKernel::AdrenoImage);
+        assert!(why.contains("65536 pixels"), "{why}");
+        let c = MatvecConfig::for_device(&with_images);
+        assert_eq!((c.vendor_kernel, c.image_max_pixels), (kernel, 65536));
+        assert_eq!((c.work_group, c.rows_per_group, c.cpu), (64, 4, None));
+        // Within the limit through images, above it from buffers.
+        assert!(reads_through_images(&c, 65536));
+        assert!(!reads_through_images(&c, 65537));
+        let without = phone(VendorFamily::Adreno, DeviceKind::Gpu, false);
+        let (kernel, why) = choose_vendor_kernel(&without);
+        assert_eq!(kernel, MatvecVendorKernel::Portable);
+        assert!(why.contains("without image support"), "{why}");
+        assert!(!reads_through_images(
+            &MatvecConfig::for_device(&without),
+            1
+        ));
+        // Under an Adreno profile on a CPU device with images, the image build runs there.
+        let profiled = MatvecDevice {
+            image_max_buffer_pixels: 1 << 20,
+            ..phone(VendorFamily::Adreno, DeviceKind::Cpu, true)
+        };
+        assert_eq!(
+            MatvecConfig::for_device(&profiled).vendor_kernel,
+            MatvecVendorKernel::AdrenoImage
+        );
+    }
+
+    #[test]
+    fn other_devices_keep_the_portable_or_cpu_kernels() {
+        for family in [
+            VendorFamily::Nvidia,
+            VendorFamily::Intel,
+            VendorFamily::Pocl,
+            VendorFamily::Other,
+        ] {
+            let d = MatvecDevice {
+                image_max_buffer_pixels: 1 << 20,
+                ..phone(family, DeviceKind::Gpu, false)
+            };
+            assert_eq!(choose_vendor_kernel(&d).0, MatvecVendorKernel::Portable);
+        }
+        // A Mali-named CPU device without a profile still gets cpu.cl.
+        let cpu = phone(VendorFamily::Mali, DeviceKind::Cpu, false);
+        let (kernel, why) = choose_vendor_kernel(&cpu);
+        assert_eq!(kernel, MatvecVendorKernel::Portable);
+        assert!(why.contains("cpu.cl"), "{why}");
+        assert!(MatvecConfig::for_device(&cpu).cpu.is_some());
     }
 
     #[test]

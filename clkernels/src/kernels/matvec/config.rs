@@ -2,6 +2,7 @@
 //! figures, unit-tested without a device).
 
 use super::super::{pow2_at_most, shape_error, KernelError};
+use super::choose::{choose_vendor_kernel, MatvecVendorKernel};
 use super::cpu::CpuMatvecGeometry;
 use crate::runtime::{Capabilities, DeviceKind, VendorFamily};
 
@@ -41,7 +42,18 @@ pub struct MatvecConfig {
     /// Launch the CPU-device kernels (`cpu.cl`) with this geometry instead of the GPU kernels, whose other
     /// fields then do not apply. [`MatvecConfig::for_gpu`] sets it for a `CL_DEVICE_TYPE_CPU` device.
     pub cpu: Option<CpuMatvecGeometry>,
+    /// Which GPU kernels run: the portable ones or a vendor variant (see [`MatvecVendorKernel`]). With
+    /// [`MatvecVendorKernel::Mali`], `rows_per_group` is the rows each work-item owns and only `work_group` and
+    /// `half_math` apply besides. A `cpu` geometry overrides it: the CPU kernels run.
+    pub vendor_kernel: MatvecVendorKernel,
+    /// The most 16-byte pixels a tensor's codes may have to be read through images
+    /// (`CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`); larger ones are read from buffers. Only the Adreno image build reads it.
+    pub image_max_pixels: u64,
 }
+
+/// Rows each work-item owns in the Mali build: two rows share every activation load while a 576-row matrix still
+/// spreads over 288 work-items (a starting point; nothing has been measured on a Mali).
+pub const MALI_ROWS_PER_ITEM: usize = 2;
 
 /// Above this many work-groups per compute unit a single-matrix launch uses `tall_rows_per_group`.
 pub const TALL_GROUPS_PER_UNIT: usize = 10;
@@ -54,6 +66,12 @@ pub(super) struct MatvecDevice {
     pub max_work_group_size: usize,
     /// `cl_khr_fp16`.
     pub fp16: bool,
+    /// The vendor family of the phone a device profile emulates, if any.
+    pub profile_family: Option<VendorFamily>,
+    /// `CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`, 0 without image support.
+    pub image_max_buffer_pixels: u64,
+    /// `CL_DEVICE_PREFERRED_VECTOR_WIDTH_HALF` (0: unknown).
+    pub preferred_vector_width_half: u32,
 }
 
 impl MatvecDevice {
@@ -63,7 +81,20 @@ impl MatvecDevice {
             kind: caps.kind,
             max_work_group_size: caps.max_work_group_size,
             fp16: caps.fp16,
+            profile_family: caps.profile_family,
+            image_max_buffer_pixels: if caps.image_support {
+                caps.image_max_buffer_pixels
+            } else {
+                0
+            },
+            preferred_vector_width_half: caps.preferred_vector_width_half,
         }
+    }
+
+    /// Whether half vectors suit the device: `cl_khr_fp16`, and a preferred half width other than 1 (Valhall
+    /// prefers 128-bit vectors; 0 means the device does not say).
+    pub(super) fn half_vector_ok(&self) -> bool {
+        self.fp16 && self.preferred_vector_width_half != 1
     }
 }
 
@@ -73,7 +104,56 @@ impl MatvecConfig {
         Self::for_device(&MatvecDevice::from_caps(gpu.caps()))
     }
 
+    /// The vendor kernel [`MatvecConfig::for_gpu`] picks for the device (or the phone its profile names), and why:
+    /// what `tlite devices` shows.
+    pub fn vendor_choice(caps: &Capabilities) -> (MatvecVendorKernel, String) {
+        choose_vendor_kernel(&MatvecDevice::from_caps(caps))
+    }
+
+    /// [`MatvecConfig::for_gpu`] for capabilities alone (a profile's phone, seen through
+    /// [`crate::runtime::DeviceProfile::as_device`]).
+    pub fn for_caps(caps: &Capabilities) -> Self {
+        Self::for_device(&MatvecDevice::from_caps(caps))
+    }
+
     pub(super) fn for_device(device: &MatvecDevice) -> Self {
+        let base = Self::portable_for_device(device);
+        let (vendor_kernel, _) = choose_vendor_kernel(device);
+        match vendor_kernel {
+            MatvecVendorKernel::Portable => base,
+            MatvecVendorKernel::Mali => MatvecConfig {
+                work_group: pow2_at_most(64, device.max_work_group_size),
+                rows_per_group: MALI_ROWS_PER_ITEM,
+                tall_rows_per_group: 0,
+                half_math: device.half_vector_ok(),
+                x_local_chunks: 0,
+                long_x_local_chunks: 0,
+                unroll: 1,
+                short_unroll: 0,
+                nv_half2: false,
+                cpu: None,
+                vendor_kernel,
+                ..base
+            },
+            MatvecVendorKernel::AdrenoImage => MatvecConfig {
+                work_group: pow2_at_most(64, device.max_work_group_size),
+                rows_per_group: 4,
+                tall_rows_per_group: 0,
+                x_local_chunks: 0,
+                long_x_local_chunks: 0,
+                unroll: 1,
+                short_unroll: 0,
+                nv_half2: false,
+                cpu: None,
+                vendor_kernel,
+                image_max_pixels: device.image_max_buffer_pixels,
+                ..base
+            },
+        }
+    }
+
+    /// The portable kernels' geometry for the device's own family.
+    fn portable_for_device(device: &MatvecDevice) -> Self {
         let nvidia = device.vendor_family == VendorFamily::Nvidia;
         let (work_group, rows_per_group, x_local_chunks) = match device.vendor_family {
             // H100 sweep: 8 rows per group and activations staged in local memory were fastest. A layout with
@@ -105,6 +185,8 @@ impl MatvecConfig {
             // Packed-f16 dequantisation measured faster on the H200 (bench/RESULTS.md).
             nv_half2: nvidia,
             cpu: CpuMatvecGeometry::for_kind(device.kind),
+            vendor_kernel: MatvecVendorKernel::Portable,
+            image_max_pixels: 0,
         }
     }
 
@@ -163,6 +245,9 @@ mod tests {
             kind,
             max_work_group_size: 1024,
             fp16: false,
+            profile_family: None,
+            image_max_buffer_pixels: 0,
+            preferred_vector_width_half: 0,
         }
     }
 
@@ -184,7 +269,7 @@ mod tests {
     fn phones_and_others_get_plain_geometries() {
         for (vendor, want) in [
             (VendorFamily::Adreno, (64, 4, 0)),
-            (VendorFamily::Mali, (64, 4, 0)),
+            (VendorFamily::Mali, (64, MALI_ROWS_PER_ITEM, 0)),
             (VendorFamily::Intel, (128, 4, 0)),
             (VendorFamily::Other, (128, 4, 0)),
         ] {
@@ -273,7 +358,7 @@ mod tests {
                 "MV_XLOCAL=128"
             ]
         );
-        let plain = MatvecConfig::for_device(&device(VendorFamily::Mali, DeviceKind::Gpu));
+        let plain = MatvecConfig::for_device(&device(VendorFamily::Adreno, DeviceKind::Gpu));
         let names: Vec<_> = plain.defines().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["MV_WG", "MV_ROWS"]);
     }

@@ -9,8 +9,9 @@
 //
 // Reductions across the work-group go through the vendor files' sub-group interface (TL_SG_*: khr/intel
 // built-ins, Adreno shuffles, NVIDIA warp shuffles) where there is one, a local-memory tree otherwise (PoCL). MV_WG
-// must be a power of two (and a multiple of 32 for NVIDIA's warps). Weights are read through tl_load_once_* (on
-// NVIDIA, loads that leave the L1 to the activations; plain loads elsewhere).
+// must be a power of two (and a multiple of 32 for NVIDIA's warps). Weights are read through tl_code_chunk and
+// tl_weight_half: tl_load_once_* from buffers (on NVIDIA, loads that leave the L1 to the activations; plain loads
+// elsewhere), or read_image* from image1d_buffer_t in the Adreno image build (TL_WEIGHTS_IMAGE, vendor/adreno.cl).
 
 #ifndef MV_WG
 #define MV_WG 128
@@ -88,9 +89,9 @@ inline float mv_rms_scale(global const float4* x4, uint chunks, float eps, local
 #define MV_ROWS_ACC(acc, codes, scales, offsets)                                                                    \
     _Pragma("unroll") for (uint r = 0; r < MV_ROWS; ++r) {                                                          \
         const uint row = min(row0 + r, rows - 1);                                                                   \
-        const uint4 q = tl_load_once_u4((codes) + (size_t)row * chunks + c);                                        \
+        const uint4 q = tl_code_chunk((codes), (size_t)row * chunks + c);                                           \
         const size_t gi = (size_t)row * groups + g;                                                                 \
-        (acc)[r] += MV_ROW_TERM(q, tl_load_once_half((scales) + gi), tl_load_once_half((offsets) + gi));            \
+        (acc)[r] += MV_ROW_TERM(q, tl_weight_half((scales), gi), tl_weight_half((offsets), gi));                    \
     }
 
 // Partial dots of this work-item for rows row0 .. row0 + MV_ROWS - 1 (rows past the end are clamped; their
@@ -103,7 +104,7 @@ inline float mv_rms_scale(global const float4* x4, uint chunks, float eps, local
 // the norm costs no launch of its own. Every work-group computes inv_rms itself; when x fits one tile, its sum of
 // squares is taken while staging (x is read from global memory once) and inv_rms is applied as x leaves local
 // memory, otherwise mv_rms_scale reads x once more up front.
-inline void mv_m0e4_partial(global const uint4* codes, global const half* scales, global const half* offsets,
+inline void mv_m0e4_partial(TL_CODES codes, TL_HALVES scales, TL_HALVES offsets,
                             global const float4* x4, uint rows, uint chunks, uint cpg_shift, uint row0, float* acc,
                             local float4* xl, const bool normed,
                             global const float4* nw4, float eps, float w_off, local float* red,
@@ -235,7 +236,7 @@ inline void mv_store(float total, global float* y, global const float* residual,
 // y[row] = W[row]·x, plus residual[row] when res_mode is 1, plus the old y[row] when res_mode is 2.
 // codes: [rows][chunks] uint4; scales/offsets: [rows][chunks >> cpg_shift] f16; x: [chunks * 32] f32.
 // With `normed`, x is replaced by rmsnorm(x) * (nw + w_off) (see mv_m0e4_partial).
-inline void mv_m0e4_body(global const uint4* codes, global const half* scales, global const half* offsets,
+inline void mv_m0e4_body(TL_CODES codes, TL_HALVES scales, TL_HALVES offsets,
                          global const float4* x, global float* y, global const float* residual, uint rows,
                          uint chunks, uint cpg_shift, uint res_mode, const bool normed, global const float4* nw,
                          float eps, float w_off, local float* red, local float4* xl) {
@@ -254,7 +255,7 @@ inline void mv_m0e4_body(global const uint4* codes, global const half* scales, g
 }
 
 kernel TL_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_m0e4(global const uint4* codes, global const half* scales, global const half* offsets,
+void matvec_m0e4(TL_CODES codes, TL_HALVES scales, TL_HALVES offsets,
                  global const float4* x, global float* y, global const float* residual, const mv_params p) {
     local float red[MV_ROWS * MV_WG];
     MV_XL_DECL
@@ -265,7 +266,7 @@ void matvec_m0e4(global const uint4* codes, global const half* scales, global co
 // y = W·(rmsnorm(x) * (nw + w_off)) (+ residual per res_mode): the decode step's norm fused into the mat-vec that
 // follows it (QKV; Qwen's QKV bias comes in as the residual).
 kernel TL_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_m0e4_normed(global const uint4* codes, global const half* scales, global const half* offsets,
+void matvec_m0e4_normed(TL_CODES codes, TL_HALVES scales, TL_HALVES offsets,
                         global const float4* x, global const float4* nw, global float* y,
                         global const float* residual, const mv_params p) {
     local float red[MV_ROWS * MV_WG];
@@ -276,8 +277,8 @@ void matvec_m0e4_normed(global const uint4* codes, global const half* scales, gl
 
 // out[row] = act(Wg[row]·x) * (Wu[row]·x): the gated feed-forward's gate and up projections in one launch
 // (act 0: SiLU, 1: GELU-tanh). With `normed`, x is rmsnorm(x) * (nw + w_off) as in mv_m0e4_body.
-inline void mv_gate_up_body(global const uint4* g_codes, global const half* g_scales, global const half* g_offsets,
-                            global const uint4* u_codes, global const half* u_scales, global const half* u_offsets,
+inline void mv_gate_up_body(TL_CODES g_codes, TL_HALVES g_scales, TL_HALVES g_offsets,
+                            TL_CODES u_codes, TL_HALVES u_scales, TL_HALVES u_offsets,
                             global const float4* x, global float* out, uint rows, uint chunks, uint cpg_shift,
                             uint act, const bool normed, global const float4* nw, float eps, float w_off,
                             local float* red, local float4* xl) {
@@ -302,8 +303,8 @@ inline void mv_gate_up_body(global const uint4* g_codes, global const half* g_sc
 }
 
 kernel TL_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_m0e4_gate_up(global const uint4* g_codes, global const half* g_scales, global const half* g_offsets,
-                         global const uint4* u_codes, global const half* u_scales, global const half* u_offsets,
+void matvec_m0e4_gate_up(TL_CODES g_codes, TL_HALVES g_scales, TL_HALVES g_offsets,
+                         TL_CODES u_codes, TL_HALVES u_scales, TL_HALVES u_offsets,
                          global const float4* x, global float* out, const mv_params p) {
     local float red[MV_ROWS * MV_WG];
     MV_XL_DECL
@@ -313,9 +314,9 @@ void matvec_m0e4_gate_up(global const uint4* g_codes, global const half* g_scale
 
 // The gate+up launch with the feed-forward's RMSNorm fused in front of it.
 kernel TL_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_m0e4_gate_up_normed(global const uint4* g_codes, global const half* g_scales,
-                                global const half* g_offsets, global const uint4* u_codes,
-                                global const half* u_scales, global const half* u_offsets, global const float4* x,
+void matvec_m0e4_gate_up_normed(TL_CODES g_codes, TL_HALVES g_scales,
+                                TL_HALVES g_offsets, TL_CODES u_codes,
+                                TL_HALVES u_scales, TL_HALVES u_offsets, global const float4* x,
                                 global const float4* nw, global float* out, const mv_params p) {
     local float red[MV_ROWS * MV_WG];
     MV_XL_DECL
@@ -325,7 +326,7 @@ void matvec_m0e4_gate_up_normed(global const uint4* g_codes, global const half* 
 
 // y[row] = W[row]·x (+ residual) for f16 weights [rows][cols], cols a multiple of 8: each load is 16 bytes.
 kernel TL_REQD_SUBGROUP __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_f16(global const half* w, global const float4* x, global float* y, global const float* residual,
+void matvec_f16(TL_F16_WEIGHTS w, global const float4* x, global float* y, global const float* residual,
                 const mv_f16_params p) {
     local float red[MV_ROWS * MV_WG];
     const uint rows = p.rows, cols = p.cols, res_mode = p.res_mode;
@@ -339,7 +340,7 @@ void matvec_f16(global const half* w, global const float4* x, global float* y, g
 #pragma unroll
         for (uint r = 0; r < MV_ROWS; ++r) {
             const uint row = min(row0 + r, rows - 1);
-            const float8 wv = tl_load_once_half8(w + (size_t)row * cols + (size_t)c * 8);
+            const float8 wv = tl_half8_chunk(w, (size_t)row * chunks + c);
             acc[r] += dot(wv.lo, xa) + dot(wv.hi, xb);
         }
     }

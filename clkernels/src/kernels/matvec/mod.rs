@@ -18,9 +18,10 @@ mod weights;
 
 use fp4::MatrixShape;
 
-use self::builds::GpuM0e4Builds;
-use self::choose::{choose_m0e4_build, half_products, M0e4Product};
-pub use self::config::{MatvecConfig, TALL_GROUPS_PER_UNIT};
+use self::builds::{GpuM0e4Builds, MaliM0e4Builds};
+pub use self::choose::MatvecVendorKernel;
+use self::choose::{choose_m0e4_build, half_products, reads_through_images, M0e4Product};
+pub use self::config::{MatvecConfig, MALI_ROWS_PER_ITEM, TALL_GROUPS_PER_UNIT};
 pub use self::cpu::CpuMatvecGeometry;
 use self::cpu::{CpuMatvecF16, CpuMatvecM0e4};
 use self::params::{check_f16, check_m0e4, M0e4Call};
@@ -41,6 +42,7 @@ pub struct MatvecM0e4 {
 #[derive(Debug)]
 enum M0e4Kernels {
     Gpu(GpuM0e4Builds),
+    Mali(MaliM0e4Builds),
     Cpu(CpuMatvecM0e4),
 }
 
@@ -116,9 +118,12 @@ impl MatvecM0e4 {
         config: MatvecConfig,
         extra: &[(&str, &str)],
     ) -> Result<Self, KernelError> {
-        let kernels = match config.cpu {
-            Some(geometry) => M0e4Kernels::Cpu(CpuMatvecM0e4::new(gpu, geometry, extra)?),
-            None => M0e4Kernels::Gpu(GpuM0e4Builds::new(gpu, source, &config, extra)?),
+        let kernels = match (config.cpu, config.vendor_kernel) {
+            (Some(geometry), _) => M0e4Kernels::Cpu(CpuMatvecM0e4::new(gpu, geometry, extra)?),
+            (None, MatvecVendorKernel::Mali) => {
+                M0e4Kernels::Mali(MaliM0e4Builds::new(gpu, &config, extra)?)
+            }
+            (None, _) => M0e4Kernels::Gpu(GpuM0e4Builds::new(gpu, source, &config, extra)?),
         };
         Ok(MatvecM0e4 {
             gpu: gpu.clone(),
@@ -137,11 +142,24 @@ impl MatvecM0e4 {
         matches!(self.kernels, M0e4Kernels::Cpu(_))
     }
 
+    /// Which GPU kernels run (see [`MatvecConfig::vendor_kernel`]); meaningless when the CPU kernels do.
+    pub fn vendor_kernel(&self) -> MatvecVendorKernel {
+        self.config.vendor_kernel
+    }
+
+    /// Whether a launch on `w` reads its weights through images (the Adreno image build, within the image limit,
+    /// on a device that accepted the images).
+    pub fn reads_through_images(&self, w: &DeviceM0e4) -> bool {
+        matches!(self.kernels, M0e4Kernels::Gpu(_))
+            && reads_through_images(&self.config, w.code_pixels())
+            && w.images(&self.gpu).is_some()
+    }
+
     /// Whether the NVIDIA warp-shuffle reduction is in use (it needs an NVIDIA driver that accepts inline PTX).
     pub fn uses_warp_shuffle(&self) -> bool {
         match &self.kernels {
             M0e4Kernels::Gpu(builds) => builds.warp_shuffle(),
-            M0e4Kernels::Cpu(_) => false,
+            M0e4Kernels::Mali(_) | M0e4Kernels::Cpu(_) => false,
         }
     }
 
@@ -246,11 +264,33 @@ impl MatvecM0e4 {
         const K: &str = "matvec_m0e4";
         let params = check_m0e4(&op.call(out.len()))?;
         let w = op.w;
+        // Through images only when every matrix of the launch has them.
+        let images = match (&self.kernels, op.up) {
+            (M0e4Kernels::Gpu(_), up)
+                if reads_through_images(&self.config, w.code_pixels())
+                    && up.is_none_or(|(u, _)| {
+                        reads_through_images(&self.config, u.code_pixels())
+                    }) =>
+            {
+                match (w.images(&self.gpu), op.up.map(|(u, _)| u.images(&self.gpu))) {
+                    (Some(wi), None) => Some((wi, None)),
+                    (Some(wi), Some(Some(ui))) => Some((wi, Some(ui))),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         // The kernels' arguments: the weight (and the up weight), x (and the norm weight), the output, the
         // residual (single-matrix products), the parameters.
-        let mut args = weight_args(w).to_vec();
+        let mut args = match images {
+            Some((wi, _)) => wi.args().to_vec(),
+            None => weight_args(w).to_vec(),
+        };
         if let Some((u, _)) = op.up {
-            args.extend(weight_args(u));
+            match images {
+                Some((_, Some(ui))) => args.extend(ui.args()),
+                _ => args.extend(weight_args(u)),
+            }
         }
         args.push(op.x.into());
         if let Some((nw, _)) = op.norm {
@@ -264,10 +304,22 @@ impl MatvecM0e4 {
         let product = M0e4Product::of(op.up.is_some(), op.norm.is_some());
         match &self.kernels {
             M0e4Kernels::Cpu(k) => k.launch(&self.gpu, product, &args, w.shape.rows),
+            M0e4Kernels::Mali(builds) => {
+                let kernel = builds.get(product).ok_or_else(|| {
+                    shape_error(K, format!("the Mali {product:?} kernel was not built"))
+                })?;
+                let wg = self.config.work_group;
+                let items = w.shape.rows.div_ceil(self.config.rows_per_group);
+                kernel.launch(&self.gpu, &args, &[items.div_ceil(wg) * wg], Some(&[wg]))
+            }
             M0e4Kernels::Gpu(builds) => {
                 let units = self.gpu.caps().compute_units as usize;
                 let launch = choose_m0e4_build(&self.config, units, product, w.shape);
-                let kernel = builds.get(launch.build).ok_or_else(|| {
+                let built = match images {
+                    Some(_) => builds.get_image(launch.build),
+                    None => builds.get(launch.build),
+                };
+                let kernel = built.ok_or_else(|| {
                     shape_error(K, format!("{:?} was chosen but not built", launch.build))
                 })?;
                 let wg = self.config.work_group;
@@ -289,7 +341,8 @@ pub struct MatvecF16 {
 /// The kernel a [`MatvecF16`] launches.
 #[derive(Debug)]
 enum F16Kernel {
-    Gpu(LockedKernel),
+    /// `matvec_f16`, and its image-reading build for the Adreno image configuration.
+    Gpu(LockedKernel, Option<LockedKernel>),
     Cpu(CpuMatvecF16),
 }
 
@@ -306,11 +359,26 @@ impl MatvecF16 {
             config,
             kernel: match config.cpu {
                 Some(geometry) => F16Kernel::Cpu(CpuMatvecF16::new(gpu, geometry)?),
-                None => F16Kernel::Gpu(
-                    builds::build(gpu, &builds::SOURCE, &config, &[], "matvec_f16")?.0,
-                ),
+                None => {
+                    let build = |extra: &[(&str, &str)]| {
+                        builds::build(gpu, &builds::SOURCE, &config, extra, "matvec_f16")
+                    };
+                    let image = match config.vendor_kernel {
+                        MatvecVendorKernel::AdrenoImage => Some(build(&[builds::IMAGE_DEFINE])?.0),
+                        _ => None,
+                    };
+                    F16Kernel::Gpu(build(&[])?.0, image)
+                }
             },
         })
+    }
+
+    /// Whether a launch on `w` reads it through an image (the Adreno image build, within the image limit, on a
+    /// device that accepted the image).
+    pub fn reads_through_images(&self, w: &DeviceF16Matrix) -> bool {
+        matches!(self.kernel, F16Kernel::Gpu(_, Some(_)))
+            && reads_through_images(&self.config, w.pixels())
+            && w.image(&self.gpu).is_some()
     }
 
     /// Enqueues `y = W·x` (+ `residual`).
@@ -335,8 +403,17 @@ impl MatvecF16 {
             residual_len,
         )?;
         let MatrixShape { rows, .. } = w.shape;
+        let image = match &self.kernel {
+            F16Kernel::Gpu(_, Some(k)) if reads_through_images(&self.config, w.pixels()) => {
+                w.image(&self.gpu).map(|i| (k, i))
+            }
+            _ => None,
+        };
         let args = [
-            (&w.data).into(),
+            match image {
+                Some((_, i)) => Arg::Mem(i.raw()),
+                None => (&w.data).into(),
+            },
             x.into(),
             (&*y).into(),
             residual.arg(K, y, rows)?,
@@ -344,7 +421,8 @@ impl MatvecF16 {
         ];
         match &self.kernel {
             F16Kernel::Cpu(k) => k.launch(&self.gpu, &args, rows),
-            F16Kernel::Gpu(k) => {
+            F16Kernel::Gpu(buffers, _) => {
+                let k = image.map_or(buffers, |(k, _)| k);
                 let wg = self.config.work_group;
                 let groups = rows.div_ceil(self.config.rows_per_group);
                 k.launch(&self.gpu, &args, &[groups * wg], Some(&[wg]))

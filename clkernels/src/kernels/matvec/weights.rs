@@ -1,10 +1,12 @@
 //! Weight matrices on the device, as the mat-vec (and the mat-mat and embedding) kernels read them.
 
+use std::sync::OnceLock;
+
 use fp4::{GroupSize, M0e4Matrix, MatrixShape};
 use half::f16;
 
-use super::super::{shape_error, KernelError};
-use crate::runtime::{DeviceBuffer, Gpu};
+use super::super::{shape_error, Arg, KernelError};
+use crate::runtime::{BufferImage, DeviceBuffer, Gpu, PixelFormat};
 
 /// An M0E4 matrix on the device, in exactly the layout of [`fp4::M0e4Matrix`].
 #[derive(Debug)]
@@ -19,6 +21,29 @@ pub struct DeviceM0e4 {
     pub shape: MatrixShape,
     /// Group size along the columns.
     pub group: GroupSize,
+    /// Images over the three buffers, made on the first launch that reads through them (the Adreno image build);
+    /// `None` inside when the device refused them, and the buffers are read instead.
+    images: OnceLock<Option<WeightImages>>,
+}
+
+/// `image1d_buffer_t` views of an M0E4 matrix's codes (one 32-code chunk per pixel), scales and offsets (the bits
+/// of one half per pixel), sharing the buffers' memory.
+#[derive(Debug)]
+pub(super) struct WeightImages {
+    codes: BufferImage,
+    scales: BufferImage,
+    offsets: BufferImage,
+}
+
+impl WeightImages {
+    /// The three images as the first three arguments of a weight in the image build's kernels.
+    pub(super) fn args(&self) -> [Arg<'static>; 3] {
+        [
+            Arg::Mem(self.codes.raw()),
+            Arg::Mem(self.scales.raw()),
+            Arg::Mem(self.offsets.raw()),
+        ]
+    }
 }
 
 impl DeviceM0e4 {
@@ -30,7 +55,41 @@ impl DeviceM0e4 {
             offsets: DeviceBuffer::from_slice(gpu, matrix.offsets())?,
             shape: matrix.shape(),
             group: matrix.group(),
+            images: OnceLock::new(),
         })
+    }
+
+    /// 16-byte chunks of codes: the pixels of its codes image.
+    pub(super) fn code_pixels(&self) -> usize {
+        self.codes.byte_len() / 16
+    }
+
+    /// The images over this matrix's buffers, made on first use. A device that refuses them (an image format it
+    /// lacks) is logged once and `None` is kept, so launches read the buffers instead.
+    pub(super) fn images(&self, gpu: &Gpu) -> Option<&WeightImages> {
+        self.images
+            .get_or_init(|| {
+                let made = (|| {
+                    Ok::<_, crate::runtime::ClError>(WeightImages {
+                        codes: BufferImage::over(gpu, &self.codes, PixelFormat::U32x4)?,
+                        scales: BufferImage::over(gpu, &self.scales, PixelFormat::U16)?,
+                        offsets: BufferImage::over(gpu, &self.offsets, PixelFormat::U16)?,
+                    })
+                })();
+                match made {
+                    Ok(images) => Some(images),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "weight images refused; this {}x{} matrix is read from buffers",
+                            self.shape.rows,
+                            self.shape.cols
+                        );
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// Uploads several matrices of equal columns and group stacked along the rows (e.g. `[q; k; v]` so the QKV
@@ -65,6 +124,7 @@ impl DeviceM0e4 {
             offsets: DeviceBuffer::from_slice(gpu, &offsets)?,
             shape: MatrixShape::new(rows, cols),
             group,
+            images: OnceLock::new(),
         })
     }
 
@@ -116,6 +176,9 @@ pub struct DeviceF16Matrix {
     pub data: DeviceBuffer<f16>,
     /// Rows and columns.
     pub shape: MatrixShape,
+    /// An image over `data` (8 halves per pixel), made on the first launch that reads through it; `None` inside
+    /// when the device refused it.
+    image: OnceLock<Option<BufferImage>>,
 }
 
 impl DeviceF16Matrix {
@@ -135,6 +198,32 @@ impl DeviceF16Matrix {
         Ok(DeviceF16Matrix {
             data: DeviceBuffer::from_slice(gpu, data)?,
             shape,
+            image: OnceLock::new(),
         })
+    }
+
+    /// 16-byte chunks of 8 halves: the pixels of its image.
+    pub(super) fn pixels(&self) -> usize {
+        self.data.byte_len() / 16
+    }
+
+    /// The image over the weights, made on first use (`None`, logged once, where the device refuses it).
+    pub(super) fn image(&self, gpu: &Gpu) -> Option<&BufferImage> {
+        self.image
+            .get_or_init(
+                || match BufferImage::over(gpu, &self.data, PixelFormat::U32x4) {
+                    Ok(image) => Some(image),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "weight image refused; this {}x{} f16 matrix is read from its buffer",
+                            self.shape.rows,
+                            self.shape.cols
+                        );
+                        None
+                    }
+                },
+            )
+            .as_ref()
     }
 }

@@ -57,3 +57,32 @@ inline float tl_qcom_reduce_max(float v) {
 #define TL_NUM_SG() TL_QCOM_NUM_SG()
 #endif
 #endif
+
+// Weights through the texture path (TL_WEIGHTS_IMAGE, defined by the mat-vec's Adreno image build, which
+// matvec/choose.rs picks on Adreno devices with images): the weights arrive as image1d_buffer_t over their own
+// buffers and are read with read_imageui, through the texture units and their cache instead of the load/store path,
+// as llama.cpp's Adreno kernels read their weights. M0E4 codes and f16 weights are uint4 pixels (32 codes, 8
+// halves); scales and offsets are the 16 bits of one half per pixel, read with vload_half (not CL_HALF_FLOAT,
+// which PoCL reads wrongly, see runtime/image.rs). Plain OpenCL 1.2 images, so the build runs on any device with
+// image support (PoCL's CPU device in the tests); only the choice is Adreno's. The launchers fall back to the buffer
+// build for a tensor over CL_DEVICE_IMAGE_MAX_BUFFER_SIZE pixels.
+#ifdef TL_WEIGHTS_IMAGE
+#define TL_CODES read_only image1d_buffer_t
+#define TL_HALVES read_only image1d_buffer_t
+inline uint4 tl_code_chunk(TL_CODES codes, size_t i) {
+    return read_imageui(codes, (int)i);
+}
+
+// Half i of the image (its 16 bits in the pixel's first channel) as f32.
+inline float tl_weight_half(TL_HALVES h, size_t i) {
+    const ushort bits = (ushort)read_imageui(h, (int)i).x;
+    return vload_half(0, (const private half*)&bits);
+}
+
+// f16 weights as uint4 pixels of 8 halves each.
+#define TL_F16_WEIGHTS read_only image1d_buffer_t
+inline float8 tl_half8_chunk(TL_F16_WEIGHTS w, size_t i) {
+    const uint4 bits = read_imageui(w, (int)i);
+    return vload_half8(0, (const private half*)&bits);
+}
+#endif

@@ -34,3 +34,25 @@ inline float8 tl_load_once_half8(global const half* p) {
     return vload_half8(0, p);
 }
 #endif
+
+#ifndef TL_CODES
+// Weight operands of the M0E4 kernels and how one element is read: buffers and tl_load_once_* here; Adreno's
+// image build (vendor/adreno.cl, TL_WEIGHTS_IMAGE) reads the same memory through image1d_buffer_t instead.
+#define TL_CODES global const uint4*
+#define TL_HALVES global const half*
+// The 32 codes of chunk i.
+inline uint4 tl_code_chunk(TL_CODES codes, size_t i) {
+    return tl_load_once_u4(codes + i);
+}
+
+// Half i (an M0E4 scale or offset) as f32.
+inline float tl_weight_half(TL_HALVES h, size_t i) {
+    return tl_load_once_half(h + i);
+}
+
+// f16 weights (the mat-vec's f16 heads), and their 8 halves at 16-byte chunk i as f32.
+#define TL_F16_WEIGHTS global const half*
+inline float8 tl_half8_chunk(TL_F16_WEIGHTS w, size_t i) {
+    return tl_load_once_half8(w + i * 8);
+}
+#endif

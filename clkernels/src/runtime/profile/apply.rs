@@ -55,6 +55,13 @@ impl DeviceProfile {
         let mut caps = host.clone();
         merge_limits(&mut caps, &limits);
         caps.extensions.retain(|e| self.has_extension(e));
+        let (images, pixels) = self.images_in_effect();
+        caps.image_support &= images;
+        caps.image_max_buffer_pixels = if caps.image_support {
+            lower(caps.image_max_buffer_pixels, Some(pixels))
+        } else {
+            0
+        };
         let subgroups = ["cl_khr_subgroups", "cl_intel_subgroups"]
             .iter()
             .any(|e| caps.has_extension(e));
@@ -67,7 +74,19 @@ impl DeviceProfile {
         }
         caps.derive_extension_flags();
         caps.profile = Some(self.name.clone());
+        caps.profile_family = Some(self.family());
         Ok(caps)
+    }
+
+    /// The phone's vendor family, from its platform, vendor and device names and the profile's own name.
+    pub fn family(&self) -> VendorFamily {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let name = self.device_name.clone().unwrap_or_default();
+        VendorFamily::detect(
+            &text(&self.platform_name),
+            &text(&self.vendor),
+            &format!("{name} {}", self.name),
+        )
     }
 
     /// The phone on its own, as if it were the opened device: its names, limits (unknown ones from `phone-min`) and
@@ -84,11 +103,7 @@ impl DeviceProfile {
         let opencl_version = self.device_version.clone().unwrap_or_default();
         let opencl_version_number = ClVersion::parse(&opencl_version);
         let mut caps = Capabilities {
-            vendor_family: VendorFamily::detect(
-                &platform_name,
-                &vendor,
-                &format!("{name} {}", self.name),
-            ),
+            vendor_family: self.family(),
             platform_name,
             platform_version: String::new(),
             name,
@@ -118,7 +133,10 @@ impl DeviceProfile {
             khr_integer_dot_product: false,
             qcom_dot_product8: false,
             arm_integer_dot_product: Vec::new(),
-            image_support: false,
+            image_support: self.images_in_effect().0,
+            image_max_buffer_pixels: self.images_in_effect().1,
+            preferred_vector_width_float: self.preferred_vector_width_float.unwrap_or(0),
+            preferred_vector_width_half: self.preferred_vector_width_half.unwrap_or(0),
             max_alloc_bytes: 0,
             global_mem_bytes: 0,
             base_addr_align_bits: 0,
@@ -129,6 +147,7 @@ impl DeviceProfile {
             max_clock_mhz: self.max_clock_mhz.unwrap_or(0),
             extensions: self.extensions.clone(),
             profile: Some(self.name.clone()),
+            profile_family: Some(self.family()),
         };
         merge_limits(&mut caps, &limits);
         caps.derive_extension_flags();

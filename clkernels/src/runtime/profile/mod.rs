@@ -142,7 +142,20 @@ pub struct DeviceProfile {
     pub extensions: Vec<String>,
     /// Whether the source's extension list was complete (`false`: an extension not listed was merely not seen).
     pub extensions_complete: bool,
+    /// `CL_DEVICE_IMAGE_SUPPORT`, if shown.
+    pub image_support: Option<bool>,
+    /// `CL_DEVICE_IMAGE_MAX_BUFFER_SIZE` in pixels, if shown.
+    pub image_max_buffer_pixels: Option<u64>,
+    /// `CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT`, if shown.
+    pub preferred_vector_width_float: Option<u32>,
+    /// `CL_DEVICE_PREFERRED_VECTOR_WIDTH_HALF`, if shown.
+    pub preferred_vector_width_half: Option<u32>,
 }
+
+/// The fewest pixels an `image1d_buffer_t` may have on a full-profile device with images (the OpenCL
+/// specification's minimum of `CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`): what a profile that does not show the limit is
+/// taken to allow.
+pub const SPEC_MIN_IMAGE_BUFFER_PIXELS: u64 = 65536;
 
 /// Why a profile could not be found or read.
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +266,24 @@ impl DeviceProfile {
             limits.max_work_item_sizes = limits.max_work_group_size.map(|wg| vec![wg; 3]);
         }
         Ok((limits, taken))
+    }
+
+    /// Whether the phone has images, and how many pixels an `image1d_buffer_t` may have there. A source that does
+    /// not show image support but lists an image extension (`cl_khr_image2d_from_buffer`, which needs images) is
+    /// taken to have them; a limit it does not show is the specification's minimum.
+    pub fn images_in_effect(&self) -> (bool, u64) {
+        let implied = self
+            .extensions
+            .iter()
+            .any(|e| e == "cl_khr_image2d_from_buffer" || e == "cl_ext_image_from_buffer");
+        let support = self.image_support.unwrap_or(implied);
+        let pixels = if support {
+            self.image_max_buffer_pixels
+                .unwrap_or(SPEC_MIN_IMAGE_BUFFER_PIXELS)
+        } else {
+            0
+        };
+        (support, pixels)
     }
 
     /// Whether the profile shows this extension as present.

@@ -27,6 +27,16 @@ struct Raw {
     extensions: Option<Vec<String>>,
     #[serde(default)]
     extensions_complete: bool,
+    image_support: Option<bool>,
+    image_max_buffer_size_pixels: Option<u64>,
+    vector_widths_preferred_native: Option<VectorWidths>,
+}
+
+/// `[preferred, native]` widths per type; only the two the mat-vec choice reads.
+#[derive(Deserialize)]
+struct VectorWidths {
+    float: Option<Vec<u32>>,
+    half: Option<Vec<u32>>,
 }
 
 /// Parses profile JSON; `origin` (a file or a bundled name) names it in errors.
@@ -70,7 +80,13 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<DeviceProfile, ProfileEr
     }
     extensions.sort();
     extensions.dedup();
+    let preferred = |w: Option<&Vec<u32>>| w.and_then(|v| v.first().copied());
+    let widths = raw.vector_widths_preferred_native.as_ref();
     Ok(DeviceProfile {
+        image_support: raw.image_support,
+        image_max_buffer_pixels: raw.image_max_buffer_size_pixels,
+        preferred_vector_width_float: preferred(widths.and_then(|w| w.float.as_ref())),
+        preferred_vector_width_half: preferred(widths.and_then(|w| w.half.as_ref())),
         name,
         source: raw.source,
         vendor: raw.vendor,

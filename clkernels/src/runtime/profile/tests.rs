@@ -314,3 +314,38 @@ fn a_json_path_is_read_and_none_means_no_profile() {
         Err(ProfileError::Unknown { .. })
     ));
 }
+
+#[test]
+fn images_and_the_phones_family_follow_the_profile() {
+    // Adreno 750's source does not show image support but lists image extensions: images, at the spec's minimum.
+    let adreno = DeviceProfile::named("adreno-750").unwrap();
+    assert_eq!(
+        adreno.images_in_effect(),
+        (true, SPEC_MIN_IMAGE_BUFFER_PIXELS)
+    );
+    assert_eq!(adreno.family(), VendorFamily::Adreno);
+    // Mali G710's dump shows its image-buffer limit.
+    let mali = DeviceProfile::named("mali-g710").unwrap();
+    assert_eq!(mali.images_in_effect(), (true, 65536));
+    assert_eq!(mali.family(), VendorFamily::Mali);
+    let phone = mali.as_device().unwrap();
+    assert_eq!(phone.profile_family, Some(VendorFamily::Mali));
+    assert_eq!(phone.target_family(), VendorFamily::Mali);
+    // Applied to a host: the family stays the host's, the target is the phone's, the image limit the lower.
+    let mut host = desktop();
+    host.image_support = true;
+    host.image_max_buffer_pixels = 1 << 28;
+    let emulated = adreno.apply(&host).unwrap();
+    assert_eq!(emulated.vendor_family, host.vendor_family);
+    assert_eq!(emulated.target_family(), VendorFamily::Adreno);
+    assert_eq!(
+        emulated.image_max_buffer_pixels,
+        SPEC_MIN_IMAGE_BUFFER_PIXELS
+    );
+    // A profile that says it has no images takes them away.
+    let json = r#"{"short_name": "noimg", "vendor": "Qualcomm", "image_support": false, "extensions": ["cl_khr_fp16"]}"#;
+    let none = DeviceProfile::from_json(json, "test").unwrap();
+    let emulated = none.apply(&host).unwrap();
+    assert!(!emulated.image_support);
+    assert_eq!(emulated.image_max_buffer_pixels, 0);
+}
