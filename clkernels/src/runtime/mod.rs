@@ -23,6 +23,7 @@ mod loader;
 mod priority;
 mod profile;
 mod program;
+mod split;
 
 pub use buffer::DeviceBuffer;
 pub use build::set_compile_notice;
@@ -38,6 +39,7 @@ pub use profile::{
     DeviceProfile, ProfileChoice, ProfileError, ProfileLimits, LIMIT_FIELDS, PHONE_MIN, PROFILE_ENV,
 };
 pub use program::{build_options, BuildOrigin, BuildStats, ProgramSource};
+pub use split::{RowPart, RowSplit, SplitError, SplitLimits, ROW_QUANTUM};
 
 #[cfg(test)]
 mod tests;
