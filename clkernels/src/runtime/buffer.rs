@@ -133,6 +133,49 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         Ok(())
     }
 
+    /// A view of elements `offset..offset + count` as a buffer of its own (`clCreateSubBuffer`), so a kernel that
+    /// writes from element 0 writes into the middle of this buffer: one part of a split output head fills its slice
+    /// of the logits. The view's first byte must sit on the device's base-address alignment
+    /// (`CL_DEVICE_MEM_BASE_ADDR_ALIGN`), which [`crate::runtime::RowSplit`] plans part boundaries to keep. Taking
+    /// `&mut self` says the view is written; the driver keeps the memory alive while either exists.
+    pub fn sub_buffer(
+        &mut self,
+        gpu: &Gpu,
+        offset: usize,
+        count: usize,
+    ) -> Result<DeviceBuffer<T>, ClError> {
+        let element = std::mem::size_of::<T>();
+        let align = (gpu.caps().base_addr_align_bits as usize / 8).max(1);
+        let invalid = |reason: String| ClError::InvalidSubBuffer {
+            offset,
+            count,
+            len: self.len,
+            reason,
+        };
+        if count == 0 || offset.checked_add(count).is_none_or(|end| end > self.len) {
+            return Err(invalid(
+                "the view must be non-empty and inside the buffer".into(),
+            ));
+        }
+        if (offset * element) % align != 0 {
+            return Err(invalid(format!(
+                "its byte offset {} is not a multiple of the device's base-address alignment of {align} bytes",
+                offset * element
+            )));
+        }
+        // SAFETY: the region lies inside the buffer (checked above) and its origin is aligned as the device requires.
+        let buffer = unsafe {
+            self.buffer
+                .create_sub_buffer(CL_MEM_READ_WRITE, offset, count)
+        }
+        .cl_call("clCreateSubBuffer")?;
+        Ok(DeviceBuffer {
+            buffer,
+            len: count,
+            _marker: PhantomData,
+        })
+    }
+
     /// Length in elements.
     pub fn len(&self) -> usize {
         self.len

@@ -33,6 +33,32 @@ impl DeviceM0e4 {
         })
     }
 
+    /// Uploads rows `rows` of `matrix` as a matrix of their own: one part of a matrix split across buffers
+    /// ([`crate::runtime::RowSplit`]).
+    pub fn upload_rows(
+        gpu: &Gpu,
+        matrix: &M0e4Matrix,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Self, KernelError> {
+        let MatrixShape { rows: all, cols } = matrix.shape();
+        if rows.is_empty() || rows.end > all {
+            return Err(shape_error(
+                "DeviceM0e4::upload_rows",
+                format!("rows {rows:?} of a matrix of {all} rows"),
+            ));
+        }
+        let groups = cols / matrix.group().len();
+        let codes = rows.start * cols / 2..rows.end * cols / 2;
+        let scales = rows.start * groups..rows.end * groups;
+        Ok(DeviceM0e4 {
+            codes: DeviceBuffer::from_slice(gpu, &matrix.codes()[codes])?,
+            scales: DeviceBuffer::from_slice(gpu, &matrix.scales()[scales.clone()])?,
+            offsets: DeviceBuffer::from_slice(gpu, &matrix.offsets()[scales])?,
+            shape: MatrixShape::new(rows.len(), cols),
+            group: matrix.group(),
+        })
+    }
+
     /// Uploads several matrices of equal columns and group stacked along the rows (e.g. `[q; k; v]` so the QKV
     /// projection is one launch, or `[gate; up]`).
     pub fn concat_rows(gpu: &Gpu, parts: &[&M0e4Matrix]) -> Result<Self, KernelError> {
