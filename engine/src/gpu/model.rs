@@ -16,7 +16,7 @@ use super::kernels::Kernels;
 use super::memory::{choose_context, ContextChoice, ContextRequest, DeviceMemory, Footprint};
 use super::plan::StepPlan;
 use super::step::{kv_shape, LayerKv, LayerParams, Step};
-use super::weights::{DeviceMatrix, DeviceWeights};
+use super::weights::DeviceWeights;
 use super::{decode, prefill};
 use crate::generate::{LanguageModel, StepOutput, Want};
 use crate::model::{Model, ModelConfig};
@@ -230,10 +230,9 @@ impl GpuModel {
             &s.ids
         };
         let scale = self.config.embed_scale.unwrap_or(1.0);
-        match &self.weights.embedding {
-            DeviceMatrix::F16(m) => k.embedding.enqueue_f16(m, ids, seq, &mut s.x, scale)?,
-            DeviceMatrix::M0e4(m) => k.embedding.enqueue_m0e4(m, ids, seq, &mut s.x, scale)?,
-        }
+        self.weights
+            .embedding
+            .gather(&k.embedding, ids, seq, &mut s.x, scale)?;
         let step = Step::new(
             &self.config.shape,
             seq,

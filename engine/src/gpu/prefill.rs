@@ -76,11 +76,7 @@ pub(super) fn head(
         one,
         params.norm,
     )?;
-    k.linear(
-        weights.head(),
-        &s.last_normed,
-        1,
-        &mut s.logits,
-        Residual::None,
-    )
+    weights.head().for_each_part(&mut s.logits, |m, logits| {
+        k.linear(m, &s.last_normed, 1, logits, Residual::None)
+    })
 }
