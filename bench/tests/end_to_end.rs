@@ -11,6 +11,7 @@ fn published_shapes_are_valid_and_shrink() {
     for name in [
         "llama2-7b",
         "gemma-2b",
+        "gemma2-2b",
         "qwen1.5-4b",
         "chatglm2-6b",
         "smollm2-135m",

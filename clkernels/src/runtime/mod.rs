@@ -17,6 +17,7 @@ pub mod cl_consts;
 mod device;
 mod error;
 mod gpu;
+mod kernel_usage;
 mod launch_log;
 mod limits;
 mod loader;
@@ -32,6 +33,8 @@ pub use caps::{Capabilities, ClVersion, DeviceKind, VendorFamily, EXTENSIONS_USE
 pub use device::{list_devices, select, DeviceEntry, DeviceSelector};
 pub use error::{ClError, ClResultExt};
 pub use gpu::{BinaryReadback, CompilerMessage, Gpu, GpuOptions};
+pub use kernel_usage::KernelUsage;
+pub(crate) use kernel_usage::UsageRecord;
 pub(crate) use launch_log::LaunchLog;
 pub use loader::ensure_loaded;
 pub use priority::{mechanisms_for, PerfHint, PriorityMechanism, PriorityReport, QueuePriority};

@@ -73,6 +73,12 @@ impl MatvecConfig {
         Self::for_device(&MatvecDevice::from_caps(gpu.caps()))
     }
 
+    /// The starting point for a device described by `caps` alone, such as a phone's profile on its own
+    /// ([`crate::runtime::DeviceProfile::as_device`]): what tlite would choose there.
+    pub fn for_caps(caps: &Capabilities) -> Self {
+        Self::for_device(&MatvecDevice::from_caps(caps))
+    }
+
     pub(super) fn for_device(device: &MatvecDevice) -> Self {
         let nvidia = device.vendor_family == VendorFamily::Nvidia;
         let (work_group, rows_per_group, x_local_chunks) = match device.vendor_family {
