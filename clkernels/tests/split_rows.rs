@@ -180,3 +180,23 @@ fn sub_buffers_off_the_alignment_or_outside_the_buffer_are_refused() {
         );
     }
 }
+
+#[test]
+fn without_the_qcom_large_buffer_extension_a_large_buffer_keeps_the_allocation_limit() {
+    use clkernels::runtime::{DeviceBuffer, DeviceProfile, GpuOptions, ProfileChoice};
+    // phone-min states the extension absent, as every development machine lacks it.
+    let phone = clkernels::runtime::Gpu::open_with(&GpuOptions {
+        profile: ProfileChoice::Use(Box::new(DeviceProfile::phone_min().unwrap())),
+        ..GpuOptions::default()
+    })
+    .unwrap();
+    assert!(!phone.caps().qcom_large_buffer);
+    let max = phone.caps().max_alloc_bytes;
+    let e = DeviceBuffer::<u8>::new_large(&phone, max as usize + 1).unwrap_err();
+    assert!(
+        matches!(e, ClError::AllocationTooLarge { bytes, .. } if bytes == max + 1),
+        "{e}"
+    );
+    let small = DeviceBuffer::from_slice_large(&phone, &[1.0f32, 2.0, 3.0]).unwrap();
+    assert_eq!(small.read(&phone).unwrap(), vec![1.0, 2.0, 3.0]);
+}

@@ -47,6 +47,45 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         })
     }
 
+    /// Allocates `len` elements that may exceed the device's largest allocation, through `cl_qcom_large_buffer`
+    /// (`clCreateBufferWithProperties` with `CL_LARGE_BUFFER_QCOM` set) where the device has that extension; anywhere
+    /// else this is [`DeviceBuffer::new`], with its limit. Written from Qualcomm's header and the way llama.cpp's
+    /// Adreno backend calls it: it has never run here (no development machine has the extension, and a device
+    /// profile never adds an extension the host lacks), only compiled.
+    pub fn new_large(gpu: &Gpu, len: usize) -> Result<Self, ClError> {
+        let element_bytes = std::mem::size_of::<T>();
+        let within = len
+            .checked_mul(element_bytes)
+            .is_some_and(|b| gpu.check_allocation(b as u64).is_ok());
+        if !gpu.caps().qcom_large_buffer || within || len == 0 {
+            return Self::new(gpu, len);
+        }
+        let properties: [u64; 3] = [crate::runtime::cl_consts::CL_LARGE_BUFFER_QCOM, 1, 0];
+        // SAFETY: the property list is zero-terminated and outlives the call; no host pointer is passed.
+        let buffer = unsafe {
+            Buffer::<T>::create_with_properties(
+                gpu.context(),
+                properties.as_ptr(),
+                CL_MEM_READ_WRITE,
+                len,
+                std::ptr::null_mut(),
+            )
+        }
+        .cl_call("clCreateBufferWithProperties(CL_LARGE_BUFFER_QCOM)")?;
+        Ok(DeviceBuffer {
+            buffer,
+            len,
+            _marker: PhantomData,
+        })
+    }
+
+    /// [`DeviceBuffer::new_large`] holding a copy of `data`.
+    pub fn from_slice_large(gpu: &Gpu, data: &[T]) -> Result<Self, ClError> {
+        let mut buffer = Self::new_large(gpu, data.len())?;
+        buffer.write(gpu, data)?;
+        Ok(buffer)
+    }
+
     /// Allocates a buffer holding a copy of `data`.
     pub fn from_slice(gpu: &Gpu, data: &[T]) -> Result<Self, ClError> {
         let mut buffer = Self::new(gpu, data.len())?;

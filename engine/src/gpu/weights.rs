@@ -5,8 +5,10 @@
 //!
 //! The embedding and the output head, the largest tensors, may exceed the device's largest allocation (Gemma 2 2B's
 //! f16 embedding is 1.18 GB, a phone allows 1 GiB): they are [`RowSplitMatrix`]es, stored in as many buffers as
-//! [`RowSplit`] plans, and read by one launch per part. A layer matrix over the limit stays an error naming it
-//! (`memory.rs` checks before anything is uploaded); none of a phone-sized model comes near.
+//! [`RowSplit`] plans, and read by one launch per part; on a device with `cl_qcom_large_buffer` they go in one
+//! buffer through that extension instead (written from Qualcomm's header, never run: no machine here has it). A
+//! layer matrix over the limit stays an error naming it (`memory.rs` checks before anything is uploaded); none of
+//! a phone-sized model comes near.
 
 use clkernels::kernels::embedding::{Embedding, TableRows};
 use clkernels::kernels::matvec::{DeviceF16Matrix, DeviceM0e4};
@@ -123,6 +125,12 @@ impl RowSplitMatrix {
             let whole = DeviceMatrix::upload(gpu, name, t)?;
             return Ok(Self::from_parts(gpu, vec![(split.parts()[0], whole)]));
         }
+        if gpu.caps().qcom_large_buffer {
+            // One buffer past the limit through the Adreno extension instead of parts (not run on hardware).
+            let whole = upload_large(gpu, t)?;
+            let all = RowSplit::whole(rows).parts()[0];
+            return Ok(Self::from_parts(gpu, vec![(all, whole)]));
+        }
         let parts = split
             .parts()
             .iter()
@@ -211,6 +219,19 @@ impl RowSplitMatrix {
         }
         Ok(())
     }
+}
+
+/// A matrix tensor in one buffer past the device's largest allocation, through `cl_qcom_large_buffer`.
+fn upload_large(gpu: &Gpu, t: &Tensor) -> Result<DeviceMatrix, EngineError> {
+    let shape = MatrixShape::new(t.rows(), t.cols());
+    Ok(match &t.data {
+        TensorData::M0e4(m) => DeviceMatrix::M0e4(DeviceM0e4::upload_large(gpu, m)?),
+        TensorData::F16(v) => DeviceMatrix::F16(DeviceF16Matrix::upload_large(gpu, v, shape)?),
+        TensorData::F32(v) => {
+            let narrowed: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            DeviceMatrix::F16(DeviceF16Matrix::upload_large(gpu, &narrowed, shape)?)
+        }
+    })
 }
 
 /// Rows `part` of a matrix tensor as a device matrix of their own.

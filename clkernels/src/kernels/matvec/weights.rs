@@ -33,6 +33,18 @@ impl DeviceM0e4 {
         })
     }
 
+    /// As [`DeviceM0e4::upload`], in buffers that may exceed the device's largest allocation where it has
+    /// `cl_qcom_large_buffer` ([`DeviceBuffer::new_large`]; not run on hardware).
+    pub fn upload_large(gpu: &Gpu, matrix: &M0e4Matrix) -> Result<Self, KernelError> {
+        Ok(DeviceM0e4 {
+            codes: DeviceBuffer::from_slice_large(gpu, matrix.codes())?,
+            scales: DeviceBuffer::from_slice_large(gpu, matrix.scales())?,
+            offsets: DeviceBuffer::from_slice_large(gpu, matrix.offsets())?,
+            shape: matrix.shape(),
+            group: matrix.group(),
+        })
+    }
+
     /// Uploads rows `rows` of `matrix` as a matrix of their own: one part of a matrix split across buffers
     /// ([`crate::runtime::RowSplit`]).
     pub fn upload_rows(
@@ -160,6 +172,26 @@ impl DeviceF16Matrix {
         }
         Ok(DeviceF16Matrix {
             data: DeviceBuffer::from_slice(gpu, data)?,
+            shape,
+        })
+    }
+
+    /// As [`DeviceF16Matrix::upload`], in one buffer that may exceed the device's largest allocation where it has
+    /// `cl_qcom_large_buffer` ([`DeviceBuffer::new_large`]; not run on hardware).
+    pub fn upload_large(gpu: &Gpu, data: &[f16], shape: MatrixShape) -> Result<Self, KernelError> {
+        if data.len() != shape.len() || shape.is_empty() {
+            return Err(shape_error(
+                "DeviceF16Matrix::upload_large",
+                format!(
+                    "{} values for a {}x{} matrix",
+                    data.len(),
+                    shape.rows,
+                    shape.cols
+                ),
+            ));
+        }
+        Ok(DeviceF16Matrix {
+            data: DeviceBuffer::from_slice_large(gpu, data)?,
             shape,
         })
     }
