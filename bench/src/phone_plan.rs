@@ -130,7 +130,7 @@ pub fn footprint_of_shapes(config: &ModelConfig, kv: KvDtype) -> Result<Footprin
     };
     // M0E4 where the loaded input width is a whole number of groups; the MLP's padding keeps that (rows) or
     // dequantises to f16 (down's columns, padded only when `ffn` is not a multiple of 32).
-    let whole_groups = |cols: usize| cols as u64 % GROUP == 0;
+    let whole_groups = |cols: usize| (cols as u64).is_multiple_of(GROUP);
     let layer_mats = [
         ("qkv", s.qkv_dim(), hidden, whole_groups(hidden)),
         ("wo", hidden, s.q_dim(), whole_groups(s.q_dim())),

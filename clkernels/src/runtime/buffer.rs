@@ -196,7 +196,7 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
                 "the view must be non-empty and inside the buffer".into(),
             ));
         }
-        if (offset * element) % align != 0 {
+        if !(offset * element).is_multiple_of(align) {
             return Err(invalid(format!(
                 "its byte offset {} is not a multiple of the device's base-address alignment of {align} bytes",
                 offset * element
