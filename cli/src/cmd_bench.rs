@@ -2,13 +2,13 @@
 //! bandwidth roofline (weight bytes per token over the device copy bandwidth measured in the same run).
 
 use bench::end_to_end::{run_bench, synthetic_model, BenchArch, StepProfile};
-use clkernels::runtime::{DeviceSelector, Gpu, GpuOptions, QueuePriority};
+use clkernels::runtime::{DeviceSelector, Gpu, GpuOptions, ProfileChoice, QueuePriority};
 
 /// Arguments of this subcommand.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model shapes: llama2-7b, gemma-2b, qwen1.5-4b, chatglm2-6b, smollm2-135m, qwen3-1.7b, gemma3-1b or
-    /// phi4-mini.
+    /// Model shapes: llama2-7b, gemma-2b, gemma2-2b, qwen1.5-4b, chatglm2-6b, smollm2-135m, qwen3-1.7b, gemma3-1b
+    /// or phi4-mini.
     #[arg(long, default_value = "llama2-7b")]
     arch: BenchArch,
     /// Prompt tokens prefilled.
@@ -35,6 +35,10 @@ pub struct Args {
     /// GPU queue priority (normal by default here, to measure the device rather than the scheduler).
     #[arg(long, default_value = "normal")]
     priority: QueuePriority,
+    /// Treat the device as this phone (a bundled profile name, a profile JSON path, or none; default:
+    /// $TLITE_DEVICE_PROFILE): its limits decide buffer splits, kernel variants and the context.
+    #[arg(long, value_name = "NAME|FILE")]
+    device_profile: Option<String>,
     /// After the timed steps, time every kernel of one more decode step on the device and print where the
     /// step's time goes (the queue is opened with profiling, which may cost a little host time per launch).
     #[arg(long)]
@@ -54,6 +58,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         selector,
         priority: args.priority,
         profiling: args.profile,
+        profile: match &args.device_profile {
+            Some(text) => ProfileChoice::parse(text)?,
+            None => ProfileChoice::FromEnv,
+        },
         ..GpuOptions::default()
     })?;
     eprintln!(
@@ -75,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.prefill_chunk,
     )?;
     let gb = |b: f64| b / 1e9;
-    println!("device            {}", gpu.caps().name);
+    println!("device            {}", gpu.caps().display_name());
     println!(
         "shapes            {:?}, {} layers, M0E4 G{}",
         args.arch, config.shape.layers, args.group
@@ -85,6 +93,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.prompt_len, args.gen, args.prefill_chunk
     );
     println!("device memory     {:.2} GB", gb(r.device_bytes as f64));
+    println!("memory plan       {}", r.context);
+    println!(
+        "embedding / head  {} / {} buffer(s) (largest allocation {:.3} GB)",
+        r.embedding_buffers,
+        r.head_buffers,
+        gb(gpu.caps().max_alloc_bytes as f64)
+    );
     println!("prefill           {:.1} tok/s", r.prefill_tok_s);
     println!("decode            {:.2} tok/s", r.decode_tok_s);
     println!(

@@ -19,10 +19,18 @@ pub struct Args {
     /// (adreno-740, adreno-750, adreno-830, mali-g610-mc6, mali-g710, phone-min) or the path of a profile JSON.
     #[arg(long, value_name = "NAME|FILE")]
     profile: Option<String>,
+    /// Print, as Markdown, what tlite would choose on every bundled phone profile for Gemma-2B, Qwen3-1.7B and
+    /// Llama-3.2-1B (kernel variants, memory plan at the default context), from shapes alone: the README's tables.
+    #[arg(long, conflicts_with_all = ["json", "device", "profile"])]
+    phone_plan: bool,
 }
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.phone_plan {
+        print!("{}", bench::phone_plan::phone_plan_markdown()?);
+        return Ok(());
+    }
     let entries = list_devices()?;
     let default_index = select(&entries, &DeviceSelector::from_env())?.index;
     let shown: Vec<DeviceEntry> = match &args.device {

@@ -223,7 +223,8 @@ fn print_choices(caps: &Capabilities) {
         (
             "largest buffer",
             format!(
-                "{} (a larger tensor is an error before upload)",
+                "{} (a larger embedding or output head is split over buffers; a larger layer matrix is an error \
+                 before upload)",
                 size(caps.max_alloc_bytes)
             ),
         ),

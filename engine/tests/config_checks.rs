@@ -122,7 +122,14 @@ fn phi3_longrope_configs_are_read_as_transformers_reads_them() {
     }))
     .unwrap();
     assert_eq!(m.config.rope_attn_factor(), 1.5);
-    assert_eq!(m.config.shape.max_ctx, 100, "capped at the sliding window");
+    assert_eq!(
+        m.config.shape.max_ctx, 128,
+        "the window masks, it does not cap the context"
+    );
+    assert_eq!(
+        m.config.sliding_window.as_ref().map(|w| w.window),
+        Some(100)
+    );
     let e = write(serde_json::json!({"rope_scaling": {"type": "longrope", "short_factor": table}}))
         .unwrap_err()
         .to_string();

@@ -225,8 +225,8 @@ fn smollm2_gets_the_largest_context_its_budget_holds() {
     eprintln!("{choice}");
 }
 
-/// A weight larger than the phone's largest allocation is refused before upload, naming the tensor (splitting it
-/// over several buffers is issue 22's item 2, not done).
+/// A layer weight larger than the phone's largest allocation is refused before upload, naming the tensor (only the
+/// embedding and the output head are split over several buffers: `split_weights.rs`).
 #[test]
 fn a_weight_over_the_largest_allocation_is_named_before_upload() {
     let dir = tempfile::tempdir().unwrap();

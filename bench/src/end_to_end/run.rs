@@ -29,6 +29,12 @@ pub struct BenchReport {
     pub copy_bytes_per_s: f64,
     /// Device memory the model allocated.
     pub device_bytes: u64,
+    /// Buffers the embedding is stored in (more than one where it exceeds the device's largest allocation).
+    pub embedding_buffers: usize,
+    /// Buffers the output head is stored in (the embedding's when tied).
+    pub head_buffers: usize,
+    /// The context chosen at load and why, with the memory plan (the load line).
+    pub context: String,
     /// Host time per decode step spent enqueueing the decoder's kernels (arguments and launches), seconds.
     pub decode_enqueue_s_per_token: f64,
     /// Every kernel launch of one extra decode step after the timed ones, with device times, when the device
@@ -134,6 +140,9 @@ pub fn run_bench(
         kv_bytes_last_token,
         copy_bytes_per_s: copy,
         device_bytes: gm.device_bytes(),
+        embedding_buffers: gm.weights().embedding.parts().len(),
+        head_buffers: gm.weights().head().parts().len(),
+        context: gm.context_choice().to_string(),
         decode_enqueue_s_per_token: decode_enqueue.as_secs_f64() / gen as f64,
         decode_profile,
     })

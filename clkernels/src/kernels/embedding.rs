@@ -17,6 +17,47 @@ pub struct Embedding {
     m0e4: LockedKernel,
 }
 
+/// Which rows of the vocabulary a table holds: all of them, or one part of a table split across buffers
+/// ([`crate::runtime::RowSplit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableRows {
+    /// Rows of the whole vocabulary (ids are clamped to it).
+    pub vocab: usize,
+    /// The vocabulary row the table's first row is.
+    pub first: usize,
+}
+
+impl TableRows {
+    /// A table holding the whole vocabulary of `vocab` rows.
+    pub fn whole(vocab: usize) -> Self {
+        TableRows { vocab, first: 0 }
+    }
+
+    /// Checks that a table of `rows` rows fits inside the vocabulary from `first`, and returns the kernel's
+    /// `vocab`, `first` and `rows` arguments.
+    fn args(&self, kernel: &'static str, rows: usize) -> Result<[u32; 3], KernelError> {
+        if self.vocab == 0
+            || self
+                .first
+                .checked_add(rows)
+                .is_none_or(|end| end > self.vocab)
+        {
+            return Err(shape_error(
+                kernel,
+                format!(
+                    "a table of {rows} rows from row {} does not fit a vocabulary of {}",
+                    self.first, self.vocab
+                ),
+            ));
+        }
+        Ok([
+            to_u32(kernel, "vocab", self.vocab)?,
+            to_u32(kernel, "first", self.first)?,
+            to_u32(kernel, "rows", rows)?,
+        ])
+    }
+}
+
 /// Checks host-side token ids against the vocabulary size before they are uploaded.
 pub fn check_ids(ids: &[u32], vocab: usize) -> Result<(), KernelError> {
     match ids.iter().position(|&id| id as usize >= vocab) {
@@ -50,8 +91,24 @@ impl Embedding {
         out: &mut DeviceBuffer<f32>,
         scale: f32,
     ) -> Result<(), KernelError> {
+        let rows = TableRows::whole(table.shape.rows);
+        self.enqueue_f16_rows(table, rows, ids, seq, out, scale)
+    }
+
+    /// As [`Embedding::enqueue_f16`] for a table holding the vocabulary rows `rows` says: writes the rows of the
+    /// tokens whose ids fall in it and leaves the others' untouched.
+    pub fn enqueue_f16_rows(
+        &self,
+        table: &DeviceF16Matrix,
+        rows: TableRows,
+        ids: &DeviceBuffer<u32>,
+        seq: usize,
+        out: &mut DeviceBuffer<f32>,
+        scale: f32,
+    ) -> Result<(), KernelError> {
         const K: &str = "embed_f16";
-        let (vocab, dim) = (table.shape.rows, table.shape.cols);
+        let dim = table.shape.cols;
+        let [vocab, first, held] = rows.args(K, table.shape.rows)?;
         check_len(K, "ids", ids, seq)?;
         check_len(K, "out", out, seq * dim)?;
         let args = [
@@ -59,7 +116,9 @@ impl Embedding {
             ids.into(),
             (&*out).into(),
             to_u32(K, "dim", dim)?.into(),
-            to_u32(K, "vocab", vocab)?.into(),
+            vocab.into(),
+            first.into(),
+            held.into(),
             scale.into(),
         ];
         self.f16.launch(&self.gpu, &args, &[dim, seq], None)
@@ -74,8 +133,24 @@ impl Embedding {
         out: &mut DeviceBuffer<f32>,
         scale: f32,
     ) -> Result<(), KernelError> {
+        let rows = TableRows::whole(table.shape.rows);
+        self.enqueue_m0e4_rows(table, rows, ids, seq, out, scale)
+    }
+
+    /// As [`Embedding::enqueue_m0e4`] for a table holding the vocabulary rows `rows` says (see
+    /// [`Embedding::enqueue_f16_rows`]).
+    pub fn enqueue_m0e4_rows(
+        &self,
+        table: &DeviceM0e4,
+        rows: TableRows,
+        ids: &DeviceBuffer<u32>,
+        seq: usize,
+        out: &mut DeviceBuffer<f32>,
+        scale: f32,
+    ) -> Result<(), KernelError> {
         const K: &str = "embed_m0e4";
-        let (vocab, dim) = (table.shape.rows, table.shape.cols);
+        let dim = table.shape.cols;
+        let [vocab, first, held] = rows.args(K, table.shape.rows)?;
         check_len(K, "ids", ids, seq)?;
         check_len(K, "out", out, seq * dim)?;
         let args = [
@@ -85,7 +160,9 @@ impl Embedding {
             ids.into(),
             (&*out).into(),
             to_u32(K, "dim", dim)?.into(),
-            to_u32(K, "vocab", vocab)?.into(),
+            vocab.into(),
+            first.into(),
+            held.into(),
             to_u32(K, "group", table.group.len())?.into(),
             scale.into(),
         ];

@@ -259,6 +259,8 @@ pub(crate) struct LockedKernel {
     /// `CL_KERNEL_NUM_ARGS`, which every launch checks its argument list against.
     num_args: usize,
     kernel: Mutex<Kernel>,
+    /// Local memory and widest launch, for [`Gpu::kernel_usage`].
+    usage: std::sync::Arc<crate::runtime::UsageRecord>,
 }
 
 impl LockedKernel {
@@ -273,6 +275,8 @@ impl LockedKernel {
         let kernel = Kernel::create(&program, name)
             .map_err(|e| ClError::from_code("clCreateKernel", e.0))?;
         gpu.check_kernel(&kernel, name)?;
+        let local_mem = kernel.get_local_mem_size(gpu.device().id()).unwrap_or(0);
+        let usage = gpu.register_kernel(name, local_mem);
         let num_args = kernel
             .num_args()
             .map_err(|e| ClError::from_code("clGetKernelInfo(NUM_ARGS)", e.0))?;
@@ -280,6 +284,7 @@ impl LockedKernel {
             name,
             num_args: num_args as usize,
             kernel: Mutex::new(kernel),
+            usage,
         })
     }
 
@@ -372,6 +377,7 @@ impl LockedKernel {
         if let Some(l) = local {
             gpu.check_work_group(self.name, l)?;
         }
+        self.usage.launched(local);
         let global: Vec<usize> = match local {
             Some(l) => global
                 .iter()

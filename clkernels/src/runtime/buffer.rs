@@ -47,6 +47,45 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         })
     }
 
+    /// Allocates `len` elements that may exceed the device's largest allocation, through `cl_qcom_large_buffer`
+    /// (`clCreateBufferWithProperties` with `CL_LARGE_BUFFER_QCOM` set) where the device has that extension; anywhere
+    /// else this is [`DeviceBuffer::new`], with its limit. Written from Qualcomm's header and the way llama.cpp's
+    /// Adreno backend calls it: it has never run here (no development machine has the extension, and a device
+    /// profile never adds an extension the host lacks), only compiled.
+    pub fn new_large(gpu: &Gpu, len: usize) -> Result<Self, ClError> {
+        let element_bytes = std::mem::size_of::<T>();
+        let within = len
+            .checked_mul(element_bytes)
+            .is_some_and(|b| gpu.check_allocation(b as u64).is_ok());
+        if !gpu.caps().qcom_large_buffer || within || len == 0 {
+            return Self::new(gpu, len);
+        }
+        let properties: [u64; 3] = [crate::runtime::cl_consts::CL_LARGE_BUFFER_QCOM, 1, 0];
+        // SAFETY: the property list is zero-terminated and outlives the call; no host pointer is passed.
+        let buffer = unsafe {
+            Buffer::<T>::create_with_properties(
+                gpu.context(),
+                properties.as_ptr(),
+                CL_MEM_READ_WRITE,
+                len,
+                std::ptr::null_mut(),
+            )
+        }
+        .cl_call("clCreateBufferWithProperties(CL_LARGE_BUFFER_QCOM)")?;
+        Ok(DeviceBuffer {
+            buffer,
+            len,
+            _marker: PhantomData,
+        })
+    }
+
+    /// [`DeviceBuffer::new_large`] holding a copy of `data`.
+    pub fn from_slice_large(gpu: &Gpu, data: &[T]) -> Result<Self, ClError> {
+        let mut buffer = Self::new_large(gpu, data.len())?;
+        buffer.write(gpu, data)?;
+        Ok(buffer)
+    }
+
     /// Allocates a buffer holding a copy of `data`.
     pub fn from_slice(gpu: &Gpu, data: &[T]) -> Result<Self, ClError> {
         let mut buffer = Self::new(gpu, data.len())?;
@@ -131,6 +170,49 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         // Releasing the event does not wait for the copy.
         drop(event);
         Ok(())
+    }
+
+    /// A view of elements `offset..offset + count` as a buffer of its own (`clCreateSubBuffer`), so a kernel that
+    /// writes from element 0 writes into the middle of this buffer: one part of a split output head fills its slice
+    /// of the logits. The view's first byte must sit on the device's base-address alignment
+    /// (`CL_DEVICE_MEM_BASE_ADDR_ALIGN`), which [`crate::runtime::RowSplit`] plans part boundaries to keep. Taking
+    /// `&mut self` says the view is written; the driver keeps the memory alive while either exists.
+    pub fn sub_buffer(
+        &mut self,
+        gpu: &Gpu,
+        offset: usize,
+        count: usize,
+    ) -> Result<DeviceBuffer<T>, ClError> {
+        let element = std::mem::size_of::<T>();
+        let align = (gpu.caps().base_addr_align_bits as usize / 8).max(1);
+        let invalid = |reason: String| ClError::InvalidSubBuffer {
+            offset,
+            count,
+            len: self.len,
+            reason,
+        };
+        if count == 0 || offset.checked_add(count).is_none_or(|end| end > self.len) {
+            return Err(invalid(
+                "the view must be non-empty and inside the buffer".into(),
+            ));
+        }
+        if !(offset * element).is_multiple_of(align) {
+            return Err(invalid(format!(
+                "its byte offset {} is not a multiple of the device's base-address alignment of {align} bytes",
+                offset * element
+            )));
+        }
+        // SAFETY: the region lies inside the buffer (checked above) and its origin is aligned as the device requires.
+        let buffer = unsafe {
+            self.buffer
+                .create_sub_buffer(CL_MEM_READ_WRITE, offset, count)
+        }
+        .cl_call("clCreateSubBuffer")?;
+        Ok(DeviceBuffer {
+            buffer,
+            len: count,
+            _marker: PhantomData,
+        })
     }
 
     /// Length in elements.

@@ -39,3 +39,8 @@ pub const CL_QUEUE_COMPUTE_UNIT_LIMIT_ARM: u64 = 0x41F3;
 pub const CL_DEVICE_SUB_GROUP_SIZES_INTEL: u32 = 0x4108;
 /// `cl_nv_device_attribute_query`: the warp size.
 pub const CL_DEVICE_WARP_SIZE_NV: u32 = 0x4003;
+
+/// `cl_qcom_large_buffer`: the `clCreateBufferWithProperties` property that lets one buffer exceed
+/// `CL_DEVICE_MAX_MEM_ALLOC_SIZE` (value 1 turns it on), as `cl_ext_qcom.h` defines it and llama.cpp's OpenCL
+/// backend passes it on Adreno.
+pub const CL_LARGE_BUFFER_QCOM: u64 = 0x41A6;

@@ -97,6 +97,21 @@ pub enum ClError {
         /// The device, with its profile ([`crate::runtime::Capabilities::display_name`]).
         device: String,
     },
+    /// A sub-buffer outside its buffer, or starting off the device's base-address alignment.
+    #[error(
+        "cannot view elements {offset}..{end} of a buffer of {len} elements as a sub-buffer: {reason}",
+        end = offset + count
+    )]
+    InvalidSubBuffer {
+        /// First element of the view.
+        offset: usize,
+        /// Elements in the view.
+        count: usize,
+        /// Elements in the buffer.
+        len: usize,
+        /// What is wrong, with the numbers.
+        reason: String,
+    },
     /// A kernel needs more of a per-launch resource than the device (or its profile) gives.
     #[error("kernel `{kernel}` needs {needs} {what} but {device} allows at most {limit}")]
     OverDeviceLimit {

@@ -88,6 +88,8 @@ struct Inner {
     rejected_entries: AtomicUsize,
     /// Present when the queue was opened with profiling.
     launch_log: Option<LaunchLog>,
+    /// What every kernel built here takes of the per-launch limits.
+    usage: crate::runtime::kernel_usage::UsageRegistry,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -192,6 +194,7 @@ impl Gpu {
                 cache: options.cache.resolve().map(BinaryCache::new),
                 compiled: AtomicUsize::new(0),
                 launch_log: options.profiling.then(LaunchLog::default),
+                usage: Default::default(),
                 disk_hits: AtomicUsize::new(0),
                 memory_hits: AtomicUsize::new(0),
                 rejected_entries: AtomicUsize::new(0),
@@ -215,6 +218,21 @@ impl Gpu {
     }
 
     /// Where launches on this device's queue are recorded while a profile is taken (`None` without profiling).
+    /// Each kernel built on this device so far, with its local memory and the widest work-group it ran: what a
+    /// phone's limits must allow for the same work (tests hold it against every device profile).
+    pub fn kernel_usage(&self) -> Vec<crate::runtime::KernelUsage> {
+        self.inner.usage.snapshot()
+    }
+
+    /// Starts the usage record of a build of `kernel`.
+    pub(crate) fn register_kernel(
+        &self,
+        kernel: &'static str,
+        local_mem_bytes: u64,
+    ) -> std::sync::Arc<crate::runtime::UsageRecord> {
+        self.inner.usage.register(kernel, local_mem_bytes)
+    }
+
     pub(crate) fn launch_log(&self) -> Option<&LaunchLog> {
         self.inner.launch_log.as_ref()
     }

@@ -7,7 +7,7 @@
 
 use opencl3::kernel::Kernel;
 
-use crate::runtime::{ClError, Gpu};
+use crate::runtime::{ClError, Gpu, SplitLimits};
 
 impl Gpu {
     /// Fails when one buffer of `bytes` exceeds the device's largest allocation (0: the device does not say).
@@ -21,6 +21,14 @@ impl Gpu {
             });
         }
         Ok(())
+    }
+
+    /// The limits a tensor split across buffers must respect ([`crate::runtime::RowSplit::plan`]).
+    pub fn split_limits(&self) -> SplitLimits {
+        SplitLimits {
+            max_alloc_bytes: self.caps().max_alloc_bytes,
+            base_addr_align_bits: self.caps().base_addr_align_bits,
+        }
     }
 
     /// Fails when a created kernel needs more local memory than the device gives. The driver counts the kernel's

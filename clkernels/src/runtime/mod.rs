@@ -18,12 +18,14 @@ mod device;
 mod error;
 mod gpu;
 mod image;
+mod kernel_usage;
 mod launch_log;
 mod limits;
 mod loader;
 mod priority;
 mod profile;
 mod program;
+mod split;
 
 pub use buffer::DeviceBuffer;
 pub use build::set_compile_notice;
@@ -33,6 +35,8 @@ pub use device::{list_devices, select, DeviceEntry, DeviceSelector};
 pub use error::{ClError, ClResultExt};
 pub use gpu::{BinaryReadback, CompilerMessage, Gpu, GpuOptions};
 pub use image::{BufferImage, PixelFormat};
+pub use kernel_usage::KernelUsage;
+pub(crate) use kernel_usage::UsageRecord;
 pub(crate) use launch_log::LaunchLog;
 pub use loader::ensure_loaded;
 pub use priority::{mechanisms_for, PerfHint, PriorityMechanism, PriorityReport, QueuePriority};
@@ -40,6 +44,7 @@ pub use profile::{
     DeviceProfile, ProfileChoice, ProfileError, ProfileLimits, LIMIT_FIELDS, PHONE_MIN, PROFILE_ENV,
 };
 pub use program::{build_options, BuildOrigin, BuildStats, ProgramSource};
+pub use split::{RowPart, RowSplit, SplitError, SplitLimits, ROW_QUANTUM};
 
 #[cfg(test)]
 mod tests;

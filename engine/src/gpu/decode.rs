@@ -93,7 +93,8 @@ fn normed_gate_up(
     Ok(())
 }
 
-/// The final RMSNorm and the output head over the step's token, into `s.logits` (one launch with an M0E4 head).
+/// The final RMSNorm and the output head over the step's token, into `s.logits` (one launch with an M0E4 head; one
+/// per part of a head split across buffers).
 pub(super) fn head(
     k: &Kernels,
     s: &mut Scratch,
@@ -101,16 +102,23 @@ pub(super) fn head(
     params: &LayerParams,
     rows: RowsShape,
 ) -> Result<(), EngineError> {
-    if let DeviceMatrix::M0e4(head) = weights.head() {
-        k.matvec.enqueue_normed(
-            head,
-            &s.x,
-            &weights.final_norm,
-            params.norm,
-            &mut s.logits,
-            Residual::None,
-        )?;
-        return softcap_logits(k, &mut s.logits, head.shape.rows, params);
+    let head = weights.head();
+    if head.is_m0e4() {
+        head.for_each_part(&mut s.logits, |m, logits| match m {
+            DeviceMatrix::M0e4(m) => Ok(k.matvec.enqueue_normed(
+                m,
+                &s.x,
+                &weights.final_norm,
+                params.norm,
+                logits,
+                Residual::None,
+            )?),
+            // Every part of one tensor has its format; a mix would be an upload bug, not bad input.
+            DeviceMatrix::F16(_) => Err(EngineError::Model(
+                "the output head mixes M0E4 and f16 parts".into(),
+            )),
+        })?;
+        return softcap_logits(k, &mut s.logits, head.shape().rows, params);
     }
     k.norm.rms(
         &s.x,
@@ -119,12 +127,8 @@ pub(super) fn head(
         rows,
         params.norm,
     )?;
-    k.linear(
-        weights.head(),
-        &s.last_normed,
-        1,
-        &mut s.logits,
-        Residual::None,
-    )?;
-    softcap_logits(k, &mut s.logits, weights.head().shape().rows, params)
+    head.for_each_part(&mut s.logits, |m, logits| {
+        k.linear(m, &s.last_normed, 1, logits, Residual::None)
+    })?;
+    softcap_logits(k, &mut s.logits, head.shape().rows, params)
 }

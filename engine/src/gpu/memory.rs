@@ -89,7 +89,8 @@ pub struct NamedBuffer {
 pub struct Footprint {
     /// All weights as uploaded.
     pub weights: u64,
-    /// The largest single weight buffer the upload makes.
+    /// The largest single weight buffer the upload makes, of the weights it does not split (the embedding and the
+    /// output head are split by rows to fit the device's largest allocation, `weights.rs`).
     pub largest_weight: NamedBuffer,
     /// KV cache bytes per position, all layers, K and V.
     pub kv_per_position: u64,
@@ -143,9 +144,10 @@ impl Footprint {
     }
 }
 
-/// The device sizes of a model's weights, and its largest single buffer: matrices go up as M0E4 (codes, scales
-/// and offsets in three buffers, the codes the largest) or as f16, vectors as f32; q, k and v are one stacked
-/// matrix and the MLP is padded ([`padded_ffn`]), as `weights.rs` uploads them.
+/// The device sizes of a model's weights, and its largest single buffer that is not split: matrices go up as M0E4
+/// (codes, scales and offsets in three buffers, the codes the largest) or as f16, vectors as f32; q, k and v are one
+/// stacked matrix and the MLP is padded ([`padded_ffn`]), as `weights.rs` uploads them. The embedding and the output
+/// head count in the total but not as the largest buffer: they are split to fit one allocation.
 fn weight_buffers(model: &Model) -> (u64, NamedBuffer) {
     let w = &model.weights;
     let mut total = 0u64;
@@ -156,7 +158,8 @@ fn weight_buffers(model: &Model) -> (u64, NamedBuffer) {
     let mut add = |name: String, parts: &[&Tensor], pad_rows: usize, pad_cols: usize| {
         let (all, biggest) = matrix_bytes(parts, pad_rows, pad_cols);
         total = total.saturating_add(all);
-        if biggest > largest.bytes {
+        let split_to_fit = name == "embedding" || name == "lm_head";
+        if biggest > largest.bytes && !split_to_fit {
             largest = NamedBuffer {
                 name,
                 bytes: biggest,
@@ -289,9 +292,8 @@ pub fn choose_context(
     if device.max_alloc > 0 && footprint.largest_weight.bytes > device.max_alloc {
         return Err(EngineError::DeviceMemory(format!(
             "the weight buffer {} takes {} but {} allows at most {} in one allocation \
-             (CL_DEVICE_MAX_MEM_ALLOC_SIZE), and splitting a tensor over several buffers is not implemented yet: \
-             M0E4 weights take about a quarter of f16's size (--quantize-embeddings for the embedding and output \
-             head)",
+             (CL_DEVICE_MAX_MEM_ALLOC_SIZE); only the embedding and the output head are split over several buffers, \
+             so store the layers as M0E4 (--weights m0e4), about a quarter of f16's size",
             footprint.largest_weight.name,
             size(footprint.largest_weight.bytes),
             device.device,

@@ -52,4 +52,4 @@ pub use memory::{
 };
 pub use model::{GpuModel, GpuOptions};
 pub use plan::StepPlan;
-pub use weights::{padded_ffn, DeviceLayer, DeviceMatrix, DeviceWeights};
+pub use weights::{padded_ffn, DeviceLayer, DeviceMatrix, DeviceWeights, RowSplitMatrix};

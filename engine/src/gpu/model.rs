@@ -16,7 +16,7 @@ use super::kernels::Kernels;
 use super::memory::{choose_context, ContextChoice, ContextRequest, DeviceMemory, Footprint};
 use super::plan::StepPlan;
 use super::step::{kv_shape, LayerKv, LayerParams, Step};
-use super::weights::{DeviceMatrix, DeviceWeights};
+use super::weights::DeviceWeights;
 use super::{decode, prefill};
 use crate::generate::{DrawRequest, LanguageModel, StepOutput, Want};
 use crate::model::{Model, ModelConfig};
@@ -240,10 +240,9 @@ impl GpuModel {
             &s.ids
         };
         let scale = self.config.embed_scale.unwrap_or(1.0);
-        match &self.weights.embedding {
-            DeviceMatrix::F16(m) => k.embedding.enqueue_f16(m, ids, seq, &mut s.x, scale)?,
-            DeviceMatrix::M0e4(m) => k.embedding.enqueue_m0e4(m, ids, seq, &mut s.x, scale)?,
-        }
+        self.weights
+            .embedding
+            .gather(&k.embedding, ids, seq, &mut s.x, scale)?;
         // Every layer's cache has one layout, so the step's views are the same for all of them.
         let (write, read) = (kv_step.write_view(), kv_step.read_view());
         for (i, (layer, params)) in self.weights.layers.iter().zip(&self.params).enumerate() {

@@ -82,12 +82,9 @@ pub(super) fn head(
         one,
         params.norm,
     )?;
-    k.linear(
-        weights.head(),
-        &s.last_normed,
-        1,
-        &mut s.logits,
-        Residual::None,
-    )?;
-    softcap_logits(k, &mut s.logits, weights.head().shape().rows, params)
+    let head = weights.head();
+    head.for_each_part(&mut s.logits, |m, logits| {
+        k.linear(m, &s.last_normed, 1, logits, Residual::None)
+    })?;
+    softcap_logits(k, &mut s.logits, head.shape().rows, params)
 }

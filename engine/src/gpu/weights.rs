@@ -2,9 +2,17 @@
 //!
 //! q, k and v are stacked into one matrix so the QKV projection is one launch (and their biases into one vector);
 //! gate and up stay separate because the prefill path gates two `[seq][ffn]` outputs elementwise.
+//!
+//! The embedding and the output head, the largest tensors, may exceed the device's largest allocation (Gemma 2 2B's
+//! f16 embedding is 1.18 GB, a phone allows 1 GiB): they are [`RowSplitMatrix`]es, stored in as many buffers as
+//! [`RowSplit`] plans, and read by one launch per part; on a device with `cl_qcom_large_buffer` they go in one
+//! buffer through that extension instead (written from Qualcomm's header, never run: no machine here has it). A
+//! layer matrix over the limit stays an error naming it (`memory.rs` checks before anything is uploaded); none of
+//! a phone-sized model comes near.
 
+use clkernels::kernels::embedding::{Embedding, TableRows};
 use clkernels::kernels::matvec::{DeviceF16Matrix, DeviceM0e4};
-use clkernels::runtime::{DeviceBuffer, Gpu};
+use clkernels::runtime::{DeviceBuffer, Gpu, RowPart, RowSplit};
 use fp4::MatrixShape;
 use half::f16;
 
@@ -80,6 +88,165 @@ impl DeviceMatrix {
             MatrixShape::new(rows, cols),
         )?))
     }
+}
+
+/// A matrix stored by rows in one buffer or, when larger than the device's largest allocation, in several
+/// ([`RowSplit`]); every part has the whole matrix's format.
+#[derive(Debug)]
+pub struct RowSplitMatrix {
+    gpu: Gpu,
+    shape: MatrixShape,
+    parts: Vec<(RowPart, DeviceMatrix)>,
+}
+
+impl RowSplitMatrix {
+    /// Uploads a matrix tensor, split by rows where the device's largest allocation requires it (f32 values are
+    /// narrowed to f16, as [`DeviceMatrix::upload`] does).
+    pub fn upload(gpu: &Gpu, name: &str, t: &Tensor) -> Result<Self, EngineError> {
+        if t.shape.len() != 2 || t.rows() == 0 || t.cols() == 0 {
+            return Err(EngineError::Model(format!(
+                "{name}: expected a matrix, got shape {:?}",
+                t.shape
+            )));
+        }
+        let (rows, cols) = (t.rows(), t.cols());
+        // The largest buffer of a part decides: M0E4 codes (or its scales, for tiny groups), else the f16 values.
+        let row_bytes = match &t.data {
+            TensorData::M0e4(m) => (cols / 2).max(2 * cols / m.group().len()),
+            _ => 2 * cols,
+        } as u64;
+        let split = RowSplit::plan(rows, row_bytes, gpu.split_limits()).map_err(|e| {
+            EngineError::DeviceMemory(format!(
+                "{name} ({rows}x{cols}) cannot be split to fit {}: {e}",
+                gpu.caps().display_name()
+            ))
+        })?;
+        if !split.is_split() {
+            let whole = DeviceMatrix::upload(gpu, name, t)?;
+            return Ok(Self::from_parts(gpu, vec![(split.parts()[0], whole)]));
+        }
+        if gpu.caps().qcom_large_buffer {
+            // One buffer past the limit through the Adreno extension instead of parts (not run on hardware).
+            let whole = upload_large(gpu, t)?;
+            let all = RowSplit::whole(rows).parts()[0];
+            return Ok(Self::from_parts(gpu, vec![(all, whole)]));
+        }
+        let parts = split
+            .parts()
+            .iter()
+            .map(|&p| Ok((p, upload_rows(gpu, t, p)?)))
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        Ok(Self::from_parts(gpu, parts))
+    }
+
+    fn from_parts(gpu: &Gpu, parts: Vec<(RowPart, DeviceMatrix)>) -> Self {
+        let rows = parts.iter().map(|(p, _)| p.rows).sum();
+        let cols = parts.first().map_or(0, |(_, m)| m.shape().cols);
+        RowSplitMatrix {
+            gpu: gpu.clone(),
+            shape: MatrixShape::new(rows, cols),
+            parts,
+        }
+    }
+
+    /// Rows and columns of the whole matrix.
+    pub fn shape(&self) -> MatrixShape {
+        self.shape
+    }
+
+    /// The parts in row order, each with the rows it holds.
+    pub fn parts(&self) -> &[(RowPart, DeviceMatrix)] {
+        &self.parts
+    }
+
+    /// Whether the matrix is stored in more than one buffer.
+    pub fn is_split(&self) -> bool {
+        self.parts.len() > 1
+    }
+
+    /// Whether the matrix is M0E4 (all its parts are, or none).
+    pub fn is_m0e4(&self) -> bool {
+        matches!(self.parts.first(), Some((_, DeviceMatrix::M0e4(_))))
+    }
+
+    /// Bytes of all parts.
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(|(_, m)| m.bytes()).sum()
+    }
+
+    /// Runs `launch` once per part with the part's matrix and the rows of `out` it computes: `out` itself for a
+    /// matrix in one buffer, else a sub-buffer of the part's rows (their offsets are aligned by the plan). For
+    /// products with one output per matrix row, such as the output head's mat-vec.
+    pub fn for_each_part(
+        &self,
+        out: &mut DeviceBuffer<f32>,
+        mut launch: impl FnMut(&DeviceMatrix, &mut DeviceBuffer<f32>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        if let [(_, whole)] = self.parts.as_slice() {
+            return launch(whole, out);
+        }
+        for (part, m) in &self.parts {
+            let mut rows = out.sub_buffer(&self.gpu, part.first, part.rows)?;
+            launch(m, &mut rows)?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues the embedding gather of `seq` tokens from this table into `out`, `scale` times each row: one launch
+    /// per part, each writing the tokens whose rows it holds.
+    pub fn gather(
+        &self,
+        embedding: &Embedding,
+        ids: &DeviceBuffer<u32>,
+        seq: usize,
+        out: &mut DeviceBuffer<f32>,
+        scale: f32,
+    ) -> Result<(), EngineError> {
+        let vocab = self.shape.rows;
+        for (part, m) in &self.parts {
+            let rows = TableRows {
+                vocab,
+                first: part.first,
+            };
+            match m {
+                DeviceMatrix::F16(t) => {
+                    embedding.enqueue_f16_rows(t, rows, ids, seq, out, scale)?
+                }
+                DeviceMatrix::M0e4(t) => {
+                    embedding.enqueue_m0e4_rows(t, rows, ids, seq, out, scale)?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A matrix tensor in one buffer past the device's largest allocation, through `cl_qcom_large_buffer`.
+fn upload_large(gpu: &Gpu, t: &Tensor) -> Result<DeviceMatrix, EngineError> {
+    let shape = MatrixShape::new(t.rows(), t.cols());
+    Ok(match &t.data {
+        TensorData::M0e4(m) => DeviceMatrix::M0e4(DeviceM0e4::upload_large(gpu, m)?),
+        TensorData::F16(v) => DeviceMatrix::F16(DeviceF16Matrix::upload_large(gpu, v, shape)?),
+        TensorData::F32(v) => {
+            let narrowed: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            DeviceMatrix::F16(DeviceF16Matrix::upload_large(gpu, &narrowed, shape)?)
+        }
+    })
+}
+
+/// Rows `part` of a matrix tensor as a device matrix of their own.
+fn upload_rows(gpu: &Gpu, t: &Tensor, part: RowPart) -> Result<DeviceMatrix, EngineError> {
+    let cols = t.cols();
+    let shape = MatrixShape::new(part.rows, cols);
+    let values = part.first * cols..(part.first + part.rows) * cols;
+    Ok(match &t.data {
+        TensorData::M0e4(m) => DeviceMatrix::M0e4(DeviceM0e4::upload_rows(gpu, m, part.range())?),
+        TensorData::F16(v) => DeviceMatrix::F16(DeviceF16Matrix::upload(gpu, &v[values], shape)?),
+        TensorData::F32(v) => {
+            let narrowed: Vec<f16> = v[values].iter().map(|&x| f16::from_f32(x)).collect();
+            DeviceMatrix::F16(DeviceF16Matrix::upload(gpu, &narrowed, shape)?)
+        }
+    })
 }
 
 /// The MLP width the device uses: `ffn` rounded up to a multiple of 32, because the f16 mat-mat kernel needs its
@@ -191,14 +358,14 @@ pub struct QkNorms {
 /// All weights on the device.
 #[derive(Debug)]
 pub struct DeviceWeights {
-    /// Token embedding `[vocab][hidden]`.
-    pub embedding: DeviceMatrix,
+    /// Token embedding `[vocab][hidden]`, split by rows where one allocation cannot hold it.
+    pub embedding: RowSplitMatrix,
     /// Layers.
     pub layers: Vec<DeviceLayer>,
     /// Final RMSNorm weight.
     pub final_norm: DeviceBuffer<f32>,
-    /// Output head; `None` when tied to the embedding.
-    pub head: Option<DeviceMatrix>,
+    /// Output head, split like the embedding; `None` when tied to the embedding.
+    pub head: Option<RowSplitMatrix>,
 }
 
 impl DeviceWeights {
@@ -213,11 +380,11 @@ impl DeviceWeights {
             .map(|(i, l)| upload_layer(gpu, i, l, c))
             .collect::<Result<Vec<_>, _>>()?;
         let head = match &w.lm_head {
-            Some(t) => Some(DeviceMatrix::upload(gpu, "lm_head", t)?),
+            Some(t) => Some(RowSplitMatrix::upload(gpu, "lm_head", t)?),
             None => None,
         };
         Ok(Self {
-            embedding: DeviceMatrix::upload(gpu, "embedding", &w.embedding)?,
+            embedding: RowSplitMatrix::upload(gpu, "embedding", &w.embedding)?,
             layers,
             final_norm: upload_vector(gpu, "final_norm", &w.final_norm, c.hidden)?,
             head,
@@ -225,7 +392,7 @@ impl DeviceWeights {
     }
 
     /// The output head (the embedding when tied).
-    pub fn head(&self) -> &DeviceMatrix {
+    pub fn head(&self) -> &RowSplitMatrix {
         self.head.as_ref().unwrap_or(&self.embedding)
     }
 
@@ -250,7 +417,7 @@ impl DeviceWeights {
         self.embedding.bytes()
             + self.layers.iter().map(layer).sum::<usize>()
             + self.final_norm.byte_len()
-            + self.head.as_ref().map_or(0, DeviceMatrix::bytes)
+            + self.head.as_ref().map_or(0, RowSplitMatrix::bytes)
     }
 
     /// Bytes one decode step reads from the weights (every layer matrix and the head; one embedding row).

@@ -92,6 +92,46 @@ impl DeviceM0e4 {
             .as_ref()
     }
 
+    /// As [`DeviceM0e4::upload`], in buffers that may exceed the device's largest allocation where it has
+    /// `cl_qcom_large_buffer` ([`DeviceBuffer::new_large`]; not run on hardware).
+    pub fn upload_large(gpu: &Gpu, matrix: &M0e4Matrix) -> Result<Self, KernelError> {
+        Ok(DeviceM0e4 {
+            codes: DeviceBuffer::from_slice_large(gpu, matrix.codes())?,
+            scales: DeviceBuffer::from_slice_large(gpu, matrix.scales())?,
+            offsets: DeviceBuffer::from_slice_large(gpu, matrix.offsets())?,
+            shape: matrix.shape(),
+            group: matrix.group(),
+            images: OnceLock::new(),
+        })
+    }
+
+    /// Uploads rows `rows` of `matrix` as a matrix of their own: one part of a matrix split across buffers
+    /// ([`crate::runtime::RowSplit`]).
+    pub fn upload_rows(
+        gpu: &Gpu,
+        matrix: &M0e4Matrix,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Self, KernelError> {
+        let MatrixShape { rows: all, cols } = matrix.shape();
+        if rows.is_empty() || rows.end > all {
+            return Err(shape_error(
+                "DeviceM0e4::upload_rows",
+                format!("rows {rows:?} of a matrix of {all} rows"),
+            ));
+        }
+        let groups = cols / matrix.group().len();
+        let codes = rows.start * cols / 2..rows.end * cols / 2;
+        let scales = rows.start * groups..rows.end * groups;
+        Ok(DeviceM0e4 {
+            codes: DeviceBuffer::from_slice(gpu, &matrix.codes()[codes])?,
+            scales: DeviceBuffer::from_slice(gpu, &matrix.scales()[scales.clone()])?,
+            offsets: DeviceBuffer::from_slice(gpu, &matrix.offsets()[scales])?,
+            shape: MatrixShape::new(rows.len(), cols),
+            group: matrix.group(),
+            images: OnceLock::new(),
+        })
+    }
+
     /// Uploads several matrices of equal columns and group stacked along the rows (e.g. `[q; k; v]` so the QKV
     /// projection is one launch, or `[gate; up]`).
     pub fn concat_rows(gpu: &Gpu, parts: &[&M0e4Matrix]) -> Result<Self, KernelError> {
@@ -225,5 +265,26 @@ impl DeviceF16Matrix {
                 },
             )
             .as_ref()
+    }
+
+    /// As [`DeviceF16Matrix::upload`], in one buffer that may exceed the device's largest allocation where it has
+    /// `cl_qcom_large_buffer` ([`DeviceBuffer::new_large`]; not run on hardware).
+    pub fn upload_large(gpu: &Gpu, data: &[f16], shape: MatrixShape) -> Result<Self, KernelError> {
+        if data.len() != shape.len() || shape.is_empty() {
+            return Err(shape_error(
+                "DeviceF16Matrix::upload_large",
+                format!(
+                    "{} values for a {}x{} matrix",
+                    data.len(),
+                    shape.rows,
+                    shape.cols
+                ),
+            ));
+        }
+        Ok(DeviceF16Matrix {
+            data: DeviceBuffer::from_slice_large(gpu, data)?,
+            shape,
+            image: OnceLock::new(),
+        })
     }
 }

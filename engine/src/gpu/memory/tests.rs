@@ -14,7 +14,7 @@ fn smol() -> Footprint {
     Footprint {
         weights: 100 * MIB,
         largest_weight: NamedBuffer {
-            name: "embedding".into(),
+            name: "layers.0.w_up".into(),
             bytes: 28 * MIB,
         },
         kv_per_position: 2 * 30 * 3 * 64 * 2,
@@ -114,7 +114,7 @@ fn the_largest_allocation_caps_the_context_too() {
     // The largest weight (28 MiB) does not fit 1 MiB either: that is the error.
     let e = c.unwrap_err().to_string();
     assert!(
-        e.contains("embedding takes 28.0 MiB") && e.contains("at most 1.0 MiB"),
+        e.contains("layers.0.w_up takes 28.0 MiB") && e.contains("at most 1.0 MiB"),
         "{e}"
     );
     let mut small = f.clone();
