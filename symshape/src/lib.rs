@@ -72,6 +72,7 @@ mod domain;
 mod error;
 mod eval;
 mod expr;
+mod fused_ops;
 mod graph;
 pub mod models;
 mod plan;
