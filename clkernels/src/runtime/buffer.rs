@@ -133,6 +133,47 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         Ok(())
     }
 
+    /// A view of elements `offset .. offset + len` as a buffer of its own (`clCreateSubBuffer`): one allocation can
+    /// hold several activations that kernels take as whole buffers. The origin must be a multiple of the device's
+    /// `CL_DEVICE_MEM_BASE_ADDR_ALIGN`. The view keeps the parent's memory alive; writes through overlapping views
+    /// are ordered only by the queue, so a caller must never pass overlapping views to one kernel.
+    pub fn sub_buffer(&self, gpu: &Gpu, offset: usize, len: usize) -> Result<Self, ClError> {
+        let size = std::mem::size_of::<T>() as u64;
+        let (origin, bytes) = (
+            (offset as u64).saturating_mul(size),
+            (len as u64).saturating_mul(size),
+        );
+        let align = u64::from(gpu.caps().base_addr_align_bits / 8).max(1);
+        let bad = |reason: String| ClError::InvalidSubBuffer {
+            origin,
+            bytes,
+            parent_bytes: self.byte_len() as u64,
+            reason,
+        };
+        if len == 0 {
+            return Err(bad("OpenCL buffers cannot be empty".into()));
+        }
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(bad("it does not lie inside the buffer".into()));
+        }
+        if origin % align != 0 {
+            return Err(bad(format!(
+                "the origin is not a multiple of the device's base-address alignment, {align} bytes"
+            )));
+        }
+        // SAFETY: the region lies inside the parent and its origin meets the device's alignment (checked above).
+        let buffer = unsafe {
+            self.buffer
+                .create_sub_buffer(CL_MEM_READ_WRITE, offset, len)
+        }
+        .cl_call("clCreateSubBuffer")?;
+        Ok(DeviceBuffer {
+            buffer,
+            len,
+            _marker: PhantomData,
+        })
+    }
+
     /// Length in elements.
     pub fn len(&self) -> usize {
         self.len

@@ -84,6 +84,20 @@ pub enum ClError {
         /// Why it is invalid.
         reason: &'static str,
     },
+    /// A sub-buffer that does not lie inside its parent or whose origin misses the device's base-address alignment.
+    #[error(
+        "sub-buffer of {bytes} bytes at byte {origin} of a {parent_bytes}-byte buffer: {reason}"
+    )]
+    InvalidSubBuffer {
+        /// Origin in bytes.
+        origin: u64,
+        /// Size in bytes.
+        bytes: u64,
+        /// The parent's size in bytes.
+        parent_bytes: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A buffer larger than the device (or its profile) allows in one allocation.
     #[error(
         "a buffer of {bytes} bytes exceeds the largest single allocation of {device}, {max} bytes \
