@@ -9,7 +9,7 @@
 use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::Residual;
 
-use super::buffers::Scratch;
+use super::buffers::Activations;
 use super::kernels::Kernels;
 use super::step::{LayerKv, LayerParams, Step};
 use super::weights::{DeviceLayer, DeviceMatrix, DeviceWeights};
@@ -18,7 +18,7 @@ use crate::EngineError;
 /// One decoder layer over the step's one token, reading and updating the residual stream `s.x`.
 pub(super) fn layer(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     w: &DeviceLayer,
     kv: &LayerKv<'_>,
     step: &Step<'_>,
@@ -45,7 +45,7 @@ pub(super) fn layer(
 /// `s.qkv = W_qkv · rmsnorm(s.x) (+ bias)`: one launch with M0E4 weights, norm, mat-vec and bias otherwise.
 fn normed_qkv(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     w: &DeviceLayer,
     step: &Step<'_>,
 ) -> Result<(), EngineError> {
@@ -68,7 +68,7 @@ fn normed_qkv(
 /// `s.gate = act(W_gate · rmsnorm(s.x)) * (W_up · rmsnorm(s.x))`: one launch with M0E4 weights, four otherwise.
 fn normed_gate_up(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     w: &DeviceLayer,
     step: &Step<'_>,
 ) -> Result<(), EngineError> {
@@ -78,9 +78,10 @@ fn normed_gate_up(
             .enqueue_gate_up_normed(g, u, &s.x, &w.ffn_norm, norm, &mut s.gate, act)?;
         return Ok(());
     }
-    k.norm.rms(&s.x, &w.ffn_norm, &mut s.xn, step.rows, norm)?;
-    k.linear(&w.gate, &s.xn, 1, &mut s.gate, Residual::None)?;
-    k.linear(&w.up, &s.xn, 1, &mut s.up, Residual::None)?;
+    k.norm
+        .rms(&s.x, &w.ffn_norm, &mut s.mlp_xn, step.rows, norm)?;
+    k.linear(&w.gate, &s.mlp_xn, 1, &mut s.gate, Residual::None)?;
+    k.linear(&w.up, &s.mlp_xn, 1, &mut s.up, Residual::None)?;
     k.elementwise
         .gated_in_place(&mut s.gate, &s.up, step.params.ffn, act)?;
     Ok(())
@@ -89,7 +90,7 @@ fn normed_gate_up(
 /// The final RMSNorm and the output head over the step's token, into `s.logits` (one launch with an M0E4 head).
 pub(super) fn head(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     weights: &DeviceWeights,
     params: &LayerParams,
     rows: RowsShape,

@@ -17,13 +17,15 @@
 //! | `step.rs` | what every layer of a step shares: the kernels' shapes, the model's constants, the cache views |
 //! | `kv_append.rs` | the three ways q and k are rotated and the new K and V appended to the cache |
 //! | `kernels.rs` | the kernel launchers one model uses |
-//! | `buffers.rs` | the activation buffers, sized for the largest step ([`ScratchSizes`]) |
+//! | `buffers.rs` | the activation buffers: per layer, sub-buffers of one arena at the plan's offsets |
+//! | `arena.rs` | the arena's layout from the plan's buffer sizes, which the memory budget sums too ([`ActivationSizes`]) |
 //! | `weights.rs` | the weights on the device ([`DeviceWeights`]) |
 //! | `kv_io.rs` | reading the used KV positions back and writing them into a fresh cache (sessions on disk) |
 //! | `shift.rs` | context shift: drop a block of cached positions, move the rest down, re-rotate the moved keys |
-//! | `plan.rs` | the symbolic shape plan each step is checked against ([`StepPlan`]) |
+//! | `plan.rs` | the symbolic plan: which activations share memory, and each step's kernel dims ([`StepPlan`]) |
 //! | `memory.rs`, `budget.rs` | the device-memory budget: the context that fits it, checked before anything is allocated ([`choose_context`]) |
 
+mod arena;
 mod budget;
 mod buffers;
 mod decode;
@@ -38,13 +40,13 @@ mod shift;
 mod step;
 mod weights;
 
+pub use arena::{ActivationSizes, ArenaSlot, ARENA_ALIGN_BYTES};
 pub use budget::{MemBudget, DEFAULT_BUDGET_PERCENT};
-pub use buffers::ScratchSizes;
 pub use kv_io::KvImageShape;
 pub use memory::{
     choose_context, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory, Footprint,
     MemoryNeeds, NamedBuffer, PROGRAM_ALLOWANCE_BYTES,
 };
 pub use model::{GpuModel, GpuOptions};
-pub use plan::StepPlan;
-pub use weights::{padded_ffn, DeviceLayer, DeviceMatrix, DeviceWeights};
+pub use plan::{StepDims, StepPlan};
+pub use weights::{padded_ffn, DeviceLayer, DeviceMatrix, DeviceWeights, FFN_MULTIPLE};

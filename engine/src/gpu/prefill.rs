@@ -6,7 +6,7 @@ use clkernels::kernels::elementwise::RowCopy;
 use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::Residual;
 
-use super::buffers::Scratch;
+use super::buffers::Activations;
 use super::kernels::Kernels;
 use super::step::{LayerKv, LayerParams, Step};
 use super::weights::{DeviceLayer, DeviceWeights};
@@ -15,7 +15,7 @@ use crate::EngineError;
 /// One decoder layer over the step's `seq` tokens, reading and updating the residual stream `s.x`.
 pub(super) fn layer(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     w: &DeviceLayer,
     kv: &LayerKv<'_>,
     step: &Step<'_>,
@@ -41,9 +41,10 @@ pub(super) fn layer(
     )?;
     k.linear(&w.wo, &s.attn, seq, &mut s.x, Residual::Accumulate)?;
     // MLP block.
-    k.norm.rms(&s.x, &w.ffn_norm, &mut s.xn, step.rows, norm)?;
-    k.linear(&w.gate, &s.xn, seq, &mut s.gate, Residual::None)?;
-    k.linear(&w.up, &s.xn, seq, &mut s.up, Residual::None)?;
+    k.norm
+        .rms(&s.x, &w.ffn_norm, &mut s.mlp_xn, step.rows, norm)?;
+    k.linear(&w.gate, &s.mlp_xn, seq, &mut s.gate, Residual::None)?;
+    k.linear(&w.up, &s.mlp_xn, seq, &mut s.up, Residual::None)?;
     k.elementwise
         .gated_in_place(&mut s.gate, &s.up, seq * step.params.ffn, step.params.act)?;
     k.linear(&w.down, &s.gate, seq, &mut s.x, Residual::Accumulate)
@@ -52,7 +53,7 @@ pub(super) fn layer(
 /// The final RMSNorm and the output head over the last of the `rows` positions, into `s.logits`.
 pub(super) fn head(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     weights: &DeviceWeights,
     params: &LayerParams,
     rows: RowsShape,
