@@ -1,8 +1,9 @@
 //! The OpenCL forward pass: plans shapes with symshape, keeps the KV cache in place, enqueues kernels.
 //!
 //! At load, [`GpuModel`] uploads the weights (M0E4 through the kernels' device type, f16 otherwise), allocates one
-//! K and one V buffer per layer with `kvcache` on clkernels' OpenCL storage, and derives the step plan. A step only
-//! evaluates the plan for `(seq, past)` on the CPU and enqueues kernels: prefill (`seq > 1`) uses the mat-mat
+//! K and one V buffer per layer with `kvcache` on clkernels' OpenCL storage, derives the step plan and allocates
+//! every activation where the plan places it. A step only evaluates the plan for `(seq, past)` on the CPU, which
+//! gives every kernel's dims, and enqueues kernels: prefill (`seq > 1`) uses the mat-mat
 //! kernels, decode the mat-vec ones. The only reads back are the arg-max token (greedy)
 //! or the last position's logits (sampling); a decode step whose input is the token the device itself just chose
 //! reads its id from the device, so greedy decode writes nothing to the device either.
