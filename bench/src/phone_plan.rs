@@ -12,7 +12,7 @@ use clkernels::kernels::matvec::MatvecConfig;
 use clkernels::runtime::{Capabilities, DeviceProfile, ProfileError, RowSplit, SplitLimits};
 use engine::gpu::{
     choose_context, padded_ffn, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory,
-    Footprint, GpuOptions, NamedBuffer, ScratchSizes, PROGRAM_ALLOWANCE_BYTES,
+    Footprint, GpuOptions, NamedBuffer, StepPlan, PROGRAM_ALLOWANCE_BYTES,
 };
 use engine::model::{Activation, Architecture, ModelConfig, ModelShape};
 use engine::EngineError;
@@ -156,16 +156,19 @@ pub fn footprint_of_shapes(config: &ModelConfig, kv: KvDtype) -> Result<Footprin
         head_dim: s.head_dim,
         dtype: kv,
     };
-    let one = ScratchSizes::new(config, 1).bytes(hidden) as u64 + 4;
-    let two = ScratchSizes::new(config, 2).bytes(hidden) as u64 + 8;
-    let per_token = two - one;
+    // The activations from the engine's own shape plan, for steps of at most the default chunk.
+    let activations = StepPlan::new(
+        config,
+        config.shape.max_ctx.max(1),
+        GpuOptions::default().max_chunk,
+    )?
+    .sizes()?;
     Ok(Footprint {
         weights,
         largest_weight: largest,
         kv_per_position: kv_shape.position_bytes_total()?,
         kv_buffer_per_position: kv_shape.position_bytes_per_buffer()?,
-        activations_fixed: one - per_token,
-        activations_per_token: per_token,
+        activations,
         programs: PROGRAM_ALLOWANCE_BYTES,
     })
 }

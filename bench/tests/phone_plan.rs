@@ -28,7 +28,8 @@ fn the_shape_only_footprint_is_the_engines() {
         for kv in [KvDtype::F16, KvDtype::F32] {
             assert_eq!(
                 footprint_of_shapes(&c, kv).unwrap(),
-                Footprint::of_model(&model, kv).unwrap(),
+                Footprint::of_model(&model, kv, engine::gpu::GpuOptions::default().max_chunk)
+                    .unwrap(),
                 "{:?}",
                 c.shape
             );

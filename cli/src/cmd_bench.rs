@@ -1,7 +1,7 @@
 //! `tlite bench`: end-to-end prefill and decode speed on synthetic M0E4 weights of real model shapes, beside the
 //! bandwidth roofline (weight bytes per token over the device copy bandwidth measured in the same run).
 
-use bench::end_to_end::{run_bench, synthetic_model, BenchArch, StepProfile};
+use bench::end_to_end::{run_bench, synthetic_model, ActivationFigures, BenchArch, StepProfile};
 use clkernels::runtime::{DeviceSelector, Gpu, GpuOptions, ProfileChoice, QueuePriority};
 
 /// Arguments of this subcommand.
@@ -100,6 +100,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         r.head_buffers,
         gb(gpu.caps().max_alloc_bytes as f64)
     );
+    let before = ActivationFigures::of(&config, r.ctx, r.max_chunk)?;
+    println!(
+        "activations       {:.2} MiB planned ({} buffers) vs {:.2} MiB hand-sized before (ctx {}, chunk {})",
+        mib(r.activation_bytes),
+        before.plan_buffers,
+        mib(before.scratch_bytes),
+        r.ctx,
+        r.max_chunk
+    );
     println!("prefill           {:.1} tok/s", r.prefill_tok_s);
     println!("decode            {:.2} tok/s", r.decode_tok_s);
     println!(
@@ -122,6 +131,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_profile(&profile);
     }
     Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }
 
 /// Per-kernel device time of one decode step, most expensive first, and the idle time between launches.

@@ -125,7 +125,7 @@ fn a_head_split_by_rows_writes_its_logits_exactly_through_sub_buffers() {
     mv.enqueue_normed(&whole, &x, &norm_w, params, &mut want, Residual::None)
         .unwrap();
     let split = small_split(&gpu, vocab, hidden as u64 / 2);
-    let mut got = poisoned(&gpu, vocab);
+    let got = poisoned(&gpu, vocab);
     for p in split.parts() {
         let w = DeviceM0e4::upload_rows(&gpu, &m, p.range()).unwrap();
         let mut slice = got.sub_buffer(&gpu, p.first, p.rows).unwrap();
@@ -148,7 +148,7 @@ fn a_head_split_by_rows_writes_its_logits_exactly_through_sub_buffers() {
     let mut want = poisoned(&gpu, vocab);
     mv.enqueue(&whole, &x, &mut want, Residual::None).unwrap();
     let split = small_split(&gpu, vocab, 2 * hidden as u64);
-    let mut got = poisoned(&gpu, vocab);
+    let got = poisoned(&gpu, vocab);
     for p in split.parts() {
         let part = &table[p.first * hidden..(p.first + p.rows) * hidden];
         let w = DeviceF16Matrix::upload(&gpu, part, MatrixShape::new(p.rows, hidden)).unwrap();
@@ -165,7 +165,7 @@ fn a_head_split_by_rows_writes_its_logits_exactly_through_sub_buffers() {
 #[test]
 fn sub_buffers_off_the_alignment_or_outside_the_buffer_are_refused() {
     let gpu = gpu();
-    let mut buf = poisoned(&gpu, 4096);
+    let buf = poisoned(&gpu, 4096);
     let limits: SplitLimits = gpu.split_limits();
     let align = (limits.base_addr_align_bits as usize / 8).max(1);
     assert!(buf.sub_buffer(&gpu, 0, 4096).is_ok());

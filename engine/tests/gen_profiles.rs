@@ -142,7 +142,7 @@ fn the_budget_sum_is_what_the_model_allocates() {
             let m = tiny(arch, dir.path(), format);
             let gm = GpuModel::with_gpu(gpu.clone(), &m, &options()).unwrap();
             let choice = gm.context_choice();
-            let footprint = Footprint::of_model(&m, KvDtype::F32).unwrap();
+            let footprint = Footprint::of_model(&m, KvDtype::F32, 8).unwrap();
             assert_eq!(choice.ctx, 64);
             assert_eq!(choice.needs, footprint.needs(64, 8));
             assert_eq!(
@@ -217,7 +217,7 @@ fn smollm2_gets_the_largest_context_its_budget_holds() {
     };
     let gm = GpuModel::with_gpu(gpu, &m, &opts).unwrap();
     let choice = gm.context_choice();
-    let footprint = Footprint::of_model(&m, KvDtype::F16).unwrap();
+    let footprint = Footprint::of_model(&m, KvDtype::F16, 256).unwrap();
     assert!(choice.ctx < m.config.shape.max_ctx, "{choice}");
     assert!(choice.needs.total() <= 200 << 20);
     assert!(footprint.needs(choice.ctx + 1, 256).total() > 200 << 20);
@@ -231,7 +231,7 @@ fn smollm2_gets_the_largest_context_its_budget_holds() {
 fn a_weight_over_the_largest_allocation_is_named_before_upload() {
     let dir = tempfile::tempdir().unwrap();
     let m = tiny(RefArch::Llama, dir.path(), WeightFormat::F16);
-    let largest = Footprint::of_model(&m, KvDtype::F32)
+    let largest = Footprint::of_model(&m, KvDtype::F32, 8)
         .unwrap()
         .largest_weight;
     let json = format!(

@@ -33,7 +33,17 @@ fn device(max_alloc: u64) -> Gpu {
 }
 
 fn tiny(arch: RefArch, dir: &Path, format: WeightFormat, keep_f16: bool) -> Model {
-    write_hf_folder(&TinySpec::for_arch(arch), dir, StoreDtype::F32, 1).unwrap();
+    // A vocabulary large enough that even an M0E4 table outweighs the activations' arena, which must fit one
+    // allocation too.
+    let spec = TinySpec::for_arch(arch);
+    let spec = TinySpec {
+        shape: symshape::models::ModelShape {
+            vocab: 8192,
+            ..spec.shape
+        },
+        ..spec
+    };
+    write_hf_folder(&spec, dir, StoreDtype::F32, 1).unwrap();
     model::load(
         dir,
         &LoadOptions {
@@ -65,12 +75,14 @@ fn logits(out: StepOutput) -> Vec<u32> {
 }
 
 /// The largest allocation that holds every buffer but the embedding and head: the largest layer weight, a layer's
-/// KV buffer at 64 positions, the scratch activations (at most a few KiB here), and 8 KiB.
+/// KV buffer at 64 positions, the activations' arena, and 8 KiB.
 fn tight_limit(m: &Model) -> u64 {
-    let f = Footprint::of_model(m, KvDtype::F32).unwrap();
+    let chunk = 8; // the max_chunk of `device`'s options
+    let f = Footprint::of_model(m, KvDtype::F32, chunk).unwrap();
     f.largest_weight
         .bytes
         .max(f.kv_buffer_per_position * 64)
+        .max(f.activations.arena_bytes(chunk, 64))
         .max(8 << 10)
 }
 

@@ -9,12 +9,15 @@
 //! * [`Graph`] records ops in execution order; each builder method (`matmul`, `linear`, `add`,
 //!   `reshape`, `permute`, `concat`, `slice`, `narrow`, `gather`, `embedding`, `rms_norm`,
 //!   `layer_norm`, `rotary`, `attention`, `attention_scores`, `attention_values`, `softmax`,
-//!   `reduce`, `write_into`) checks its shape rule and fails with [`SymShapeError::Shape`]
+//!   `reduce`, `write_into`, and for fused kernels `update_in_place`, `linear_into`,
+//!   `attention_packed_qkv`) checks its shape rule and fails with [`SymShapeError::Shape`]
 //!   naming the op, the node and the expressions.
 //! * [`Graph::plan`] assigns activations to reusable buffers only where the buffer's size is
 //!   proven to cover the tensor on the whole domain, and compiles every expression for
 //!   [`MemoryPlan::evaluate_into`].
-//! * [`models::llama_decoder`] builds and plans a Llama-family decoder.
+//! * [`models::llama_decoder`] builds and plans a Llama-family decoder;
+//!   [`models::fused_decoder`] the same decoder as a fused-kernel runtime runs it (what tlite's
+//!   engine allocates from).
 //!
 //! # Per-step cost
 //!
@@ -72,6 +75,7 @@ mod domain;
 mod error;
 mod eval;
 mod expr;
+mod fused_ops;
 mod graph;
 pub mod models;
 mod plan;

@@ -1,4 +1,9 @@
-//! Ready-made graphs: a Llama-family decoder over symbols `seq` and `past`.
+//! Ready-made graphs: a Llama-family decoder over symbols `seq` and `past`, as written ([`llama_decoder`]) and as a
+//! fused-kernel runtime runs it ([`fused_decoder`]).
+
+mod fused;
+
+pub use fused::{fused_decoder, FusedDecoder, FusedDecoderDims, FusedLayerTensors};
 
 use crate::domain::Domain;
 use crate::error::SymShapeError;

@@ -35,6 +35,11 @@ pub struct BenchReport {
     pub head_buffers: usize,
     /// The context chosen at load and why, with the memory plan (the load line).
     pub context: String,
+    /// Of which the activations (the shape plan's arena and the token ids).
+    pub activation_bytes: u64,
+    /// The context and the largest step the model was placed for (what the activations are sized by).
+    pub ctx: usize,
+    pub max_chunk: usize,
     /// Host time per decode step spent enqueueing the decoder's kernels (arguments and launches), seconds.
     pub decode_enqueue_s_per_token: f64,
     /// Every kernel launch of one extra decode step after the timed ones, with device times, when the device
@@ -143,6 +148,9 @@ pub fn run_bench(
         embedding_buffers: gm.weights().embedding.parts().len(),
         head_buffers: gm.weights().head().parts().len(),
         context: gm.context_choice().to_string(),
+        activation_bytes: gm.activation_bytes(),
+        ctx: gm.context_choice().ctx,
+        max_chunk: gm.context_choice().max_chunk,
         decode_enqueue_s_per_token: decode_enqueue.as_secs_f64() / gen as f64,
         decode_profile,
     })

@@ -172,47 +172,83 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         Ok(())
     }
 
-    /// A view of elements `offset..offset + count` as a buffer of its own (`clCreateSubBuffer`), so a kernel that
-    /// writes from element 0 writes into the middle of this buffer: one part of a split output head fills its slice
-    /// of the logits. The view's first byte must sit on the device's base-address alignment
-    /// (`CL_DEVICE_MEM_BASE_ADDR_ALIGN`), which [`crate::runtime::RowSplit`] plans part boundaries to keep. Taking
-    /// `&mut self` says the view is written; the driver keeps the memory alive while either exists.
-    pub fn sub_buffer(
-        &mut self,
-        gpu: &Gpu,
-        offset: usize,
-        count: usize,
-    ) -> Result<DeviceBuffer<T>, ClError> {
-        let element = std::mem::size_of::<T>();
-        let align = (gpu.caps().base_addr_align_bits as usize / 8).max(1);
-        let invalid = |reason: String| ClError::InvalidSubBuffer {
-            offset,
-            count,
-            len: self.len,
+    /// A view of elements `offset .. offset + len` as a buffer of its own (`clCreateSubBuffer`): one allocation can
+    /// hold several activations that kernels take as whole buffers, and a kernel that writes from element 0 writes
+    /// into the middle of this buffer (one part of a split output head fills its slice of the logits;
+    /// [`crate::runtime::RowSplit`] plans part boundaries on the alignment). The origin must be a multiple of the device's
+    /// `CL_DEVICE_MEM_BASE_ADDR_ALIGN`. The view keeps the parent's memory alive; writes through overlapping views
+    /// are ordered only by the queue, so a caller must never pass overlapping views to one kernel.
+    pub fn sub_buffer(&self, gpu: &Gpu, offset: usize, len: usize) -> Result<Self, ClError> {
+        let size = std::mem::size_of::<T>() as u64;
+        let (origin, bytes) = (
+            (offset as u64).saturating_mul(size),
+            (len as u64).saturating_mul(size),
+        );
+        let align = u64::from(gpu.caps().base_addr_align_bits / 8).max(1);
+        let bad = |reason: String| ClError::InvalidSubBuffer {
+            origin,
+            bytes,
+            parent_bytes: self.byte_len() as u64,
             reason,
         };
-        if count == 0 || offset.checked_add(count).is_none_or(|end| end > self.len) {
-            return Err(invalid(
-                "the view must be non-empty and inside the buffer".into(),
-            ));
+        if len == 0 {
+            return Err(bad("OpenCL buffers cannot be empty".into()));
         }
-        if !(offset * element).is_multiple_of(align) {
-            return Err(invalid(format!(
-                "its byte offset {} is not a multiple of the device's base-address alignment of {align} bytes",
-                offset * element
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(bad("it does not lie inside the buffer".into()));
+        }
+        // OpenCL cannot cut a sub-buffer out of a sub-buffer (an activation of the arena, say, holding a split
+        // head's slice of the logits): a view of a view is made from the root allocation at the offsets added.
+        let (root, base) = self.root_and_offset()?;
+        let absolute = base.saturating_add(origin);
+        if absolute % align != 0 {
+            return Err(bad(format!(
+                "the origin (byte {absolute} of its allocation) is not a multiple of the device's base-address \
+                 alignment, {align} bytes"
             )));
         }
-        // SAFETY: the region lies inside the buffer (checked above) and its origin is aligned as the device requires.
-        let buffer = unsafe {
-            self.buffer
-                .create_sub_buffer(CL_MEM_READ_WRITE, offset, count)
+        let region = cl3::types::cl_buffer_region {
+            origin: usize::try_from(absolute).map_err(|_| bad("the origin overflows".into()))?,
+            size: usize::try_from(bytes).map_err(|_| bad("the size overflows".into()))?,
+        };
+        // SAFETY: the region lies inside the parent (checked above), so inside the root at `base + origin`, and
+        // its origin meets the device's alignment; the root outlives the call (the parent keeps it alive).
+        let mem = unsafe {
+            cl3::memory::create_sub_buffer(
+                root,
+                CL_MEM_READ_WRITE,
+                cl3::memory::CL_BUFFER_CREATE_TYPE_REGION,
+                std::ptr::from_ref(&region).cast(),
+            )
         }
         .cl_call("clCreateSubBuffer")?;
+        let buffer = Buffer::new(mem);
         Ok(DeviceBuffer {
             buffer,
-            len: count,
+            len,
             _marker: PhantomData,
         })
+    }
+
+    /// The allocation this buffer is part of (itself unless it is a sub-buffer) and its byte offset there.
+    fn root_and_offset(&self) -> Result<(cl3::types::cl_mem, u64), ClError> {
+        use cl3::info_type::InfoType;
+        use cl3::memory::{get_mem_object_info, CL_MEM_ASSOCIATED_MEMOBJECT, CL_MEM_OFFSET};
+        let this = self.buffer.get();
+        let parent = match get_mem_object_info(this, CL_MEM_ASSOCIATED_MEMOBJECT)
+            .cl_call("clGetMemObjectInfo")?
+        {
+            InfoType::Ptr(p) => p,
+            _ => 0,
+        };
+        if parent == 0 {
+            return Ok((this, 0));
+        }
+        let offset = match get_mem_object_info(this, CL_MEM_OFFSET).cl_call("clGetMemObjectInfo")? {
+            InfoType::Size(o) => o as u64,
+            _ => 0,
+        };
+        Ok((parent as cl3::types::cl_mem, offset))
     }
 
     /// Length in elements.

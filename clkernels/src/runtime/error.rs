@@ -84,6 +84,20 @@ pub enum ClError {
         /// Why it is invalid.
         reason: &'static str,
     },
+    /// A sub-buffer that does not lie inside its parent or whose origin misses the device's base-address alignment.
+    #[error(
+        "sub-buffer of {bytes} bytes at byte {origin} of a {parent_bytes}-byte buffer: {reason}"
+    )]
+    InvalidSubBuffer {
+        /// Origin in bytes.
+        origin: u64,
+        /// Size in bytes.
+        bytes: u64,
+        /// The parent's size in bytes.
+        parent_bytes: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A buffer larger than the device (or its profile) allows in one allocation.
     #[error(
         "a buffer of {bytes} bytes exceeds the largest single allocation of {device}, {max} bytes \
@@ -96,21 +110,6 @@ pub enum ClError {
         max: u64,
         /// The device, with its profile ([`crate::runtime::Capabilities::display_name`]).
         device: String,
-    },
-    /// A sub-buffer outside its buffer, or starting off the device's base-address alignment.
-    #[error(
-        "cannot view elements {offset}..{end} of a buffer of {len} elements as a sub-buffer: {reason}",
-        end = offset + count
-    )]
-    InvalidSubBuffer {
-        /// First element of the view.
-        offset: usize,
-        /// Elements in the view.
-        count: usize,
-        /// Elements in the buffer.
-        len: usize,
-        /// What is wrong, with the numbers.
-        reason: String,
     },
     /// A kernel needs more of a per-launch resource than the device (or its profile) gives.
     #[error("kernel `{kernel}` needs {needs} {what} but {device} allows at most {limit}")]

@@ -153,6 +153,38 @@ fn buffers_round_trip_and_fill() {
     ));
 }
 
+/// Sub-buffers read and write their own region of the parent; a region outside the parent or off the device's
+/// base-address alignment is refused.
+#[test]
+fn sub_buffers_see_their_region_of_the_parent() {
+    let gpu = Gpu::open_default().unwrap();
+    let align = (gpu.caps().base_addr_align_bits / 8 / 4).max(1) as usize;
+    let parent_data = random_vec(6 * align);
+    let parent = DeviceBuffer::from_slice(&gpu, &parent_data).unwrap();
+    let start = 2 * align + rand::rng().random_range(0..2) * align;
+    let mut sub = parent.sub_buffer(&gpu, start, 2 * align).unwrap();
+    assert_eq!(sub.len(), 2 * align);
+    assert_eq!(
+        sub.read(&gpu).unwrap(),
+        parent_data[start..start + 2 * align]
+    );
+    let fresh = random_vec(2 * align);
+    sub.write(&gpu, &fresh).unwrap();
+    let mut want = parent_data.clone();
+    want[start..start + 2 * align].copy_from_slice(&fresh);
+    assert_eq!(parent.read(&gpu).unwrap(), want);
+    for (offset, len) in [(5 * align, 2 * align), (0, 0), (usize::MAX, 1)] {
+        assert!(matches!(
+            parent.sub_buffer(&gpu, offset, len),
+            Err(ClError::InvalidSubBuffer { .. })
+        ));
+    }
+    if align > 1 {
+        let e = parent.sub_buffer(&gpu, 1, 1).unwrap_err().to_string();
+        assert!(e.contains("base-address alignment"), "{e}");
+    }
+}
+
 #[test]
 fn second_build_comes_from_the_disk_cache_and_runs() {
     let dir = tempfile::tempdir().unwrap();

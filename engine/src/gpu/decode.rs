@@ -10,7 +10,7 @@
 use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::Residual;
 
-use super::buffers::Scratch;
+use super::buffers::Activations;
 use super::extra_steps::{into_residual, qk_norms, softcap_logits};
 use super::kernels::Kernels;
 use super::step::{LayerKv, LayerParams, Step};
@@ -20,7 +20,7 @@ use crate::EngineError;
 /// One decoder layer over the step's one token, reading and updating the residual stream `s.x`.
 pub(super) fn layer(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     w: &DeviceLayer,
     kv: &LayerKv<'_>,
     step: &Step<'_>,
@@ -41,18 +41,18 @@ pub(super) fn layer(
         step.params.scores,
         &mut s.attn,
     )?;
-    let post = w.post_attn_norm.as_ref();
-    into_residual(k, &w.wo, &s.attn, post, &mut s.xn, &mut s.x, step)?;
+    let post = w.post_attn_norm.as_ref().map(|n| (n, &mut s.attn_out));
+    into_residual(k, &w.wo, &s.attn, post, &mut s.x, step)?;
     // MLP block.
     normed_gate_up(k, s, w, step)?;
-    let post = w.post_ffn_norm.as_ref();
-    into_residual(k, &w.down, &s.gate, post, &mut s.xn, &mut s.x, step)
+    let post = w.post_ffn_norm.as_ref().map(|n| (n, &mut s.mlp_out));
+    into_residual(k, &w.down, &s.gate, post, &mut s.x, step)
 }
 
 /// `s.qkv = W_qkv · rmsnorm(s.x) (+ bias)`: one launch with M0E4 weights, norm, mat-vec and bias otherwise.
 fn normed_qkv(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     w: &DeviceLayer,
     step: &Step<'_>,
 ) -> Result<(), EngineError> {
@@ -75,7 +75,7 @@ fn normed_qkv(
 /// `s.gate = act(W_gate · rmsnorm(s.x)) * (W_up · rmsnorm(s.x))`: one launch with M0E4 weights, four otherwise.
 fn normed_gate_up(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     w: &DeviceLayer,
     step: &Step<'_>,
 ) -> Result<(), EngineError> {
@@ -85,9 +85,10 @@ fn normed_gate_up(
             .enqueue_gate_up_normed(g, u, &s.x, &w.ffn_norm, norm, &mut s.gate, act)?;
         return Ok(());
     }
-    k.norm.rms(&s.x, &w.ffn_norm, &mut s.xn, step.rows, norm)?;
-    k.linear(&w.gate, &s.xn, 1, &mut s.gate, Residual::None)?;
-    k.linear(&w.up, &s.xn, 1, &mut s.up, Residual::None)?;
+    k.norm
+        .rms(&s.x, &w.ffn_norm, &mut s.mlp_xn, step.rows, norm)?;
+    k.linear(&w.gate, &s.mlp_xn, 1, &mut s.gate, Residual::None)?;
+    k.linear(&w.up, &s.mlp_xn, 1, &mut s.up, Residual::None)?;
     k.elementwise
         .gated_in_place(&mut s.gate, &s.up, step.params.ffn, act)?;
     Ok(())
@@ -97,7 +98,7 @@ fn normed_gate_up(
 /// per part of a head split across buffers).
 pub(super) fn head(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     weights: &DeviceWeights,
     params: &LayerParams,
     rows: RowsShape,

@@ -93,22 +93,30 @@ pub(super) fn step_sampled(
     // The penalised tokens go up first: the write blocks, and the queue is idle before the step is enqueued.
     scratch.set_penalised(&model.gpu, draw.penalised)?;
     model.step(tokens, Want::Nothing)?;
-    model.enqueue_logits(tokens.len())?;
-    let vocab = model.config.shape.vocab;
-    let s = &mut model.scratch;
+    // The step's dims again (the plan's evaluation costs nanoseconds), for the head over its last position.
+    let past = model.kv.len() - tokens.len();
+    let dims = model.plan.evaluate(tokens.len(), past)?;
+    model.enqueue_logits(&dims)?;
+    let b = &mut model.buffers;
+    let (chosen, head) = (
+        &mut b.chosen,
+        b.layers
+            .last_mut()
+            .ok_or_else(|| EngineError::InvalidConfig("the model has no layers".into()))?,
+    );
     let drawn = model.kernels.sampling.draw(
-        &mut s.logits,
-        vocab,
+        &mut head.logits,
+        dims.vocab,
         &params,
         uniform,
         &mut scratch,
-        &mut s.chosen,
+        chosen,
     );
     model.draw.scratch = Some(scratch);
     drawn?;
-    let token = s.chosen.read(&model.gpu)?[0];
+    let token = chosen.read(&model.gpu)?[0];
     if token == NO_TOKEN {
-        return Ok(StepOutput::Logits(s.logits.read(&model.gpu)?));
+        return Ok(StepOutput::Logits(head.logits.read(&model.gpu)?));
     }
     // Like a greedy step's arg-max, the choice stays on the device as the next step's input.
     model.device_choice = Some(token);

@@ -25,19 +25,23 @@ pub(super) fn qk_norms(
 }
 
 /// A block's output projection into the residual stream: `x += W·input`, added inside the mat-vec or mat-mat;
-/// with a post norm (Gemma 2 and 3) `x += rmsnorm(W·input)`, the product going through `tmp` first.
-#[allow(clippy::too_many_arguments)] // the operands of one residual update, each distinct
+/// with a post norm (Gemma 2 and 3) `x += rmsnorm(W·input)`, the product going through `out` first (the buffer
+/// the shape plan gives that projection's output).
 pub(super) fn into_residual(
     k: &Kernels,
     w: &DeviceMatrix,
     input: &DeviceBuffer<f32>,
-    post_norm: Option<&DeviceBuffer<f32>>,
-    tmp: &mut DeviceBuffer<f32>,
+    post_norm: Option<(&DeviceBuffer<f32>, &mut Option<DeviceBuffer<f32>>)>,
     x: &mut DeviceBuffer<f32>,
     step: &Step<'_>,
 ) -> Result<(), EngineError> {
-    let Some(post) = post_norm else {
+    let Some((post, out)) = post_norm else {
         return k.linear(w, input, step.seq, x, Residual::Accumulate);
+    };
+    let Some(tmp) = out.as_mut() else {
+        return Err(EngineError::Model(
+            "a post norm without its buffer in the shape plan".into(),
+        ));
     };
     k.linear(w, input, step.seq, tmp, Residual::None)?;
     k.norm.rms_add(tmp, post, x, step.rows, step.params.norm)?;

@@ -10,7 +10,9 @@ use std::fmt;
 
 use kvcache::{KvDtype, KvModelShape};
 
-use super::{padded_ffn, MemBudget, ScratchSizes};
+use super::arena::ActivationSizes;
+use super::plan::StepPlan;
+use super::{padded_ffn, MemBudget};
 use crate::model::{Model, Tensor, TensorData};
 use crate::EngineError;
 
@@ -42,7 +44,7 @@ pub struct MemoryNeeds {
     pub weights: u64,
     /// K and V caches of every layer.
     pub kv_cache: u64,
-    /// Scratch activations of the largest step.
+    /// Activations of the largest step, as the shape plan places them.
     pub activations: u64,
     /// The compiled programs ([`PROGRAM_ALLOWANCE_BYTES`]).
     pub programs: u64,
@@ -96,17 +98,20 @@ pub struct Footprint {
     pub kv_per_position: u64,
     /// KV cache bytes per position of one layer's K (or V) buffer, a single allocation.
     pub kv_buffer_per_position: u64,
-    /// Activation bytes that do not grow with the step (logits, last-row copies).
-    pub activations_fixed: u64,
-    /// Activation bytes per token of the largest step.
-    pub activations_per_token: u64,
+    /// The activations' buffers as the shape plan sizes them, for any step size.
+    pub activations: ActivationSizes,
     /// The compiled programs.
     pub programs: u64,
 }
 
 impl Footprint {
-    /// The footprint of `model` with a KV cache of `kv_dtype`, as [`super::GpuModel`] allocates it.
-    pub fn of_model(model: &Model, kv_dtype: KvDtype) -> Result<Self, EngineError> {
+    /// The footprint of `model` with a KV cache of `kv_dtype` and steps of at most `max_chunk` tokens, as
+    /// [`super::GpuModel`] allocates it (its activations from the same shape plan).
+    pub fn of_model(
+        model: &Model,
+        kv_dtype: KvDtype,
+        max_chunk: usize,
+    ) -> Result<Self, EngineError> {
         let c = &model.config;
         let kv = KvModelShape {
             layers: c.shape.layers,
@@ -114,17 +119,16 @@ impl Footprint {
             head_dim: c.shape.head_dim,
             dtype: kv_dtype,
         };
-        let one = ScratchSizes::new(c, 1).bytes(c.shape.hidden) as u64 + 4;
-        let two = ScratchSizes::new(c, 2).bytes(c.shape.hidden) as u64 + 8;
-        let per_token = two - one;
+        // The plan's buffer sizes do not depend on the context (see `symshape::models::fused_decoder`), so the
+        // model's own maximum stands for whichever context is chosen.
+        let activations = StepPlan::new(c, c.shape.max_ctx.max(1), max_chunk.max(1))?.sizes()?;
         let (weights, largest_weight) = weight_buffers(model);
         Ok(Footprint {
             weights,
             largest_weight,
             kv_per_position: kv.position_bytes_total()?,
             kv_buffer_per_position: kv.position_bytes_per_buffer()?,
-            activations_fixed: one - per_token,
-            activations_per_token: per_token,
+            activations,
             programs: PROGRAM_ALLOWANCE_BYTES,
         })
     }
@@ -134,10 +138,7 @@ impl Footprint {
         MemoryNeeds {
             weights: self.weights,
             kv_cache: self.kv_per_position.saturating_mul(ctx as u64),
-            activations: self
-                .activations_per_token
-                .saturating_mul(chunk as u64)
-                .saturating_add(self.activations_fixed),
+            activations: self.activations.bytes(chunk, ctx),
             programs: self.programs,
             ctx,
         }

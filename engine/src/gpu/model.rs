@@ -11,10 +11,10 @@ use clkernels::runtime::{DeviceSelector, Gpu, ProfileChoice, QueuePriority};
 use kvcache::{FullPolicy, KvConfig, KvDtype, KvSequence, KvStep};
 
 use super::budget::MemBudget;
-use super::buffers::{Scratch, ScratchSizes};
+use super::buffers::StepBuffers;
 use super::kernels::Kernels;
 use super::memory::{choose_context, ContextChoice, ContextRequest, DeviceMemory, Footprint};
-use super::plan::StepPlan;
+use super::plan::{StepDims, StepPlan};
 use super::step::{kv_shape, LayerKv, LayerParams, Step};
 use super::weights::DeviceWeights;
 use super::{decode, prefill};
@@ -86,15 +86,16 @@ pub struct GpuModel {
     weights: DeviceWeights,
     pub(super) kernels: Kernels,
     pub(super) kv: KvSequence<ClKvStorage>,
-    pub(super) scratch: Scratch,
-    plan: StepPlan,
+    /// The activations, placed by `plan`.
+    pub(super) buffers: StepBuffers,
+    pub(super) plan: StepPlan,
     max_chunk: usize,
     /// Each layer's constants (they differ between local and global layers only).
     pub(super) params: Vec<LayerParams>,
     /// Scaled rotaries (linear, Llama 3, longrope) rotate from this host-computed frequency table; plain ones from
     /// theta (Gemma 3's local layers rotate unscaled, from their own theta).
     pub(super) rope_table: Option<RopeTable>,
-    /// The token the device chose last and still holds in `scratch.chosen`.
+    /// The token the device chose last and still holds in `buffers.chosen`.
     pub(super) device_choice: Option<u32>,
     device_bytes: u64,
     /// The context chosen at load and the memory it takes (the load line).
@@ -127,7 +128,7 @@ impl GpuModel {
         // Before any allocation: the context is chosen (or the one asked for checked) against the budget.
         let caps = gpu.caps();
         let context = choose_context(
-            &Footprint::of_model(model, options.kv_dtype)?,
+            &Footprint::of_model(model, options.kv_dtype, options.max_chunk)?,
             &DeviceMemory {
                 device: caps.display_name(),
                 global_mem: caps.global_mem_bytes,
@@ -141,19 +142,21 @@ impl GpuModel {
             },
         )?;
         let (max_ctx, max_chunk) = (context.ctx, context.max_chunk);
-        let plan = StepPlan::new(&config, max_ctx)?;
-        let sizes = ScratchSizes::new(&config, max_chunk);
+        // Planned for the requested chunk, as the budget was, so that both place the activations alike; the arena
+        // is sized for the chunk chosen.
+        let mut plan = StepPlan::new(&config, max_ctx, options.max_chunk)?;
+        let load_dims = plan.evaluate(1, 0)?;
         let kv_config = KvConfig::new(kv_shape(&config.shape, options.kv_dtype), max_ctx)?;
         let kv_bytes = kv_config.total_bytes()?;
         let weights = DeviceWeights::upload(&gpu, model)?;
         let kernels = Kernels::new(&gpu, options.half_products)?;
-        let scratch = Scratch::new(&gpu, &sizes, max_chunk, config.shape.hidden)?;
+        let buffers = StepBuffers::new(&gpu, &plan, max_chunk, max_ctx)?;
         let kv = KvSequence::new(
             Arc::new(ClKvStorage::new(&gpu)),
             kv_config,
             FullPolicy::Error,
         )?;
-        let params = LayerParams::for_layers(&config);
+        let params = LayerParams::for_layers(&config, &load_dims);
         let rope_table = match config.rope_scaling {
             // Longrope's table is chosen by the context placed here, not the model's longest.
             Some(_) => Some(RopeTable::upload_scaled(
@@ -163,17 +166,14 @@ impl GpuModel {
             )?),
             None => None,
         };
-        let device_bytes = weights.bytes() as u64
-            + kv_bytes
-            + sizes.bytes(config.shape.hidden) as u64
-            + 4 * max_chunk as u64;
+        let device_bytes = weights.bytes() as u64 + kv_bytes + buffers.bytes;
         Ok(Self {
             gpu,
             config,
             weights,
             kernels,
             kv,
-            scratch,
+            buffers,
             plan,
             max_chunk,
             params,
@@ -218,36 +218,41 @@ impl GpuModel {
         self.enqueue_time
     }
 
-    /// The plan's activation arena for the last step (what one arena would need; for reports).
-    pub fn plan_arena_bytes(&self) -> u64 {
-        self.plan.arena_bytes()
+    /// Bytes the activations take on the device (the plan's arena and the token ids).
+    pub fn activation_bytes(&self) -> u64 {
+        self.buffers.bytes
     }
 
     /// Enqueues the decoder over `seq` tokens whose ids are on the device, writing K/V through `kv_step`.
     fn enqueue_layers(
         &mut self,
-        seq: usize,
+        dims: &StepDims,
         from_choice: bool,
         kv_step: &KvStep,
     ) -> Result<(), EngineError> {
-        let k = &self.kernels;
-        let s = &mut self.scratch;
+        let (k, seq) = (&self.kernels, dims.seq);
+        let b = &mut self.buffers;
         let ids = if from_choice {
-            &s.chosen
+            &b.chosen
         } else if seq == 1 {
-            &s.id1
+            &b.id1
         } else {
-            &s.ids
+            &b.ids
         };
+        let x = &mut b
+            .layers
+            .first_mut()
+            .ok_or_else(|| EngineError::InvalidConfig("the model has no layers".into()))?
+            .x;
         let scale = self.config.embed_scale.unwrap_or(1.0);
         self.weights
             .embedding
-            .gather(&k.embedding, ids, seq, &mut s.x, scale)?;
+            .gather(&k.embedding, ids, seq, x, scale)?;
         // Every layer's cache has one layout, so the step's views are the same for all of them.
         let (write, read) = (kv_step.write_view(), kv_step.read_view());
-        for (i, (layer, params)) in self.weights.layers.iter().zip(&self.params).enumerate() {
-            let table = params.table(self.rope_table.as_ref());
-            let step = Step::new(&self.config.shape, seq, kv_step.start(), params, table);
+        let layers = self.weights.layers.iter().zip(b.layers.iter_mut());
+        for (i, ((layer, s), params)) in layers.zip(&self.params).enumerate() {
+            let step = Step::new(dims, params, params.table(self.rope_table.as_ref()));
             let kv = LayerKv::new(&self.kv, i, write, read)?;
             if seq == 1 {
                 decode::layer(k, s, layer, &kv, &step)?;
@@ -264,17 +269,17 @@ impl GpuModel {
         Ok(())
     }
 
-    /// Enqueues the final norm and the output head over the last of `seq` positions.
-    pub(super) fn enqueue_logits(&mut self, seq: usize) -> Result<(), EngineError> {
+    /// Enqueues the final norm and the output head over the last of the step's positions.
+    pub(super) fn enqueue_logits(&mut self, dims: &StepDims) -> Result<(), EngineError> {
         let rows = RowsShape {
-            rows: seq,
-            dim: self.config.shape.hidden,
+            rows: dims.seq,
+            dim: dims.hidden,
         };
         let Some(p) = self.params.first() else {
             return Err(EngineError::Model("a model without layers".into()));
         };
-        let (k, s, w) = (&self.kernels, &mut self.scratch, &self.weights);
-        if seq == 1 {
+        let (k, s, w) = (&self.kernels, self.buffers.head()?, &self.weights);
+        if dims.seq == 1 {
             decode::head(k, s, w, p, rows)
         } else {
             prefill::head(k, s, w, p, rows)
@@ -286,7 +291,7 @@ impl GpuModel {
         if tokens.len() == 1 && self.device_choice == Some(tokens[0]) {
             return Ok(true);
         }
-        let s = &mut self.scratch;
+        let s = &mut self.buffers;
         if tokens.len() == 1 {
             s.id1.write(&self.gpu, tokens)?;
         } else {
@@ -342,11 +347,11 @@ impl LanguageModel for GpuModel {
                 context: self.kv.max_ctx(),
             });
         }
-        self.plan.evaluate(seq, past, &self.config)?;
+        let dims = self.plan.evaluate(seq, past)?;
         let from_choice = self.stage_ids(tokens)?;
         let step = self.kv.begin_step(seq)?;
         let started = std::time::Instant::now();
-        let enqueued = self.enqueue_layers(seq, from_choice, &step);
+        let enqueued = self.enqueue_layers(&dims, from_choice, &step);
         self.enqueue_time += started.elapsed();
         if let Err(e) = enqueued {
             self.kv.cancel(step)?;
@@ -357,18 +362,24 @@ impl LanguageModel for GpuModel {
         match want {
             Want::Nothing => Ok(StepOutput::Nothing),
             Want::Argmax => {
-                self.enqueue_logits(seq)?;
-                let s = &mut self.scratch;
+                self.enqueue_logits(&dims)?;
+                let b = &mut self.buffers;
+                let head = b
+                    .layers
+                    .last()
+                    .ok_or_else(|| EngineError::InvalidConfig("the model has no layers".into()))?;
                 self.kernels
                     .sampling
-                    .argmax(&s.logits, vocab, &mut s.chosen)?;
-                let token = s.chosen.read(&self.gpu)?[0];
+                    .argmax(&head.logits, dims.vocab, &mut b.chosen)?;
+                let token = b.chosen.read(&self.gpu)?[0];
                 self.device_choice = Some(token);
                 Ok(StepOutput::Token(token))
             }
             Want::Logits => {
-                self.enqueue_logits(seq)?;
-                Ok(StepOutput::Logits(self.scratch.logits.read(&self.gpu)?))
+                self.enqueue_logits(&dims)?;
+                Ok(StepOutput::Logits(
+                    self.buffers.head()?.logits.read(&self.gpu)?,
+                ))
             }
         }
     }

@@ -1,69 +1,139 @@
-//! The shapes of the forward pass, from `symshape`'s decoder plan.
+//! The shapes and the memory of the forward pass, from `symshape`'s plan of the decoder as the kernels run it.
 //!
-//! The plan is derived once at load; each step evaluates it for `(seq, past)` on the CPU (a compiled polynomial
-//! evaluation, no GPU round trip), which also refuses any step outside the domain `seq + past ≤ max_ctx`. The
-//! activations are not placed by the plan's arena but by `buffers.rs` ([`super::ScratchSizes`]).
+//! The plan ([`symshape::models::fused_decoder`]) is derived once at load. It decides which activations share
+//! memory, with the reuse proven for every step of 1 to `max_chunk` tokens after 0 to `max_ctx - 1` cached ones,
+//! and `buffers.rs` allocates its buffers once ([`super::arena`]). Each step evaluates it for `(seq, past)` on the
+//! CPU (a compiled polynomial evaluation, no GPU round trip), and every kernel's dims are read from that evaluation
+//! ([`StepDims`]).
 
-use symshape::models::{llama_decoder, DecoderDims, LlamaDecoder};
-use symshape::PlanValues;
+use symshape::models::{fused_decoder, FusedDecoder, FusedDecoderDims};
+use symshape::{PlanValues, TensorId};
 
+use super::arena::ActivationSizes;
+use super::weights::FFN_MULTIPLE;
 use crate::model::ModelConfig;
 use crate::EngineError;
+
+/// The dims of one step as the plan evaluates them: what every kernel launch of the step is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepDims {
+    /// New tokens.
+    pub seq: usize,
+    /// Tokens already in the cache.
+    pub past: usize,
+    /// Residual stream width.
+    pub hidden: usize,
+    /// Width of the stacked q|k|v output (its token stride).
+    pub qkv_dim: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// MLP width on the device (padded).
+    pub ffn: usize,
+    /// Logits of one position.
+    pub vocab: usize,
+}
 
 /// The symbolic plan of one model and a reusable evaluation buffer.
 #[derive(Debug)]
 pub struct StepPlan {
-    decoder: LlamaDecoder,
+    decoder: FusedDecoder,
     values: PlanValues,
+    max_ctx: usize,
 }
 
 impl StepPlan {
-    /// Derives the plan (once per model).
-    pub fn new(config: &ModelConfig, max_ctx: usize) -> Result<Self, EngineError> {
+    /// Derives the plan (once per model) for a cache of `max_ctx` positions and steps of at most `max_chunk`
+    /// tokens.
+    pub fn new(
+        config: &ModelConfig,
+        max_ctx: usize,
+        max_chunk: usize,
+    ) -> Result<Self, EngineError> {
         let plan_error = |e| EngineError::InvalidConfig(format!("shape plan: {e}"));
         // The kernels' activations are f32.
-        let dims = DecoderDims::for_shape(&config.shape, max_ctx, 4).map_err(plan_error)?;
-        let decoder = llama_decoder(&dims).map_err(plan_error)?;
+        let mut dims = FusedDecoderDims::for_shape(
+            &config.shape,
+            max_ctx,
+            max_chunk,
+            FFN_MULTIPLE,
+            config.qkv_bias,
+            4,
+        )
+        .map_err(plan_error)?;
+        dims.post_norms = config.post_norms;
+        let decoder = fused_decoder(&dims).map_err(plan_error)?;
         Ok(Self {
             decoder,
             values: PlanValues::default(),
+            max_ctx,
         })
     }
 
-    /// Evaluates the plan for a step and checks the shapes the kernels will be given against it.
-    pub fn evaluate(
-        &mut self,
-        seq: usize,
-        past: usize,
-        config: &ModelConfig,
-    ) -> Result<(), EngineError> {
+    /// The planned decoder: its graph, its plan and the tensors the engine binds.
+    pub fn decoder(&self) -> &FusedDecoder {
+        &self.decoder
+    }
+
+    /// The sizes the arena and the budget are made of.
+    pub fn sizes(&self) -> Result<ActivationSizes, EngineError> {
+        let d = &self.decoder;
+        let ids = d
+            .graph
+            .tensor(d.token_ids)
+            .map_err(|e| EngineError::InvalidConfig(format!("shape plan: {e}")))?
+            .bytes();
+        ActivationSizes::of_plan(&d.plan, ids)
+    }
+
+    /// Evaluates the plan for a step, refusing one outside the domain (`seq + past ≤ max_ctx` included), and
+    /// returns the dims its kernels are given.
+    pub fn evaluate(&mut self, seq: usize, past: usize) -> Result<StepDims, EngineError> {
         let bad = |e: String| {
             EngineError::InvalidOption(format!("step of {seq} tokens after {past}: {e}"))
         };
+        if seq.saturating_add(past) > self.max_ctx {
+            return Err(bad(format!("the cache holds {} positions", self.max_ctx)));
+        }
+        let (s, p) = (
+            i64::try_from(seq).map_err(|e| bad(e.to_string()))?,
+            i64::try_from(past).map_err(|e| bad(e.to_string()))?,
+        );
         self.decoder
-            .evaluate_into(seq as i64, past as i64, &mut self.values)
+            .evaluate_into(s, p, &mut self.values)
             .map_err(|e| bad(e.to_string()))?;
-        let layer = self
-            .decoder
+        let d = &self.decoder;
+        let layer = d
             .layers
             .first()
             .ok_or_else(|| bad("model has no layers".into()))?;
-        let plan = &self.decoder.plan;
-        let q = plan.dims(&self.values, layer.q);
-        let k = plan.dims(&self.values, layer.k_new);
-        let shape = &config.shape;
-        let want_q = vec![seq as i64, shape.heads as i64, shape.head_dim as i64];
-        let want_k = vec![seq as i64, shape.kv_heads as i64, shape.head_dim as i64];
-        if q.as_ref() != Some(&want_q) || k.as_ref() != Some(&want_k) {
-            return Err(bad(format!(
-                "plan gives q {q:?} and k {k:?}, kernels expect {want_q:?} and {want_k:?}"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Bytes of the plan's activation arena for the last evaluated step (what a single-arena runtime would use).
-    pub fn arena_bytes(&self) -> u64 {
-        self.values.arena_bytes
+        let dim = |t: TensorId, axis: usize| {
+            d.plan
+                .dim(&self.values, t, axis)
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "the plan has no dim {axis} of tensor {}",
+                        t.index()
+                    ))
+                })
+        };
+        Ok(StepDims {
+            seq: dim(d.x, 0)?,
+            past,
+            hidden: dim(d.x, 1)?,
+            qkv_dim: dim(layer.qkv, 1)?,
+            heads: dim(layer.attn_heads, 1)?,
+            kv_heads: dim(layer.k_cache, 1)?,
+            head_dim: dim(layer.k_cache, 2)?,
+            ffn: dim(layer.gate, 1)?,
+            vocab: dim(d.logits, 1)?,
+        })
     }
 }
+
+#[cfg(test)]
+mod tests;

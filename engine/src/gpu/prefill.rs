@@ -6,7 +6,7 @@ use clkernels::kernels::elementwise::RowCopy;
 use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::Residual;
 
-use super::buffers::Scratch;
+use super::buffers::Activations;
 use super::extra_steps::{into_residual, qk_norms, softcap_logits};
 use super::kernels::Kernels;
 use super::step::{LayerKv, LayerParams, Step};
@@ -16,7 +16,7 @@ use crate::EngineError;
 /// One decoder layer over the step's `seq` tokens, reading and updating the residual stream `s.x`.
 pub(super) fn layer(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     w: &DeviceLayer,
     kv: &LayerKv<'_>,
     step: &Step<'_>,
@@ -43,22 +43,23 @@ pub(super) fn layer(
         step.params.scores,
         &mut s.attn,
     )?;
-    let post = w.post_attn_norm.as_ref();
-    into_residual(k, &w.wo, &s.attn, post, &mut s.xn, &mut s.x, step)?;
+    let post = w.post_attn_norm.as_ref().map(|n| (n, &mut s.attn_out));
+    into_residual(k, &w.wo, &s.attn, post, &mut s.x, step)?;
     // MLP block.
-    k.norm.rms(&s.x, &w.ffn_norm, &mut s.xn, step.rows, norm)?;
-    k.linear(&w.gate, &s.xn, seq, &mut s.gate, Residual::None)?;
-    k.linear(&w.up, &s.xn, seq, &mut s.up, Residual::None)?;
+    k.norm
+        .rms(&s.x, &w.ffn_norm, &mut s.mlp_xn, step.rows, norm)?;
+    k.linear(&w.gate, &s.mlp_xn, seq, &mut s.gate, Residual::None)?;
+    k.linear(&w.up, &s.mlp_xn, seq, &mut s.up, Residual::None)?;
     k.elementwise
         .gated_in_place(&mut s.gate, &s.up, seq * step.params.ffn, step.params.act)?;
-    let post = w.post_ffn_norm.as_ref();
-    into_residual(k, &w.down, &s.gate, post, &mut s.xn, &mut s.x, step)
+    let post = w.post_ffn_norm.as_ref().map(|n| (n, &mut s.mlp_out));
+    into_residual(k, &w.down, &s.gate, post, &mut s.x, step)
 }
 
 /// The final RMSNorm and the output head over the last of the `rows` positions, into `s.logits`.
 pub(super) fn head(
     k: &Kernels,
-    s: &mut Scratch,
+    s: &mut Activations,
     weights: &DeviceWeights,
     params: &LayerParams,
     rows: RowsShape,

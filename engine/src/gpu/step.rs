@@ -1,7 +1,8 @@
 //! What every layer of one step is given besides its weights: the model's constants, the shapes the kernels take
-//! for this step's `(seq, past)`, and the layer's views of the KV cache. The model's shape ([`ModelShape`]) becomes
-//! clkernels' layouts ([`Step::new`]) and kvcache's cache shape ([`kv_shape`]) here and nowhere else; symshape
-//! converts it into its planner's dimensions itself (`DecoderDims::for_shape`, called by `plan.rs`).
+//! for this step's `(seq, past)`, and the layer's views of the KV cache. The plan's evaluated dims ([`StepDims`])
+//! become clkernels' layouts ([`Step::new`]), and the model's shape ([`ModelShape`]) kvcache's cache shape
+//! ([`kv_shape`]), here and nowhere else; symshape converts the model's shape into its planner's dimensions itself
+//! (`FusedDecoderDims::for_shape`, called by `plan.rs`).
 
 use clkernels::kernels::attention::{AttentionScores, AttentionShape, KvOperand};
 use clkernels::kernels::norm::{RmsNormParams, RowsShape};
@@ -11,7 +12,7 @@ use clkernels::kv_storage::ClKvStorage;
 use kvcache::{KvDtype, KvModelShape, KvPart, KvSequence, KvView};
 
 use super::kv_append::KvAppend;
-use super::weights::padded_ffn;
+use super::plan::StepDims;
 use crate::model::{Activation, ModelConfig, ModelShape, RopeStyle};
 use crate::EngineError;
 
@@ -29,7 +30,7 @@ pub(super) struct LayerParams {
     pub rope: RopeConfig,
     /// q and k rotate from the model's frequency table (a scaled rotary), not from `rope.theta`.
     pub scaled_rope: bool,
-    /// The MLP width on the device ([`padded_ffn`]).
+    /// The MLP width on the device (padded, as the plan says).
     pub ffn: usize,
     /// Width of the fused q|k|v output.
     pub qkv_dim: usize,
@@ -38,12 +39,13 @@ pub(super) struct LayerParams {
 }
 
 impl LayerParams {
-    /// The parameters of every layer, in order.
-    pub fn for_layers(c: &ModelConfig) -> Vec<Self> {
-        (0..c.shape.layers).map(|i| Self::new(c, i)).collect()
+    /// The parameters of every layer, in order, with the widths the kernels take from the plan's `dims`.
+    pub fn for_layers(c: &ModelConfig, dims: &StepDims) -> Vec<Self> {
+        (0..c.shape.layers).map(|i| Self::new(c, i, dims)).collect()
     }
 
-    pub fn new(c: &ModelConfig, layer: usize) -> Self {
+    /// The constants of `layer` of `c`, with the widths the kernels take from the plan's `dims`.
+    pub fn new(c: &ModelConfig, layer: usize, dims: &StepDims) -> Self {
         let (theta, scaling) = c.layer_rope(layer);
         let window = c
             .sliding_window
@@ -65,7 +67,7 @@ impl LayerParams {
                 window,
             },
             rope: RopeConfig {
-                head_dim: c.shape.head_dim,
+                head_dim: dims.head_dim,
                 rotary_dim: c.rotary_dim(),
                 theta,
                 style: match c.rope_style {
@@ -74,8 +76,8 @@ impl LayerParams {
                 },
             },
             scaled_rope: scaling.is_some(),
-            ffn: padded_ffn(c.shape.ffn),
-            qkv_dim: c.shape.qkv_dim(),
+            ffn: dims.ffn,
+            qkv_dim: dims.qkv_dim,
             final_softcap: c.final_softcap,
         }
     }
@@ -108,26 +110,25 @@ pub(super) struct Step<'a> {
 }
 
 impl<'a> Step<'a> {
-    /// The kernels' shapes for `seq` tokens after `past` of a model of this shape: the one place the model's shape
-    /// becomes clkernels' layouts.
+    /// The kernels' shapes for a step as the plan evaluated it: the one place the plan's dims become clkernels'
+    /// layouts.
     pub fn new(
-        shape: &ModelShape,
-        seq: usize,
-        past: usize,
+        dims: &StepDims,
         params: &'a LayerParams,
         rope_table: Option<&'a RopeTable>,
     ) -> Self {
-        let (q_dim, kv_dim) = (shape.q_dim(), shape.kv_dim());
+        let (seq, past) = (dims.seq, dims.past);
+        let (q_dim, kv_dim) = (dims.heads * dims.head_dim, dims.kv_heads * dims.head_dim);
         let q = HeadsLayout {
             offset: 0,
-            token_stride: shape.qkv_dim(),
-            heads: shape.heads,
+            token_stride: dims.qkv_dim,
+            heads: dims.heads,
             seq,
         };
         let k = HeadsLayout {
             offset: q_dim,
-            token_stride: shape.qkv_dim(),
-            heads: shape.kv_heads,
+            token_stride: dims.qkv_dim,
+            heads: dims.kv_heads,
             seq,
         };
         let v = HeadsLayout {
@@ -139,7 +140,7 @@ impl<'a> Step<'a> {
             past,
             rows: RowsShape {
                 rows: seq,
-                dim: shape.hidden,
+                dim: dims.hidden,
             },
             q,
             k,
@@ -147,9 +148,9 @@ impl<'a> Step<'a> {
             attention: AttentionShape {
                 seq,
                 past,
-                heads: shape.heads,
-                kv_heads: shape.kv_heads,
-                head_dim: shape.head_dim,
+                heads: dims.heads,
+                kv_heads: dims.kv_heads,
+                head_dim: dims.head_dim,
             },
             params,
             append: KvAppend::for_step(seq, rope_table),

@@ -253,8 +253,11 @@ fn upload_rows(gpu: &Gpu, t: &Tensor, part: RowPart) -> Result<DeviceMatrix, Eng
 /// inner dimension in whole 32-wide tiles (stories260K has ffn = 172). The extra gate/up rows and down columns are
 /// zero, so the padded MLP computes exactly the same values (act(0) * 0 = 0 feeds zero columns).
 pub fn padded_ffn(ffn: usize) -> usize {
-    ffn.next_multiple_of(32)
+    ffn.next_multiple_of(FFN_MULTIPLE)
 }
+
+/// The multiple [`padded_ffn`] rounds to; the shape plan pads its MLP activations with it too.
+pub const FFN_MULTIPLE: usize = 32;
 
 /// `t` (`[rows, cols]`) with zero rows appended up to `rows` (M0E4 stays M0E4: zero codes, scales and offsets).
 fn pad_rows(t: &Tensor, rows: usize) -> Result<Tensor, EngineError> {

@@ -19,8 +19,7 @@ fn smol() -> Footprint {
         },
         kv_per_position: 2 * 30 * 3 * 64 * 2,
         kv_buffer_per_position: 3 * 64 * 2,
-        activations_fixed: 200_000,
-        activations_per_token: 30_000,
+        activations: ActivationSizes::affine(200_000, 30_000),
         programs: PROGRAM_ALLOWANCE_BYTES,
     }
 }
@@ -247,8 +246,7 @@ proptest! {
             largest_weight: NamedBuffer { name: "w".into(), bytes: 1 },
             kv_per_position: 2 * layers * kv_buffer,
             kv_buffer_per_position: kv_buffer,
-            activations_fixed: 1000,
-            activations_per_token: per_token,
+            activations: ActivationSizes::affine(1000, per_token),
             programs: PROGRAM_ALLOWANCE_BYTES,
         };
         let d = device(8 * GIB, max_alloc);
