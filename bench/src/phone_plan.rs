@@ -24,13 +24,13 @@ use crate::end_to_end::BenchArch;
 const GROUP: u64 = 32;
 
 #[derive(Debug)]
-/// A model the tables list: its name, its configuration, and a note when its architecture is shapes only here.
+/// A model the tables list: its name, its configuration, and a note on what its figures leave out.
 pub struct PlanModel {
     /// As the README names it.
     pub name: &'static str,
     /// Its published shapes.
     pub config: ModelConfig,
-    /// Why the figures are shapes only, if they are.
+    /// What the figures leave out, if anything.
     pub note: Option<&'static str>,
 }
 
@@ -56,7 +56,9 @@ pub fn plan_models() -> Vec<PlanModel> {
         ..llama_base.clone()
     };
     let qwen3 = ModelConfig {
-        arch: Architecture::Qwen2,
+        arch: Architecture::Qwen3,
+        qk_norm: true,
+        qkv_bias: false,
         shape: ModelShape {
             hidden: 2048,
             ffn: 6144,
@@ -81,20 +83,21 @@ pub fn plan_models() -> Vec<PlanModel> {
         },
         PlanModel {
             name: "Gemma-2-2B",
-            config: BenchArch::Gemma2_2b.config(None),
+            config: ModelConfig {
+                arch: Architecture::Gemma2,
+                post_norms: true,
+                ..BenchArch::Gemma2_2b.config(None)
+            },
             note: Some(
-                "Gemma 2 is not an architecture of tlite's yet; these are its shapes as `tlite bench --arch \
-                 gemma2-2b` runs them (a Gemma decoder without its soft-capping and extra norms), listed for its \
-                 1.18 GB f16 embedding, which one 1 GiB allocation cannot hold",
+                "its KV cache is counted at full size in every layer, its sliding-window layers included (tlite \
+                 does not keep window-sized caches yet); listed for its 1.18 GB f16 embedding, which one 1 GiB \
+                 allocation cannot hold",
             ),
         },
         PlanModel {
             name: "Qwen3-1.7B",
             config: qwen3,
-            note: Some(
-                "Qwen3 is not an architecture of tlite's yet (another change adds it); these are its shapes as a \
-                 Qwen-style decoder, its per-head q/k norms (512 bytes a layer) left out",
-            ),
+            note: None,
         },
         PlanModel {
             name: "Llama-3.2-1B",
@@ -149,7 +152,10 @@ pub fn footprint_of_shapes(config: &ModelConfig, kv: KvDtype) -> Result<Footprin
         }
     }
     let bias = if config.qkv_bias { s.qkv_dim() } else { 0 };
-    weights += 4 * (hidden + s.layers * (2 * hidden + bias)) as u64;
+    // Per layer: the two norms, the bias, Qwen3/Gemma 3's q and k norms and Gemma 2/3's post norms.
+    let qk_norms = if config.qk_norm { 2 * s.head_dim } else { 0 };
+    let post_norms = if config.post_norms { 2 * hidden } else { 0 };
+    weights += 4 * (hidden + s.layers * (2 * hidden + bias + qk_norms + post_norms)) as u64;
     let kv_shape = KvModelShape {
         layers: s.layers,
         kv_heads: s.kv_heads,
@@ -174,7 +180,7 @@ pub fn footprint_of_shapes(config: &ModelConfig, kv: KvDtype) -> Result<Footprin
 }
 
 /// The kernel choices that follow from a phone's capabilities alone.
-fn kernel_variants(caps: &Capabilities) -> [String; 4] {
+fn kernel_variants(caps: &Capabilities) -> [String; 5] {
     let reduction = if caps.has_subgroups() {
         "sub-group built-ins"
     } else if caps.subgroups_qcom {
@@ -188,8 +194,10 @@ fn kernel_variants(caps: &Capabilities) -> [String; 4] {
     } else {
         String::new()
     };
+    let (decode_kernel, _why) = MatvecConfig::vendor_choice(caps);
     [
         format!("{:?}", caps.vendor_family),
+        format!("{decode_kernel:?}"),
         reduction.to_string(),
         format!(
             "{} items x {} rows{tile}, {} products",
@@ -248,15 +256,16 @@ pub fn phone_plan_markdown() -> Result<String, EngineError> {
     // `write!` into a String cannot fail.
     let _ = writeln!(
         w,
-        "| profile | vendor path | reductions | mat-vec work-group (GPU kernels) | local memory / max work-group |"
+        "| profile | vendor path | decode mat-vec | reductions | mat-vec work-group (GPU kernels) | local memory / max \
+         work-group |"
     );
-    let _ = writeln!(w, "|---|---|---|---|---|");
+    let _ = writeln!(w, "|---|---|---|---|---|---|");
     for p in &profiles {
         let caps = p.as_device().map_err(profile_error)?;
-        let [vendor, reduction, mv, limits] = kernel_variants(&caps);
+        let [vendor, decode, reduction, mv, limits] = kernel_variants(&caps);
         let _ = writeln!(
             w,
-            "| {} | {vendor} | {reduction} | {mv} | {limits} |",
+            "| {} | {vendor} | {decode} | {reduction} | {mv} | {limits} |",
             p.name
         );
     }
@@ -276,7 +285,7 @@ pub fn phone_plan_markdown() -> Result<String, EngineError> {
             let s = &m.config.shape;
             let footprint = footprint_of_shapes(&m.config, KvDtype::F16)?;
             let name = if m.note.is_some() {
-                format!("{} (shapes only)", m.name)
+                format!("{} (see below)", m.name)
             } else {
                 m.name.to_string()
             };
@@ -317,7 +326,7 @@ pub fn phone_plan_markdown() -> Result<String, EngineError> {
     let _ = writeln!(w);
     for m in &models {
         if let Some(note) = m.note {
-            let _ = writeln!(w, "- {} (shapes only): {note}.", m.name);
+            let _ = writeln!(w, "- {}: {note}.", m.name);
         }
     }
     Ok(out)
