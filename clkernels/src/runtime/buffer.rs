@@ -230,6 +230,21 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         })
     }
 
+    /// A second handle to the same memory (`clRetainMemObject`): several names for one allocation, as a memory
+    /// plan that reuses one buffer for activations never live together needs. The memory lives while any handle
+    /// does.
+    pub fn share(&self) -> Result<Self, ClError> {
+        let mem = self.buffer.get();
+        // SAFETY: `mem` is a live buffer object owned by `self`; retaining it gives the new handle its own
+        // reference, which the new `Buffer` releases when dropped.
+        unsafe { cl3::memory::retain_mem_object(mem) }.cl_call("clRetainMemObject")?;
+        Ok(DeviceBuffer {
+            buffer: Buffer::new(mem),
+            len: self.len,
+            _marker: PhantomData,
+        })
+    }
+
     /// The allocation this buffer is part of (itself unless it is a sub-buffer) and its byte offset there.
     fn root_and_offset(&self) -> Result<(cl3::types::cl_mem, u64), ClError> {
         use cl3::info_type::InfoType;

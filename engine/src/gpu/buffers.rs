@@ -1,15 +1,18 @@
-//! The activation buffers of the forward pass, placed by the shape plan: one arena holding the plan's buffers at
-//! fixed offsets ([`super::arena`]), and for every layer a set of sub-buffers naming where that layer's activations
-//! are.
+//! The activation buffers of the forward pass, placed by the shape plan: one device allocation per plan buffer,
+//! sized for the largest step ([`super::arena`] sums them), and for every layer a set of handles naming which of
+//! them holds that layer's activations.
 //!
 //! The plan may put one layer's `xn` where another layer's `attn` was, so each layer gets its own [`Activations`]
-//! (sub-buffers are cheap handles; the memory is the arena's). Two fields of one set may share memory only when the
+//! (handles are retained references to the same allocations). Two fields of one set may share memory only when the
 //! plan proved they are never live together, so no kernel is ever given two overlapping fields.
+//!
+//! Separate allocations rather than sub-buffers of one arena: with sub-buffer arguments NVIDIA's OpenCL ran
+//! llama2-7b decode at 255-258 tok/s against 360-362 (H100, alternated in one call; bench/RESULTS.md), and one
+//! arena would also have to fit the device's largest allocation.
 
 use clkernels::runtime::{DeviceBuffer, Gpu};
 use symshape::TensorId;
 
-use super::arena::{ArenaSlot, ARENA_ALIGN_BYTES};
 use super::plan::StepPlan;
 use crate::EngineError;
 
@@ -56,46 +59,40 @@ pub(super) struct StepBuffers {
     pub host_ids: Vec<u32>,
     /// Bytes allocated (arena and ids).
     pub bytes: u64,
-    /// The one allocation every set's sub-buffers view.
-    _arena: DeviceBuffer<f32>,
+    /// The plan's buffers, one allocation each, which every set's handles name.
+    _allocations: Vec<DeviceBuffer<f32>>,
 }
 
 impl StepBuffers {
-    /// Allocates the arena for steps of at most `max_chunk` tokens in a cache of `max_ctx` positions, and names
-    /// every layer's activations in it.
+    /// Allocates the plan's buffers for steps of at most `max_chunk` tokens in a cache of `max_ctx` positions, and
+    /// names every layer's activations in them.
     pub fn new(
         gpu: &Gpu,
         plan: &StepPlan,
         max_chunk: usize,
         max_ctx: usize,
     ) -> Result<Self, EngineError> {
-        let align = u64::from(gpu.caps().base_addr_align_bits / 8);
-        if align > ARENA_ALIGN_BYTES || (align > 0 && !ARENA_ALIGN_BYTES.is_multiple_of(align)) {
-            return Err(EngineError::InvalidConfig(format!(
-                "{} asks sub-buffers to start at multiples of {align} bytes (CL_DEVICE_MEM_BASE_ADDR_ALIGN); the \
-                 activation arena aligns to {ARENA_ALIGN_BYTES}",
-                gpu.caps().display_name()
-            )));
-        }
         let sizes = plan.sizes()?;
         let slots = sizes.layout(max_chunk, max_ctx);
-        let arena_bytes = sizes.arena_bytes(max_chunk, max_ctx);
         let ids_len = usize::try_from(sizes.token_id_bytes(max_chunk, max_ctx) / 4)
             .map_err(|e| EngineError::InvalidConfig(format!("token ids: {e}")))?;
-        let arena = DeviceBuffer::<f32>::new(gpu, elems(arena_bytes)?.max(1))?;
+        let allocations = slots
+            .iter()
+            .map(|slot| Ok(DeviceBuffer::<f32>::new(gpu, elems(slot.bytes)?.max(1))?))
+            .collect::<Result<Vec<_>, EngineError>>()?;
         let d = plan.decoder();
         let view = |t: TensorId| -> Result<DeviceBuffer<f32>, EngineError> {
-            let slot = d
+            let buffer = d
                 .plan
                 .buffer_of(t)
-                .and_then(|b| slots.get(b))
+                .and_then(|b| allocations.get(b))
                 .ok_or_else(|| {
                     EngineError::InvalidConfig(format!(
                         "shape plan: activation {} has no buffer",
                         t.index()
                     ))
                 })?;
-            sub(gpu, &arena, *slot)
+            Ok(buffer.share()?)
         };
         let layers = d
             .layers
@@ -124,7 +121,7 @@ impl StepBuffers {
             layers,
             host_ids: vec![0; ids_len.max(1)],
             bytes: sizes.bytes(max_chunk, max_ctx),
-            _arena: arena,
+            _allocations: allocations,
         })
     }
 
@@ -139,13 +136,4 @@ impl StepBuffers {
 fn elems(bytes: u64) -> Result<usize, EngineError> {
     usize::try_from(bytes / 4)
         .map_err(|e| EngineError::InvalidConfig(format!("activation arena of {bytes} bytes: {e}")))
-}
-
-/// The slot's region of the arena as a buffer of its own.
-fn sub(
-    gpu: &Gpu,
-    arena: &DeviceBuffer<f32>,
-    slot: ArenaSlot,
-) -> Result<DeviceBuffer<f32>, EngineError> {
-    Ok(arena.sub_buffer(gpu, elems(slot.offset)?, elems(slot.bytes)?.max(1))?)
 }

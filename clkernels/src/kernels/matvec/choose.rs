@@ -264,6 +264,7 @@ mod tests {
             profile_family: None,
             image_max_buffer_pixels: 0,
             preferred_vector_width_half: 0,
+            local_mem_bytes: 48 << 10,
         })
     }
 
@@ -434,6 +435,7 @@ mod tests {
             profile_family: profile.then_some(family),
             image_max_buffer_pixels: 0,
             preferred_vector_width_half: 0,
+            local_mem_bytes: 32 << 10,
         }
     }
 

@@ -72,7 +72,16 @@ pub(super) struct MatvecDevice {
     pub image_max_buffer_pixels: u64,
     /// `CL_DEVICE_PREFERRED_VECTOR_WIDTH_HALF` (0: unknown).
     pub preferred_vector_width_half: u32,
+    /// `CL_DEVICE_LOCAL_MEM_SIZE`, or the profile's lower limit (0: unknown, no staging).
+    pub local_mem_bytes: u64,
 }
+
+/// Local bytes one chunk of a staged x tile takes (`matvec.cl`'s `xl`: 9 float4 per chunk).
+const X_TILE_CHUNK_BYTES: u64 = 9 * 16;
+/// Local bytes kept free beside the tile and the reduction (a compiler's own use).
+const LOCAL_SLACK_BYTES: u64 = 256;
+/// Tiles smaller than this stage too little to pay for their barriers: no staging instead.
+const MIN_TILE_CHUNKS: usize = 16;
 
 impl MatvecDevice {
     pub(super) fn from_caps(caps: &Capabilities) -> Self {
@@ -88,6 +97,7 @@ impl MatvecDevice {
                 0
             },
             preferred_vector_width_half: caps.preferred_vector_width_half,
+            local_mem_bytes: caps.local_mem_bytes,
         }
     }
 
@@ -166,18 +176,36 @@ impl MatvecConfig {
             _ => (128, 4, 0),
         };
         let work_group = pow2_at_most(work_group, device.max_work_group_size);
+        let tall_rows_per_group = if nvidia { 16.min(work_group) } else { 0 };
+        // The x tiles share local memory with the row reduction (`red`, one float per row and work-item): a tile
+        // is cut to what the device (or the phone its profile emulates) has left, never assumed.
+        let red_bytes = (rows_per_group.max(tall_rows_per_group) * work_group * 4) as u64;
+        let tile_chunks = usize::try_from(
+            device
+                .local_mem_bytes
+                .saturating_sub(red_bytes + LOCAL_SLACK_BYTES)
+                / X_TILE_CHUNK_BYTES,
+        )
+        .unwrap_or(usize::MAX);
+        let fit = |chunks: usize| {
+            if chunks.min(tile_chunks) < MIN_TILE_CHUNKS {
+                0
+            } else {
+                chunks.min(tile_chunks)
+            }
+        };
         MatvecConfig {
             work_group,
             rows_per_group,
             // 16 rows for tall matrices (QKV, 11008-row projections); 4096-row ones are faster at 8
             // (bench/RESULTS.md).
-            tall_rows_per_group: if nvidia { 16.min(work_group) } else { 0 },
+            tall_rows_per_group,
             half_math: device.fp16,
             warp_shuffle: true,
-            x_local_chunks,
+            x_local_chunks: fit(x_local_chunks),
             // H100, cold weights: the 11008-wide down projection is faster with a 256-chunk tile
             // (bench/RESULTS.md).
-            long_x_local_chunks: if nvidia { 256 } else { 0 },
+            long_x_local_chunks: fit(if nvidia { 256 } else { 0 }),
             unroll: if nvidia { 2 } else { 1 },
             // H100, cold: 4096x4096 is faster queued without unrolling, while the 11008-row and 11008-wide
             // shapes and gate+up are slower so (bench/RESULTS.md, geometry sweep).
@@ -248,7 +276,40 @@ mod tests {
             profile_family: None,
             image_max_buffer_pixels: 0,
             preferred_vector_width_half: 0,
+            local_mem_bytes: 48 << 10,
         }
+    }
+
+    /// Local bytes the portable kernel's x tile and row reduction take with `c`'s geometry.
+    fn local_bytes(c: &MatvecConfig) -> u64 {
+        let chunks = c.x_local_chunks.max(c.long_x_local_chunks) as u64;
+        let rows = c.rows_per_group.max(c.tall_rows_per_group) as u64;
+        chunks * X_TILE_CHUNK_BYTES + rows * c.work_group as u64 * 4
+    }
+
+    #[test]
+    fn staged_tiles_fit_the_local_memory_the_device_or_its_profile_grants() {
+        let nvidia = device(VendorFamily::Nvidia, DeviceKind::Gpu);
+        let roomy = MatvecConfig::for_device(&nvidia);
+        assert_eq!(
+            (roomy.x_local_chunks, roomy.long_x_local_chunks),
+            (128, 256)
+        );
+        assert!(local_bytes(&roomy) <= 48 << 10);
+        // An NVIDIA host under a 32 KiB phone profile: the long tile shrinks to fit, the short one stays.
+        let phone = MatvecConfig::for_device(&MatvecDevice {
+            local_mem_bytes: 32 << 10,
+            ..nvidia
+        });
+        assert_eq!(phone.x_local_chunks, 128);
+        assert!(phone.long_x_local_chunks < 256 && phone.long_x_local_chunks >= 128);
+        assert!(local_bytes(&phone) <= 32 << 10);
+        // Too little for a useful tile: no staging at all.
+        let tiny = MatvecConfig::for_device(&MatvecDevice {
+            local_mem_bytes: 10 << 10,
+            ..nvidia
+        });
+        assert_eq!((tiny.x_local_chunks, tiny.long_x_local_chunks), (0, 0));
     }
 
     #[test]
