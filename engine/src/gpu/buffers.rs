@@ -51,13 +51,13 @@ pub(super) struct StepBuffers {
     /// Token id of a decode step chosen on the host.
     pub id1: DeviceBuffer<u32>,
     /// The arg-max the device chose last (also the next decode step's input when greedy), kept across steps and so
-    /// outside the arena.
+    /// outside the plan.
     pub chosen: DeviceBuffer<u32>,
     /// Per layer, where its activations are; the last set also serves the output head.
     pub layers: Vec<Activations>,
     /// Host staging for `ids`.
     pub host_ids: Vec<u32>,
-    /// Bytes allocated (arena and ids).
+    /// Bytes allocated (the plan's buffers and the ids).
     pub bytes: u64,
     /// The plan's buffers, one allocation each, which every set's handles name.
     _allocations: Vec<DeviceBuffer<f32>>,

@@ -20,8 +20,8 @@
 //! | `extra_steps.rs` | the optional steps of some architectures: q/k norms, post norms, logit soft-capping |
 //! | `kernels.rs` | the kernel launchers one model uses |
 //! | `device_sampling.rs` | sampled tokens drawn on the device, one id read back ([`SamplingSite`]) |
-//! | `buffers.rs` | the activation buffers: per layer, sub-buffers of one arena at the plan's offsets |
-//! | `arena.rs` | the arena's layout from the plan's buffer sizes, which the memory budget sums too ([`ActivationSizes`]) |
+//! | `buffers.rs` | the activation buffers: one allocation per plan buffer, per layer handles naming them |
+//! | `arena.rs` | the plan's buffer sizes for the largest step, which the memory budget sums too ([`ActivationSizes`]) |
 //! | `weights.rs` | the weights on the device ([`DeviceWeights`]) |
 //! | `kv_io.rs` | reading the used KV positions back and writing them into a fresh cache (sessions on disk) |
 //! | `shift.rs` | context shift: drop a block of cached positions, move the rest down, re-rotate the moved keys |

@@ -142,8 +142,8 @@ impl GpuModel {
             },
         )?;
         let (max_ctx, max_chunk) = (context.ctx, context.max_chunk);
-        // Planned for the requested chunk, as the budget was, so that both place the activations alike; the arena
-        // is sized for the chunk chosen.
+        // Planned for the requested chunk, as the budget was, so that both place the activations alike; the buffers
+        // are sized for the chunk chosen.
         let mut plan = StepPlan::new(&config, max_ctx, options.max_chunk)?;
         let load_dims = plan.evaluate(1, 0)?;
         let kv_config = KvConfig::new(kv_shape(&config.shape, options.kv_dtype), max_ctx)?;
@@ -218,7 +218,7 @@ impl GpuModel {
         self.enqueue_time
     }
 
-    /// Bytes the activations take on the device (the plan's arena and the token ids).
+    /// Bytes the activations take on the device (the plan's buffers and the token ids).
     pub fn activation_bytes(&self) -> u64 {
         self.buffers.bytes
     }
