@@ -11,7 +11,7 @@ use super::config::{MatvecConfig, MatvecDevice, TALL_GROUPS_PER_UNIT};
 use crate::runtime::{DeviceKind, VendorFamily};
 
 /// Which kernels a GPU mat-vec launches: the portable ones of `matvec.cl`, or a variant made for one vendor's
-/// hardware. Chosen by [`choose_vendor_kernel`] from the device, or from the phone a device profile names.
+/// hardware. Chosen by [`MatvecConfig::vendor_choice`] from the device, or from the phone a device profile names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum MatvecVendorKernel {
     /// `matvec.cl`, weights read from buffers.
