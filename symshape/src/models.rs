@@ -146,32 +146,46 @@ pub struct LlamaDecoder {
 }
 
 fn check(dims: &DecoderDims) -> Result<DType, SymShapeError> {
-    let positive = [
-        ("hidden", dims.hidden),
-        ("heads", dims.heads),
-        ("kv_heads", dims.kv_heads),
-        ("head_dim", dims.head_dim),
-        ("ffn", dims.ffn),
-        ("vocab", dims.vocab),
-        ("max_ctx", dims.max_ctx),
-    ];
-    for (name, v) in positive {
+    check_decoder(
+        &[
+            ("hidden", dims.hidden),
+            ("heads", dims.heads),
+            ("kv_heads", dims.kv_heads),
+            ("head_dim", dims.head_dim),
+            ("ffn", dims.ffn),
+            ("vocab", dims.vocab),
+            ("max_ctx", dims.max_ctx),
+        ],
+        dims.layers,
+        (dims.heads, dims.kv_heads),
+        dims.dtype_bytes,
+    )
+}
+
+/// The checks every decoder builder shares: each size in `positive` at least 1, at least one layer, query heads a
+/// multiple of key/value heads, and 2- or 4-byte activations (whose dtype it returns).
+fn check_decoder(
+    positive: &[(&str, i64)],
+    layers: usize,
+    (heads, kv_heads): (i64, i64),
+    dtype_bytes: i64,
+) -> Result<DType, SymShapeError> {
+    for &(name, v) in positive {
         if v < 1 {
             return Err(SymShapeError::InvalidDims(format!(
                 "{name} = {v} must be >= 1"
             )));
         }
     }
-    if dims.layers == 0 {
+    if layers == 0 {
         return Err(SymShapeError::InvalidDims("layers must be >= 1".into()));
     }
-    if dims.heads % dims.kv_heads != 0 {
+    if heads % kv_heads != 0 {
         return Err(SymShapeError::InvalidDims(format!(
-            "heads {} is not a multiple of kv_heads {}",
-            dims.heads, dims.kv_heads
+            "heads {heads} is not a multiple of kv_heads {kv_heads}"
         )));
     }
-    match dims.dtype_bytes {
+    match dtype_bytes {
         2 => Ok(DType::F16),
         4 => Ok(DType::F32),
         b => Err(SymShapeError::InvalidDims(format!(

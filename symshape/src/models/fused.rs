@@ -99,39 +99,21 @@ impl FusedDecoderDims {
     }
 
     fn check(&self) -> Result<DType, SymShapeError> {
-        let positive = [
-            ("hidden", self.hidden),
-            ("heads", self.heads),
-            ("kv_heads", self.kv_heads),
-            ("head_dim", self.head_dim),
-            ("ffn", self.ffn),
-            ("vocab", self.vocab),
-            ("max_ctx", self.max_ctx),
-            ("max_chunk", self.max_chunk),
-        ];
-        for (name, v) in positive {
-            if v < 1 {
-                return Err(SymShapeError::InvalidDims(format!(
-                    "{name} = {v} must be >= 1"
-                )));
-            }
-        }
-        if self.layers == 0 {
-            return Err(SymShapeError::InvalidDims("layers must be >= 1".into()));
-        }
-        if self.heads % self.kv_heads != 0 {
-            return Err(SymShapeError::InvalidDims(format!(
-                "heads {} is not a multiple of kv_heads {}",
-                self.heads, self.kv_heads
-            )));
-        }
-        match self.dtype_bytes {
-            2 => Ok(DType::F16),
-            4 => Ok(DType::F32),
-            b => Err(SymShapeError::InvalidDims(format!(
-                "dtype_bytes {b} must be 2 or 4"
-            ))),
-        }
+        super::check_decoder(
+            &[
+                ("hidden", self.hidden),
+                ("heads", self.heads),
+                ("kv_heads", self.kv_heads),
+                ("head_dim", self.head_dim),
+                ("ffn", self.ffn),
+                ("vocab", self.vocab),
+                ("max_ctx", self.max_ctx),
+                ("max_chunk", self.max_chunk),
+            ],
+            self.layers,
+            (self.heads, self.kv_heads),
+            self.dtype_bytes,
+        )
     }
 }
 
