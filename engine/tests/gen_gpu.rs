@@ -134,7 +134,7 @@ fn check_with_options(arch: RefArch, format: WeightFormat, opts: &GpuOptions, re
     worst
 }
 
-const ARCHS: [RefArch; 7] = [
+const ARCHS: [RefArch; 8] = [
     RefArch::Llama,
     RefArch::Mistral,
     RefArch::Qwen2,
@@ -142,6 +142,7 @@ const ARCHS: [RefArch; 7] = [
     RefArch::Qwen3,
     RefArch::Gemma2,
     RefArch::Gemma3,
+    RefArch::SmolLm3,
 ];
 const M0E4: WeightFormat = WeightFormat::M0e4 {
     group: fp4::GroupSize::G32,
