@@ -371,8 +371,8 @@ fn kvcache_steps_write_in_place_and_attend_like_the_reference() {
 /// Decode steps through `enqueue_with_fresh` (q and k rotated, K/V written to the cache, all in the attention
 /// launch) agree with the reference, and the cache they leave behind is what the separate launches would write:
 /// later steps read it, and it is compared at the end. Covers grouped heads, partial rotary with the interleaved
-/// pairing, a head size off the 8-element load path (36), and a context long enough to split (past 300), on each
-/// kernel.
+/// pairing, a head size off the 8-element load path (36), a context long enough to split (past 300), and no rotary
+/// at all (rotary_dim 0, SmolLM3's NoPE layers), on each kernel.
 #[test]
 fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
     let steps = [13, 1, 1, 5, 1];
@@ -412,7 +412,18 @@ fn fresh_token_attention_rotates_writes_and_attends_like_the_reference() {
         &[300, 1, 1],
         true,
         Variant::plain(AttentionWalk::Rows),
-    );
+    ); // rotary_dim 0 (SmolLM3's layers without rotary): q and the new key pass through unrotated, on both walks.
+    for walk in [AttentionWalk::Auto, AttentionWalk::Positions] {
+        kvcache_steps(
+            "fresh without rotary",
+            (4, 2, 32, 0),
+            RopeStyle::Interleaved,
+            64,
+            &steps,
+            true,
+            Variant::plain(walk),
+        );
+    }
 }
 
 /// Which kernel walks the context, and the score options of [`AttentionScores`] beyond the scale.
@@ -853,6 +864,16 @@ fn fused_rope_and_kv_write_matches_host_rotary_and_leaves_the_rest() {
             16,
             4,
             0,
+        ),
+        // No rotary at all (SmolLM3's NoPE layers): q stays, K and V are copied.
+        (
+            KvDtype::F32,
+            RopeStyle::Interleaved,
+            ops::RopeStyle::Interleaved,
+            16,
+            0,
+            3,
+            2,
         ),
     ] {
         let cfg = RopeConfig {

@@ -22,7 +22,8 @@
 //! - tlite's default f16 KV cache ([`TOL_F16_KV`], added to the above): each cached key and value is rounded
 //!   (relative 2^-11), which moves the logits by up to 5.2e-3 (llama, qwen2, gemma, phi3; GELU table included:
 //!   7.5e-3 on gemma2), 9.0e-3 on chatglm, whose few large-biased KV heads carry the rounding into every query,
-//!   and 1.2e-2 on gemma3, whose six layers and q/k norms carry it further.
+//!   and 1.2e-2 on gemma3, whose six layers and q/k norms carry it further (smollm3: 4.5e-3; with an f32 cache
+//!   8.1e-6 with f16 weights and 1.5e-5 with M0E4, as the other SiLU models).
 //!
 //! gemma2 and gemma3 have local layers with a window of 4 positions, shorter than the 20 of the sequence, so both
 //! the prefill and the decode steps run the sliding-window mask; gemma2's soft-caps (5 and 4) bite hard on its
@@ -30,7 +31,11 @@
 //!
 //! All bounds are far below what any architectural feature changes: the script refuses data where dropping or
 //! flipping one feature (the rope pairing, the rope base, Llama 3's `rope_freqs`, the QKV bias, the embedding
-//! scale, phi3's and chatglm's partial rotary...) moves no logit by 0.2.
+//! scale, phi3's and chatglm's partial rotary, smollm3's layer without rotary...) moves no logit by 0.2.
+//!
+//! smollm3 has four layers, the last without rotary (llama.cpp's NoPE rule for the arch, which no GGUF key states):
+//! the fused decode launch, the prefill's rotary-and-append launch and the reference all pass that layer's q and k
+//! through unrotated.
 //!
 //! phi3 and chatglm store fused tensors (`attn_qkv`, gate|up in `ffn_up`), which the loader cuts at load; their
 //! partial rotary (12 of 16 dims NEOX, 8 of 16 interleaved) runs through both the prefill and the decode rotary.
@@ -52,8 +57,9 @@ const TOL_GELU: f32 = 1.5e-2;
 const TOL_F16_KV: f32 = 2e-2;
 
 /// The models tlite runs today, by their folder in fixtures/refs/archs.
-const SUPPORTED: [&str; 9] = [
+const SUPPORTED: [&str; 10] = [
     "llama2", "llama32", "qwen2", "gemma", "qwen3", "gemma2", "gemma3", "phi3", "chatglm",
+    "smollm3",
 ];
 
 const M0E4: WeightFormat = WeightFormat::M0e4 {
@@ -112,6 +118,13 @@ fn check_config(reference: &ArchModel, m: &Model) {
     assert_eq!(c.shape.vocab, reference.vocab, "{name}: vocab");
     let tied = reference.config["tied"].as_bool().unwrap_or(false);
     assert_eq!(c.tied_embeddings, tied, "{name}: tied embeddings");
+    // Every `nope_step`-th layer (counting from 1) without rotary, as the generator's `has_rope` says.
+    let step = reference.config["nope_step"].as_u64().map(|s| s as usize);
+    let rotating: Vec<bool> = (0..c.shape.layers)
+        .map(|i| step.is_none_or(|s| (i + 1) % s != 0))
+        .collect();
+    let got: Vec<bool> = (0..c.shape.layers).map(|i| c.layer_has_rope(i)).collect();
+    assert_eq!(got, rotating, "{name}: layers with rotary");
 }
 
 /// Runs the token sequence as `schedule` splits it into steps and checks each step's logits against llama.cpp's

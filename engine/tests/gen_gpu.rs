@@ -134,7 +134,7 @@ fn check_with_options(arch: RefArch, format: WeightFormat, opts: &GpuOptions, re
     worst
 }
 
-const ARCHS: [RefArch; 7] = [
+const ARCHS: [RefArch; 8] = [
     RefArch::Llama,
     RefArch::Mistral,
     RefArch::Qwen2,
@@ -142,6 +142,7 @@ const ARCHS: [RefArch; 7] = [
     RefArch::Qwen3,
     RefArch::Gemma2,
     RefArch::Gemma3,
+    RefArch::SmolLm3,
 ];
 const M0E4: WeightFormat = WeightFormat::M0e4 {
     group: fp4::GroupSize::G32,
@@ -472,7 +473,8 @@ fn shifted_against_fresh(m: &Model, kv: KvDtype, rel: f32, what: &str) -> f32 {
 /// Tolerances: `1e-4 * (1 + max|logit|)` with an f32 cache (the re-rotation's f32 angle, and the kept tail written
 /// by decode steps against the fresh cache's one prefill), `2e-3 *` with an f16 one (each re-rotated key is rounded
 /// to f16 once more); PoCL measured 1.3e-7 and 5.4e-5. Leaving the keys unturned, or turning only the first
-/// layer's, errs by more than 0.1.
+/// layer's, errs by more than 0.1; so does turning the keys of a layer without rotary (SmolLM3's NoPE), which
+/// the last case checks (0.68).
 #[test]
 fn a_shifted_cache_equals_a_fresh_prefill_of_the_kept_tokens() {
     let cases = [
@@ -529,6 +531,12 @@ fn a_shifted_cache_equals_a_fresh_prefill_of_the_kept_tokens() {
     first.w_down = zero(&first.w_down);
     let worst = shifted_against_fresh(&m, KvDtype::F32, 1e-4, "Mistral two layers");
     eprintln!("Mistral two layers: largest logit error {worst:.2e} of 1 + max|logit|");
+    // The same with the second layer without rotary (SmolLM3's NoPE): the shift must leave its keys as they are,
+    // which the fresh prefill's unrotated keys check.
+    m.config.nope_layers = vec![false, true];
+    let what = "two layers, the second without rotary";
+    let worst = shifted_against_fresh(&m, KvDtype::F32, 1e-4, what);
+    eprintln!("{what}: largest logit error {worst:.2e} of 1 + max|logit|");
 }
 
 /// A greedy generation three times as long as the context runs to `max_tokens`: shifts, no re-prefill (the cache

@@ -14,7 +14,7 @@ use fixtures::tiny_models::{
 };
 use load_common::{rel_diff, rel_rms, tmp, to_ref};
 
-const ARCHS: [RefArch; 7] = [
+const ARCHS: [RefArch; 8] = [
     RefArch::Llama,
     RefArch::Mistral,
     RefArch::Qwen2,
@@ -22,6 +22,7 @@ const ARCHS: [RefArch; 7] = [
     RefArch::Qwen3,
     RefArch::Gemma2,
     RefArch::Gemma3,
+    RefArch::SmolLm3,
 ];
 const PROMPT: [u32; 6] = [1, 40, 310, 77, 5, 260];
 

@@ -22,6 +22,7 @@ fn quantised_folder_round_trips_exactly_for_every_arch() {
         RefArch::Qwen3,
         RefArch::Gemma2,
         RefArch::Gemma3,
+        RefArch::SmolLm3,
     ] {
         let src = tmp();
         write_tiny_hf_model(arch, src.path()).unwrap();

@@ -101,6 +101,7 @@ impl BenchArch {
             final_softcap: None,
             sliding_window: None,
             rope_local_theta: None,
+            nope_layers: Vec::new(),
         };
         let mut c = match self {
             Self::Llama2_7b => base,

@@ -83,7 +83,8 @@ impl ChatTemplate {
             return Self::ChatGlm3;
         }
         match (arch, template_source.is_some()) {
-            (Architecture::Qwen2 | Architecture::Qwen3, _) => Self::ChatMl,
+            // SmolLM3's template is ChatML too.
+            (Architecture::Qwen2 | Architecture::Qwen3 | Architecture::SmolLm3, _) => Self::ChatMl,
             (Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3, _) => Self::Gemma,
             (Architecture::Mistral, _) => Self::Mistral,
             (Architecture::Phi3, _) => Self::Phi3,
@@ -390,6 +391,10 @@ mod tests {
         );
         assert_eq!(
             ChatTemplate::detect(Architecture::Qwen2, None, none),
+            ChatTemplate::ChatMl
+        );
+        assert_eq!(
+            ChatTemplate::detect(Architecture::SmolLm3, None, none),
             ChatTemplate::ChatMl
         );
         assert_eq!(

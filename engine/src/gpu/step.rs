@@ -17,7 +17,8 @@ use crate::model::{Activation, ModelConfig, ModelShape, RopeStyle};
 use crate::EngineError;
 
 /// A layer's constants as the kernels take them, derived once at load. Layers differ only where a model mixes
-/// local (sliding-window) and global layers: in the window, and in Gemma 3's rotary base.
+/// local (sliding-window) and global layers: in the window, and in Gemma 3's rotary base; and on SmolLM3's layers
+/// without rotary, whose `rope.rotary_dim` is 0 (every rotary kernel then passes q and k through).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LayerParams {
     /// RMSNorm epsilon and Gemma's `1 + w`.
@@ -47,6 +48,7 @@ impl LayerParams {
     /// The constants of `layer` of `c`, with the widths the kernels take from the plan's `dims`.
     pub fn new(c: &ModelConfig, layer: usize, dims: &StepDims) -> Self {
         let (theta, scaling) = c.layer_rope(layer);
+        let rotary_dim = c.layer_rotary_dim(layer);
         let window = c
             .sliding_window
             .as_ref()
@@ -68,14 +70,15 @@ impl LayerParams {
             },
             rope: RopeConfig {
                 head_dim: dims.head_dim,
-                rotary_dim: c.rotary_dim(),
+                rotary_dim,
                 theta,
                 style: match c.rope_style {
                     RopeStyle::HalfSplit => KernelRopeStyle::HalfSplit,
                     RopeStyle::Interleaved => KernelRopeStyle::Interleaved,
                 },
             },
-            scaled_rope: scaling.is_some(),
+            // A layer without rotary has no table to read, whatever the model's scaling.
+            scaled_rope: scaling.is_some() && rotary_dim > 0,
             ffn: dims.ffn,
             qkv_dim: dims.qkv_dim,
             final_softcap: c.final_softcap,

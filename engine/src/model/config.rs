@@ -29,6 +29,8 @@ pub enum Architecture {
     /// Gemma 3 (text): Gemma 2 without soft-capping, plus q/k norms, five local layers to one global, and a rope
     /// base of their own for the local layers.
     Gemma3,
+    /// SmolLM3: a Llama whose every fourth layer ("NoPE") attends without rotary embedding, with a tied head.
+    SmolLm3,
 }
 
 impl Architecture {
@@ -43,6 +45,7 @@ impl Architecture {
             "qwen3" => Ok(Self::Qwen3),
             "gemma2" => Ok(Self::Gemma2),
             "gemma3_text" => Ok(Self::Gemma3),
+            "smollm3" => Ok(Self::SmolLm3),
             "gemma3" => Err(EngineError::UnsupportedArchitecture(
                 "gemma3 (the multimodal Gemma 3 config, with the text model's settings under `text_config`; \
                  tlite runs the text-only `gemma3_text`)"
@@ -70,6 +73,7 @@ impl Architecture {
             Self::Qwen3 => "qwen3",
             Self::Gemma2 => "gemma2",
             Self::Gemma3 => "gemma3_text",
+            Self::SmolLm3 => "smollm3",
         }
     }
 
@@ -291,6 +295,18 @@ pub struct ModelConfig {
     /// rotate as the global ones.
     #[serde(default)]
     pub rope_local_theta: Option<f32>,
+    /// Per layer, true where q and k are not rotated at all (SmolLM3's "NoPE" layers); empty: every layer
+    /// rotates. Left out of a tlite folder's `config.json` when empty, so other models' files are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nope_layers: Vec<bool>,
+}
+
+/// Every `interval`-th layer (counting from 1) without rotary, as SmolLM3's `no_rope_layer_interval` and
+/// llama.cpp's `n_no_rope_layer_step` define it: layer `i` rotates iff `(i + 1) % interval != 0`.
+pub(crate) fn nope_every(layers: usize, interval: usize) -> Vec<bool> {
+    (0..layers)
+        .map(|i| interval != 0 && (i + 1) % interval == 0)
+        .collect()
 }
 
 impl ModelConfig {
@@ -298,6 +314,21 @@ impl ModelConfig {
     pub fn rotary_dim(&self) -> usize {
         let d = (self.shape.head_dim as f32 * self.partial_rotary).round() as usize;
         d - d % 2
+    }
+
+    /// Whether `layer` rotates q and k (false on SmolLM3's NoPE layers).
+    pub fn layer_has_rope(&self, layer: usize) -> bool {
+        !self.nope_layers.get(layer).copied().unwrap_or(false)
+    }
+
+    /// Dimensions of each head that `layer` rotates: [`ModelConfig::rotary_dim`], or 0 on a layer without rotary
+    /// (which the kernels then pass through unchanged).
+    pub fn layer_rotary_dim(&self, layer: usize) -> usize {
+        if self.layer_has_rope(layer) {
+            self.rotary_dim()
+        } else {
+            0
+        }
     }
 
     /// Inverse rotary frequencies of this model at its full context (`shape.max_ctx`), scaling included.
@@ -438,8 +469,8 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Soft-caps, the query scalar and the local rope base must be positive; a window must see something and
-    /// name every layer.
+    /// Soft-caps, the query scalar and the local rope base must be positive; a window, and a list of layers without
+    /// rotary, must name every layer.
     fn check_gemma_features(&self) -> Result<(), EngineError> {
         for (name, v) in [
             ("attn_logit_softcapping", self.attn_softcap),
@@ -452,6 +483,13 @@ impl ModelConfig {
                     "{name} {v} must be positive and finite"
                 )));
             }
+        }
+        if !self.nope_layers.is_empty() && self.nope_layers.len() != self.shape.layers {
+            return Err(EngineError::InvalidConfig(format!(
+                "the list of layers without rotary names {} layers, the model has {}",
+                self.nope_layers.len(),
+                self.shape.layers
+            )));
         }
         if let Some(w) = &self.sliding_window {
             if w.window == 0 {

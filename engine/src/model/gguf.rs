@@ -21,6 +21,10 @@
 //! * **Phi-3 longrope** is written as `rope_factors_short.weight` / `rope_factors_long.weight` tensors with
 //!   `rope.scaling.attn_factor` and `rope.scaling.original_context_length`; it becomes [`RopeScaling::LongRope`].
 //!   Its sliding window (`attention.sliding_window`, 2047 in Phi-3-mini-4k, 0 in Phi-4: none) masks every layer.
+//! * **SmolLM3** is a llama (q/k permuted, interleaved rope) whose every fourth layer skips rotary. No key says
+//!   so: llama.cpp hard-codes `n_no_rope_layer_step = 4` for the arch (layer `il` rotates iff `(il + 1) % 4 != 0`)
+//!   and its converter writes nothing of `no_rope_layers`, so the same rule is applied here. llama.cpp's smollm3
+//!   graph rotates every head whole and without `rope_freqs`; a file asking otherwise is refused.
 //! * **ChatGLM** rotates the first half of each head (`rope.dimension_count`) with llama.cpp's "normal" rope, pairs
 //!   `(2i, 2i+1)`: [`RopeStyle::Interleaved`], as the original model's `apply_rotary_pos_emb` pairs them.
 //!
@@ -70,10 +74,11 @@ fn architecture(file: &GgufFile) -> Result<(Architecture, String), EngineError> 
         "qwen3" => Architecture::Qwen3,
         "gemma2" => Architecture::Gemma2,
         "gemma3" => Architecture::Gemma3,
+        "smollm3" => Architecture::SmolLm3,
         other => {
             return Err(EngineError::UnsupportedArchitecture(format!(
-                "{other} (GGUF `general.architecture` of {}; llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3 and \
-                 chatglm are supported)",
+                "{other} (GGUF `general.architecture` of {}; llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3, \
+                 chatglm and smollm3 are supported)",
                 file.path().display()
             )))
         }
@@ -145,7 +150,10 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
             .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5),
         rope_theta: file.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0),
-        rope_style: if matches!(arch, Architecture::Llama | Architecture::ChatGlm) {
+        rope_style: if matches!(
+            arch,
+            Architecture::Llama | Architecture::ChatGlm | Architecture::SmolLm3
+        ) {
             RopeStyle::Interleaved
         } else {
             RopeStyle::HalfSplit
@@ -172,6 +180,7 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
         final_softcap: None,
         sliding_window: None,
         rope_local_theta: None,
+        nope_layers: Vec::new(),
     };
     if matches!(arch, Architecture::Gemma2 | Architecture::Gemma3) {
         gemma2_features(file, &name, &mut cfg)?;
@@ -186,6 +195,9 @@ pub(crate) fn parse_config(file: &GgufFile) -> Result<ModelConfig, EngineError> 
     cfg.rope_scaling = rope_scaling(file, &name, cfg.rotary_dim(), cfg.shape.max_ctx)?;
     if arch == Architecture::Phi3 {
         every_layer_windowed(file, &key("attention.sliding_window"), &mut cfg)?;
+    }
+    if arch == Architecture::SmolLm3 {
+        smollm3_features(file, &name, &mut cfg)?;
     }
     cfg.validate_in(file.path())?;
     Ok(cfg)
@@ -203,6 +215,32 @@ fn every_layer_windowed(
             local_layers: vec![true; cfg.shape.layers],
         });
     }
+    Ok(())
+}
+
+/// SmolLM3's layers without rotary (every fourth, as llama.cpp fixes it), after refusing what llama.cpp's smollm3
+/// graph would not apply: a partial rotary, or rotary scaling by a `rope_freqs` tensor.
+fn smollm3_features(file: &GgufFile, arch: &str, cfg: &mut ModelConfig) -> Result<(), EngineError> {
+    /// llama.cpp's `n_no_rope_layer_step` for the arch.
+    const NOPE_STEP: usize = 4;
+    if cfg.rotary_dim() != cfg.shape.head_dim {
+        return Err(file.meta_error(
+            &format!("{arch}.rope.dimension_count"),
+            format!(
+                "is {}; llama.cpp's smollm3 rotates whole heads ({})",
+                cfg.rotary_dim(),
+                cfg.shape.head_dim
+            ),
+        ));
+    }
+    if matches!(cfg.rope_scaling, Some(RopeScaling::PerFrequency { .. })) {
+        return Err(gguf_error(
+            file,
+            "has a `rope_freqs` tensor, which llama.cpp's smollm3 graph does not apply; tlite will not guess"
+                .into(),
+        ));
+    }
+    cfg.nope_layers = super::config::nope_every(cfg.shape.layers, NOPE_STEP);
     Ok(())
 }
 

@@ -92,10 +92,76 @@ impl Fields<'_> {
     }
 }
 
-fn parse_rope_scaling(f: &Fields<'_>) -> Result<Option<RopeScaling>, EngineError> {
-    let Some(rs) = f.json.get("rope_scaling").filter(|v| !v.is_null()) else {
-        return Ok(None);
+/// A model's rotary settings, from wherever the config keeps them.
+struct RopeSettings {
+    theta: Option<f32>,
+    scaling: Option<RopeScaling>,
+    partial_rotary: Option<f32>,
+    /// Gemma 3's local layers' base, where `rope_parameters` gives one (`sliding_attention`).
+    local_theta: Option<f32>,
+}
+
+/// The rotary settings of `config.json`. transformers 5 writes them as `rope_parameters` (`rope_theta`,
+/// `rope_type` and that type's keys, and `partial_rotary_factor`; Gemma 3 nests one such object per layer type,
+/// `full_attention` and `sliding_attention`) instead of the older top-level `rope_theta`, `rope_scaling` and
+/// `partial_rotary_factor`, which are read where `rope_parameters` is absent or leaves them out.
+fn rope_settings(f: &Fields<'_>) -> Result<RopeSettings, EngineError> {
+    let legacy_theta = f.opt_f32("rope_theta")?;
+    let legacy_partial = f.opt_f32("partial_rotary_factor")?;
+    let Some(rp) = f.json.get("rope_parameters").filter(|v| !v.is_null()) else {
+        return Ok(RopeSettings {
+            theta: legacy_theta,
+            scaling: f
+                .json
+                .get("rope_scaling")
+                .filter(|v| !v.is_null())
+                .map(|rs| parse_rope_scaling(f, rs))
+                .transpose()?
+                .flatten(),
+            partial_rotary: legacy_partial,
+            local_theta: None,
+        });
     };
+    if !rp.is_object() {
+        return Err(f.err(format!("`rope_parameters` must be an object, got {rp}")));
+    }
+    let nested = ["full_attention", "sliding_attention"]
+        .iter()
+        .any(|k| rp.get(k).is_some());
+    let (global, local) = if nested {
+        let global = rp.get("full_attention").ok_or_else(|| {
+            f.err("`rope_parameters` has per-layer-type entries but no `full_attention`".into())
+        })?;
+        (global, rp.get("sliding_attention"))
+    } else {
+        (rp, None)
+    };
+    let sub = |json| Fields { path: f.path, json };
+    let local_theta = match local {
+        None => None,
+        Some(l) => {
+            let l = sub(l);
+            if let Some(s) = parse_rope_scaling(f, l.json)? {
+                return Err(l.err(format!(
+                    "rope_parameters.sliding_attention: scaling {s:?} is not supported (local layers rotate \
+                     unscaled)"
+                )));
+            }
+            l.opt_f32("rope_theta")?
+        }
+    };
+    let g = sub(global);
+    Ok(RopeSettings {
+        theta: g.opt_f32("rope_theta")?.or(legacy_theta),
+        scaling: parse_rope_scaling(f, global)?,
+        partial_rotary: g.opt_f32("partial_rotary_factor")?.or(legacy_partial),
+        local_theta,
+    })
+}
+
+/// One rotary-scaling object (`rope_scaling`, or transformers 5's `rope_parameters`); `None` for the default
+/// rotary.
+fn parse_rope_scaling(f: &Fields<'_>, rs: &Value) -> Result<Option<RopeScaling>, EngineError> {
     let sub = Fields {
         path: f.path,
         json: rs,
@@ -172,7 +238,11 @@ fn long_rope(f: &Fields<'_>, sub: &Fields<'_>) -> Result<RopeScaling, EngineErro
 /// Gemma 2 and 3 (text): query scalar, soft-caps, which layers are local (`layer_types`, else every
 /// `sliding_window_pattern`-th layer global: 2 for Gemma 2, 6 by default for Gemma 3) and Gemma 3's local rope base.
 /// Gemma 3 scales only its global layers' rotary, and only linearly: anything else is refused by name.
-fn gemma2_features(f: &Fields<'_>, cfg: &mut ModelConfig) -> Result<(), EngineError> {
+fn gemma2_features(
+    f: &Fields<'_>,
+    cfg: &mut ModelConfig,
+    local_theta: Option<f32>,
+) -> Result<(), EngineError> {
     let gemma3 = cfg.arch == Architecture::Gemma3;
     cfg.query_pre_attn_scalar = f.opt_f32("query_pre_attn_scalar")?;
     cfg.attn_softcap = f.opt_f32("attn_logit_softcapping")?;
@@ -209,7 +279,8 @@ fn gemma2_features(f: &Fields<'_>, cfg: &mut ModelConfig) -> Result<(), EngineEr
         });
     }
     if gemma3 {
-        cfg.rope_local_theta = Some(f.opt_f32("rope_local_base_freq")?.unwrap_or(10000.0));
+        let local = local_theta.or(f.opt_f32("rope_local_base_freq")?);
+        cfg.rope_local_theta = Some(local.unwrap_or(10000.0));
         if let Some(s) = cfg
             .rope_scaling
             .as_ref()
@@ -219,6 +290,61 @@ fn gemma2_features(f: &Fields<'_>, cfg: &mut ModelConfig) -> Result<(), EngineEr
                 "gemma3_text: rope_scaling {s:?} is not supported (Gemma 3 scales its global layers linearly)"
             )));
         }
+    }
+    Ok(())
+}
+
+/// SmolLM3's layers without rotary: `no_rope_layers` (one entry per layer, 1 where it rotates, 0 where it does
+/// not), else every `no_rope_layer_interval`-th layer (default 4) without, as `SmolLM3Config` derives the list.
+/// Its sliding window and MLP bias are refused by name: tlite does not implement them for this family.
+fn smollm3_features(f: &Fields<'_>, cfg: &mut ModelConfig) -> Result<(), EngineError> {
+    let layers = cfg.shape.layers;
+    cfg.nope_layers = match f.json.get("no_rope_layers").filter(|v| !v.is_null()) {
+        Some(list) => {
+            let entries = list
+                .as_array()
+                .ok_or_else(|| f.err(format!("`no_rope_layers` must be a list, got {list}")))?;
+            if entries.len() != layers {
+                return Err(f.err(format!(
+                    "`no_rope_layers` has {} entries for {layers} layers",
+                    entries.len()
+                )));
+            }
+            entries
+                .iter()
+                .map(|e| match e.as_u64() {
+                    Some(1) => Ok(false),
+                    Some(0) => Ok(true),
+                    _ => Err(f.err(format!(
+                        "`no_rope_layers` entry {e} must be 1 (the layer uses rotary) or 0 (it does not)"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        None => {
+            let interval = f.opt_usize("no_rope_layer_interval")?.unwrap_or(4);
+            if interval == 0 {
+                return Err(f.err("`no_rope_layer_interval` must be positive".into()));
+            }
+            super::config::nope_every(layers, interval)
+        }
+    };
+    let windowed = f.opt_bool("use_sliding_window")?.unwrap_or(false)
+        && f.opt_usize("sliding_window")?.is_some_and(|w| w > 0);
+    let sliding_types = f
+        .json
+        .get("layer_types")
+        .and_then(Value::as_array)
+        .is_some_and(|t| t.iter().any(|t| t.as_str() != Some("full_attention")));
+    if windowed || sliding_types {
+        return Err(f.err(
+            "smollm3: `use_sliding_window` with a `sliding_window` (or `layer_types` other than \
+             full_attention) is not supported: tlite does not implement SmolLM3's sliding-window layers"
+                .into(),
+        ));
+    }
+    if f.opt_bool("mlp_bias")?.unwrap_or(false) {
+        return Err(f.err("smollm3: `mlp_bias` is not supported".into()));
     }
     Ok(())
 }
@@ -265,6 +391,13 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
         }
     };
     let gemma = arch.is_gemma();
+    let rope = rope_settings(&f)?;
+    if rope.local_theta.is_some() && arch != Architecture::Gemma3 {
+        return Err(f.err(format!(
+            "`rope_parameters.sliding_attention` gives local layers a rotary of their own, which tlite applies \
+             only to gemma3_text, not {model_type}"
+        )));
+    }
     let mut cfg = ModelConfig {
         arch,
         shape: ModelShape {
@@ -278,11 +411,14 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
             max_ctx: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
         },
         norm_eps: f.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
-        rope_theta: f.opt_f32("rope_theta")?.unwrap_or(10000.0),
+        rope_theta: rope.theta.unwrap_or(10000.0),
         rope_style: RopeStyle::HalfSplit,
-        rope_scaling: parse_rope_scaling(&f)?,
-        partial_rotary: f.opt_f32("partial_rotary_factor")?.unwrap_or(1.0),
-        tied_embeddings: f.opt_bool("tie_word_embeddings")?.unwrap_or(gemma),
+        rope_scaling: rope.scaling,
+        partial_rotary: rope.partial_rotary.unwrap_or(1.0),
+        // transformers' own default where the key is absent (SmolLM3Config's is true).
+        tied_embeddings: f
+            .opt_bool("tie_word_embeddings")?
+            .unwrap_or(gemma || arch == Architecture::SmolLm3),
         qkv_bias: arch == Architecture::Qwen2 || f.opt_bool("attention_bias")?.unwrap_or(false),
         activation,
         norm_plus_one: gemma,
@@ -296,10 +432,14 @@ pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
         final_softcap: None,
         sliding_window: None,
         rope_local_theta: None,
+        nope_layers: Vec::new(),
     };
     let gemma2 = matches!(arch, Architecture::Gemma2 | Architecture::Gemma3);
     if gemma2 {
-        gemma2_features(&f, &mut cfg)?;
+        gemma2_features(&f, &mut cfg, rope.local_theta)?;
+    }
+    if arch == Architecture::SmolLm3 {
+        smollm3_features(&f, &mut cfg)?;
     }
     // Mistral and Phi-3 attend through their window in every layer.
     let mistral_window = f
@@ -623,6 +763,170 @@ mod tests {
             "sliding_window must be at least 1",
         );
         refused("model_type", "gemma3".into(), "gemma3_text");
+    }
+
+    /// SmolLM3's layers without rotary come from `no_rope_layers` (1 = rotates), else from the interval; its
+    /// sliding window and anything malformed are refused by name.
+    #[test]
+    fn smollm3_layers_without_rotary_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        write_hf_folder(
+            &TinySpec::for_arch(RefArch::SmolLm3),
+            dir.path(),
+            StoreDtype::F32,
+            1,
+        )
+        .unwrap();
+        let nope = |dir: &Path| parse_config(dir).unwrap().nope_layers;
+        let c = parse_config(dir.path()).unwrap();
+        assert_eq!(c.nope_layers, [false, false, false, true]);
+        assert_eq!((c.rope_theta, c.tied_embeddings), (2.0e6, true));
+        assert_eq!(
+            (0..4).map(|l| c.layer_rotary_dim(l)).collect::<Vec<_>>(),
+            [16, 16, 16, 0]
+        );
+        set_config(
+            dir.path(),
+            "no_rope_layers",
+            serde_json::json!([0, 1, 1, 1]),
+        );
+        assert_eq!(nope(dir.path()), [true, false, false, false]);
+        // Without the list, the interval decides (SmolLM3Config's derivation); 4 is the default.
+        set_config(dir.path(), "no_rope_layers", Value::Null);
+        set_config(dir.path(), "no_rope_layer_interval", 2.into());
+        assert_eq!(nope(dir.path()), [false, true, false, true]);
+        set_config(dir.path(), "no_rope_layer_interval", Value::Null);
+        assert_eq!(nope(dir.path()), [false, false, false, true]);
+        let refused = |key: &str, value: Value, needle: &str| {
+            let before = read_json(&dir.path().join("config.json")).unwrap();
+            set_config(dir.path(), key, value);
+            let e = parse_config(dir.path()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{key}: {e}");
+            std::fs::write(dir.path().join("config.json"), before.to_string()).unwrap();
+        };
+        refused(
+            "no_rope_layers",
+            serde_json::json!([1, 1, 0]),
+            "3 entries for 4 layers",
+        );
+        refused(
+            "no_rope_layers",
+            serde_json::json!([1, 1, 2, 0]),
+            "must be 1",
+        );
+        refused("no_rope_layer_interval", 0.into(), "must be positive");
+        refused("mlp_bias", true.into(), "mlp_bias");
+        refused(
+            "layer_types",
+            serde_json::json!([
+                "full_attention",
+                "full_attention",
+                "full_attention",
+                "sliding_attention"
+            ]),
+            "sliding-window layers",
+        );
+        set_config(dir.path(), "sliding_window", 8.into());
+        assert_eq!(
+            nope(dir.path()).len(),
+            4,
+            "a window that is off is no refusal"
+        );
+        refused("use_sliding_window", true.into(), "use_sliding_window");
+    }
+
+    /// transformers 5 keeps the rotary in `rope_parameters` (Gemma 3: one object per layer type); the older
+    /// top-level keys are read where it is absent, and what it leaves out.
+    #[test]
+    fn rope_parameters_of_transformers_5() {
+        let dir = tempfile::tempdir().unwrap();
+        write_hf_folder(
+            &TinySpec::for_arch(RefArch::Llama),
+            dir.path(),
+            StoreDtype::F32,
+            1,
+        )
+        .unwrap();
+        set_config(dir.path(), "rope_scaling", Value::Null);
+        set_config(dir.path(), "rope_theta", 1234.0.into());
+        set_config(
+            dir.path(),
+            "rope_parameters",
+            serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
+                "partial_rotary_factor": 0.5}),
+        );
+        let c = parse_config(dir.path()).unwrap();
+        assert_eq!((c.rope_theta, c.partial_rotary), (500000.0, 0.5));
+        assert_eq!(
+            c.rope_scaling,
+            Some(RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_ctx: 8192,
+            })
+        );
+        set_config(
+            dir.path(),
+            "rope_parameters",
+            serde_json::json!({"rope_type": "default"}),
+        );
+        let c = parse_config(dir.path()).unwrap();
+        assert_eq!(
+            (c.rope_theta, &c.rope_scaling),
+            (1234.0, &None),
+            "top-level theta"
+        );
+        set_config(
+            dir.path(),
+            "rope_parameters",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6}),
+        );
+        let e = parse_config(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("`yarn` is not supported"), "{e}");
+        set_config(
+            dir.path(),
+            "rope_parameters",
+            serde_json::json!({"sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+                "full_attention": {"rope_type": "default", "rope_theta": 1e6}}),
+        );
+        let e = parse_config(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("only to gemma3_text"), "{e}");
+
+        // Gemma 3's per-layer-type form: the local base from `sliding_attention`, the global rotary from
+        // `full_attention`.
+        let dir = tempfile::tempdir().unwrap();
+        write_hf_folder(
+            &TinySpec::for_arch(RefArch::Gemma3),
+            dir.path(),
+            StoreDtype::F32,
+            1,
+        )
+        .unwrap();
+        for k in ["rope_scaling", "rope_theta", "rope_local_base_freq"] {
+            set_config(dir.path(), k, Value::Null);
+        }
+        set_config(
+            dir.path(),
+            "rope_parameters",
+            serde_json::json!({"sliding_attention": {"rope_type": "default", "rope_theta": 2e4},
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}}),
+        );
+        let c = parse_config(dir.path()).unwrap();
+        assert_eq!(c.layer_rope(0), (2e4, None));
+        assert_eq!(
+            c.layer_rope(1),
+            (1e6, Some(&RopeScaling::Linear { factor: 8.0 }))
+        );
+        set_config(
+            dir.path(),
+            "rope_parameters",
+            serde_json::json!({"sliding_attention": {"rope_type": "linear", "factor": 2.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 1e6}}),
+        );
+        let e = parse_config(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("local layers rotate unscaled"), "{e}");
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl Llama2cHeader {
             final_softcap: None,
             sliding_window: None,
             rope_local_theta: None,
+            nope_layers: Vec::new(),
         };
         cfg.validate_in(path)?;
         Ok(cfg)

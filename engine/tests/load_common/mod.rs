@@ -58,6 +58,7 @@ pub fn to_ref(m: &Model) -> RefModel {
         window: c.sliding_window.as_ref().map(|w| w.window),
         local_layers,
         local_rope_inv_freqs,
+        nope_layers: c.nope_layers.clone(),
         ..RefConfig::plain(
             match c.arch {
                 Architecture::Llama => RefArch::Llama,
@@ -67,6 +68,7 @@ pub fn to_ref(m: &Model) -> RefModel {
                 Architecture::Qwen3 => RefArch::Qwen3,
                 Architecture::Gemma2 => RefArch::Gemma2,
                 Architecture::Gemma3 => RefArch::Gemma3,
+                Architecture::SmolLm3 => RefArch::SmolLm3,
                 // After the loader cuts their fused tensors, these run Llama's forward pass (partial rotary and
                 // longrope are carried by the config fields below).
                 Architecture::Phi3 | Architecture::ChatGlm => RefArch::Llama,

@@ -34,6 +34,7 @@ fn config(shape: ModelShape, qkv_bias: bool) -> ModelConfig {
         final_softcap: None,
         sliding_window: None,
         rope_local_theta: None,
+        nope_layers: Vec::new(),
     }
 }
 
