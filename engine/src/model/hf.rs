@@ -226,7 +226,8 @@ fn gemma2_features(f: &Fields<'_>, cfg: &mut ModelConfig) -> Result<(), EngineEr
 /// Parses `config.json` (and `generation_config.json` beside it, when present) into a validated [`ModelConfig`].
 pub(crate) fn parse_config(folder: &Path) -> Result<ModelConfig, EngineError> {
     let path = folder.join("config.json");
-    let json = read_json(&path)?;
+    let mut json = read_json(&path)?;
+    super::hf_rope_params::fill_legacy_rope_keys(&mut json, &path)?;
     let f = Fields {
         path: &path,
         json: &json,

@@ -15,6 +15,7 @@ mod convert;
 mod finite;
 mod gguf;
 mod hf;
+mod hf_rope_params;
 mod llama2c;
 mod progress;
 mod st_files;
