@@ -150,7 +150,7 @@ impl GpuModel {
         let kv_bytes = kv_config.total_bytes()?;
         let weights = DeviceWeights::upload(&gpu, model)?;
         let kernels = Kernels::new(&gpu, options.half_products)?;
-        let buffers = StepBuffers::new(&gpu, &plan, max_chunk, max_ctx)?;
+        let buffers = StepBuffers::new(&gpu, &plan, weights.head(), max_chunk, max_ctx)?;
         let kv = KvSequence::new(
             Arc::new(ClKvStorage::new(&gpu)),
             kv_config,
