@@ -125,10 +125,14 @@ impl GpuModel {
         let config = model.config.clone();
         config.validate()?;
         options.validate()?;
-        // Before any allocation: the context is chosen (or the one asked for checked) against the budget.
+        // Before any allocation: the context is chosen (or the one asked for checked) against the budget. The plan
+        // is derived once, for the requested chunk and the model's whole context (its buffer sizes do not depend on
+        // the context), sizes the budget's activations, and is then narrowed to the context chosen; the buffers
+        // are sized for the chunk chosen.
+        let mut plan = StepPlan::new(&config, config.shape.max_ctx.max(1), options.max_chunk)?;
         let caps = gpu.caps();
         let context = choose_context(
-            &Footprint::of_model(model, options.kv_dtype, options.max_chunk)?,
+            &Footprint::of_model_planned(model, options.kv_dtype, &plan)?,
             &DeviceMemory {
                 device: caps.display_name(),
                 global_mem: caps.global_mem_bytes,
@@ -142,9 +146,7 @@ impl GpuModel {
             },
         )?;
         let (max_ctx, max_chunk) = (context.ctx, context.max_chunk);
-        // Planned for the requested chunk, as the budget was, so that both place the activations alike; the buffers
-        // are sized for the chunk chosen.
-        let mut plan = StepPlan::new(&config, max_ctx, options.max_chunk)?;
+        plan.limit_ctx(max_ctx)?;
         let load_dims = plan.evaluate(1, 0)?;
         let kv_config = KvConfig::new(kv_shape(&config.shape, options.kv_dtype), max_ctx)?;
         let kv_bytes = kv_config.total_bytes()?;
