@@ -303,33 +303,10 @@ impl GpuModel {
         }
         Ok(false)
     }
-}
 
-impl LanguageModel for GpuModel {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    fn context_len(&self) -> usize {
-        self.kv.max_ctx()
-    }
-
-    fn cached_len(&self) -> usize {
-        self.kv.len()
-    }
-
-    fn max_step_tokens(&self) -> usize {
-        self.max_chunk
-    }
-
-    fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
-        if len < self.kv.len() {
-            self.kv.truncate(len)?;
-        }
-        Ok(())
-    }
-
-    fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
+    /// Checks a step, evaluates the plan for it and enqueues its decoder layers, committing its KV positions; the
+    /// returned dims are the step's evaluation, which the head (arg-max, logits, device sampling) reuses.
+    pub(super) fn run_layers(&mut self, tokens: &[u32]) -> Result<StepDims, EngineError> {
         let seq = tokens.len();
         if seq == 0 || seq > self.max_chunk {
             return Err(EngineError::InvalidOption(format!(
@@ -361,6 +338,36 @@ impl LanguageModel for GpuModel {
         }
         self.kv.commit(step)?;
         self.device_choice = None;
+        Ok(dims)
+    }
+}
+
+impl LanguageModel for GpuModel {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn context_len(&self) -> usize {
+        self.kv.max_ctx()
+    }
+
+    fn cached_len(&self) -> usize {
+        self.kv.len()
+    }
+
+    fn max_step_tokens(&self) -> usize {
+        self.max_chunk
+    }
+
+    fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
+        if len < self.kv.len() {
+            self.kv.truncate(len)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
+        let dims = self.run_layers(tokens)?;
         match want {
             Want::Nothing => Ok(StepOutput::Nothing),
             Want::Argmax => {
