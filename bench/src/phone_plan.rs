@@ -14,7 +14,7 @@ use engine::gpu::{
     choose_context, padded_ffn, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory,
     Footprint, GpuOptions, NamedBuffer, StepPlan, PROGRAM_ALLOWANCE_BYTES,
 };
-use engine::model::{Activation, Architecture, ModelConfig, ModelShape};
+use engine::model::{ModelConfig, ModelShape};
 use engine::EngineError;
 use kvcache::{KvDtype, KvModelShape};
 
@@ -53,26 +53,6 @@ pub fn plan_models() -> Vec<PlanModel> {
         tied_embeddings: true,
         bos: Some(128_000),
         eos: vec![128_001],
-        ..llama_base.clone()
-    };
-    let qwen3 = ModelConfig {
-        arch: Architecture::Qwen3,
-        qk_norm: true,
-        qkv_bias: false,
-        shape: ModelShape {
-            hidden: 2048,
-            ffn: 6144,
-            layers: 28,
-            heads: 16,
-            kv_heads: 8,
-            head_dim: 128,
-            vocab: 151_936,
-            max_ctx: 40_960,
-        },
-        norm_eps: 1e-6,
-        rope_theta: 1_000_000.0,
-        tied_embeddings: true,
-        activation: Activation::Silu,
         ..llama_base
     };
     vec![
@@ -83,11 +63,7 @@ pub fn plan_models() -> Vec<PlanModel> {
         },
         PlanModel {
             name: "Gemma-2-2B",
-            config: ModelConfig {
-                arch: Architecture::Gemma2,
-                post_norms: true,
-                ..BenchArch::Gemma2_2b.config(None)
-            },
+            config: BenchArch::Gemma2_2b.config(None),
             note: Some(
                 "its KV cache is counted at full size in every layer, its sliding-window layers included (tlite \
                  does not keep window-sized caches yet); listed for its 1.18 GB f16 embedding, which one 1 GiB \
@@ -96,7 +72,7 @@ pub fn plan_models() -> Vec<PlanModel> {
         },
         PlanModel {
             name: "Qwen3-1.7B",
-            config: qwen3,
+            config: BenchArch::Qwen3_1_7b.config(None),
             note: None,
         },
         PlanModel {

@@ -5,6 +5,9 @@
 use bench::copy_bandwidth;
 use bench::end_to_end::{run_bench, synthetic_model, BenchArch, StepProfile};
 use clkernels::runtime::{DeviceSelector, Gpu, GpuOptions};
+use engine::generate::{LanguageModel, StepOutput, Want};
+use engine::gpu::GpuModel;
+use engine::model::Architecture;
 
 #[test]
 fn published_shapes_are_valid_and_shrink() {
@@ -20,6 +23,90 @@ fn published_shapes_are_valid_and_shrink() {
     assert_eq!((phi4.rotary_dim(), phi4.shape.q_dim()), (96, 3072));
     assert!((phi4.rope_attn_factor() - 1.19).abs() < 0.01);
     assert!("gpt2".parse::<BenchArch>().unwrap_err().contains("gpt2"));
+}
+
+#[test]
+fn the_shapes_carry_their_architectures_features() {
+    let qwen3 = BenchArch::Qwen3_1_7b.config(None);
+    assert_eq!(qwen3.arch, Architecture::Qwen3);
+    assert!(qwen3.qk_norm && !qwen3.qkv_bias);
+    let gemma2 = BenchArch::Gemma2_2b.config(None);
+    assert_eq!(gemma2.arch, Architecture::Gemma2);
+    assert!(gemma2.post_norms && !gemma2.qk_norm);
+    assert_eq!(
+        (gemma2.attn_softcap, gemma2.final_softcap),
+        (Some(50.0), Some(30.0))
+    );
+    let w = gemma2.sliding_window.as_ref().unwrap();
+    assert_eq!(w.window, 4096);
+    assert_eq!(w.local_layers.iter().filter(|&&l| l).count(), 13);
+    assert!(w.is_local(0) && !w.is_local(1));
+    let gemma3 = BenchArch::Gemma3_1b.config(None);
+    assert_eq!(gemma3.arch, Architecture::Gemma3);
+    assert!(gemma3.qk_norm && gemma3.post_norms && gemma3.rope_scaling.is_none());
+    let w = gemma3.sliding_window.as_ref().unwrap();
+    assert_eq!(w.window, 512);
+    // Layers 6, 12, 18 and 24 (counting from 1) are global: 22 of 26 local.
+    assert_eq!(w.local_layers.iter().filter(|&&l| l).count(), 22);
+    assert!(!w.is_local(5) && w.is_local(6));
+    assert_eq!(gemma3.layer_rope(0).0, 10_000.0);
+    assert_eq!(gemma3.layer_rope(5).0, 1_000_000.0);
+    // A shortened run keeps a pattern naming each of its layers.
+    for arch in [BenchArch::Gemma2_2b, BenchArch::Gemma3_1b] {
+        let c = arch.config(Some(3));
+        assert_eq!(c.sliding_window.unwrap().local_layers.len(), 3, "{arch:?}");
+    }
+    for arch in [
+        BenchArch::Llama2_7b,
+        BenchArch::Phi4Mini,
+        BenchArch::Gemma2b,
+    ] {
+        assert!(arch.config(None).sliding_window.is_none(), "{arch:?}");
+    }
+}
+
+/// Small models of the shapes with extra features (q/k norms, post norms, soft-caps, windows of 4 positions so a
+/// short run crosses them) have those weights and run end to end with finite figures.
+#[test]
+fn small_models_of_every_architecture_feature_run_end_to_end() {
+    for arch in [
+        BenchArch::Qwen3_1_7b,
+        BenchArch::Gemma2_2b,
+        BenchArch::Gemma3_1b,
+    ] {
+        let mut config = arch.config(Some(6));
+        let s = &mut config.shape;
+        (s.hidden, s.ffn, s.heads, s.kv_heads, s.head_dim, s.vocab) = (128, 256, 4, 2, 32, 300);
+        if let Some(w) = config.sliding_window.as_mut() {
+            w.window = 4;
+        }
+        let model = synthetic_model(&config, fp4::GroupSize::G32, 11, false).unwrap();
+        let layer = &model.weights.layers[0];
+        assert_eq!(layer.q_norm.is_some(), config.qk_norm, "{arch:?}");
+        assert_eq!(layer.k_norm.is_some(), config.qk_norm, "{arch:?}");
+        assert_eq!(
+            layer.post_attn_norm.is_some(),
+            config.post_norms,
+            "{arch:?}"
+        );
+        assert_eq!(layer.post_ffn_norm.is_some(), config.post_norms, "{arch:?}");
+        let options = engine::gpu::GpuOptions {
+            max_ctx: Some(16),
+            max_chunk: 4,
+            ..Default::default()
+        };
+        let mut gm = GpuModel::with_gpu(Gpu::open_default().unwrap(), &model, &options).unwrap();
+        // A 7-token prompt in chunks of 4, then 4 decode steps: every logit of every step finite.
+        let mut steps: Vec<Vec<u32>> = vec![vec![1, 2, 3, 4], vec![5, 6, 7]];
+        steps.extend((8..12).map(|t| vec![t]));
+        for tokens in steps {
+            let StepOutput::Logits(logits) = gm.step(&tokens, Want::Logits).unwrap() else {
+                panic!("{arch:?}: no logits");
+            };
+            assert_eq!(logits.len(), 300);
+            assert!(logits.iter().all(|v| v.is_finite()), "{arch:?}");
+        }
+    }
 }
 
 #[test]

@@ -22,6 +22,10 @@ fn the_shape_only_footprint_is_the_engines() {
         small(BenchArch::Qwen15_4b, 128, 352, 4, 2, 32, false),
         small(BenchArch::Gemma2b, 64, 172, 2, 1, 64, true),
         small(BenchArch::Llama2_7b, 96, 256, 3, 3, 32, false),
+        // q/k norms, and post norms with and without them.
+        small(BenchArch::Qwen3_1_7b, 64, 128, 2, 1, 32, true),
+        small(BenchArch::Gemma2_2b, 64, 128, 2, 1, 32, true),
+        small(BenchArch::Gemma3_1b, 64, 128, 2, 1, 32, true),
     ];
     for c in configs {
         let model = synthetic_model(&c, GroupSize::G32, 1, false).unwrap();

@@ -1,17 +1,22 @@
 //! [`BenchArch`]: the published shapes of the checkpoints `tlite bench` imitates.
 
-use engine::model::{Activation, Architecture, ModelConfig, ModelShape, RopeScaling, RopeStyle};
+use engine::model::{
+    Activation, Architecture, ModelConfig, ModelShape, RopeScaling, RopeStyle, SlidingWindow,
+};
 
-/// Model shapes `tlite bench` knows (the published configurations of these checkpoints).
+/// Model shapes `tlite bench` knows: the published configurations of these checkpoints, each with its
+/// architecture's features (q/k norms, post norms, sliding windows, soft-caps, local rope bases, rope scaling), so a
+/// run does the work the real model does; only the weights are random.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchArch {
     /// Llama 2 7B: 32 layers, hidden 4096, ffn 11008, 32 heads, vocab 32000.
     Llama2_7b,
     /// Gemma 2B: 18 layers, hidden 2048, ffn 16384, 8 heads of 256, one KV head, vocab 256000, GeGLU, tied.
     Gemma2b,
-    /// Gemma 2 2B's shapes: 26 layers, hidden 2304, ffn 9216, 8 heads of 256, 4 KV heads, vocab 256000, tied; run as a
-    /// Gemma decoder (no logit soft-capping, no extra norms). Its f16 embedding, 1.18 GB, exceeds a phone's 1 GiB
-    /// allocation, so it is stored in two buffers there.
+    /// Gemma 2 2B (`gemma-2-2b-it`): 26 layers, hidden 2304, ffn 9216, 8 heads of 256, 4 KV heads, vocab 256000,
+    /// tied; attention scores soft-capped at 50 and logits at 30, post-attention and post-MLP norms, a 4096-token
+    /// window on every other layer (the first of each pair), one rope base (1e4). Its f16 embedding, 1.18 GB,
+    /// exceeds a phone's 1 GiB allocation, so it is stored in two buffers there.
     Gemma2_2b,
     /// Qwen1.5 4B: 40 layers, hidden 2560, ffn 6912, 20 heads, vocab 151936, QKV bias.
     Qwen15_4b,
@@ -20,16 +25,19 @@ pub enum BenchArch {
     Chatglm2_6b,
     /// SmolLM2 135M: 30 layers, hidden 576, ffn 1536, 9 heads of 64, 3 KV heads, vocab 49152, tied.
     Smollm2_135m,
-    /// Qwen3 1.7B: 28 layers, hidden 2048, ffn 6144, 16 heads of 128, 8 KV heads, vocab 151936, tied, theta 1e6.
-    /// Its per-head q/k RMSNorm is not run here (a few hundred multiply-adds per head; the matrices dominate).
+    /// Qwen3 1.7B: 28 layers, hidden 2048, ffn 6144, 16 heads of 128, 8 KV heads, vocab 151936, tied, theta 1e6, no
+    /// QKV bias, an RMSNorm of every q and k head before rotary.
     Qwen3_1_7b,
-    /// Gemma 3 1B: 26 layers, hidden 1152, ffn 6912, 4 heads of 256, one KV head, vocab 262144, GeGLU, tied.
-    /// Run as a Gemma of these shapes: its q/k norms, post-norms, 512-token sliding window and local rope base are
-    /// not (the window would shorten attention past 512 positions).
+    /// Gemma 3 1B (`gemma-3-1b-it`): 26 layers, hidden 1152, ffn 6912, 4 heads of 256, one KV head, vocab 262144,
+    /// GeGLU, tied; q/k norms, post norms, five local layers (512-token window, rope base 1e4) to one global (rope
+    /// base 1e6). The 1B's published config has no rope scaling (the larger Gemma 3 models scale their global
+    /// layers linearly by 8), so none is run. The KV cache is still full-size in the local layers: the window only
+    /// masks, so decode past 512 positions reads only the window there.
     Gemma3_1b,
-    /// Phi-4-mini: 32 layers, hidden 3072, ffn 8192, 24 heads of 128, 8 KV heads, vocab 200064, tied, 96 of 128
-    /// dims rotated, longrope (pre-training context 4096 of 131072; so the frequency-table rotary runs). The
-    /// factor tables are placeholders of the right length: their values do not change the work.
+    /// Phi-4-mini (`Phi-4-mini-instruct`): 32 layers, hidden 3072, ffn 8192, 24 heads of 128, 8 KV heads, vocab
+    /// 200064, tied, 96 of 128 dims rotated, longrope (pre-training context 4096 of 131072; so the frequency-table
+    /// rotary runs). The factor tables are placeholders of the right length: their values do not change the work.
+    /// Its config's `sliding_window` (262144) exceeds its context, so it masks nothing and is left out.
     Phi4Mini,
 }
 
@@ -125,7 +133,7 @@ impl BenchArch {
                 ..base
             },
             Self::Gemma2_2b => ModelConfig {
-                arch: Architecture::Gemma,
+                arch: Architecture::Gemma2,
                 shape: ModelShape {
                     hidden: 2304,
                     ffn: 9216,
@@ -141,6 +149,10 @@ impl BenchArch {
                 activation: Activation::GeluTanh,
                 norm_plus_one: true,
                 embed_scale: Some((2304f32).sqrt()),
+                post_norms: true,
+                query_pre_attn_scalar: Some(256.0),
+                attn_softcap: Some(50.0),
+                final_softcap: Some(30.0),
                 ..base
             },
             Self::Qwen15_4b => ModelConfig {
@@ -193,7 +205,8 @@ impl BenchArch {
                 ..base
             },
             Self::Qwen3_1_7b => ModelConfig {
-                arch: Architecture::Qwen2,
+                arch: Architecture::Qwen3,
+                qk_norm: true,
                 shape: ModelShape {
                     hidden: 2048,
                     ffn: 6144,
@@ -210,7 +223,7 @@ impl BenchArch {
                 ..base
             },
             Self::Gemma3_1b => ModelConfig {
-                arch: Architecture::Gemma,
+                arch: Architecture::Gemma3,
                 shape: ModelShape {
                     hidden: 1152,
                     ffn: 6912,
@@ -227,6 +240,10 @@ impl BenchArch {
                 activation: Activation::GeluTanh,
                 norm_plus_one: true,
                 embed_scale: Some((1152f32).sqrt()),
+                qk_norm: true,
+                post_norms: true,
+                query_pre_attn_scalar: Some(256.0),
+                rope_local_theta: Some(10_000.0),
                 ..base
             },
             Self::Phi4Mini => ModelConfig {
@@ -256,6 +273,21 @@ impl BenchArch {
         if let Some(n) = layers {
             c.shape.layers = n.max(1);
         }
+        // The local/global pattern names every layer, so it is laid out for the layer count just chosen (a
+        // two-layer Gemma 2 run has one local and one global layer; a two-layer Gemma 3 run, two local ones).
+        c.sliding_window = self
+            .window()
+            .map(|(window, period)| SlidingWindow::global_every(window, c.shape.layers, period));
         c
+    }
+
+    /// The sliding window and the period of global layers (every `period`-th layer sees the whole context), as the
+    /// published configs give them (`sliding_window`, `sliding_window_pattern`).
+    fn window(self) -> Option<(usize, usize)> {
+        match self {
+            Self::Gemma2_2b => Some((4096, 2)),
+            Self::Gemma3_1b => Some((512, 6)),
+            _ => None,
+        }
     }
 }

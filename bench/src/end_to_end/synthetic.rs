@@ -47,9 +47,22 @@ fn vector(n: usize, value: f32) -> Result<Tensor, EngineError> {
     Tensor::f32(vec![n], vec![value; n])
 }
 
+/// A random RMSNorm weight that scales by 0.9 to 1.1, so the norms the architecture adds (q/k, post) keep
+/// activations at the size the other layers expect; stored as `w - 1` where the model norms by `1 + w` (Gemma).
+fn norm_weight(rng: &mut StdRng, n: usize, plus_one: bool) -> Result<Tensor, EngineError> {
+    let stored = if plus_one { 0.0 } else { 1.0 };
+    Tensor::f32(
+        vec![n],
+        (0..n)
+            .map(|_| stored + 0.2 * (rng.random::<f32>() - 0.5))
+            .collect(),
+    )
+}
+
 /// A model of `config`'s shapes with random M0E4 linear layers (group `group`), an f16 embedding, and an f16
 /// output head unless `m0e4_head` (a tied head is the embedding, so it stays f16 either way). Matrices whose input
-/// width is not a multiple of the group stay f16, as the loader does.
+/// width is not a multiple of the group stay f16, as the loader does. The norms `config` asks for beyond the two
+/// per layer (Qwen3's and Gemma 3's q/k norms, Gemma 2 and 3's post norms) are there, random near a scale of 1.
 pub fn synthetic_model(
     config: &ModelConfig,
     group: GroupSize,
@@ -80,6 +93,16 @@ pub fn synthetic_model(
                     Ok(None)
                 }
             };
+            let optional_norm = |rng: &mut StdRng, wanted: bool, n: usize| {
+                wanted
+                    .then(|| norm_weight(rng, n, c.norm_plus_one))
+                    .transpose()
+            };
+            let hd = c.shape.head_dim;
+            let q_norm = optional_norm(&mut rng, c.qk_norm, hd)?;
+            let k_norm = optional_norm(&mut rng, c.qk_norm, hd)?;
+            let post_attn_norm = optional_norm(&mut rng, c.post_norms, c.shape.hidden)?;
+            let post_ffn_norm = optional_norm(&mut rng, c.post_norms, c.shape.hidden)?;
             Ok(LayerWeights {
                 attn_norm: vector(c.shape.hidden, 1.0)?,
                 wq: matrix(&mut rng, c.shape.q_dim(), c.shape.hidden)?,
@@ -93,10 +116,10 @@ pub fn synthetic_model(
                 w_gate: matrix(&mut rng, c.shape.ffn, c.shape.hidden)?,
                 w_up: matrix(&mut rng, c.shape.ffn, c.shape.hidden)?,
                 w_down: matrix(&mut rng, c.shape.hidden, c.shape.ffn)?,
-                q_norm: None,
-                k_norm: None,
-                post_attn_norm: None,
-                post_ffn_norm: None,
+                q_norm,
+                k_norm,
+                post_attn_norm,
+                post_ffn_norm,
             })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;

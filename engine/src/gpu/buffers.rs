@@ -14,6 +14,7 @@ use clkernels::runtime::{DeviceBuffer, Gpu};
 use symshape::TensorId;
 
 use super::plan::StepPlan;
+use super::weights::RowSplitMatrix;
 use crate::EngineError;
 
 /// Where one layer's activations (and the output head's) live for every step.
@@ -41,6 +42,9 @@ pub(super) struct Activations {
     pub last_normed: DeviceBuffer<f32>,
     /// Logits of the last position.
     pub logits: DeviceBuffer<f32>,
+    /// In the output head's set, where the head is split over buffers: the rows of `logits` each part writes
+    /// (`RowSplitMatrix::part_outputs`); empty otherwise.
+    pub logits_parts: Vec<DeviceBuffer<f32>>,
 }
 
 /// Everything a step reads and writes besides weights and the KV cache.
@@ -65,10 +69,12 @@ pub(super) struct StepBuffers {
 
 impl StepBuffers {
     /// Allocates the plan's buffers for steps of at most `max_chunk` tokens in a cache of `max_ctx` positions, and
-    /// names every layer's activations in them.
+    /// names every layer's activations in them; the last set also gets the slices of the logits `head`'s parts
+    /// write.
     pub fn new(
         gpu: &Gpu,
         plan: &StepPlan,
+        head: &RowSplitMatrix,
         max_chunk: usize,
         max_ctx: usize,
     ) -> Result<Self, EngineError> {
@@ -94,7 +100,7 @@ impl StepBuffers {
                 })?;
             Ok(buffer.share()?)
         };
-        let layers = d
+        let mut layers = d
             .layers
             .iter()
             .map(|l| {
@@ -111,9 +117,13 @@ impl StepBuffers {
                     last: view(d.last)?,
                     last_normed: view(d.last_normed)?,
                     logits: view(d.logits)?,
+                    logits_parts: Vec::new(),
                 })
             })
-            .collect::<Result<Vec<_>, EngineError>>()?;
+            .collect::<Result<Vec<Activations>, EngineError>>()?;
+        if let Some(last) = layers.last_mut() {
+            last.logits_parts = head.part_outputs(&last.logits)?;
+        }
         Ok(Self {
             ids: DeviceBuffer::new(gpu, ids_len.max(1))?,
             id1: DeviceBuffer::new(gpu, 1)?,

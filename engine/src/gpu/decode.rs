@@ -105,7 +105,7 @@ pub(super) fn head(
 ) -> Result<(), EngineError> {
     let head = weights.head();
     if head.is_m0e4() {
-        head.for_each_part(&mut s.logits, |m, logits| match m {
+        head.for_each_part(&mut s.logits, &mut s.logits_parts, |m, logits| match m {
             DeviceMatrix::M0e4(m) => Ok(k.matvec.enqueue_normed(
                 m,
                 &s.x,
@@ -128,7 +128,7 @@ pub(super) fn head(
         rows,
         params.norm,
     )?;
-    head.for_each_part(&mut s.logits, |m, logits| {
+    head.for_each_part(&mut s.logits, &mut s.logits_parts, |m, logits| {
         k.linear(m, &s.last_normed, 1, logits, Residual::None)
     })?;
     softcap_logits(k, &mut s.logits, head.shape().rows, params)

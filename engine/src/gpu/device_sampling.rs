@@ -92,10 +92,8 @@ pub(super) fn step_sampled(
     };
     // The penalised tokens go up first: the write blocks, and the queue is idle before the step is enqueued.
     scratch.set_penalised(&model.gpu, draw.penalised)?;
-    model.step(tokens, Want::Nothing)?;
-    // The step's dims again (the plan's evaluation costs nanoseconds), for the head over its last position.
-    let past = model.kv.len() - tokens.len();
-    let dims = model.plan.evaluate(tokens.len(), past)?;
+    // The step's own evaluation of the plan serves the head over its last position.
+    let dims = model.run_layers(tokens)?;
     model.enqueue_logits(&dims)?;
     let b = &mut model.buffers;
     let (chosen, head) = (

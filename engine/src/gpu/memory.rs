@@ -112,6 +112,20 @@ impl Footprint {
         kv_dtype: KvDtype,
         max_chunk: usize,
     ) -> Result<Self, EngineError> {
+        // The plan's buffer sizes do not depend on the context (see `symshape::models::fused_decoder`), so the
+        // model's own maximum stands for whichever context is chosen.
+        let c = &model.config;
+        let plan = StepPlan::new(c, c.shape.max_ctx.max(1), max_chunk.max(1))?;
+        Self::of_model_planned(model, kv_dtype, &plan)
+    }
+
+    /// [`Footprint::of_model`] with the activations sized by a plan already derived for the model (the one
+    /// [`super::GpuModel`] then runs).
+    pub fn of_model_planned(
+        model: &Model,
+        kv_dtype: KvDtype,
+        plan: &StepPlan,
+    ) -> Result<Self, EngineError> {
         let c = &model.config;
         let kv = KvModelShape {
             layers: c.shape.layers,
@@ -119,9 +133,7 @@ impl Footprint {
             head_dim: c.shape.head_dim,
             dtype: kv_dtype,
         };
-        // The plan's buffer sizes do not depend on the context (see `symshape::models::fused_decoder`), so the
-        // model's own maximum stands for whichever context is chosen.
-        let activations = StepPlan::new(c, c.shape.max_ctx.max(1), max_chunk.max(1))?.sizes()?;
+        let activations = plan.sizes()?;
         let (weights, largest_weight) = weight_buffers(model);
         Ok(Footprint {
             weights,

@@ -125,10 +125,14 @@ impl GpuModel {
         let config = model.config.clone();
         config.validate()?;
         options.validate()?;
-        // Before any allocation: the context is chosen (or the one asked for checked) against the budget.
+        // Before any allocation: the context is chosen (or the one asked for checked) against the budget. The plan
+        // is derived once, for the requested chunk and the model's whole context (its buffer sizes do not depend on
+        // the context), sizes the budget's activations, and is then narrowed to the context chosen; the buffers
+        // are sized for the chunk chosen.
+        let mut plan = StepPlan::new(&config, config.shape.max_ctx.max(1), options.max_chunk)?;
         let caps = gpu.caps();
         let context = choose_context(
-            &Footprint::of_model(model, options.kv_dtype, options.max_chunk)?,
+            &Footprint::of_model_planned(model, options.kv_dtype, &plan)?,
             &DeviceMemory {
                 device: caps.display_name(),
                 global_mem: caps.global_mem_bytes,
@@ -142,15 +146,13 @@ impl GpuModel {
             },
         )?;
         let (max_ctx, max_chunk) = (context.ctx, context.max_chunk);
-        // Planned for the requested chunk, as the budget was, so that both place the activations alike; the buffers
-        // are sized for the chunk chosen.
-        let mut plan = StepPlan::new(&config, max_ctx, options.max_chunk)?;
+        plan.limit_ctx(max_ctx)?;
         let load_dims = plan.evaluate(1, 0)?;
         let kv_config = KvConfig::new(kv_shape(&config.shape, options.kv_dtype), max_ctx)?;
         let kv_bytes = kv_config.total_bytes()?;
         let weights = DeviceWeights::upload(&gpu, model)?;
         let kernels = Kernels::new(&gpu, options.half_products)?;
-        let buffers = StepBuffers::new(&gpu, &plan, max_chunk, max_ctx)?;
+        let buffers = StepBuffers::new(&gpu, &plan, weights.head(), max_chunk, max_ctx)?;
         let kv = KvSequence::new(
             Arc::new(ClKvStorage::new(&gpu)),
             kv_config,
@@ -301,33 +303,10 @@ impl GpuModel {
         }
         Ok(false)
     }
-}
 
-impl LanguageModel for GpuModel {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    fn context_len(&self) -> usize {
-        self.kv.max_ctx()
-    }
-
-    fn cached_len(&self) -> usize {
-        self.kv.len()
-    }
-
-    fn max_step_tokens(&self) -> usize {
-        self.max_chunk
-    }
-
-    fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
-        if len < self.kv.len() {
-            self.kv.truncate(len)?;
-        }
-        Ok(())
-    }
-
-    fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
+    /// Checks a step, evaluates the plan for it and enqueues its decoder layers, committing its KV positions; the
+    /// returned dims are the step's evaluation, which the head (arg-max, logits, device sampling) reuses.
+    pub(super) fn run_layers(&mut self, tokens: &[u32]) -> Result<StepDims, EngineError> {
         let seq = tokens.len();
         if seq == 0 || seq > self.max_chunk {
             return Err(EngineError::InvalidOption(format!(
@@ -359,6 +338,36 @@ impl LanguageModel for GpuModel {
         }
         self.kv.commit(step)?;
         self.device_choice = None;
+        Ok(dims)
+    }
+}
+
+impl LanguageModel for GpuModel {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn context_len(&self) -> usize {
+        self.kv.max_ctx()
+    }
+
+    fn cached_len(&self) -> usize {
+        self.kv.len()
+    }
+
+    fn max_step_tokens(&self) -> usize {
+        self.max_chunk
+    }
+
+    fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
+        if len < self.kv.len() {
+            self.kv.truncate(len)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
+        let dims = self.run_layers(tokens)?;
         match want {
             Want::Nothing => Ok(StepOutput::Nothing),
             Want::Argmax => {

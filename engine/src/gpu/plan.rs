@@ -42,6 +42,8 @@ pub struct StepDims {
 pub struct StepPlan {
     decoder: FusedDecoder,
     values: PlanValues,
+    /// The cache the plan was derived for, and the one steps are checked against now (at most the first).
+    derived_ctx: usize,
     max_ctx: usize,
 }
 
@@ -69,8 +71,23 @@ impl StepPlan {
         Ok(Self {
             decoder,
             values: PlanValues::default(),
+            derived_ctx: max_ctx,
             max_ctx,
         })
+    }
+
+    /// Accepts steps only within a cache of `max_ctx` positions from now on, at most the cache it was derived for:
+    /// what was proven for every step of the longer cache holds for the shorter one, so the plan the memory budget
+    /// was computed from (before the context was chosen) also runs the steps, and loading derives it once.
+    pub fn limit_ctx(&mut self, max_ctx: usize) -> Result<(), EngineError> {
+        if max_ctx == 0 || max_ctx > self.derived_ctx {
+            return Err(EngineError::InvalidConfig(format!(
+                "shape plan: a cache of {max_ctx} positions is outside the {} it was derived for",
+                self.derived_ctx
+            )));
+        }
+        self.max_ctx = max_ctx;
+        Ok(())
     }
 
     /// The planned decoder: its graph, its plan and the tensors the engine binds.

@@ -84,7 +84,7 @@ pub(super) fn head(
         params.norm,
     )?;
     let head = weights.head();
-    head.for_each_part(&mut s.logits, |m, logits| {
+    head.for_each_part(&mut s.logits, &mut s.logits_parts, |m, logits| {
         k.linear(m, &s.last_normed, 1, logits, Residual::None)
     })?;
     softcap_logits(k, &mut s.logits, head.shape().rows, params)

@@ -174,20 +174,44 @@ impl RowSplitMatrix {
         self.parts.iter().map(|(_, m)| m.bytes()).sum()
     }
 
-    /// Runs `launch` once per part with the part's matrix and the rows of `out` it computes: `out` itself for a
-    /// matrix in one buffer, else a sub-buffer of the part's rows (their offsets are aligned by the plan). For
+    /// The rows of `out` each part computes, as sub-buffers (their offsets are aligned by the split), for
+    /// [`RowSplitMatrix::for_each_part`]; none for a matrix in one buffer, which writes `out` itself. Made once
+    /// beside the output buffer rather than per launch, since a step would otherwise create and release one
+    /// OpenCL object per part.
+    pub fn part_outputs(
+        &self,
+        out: &DeviceBuffer<f32>,
+    ) -> Result<Vec<DeviceBuffer<f32>>, EngineError> {
+        if !self.is_split() {
+            return Ok(Vec::new());
+        }
+        self.parts
+            .iter()
+            .map(|(part, _)| Ok(out.sub_buffer(&self.gpu, part.first, part.rows)?))
+            .collect()
+    }
+
+    /// Runs `launch` once per part with the part's matrix and the rows of the output it computes: `out` itself for
+    /// a matrix in one buffer, else the part's sub-buffer of `out` from [`RowSplitMatrix::part_outputs`]. For
     /// products with one output per matrix row, such as the output head's mat-vec.
     pub fn for_each_part(
         &self,
         out: &mut DeviceBuffer<f32>,
+        part_outputs: &mut [DeviceBuffer<f32>],
         mut launch: impl FnMut(&DeviceMatrix, &mut DeviceBuffer<f32>) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         if let [(_, whole)] = self.parts.as_slice() {
             return launch(whole, out);
         }
-        for (part, m) in &self.parts {
-            let mut rows = out.sub_buffer(&self.gpu, part.first, part.rows)?;
-            launch(m, &mut rows)?;
+        if part_outputs.len() != self.parts.len() {
+            return Err(EngineError::Model(format!(
+                "a matrix stored in {} parts was given {} output slices",
+                self.parts.len(),
+                part_outputs.len()
+            )));
+        }
+        for ((_, m), rows) in self.parts.iter().zip(part_outputs) {
+            launch(m, rows)?;
         }
         Ok(())
     }

@@ -175,3 +175,30 @@ fn the_activation_figure_is_the_arena_and_the_ids() {
     let floor = 4 * (chunk * shape.hidden + (chunk * shape.qkv_dim()).max(shape.vocab)) as u64;
     assert!(sizes.arena_bytes(chunk, ctx) >= floor);
 }
+
+/// A plan narrowed to a shorter cache refuses steps past it, gives the same dims within it, and cannot be widened.
+#[test]
+fn a_plan_narrowed_to_a_shorter_cache_refuses_steps_past_it() {
+    let mut rng = rand::rng();
+    let shape = ModelShape {
+        max_ctx: 64,
+        ..random_shape(&mut rng)
+    };
+    let mut whole = StepPlan::new(&config(shape, false), 64, 8).unwrap();
+    let mut narrowed = StepPlan::new(&config(shape, false), 64, 8).unwrap();
+    narrowed.limit_ctx(16).unwrap();
+    assert_eq!(narrowed.sizes().unwrap(), whole.sizes().unwrap());
+    for (seq, past) in [(1, 0), (8, 8), (1, 15)] {
+        assert_eq!(
+            narrowed.evaluate(seq, past).unwrap(),
+            whole.evaluate(seq, past).unwrap()
+        );
+    }
+    assert!(whole.evaluate(1, 16).is_ok());
+    let e = narrowed.evaluate(1, 16).unwrap_err().to_string();
+    assert!(e.contains("16 positions"), "{e}");
+    assert!(narrowed.limit_ctx(65).is_err() && narrowed.limit_ctx(0).is_err());
+    // Narrowing again within what it was derived for is allowed (a later load may choose a longer context).
+    narrowed.limit_ctx(64).unwrap();
+    assert!(narrowed.evaluate(1, 16).is_ok());
+}
