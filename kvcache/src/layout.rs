@@ -180,6 +180,35 @@ impl KvView {
         self.span_elems() * self.dtype.bytes()
     }
 
+    /// The view as linear views (no wrap) whose elements, one after the other, are the view's in view order
+    /// (head, position, dim): the view itself when it does not wrap, else per head its runs of slots before and
+    /// after the ring's end. For copies that take rectangles (saving a ring layer's positions).
+    pub fn linear_parts(&self) -> Vec<KvView> {
+        let Some(w) = self.wrap else {
+            return vec![*self];
+        };
+        let mut parts = Vec::new();
+        for h in 0..self.heads {
+            let mut i = 0;
+            while i < self.positions {
+                let slot = w.slot(i);
+                let run = (w.slots - slot).min(self.positions - i);
+                parts.push(KvView {
+                    offset_elems: self.offset_elems
+                        + h as u64 * self.head_stride_elems
+                        + slot as u64 * self.position_stride_elems,
+                    first_position: self.first_position + i,
+                    positions: run,
+                    heads: 1,
+                    wrap: None,
+                    ..*self
+                });
+                i += run;
+            }
+        }
+        parts
+    }
+
     /// Same view, with the offset moved back by `origin_elems` (for binding to a sub-region starting there).
     pub fn rebased(&self, origin_elems: u64) -> KvView {
         KvView {
@@ -238,6 +267,46 @@ mod tests {
                 (layout.kv_heads * len * layout.head_dim) as u64
             );
             assert_eq!(view.span_bytes(), view.span_elems() * 2);
+        }
+    }
+
+    /// A ring view's linear parts list its elements in view order, and every element lies inside the span.
+    #[test]
+    fn ring_views_split_into_linear_parts_in_view_order() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..200 {
+            let layout = KvLayout {
+                kv_heads: rng.random_range(1..4),
+                max_ctx: rng.random_range(1..12),
+                head_dim: rng.random_range(1..5),
+                dtype: KvDtype::F16,
+            };
+            let origin = rng.random_range(0..50);
+            let start = rng.random_range(0..50);
+            let len = rng.random_range(0..=layout.max_ctx);
+            let view = layout.ring_view(origin, start, len);
+            let mut want = Vec::new();
+            for h in 0..layout.kv_heads {
+                for i in 0..len {
+                    assert_eq!(view.wrap.unwrap().slot(i), (origin + start + i) % layout.max_ctx);
+                    for d in 0..layout.head_dim {
+                        let idx = view.element_index(h, i, d);
+                        assert!(idx < view.end_elems().max(1) && idx < layout.buffer_elems());
+                        want.push(idx);
+                    }
+                }
+            }
+            let got: Vec<u64> = view
+                .linear_parts()
+                .iter()
+                .flat_map(|p| {
+                    (0..p.heads).flat_map(move |h| {
+                        (0..p.positions)
+                            .flat_map(move |i| (0..p.head_dim).map(move |d| p.element_index(h, i, d)))
+                    })
+                })
+                .collect();
+            assert_eq!(got, want);
         }
     }
 }

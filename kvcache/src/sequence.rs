@@ -229,13 +229,33 @@ impl<S: KvStorage> KvSequence<S> {
     /// down first (reported in [`KvStep::shift`]). If the backend fails during a shift, the sequence is truncated
     /// to its `keep_first` positions (the only ones known intact) and the error returned.
     pub fn begin_step(&mut self, n: usize) -> Result<KvStep, KvError> {
+        self.begin(n, true)
+    }
+
+    /// As [`KvSequence::begin_step`], for positions the caller fills itself rather than kernels that read the
+    /// window as they write (restoring a saved cache): longer than the rings' step size is allowed. Ring layers
+    /// then hold only the last positions of the fill; write them through [`KvSequence::layer_view`] of
+    /// `[max(start, end - capacity), end)`.
+    pub fn begin_fill(&mut self, n: usize) -> Result<KvStep, KvError> {
+        self.begin(n, false)
+    }
+
+    /// Marks ring layers' positions before `position` as not held (a restored cache that had only its latest
+    /// positions): truncating to where the next window would read them is then refused, as after a wrap.
+    pub fn forget_before(&mut self, position: usize) {
+        if self.rings().is_some() {
+            self.ring_held_from = self.ring_held_from.max(position);
+        }
+    }
+
+    fn begin(&mut self, n: usize, ring_step: bool) -> Result<KvStep, KvError> {
         if let Some((_, start, end)) = self.open {
             return Err(KvError::StepInProgress { start, end });
         }
         if n == 0 {
             return Err(KvError::EmptyStep);
         }
-        if let Some(r) = self.rings() {
+        if let Some(r) = self.rings().filter(|_| ring_step) {
             if n > r.max_chunk {
                 return Err(KvError::StepLongerThanRing {
                     requested: n,
