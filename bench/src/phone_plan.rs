@@ -174,6 +174,7 @@ pub fn footprint_of_shapes(config: &ModelConfig, kv: KvDtype) -> Result<Footprin
         largest_weight: largest,
         kv_per_position: kv_shape.position_bytes_total()?,
         kv_buffer_per_position: kv_shape.position_bytes_per_buffer()?,
+        kv_rings: None,
         activations,
         programs: PROGRAM_ALLOWANCE_BYTES,
     })

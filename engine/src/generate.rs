@@ -58,8 +58,15 @@ pub trait LanguageModel {
     fn cached_len(&self) -> usize;
     /// The longest step [`LanguageModel::step`] accepts (prefill chunks are cut to it).
     fn max_step_tokens(&self) -> usize;
-    /// Drops cached positions from `len` on (moves no data).
+    /// Drops cached positions from `len` on (moves no data). A model that cannot keep exactly `len` positions
+    /// ([`LanguageModel::can_truncate`] says false) may drop more, down to none: [`LanguageModel::cached_len`]
+    /// says what it kept.
     fn truncate(&mut self, len: usize) -> Result<(), EngineError>;
+    /// Whether [`LanguageModel::truncate`]`(len)` keeps exactly `len` positions (a sliding-window ring cache no
+    /// longer holds the window before an old position).
+    fn can_truncate(&self, _len: usize) -> bool {
+        true
+    }
     /// Appends `tokens` at the end of the cache and returns what `want` asks about the last one.
     fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError>;
     /// Appends `tokens` and chooses the next token as `draw` says ([`StepOutput::Token`]), or hands back the last
@@ -373,9 +380,18 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         let context = self.model.context_len();
 
         // Reuse what the cache has seen of the prompt; at least the last prompt token must run to produce logits.
-        let reuse = self
+        let mut reuse = self
             .shifted_out
             .reuse(&self.cached, prompt, prompt.len() - 1);
+        if reuse.cached < self.cached.len() && !self.model.can_truncate(reuse.cached) {
+            // The model cannot go back that far exactly (its ring caches lost the window): run it all again.
+            self.model.truncate(0)?;
+            self.cached.clear();
+            self.shifted_out.clear();
+            reuse = self
+                .shifted_out
+                .reuse(&self.cached, prompt, prompt.len() - 1);
+        }
         let fresh = prompt.len() - reuse.prompt;
         // Shifts keep the start the earlier ones kept while their dropped run is still part of the history.
         let keep = options

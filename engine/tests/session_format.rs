@@ -30,6 +30,7 @@ fn sample(seed: u64, positions: usize) -> Sample {
             KvDtype::F32
         },
         positions,
+        local_from: 0,
     };
     let total = shape.total_bytes().unwrap() as usize;
     Sample {

@@ -19,6 +19,7 @@ fn smol() -> Footprint {
         },
         kv_per_position: 2 * 30 * 3 * 64 * 2,
         kv_buffer_per_position: 3 * 64 * 2,
+        kv_rings: None,
         activations: ActivationSizes::affine(200_000, 30_000),
         programs: PROGRAM_ALLOWANCE_BYTES,
     }
@@ -246,6 +247,7 @@ proptest! {
             largest_weight: NamedBuffer { name: "w".into(), bytes: 1 },
             kv_per_position: 2 * layers * kv_buffer,
             kv_buffer_per_position: kv_buffer,
+            kv_rings: None,
             activations: ActivationSizes::affine(1000, per_token),
             programs: PROGRAM_ALLOWANCE_BYTES,
         };
