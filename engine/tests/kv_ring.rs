@@ -159,6 +159,25 @@ fn run(name: &str, kv_dtype: KvDtype) {
     for _ in 0..(ctx - p.tokens.len()).min(6) {
         p.step(&ids(1), "decode after a shift");
     }
+    // Save the rings' positions and restore them into rings of another step size: the next steps agree with the
+    // full cache. Full local caches cannot take them back.
+    let (shape, data) = p.ring.read_kv().unwrap();
+    assert!(shape.local_from > 0, "{name}: the rings lost nothing after wrapping");
+    let gpu = Gpu::open_default().unwrap();
+    let mut other = GpuModel::with_gpu(gpu.clone(), &m, &GpuOptions { max_chunk: 3, ..opts(true) }).unwrap();
+    other.write_kv(&shape, &data).unwrap();
+    assert_eq!(other.cached_len(), p.tokens.len());
+    assert!(!other.can_truncate(shape.local_from), "{name}: restored rings claim positions they lack");
+    p.ring = other;
+    for _ in 0..2 {
+        p.step(&ids(1), "decode after a restore");
+    }
+    p.step(&ids(3), "prefill after a restore");
+    let (shape, data) = p.ring.read_kv().unwrap();
+    let mut plain = GpuModel::with_gpu(gpu, &m, &opts(false)).unwrap();
+    let err = plain.write_kv(&shape, &data).unwrap_err().to_string();
+    assert!(err.contains("ring caches"), "{name}: {err}");
+    assert_eq!(plain.cached_len(), 0);
     eprintln!(
         "{} ring vs full caches: max |logit difference| {:.2e}; KV bytes {ring_bytes} with rings ({rings} ring \
          layers) against {full_bytes}",
