@@ -12,9 +12,9 @@ use clkernels::kernels::matvec::MatvecConfig;
 use clkernels::runtime::{Capabilities, DeviceProfile, ProfileError, RowSplit, SplitLimits};
 use engine::gpu::{
     choose_context, padded_ffn, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory,
-    Footprint, GpuOptions, NamedBuffer, StepPlan, PROGRAM_ALLOWANCE_BYTES,
+    Footprint, GpuOptions, KvRingFootprint, NamedBuffer, StepPlan, PROGRAM_ALLOWANCE_BYTES,
 };
-use engine::model::{Activation, Architecture, ModelConfig, ModelShape};
+use engine::model::{Activation, Architecture, ModelConfig, ModelShape, SlidingWindow};
 use engine::EngineError;
 use kvcache::{KvDtype, KvModelShape};
 
@@ -83,14 +83,20 @@ pub fn plan_models() -> Vec<PlanModel> {
         },
         PlanModel {
             name: "Gemma-2-2B",
-            config: ModelConfig {
-                arch: Architecture::Gemma2,
-                post_norms: true,
-                ..BenchArch::Gemma2_2b.config(None)
+            config: {
+                let base = BenchArch::Gemma2_2b.config(None);
+                let layers = base.shape.layers;
+                ModelConfig {
+                    arch: Architecture::Gemma2,
+                    post_norms: true,
+                    // Gemma 2's 4096-position window on every other layer: those layers keep ring caches.
+                    sliding_window: Some(SlidingWindow::global_every(4096, layers, 2)),
+                    ..base
+                }
             },
             note: Some(
-                "its KV cache is counted at full size in every layer, its sliding-window layers included (tlite \
-                 does not keep window-sized caches yet); listed for its 1.18 GB f16 embedding, which one 1 GiB \
+                "its 13 local layers keep ring caches of their 4096-position window (plus a 256-token step), the \
+                 13 global ones the whole context; listed for its 1.18 GB f16 embedding, which one 1 GiB \
                  allocation cannot hold",
             ),
         },
@@ -174,7 +180,7 @@ pub fn footprint_of_shapes(config: &ModelConfig, kv: KvDtype) -> Result<Footprin
         largest_weight: largest,
         kv_per_position: kv_shape.position_bytes_total()?,
         kv_buffer_per_position: kv_shape.position_bytes_per_buffer()?,
-        kv_rings: None,
+        kv_rings: KvRingFootprint::of_config(config),
         activations,
         programs: PROGRAM_ALLOWANCE_BYTES,
     })

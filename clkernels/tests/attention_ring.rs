@@ -34,13 +34,22 @@ struct Plain {
 
 impl Plain {
     /// Keys and values of every position as the cache holds them (rotated, rounded to the cache's type).
-    fn arrays(&self, kv_heads: usize, head_dim: usize, rope: RopeConfig, dtype: KvDtype) -> (Vec<f32>, Vec<f32>) {
+    fn arrays(
+        &self,
+        kv_heads: usize,
+        head_dim: usize,
+        rope: RopeConfig,
+        dtype: KvDtype,
+    ) -> (Vec<f32>, Vec<f32>) {
         let ctx = self.raw_k.len();
         let round = |x: f32| match dtype {
             KvDtype::F16 => f16::from_f32(x).to_f32(),
             KvDtype::F32 => x,
         };
-        let (mut k, mut v) = (vec![0.0; kv_heads * ctx * head_dim], vec![0.0; kv_heads * ctx * head_dim]);
+        let (mut k, mut v) = (
+            vec![0.0; kv_heads * ctx * head_dim],
+            vec![0.0; kv_heads * ctx * head_dim],
+        );
         for p in 0..ctx {
             let mut kp = self.raw_k[p].clone();
             ops::rope(&mut kp, kv_heads, ref_rope(rope), p);
@@ -128,13 +137,25 @@ fn run_case(gpu: &clkernels::runtime::Gpu, case: Case, label: &str) {
     let shift = RopeShift::new(gpu, dtype).unwrap();
     let rope = RopeConfig {
         head_dim,
-        rotary_dim: if rng.random_bool(0.5) { head_dim } else { head_dim / 2 & !1 },
+        rotary_dim: if rng.random_bool(0.5) {
+            head_dim
+        } else {
+            head_dim / 2 & !1
+        },
         theta: 10000.0,
-        style: if rng.random_bool(0.5) { RopeStyle::HalfSplit } else { RopeStyle::Interleaved },
+        style: if rng.random_bool(0.5) {
+            RopeStyle::HalfSplit
+        } else {
+            RopeStyle::Interleaved
+        },
     };
     let scores = AttentionScores {
         scale: 1.0 / (head_dim as f32).sqrt(),
-        softcap: if rng.random_bool(0.3) { Some(5.0) } else { None },
+        softcap: if rng.random_bool(0.3) {
+            Some(5.0)
+        } else {
+            None
+        },
         window: Some(window),
     };
     let mut plain = Plain {
@@ -152,15 +173,26 @@ fn run_case(gpu: &clkernels::runtime::Gpu, case: Case, label: &str) {
         if full || (past > 2 && rng.random_bool(0.1)) {
             let keep = rng.random_range(0..=past / 4);
             let most = seq.max_shift_drop(keep);
-            let drop = if full { most } else { most.min(rng.random_range(1..=past - keep)) };
+            let drop = if full {
+                most
+            } else {
+                most.min(rng.random_range(1..=past - keep))
+            };
             if drop >= 1 {
                 let report = seq.shift(keep, drop).unwrap();
                 let delta = -(drop as i64);
-                let full = seq.layer_view(1, report.rerotate_slots().start, report.rerotate_slots().len());
-                let ring = seq.layer_view(0, report.ring_rerotate.start, report.ring_rerotate.len());
+                let full = seq.layer_view(
+                    1,
+                    report.rerotate_slots().start,
+                    report.rerotate_slots().len(),
+                );
+                let ring =
+                    seq.layer_view(0, report.ring_rerotate.start, report.ring_rerotate.len());
                 for (layer, view) in [(1, full), (0, ring)] {
                     let keys = seq.buffer(layer, KvPart::Key).unwrap();
-                    shift.enqueue(keys.operand(view), rope, None, delta).unwrap();
+                    shift
+                        .enqueue(keys.operand(view), rope, None, delta)
+                        .unwrap();
                 }
                 plain.raw_k.drain(keep..keep + drop);
                 plain.v.drain(keep..keep + drop);
@@ -204,7 +236,9 @@ fn run_case(gpu: &clkernels::runtime::Gpu, case: Case, label: &str) {
         for t in 0..n {
             let row = &qkv[t * width..(t + 1) * width];
             q_ref.extend_from_slice(&row[..heads * head_dim]);
-            plain.raw_k.push(row[heads * head_dim..(heads + kv_heads) * head_dim].to_vec());
+            plain
+                .raw_k
+                .push(row[heads * head_dim..(heads + kv_heads) * head_dim].to_vec());
             plain.v.push(row[(heads + kv_heads) * head_dim..].to_vec());
         }
         ops::rope(&mut q_ref, heads, ref_rope(rope), past);
@@ -236,9 +270,16 @@ fn run_case(gpu: &clkernels::runtime::Gpu, case: Case, label: &str) {
             },
         );
         let step = seq.begin_step(n).unwrap();
-        let path = if n == 1 && rng.random_bool(0.5) { 0 } else { rng.random_range(1..3) };
+        let path = if n == 1 && rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(1..3)
+        };
         for layer in 0..2 {
-            let (kb, vb) = (seq.buffer(layer, KvPart::Key).unwrap(), seq.buffer(layer, KvPart::Value).unwrap());
+            let (kb, vb) = (
+                seq.buffer(layer, KvPart::Key).unwrap(),
+                seq.buffer(layer, KvPart::Value).unwrap(),
+            );
             let (write, read) = (step.layer_write_view(layer), step.layer_read_view(layer));
             let mut buf = upload(gpu, &qkv);
             let mut out = poisoned(gpu, n * heads * head_dim);
@@ -249,19 +290,39 @@ fn run_case(gpu: &clkernels::runtime::Gpu, case: Case, label: &str) {
                     rope,
                 }),
                 1 => {
-                    att.enqueue_qkv_rope_write(&mut buf, q_l, k_l, v_l, kb.operand(write), vb.operand(write), rope, past)
-                        .unwrap();
+                    att.enqueue_qkv_rope_write(
+                        &mut buf,
+                        q_l,
+                        k_l,
+                        v_l,
+                        kb.operand(write),
+                        vb.operand(write),
+                        rope,
+                        past,
+                    )
+                    .unwrap();
                     None
                 }
                 _ => {
                     rope_k.enqueue(&mut buf, q_l, rope, past).unwrap();
-                    att.enqueue_kv_write(&buf, k_l, kb.operand(write), Some(rope), past).unwrap();
-                    att.enqueue_kv_write(&buf, v_l, vb.operand(write), None, past).unwrap();
+                    att.enqueue_kv_write(&buf, k_l, kb.operand(write), Some(rope), past)
+                        .unwrap();
+                    att.enqueue_kv_write(&buf, v_l, vb.operand(write), None, past)
+                        .unwrap();
                     None
                 }
             };
-            att.enqueue_with_fresh(&buf, q_l, fresh, kb.operand(read), vb.operand(read), a_shape, scores, &mut out)
-                .unwrap();
+            att.enqueue_with_fresh(
+                &buf,
+                q_l,
+                fresh,
+                kb.operand(read),
+                vb.operand(read),
+                a_shape,
+                scores,
+                &mut out,
+            )
+            .unwrap();
             let (atol, rtol) = match dtype {
                 KvDtype::F32 => (2e-4, 2e-3),
                 KvDtype::F16 => (4e-3, 4e-3),
@@ -275,10 +336,19 @@ fn run_case(gpu: &clkernels::runtime::Gpu, case: Case, label: &str) {
         }
         seq.commit(step).unwrap();
     }
-    assert!(seq.stats().steps_committed > 20, "{label}: too few steps ran");
+    assert!(
+        seq.stats().steps_committed > 20,
+        "{label}: too few steps ran"
+    );
     let stats = seq.stats();
-    assert!(stats.positions_committed > capacity as u64, "{label}: the ring never wrapped");
-    assert!(fills == 0 || stats.shifts > 0, "{label}: the cache filled but no context shift ran");
+    assert!(
+        stats.positions_committed > capacity as u64,
+        "{label}: the ring never wrapped"
+    );
+    assert!(
+        fills == 0 || stats.shifts > 0,
+        "{label}: the cache filled but no context shift ran"
+    );
 }
 
 #[test]

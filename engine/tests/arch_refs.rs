@@ -138,7 +138,11 @@ fn run(
     let gpu = Gpu::open_default().expect("an OpenCL device (PoCL on the dev box)");
     let mut g = GpuModel::with_gpu(gpu, m, &opts).unwrap();
     if m.config.sliding_window.is_some() && max_chunk < 16 {
-        assert!(g.kv_rings().0 > 0, "{} {what}: the local layers keep no ring", reference.name);
+        assert!(
+            g.kv_rings().0 > 0,
+            "{} {what}: the local layers keep no ring",
+            reference.name
+        );
     }
     let mut worst = 0.0f32;
     let mut at = 0;

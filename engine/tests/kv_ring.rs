@@ -58,7 +58,13 @@ impl Pair {
         let err = a
             .iter()
             .zip(&b)
-            .map(|(x, y)| if x.is_finite() { (x - y).abs() } else { f32::INFINITY })
+            .map(|(x, y)| {
+                if x.is_finite() {
+                    (x - y).abs()
+                } else {
+                    f32::INFINITY
+                }
+            })
             .fold(0.0f32, f32::max);
         assert!(
             err <= TOL,
@@ -81,7 +87,11 @@ impl Pair {
         if exact {
             assert_eq!(self.ring.cached_len(), to);
         } else {
-            assert_eq!(self.ring.cached_len(), 0, "an inexact truncation must clear");
+            assert_eq!(
+                self.ring.cached_len(),
+                0,
+                "an inexact truncation must clear"
+            );
             for part in kept.chunks(chunk) {
                 self.ring.step(part, Want::Nothing).unwrap();
             }
@@ -106,8 +116,14 @@ fn run(name: &str, kv_dtype: KvDtype) {
     let ring = GpuModel::with_gpu(gpu.clone(), &m, &opts(true)).unwrap();
     let full = GpuModel::with_gpu(gpu, &m, &opts(false)).unwrap();
     let ((rings, ring_bytes), (none, full_bytes)) = (ring.kv_rings(), full.kv_rings());
-    assert!(rings > 0 && none == 0, "{name}: {rings} ring layers, {none} without the option");
-    assert!(ring_bytes < full_bytes, "{name}: rings take {ring_bytes}, full caches {full_bytes}");
+    assert!(
+        rings > 0 && none == 0,
+        "{name}: {rings} ring layers, {none} without the option"
+    );
+    assert!(
+        ring_bytes < full_bytes,
+        "{name}: rings take {ring_bytes}, full caches {full_bytes}"
+    );
     let mut p = Pair {
         ring,
         full,
@@ -134,9 +150,15 @@ fn run(name: &str, kv_dtype: KvDtype) {
     }
     // A short truncation the rings keep, a long one they cannot.
     let len = p.tokens.len();
-    assert!(p.truncate(len - 2, chunk), "{name}: a 2-token truncation must be exact");
+    assert!(
+        p.truncate(len - 2, chunk),
+        "{name}: a 2-token truncation must be exact"
+    );
     p.step(&ids(3), "after a short truncation");
-    assert!(!p.truncate(6, chunk), "{name}: the rings cannot still hold position 6");
+    assert!(
+        !p.truncate(6, chunk),
+        "{name}: the rings cannot still hold position 6"
+    );
     p.step(&ids(4), "after a long truncation");
     for _ in 0..4 {
         p.step(&ids(1), "decode");
@@ -146,7 +168,10 @@ fn run(name: &str, kv_dtype: KvDtype) {
     let len = p.tokens.len();
     let keep = 3;
     let too_far = len - keep - (window - 2);
-    assert!(!p.ring.shift_context(keep, too_far).unwrap(), "{name}: the rings took a shift past the window");
+    assert!(
+        !p.ring.shift_context(keep, too_far).unwrap(),
+        "{name}: the rings took a shift past the window"
+    );
     assert_eq!(p.ring.cached_len(), len);
     let drop = len - keep - (window + 2);
     assert!(p.ring.shift_context(keep, drop).unwrap());
@@ -162,12 +187,26 @@ fn run(name: &str, kv_dtype: KvDtype) {
     // Save the rings' positions and restore them into rings of another step size: the next steps agree with the
     // full cache. Full local caches cannot take them back.
     let (shape, data) = p.ring.read_kv().unwrap();
-    assert!(shape.local_from > 0, "{name}: the rings lost nothing after wrapping");
+    assert!(
+        shape.local_from > 0,
+        "{name}: the rings lost nothing after wrapping"
+    );
     let gpu = Gpu::open_default().unwrap();
-    let mut other = GpuModel::with_gpu(gpu.clone(), &m, &GpuOptions { max_chunk: 3, ..opts(true) }).unwrap();
+    let mut other = GpuModel::with_gpu(
+        gpu.clone(),
+        &m,
+        &GpuOptions {
+            max_chunk: 3,
+            ..opts(true)
+        },
+    )
+    .unwrap();
     other.write_kv(&shape, &data).unwrap();
     assert_eq!(other.cached_len(), p.tokens.len());
-    assert!(!other.can_truncate(shape.local_from), "{name}: restored rings claim positions they lack");
+    assert!(
+        !other.can_truncate(shape.local_from),
+        "{name}: restored rings claim positions they lack"
+    );
     p.ring = other;
     for _ in 0..2 {
         p.step(&ids(1), "decode after a restore");

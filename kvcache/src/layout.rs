@@ -288,7 +288,10 @@ mod tests {
             let mut want = Vec::new();
             for h in 0..layout.kv_heads {
                 for i in 0..len {
-                    assert_eq!(view.wrap.unwrap().slot(i), (origin + start + i) % layout.max_ctx);
+                    assert_eq!(
+                        view.wrap.unwrap().slot(i),
+                        (origin + start + i) % layout.max_ctx
+                    );
                     for d in 0..layout.head_dim {
                         let idx = view.element_index(h, i, d);
                         assert!(idx < view.end_elems().max(1) && idx < layout.buffer_elems());
@@ -301,8 +304,9 @@ mod tests {
                 .iter()
                 .flat_map(|p| {
                     (0..p.heads).flat_map(move |h| {
-                        (0..p.positions)
-                            .flat_map(move |i| (0..p.head_dim).map(move |d| p.element_index(h, i, d)))
+                        (0..p.positions).flat_map(move |i| {
+                            (0..p.head_dim).map(move |d| p.element_index(h, i, d))
+                        })
                     })
                 })
                 .collect();

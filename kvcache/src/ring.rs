@@ -24,9 +24,7 @@ pub struct KvRings {
 impl KvRings {
     /// Slots of a ring: the window plus the positions one step adds beyond the first (`window + max_chunk - 1`).
     pub fn capacity(&self) -> usize {
-        self.window
-            .saturating_add(self.max_chunk)
-            .saturating_sub(1)
+        self.window.saturating_add(self.max_chunk).saturating_sub(1)
     }
 
     /// Whether `layer` is local.

@@ -480,7 +480,11 @@ impl<S: KvStorage> KvSequence<S> {
         let moved_from = keep_first + drop..self.len;
         let mut bytes_copied = 0u64;
         if drop > 0 {
-            let full = self.layers.iter().enumerate().filter(|(l, _)| !self.is_ring(*l));
+            let full = self
+                .layers
+                .iter()
+                .enumerate()
+                .filter(|(l, _)| !self.is_ring(*l));
             for (_, buffers) in full {
                 for buffer in [&buffers.key, &buffers.value] {
                     let mut src = moved_from.start;

@@ -42,7 +42,13 @@ fn data(ids: &[u32], layer: usize, part: KvPart) -> Vec<f32> {
 }
 
 /// Checks that every layer's read view holds the ids of `model` over the positions the step's window reads.
-fn check(storage: &HostStorage, seq: &KvSequence<HostStorage>, model: &[u32], window: usize, n: usize) {
+fn check(
+    storage: &HostStorage,
+    seq: &KvSequence<HostStorage>,
+    model: &[u32],
+    window: usize,
+    n: usize,
+) {
     let len = model.len();
     // The last step (n tokens) read from `len - n - window + 1`; after a truncation (n = 0) the next one will.
     let from = len.saturating_sub(window + n - 1);
@@ -54,7 +60,11 @@ fn check(storage: &HostStorage, seq: &KvSequence<HostStorage>, model: &[u32], wi
             let got = storage
                 .read_view(seq.buffer(layer, part).unwrap(), &view)
                 .unwrap();
-            assert_eq!(got, data(&model[first..], layer, part), "layer {layer} {part:?}");
+            assert_eq!(
+                got,
+                data(&model[first..], layer, part),
+                "layer {layer} {part:?}"
+            );
         }
     }
 }
@@ -118,9 +128,17 @@ fn rings_hold_every_window_a_step_reads() {
                             model.truncate(to);
                             check(&storage, &seq, &model, window, 0);
                         }
-                        Err(KvError::RingOverwritten { needed_from, held_from, .. }) => {
+                        Err(KvError::RingOverwritten {
+                            needed_from,
+                            held_from,
+                            ..
+                        }) => {
                             assert!(!exact && held_from > needed_from);
-                            assert_eq!(seq.len(), model.len(), "a refused truncation changes nothing");
+                            assert_eq!(
+                                seq.len(),
+                                model.len(),
+                                "a refused truncation changes nothing"
+                            );
                         }
                         Err(e) => panic!("{e}"),
                     }
@@ -140,9 +158,13 @@ fn rings_hold_every_window_a_step_reads() {
                             assert_eq!(seq.len(), model.len());
                             // Only full layers copy: one full layer of two parts here, none if all are full.
                             let moved = (model.len() - keep) as u64 * (HEADS * DIM * 2) as u64;
-                            let full_layers = (0..LAYERS).filter(|&l| !seq.is_ring(l)).count() as u64;
+                            let full_layers =
+                                (0..LAYERS).filter(|&l| !seq.is_ring(l)).count() as u64;
                             assert_eq!(report.bytes_copied, 2 * full_layers * moved);
-                            assert_eq!(storage.counters().bytes_copied - copied_before, report.bytes_copied);
+                            assert_eq!(
+                                storage.counters().bytes_copied - copied_before,
+                                report.bytes_copied
+                            );
                             // The kept start is not in a ring; the window after the shift reads the tail.
                             if ring {
                                 assert!(report.ring_rerotate.start >= keep);
@@ -178,9 +200,21 @@ fn steps_longer_than_the_ring_was_sized_for_are_refused() {
         .unwrap()
         .with_rings(rings(4, 3))
         .unwrap();
-    let mut seq = KvSequence::new(Arc::new(HostStorage::unlimited()), config, FullPolicy::Error).unwrap();
+    let mut seq = KvSequence::new(
+        Arc::new(HostStorage::unlimited()),
+        config,
+        FullPolicy::Error,
+    )
+    .unwrap();
     let err = seq.begin_step(4).unwrap_err();
-    assert!(matches!(err, KvError::StepLongerThanRing { requested: 4, max_chunk: 3, window: 4 }));
+    assert!(matches!(
+        err,
+        KvError::StepLongerThanRing {
+            requested: 4,
+            max_chunk: 3,
+            window: 4
+        }
+    ));
     assert!(err.to_string().contains("longer than the 3"), "{err}");
     assert!(seq.begin_step(3).is_ok());
 }
@@ -197,11 +231,21 @@ fn ring_layers_count_at_their_capacity() {
         2 * (1000 + 2 * 127) * per_position
     );
     // A ring as large as the context is not used.
-    let no_gain = KvConfig::new(shape, 127).unwrap().with_rings(rings(100, 28)).unwrap();
+    let no_gain = KvConfig::new(shape, 127)
+        .unwrap()
+        .with_rings(rings(100, 28))
+        .unwrap();
     assert!(!no_gain.is_ring(0) && no_gain.active_rings().is_none());
     assert_eq!(no_gain.total_bytes().unwrap(), 2 * 3 * 127 * per_position);
     // Bad ring configs are refused.
-    for bad in [rings(0, 4), rings(4, 0), KvRings { local_layers: vec![true], ..rings(4, 4) }] {
+    for bad in [
+        rings(0, 4),
+        rings(4, 0),
+        KvRings {
+            local_layers: vec![true],
+            ..rings(4, 4)
+        },
+    ] {
         assert!(full.clone().with_rings(bad).is_err());
     }
 }
@@ -228,7 +272,10 @@ fn gemma3_1b_cache_bytes_with_and_without_rings() {
         })
         .unwrap();
     let (a, b) = (full.total_bytes().unwrap(), ringed.total_bytes().unwrap());
-    println!("gemma3-1b KV at 32768, f16: full caches {a} bytes, rings {b} bytes ({:.1} %)", 100.0 * b as f64 / a as f64);
+    println!(
+        "gemma3-1b KV at 32768, f16: full caches {a} bytes, rings {b} bytes ({:.1} %)",
+        100.0 * b as f64 / a as f64
+    );
     let per_position = 256 * 2 * 2;
     assert_eq!(a, 26 * 32768 * per_position);
     assert_eq!(b, (globals * 32768 + (26 - globals) * 767) * per_position);

@@ -115,7 +115,11 @@ impl GpuModel {
     ) -> Result<Vec<(&clkernels::kv_storage::ClKvBuffer, kvcache::KvView)>, EngineError> {
         let buffer = self.kv.buffer(layer, part)?;
         let view = self.kv.layer_view(layer, from, len - from);
-        Ok(view.linear_parts().into_iter().map(|v| (buffer, v)).collect())
+        Ok(view
+            .linear_parts()
+            .into_iter()
+            .map(|v| (buffer, v))
+            .collect())
     }
 
     /// Every layer's key and value buffer with `view`, in the packed order.

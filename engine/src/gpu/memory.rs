@@ -119,6 +119,18 @@ pub struct KvRingFootprint {
 }
 
 impl KvRingFootprint {
+    /// The rings of `config`'s local layers, or `None` where it has none.
+    pub fn of_config(config: &crate::model::ModelConfig) -> Option<Self> {
+        let w = config.sliding_window.as_ref()?;
+        let layers = config.shape.layers;
+        Some(KvRingFootprint {
+            window: w.window,
+            ring_layers: (0..layers).filter(|&l| w.is_local(l)).count(),
+            layers,
+        })
+        .filter(|r| r.ring_layers > 0)
+    }
+
     /// Positions a ring layer holds at this context and step size: its ring, or the context where that is smaller
     /// (kvcache uses a ring only where it saves memory).
     pub fn positions(&self, ctx: usize, chunk: usize) -> usize {
@@ -175,13 +187,8 @@ impl Footprint {
         // model's own maximum stands for whichever context is chosen.
         let activations = StepPlan::new(c, c.shape.max_ctx.max(1), max_chunk.max(1))?.sizes()?;
         let (weights, largest_weight) = weight_buffers(model);
-        let kv_rings = c.sliding_window.as_ref().map(|w| KvRingFootprint {
-            window: w.window,
-            ring_layers: (0..c.shape.layers).filter(|&l| w.is_local(l)).count(),
-            layers: c.shape.layers,
-        });
         Ok(Footprint {
-            kv_rings: kv_rings.filter(|r| r.ring_layers > 0),
+            kv_rings: KvRingFootprint::of_config(c),
             weights,
             largest_weight,
             kv_per_position: kv.position_bytes_total()?,

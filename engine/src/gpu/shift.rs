@@ -55,7 +55,11 @@ impl GpuModel {
         let shift = RopeShift::new(&self.gpu, kv.shape.dtype)?;
         for (layer, params) in self.params.iter().enumerate().take(kv.shape.layers) {
             let keys = self.kv.buffer(layer, KvPart::Key)?;
-            let turned = if self.kv.is_ring(layer) { &ring } else { &slots };
+            let turned = if self.kv.is_ring(layer) {
+                &ring
+            } else {
+                &slots
+            };
             let view = self.kv.layer_view(layer, turned.start, turned.len());
             shift.enqueue(
                 keys.operand(view),

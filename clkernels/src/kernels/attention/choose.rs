@@ -337,7 +337,8 @@ mod tests {
         // head_dim 128: 16 work-items per row, 256 / 16 * 16 = 256 positions per wide block.
         let i = inputs(132, AttentionWalk::Auto, true);
         for past in [0, 100, 255] {
-            let plan = choose_attention_plan(&i, &shape(1, past, 32, 128), &view(128, past + 1), None);
+            let plan =
+                choose_attention_plan(&i, &shape(1, past, 32, 128), &view(128, past + 1), None);
             assert_eq!(
                 plan,
                 AttentionPlan {
@@ -466,7 +467,10 @@ mod tests {
         let i = inputs(132, AttentionWalk::Auto, true);
         let long = shape(1, 30_000, 32, 128);
         let (splits, chunk) = split_plan(&i, &long, Some(256), 4);
-        assert!(splits * chunk >= 256 && (splits - 1) * chunk < 256, "{splits} x {chunk}");
+        assert!(
+            splits * chunk >= 256 && (splits - 1) * chunk < 256,
+            "{splits} x {chunk}"
+        );
         // A 256-key window is one wide block at any context.
         let plan = choose_attention_plan(&i, &long, &view(128, 30_001), Some(256));
         assert_eq!(
