@@ -164,7 +164,8 @@ fn run_case(gpu: &clkernels::runtime::Gpu, case: Case, label: &str) {
     };
     let width = (heads + 2 * kv_heads) * head_dim;
     let mut fills = 0;
-    for step_no in 0..60 {
+    let steps = if small_shapes() { 30 } else { 60 };
+    for step_no in 0..steps {
         let past = seq.len();
         // Now and then a context shift or a truncation, where the rings allow them; a shift (or a clear) when the
         // cache is full.
