@@ -284,22 +284,36 @@ fn ring_layers_count_at_their_ring() {
     };
     let per_layer = 2 * 3 * 64 * 2;
     // At 8192 positions, steps of 256: 5 full layers of 8192 and 25 rings of 767.
-    assert_eq!(ringed.kv_bytes(8192, 256), per_layer * (5 * 8192 + 25 * 767));
+    assert_eq!(
+        ringed.kv_bytes(8192, 256),
+        per_layer * (5 * 8192 + 25 * 767)
+    );
     // A ring no smaller than the context is the context.
     assert_eq!(ringed.kv_bytes(600, 256), smol().kv_bytes(600, 256));
     assert_eq!(ringed.kv_largest_buffer(8192, 256), 3 * 64 * 2 * 8192);
     let all_rings = Footprint {
-        kv_rings: Some(KvRingFootprint { ring_layers: 30, ..rings }),
+        kv_rings: Some(KvRingFootprint {
+            ring_layers: 30,
+            ..rings
+        }),
         ..smol()
     };
     assert_eq!(all_rings.kv_largest_buffer(8192, 256), 3 * 64 * 2 * 767);
-    assert_eq!(ringed.clone().without_rings().kv_bytes(8192, 256), smol().kv_bytes(8192, 256));
+    assert_eq!(
+        ringed.clone().without_rings().kv_bytes(8192, 256),
+        smol().kv_bytes(8192, 256)
+    );
     let budget = MemBudget::Bytes(400 * MIB);
     let mut req = request(None, budget);
     req.model_max = 1 << 20;
     let dev = device(4 * GIB, GIB);
     let full = choose_context(&smol(), &dev, &req).unwrap();
     let ring = choose_context(&ringed, &dev, &req).unwrap();
-    assert!(ring.ctx > 2 * full.ctx, "rings {} vs full {}", ring.ctx, full.ctx);
+    assert!(
+        ring.ctx > 2 * full.ctx,
+        "rings {} vs full {}",
+        ring.ctx,
+        full.ctx
+    );
     assert!(ring.needs.total() <= 400 * MIB);
 }
