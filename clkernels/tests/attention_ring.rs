@@ -140,7 +140,7 @@ fn run_case(gpu: &clkernels::runtime::Gpu, case: Case, label: &str) {
         rotary_dim: if rng.random_bool(0.5) {
             head_dim
         } else {
-            head_dim / 2 & !1
+            (head_dim / 2) & !1
         },
         theta: 10000.0,
         style: if rng.random_bool(0.5) {

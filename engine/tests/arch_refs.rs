@@ -116,8 +116,9 @@ fn check_config(reference: &ArchModel, m: &Model) {
     assert_eq!(c.tied_embeddings, tied, "{name}: tied embeddings");
 }
 
-/// Runs the token sequence as `schedule` splits it into steps and checks each step's logits against llama.cpp's
-/// `f32` run; returns the largest error.
+/// Runs the token sequence as `schedule` splits it into steps (of at most `max_chunk`) and checks each step's
+/// logits against llama.cpp's `f32` run; returns the largest error.
+#[allow(clippy::too_many_arguments)] // the run's inputs, each distinct; a struct would only rename them
 fn run(
     reference: &ArchModel,
     refs: &ArchRefs,
