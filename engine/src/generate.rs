@@ -845,6 +845,8 @@ mod tests {
         cache: Vec<u32>,
         steps: Vec<usize>,
         max_step: usize,
+        /// How far back a truncation stays exact (as ring caches allow); `None`: any.
+        exact_back: Option<usize>,
     }
 
     impl LanguageModel for Scripted {
@@ -861,8 +863,13 @@ mod tests {
             self.max_step
         }
         fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
-            self.cache.truncate(len);
+            let keep = if self.can_truncate(len) { len } else { 0 };
+            self.cache.truncate(keep);
             Ok(())
+        }
+        fn can_truncate(&self, len: usize) -> bool {
+            self.exact_back
+                .is_none_or(|b| self.cache.len().saturating_sub(len) <= b)
         }
         fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
             assert!(tokens.len() <= self.max_step);
@@ -935,6 +942,7 @@ mod tests {
             cache: Vec::new(),
             steps: Vec::new(),
             max_step: 4,
+            exact_back: None,
         };
         Generator::new(model, codec).unwrap()
     }
@@ -1037,6 +1045,28 @@ mod tests {
         assert_eq!(g.model().steps, vec![1, 1]);
         assert_eq!(out.timings.prefill_tokens, 1);
         assert_eq!(out.text, "ab");
+    }
+
+    /// A model that cannot go back far exactly (sliding-window ring caches) is cleared, and the whole prompt runs
+    /// again rather than attending what the rings overwrote.
+    #[test]
+    fn a_truncation_the_model_cannot_keep_runs_the_prompt_again() {
+        let mut g = generator("0123456789", &b"ab".map(u32::from));
+        let opts = GenerateOptions {
+            max_tokens: 2,
+            prefill_chunk: 3,
+            ..GenerateOptions::default()
+        };
+        run(&mut g, "0123456789", &opts);
+        g.model_mut().exact_back = Some(1);
+        g.model_mut().steps.clear();
+        let (out, _) = run(&mut g, "0123", &opts);
+        // BOS + 4 prompt tokens from the start in chunks of 3, then one decode step; an exact truncation would
+        // have run only the last prompt token.
+        assert_eq!(g.model().steps, vec![3, 2, 1]);
+        assert_eq!(out.timings.prefill_tokens, 5);
+        assert_eq!(&g.cached_tokens()[..5], &[1, 48, 49, 50, 51]);
+        assert_eq!(g.model().cache, g.cached_tokens());
     }
 
     #[test]
