@@ -12,7 +12,7 @@ use clkernels::kernels::matvec::MatvecConfig;
 use clkernels::runtime::{Capabilities, DeviceProfile, ProfileError, RowSplit, SplitLimits};
 use engine::gpu::{
     choose_context, padded_ffn, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory,
-    Footprint, GpuOptions, NamedBuffer, StepPlan, PROGRAM_ALLOWANCE_BYTES,
+    Footprint, GpuOptions, KvRingFootprint, NamedBuffer, StepPlan, PROGRAM_ALLOWANCE_BYTES,
 };
 use engine::model::{ModelConfig, ModelShape};
 use engine::EngineError;
@@ -65,8 +65,8 @@ pub fn plan_models() -> Vec<PlanModel> {
             name: "Gemma-2-2B",
             config: BenchArch::Gemma2_2b.config(None),
             note: Some(
-                "its KV cache is counted at full size in every layer, its sliding-window layers included (tlite \
-                 does not keep window-sized caches yet); listed for its 1.18 GB f16 embedding, which one 1 GiB \
+                "its 13 local layers keep ring caches of their 4096-position window (plus a 256-token step), the \
+                 13 global ones the whole context; listed for its 1.18 GB f16 embedding, which one 1 GiB \
                  allocation cannot hold",
             ),
         },
@@ -150,6 +150,7 @@ pub fn footprint_of_shapes(config: &ModelConfig, kv: KvDtype) -> Result<Footprin
         largest_weight: largest,
         kv_per_position: kv_shape.position_bytes_total()?,
         kv_buffer_per_position: kv_shape.position_bytes_per_buffer()?,
+        kv_rings: KvRingFootprint::of_config(config),
         activations,
         programs: PROGRAM_ALLOWANCE_BYTES,
     })

@@ -131,6 +131,11 @@ impl ViewRows {
         if view.position_stride_elems != view.head_dim as u64 {
             return Err(invalid("the view's positions are not contiguous"));
         }
+        if view.wrap.is_some() {
+            return Err(invalid(
+                "the view wraps around a ring (copy its KvView::linear_parts instead)",
+            ));
+        }
         if view.heads > 1 && view.head_stride_elems < view.positions as u64 * view.head_dim as u64 {
             return Err(invalid("the view's heads overlap"));
         }
@@ -508,6 +513,7 @@ mod tests {
                 head_stride_elems: n as u64,
                 position_stride_elems: n as u64,
                 dtype: KvDtype::F32,
+                wrap: None,
             };
             let layout = HeadsLayout {
                 offset: 0,

@@ -112,7 +112,7 @@ fn run_scored(
         },
         ref_scores(scores),
     );
-    let what = format!("{label} {:?}", att.plan(&shape, &view));
+    let what = format!("{label} {:?}", att.plan(&shape, &view, scores.window));
     assert_close(&what, &out.read(gpu).unwrap(), &want, 2e-5, 1e-4);
 }
 
@@ -224,7 +224,7 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
     // Auto: one wide work-group per head (where the device runs it) while the context is one block of it (512
     // positions at head_dim 64), else split attn_rows at about four groups per compute unit; attn_partial for
     // layouts attn_rows cannot read (head_dim 36 here). Every kernel runs every case below.
-    let kernel = |att: &Attention, past| att.plan(&decode(past), &view(past + 1)).kernel;
+    let kernel = |att: &Attention, past| att.plan(&decode(past), &view(past + 1), None).kernel;
     let mut auto = Attention::new(&gpu).unwrap();
     auto.set_walk(AttentionWalk::Auto); // a CPU device defaults to Positions
     let short = if auto.has_wide() {
@@ -235,7 +235,7 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
     assert_eq!(kernel(&auto, 40), short);
     assert_eq!(kernel(&auto, 100_000), AttentionKernel::Rows);
     let units = gpu.caps().compute_units.max(1) as usize;
-    let long_plan = auto.plan(&decode(100_000), &view(100_001));
+    let long_plan = auto.plan(&decode(100_000), &view(100_001), None);
     // 4 heads: split until about 4 groups per compute unit (one split per head would already be enough on a
     // device with a single unit).
     assert!(
@@ -258,7 +258,7 @@ fn decode_attention_splits_long_contexts_and_matches_reference() {
     }
     .positions_view(0, 701);
     assert_eq!(
-        auto.plan(&odd, &odd_view).kernel,
+        auto.plan(&odd, &odd_view, None).kernel,
         AttentionKernel::Positions
     );
     // However many work-groups the policy asks for, splits stay within what the merge holds.
@@ -915,6 +915,7 @@ fn fused_rope_and_kv_write_matches_host_rotary_and_leaves_the_rest() {
             head_stride_elems: (max_ctx * head_dim) as u64,
             position_stride_elems: head_dim as u64,
             dtype,
+            wrap: None,
         };
         let cache_len = kv_heads * max_ctx * head_dim;
         let (kc32, vc32) = (poisoned(&gpu, cache_len), poisoned(&gpu, cache_len));

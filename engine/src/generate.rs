@@ -58,8 +58,15 @@ pub trait LanguageModel {
     fn cached_len(&self) -> usize;
     /// The longest step [`LanguageModel::step`] accepts (prefill chunks are cut to it).
     fn max_step_tokens(&self) -> usize;
-    /// Drops cached positions from `len` on (moves no data).
+    /// Drops cached positions from `len` on (moves no data). A model that cannot keep exactly `len` positions
+    /// ([`LanguageModel::can_truncate`] says false) may drop more, down to none: [`LanguageModel::cached_len`]
+    /// says what it kept.
     fn truncate(&mut self, len: usize) -> Result<(), EngineError>;
+    /// Whether [`LanguageModel::truncate`]`(len)` keeps exactly `len` positions (a sliding-window ring cache no
+    /// longer holds the window before an old position).
+    fn can_truncate(&self, _len: usize) -> bool {
+        true
+    }
     /// Appends `tokens` at the end of the cache and returns what `want` asks about the last one.
     fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError>;
     /// Appends `tokens` and chooses the next token as `draw` says ([`StepOutput::Token`]), or hands back the last
@@ -373,9 +380,18 @@ impl<M: LanguageModel, T: TextCodec> Generator<M, T> {
         let context = self.model.context_len();
 
         // Reuse what the cache has seen of the prompt; at least the last prompt token must run to produce logits.
-        let reuse = self
+        let mut reuse = self
             .shifted_out
             .reuse(&self.cached, prompt, prompt.len() - 1);
+        if reuse.cached < self.cached.len() && !self.model.can_truncate(reuse.cached) {
+            // The model cannot go back that far exactly (its ring caches lost the window): run it all again.
+            self.model.truncate(0)?;
+            self.cached.clear();
+            self.shifted_out.clear();
+            reuse = self
+                .shifted_out
+                .reuse(&self.cached, prompt, prompt.len() - 1);
+        }
         let fresh = prompt.len() - reuse.prompt;
         // Shifts keep the start the earlier ones kept while their dropped run is still part of the history.
         let keep = options
@@ -829,6 +845,8 @@ mod tests {
         cache: Vec<u32>,
         steps: Vec<usize>,
         max_step: usize,
+        /// How far back a truncation stays exact (as ring caches allow); `None`: any.
+        exact_back: Option<usize>,
     }
 
     impl LanguageModel for Scripted {
@@ -845,8 +863,13 @@ mod tests {
             self.max_step
         }
         fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
-            self.cache.truncate(len);
+            let keep = if self.can_truncate(len) { len } else { 0 };
+            self.cache.truncate(keep);
             Ok(())
+        }
+        fn can_truncate(&self, len: usize) -> bool {
+            self.exact_back
+                .is_none_or(|b| self.cache.len().saturating_sub(len) <= b)
         }
         fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
             assert!(tokens.len() <= self.max_step);
@@ -919,6 +942,7 @@ mod tests {
             cache: Vec::new(),
             steps: Vec::new(),
             max_step: 4,
+            exact_back: None,
         };
         Generator::new(model, codec).unwrap()
     }
@@ -1021,6 +1045,28 @@ mod tests {
         assert_eq!(g.model().steps, vec![1, 1]);
         assert_eq!(out.timings.prefill_tokens, 1);
         assert_eq!(out.text, "ab");
+    }
+
+    /// A model that cannot go back far exactly (sliding-window ring caches) is cleared, and the whole prompt runs
+    /// again rather than attending what the rings overwrote.
+    #[test]
+    fn a_truncation_the_model_cannot_keep_runs_the_prompt_again() {
+        let mut g = generator("0123456789", &b"ab".map(u32::from));
+        let opts = GenerateOptions {
+            max_tokens: 2,
+            prefill_chunk: 3,
+            ..GenerateOptions::default()
+        };
+        run(&mut g, "0123456789", &opts);
+        g.model_mut().exact_back = Some(1);
+        g.model_mut().steps.clear();
+        let (out, _) = run(&mut g, "0123", &opts);
+        // BOS + 4 prompt tokens from the start in chunks of 3, then one decode step; an exact truncation would
+        // have run only the last prompt token.
+        assert_eq!(g.model().steps, vec![3, 2, 1]);
+        assert_eq!(out.timings.prefill_tokens, 5);
+        assert_eq!(&g.cached_tokens()[..5], &[1, 48, 49, 50, 51]);
+        assert_eq!(g.model().cache, g.cached_tokens());
     }
 
     #[test]

@@ -27,7 +27,9 @@
 //!
 //! gemma2 and gemma3 have local layers with a window of 4 positions, shorter than the 20 of the sequence, so both
 //! the prefill and the decode steps run the sliding-window mask; gemma2's soft-caps (5 and 4) bite hard on its
-//! logits (which stay within 4).
+//! logits (which stay within 4). Their local layers keep ring caches (`GpuOptions::kv_ring`, on by default); a
+//! third schedule, chunks of 3 then decode, sizes the rings at 4 + 3 - 1 = 6 slots, so the 20 positions wrap them
+//! three times.
 //!
 //! All bounds are far below what any architectural feature changes: the script refuses data where dropping or
 //! flipping one feature (the rope pairing, the rope base, Llama 3's `rope_freqs`, the QKV bias, the embedding
@@ -127,26 +129,35 @@ fn check_config(reference: &ArchModel, m: &Model) {
     assert_eq!(got, rotating, "{name}: layers with rotary");
 }
 
-/// Runs the token sequence as `schedule` splits it into steps and checks each step's logits against llama.cpp's
-/// `f32` run; returns the largest error.
+/// Runs the token sequence as `schedule` splits it into steps (of at most `max_chunk`) and checks each step's
+/// logits against llama.cpp's `f32` run; returns the largest error.
+#[allow(clippy::too_many_arguments)] // the run's inputs, each distinct; a struct would only rename them
 fn run(
     reference: &ArchModel,
     refs: &ArchRefs,
     m: &Model,
     kv: KvDtype,
     schedule: &[usize],
+    max_chunk: usize,
     tol: f32,
     what: &str,
 ) -> f32 {
     let opts = GpuOptions {
         max_ctx: Some(64),
-        max_chunk: 32,
+        max_chunk,
         kv_dtype: kv,
         half_products: false,
         ..GpuOptions::default()
     };
     let gpu = Gpu::open_default().expect("an OpenCL device (PoCL on the dev box)");
     let mut g = GpuModel::with_gpu(gpu, m, &opts).unwrap();
+    if m.config.sliding_window.is_some() && max_chunk < 16 {
+        assert!(
+            g.kv_rings().0 > 0,
+            "{} {what}: the local layers keep no ring",
+            reference.name
+        );
+    }
     let mut worst = 0.0f32;
     let mut at = 0;
     for &len in schedule {
@@ -191,6 +202,7 @@ fn check(stored: StoredWeights, format: WeightFormat) {
                 &m,
                 kv,
                 &prefill_then_decode,
+                32,
                 tol,
                 &format!("{format:?} {kv:?} prefill {} then decode", refs.prefill),
             );
@@ -200,6 +212,7 @@ fn check(stored: StoredWeights, format: WeightFormat) {
                 &m,
                 kv,
                 &all_decode,
+                32,
                 tol,
                 &format!("{format:?} {kv:?} decode only"),
             );
@@ -208,6 +221,15 @@ fn check(stored: StoredWeights, format: WeightFormat) {
                  (decode only); logits up to {:.1}",
                 reference.max_abs_logit
             );
+            if m.config.sliding_window.is_some() {
+                // Chunks of 3: rings of 6 slots, wrapped by the 20 positions.
+                let chunks: Vec<usize> = std::iter::repeat_n(3, refs.prefill / 3)
+                    .chain(std::iter::repeat_n(1, n - refs.prefill / 3 * 3))
+                    .collect();
+                let what = format!("{format:?} {kv:?} rings of 6");
+                let c = run(&reference, &refs, &m, kv, &chunks, 3, tol, &what);
+                eprintln!("{name} {format:?} KV {kv:?}: {c:.2e} with rings of 6 slots");
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ fn sample(seed: u64, positions: usize) -> Sample {
             KvDtype::F32
         },
         positions,
+        local_from: 0,
     };
     let total = shape.total_bytes().unwrap() as usize;
     Sample {
@@ -126,9 +127,31 @@ fn version_1_files_still_decode_and_other_versions_are_named() {
     assert_eq!(header.shifted_out, ShiftedOut::default());
     assert_eq!(kv, &s.kv[..]);
     let mut future = as_version_1(&data);
-    future[8..12].copy_from_slice(&3u32.to_le_bytes());
+    future[8..12].copy_from_slice(&4u32.to_le_bytes());
     let err = decode(mem, &future).unwrap_err().to_string();
-    assert!(err.contains('3'), "{err}");
+    assert!(err.contains('4'), "{err}");
+}
+
+/// A cache whose ring layers lack their first positions is written as version 3 with `local_from`, which decodes
+/// back; one that lacks nothing stays version 2, byte for byte what older builds read. A `local_from` past the
+/// positions is refused.
+#[test]
+fn ring_caches_missing_positions_are_version_3_and_others_stay_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = std::path::Path::new("mem");
+    let plain = write(dir.path(), &sample(8, 6));
+    assert_eq!(u32::from_le_bytes(plain[8..12].try_into().unwrap()), 2);
+    assert!(!String::from_utf8_lossy(&plain).contains("local_from"));
+    let mut s = sample(8, 6);
+    s.shape.local_from = 2;
+    let data = write(dir.path(), &s);
+    assert_eq!(u32::from_le_bytes(data[8..12].try_into().unwrap()), 3);
+    let (header, _) = decode(mem, &data).unwrap();
+    assert_eq!(header.kv.local_from, 2);
+    s.shape.local_from = 7;
+    let bad = write(dir.path(), &s);
+    let err = decode(mem, &bad).unwrap_err().to_string();
+    assert!(err.contains("position 7"), "{err}");
 }
 
 #[test]

@@ -163,6 +163,48 @@ pub enum KvError {
         /// Capacity.
         max_ctx: usize,
     },
+    /// A step longer than the ring caches were sized for.
+    #[error(
+        "a step of {requested} positions is longer than the {max_chunk} the sliding-window ring caches were sized \
+         for (window {window})"
+    )]
+    StepLongerThanRing {
+        /// Positions asked for.
+        requested: usize,
+        /// The rings' step size.
+        max_chunk: usize,
+        /// The rings' window.
+        window: usize,
+    },
+    /// A truncation to a length whose window the rings no longer hold.
+    #[error(
+        "cannot truncate to {to} positions: the sliding-window ring caches hold positions from {held_from} on, \
+         and the next step's window starts at {needed_from}; clear the cache and run the tokens again"
+    )]
+    RingOverwritten {
+        /// Length asked for.
+        to: usize,
+        /// First position the rings still hold.
+        held_from: usize,
+        /// First position the next step's window reads.
+        needed_from: usize,
+    },
+    /// A context shift that would leave a ring layer's next window reaching below the kept start.
+    #[error(
+        "a context shift keeping {keep_first} and dropping {drop} of {len} positions leaves {} after the kept \
+         start, fewer than the {} a sliding window of {window} reads from the ring caches",
+        len.saturating_sub(keep_first + drop), window.saturating_sub(1)
+    )]
+    ShiftBreaksWindow {
+        /// Positions kept at the start.
+        keep_first: usize,
+        /// Positions asked to drop.
+        drop: usize,
+        /// Length before the shift.
+        len: usize,
+        /// The rings' window.
+        window: usize,
+    },
     /// The storage backend failed.
     #[error("KV storage backend failed: {0}")]
     Storage(#[source] BoxedStorageError),

@@ -14,6 +14,7 @@
 //! new positions, so reads decide.
 
 use crate::dtype::KvDtype;
+use crate::ring::KvWrap;
 
 /// Which of the two per-layer tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,7 +30,8 @@ impl KvPart {
     pub const BOTH: [KvPart; 2] = [KvPart::Key, KvPart::Value];
 }
 
-/// Shape of one per-layer K (or V) buffer: `[kv_heads][max_ctx][head_dim]` of `dtype`.
+/// Shape of one per-layer K (or V) buffer: `[kv_heads][max_ctx][head_dim]` of `dtype` (for a ring layer,
+/// `max_ctx` is the ring's slots).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KvLayout {
     /// Grouped-query KV heads of one layer.
@@ -76,6 +78,27 @@ impl KvLayout {
             head_stride_elems: self.head_stride_elems(),
             position_stride_elems: self.head_dim as u64,
             dtype: self.dtype,
+            wrap: None,
+        }
+    }
+
+    /// View of positions `[start, start + len)` of a ring of `max_ctx` slots whose position 0 is in slot `origin`:
+    /// it spans the whole buffer (offset 0), and the kernel finds each position's slot through [`KvView::wrap`].
+    pub fn ring_view(&self, origin: usize, start: usize, len: usize) -> KvView {
+        let slots = self.max_ctx.max(1);
+        KvView {
+            offset_elems: 0,
+            first_position: start,
+            positions: len,
+            heads: self.kv_heads,
+            head_dim: self.head_dim,
+            head_stride_elems: self.head_stride_elems(),
+            position_stride_elems: self.head_dim as u64,
+            dtype: self.dtype,
+            wrap: Some(KvWrap {
+                slots,
+                first_slot: ((origin as u64 + start as u64) % slots as u64) as usize,
+            }),
         }
     }
 }
@@ -84,7 +107,8 @@ impl KvLayout {
 ///
 /// This is what a kernel receives: element (`h`, `i`, `d`) of the view lies at
 /// `offset_elems + h * head_stride_elems + i * position_stride_elems + d` of the buffer (or of the sub-region, when
-/// bound to one: then `offset_elems` is relative to the sub-region, see [`crate::KvBinding`]).
+/// bound to one: then `offset_elems` is relative to the sub-region, see [`crate::KvBinding`]). A ring layer's view
+/// has a [`KvView::wrap`], and `i` is replaced by the position's slot there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KvView {
     /// Element offset of (head 0, first position, dim 0).
@@ -103,24 +127,36 @@ pub struct KvView {
     pub position_stride_elems: u64,
     /// Element type.
     pub dtype: KvDtype,
+    /// `Some` for a ring layer: positions lie in slots modulo the ring's size (see [`crate::KvRings`]).
+    pub wrap: Option<KvWrap>,
 }
 
 impl KvView {
     /// Element index of (`head`, `i`-th position of the view, `dim`).
     pub fn element_index(&self, head: usize, i: usize, dim: usize) -> u64 {
+        let row = self.wrap.map_or(i, |w| w.slot(i));
         self.offset_elems
             + head as u64 * self.head_stride_elems
-            + i as u64 * self.position_stride_elems
+            + row as u64 * self.position_stride_elems
             + dim as u64
     }
 
-    /// Elements from the first to one past the last element the view touches (0 for an empty view).
+    /// Rows (positions, or a ring's slots) between the view's first and last element.
+    fn rows_spanned(&self) -> usize {
+        match self.wrap {
+            Some(w) => w.slots.min(w.first_slot + self.positions),
+            None => self.positions,
+        }
+    }
+
+    /// Elements from the first to one past the last element the view touches (0 for an empty view); a ring view
+    /// may touch any slot from its offset on.
     pub fn span_elems(&self) -> u64 {
         if self.positions == 0 || self.heads == 0 || self.head_dim == 0 {
             return 0;
         }
         (self.heads as u64 - 1) * self.head_stride_elems
-            + (self.positions as u64 - 1) * self.position_stride_elems
+            + (self.rows_spanned() as u64 - 1) * self.position_stride_elems
             + self.head_dim as u64
     }
 
@@ -142,6 +178,35 @@ impl KvView {
     /// Bytes from the first to one past the last element touched.
     pub fn span_bytes(&self) -> u64 {
         self.span_elems() * self.dtype.bytes()
+    }
+
+    /// The view as linear views (no wrap) whose elements, one after the other, are the view's in view order
+    /// (head, position, dim): the view itself when it does not wrap, else per head its runs of slots before and
+    /// after the ring's end. For copies that take rectangles (saving a ring layer's positions).
+    pub fn linear_parts(&self) -> Vec<KvView> {
+        let Some(w) = self.wrap else {
+            return vec![*self];
+        };
+        let mut parts = Vec::new();
+        for h in 0..self.heads {
+            let mut i = 0;
+            while i < self.positions {
+                let slot = w.slot(i);
+                let run = (w.slots - slot).min(self.positions - i);
+                parts.push(KvView {
+                    offset_elems: self.offset_elems
+                        + h as u64 * self.head_stride_elems
+                        + slot as u64 * self.position_stride_elems,
+                    first_position: self.first_position + i,
+                    positions: run,
+                    heads: 1,
+                    wrap: None,
+                    ..*self
+                });
+                i += run;
+            }
+        }
+        parts
     }
 
     /// Same view, with the offset moved back by `origin_elems` (for binding to a sub-region starting there).
@@ -202,6 +267,50 @@ mod tests {
                 (layout.kv_heads * len * layout.head_dim) as u64
             );
             assert_eq!(view.span_bytes(), view.span_elems() * 2);
+        }
+    }
+
+    /// A ring view's linear parts list its elements in view order, and every element lies inside the span.
+    #[test]
+    fn ring_views_split_into_linear_parts_in_view_order() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..200 {
+            let layout = KvLayout {
+                kv_heads: rng.random_range(1..4),
+                max_ctx: rng.random_range(1..12),
+                head_dim: rng.random_range(1..5),
+                dtype: KvDtype::F16,
+            };
+            let origin = rng.random_range(0..50);
+            let start = rng.random_range(0..50);
+            let len = rng.random_range(0..=layout.max_ctx);
+            let view = layout.ring_view(origin, start, len);
+            let mut want = Vec::new();
+            for h in 0..layout.kv_heads {
+                for i in 0..len {
+                    assert_eq!(
+                        view.wrap.unwrap().slot(i),
+                        (origin + start + i) % layout.max_ctx
+                    );
+                    for d in 0..layout.head_dim {
+                        let idx = view.element_index(h, i, d);
+                        assert!(idx < view.end_elems().max(1) && idx < layout.buffer_elems());
+                        want.push(idx);
+                    }
+                }
+            }
+            let got: Vec<u64> = view
+                .linear_parts()
+                .iter()
+                .flat_map(|p| {
+                    (0..p.heads).flat_map(move |h| {
+                        (0..p.positions).flat_map(move |i| {
+                            (0..p.head_dim).map(move |d| p.element_index(h, i, d))
+                        })
+                    })
+                })
+                .collect();
+            assert_eq!(got, want);
         }
     }
 }

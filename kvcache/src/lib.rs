@@ -10,6 +10,15 @@
 //! Per layer, separate K and V buffers, each `[kv_head][max_ctx][head_dim]` (see [`layout`] for why). The new
 //! token at position `p` for head `h` starts at element `(h * max_ctx + p) * head_dim`.
 //!
+//! # Sliding-window layers
+//! A layer that only attends the last `window` positions can keep a ring of `window + max_chunk - 1` slots instead
+//! ([`KvConfig::with_rings`], [`KvRings`]): position `p` lives in slot `(p + origin) mod capacity`, its views carry
+//! a [`KvWrap`] so kernels find the slots, and a step still writes its new K/V in place before attention without
+//! overwriting a key it reads. Truncation is exact only while the rings hold the next window
+//! ([`KvError::RingOverwritten`] otherwise), and a context shift renumbers a ring by advancing its origin instead of
+//! moving it (it may not drop so much that the next window reaches into the kept start:
+//! [`KvSequence::max_shift_drop`]).
+//!
 //! # Parts
 //! * [`KvConfig`], [`KvModelShape`], [`MemoryLimits`], [`CapacityPlan`]: bytes for a model, max-allocation checks,
 //!   the largest context that fits.
@@ -51,6 +60,7 @@ mod error;
 mod host;
 pub mod layout;
 mod plan;
+mod ring;
 mod sequence;
 mod step;
 mod storage;
@@ -61,6 +71,7 @@ pub use error::{BoxedStorageError, KvError};
 pub use host::{HostBuffer, HostCounters, HostRegion, HostStorage, HostStorageError};
 pub use layout::{KvLayout, KvPart, KvView};
 pub use plan::{CapacityPlan, KvConfig, KvModelShape, MemoryLimits};
+pub use ring::{KvRings, KvWrap};
 pub use sequence::{KvSequence, LayerBuffers, SequenceId};
 pub use step::{ContextShift, FullPolicy, KvStats, KvStep, ShiftReport};
 pub use storage::{ByteRange, CopyRows, KvStorage, StorageLimits};

@@ -7,6 +7,7 @@
 use crate::dtype::KvDtype;
 use crate::error::KvError;
 use crate::layout::KvLayout;
+use crate::ring::KvRings;
 
 /// The KV-relevant part of a model: what the cache size depends on besides the context length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,18 +32,21 @@ pub struct MemoryLimits {
 }
 
 /// A model shape with a context length: everything needed to allocate one sequence's cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KvConfig {
     /// The model's KV shape.
     pub shape: KvModelShape,
     /// Positions each sequence can hold.
     pub max_ctx: usize,
+    /// Sliding-window layers that keep a ring of their window instead of `max_ctx` positions (`None`: every layer
+    /// keeps a full cache). A ring no smaller than `max_ctx` is not used.
+    pub rings: Option<KvRings>,
 }
 
 /// Figures for one sequence's cache that fits the limits it was checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CapacityPlan {
-    /// Bytes of one per-layer K or V buffer.
+    /// Bytes of the largest per-layer K or V buffer (a full layer's, unless every layer keeps a ring).
     pub buffer_bytes: u64,
     /// Number of buffers (`2 * layers`).
     pub buffers: usize,
@@ -106,9 +110,64 @@ impl KvModelShape {
 impl KvConfig {
     /// Checked constructor: refuses zero sizes.
     pub fn new(shape: KvModelShape, max_ctx: usize) -> Result<KvConfig, KvError> {
-        let config = KvConfig { shape, max_ctx };
+        let config = KvConfig {
+            shape,
+            max_ctx,
+            rings: None,
+        };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The same config with ring caches for the local layers of `rings` (see [`KvRings`]); refuses a window or
+    /// step of 0 and a pattern naming another number of layers.
+    pub fn with_rings(self, rings: KvRings) -> Result<KvConfig, KvError> {
+        let config = KvConfig {
+            rings: Some(rings),
+            ..self
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Whether `layer` keeps a ring (local, and its ring is smaller than the context).
+    pub fn is_ring(&self, layer: usize) -> bool {
+        self.rings
+            .as_ref()
+            .is_some_and(|r| r.is_local(layer) && r.capacity() < self.max_ctx)
+    }
+
+    /// The rings actually in use: `None` when no layer keeps one.
+    pub fn active_rings(&self) -> Option<&KvRings> {
+        self.rings
+            .as_ref()
+            .filter(|_| (0..self.shape.layers).any(|l| self.is_ring(l)))
+    }
+
+    /// Positions (or a ring's slots) the buffers of `layer` hold.
+    pub fn layer_capacity(&self, layer: usize) -> usize {
+        match &self.rings {
+            Some(r) if self.is_ring(layer) => r.capacity(),
+            _ => self.max_ctx,
+        }
+    }
+
+    /// Layout of `layer`'s K and V buffers (`max_ctx` is the ring's slots for a ring layer).
+    pub fn layer_layout(&self, layer: usize) -> KvLayout {
+        KvLayout {
+            max_ctx: self.layer_capacity(layer),
+            ..self.layout()
+        }
+    }
+
+    /// Bytes of `layer`'s K or V buffer.
+    pub fn layer_buffer_bytes(&self, layer: usize) -> Result<u64, KvError> {
+        self.shape
+            .position_bytes_per_buffer()?
+            .checked_mul(self.layer_capacity(layer) as u64)
+            .ok_or(KvError::SizeOverflow {
+                what: "buffer bytes",
+            })
     }
 
     /// Refuses zero sizes and sizes that overflow.
@@ -121,10 +180,28 @@ impl KvConfig {
                 reason: "must be at least 1",
             });
         }
+        if let Some(r) = &self.rings {
+            for (field, value) in [("ring window", r.window), ("ring max_chunk", r.max_chunk)] {
+                if value == 0 {
+                    return Err(KvError::InvalidConfig {
+                        field,
+                        value: 0,
+                        reason: "must be at least 1",
+                    });
+                }
+            }
+            if r.local_layers.len() != self.shape.layers {
+                return Err(KvError::InvalidConfig {
+                    field: "ring local_layers",
+                    value: r.local_layers.len() as u64,
+                    reason: "must name every layer",
+                });
+            }
+        }
         self.total_bytes().map(|_| ())
     }
 
-    /// Layout of each per-layer K and V buffer.
+    /// Layout of a full (non-ring) per-layer K and V buffer.
     pub fn layout(&self) -> KvLayout {
         KvLayout {
             kv_heads: self.shape.kv_heads,
@@ -134,7 +211,7 @@ impl KvConfig {
         }
     }
 
-    /// Bytes of one per-layer K or V buffer.
+    /// Bytes of a full (non-ring) per-layer K or V buffer, the largest one.
     pub fn buffer_bytes(&self) -> Result<u64, KvError> {
         self.shape
             .position_bytes_per_buffer()?
@@ -144,19 +221,24 @@ impl KvConfig {
             })
     }
 
-    /// Bytes of one sequence's whole cache.
+    /// Bytes of one sequence's whole cache (ring layers at their ring's size).
     pub fn total_bytes(&self) -> Result<u64, KvError> {
-        self.buffer_bytes()?
-            .checked_mul(2 * self.shape.layers as u64)
-            .ok_or(KvError::SizeOverflow {
-                what: "total bytes",
-            })
+        (0..self.shape.layers).try_fold(0u64, |sum, layer| {
+            self.layer_buffer_bytes(layer)?
+                .checked_mul(2)
+                .and_then(|b| b.checked_add(sum))
+                .ok_or(KvError::SizeOverflow {
+                    what: "total bytes",
+                })
+        })
     }
 
     /// Checks the config against device limits; on success says how much it takes.
     pub fn plan(&self, limits: &MemoryLimits) -> Result<CapacityPlan, KvError> {
         self.validate()?;
-        let buffer_bytes = self.buffer_bytes()?;
+        let buffer_bytes = (0..self.shape.layers)
+            .map(|layer| self.layer_buffer_bytes(layer))
+            .try_fold(0u64, |m, b| b.map(|b| m.max(b)))?;
         let total_bytes = self.total_bytes()?;
         if buffer_bytes > limits.max_alloc_bytes {
             return Err(KvError::BufferTooLarge {

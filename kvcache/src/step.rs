@@ -1,6 +1,7 @@
 //! Values a step hands out: the write and read views, and what a context shift did.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::layout::KvView;
 
@@ -41,8 +42,11 @@ pub struct ShiftReport {
     pub dropped: usize,
     /// Old slots of the positions that moved.
     pub moved_from: Range<usize>,
-    /// Bytes the backend copied for the move (all layers, keys and values).
+    /// Bytes the backend copied for the move (all layers, keys and values; ring layers move nothing).
     pub bytes_copied: u64,
+    /// New positions whose keys ring layers still hold and must re-rotate by `-(dropped)` (empty without rings):
+    /// a ring renumbers its positions in place instead of moving them.
+    pub ring_rerotate: Range<usize>,
 }
 
 impl ShiftReport {
@@ -71,6 +75,9 @@ pub struct KvStep {
     pub(crate) write: KvView,
     pub(crate) read: KvView,
     pub(crate) shift: Option<ShiftReport>,
+    /// The ring layers' write and read views, and which layers keep a ring.
+    pub(crate) ring: Option<(KvView, KvView)>,
+    pub(crate) ring_layers: Arc<[bool]>,
 }
 
 impl KvStep {
@@ -102,6 +109,28 @@ impl KvStep {
     /// What this step's attention reads: positions `[0, start + len)` of every head.
     pub fn read_view(&self) -> KvView {
         self.read
+    }
+
+    /// Whether `layer` keeps a ring.
+    fn is_ring(&self, layer: usize) -> bool {
+        self.ring.is_some() && self.ring_layers.get(layer).copied().unwrap_or(false)
+    }
+
+    /// [`KvStep::write_view`] of `layer`: a ring view for a ring layer.
+    pub fn layer_write_view(&self, layer: usize) -> KvView {
+        match self.ring {
+            Some((write, _)) if self.is_ring(layer) => write,
+            _ => self.write,
+        }
+    }
+
+    /// [`KvStep::read_view`] of `layer`: a ring view for a ring layer (positions `[0, start + len)`, of which the
+    /// layer's window only reads the last ones).
+    pub fn layer_read_view(&self, layer: usize) -> KvView {
+        match self.ring {
+            Some((_, read)) if self.is_ring(layer) => read,
+            _ => self.read,
+        }
     }
 
     /// The context shift that made room for this step, if one happened.

@@ -88,7 +88,8 @@ fn one_copy_instead_of_two() {
     let pos_bytes = shape.position_bytes_total().unwrap();
 
     let sub_storage = Arc::new(HostStorage::unlimited());
-    let mut seq = KvSequence::new(Arc::clone(&sub_storage), config, FullPolicy::Error).unwrap();
+    let mut seq =
+        KvSequence::new(Arc::clone(&sub_storage), config.clone(), FullPolicy::Error).unwrap();
     let copy_storage = HostStorage::unlimited();
     let mut copy_out = CopyOut::new(&copy_storage, &config);
 

@@ -181,7 +181,7 @@ fn sessions_run_on_separate_threads() {
     };
     let config = KvConfig::new(shape, 32).unwrap();
     let seqs: Vec<_> = (0..4)
-        .map(|_| KvSequence::new(Arc::clone(&storage), config, FullPolicy::Error).unwrap())
+        .map(|_| KvSequence::new(Arc::clone(&storage), config.clone(), FullPolicy::Error).unwrap())
         .collect();
     std::thread::scope(|scope| {
         for (t, mut seq) in seqs.into_iter().enumerate() {

@@ -34,7 +34,7 @@ fn whole_generation_copies_zero_bytes() {
         sub_region_align_bytes: 256,
     }));
     let config = KvConfig::new(shape(&dims), 192).unwrap();
-    let mut seq = KvSequence::new(Arc::clone(&storage), config, FullPolicy::Error).unwrap();
+    let mut seq = KvSequence::new(Arc::clone(&storage), config.clone(), FullPolicy::Error).unwrap();
     let mut model: Vec<TokenKv> = Vec::new();
     let mut written_positions = 0u64;
     let mut seed = 7u64;

@@ -31,8 +31,8 @@ pub enum BenchArch {
     /// Gemma 3 1B (`gemma-3-1b-it`): 26 layers, hidden 1152, ffn 6912, 4 heads of 256, one KV head, vocab 262144,
     /// GeGLU, tied; q/k norms, post norms, five local layers (512-token window, rope base 1e4) to one global (rope
     /// base 1e6). The 1B's published config has no rope scaling (the larger Gemma 3 models scale their global
-    /// layers linearly by 8), so none is run. The KV cache is still full-size in the local layers: the window only
-    /// masks, so decode past 512 positions reads only the window there.
+    /// layers linearly by 8), so none is run. Its local layers keep ring KV caches of the window plus one step (unless
+    /// `TLITE_KV_RING=off`), so decode past 512 positions reads and stores only the window there.
     Gemma3_1b,
     /// Phi-4-mini (`Phi-4-mini-instruct`): 32 layers, hidden 3072, ffn 8192, 24 heads of 128, 8 KV heads, vocab
     /// 200064, tied, 96 of 128 dims rotated, longrope (pre-training context 4096 of 131072; so the frequency-table

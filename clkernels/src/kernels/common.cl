@@ -157,3 +157,20 @@ inline float tl_gate_act(float g, uint act) {
     if (act == 0) return g / (1.0f + exp(-g));
     return g / (1.0f + exp(-1.5957691216f * (g + 0.044715f * g * g * g)));
 }
+
+// ---- KV cache rows: linear caches and the ring caches of sliding-window layers ----
+// A cache view's position i lies in buffer row i (a linear view), or, for a ring of `ring` slots (kvcache::KvWrap),
+// in slot (ring_first + i) mod ring, ring_first being the slot of the view's position 0. ring = 0 means linear.
+// Every kernel that reads or writes cache positions finds the row through tl_kv_row, given the row of some
+// earlier position `from` of the same walk (tl_kv_row_of, the only modulo): the positions a kernel walks are
+// contiguous and fewer than the ring's slots, so a wrap is one conditional subtract rather than a % per key.
+inline uint tl_kv_row_of(uint i, uint ring, uint ring_first) {
+    return ring == 0 ? i : (uint)(((ulong)ring_first + i) % ring);
+}
+
+// The row of position i, where position from (from <= i < from + ring) is in row from_row (tl_kv_row_of).
+inline uint tl_kv_row(uint i, uint ring, uint from, uint from_row) {
+    if (ring == 0) return i;
+    const uint r = from_row + (i - from);
+    return r >= ring ? r - ring : r;
+}

@@ -29,7 +29,8 @@ kernel void rope_table(global float* x, uint off, uint token_stride, uint head_d
 // The KV cache stores keys already rotated for their slot. A context shift moves kept keys `delta` slots (delta < 0)
 // and they must then read as if rotated at their new slot: rotations compose, so each pair turns once more by
 // delta * freq, computed directly (one cos/sin) rather than un-rotating to the raw key and rotating again. Keys live
-// in the kvcache layout: element d of kv head h at view position t is at off + h * head_stride + t * pos_stride + d.
+// in the kvcache layout: element d of kv head h at view position t is at off + h * head_stride + row(t) * pos_stride
+// + d, row(t) = t, or its slot in a ring (ring > 0, view position 0 in slot ring_first: tl_kv_row).
 // KV_F16 selects f16 storage (vload_half / vstore_half_rte, as attention.cl), else f32. delta is a whole number of
 // positions passed as a float (exact up to 2^24, which the launcher checks).
 #ifdef KV_F16
@@ -54,18 +55,19 @@ inline void rope_shift_pair(global rope_kv_t* k, size_t at, uint2 p, float angle
 // Frequencies from theta, formed exactly as the forward rotary forms them (rope, kv_write, qkv_rope_write).
 // Global size (rotary_dim / 2, heads, positions).
 kernel void rope_shift(global rope_kv_t* k, uint off, uint head_stride, uint pos_stride, uint rotary_dim,
-                       float log2_theta, float delta, uint style) {
+                       float log2_theta, float delta, uint style, uint ring, uint ring_first) {
     const uint i = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
     const float freq = exp2(-(float)(2 * i) / (float)rotary_dim * log2_theta);
-    const size_t at = off + (size_t)h * head_stride + (size_t)t * pos_stride;
+    const size_t at = off + (size_t)h * head_stride + (size_t)tl_kv_row(t, ring, 0, ring_first) * pos_stride;
     rope_shift_pair(k, at, tl_rope_pair(i, rotary_dim, style), delta * freq);
 }
 
 // Frequencies from the table the forward rotary of a scaled model reads (rope_table).
 // Global size (rotary_dim / 2, heads, positions).
 kernel void rope_shift_table(global rope_kv_t* k, uint off, uint head_stride, uint pos_stride, uint rotary_dim,
-                             global const float* inv_freq, float delta, uint style) {
+                             global const float* inv_freq, float delta, uint style, uint ring,
+                             uint ring_first) {
     const uint i = get_global_id(0), h = get_global_id(1), t = get_global_id(2);
-    const size_t at = off + (size_t)h * head_stride + (size_t)t * pos_stride;
+    const size_t at = off + (size_t)h * head_stride + (size_t)tl_kv_row(t, ring, 0, ring_first) * pos_stride;
     rope_shift_pair(k, at, tl_rope_pair(i, rotary_dim, style), delta * inv_freq[i]);
 }

@@ -305,7 +305,8 @@ impl RopeShift {
         })
     }
 
-    /// Turns every key in `keys` (a view of one layer's K buffer: its heads and positions) by `delta` positions.
+    /// Turns every key in `keys` (a view of one layer's K buffer: its heads and positions, a ring's included) by
+    /// `delta` positions.
     /// The frequencies are the forward rotary's: `table`'s where the model rotates from one (a scaled rotary),
     /// else `config.theta`'s. Dimensions at or past `config.rotary_dim` are left alone, as the forward pass leaves
     /// them.
@@ -366,6 +367,7 @@ impl RopeShift {
         if delta == 0 || config.rotary_dim == 0 || view.positions == 0 || view.heads == 0 {
             return Ok(());
         }
+        let [ring, ring_first] = super::attention::kv_ring(K, &view, view.positions)?;
         let args = [
             Arg::Mem(keys.mem()),
             to_u32(K, "offset", view.offset_elems as usize)?.into(),
@@ -375,6 +377,8 @@ impl RopeShift {
             frequencies,
             (delta as f32).into(),
             config.style.code().into(),
+            ring.into(),
+            ring_first.into(),
         ];
         kernel.launch(
             &self.gpu,

@@ -102,9 +102,73 @@ pub struct Footprint {
     pub activations: ActivationSizes,
     /// The compiled programs.
     pub programs: u64,
+    /// Sliding-window layers that keep a ring of `window + chunk - 1` positions instead of the context (`None`:
+    /// every layer keeps a full cache).
+    pub kv_rings: Option<KvRingFootprint>,
+}
+
+/// The ring caches of a model's sliding-window layers, as the budget counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvRingFootprint {
+    /// The window.
+    pub window: usize,
+    /// Layers that keep a ring.
+    pub ring_layers: usize,
+    /// All layers.
+    pub layers: usize,
+}
+
+impl KvRingFootprint {
+    /// The rings of `config`'s local layers, or `None` where it has none.
+    pub fn of_config(config: &crate::model::ModelConfig) -> Option<Self> {
+        let w = config.sliding_window.as_ref()?;
+        let layers = config.shape.layers;
+        Some(KvRingFootprint {
+            window: w.window,
+            ring_layers: (0..layers).filter(|&l| w.is_local(l)).count(),
+            layers,
+        })
+        .filter(|r| r.ring_layers > 0)
+    }
+
+    /// Positions a ring layer holds at this context and step size: its ring, or the context where that is smaller
+    /// (kvcache uses a ring only where it saves memory).
+    pub fn positions(&self, ctx: usize, chunk: usize) -> usize {
+        (self.window + chunk.max(1) - 1).min(ctx)
+    }
 }
 
 impl Footprint {
+    /// Bytes of the KV cache at a context of `ctx` positions with steps of at most `chunk` tokens.
+    pub fn kv_bytes(&self, ctx: usize, chunk: usize) -> u64 {
+        match self.kv_rings {
+            None => self.kv_per_position.saturating_mul(ctx as u64),
+            Some(r) => {
+                let per_layer = 2 * self.kv_buffer_per_position;
+                let full = (r.layers - r.ring_layers) as u64 * ctx as u64;
+                let rings = r.ring_layers as u64 * r.positions(ctx, chunk) as u64;
+                per_layer.saturating_mul(full.saturating_add(rings))
+            }
+        }
+    }
+
+    /// Bytes of the largest single K or V buffer at this context and step size.
+    pub fn kv_largest_buffer(&self, ctx: usize, chunk: usize) -> u64 {
+        let positions = match self.kv_rings {
+            Some(r) if r.ring_layers == r.layers => r.positions(ctx, chunk),
+            _ => ctx,
+        };
+        self.kv_buffer_per_position.saturating_mul(positions as u64)
+    }
+
+    /// The same footprint with full caches in every layer (rings turned off).
+    pub fn without_rings(self) -> Self {
+        Footprint {
+            kv_rings: None,
+            ..self
+        }
+    }
+
     /// The footprint of `model` with a KV cache of `kv_dtype` and steps of at most `max_chunk` tokens, as
     /// [`super::GpuModel`] allocates it (its activations from the same shape plan).
     pub fn of_model(
@@ -136,6 +200,7 @@ impl Footprint {
         let activations = plan.sizes()?;
         let (weights, largest_weight) = weight_buffers(model);
         Ok(Footprint {
+            kv_rings: KvRingFootprint::of_config(c),
             weights,
             largest_weight,
             kv_per_position: kv.position_bytes_total()?,
@@ -149,7 +214,7 @@ impl Footprint {
     pub fn needs(&self, ctx: usize, chunk: usize) -> MemoryNeeds {
         MemoryNeeds {
             weights: self.weights,
-            kv_cache: self.kv_per_position.saturating_mul(ctx as u64),
+            kv_cache: self.kv_bytes(ctx, chunk),
             activations: self.activations.bytes(chunk, ctx),
             programs: self.programs,
             ctx,
@@ -300,7 +365,7 @@ pub fn choose_context(
         |ctx: usize| budget_bytes.is_none_or(|b| footprint.needs(ctx, chunk_for(ctx)).total() <= b);
     let fits_alloc = |ctx: usize| {
         device.max_alloc == 0
-            || footprint.kv_buffer_per_position.saturating_mul(ctx as u64) <= device.max_alloc
+            || footprint.kv_largest_buffer(ctx, chunk_for(ctx)) <= device.max_alloc
     };
     if device.max_alloc > 0 && footprint.largest_weight.bytes > device.max_alloc {
         return Err(EngineError::DeviceMemory(format!(
@@ -331,7 +396,7 @@ pub fn choose_context(
         let budget = budget_text(request.budget, budget_bytes, device);
         let buffers = format!(
             "per-layer KV buffers of {} but {} allows at most {} in one allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
-            size(footprint.kv_buffer_per_position.saturating_mul(ctx as u64)),
+            size(footprint.kv_largest_buffer(ctx, chunk_for(ctx))),
             device.device,
             size(device.max_alloc)
         );

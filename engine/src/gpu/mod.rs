@@ -51,7 +51,7 @@ pub use device_sampling::SamplingSite;
 pub use kv_io::KvImageShape;
 pub use memory::{
     choose_context, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory, Footprint,
-    MemoryNeeds, NamedBuffer, PROGRAM_ALLOWANCE_BYTES,
+    KvRingFootprint, MemoryNeeds, NamedBuffer, PROGRAM_ALLOWANCE_BYTES,
 };
 pub use model::{GpuModel, GpuOptions};
 pub use plan::{StepDims, StepPlan};

@@ -8,7 +8,7 @@ use clkernels::kernels::norm::RowsShape;
 use clkernels::kernels::rope::RopeTable;
 use clkernels::kv_storage::ClKvStorage;
 use clkernels::runtime::{DeviceSelector, Gpu, ProfileChoice, QueuePriority};
-use kvcache::{FullPolicy, KvConfig, KvDtype, KvSequence, KvStep};
+use kvcache::{FullPolicy, KvConfig, KvDtype, KvRings, KvSequence, KvStep};
 
 use super::budget::MemBudget;
 use super::buffers::StepBuffers;
@@ -44,6 +44,10 @@ pub struct GpuOptions {
     /// `cl_khr_fp16` half math): each mat-vec is then exact to about 2e-3 of sum|w·x| instead of f32 rounding.
     /// Off, they multiply in f32 (what the tests comparing against the f32 reference want).
     pub half_products: bool,
+    /// Sliding-window layers keep a ring of `window + max_chunk - 1` positions instead of the whole context
+    /// (kvcache's rings), so a Gemma or Mistral at a long context takes a fraction of the KV memory. Off (or
+    /// `TLITE_KV_RING=off` in the environment) every layer keeps a full cache: for comparison and tests.
+    pub kv_ring: bool,
 }
 
 impl Default for GpuOptions {
@@ -57,8 +61,17 @@ impl Default for GpuOptions {
             max_chunk: 256,
             kv_dtype: KvDtype::F16,
             half_products: true,
+            kv_ring: kv_ring_from_env(),
         }
     }
+}
+
+/// `TLITE_KV_RING=off` (or `0`, `false`) turns the ring caches off by default.
+fn kv_ring_from_env() -> bool {
+    !matches!(
+        std::env::var("TLITE_KV_RING").ok().as_deref(),
+        Some("off" | "0" | "false")
+    )
 }
 
 impl GpuOptions {
@@ -131,8 +144,12 @@ impl GpuModel {
         // are sized for the chunk chosen.
         let mut plan = StepPlan::new(&config, config.shape.max_ctx.max(1), options.max_chunk)?;
         let caps = gpu.caps();
+        let mut footprint = Footprint::of_model_planned(model, options.kv_dtype, &plan)?;
+        if !options.kv_ring {
+            footprint = footprint.without_rings();
+        }
         let context = choose_context(
-            &Footprint::of_model_planned(model, options.kv_dtype, &plan)?,
+            &footprint,
             &DeviceMemory {
                 device: caps.display_name(),
                 global_mem: caps.global_mem_bytes,
@@ -148,7 +165,14 @@ impl GpuModel {
         let (max_ctx, max_chunk) = (context.ctx, context.max_chunk);
         plan.limit_ctx(max_ctx)?;
         let load_dims = plan.evaluate(1, 0)?;
-        let kv_config = KvConfig::new(kv_shape(&config.shape, options.kv_dtype), max_ctx)?;
+        let mut kv_config = KvConfig::new(kv_shape(&config.shape, options.kv_dtype), max_ctx)?;
+        if let Some(w) = config.sliding_window.as_ref().filter(|_| options.kv_ring) {
+            kv_config = kv_config.with_rings(KvRings {
+                window: w.window,
+                max_chunk,
+                local_layers: w.local_layers.clone(),
+            })?;
+        }
         let kv_bytes = kv_config.total_bytes()?;
         let weights = DeviceWeights::upload(&gpu, model)?;
         let kernels = Kernels::new(&gpu, options.half_products)?;
@@ -220,6 +244,14 @@ impl GpuModel {
         self.enqueue_time
     }
 
+    /// Layers whose KV cache is a ring of their sliding window rather than the whole context
+    /// ([`GpuOptions::kv_ring`]), and the bytes the whole KV cache takes.
+    pub fn kv_rings(&self) -> (usize, u64) {
+        let kv = self.kv.config();
+        let rings = (0..kv.shape.layers).filter(|&l| kv.is_ring(l)).count();
+        (rings, kv.total_bytes().unwrap_or(u64::MAX))
+    }
+
     /// Bytes the activations take on the device (the plan's buffers and the token ids).
     pub fn activation_bytes(&self) -> u64 {
         self.buffers.bytes
@@ -250,11 +282,11 @@ impl GpuModel {
         self.weights
             .embedding
             .gather(&k.embedding, ids, seq, x, scale)?;
-        // Every layer's cache has one layout, so the step's views are the same for all of them.
-        let (write, read) = (kv_step.write_view(), kv_step.read_view());
+        // Full layers share one layout, ring layers (sliding window) another: the step has views of both.
         let layers = self.weights.layers.iter().zip(b.layers.iter_mut());
         for (i, ((layer, s), params)) in layers.zip(&self.params).enumerate() {
             let step = Step::new(dims, params, params.table(self.rope_table.as_ref()));
+            let (write, read) = (kv_step.layer_write_view(i), kv_step.layer_read_view(i));
             let kv = LayerKv::new(&self.kv, i, write, read)?;
             if seq == 1 {
                 decode::layer(k, s, layer, &kv, &step)?;
@@ -361,9 +393,21 @@ impl LanguageModel for GpuModel {
 
     fn truncate(&mut self, len: usize) -> Result<(), EngineError> {
         if len < self.kv.len() {
+            if !self.kv.can_truncate(len) {
+                // The rings no longer hold the window before `len`: start again rather than attend garbage (the
+                // generator asks `can_truncate` first and runs its tokens again).
+                tracing::debug!(len, "the ring caches lost the window: cache cleared");
+                self.kv.clear()?;
+                self.device_choice = None;
+                return Ok(());
+            }
             self.kv.truncate(len)?;
         }
         Ok(())
+    }
+
+    fn can_truncate(&self, len: usize) -> bool {
+        len >= self.kv.len() || self.kv.can_truncate(len)
     }
 
     fn step(&mut self, tokens: &[u32], want: Want) -> Result<StepOutput, EngineError> {
@@ -406,6 +450,11 @@ impl LanguageModel for GpuModel {
     }
 
     fn shift_context(&mut self, keep: usize, drop: usize) -> Result<bool, EngineError> {
+        // Ring layers hold only the latest positions: a shift that would leave the next window reaching into the
+        // kept start is one this cache cannot do.
+        if drop > self.kv.max_shift_drop(keep) {
+            return Ok(false);
+        }
         self.shift_kv(keep, drop).map(|_| true)
     }
 }

@@ -39,10 +39,11 @@ impl GpuModel {
         Ok(report)
     }
 
-    /// Turns the keys of the moved positions, in every layer, by `-dropped` positions.
+    /// Turns the keys of the moved positions, in every layer, by `-dropped` positions: in a full layer those
+    /// the shift moved, in a ring layer (which moves nothing, its positions renumbered in place) those it holds.
     fn rerotate_moved_keys(&self, report: &ShiftReport) -> Result<(), EngineError> {
-        let slots = report.rerotate_slots();
-        if slots.is_empty() {
+        let (slots, ring) = (report.rerotate_slots(), report.ring_rerotate.clone());
+        if slots.is_empty() && ring.is_empty() {
             return Ok(());
         }
         let delta = -i64::try_from(report.position_delta()).map_err(|_| {
@@ -52,9 +53,14 @@ impl GpuModel {
         // runtime, so this costs a kernel object, and a model that never shifts never compiles it.
         let kv = self.kv.config();
         let shift = RopeShift::new(&self.gpu, kv.shape.dtype)?;
-        let view = kv.layout().positions_view(slots.start, slots.len());
         for (layer, params) in self.params.iter().enumerate().take(kv.shape.layers) {
             let keys = self.kv.buffer(layer, KvPart::Key)?;
+            let turned = if self.kv.is_ring(layer) {
+                &ring
+            } else {
+                &slots
+            };
+            let view = self.kv.layer_view(layer, turned.start, turned.len());
             shift.enqueue(
                 keys.operand(view),
                 params.rope,

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     atomic, ModelIdentity, SessionFileError, FORMAT_VERSION, MAGIC, OLDEST_READABLE_VERSION,
+    RING_FREE_VERSION,
 };
 use crate::chat_template::{ChatMessage, Role};
 use crate::context_shift::ShiftedOut;
@@ -80,7 +81,14 @@ struct HeaderJson {
     /// Absent in version 1 files and when no shift dropped anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     shifted_out: Option<ShiftedOutJson>,
+    /// Version 3: the first position the sliding-window layers' ring caches held (absent, 0: all positions).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    local_from: usize,
     blocks: Vec<String>,
+}
+
+fn is_zero(x: &usize) -> bool {
+    *x == 0
 }
 
 /// The kept start of the cache and the tokens dropped after it by context shifts, oldest first.
@@ -193,6 +201,7 @@ pub fn write_session(
                 keep,
                 tokens: tokens.to_vec(),
             }),
+        local_from: shape.local_from,
         blocks: block_digests(kv, part, 2 * shape.layers)
             .iter()
             .map(|d| hex(d))
@@ -201,7 +210,13 @@ pub fn write_session(
     let json = serde_json::to_vec(&header).map_err(|e| bad(e.to_string()))?;
     let mut head = Vec::with_capacity(PREFIX_LEN + json.len() + DIGEST_LEN);
     head.extend_from_slice(&MAGIC);
-    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // Version 3 only where it says something older readers cannot know (ring caches' missing positions).
+    let version = if shape.local_from > 0 {
+        FORMAT_VERSION
+    } else {
+        RING_FREE_VERSION
+    };
+    head.extend_from_slice(&version.to_le_bytes());
     head.extend_from_slice(&(json.len() as u64).to_le_bytes());
     head.extend_from_slice(&json);
     let digest = sha256(&head);
@@ -327,7 +342,14 @@ fn parse_header(path: &Path, head: &[u8]) -> Result<SessionHeader, SessionFileEr
         head_dim: json.head_dim,
         dtype,
         positions: json.positions,
+        local_from: json.local_from,
     };
+    if json.local_from > json.positions {
+        return Err(bad(format!(
+            "ring caches held from position {} in a cache of {} positions",
+            json.local_from, json.positions
+        )));
+    }
     block_sizes(&kv).ok_or_else(|| bad("the cache's size overflows".into()))?;
     Ok(SessionHeader {
         identity,

@@ -66,8 +66,13 @@ pub use resume::{Resumed, Saved};
 /// The first bytes of every session file.
 pub const MAGIC: [u8; 8] = *b"TLITESES";
 
-/// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest format version this build writes and reads. Version 3 adds `local_from` (the sliding-window layers'
+/// ring caches held only their latest positions); a file without it is written as version 2, which older builds
+/// read.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The version written when no ring cache lacks positions (the same bytes as before version 3).
+pub const RING_FREE_VERSION: u32 = 2;
 
 /// The oldest format version this build reads. Version 1 lacks `shifted_out`: its cache is matched as is.
 pub const OLDEST_READABLE_VERSION: u32 = 1;

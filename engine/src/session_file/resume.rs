@@ -190,7 +190,11 @@ impl Session {
         }
         let model = self.generator.model();
         let shape = header.kv;
-        let own = model.kv_image_shape(shape.positions);
+        // Where the sliding-window layers' positions start is the cache's to check (`write_kv`), not a layout.
+        let own = KvImageShape {
+            local_from: shape.local_from,
+            ..model.kv_image_shape(shape.positions)
+        };
         if own != shape {
             return Err(SessionFileError::KvLayout {
                 path: path.to_path_buf(),

@@ -101,7 +101,7 @@ pub(super) fn attention(
             },
         });
         let view = layout.positions_view(0, ctx);
-        let plan = att.plan(&shape, &view);
+        let plan = att.plan(&shape, &view, None);
         let kernel = match plan.kernel {
             AttentionKernel::Positions => "positions",
             AttentionKernel::Rows => "rows",

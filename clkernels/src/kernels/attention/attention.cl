@@ -1,11 +1,14 @@
 // Causal grouped-query attention over the kvcache layout, plus the in-place K/V append.
 //
 // K and V are read straight from the per-layer cache buffers: element (kv head h, position p, dim d) lies at
-// kv_off + h * head_stride + p * pos_stride + d (a kvcache::KvView bound to a whole buffer or a sub-buffer).
+// kv_off + h * head_stride + row(p) * pos_stride + d (a kvcache::KvView bound to a whole buffer or a sub-buffer),
+// row(p) = p for a linear cache, or p's slot in the ring of a sliding-window layer (ring > 0: tl_kv_row in
+// common.cl, the one place that says where a position lives).
 // KV_F16 selects f16 storage (vload_half / vstore_half_rte), else f32.
 //
 // attn_partial: one work-group per (split s, query head h, query token t). Token t sits at position past + t and
-// attends positions [0, past + t]; split s covers positions [s * chunk, (s + 1) * chunk) of those. The work-group
+// attends positions [0, past + t] (or its window of them); the splits cover the positions any token of the launch
+// reads, from token 0's first key f0 on: split s covers [f0 + s * chunk, f0 + (s + 1) * chunk) of them. The work-group
 // walks its positions ATT_WG at a time (one position per work-item for the score), keeping a running maximum m,
 // sum l and unnormalised output o in the FlashAttention style, so memory stays O(head_dim) per work-group and
 // O(seq * head_dim) overall. With one split it writes the normalised output; with several (decode over a long
@@ -53,6 +56,7 @@ typedef struct {
     uint rope_style;
     uint window;
     float softcap;
+    uint ring, ring_first;
 } attn_params;
 
 // The first position token t (n_keys positions so far) sees: 0, or the start of its sliding window.
@@ -93,10 +97,10 @@ typedef float kv_t;
 // The work-group's query head into qs, times scale (rotated at position p_new when fresh); with has_fresh also
 // the fresh token's key (rotated) and value, rounded to the cache's element type as a cache read would return
 // them, into kn / vn, and the work-groups of query heads h % group == 0 write them into the cache at p_new.
-// Callers put a barrier before reading qs, kn or vn.
+// row_new is p_new's row in the cache. Callers put a barrier before reading qs, kn or vn.
 inline void attn_stage_query(global const float* q, global kv_t* k, global kv_t* v, const attn_params p, uint h,
-                             uint t, bool has_fresh, uint p_new, local float* qs, local float* kn, local float* vn,
-                             local kv_t* rounding) {
+                             uint t, bool has_fresh, uint p_new, uint row_new, local float* qs, local float* kn,
+                             local float* vn, local kv_t* rounding) {
     const uint lid = get_local_id(0);
     const float pos = (float)p_new;
     const uint kvh = h / p.group, head_dim = p.head_dim, q_stride = p.q_stride;
@@ -126,7 +130,7 @@ inline void attn_stage_query(global const float* q, global kv_t* k, global kv_t*
             }
         }
     }
-    const size_t at = p.kv_off + (size_t)kvh * p.head_stride + (size_t)p_new * p.pos_stride;
+    const size_t at = p.kv_off + (size_t)kvh * p.head_stride + (size_t)row_new * p.pos_stride;
     const bool writer = h % p.group == 0;
 #pragma unroll
     for (uint j = 0; j < ATT_DPT; ++j) {
@@ -263,14 +267,18 @@ void attn_partial(global const float* q, global kv_t* k, global kv_t* v, global 
     const uint s = get_group_id(0), h = get_global_id(1), t = get_global_id(2);
     const uint kvh = h / group;
     const uint n_keys = past + t + 1;
-    const uint start = max(s * chunk, attn_first_key(n_keys, p.window));
-    const uint end = min(s * chunk + chunk, n_keys);
+    const uint first0 = attn_first_key(past + 1, p.window);
+    const uint start = max(first0 + s * chunk, attn_first_key(n_keys, p.window));
+    const uint end = min(first0 + s * chunk + chunk, n_keys);
     const float softcap = p.softcap;
+    // Rows of this work-group's positions: tl_kv_row(j, ring, start, start_row).
+    const uint ring = p.ring, start_row = tl_kv_row_of(start, ring, p.ring_first);
     // This work-group covers the fresh position (the last one), which it takes from kn / vn.
     const bool has_fresh = p.fresh != 0 && end == n_keys;
     const uint p_new = n_keys - 1;
 
-    attn_stage_query(q, k, v, p, h, t, has_fresh, p_new, qs, kn, vn, rounding);
+    attn_stage_query(q, k, v, p, h, t, has_fresh, p_new, tl_kv_row(p_new, ring, start, start_row), qs, kn, vn,
+                     rounding);
     const size_t kv_head = kv_off + (size_t)kvh * head_stride;
     barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -302,7 +310,7 @@ void attn_partial(global const float* q, global kv_t* k, global kv_t* v, global 
             }
             score = acc;
         } else if (j < end) {
-            const size_t kr = kv_head + (size_t)j * pos_stride;
+            const size_t kr = kv_head + (size_t)tl_kv_row(j, ring, start, start_row) * pos_stride;
             float acc = 0.0f;
             if (kv_wide) {
                 // 16- or 32-byte loads of the key row instead of one element at a time.
@@ -330,21 +338,22 @@ void attn_partial(global const float* q, global kv_t* k, global kv_t* v, global 
         const uint n_cached = fresh_here ? n - 1 : n;
         if (row_v) {
             o8 *= corr;
-            const global kv_t* vp = v + kv_head + (size_t)base * pos_stride + vdim;
+            const global kv_t* vp = v + kv_head + vdim;
+#define ATT_V_ROW(jj) ((size_t)tl_kv_row(base + (jj), ring, start, start_row) * pos_stride)
             // Four rows in flight per work-item per round trip.
             const uint ng = n_vgroups;
             uint jj = vgroup;
             for (; jj + 3 * ng < n_cached; jj += 4 * ng) {
-                const float8 v0 = KV_LOAD8(vp, (size_t)jj * pos_stride);
-                const float8 v1 = KV_LOAD8(vp, (size_t)(jj + ng) * pos_stride);
-                const float8 v2 = KV_LOAD8(vp, (size_t)(jj + 2 * ng) * pos_stride);
-                const float8 v3 = KV_LOAD8(vp, (size_t)(jj + 3 * ng) * pos_stride);
+                const float8 v0 = KV_LOAD8(vp, ATT_V_ROW(jj));
+                const float8 v1 = KV_LOAD8(vp, ATT_V_ROW(jj + ng));
+                const float8 v2 = KV_LOAD8(vp, ATT_V_ROW(jj + 2 * ng));
+                const float8 v3 = KV_LOAD8(vp, ATT_V_ROW(jj + 3 * ng));
                 o8 = mad((float8)(ps[jj]), v0, o8);
                 o8 = mad((float8)(ps[jj + ng]), v1, o8);
                 o8 = mad((float8)(ps[jj + 2 * ng]), v2, o8);
                 o8 = mad((float8)(ps[jj + 3 * ng]), v3, o8);
             }
-            for (; jj < n_cached; jj += ng) o8 = mad((float8)(ps[jj]), KV_LOAD8(vp, (size_t)jj * pos_stride), o8);
+            for (; jj < n_cached; jj += ng) o8 = mad((float8)(ps[jj]), KV_LOAD8(vp, ATT_V_ROW(jj)), o8);
             if (fresh_here && vgroup == 0)
                 o8 = mad((float8)(ps[n - 1]), (float8)(vn4[vdim / 4], vn4[vdim / 4 + 1]), o8);
         } else {
@@ -354,7 +363,7 @@ void attn_partial(global const float* q, global kv_t* k, global kv_t* v, global 
                 if (d < head_dim) {
                     float acc = o[i] * corr;
                     for (uint jj = 0; jj < n_cached; ++jj)
-                        acc = mad(ps[jj], KV_LOAD(v, kv_head + (size_t)(base + jj) * pos_stride + d), acc);
+                        acc = mad(ps[jj], KV_LOAD(v, kv_head + ATT_V_ROW(jj) + d), acc);
                     if (fresh_here) acc = mad(ps[n - 1], vn[d], acc);
                     o[i] = acc;
                 }
@@ -441,13 +450,17 @@ void attn_rows(global const float* q, global kv_t* k, global kv_t* v, global flo
     const uint s = get_group_id(0), h = get_global_id(1), t = get_global_id(2);
     const uint kvh = h / group;
     const uint n_keys = past + t + 1;
-    const uint start = max(s * chunk, attn_first_key(n_keys, p.window));
-    const uint end = min(s * chunk + chunk, n_keys);
+    const uint first0 = attn_first_key(past + 1, p.window);
+    const uint start = max(first0 + s * chunk, attn_first_key(n_keys, p.window));
+    const uint end = min(first0 + s * chunk + chunk, n_keys);
     const float softcap = p.softcap;
+    // Rows of this work-group's positions: tl_kv_row(j, ring, start, start_row).
+    const uint ring = p.ring, start_row = tl_kv_row_of(start, ring, p.ring_first);
     const bool has_fresh = p.fresh != 0 && end == n_keys;
     const uint p_new = n_keys - 1;
     // Rows read from the cache (the fresh one comes from kn / vn).
     const uint end_cached = has_fresh ? p_new : end;
+    const uint row_new = tl_kv_row(p_new, ring, start, start_row);
     const uint vg = head_dim / 8, ng = ATT_WG / vg;
     const uint g = lid / vg, lane = lid % vg, dim0 = lane * 8;
     const uint block = ng * ATT_ROWS;
@@ -463,12 +476,14 @@ void attn_rows(global const float* q, global kv_t* k, global kv_t* v, global flo
         for (uint i = 0; i < ATT_ROWS; ++i) {
             const uint row = base + g + i * ng;
             if (row < end_cached) {
-                kr[i] = KV_RAW_LOAD8(kp, (size_t)row * pos_stride);
-                vr[i] = KV_RAW_LOAD8(vp, (size_t)row * pos_stride);
+                const size_t at = (size_t)tl_kv_row(row, ring, start, start_row) * pos_stride;
+                kr[i] = KV_RAW_LOAD8(kp, at);
+                vr[i] = KV_RAW_LOAD8(vp, at);
             }
         }
         if (base == start)
-            attn_stage_query(q, k, v, p, h, t, has_fresh, p_new, qs, kn, vn, (local kv_t*)rounding_space);
+            attn_stage_query(q, k, v, p, h, t, has_fresh, p_new, row_new, qs, kn, vn,
+                             (local kv_t*)rounding_space);
         // qs, kn, vn are written (first block) and the previous block's dots and ps are read: both fenced here.
         barrier(CLK_LOCAL_MEM_FENCE);
         const float8 q8 = (float8)(qs4[dim0 / 4], qs4[dim0 / 4 + 1]);
@@ -542,11 +557,13 @@ typedef struct {
     uint head_dim, rotary_dim;
     float log2_theta;
     uint past, style;
+    uint ring, ring_first;
 } kv_write_params;
 
 // Writes seq new tokens' K (rotated here when rotary_dim > 0) and V into the cache in place.
 // src: element d of kv head h of token t at src_off + t * src_stride + h * head_dim + d (f32, e.g. the k or v part
-// of a fused QKV output). dst: dst_off + h * head_stride + t * pos_stride + d (the step's write view).
+// of a fused QKV output). dst: dst_off + h * head_stride + row(t) * pos_stride + d (the step's write view; row(t)
+// is t, or in a ring its slot, tl_kv_row).
 // Rotary as in rope.cl, token t at position past + t. Global size (head_dim, kv_heads, seq).
 kernel void kv_write(global const float* src, global kv_t* dst, const kv_write_params p) {
     const uint src_off = p.src_off, src_stride = p.src_stride, dst_off = p.dst_off, head_stride = p.head_stride;
@@ -557,7 +574,8 @@ kernel void kv_write(global const float* src, global kv_t* dst, const kv_write_p
     const size_t sh = src_off + (size_t)t * src_stride + (size_t)h * head_dim;
     float val = src[sh + d];
     if (d < rotary_dim) val = tl_rope_element(src + sh, d, rotary_dim, log2_theta, (float)(past + t), style);
-    KV_STORE(val, dst, dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d);
+    const uint row = tl_kv_row(t, p.ring, 0, p.ring_first);
+    KV_STORE(val, dst, dst_off + (size_t)h * head_stride + (size_t)row * pos_stride + d);
 }
 
 // The scalar arguments of qkv_rope_write (QkvRopeWriteParams in params.rs).
@@ -567,6 +585,7 @@ typedef struct {
     uint head_dim, rotary_dim;
     float log2_theta;
     uint past, style, heads, kv_heads;
+    uint ring, ring_first;
 } qkv_rope_write_params;
 
 // The step's rotary and cache append in ONE launch over the fused QKV output: rows r < heads rotate q head r in
@@ -594,7 +613,7 @@ kernel void qkv_rope_write(global float* qkv, global kv_t* k_dst, global kv_t* v
     const size_t sh = (is_v ? v_off : k_off) + (size_t)t * stride + (size_t)h * head_dim;
     float val = qkv[sh + d];
     if (!is_v && d < rotary_dim) val = tl_rope_element(qkv + sh, d, rotary_dim, log2_theta, pos, style);
-    const size_t di = dst_off + (size_t)h * head_stride + (size_t)t * pos_stride + d;
+    const size_t di = dst_off + (size_t)h * head_stride + (size_t)tl_kv_row(t, p.ring, 0, p.ring_first) * pos_stride + d;
     if (is_v) {
         KV_STORE(val, v_dst, di);
     } else {

@@ -168,15 +168,26 @@ pub(super) struct PlanInputs {
     pub has_wide: bool,
 }
 
-/// How a call of `shape` over caches laid out as `view` is run.
+/// Positions a call reads: from the first key of its first token (the start of that token's sliding window, or
+/// 0) to its last token's own position. The kernels split these, not the whole context, so a windowed layer's
+/// decode costs its window whatever the context.
+pub(super) fn keys_read(shape: &AttentionShape, window: Option<usize>) -> usize {
+    match window {
+        Some(w) if w > 0 => w.min(shape.past + 1) + shape.seq - 1,
+        _ => shape.past + shape.seq,
+    }
+}
+
+/// How a call of `shape` (sliding `window`, if any) over caches laid out as `view` is run.
 pub(super) fn choose_attention_plan(
     inputs: &PlanInputs,
     shape: &AttentionShape,
     view: &KvView,
+    window: Option<usize>,
 ) -> AttentionPlan {
-    let n_keys = shape.past + shape.seq;
+    let n_keys = keys_read(shape, window);
     let split_at = |kernel, groups_per_unit| {
-        let (splits, chunk) = split_plan(inputs, shape, groups_per_unit);
+        let (splits, chunk) = split_plan(inputs, shape, window, groups_per_unit);
         AttentionPlan {
             kernel,
             splits,
@@ -208,16 +219,18 @@ pub(super) fn choose_attention_plan(
     }
 }
 
-/// `(splits, positions per split)` aiming at `groups_per_unit` work-groups per compute unit. One work-group walks
+/// `(splits, positions per split)` of the positions the call reads ([`keys_read`]) aiming at `groups_per_unit`
+/// work-groups per compute unit. One work-group walks
 /// its positions serially, so a decode step with few heads splits even a short context until there are about that
 /// many work-groups per unit (32 heads on a 132-unit H100 at 192 positions: 6 splits of 32 instead of one
 /// work-group per head), at the price of the merge the last split does.
 pub(super) fn split_plan(
     inputs: &PlanInputs,
     shape: &AttentionShape,
+    window: Option<usize>,
     groups_per_unit: usize,
 ) -> (usize, usize) {
-    let n_keys = shape.past + shape.seq;
+    let n_keys = keys_read(shape, window);
     let target = groups_per_unit * inputs.compute_units.max(1);
     let groups = shape.seq * shape.heads;
     if groups >= target {
@@ -324,7 +337,8 @@ mod tests {
         // head_dim 128: 16 work-items per row, 256 / 16 * 16 = 256 positions per wide block.
         let i = inputs(132, AttentionWalk::Auto, true);
         for past in [0, 100, 255] {
-            let plan = choose_attention_plan(&i, &shape(1, past, 32, 128), &view(128, past + 1));
+            let plan =
+                choose_attention_plan(&i, &shape(1, past, 32, 128), &view(128, past + 1), None);
             assert_eq!(
                 plan,
                 AttentionPlan {
@@ -334,25 +348,25 @@ mod tests {
                 }
             );
         }
-        let plan = choose_attention_plan(&i, &shape(1, 256, 32, 128), &view(128, 257));
+        let plan = choose_attention_plan(&i, &shape(1, 256, 32, 128), &view(128, 257), None);
         assert_eq!(plan.kernel, AttentionKernel::Rows);
         // Rows aim at 4 groups per unit: 528 groups over 32 heads -> 17 splits wanted; 4097 positions in chunks
         // of 256 (a multiple of 32) -> 17 splits.
-        let long = choose_attention_plan(&i, &shape(1, 4096, 32, 128), &view(128, 4097));
+        let long = choose_attention_plan(&i, &shape(1, 4096, 32, 128), &view(128, 4097), None);
         assert_eq!(
             (long.kernel, long.splits, long.chunk),
             (AttentionKernel::Rows, 17, 256)
         );
         // Without the wide builds a short decode splits rows too.
         let no_wide = inputs(132, AttentionWalk::Auto, false);
-        let short = choose_attention_plan(&no_wide, &shape(1, 100, 32, 128), &view(128, 101));
+        let short = choose_attention_plan(&no_wide, &shape(1, 100, 32, 128), &view(128, 101), None);
         assert_eq!(short.kernel, AttentionKernel::Rows);
     }
 
     #[test]
     fn prefill_and_unaligned_layouts_take_the_position_kernel() {
         let i = inputs(8, AttentionWalk::Auto, true);
-        let prefill = choose_attention_plan(&i, &shape(37, 0, 4, 64), &view(64, 37));
+        let prefill = choose_attention_plan(&i, &shape(37, 0, 4, 64), &view(64, 37), None);
         assert_eq!(prefill.kernel, AttentionKernel::Positions);
         // head_dim 36 is not a multiple of 8; 16 gives 2 work-items per row (fewer than 4); 24 gives 3, which
         // does not divide 64. Every walk then falls back to attn_partial.
@@ -367,6 +381,7 @@ mod tests {
                     &inputs(8, walk, true),
                     &shape(1, 50, 4, head_dim),
                     &view(head_dim, 51),
+                    None,
                 );
                 assert_eq!(
                     plan.kernel,
@@ -378,7 +393,7 @@ mod tests {
         // A cache view that starts off an 8-element boundary.
         let mut odd = view(64, 51);
         odd.offset_elems += 4;
-        let plan = choose_attention_plan(&i, &shape(1, 50, 4, 64), &odd);
+        let plan = choose_attention_plan(&i, &shape(1, 50, 4, 64), &odd, None);
         assert_eq!(plan.kernel, AttentionKernel::Positions);
     }
 
@@ -386,7 +401,7 @@ mod tests {
     fn forced_walks_are_kept_where_the_layout_allows() {
         let (s, v) = (shape(4, 100, 2, 64), view(64, 104));
         let kernel =
-            |walk, has_wide| choose_attention_plan(&inputs(8, walk, has_wide), &s, &v).kernel;
+            |walk, has_wide| choose_attention_plan(&inputs(8, walk, has_wide), &s, &v, None).kernel;
         assert_eq!(kernel(AttentionWalk::Rows, true), AttentionKernel::Rows);
         assert_eq!(
             kernel(AttentionWalk::Positions, true),
@@ -400,7 +415,7 @@ mod tests {
             kernel(AttentionWalk::WideRows, false),
             AttentionKernel::Rows
         );
-        let wide = choose_attention_plan(&inputs(8, AttentionWalk::WideRows, true), &s, &v);
+        let wide = choose_attention_plan(&inputs(8, AttentionWalk::WideRows, true), &s, &v, None);
         assert_eq!((wide.splits, wide.chunk), (1, 104));
     }
 
@@ -408,11 +423,11 @@ mod tests {
     fn splits_fill_the_device_within_the_merge_limit() {
         let i = inputs(132, AttentionWalk::Positions, false);
         // Enough (token, head) groups already: no split.
-        assert_eq!(split_plan(&i, &shape(64, 0, 32, 128), 8), (1, 64));
+        assert_eq!(split_plan(&i, &shape(64, 0, 32, 128), None, 8), (1, 64));
         // 32 heads at 192 positions on 132 units, 8 per unit: 33 splits wanted, chunks of 32 -> 6 splits.
-        assert_eq!(split_plan(&i, &shape(1, 191, 32, 128), 8), (6, 32));
+        assert_eq!(split_plan(&i, &shape(1, 191, 32, 128), None, 8), (6, 32));
         // A tiny context stays whole.
-        assert_eq!(split_plan(&i, &shape(1, 10, 32, 128), 8), (1, 11));
+        assert_eq!(split_plan(&i, &shape(1, 10, 32, 128), None, 8), (1, 11));
         // A greedy policy is capped at MAX_SPLITS.
         let greedy = PlanInputs {
             split: SplitPolicy {
@@ -421,7 +436,7 @@ mod tests {
             },
             ..i
         };
-        let (splits, chunk) = split_plan(&greedy, &shape(1, 100_000, 4, 64), 100_000);
+        let (splits, chunk) = split_plan(&greedy, &shape(1, 100_000, 4, 64), None, 100_000);
         assert!((2..=MAX_SPLITS).contains(&splits), "{splits}");
         assert!(splits * chunk >= 100_001 && (splits - 1) * chunk < 100_001);
         // Every split plan covers the context exactly once, chunks a multiple of min_chunk.
@@ -429,7 +444,7 @@ mod tests {
             for heads in [1, 2, 7, 32] {
                 for units in [1, 4, 132] {
                     let i = inputs(units, AttentionWalk::Auto, false);
-                    let (splits, chunk) = split_plan(&i, &shape(1, past, heads, 64), 8);
+                    let (splits, chunk) = split_plan(&i, &shape(1, past, heads, 64), None, 8);
                     let n = past + 1;
                     assert!((1..=MAX_SPLITS).contains(&splits));
                     assert!(
@@ -440,6 +455,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn windowed_calls_split_only_the_keys_they_read() {
+        // Decode: the window's keys; prefill: from the first token's window start to the last token.
+        assert_eq!(keys_read(&shape(1, 10_000, 8, 128), Some(512)), 512);
+        assert_eq!(keys_read(&shape(1, 100, 8, 128), Some(512)), 101);
+        assert_eq!(keys_read(&shape(64, 10_000, 8, 128), Some(512)), 575);
+        assert_eq!(keys_read(&shape(64, 10_000, 8, 128), None), 10_064);
+        let i = inputs(132, AttentionWalk::Auto, true);
+        let long = shape(1, 30_000, 32, 128);
+        let (splits, chunk) = split_plan(&i, &long, Some(256), 4);
+        assert!(
+            splits * chunk >= 256 && (splits - 1) * chunk < 256,
+            "{splits} x {chunk}"
+        );
+        // A 256-key window is one wide block at any context.
+        let plan = choose_attention_plan(&i, &long, &view(128, 30_001), Some(256));
+        assert_eq!(
+            plan,
+            AttentionPlan {
+                kernel: AttentionKernel::WideRows,
+                splits: 1,
+                chunk: 256
+            }
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use kvcache::KvView;
 use self::builds::{AttentionBuild, AttentionBuilds};
 use self::choose::{choose_attention_plan, split_plan, AttentionDevice, PlanInputs};
 pub use self::choose::{AttentionKernel, AttentionPlan, AttentionWalk, SplitPolicy, MAX_HEAD_DIM};
+pub(crate) use self::operands::kv_ring;
 pub use self::operands::{AttentionScores, AttentionShape, FreshToken, KvOperand};
 use self::params::{check_attention, check_kv_write, check_qkv_rope_write, QkvParts};
 use super::rope::{HeadsLayout, RopeConfig};
@@ -138,22 +139,29 @@ impl Attention {
         }
     }
 
-    /// How a call of `shape` over caches laid out as `view` is run.
-    pub fn plan(&self, shape: &AttentionShape, view: &KvView) -> AttentionPlan {
-        choose_attention_plan(&self.plan_inputs(), shape, view)
+    /// How a call of `shape` over caches laid out as `view`, with a sliding `window` if any, is run: the splits
+    /// cover only the positions the call reads.
+    pub fn plan(
+        &self,
+        shape: &AttentionShape,
+        view: &KvView,
+        window: Option<usize>,
+    ) -> AttentionPlan {
+        choose_attention_plan(&self.plan_inputs(), shape, view, window)
     }
 
     /// How many context splits the split kernels cut a call of `shape` into (see [`Attention::plan`] for what a
     /// call actually runs).
     pub fn splits(&self, shape: &AttentionShape) -> usize {
-        split_plan(&self.plan_inputs(), shape, self.split.groups_per_unit).0
+        split_plan(&self.plan_inputs(), shape, None, self.split.groups_per_unit).0
     }
 
     /// Enqueues `out = softmax(q·kᵀ·scale, causal) · v`.
     ///
     /// `q` holds the queries at `q_layout` (heads = `shape.heads`, seq = `shape.seq`; the q part of a fused QKV
     /// output works as is). `k` and `v` are read views of the cache starting at position 0 and covering at least
-    /// `past + seq` positions of `kv_heads` heads. `out` is `[seq][heads][head_dim]`.
+    /// `past + seq` positions of `kv_heads` heads (a ring view only with a sliding window, in
+    /// [`Attention::enqueue_with_fresh`]). `out` is `[seq][heads][head_dim]`.
     #[allow(clippy::too_many_arguments)] // each argument is a distinct typed operand; bundling them hides nothing
     pub fn enqueue(
         &self,
@@ -193,7 +201,7 @@ impl Attention {
         const K: &str = "attention";
         let mut params =
             check_attention(q.len(), q_layout, fresh, &k, &v, shape, scores, out.len())?;
-        let plan = self.plan(&shape, &k.view);
+        let plan = self.plan(&shape, &k.view, scores.window);
         params.chunk = to_u32(K, "chunk", plan.chunk)?;
         params.splits = to_u32(K, "splits", plan.splits)?;
         let build = AttentionBuild {

@@ -124,6 +124,31 @@ impl<'a> KvOperand<'a> {
     }
 }
 
+/// A view's ring as the kernels take it, `[ring, ring_first]` (`[0, 0]` for a linear view); refuses a ring view
+/// whose positions do not fit its slots, or a slot outside them, so no kernel wraps twice.
+pub(crate) fn kv_ring(
+    kernel: &'static str,
+    view: &KvView,
+    positions: usize,
+) -> Result<[u32; 2], KernelError> {
+    let Some(w) = view.wrap else {
+        return Ok([0, 0]);
+    };
+    if w.slots == 0 || w.first_slot >= w.slots || positions > w.slots {
+        return Err(shape_error(
+            kernel,
+            format!(
+                "a ring view of {} slots starting in slot {} cannot hold {positions} positions",
+                w.slots, w.first_slot
+            ),
+        ));
+    }
+    Ok([
+        super::super::to_u32(kernel, "ring slots", w.slots)?,
+        super::super::to_u32(kernel, "ring first slot", w.first_slot)?,
+    ])
+}
+
 /// Checks that `view` ends within a buffer of `bytes` bytes.
 pub(super) fn check_view_in(
     kernel: &'static str,

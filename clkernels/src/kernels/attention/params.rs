@@ -7,7 +7,7 @@ use kvcache::KvView;
 
 use super::super::rope::{HeadsLayout, RopeConfig};
 use super::super::{check_count, shape_error, to_u32, KernelError};
-use super::operands::{AttentionScores, AttentionShape, FreshToken, KvOperand};
+use super::operands::{kv_ring, AttentionScores, AttentionShape, FreshToken, KvOperand};
 use super::MAX_HEAD_DIM;
 
 /// `attn_params` of `attn_partial` and `attn_rows`.
@@ -41,6 +41,9 @@ pub(super) struct AttnParams {
     /// Sliding window in positions (0: none), and the soft-cap of the scores (0: none).
     pub window: u32,
     pub softcap: f32,
+    /// The cache views' ring (`kvcache::KvWrap`): slots and the slot of position 0 (0, 0: a linear cache).
+    pub ring: u32,
+    pub ring_first: u32,
 }
 
 /// `kv_write_params` of `kv_write`.
@@ -60,6 +63,9 @@ pub(super) struct KvWriteParams {
     /// Position of the first token written.
     pub past: u32,
     pub style: u32,
+    /// The destination's ring: slots and the slot of its first position (0, 0: linear).
+    pub ring: u32,
+    pub ring_first: u32,
 }
 
 /// `qkv_rope_write_params` of `qkv_rope_write`.
@@ -83,6 +89,9 @@ pub(super) struct QkvRopeWriteParams {
     pub style: u32,
     pub heads: u32,
     pub kv_heads: u32,
+    /// The destinations' ring: slots and the slot of their first position (0, 0: linear).
+    pub ring: u32,
+    pub ring_first: u32,
 }
 
 /// The `(offset, head stride, position stride)` of a view as the kernels take them.
@@ -162,11 +171,13 @@ pub(super) fn check_attention(
             w.head_stride_elems,
             w.position_stride_elems,
             w.dtype,
+            w.wrap,
         ) != (
             kv.offset_elems,
             kv.head_stride_elems,
             kv.position_stride_elems,
             kv.dtype,
+            kv.wrap,
         ) {
             return Err(shape_error(K, "k and v views differ in layout"));
         }
@@ -192,6 +203,15 @@ pub(super) fn check_attention(
             "a sliding window of 0 positions sees nothing",
         ));
     }
+    // A ring holds the window of every token of the step only if window + seq - 1 positions fit its slots.
+    let ring_keys = window.map_or(past + seq, |w| w.min(past + 1) + seq - 1);
+    if kv.wrap.is_some() && window.is_none() {
+        return Err(shape_error(
+            K,
+            "a ring cache needs a sliding window: it holds only the latest positions",
+        ));
+    }
+    let [ring, ring_first] = kv_ring(K, &kv, ring_keys)?;
     let mut params = AttnParams {
         q_off: to_u32(K, "q offset", q_layout.offset)?,
         q_stride: to_u32(K, "q token stride", q_layout.token_stride)?,
@@ -208,6 +228,8 @@ pub(super) fn check_attention(
         // A window as long as the context masks nothing, so any larger one is clamped rather than refused.
         window: window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
         softcap: softcap.unwrap_or(0.0),
+        ring,
+        ring_first,
         ..AttnParams::default()
     };
     if let Some(f) = fresh {
@@ -275,7 +297,10 @@ pub(super) fn check_kv_write(
         return Ok(None);
     }
     let [dst_off, head_stride, pos_stride] = view_strides(K, &w)?;
+    let [ring, ring_first] = kv_ring(K, &w, w.positions)?;
     Ok(Some(KvWriteParams {
+        ring,
+        ring_first,
         src_off: to_u32(K, "src offset", src_layout.offset)?,
         src_stride: to_u32(K, "src token stride", src_layout.token_stride)?,
         dst_off,
@@ -325,6 +350,7 @@ pub(super) fn check_qkv_rope_write(
         kw.heads,
         kw.head_dim,
         kw.dtype,
+        kw.wrap,
     ) != (
         vw.offset_elems,
         vw.head_stride_elems,
@@ -333,6 +359,7 @@ pub(super) fn check_qkv_rope_write(
         vw.heads,
         vw.head_dim,
         vw.dtype,
+        vw.wrap,
     ) {
         return Err(shape_error(K, "K and V destination views differ in layout"));
     }
@@ -365,7 +392,10 @@ pub(super) fn check_qkv_rope_write(
         return Ok(None);
     }
     let [dst_off, head_stride, pos_stride] = view_strides(K, &kw)?;
+    let [ring, ring_first] = kv_ring(K, &kw, kw.positions)?;
     Ok(Some(QkvRopeWriteParams {
+        ring,
+        ring_first,
         q_off: to_u32(K, "q offset", q.offset)?,
         k_off: to_u32(K, "k offset", k.offset)?,
         v_off: to_u32(K, "v offset", v.offset)?,
@@ -436,10 +466,10 @@ mod tests {
 
     #[test]
     fn struct_sizes_match_the_kernels_field_counts() {
-        // Every field is 4 bytes; attention.cl's structs have 20, 10 and 14 fields.
-        assert_eq!(std::mem::size_of::<AttnParams>(), 20 * 4);
-        assert_eq!(std::mem::size_of::<KvWriteParams>(), 10 * 4);
-        assert_eq!(std::mem::size_of::<QkvRopeWriteParams>(), 14 * 4);
+        // Every field is 4 bytes; attention.cl's structs have 22, 12 and 16 fields.
+        assert_eq!(std::mem::size_of::<AttnParams>(), 22 * 4);
+        assert_eq!(std::mem::size_of::<KvWriteParams>(), 12 * 4);
+        assert_eq!(std::mem::size_of::<QkvRopeWriteParams>(), 16 * 4);
     }
 
     #[test]
@@ -489,6 +519,8 @@ mod tests {
                 rope_style: 1,
                 window: 4096,
                 softcap: 30.0,
+                ring: 0,
+                ring_first: 0,
             }
         );
         let plain = check_attention(8 * 64, heads(0, 4), None, &k, &v, SHAPE, S1, 4 * 64)

@@ -19,6 +19,7 @@ fn smol() -> Footprint {
         },
         kv_per_position: 2 * 30 * 3 * 64 * 2,
         kv_buffer_per_position: 3 * 64 * 2,
+        kv_rings: None,
         activations: ActivationSizes::affine(200_000, 30_000),
         programs: PROGRAM_ALLOWANCE_BYTES,
     }
@@ -246,6 +247,7 @@ proptest! {
             largest_weight: NamedBuffer { name: "w".into(), bytes: 1 },
             kv_per_position: 2 * layers * kv_buffer,
             kv_buffer_per_position: kv_buffer,
+            kv_rings: None,
             activations: ActivationSizes::affine(1000, per_token),
             programs: PROGRAM_ALLOWANCE_BYTES,
         };
@@ -265,4 +267,53 @@ proptest! {
         let asked_req = ContextRequest { requested: Some(asked), ..req };
         prop_assert_eq!(choose_context(&f, &d, &asked_req).is_ok(), fits(asked.min(model_max)));
     }
+}
+
+/// Ring layers count at their ring: the KV bytes and the largest buffer follow the window, and a budget that
+/// holds the full caches to some context holds the ringed model to a longer one.
+#[test]
+fn ring_layers_count_at_their_ring() {
+    let rings = KvRingFootprint {
+        window: 512,
+        ring_layers: 25,
+        layers: 30,
+    };
+    let ringed = Footprint {
+        kv_rings: Some(rings),
+        ..smol()
+    };
+    let per_layer = 2 * 3 * 64 * 2;
+    // At 8192 positions, steps of 256: 5 full layers of 8192 and 25 rings of 767.
+    assert_eq!(
+        ringed.kv_bytes(8192, 256),
+        per_layer * (5 * 8192 + 25 * 767)
+    );
+    // A ring no smaller than the context is the context.
+    assert_eq!(ringed.kv_bytes(600, 256), smol().kv_bytes(600, 256));
+    assert_eq!(ringed.kv_largest_buffer(8192, 256), 3 * 64 * 2 * 8192);
+    let all_rings = Footprint {
+        kv_rings: Some(KvRingFootprint {
+            ring_layers: 30,
+            ..rings
+        }),
+        ..smol()
+    };
+    assert_eq!(all_rings.kv_largest_buffer(8192, 256), 3 * 64 * 2 * 767);
+    assert_eq!(
+        ringed.clone().without_rings().kv_bytes(8192, 256),
+        smol().kv_bytes(8192, 256)
+    );
+    let budget = MemBudget::Bytes(400 * MIB);
+    let mut req = request(None, budget);
+    req.model_max = 1 << 20;
+    let dev = device(4 * GIB, GIB);
+    let full = choose_context(&smol(), &dev, &req).unwrap();
+    let ring = choose_context(&ringed, &dev, &req).unwrap();
+    assert!(
+        ring.ctx > 2 * full.ctx,
+        "rings {} vs full {}",
+        ring.ctx,
+        full.ctx
+    );
+    assert!(ring.needs.total() <= 400 * MIB);
 }
