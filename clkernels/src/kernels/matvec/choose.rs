@@ -265,6 +265,7 @@ mod tests {
             image_max_buffer_pixels: 0,
             preferred_vector_width_half: 0,
             local_mem_bytes: 48 << 10,
+            vector_width: crate::kernels::vector_width::VectorWidth::DEFAULT,
         })
     }
 
@@ -436,6 +437,7 @@ mod tests {
             image_max_buffer_pixels: 0,
             preferred_vector_width_half: 0,
             local_mem_bytes: 32 << 10,
+            vector_width: crate::kernels::vector_width::VectorWidth::DEFAULT,
         }
     }
 

@@ -32,7 +32,7 @@ struct Raw {
     vector_widths_preferred_native: Option<VectorWidths>,
 }
 
-/// `[preferred, native]` widths per type; only the two the mat-vec choice reads.
+/// `[preferred, native]` widths per type; only the two the Mali kernels' vector width is chosen from.
 #[derive(Deserialize)]
 struct VectorWidths {
     float: Option<Vec<u32>>,
@@ -81,12 +81,19 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<DeviceProfile, ProfileEr
     extensions.sort();
     extensions.dedup();
     let preferred = |w: Option<&Vec<u32>>| w.and_then(|v| v.first().copied());
+    let native = |w: Option<&Vec<u32>>| w.and_then(|v| v.get(1).copied());
     let widths = raw.vector_widths_preferred_native.as_ref();
+    let (float, half) = (
+        widths.and_then(|w| w.float.as_ref()),
+        widths.and_then(|w| w.half.as_ref()),
+    );
     Ok(DeviceProfile {
         image_support: raw.image_support,
         image_max_buffer_pixels: raw.image_max_buffer_size_pixels,
-        preferred_vector_width_float: preferred(widths.and_then(|w| w.float.as_ref())),
-        preferred_vector_width_half: preferred(widths.and_then(|w| w.half.as_ref())),
+        preferred_vector_width_float: preferred(float),
+        preferred_vector_width_half: preferred(half),
+        native_vector_width_float: native(float),
+        native_vector_width_half: native(half),
         name,
         source: raw.source,
         vendor: raw.vendor,
