@@ -35,8 +35,8 @@ struct Raw {
 /// `[preferred, native]` widths per type; only the two the Mali kernels' vector width is chosen from.
 #[derive(Deserialize)]
 struct VectorWidths {
-    float: Option<Vec<u32>>,
-    half: Option<Vec<u32>>,
+    float: Option<Vec<Option<u32>>>,
+    half: Option<Vec<Option<u32>>>,
 }
 
 /// Parses profile JSON; `origin` (a file or a bundled name) names it in errors.
@@ -80,8 +80,9 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<DeviceProfile, ProfileEr
     }
     extensions.sort();
     extensions.dedup();
-    let preferred = |w: Option<&Vec<u32>>| w.and_then(|v| v.first().copied());
-    let native = |w: Option<&Vec<u32>>| w.and_then(|v| v.get(1).copied());
+    // A pair's null (or missing) member is unknown, like a null pair.
+    let preferred = |w: Option<&Vec<Option<u32>>>| w.and_then(|v| v.first().copied().flatten());
+    let native = |w: Option<&Vec<Option<u32>>>| w.and_then(|v| v.get(1).copied().flatten());
     let widths = raw.vector_widths_preferred_native.as_ref();
     let (float, half) = (
         widths.and_then(|w| w.float.as_ref()),
