@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn only_the_built_widths_exist() {
         for n in [1, 2, 4] {
-            let w = VectorWidth::new(n).unwrap();
+            let w = VectorWidth::new(n).expect("1, 2 and 4 are built widths");
             assert_eq!(w.floats(), n);
             assert_eq!(w.define_value(), n.to_string());
         }

@@ -632,7 +632,10 @@ mod tests {
                     let n = past + 1;
                     assert!((1..=MAX_SPLITS).contains(&plan.splits));
                     assert!(plan.splits * plan.chunk >= n && (plan.splits - 1) * plan.chunk < n);
-                    assert!(plan.splits == 1 || plan.chunk % MALI_BLOCK == 0, "{plan:?}");
+                    assert!(
+                        plan.splits == 1 || plan.chunk.is_multiple_of(MALI_BLOCK),
+                        "{plan:?}"
+                    );
                     assert!(plan.splits <= (2 * n).isqrt().max(1), "{past} {plan:?}");
                 }
             }
