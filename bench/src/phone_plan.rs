@@ -8,7 +8,9 @@
 
 use std::fmt::Write;
 
-use clkernels::kernels::matvec::MatvecConfig;
+use clkernels::kernels::attention::{decode_attention_choice, AttentionKernel};
+use clkernels::kernels::matvec::{MatvecConfig, MatvecVendorKernel};
+use clkernels::kernels::vector_width::VectorWidth;
 use clkernels::runtime::{Capabilities, DeviceProfile, ProfileError, RowSplit, SplitLimits};
 use engine::gpu::{
     choose_context, padded_ffn, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory,
@@ -157,7 +159,7 @@ pub fn footprint_of_shapes(config: &ModelConfig, kv: KvDtype) -> Result<Footprin
 }
 
 /// The kernel choices that follow from a phone's capabilities alone.
-fn kernel_variants(caps: &Capabilities) -> [String; 5] {
+fn kernel_variants(caps: &Capabilities) -> [String; 6] {
     let reduction = if caps.has_subgroups() {
         "sub-group built-ins"
     } else if caps.subgroups_qcom {
@@ -172,12 +174,27 @@ fn kernel_variants(caps: &Capabilities) -> [String; 5] {
         String::new()
     };
     let (decode_kernel, _why) = MatvecConfig::vendor_choice(caps);
+    let loads = if decode_kernel == MatvecVendorKernel::Mali {
+        format!(", {} loads", mv.vector_width)
+    } else {
+        String::new()
+    };
+    let attention = match decode_attention_choice(caps).0 {
+        AttentionKernel::Mali => format!(
+            "Mali (no local memory), {} loads",
+            VectorWidth::for_caps(caps).0
+        ),
+        AttentionKernel::WideRows => "wide attn_rows, split when long".to_string(),
+        AttentionKernel::Rows => "split attn_rows".to_string(),
+        AttentionKernel::Positions => "attn_partial".to_string(),
+    };
     [
         format!("{:?}", caps.vendor_family),
         format!("{decode_kernel:?}"),
+        attention,
         reduction.to_string(),
         format!(
-            "{} items x {} rows{tile}, {} products",
+            "{} items x {} rows{tile}{loads}, {} products",
             mv.work_group,
             mv.rows_per_group,
             if mv.half_math { "f16" } else { "f32" }
@@ -233,16 +250,16 @@ pub fn phone_plan_markdown() -> Result<String, EngineError> {
     // `write!` into a String cannot fail.
     let _ = writeln!(
         w,
-        "| profile | vendor path | decode mat-vec | reductions | mat-vec work-group (GPU kernels) | local memory / max \
-         work-group |"
+        "| profile | vendor path | decode mat-vec | decode attention | reductions | mat-vec work-group (GPU kernels) | \
+         local memory / max work-group |"
     );
-    let _ = writeln!(w, "|---|---|---|---|---|---|");
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|");
     for p in &profiles {
         let caps = p.as_device().map_err(profile_error)?;
-        let [vendor, decode, reduction, mv, limits] = kernel_variants(&caps);
+        let [vendor, decode, attention, reduction, mv, limits] = kernel_variants(&caps);
         let _ = writeln!(
             w,
-            "| {} | {vendor} | {decode} | {reduction} | {mv} | {limits} |",
+            "| {} | {vendor} | {decode} | {attention} | {reduction} | {mv} | {limits} |",
             p.name
         );
     }

@@ -7,15 +7,24 @@
 //! On PoCL the engine runs the CPU mat-vec (`cpu.cl`); the GPU mat-vec a phone would run is built here too, at the
 //! geometry tlite picks for the phone on its own ([`MatvecConfig::for_caps`] of [`DeviceProfile::as_device`]) and
 //! with PoCL's defines: no sub-groups, so the local-memory reduction, the most local memory that kernel takes.
+//! The Mali attention build (`attn_mali`, `attn_mali_stage`: no local memory) runs in the engine under the Mali
+//! profiles; under every other profile it is built at the phone's vector width and launched on the Gemma-2B decode
+//! shape (a fresh token, a split context) beside the phone's mat-vec, so its usage is held against every profile too.
 //! The check can fail: the same usage held against a deliberately too-small profile reports the breaches, and
 //! building the phone's mat-vec under that profile is refused.
 #![allow(clippy::unwrap_used)]
 
 use bench::end_to_end::{synthetic_model, BenchArch};
+use clkernels::kernels::attention::{
+    Attention, AttentionKernel, AttentionScores, AttentionShape, AttentionWalk, FreshToken,
+    KvOperand,
+};
 use clkernels::kernels::matvec::{
     DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4,
 };
 use clkernels::kernels::norm::RmsNormParams;
+use clkernels::kernels::rope::{HeadsLayout, RopeConfig, RopeStyle};
+use clkernels::kernels::vector_width::VectorWidth;
 use clkernels::kernels::{GatedActivation, Residual};
 use clkernels::runtime::{
     DeviceBuffer, DeviceProfile, Gpu, GpuOptions, KernelUsage, ProfileChoice,
@@ -25,7 +34,7 @@ use engine::gpu::{GpuModel, GpuOptions as ModelOptions};
 use engine::model::ModelConfig;
 use fp4::{GroupSize, M0e4Matrix, MatrixShape};
 use half::f16;
-use kvcache::KvDtype;
+use kvcache::{KvDtype, KvLayout};
 
 fn open(profile: DeviceProfile) -> Gpu {
     Gpu::open_with(&GpuOptions {
@@ -128,6 +137,70 @@ fn run_phone_matvec(gpu: &Gpu, phone: &DeviceProfile) -> Result<(), String> {
     Ok(())
 }
 
+/// Builds the Mali attention at the phone's vector width and runs a Gemma-2B-shaped decode step through it (8 heads
+/// of 256, one KV head, a fresh token at position 700 of an f16 cache, so the context is split and merged).
+fn run_phone_attention(gpu: &Gpu, phone: &DeviceProfile) -> Result<(), String> {
+    let width = VectorWidth::for_caps(&phone.as_device().unwrap()).0;
+    let e = |e: clkernels::kernels::KernelError| e.to_string();
+    let mut att = Attention::with_mali_width(gpu, width, &[]).map_err(e)?;
+    att.set_walk(AttentionWalk::Mali);
+    let (heads, head_dim, past) = (8, 256, 700);
+    let layout = KvLayout {
+        kv_heads: 1,
+        max_ctx: past + 1,
+        head_dim,
+        dtype: KvDtype::F16,
+    };
+    let view = layout.positions_view(0, past + 1);
+    let shape = AttentionShape {
+        seq: 1,
+        past,
+        heads,
+        kv_heads: 1,
+        head_dim,
+    };
+    let plan = att.plan(&shape, &view);
+    assert_eq!(plan.kernel, AttentionKernel::Mali);
+    assert!(plan.splits > 1, "{plan:?}");
+    let stride = (heads + 2) * head_dim;
+    let qkv = DeviceBuffer::from_slice(gpu, &vec![0.25f32; stride]).unwrap();
+    let cache = vec![f16::from_f32(0.5); (past + 1) * head_dim];
+    let (k, v) = (
+        DeviceBuffer::from_slice(gpu, &cache).unwrap(),
+        DeviceBuffer::from_slice(gpu, &cache).unwrap(),
+    );
+    let heads_at = |offset, heads| HeadsLayout {
+        offset,
+        token_stride: stride,
+        heads,
+        seq: 1,
+    };
+    let fresh = FreshToken {
+        k: heads_at(heads * head_dim, 1),
+        v: heads_at((heads + 1) * head_dim, 1),
+        rope: RopeConfig {
+            head_dim,
+            rotary_dim: head_dim,
+            theta: 10000.0,
+            style: RopeStyle::HalfSplit,
+        },
+    };
+    let mut out = DeviceBuffer::<f32>::new(gpu, heads * head_dim).unwrap();
+    att.enqueue_with_fresh(
+        &qkv,
+        heads_at(0, heads),
+        Some(fresh),
+        KvOperand::from_device_buffer(&k, view),
+        KvOperand::from_device_buffer(&v, view),
+        shape,
+        AttentionScores::scaled(0.0625),
+        &mut out,
+    )
+    .map_err(e)?;
+    gpu.finish().unwrap();
+    Ok(())
+}
+
 fn breaches(usage: &[KernelUsage], profile: &DeviceProfile) -> Vec<String> {
     let (limits, _) = profile.limits_in_effect().unwrap();
     usage.iter().flat_map(|u| u.breaches(&limits)).collect()
@@ -140,6 +213,7 @@ fn every_chosen_kernel_fits_every_profiles_local_memory_and_work_groups() {
         let gpu = open(profile.clone());
         run_models(&gpu);
         run_phone_matvec(&gpu, &profile).unwrap_or_else(|e| panic!("{}: {e}", profile.name));
+        run_phone_attention(&gpu, &profile).unwrap_or_else(|e| panic!("{}: {e}", profile.name));
         let usage = gpu.kernel_usage();
         // Something real was recorded: launches with explicit groups, and the phone's GPU mat-vec among them.
         assert!(
@@ -150,6 +224,13 @@ fn every_chosen_kernel_fits_every_profiles_local_memory_and_work_groups() {
         assert!(usage
             .iter()
             .any(|u| u.kernel == "matvec_m0e4_gate_up_normed" && u.launches > 0));
+        for kernel in ["attn_mali", "attn_mali_stage"] {
+            assert!(
+                usage.iter().any(|u| u.kernel == kernel && u.launches > 0),
+                "{}: {kernel} did not run",
+                profile.name
+            );
+        }
         let found = breaches(&usage, &profile);
         assert!(found.is_empty(), "{}: {found:#?}", profile.name);
         let widest = usage.iter().map(|u| u.widest_group).max().unwrap();

@@ -95,7 +95,9 @@ pub struct Args {
     att_min_chunk: Option<usize>,
     /// Attention kernel: `rows` (K and V loaded together, rows sliced across work-items, the context split),
     /// `wide` (the same in one 256-wide work-group per head, no split), `positions` (a whole key row per
-    /// work-item, values after the softmax) or `auto` (the default: wide, rows or positions by context length).
+    /// work-item, values after the softmax), `mali` (one split per work-item, no local memory; built only on a Mali
+    /// or under a Mali profile, else as `auto`) or `auto` (the default: wide, rows or positions by context length,
+    /// the Mali kernel for decode on a Mali).
     #[arg(long, value_parser = parse_walk)]
     att_walk: Option<AttentionWalk>,
     /// Also try several mat-vec geometries and mat-mat tilings and print each.
@@ -141,8 +143,9 @@ fn parse_walk(text: &str) -> Result<AttentionWalk, String> {
         "rows" => Ok(AttentionWalk::Rows),
         "positions" => Ok(AttentionWalk::Positions),
         "wide" => Ok(AttentionWalk::WideRows),
+        "mali" => Ok(AttentionWalk::Mali),
         other => Err(format!(
-            "unknown attention kernel {other:?} (auto, rows, wide or positions)"
+            "unknown attention kernel {other:?} (auto, rows, wide, positions or mali)"
         )),
     }
 }

@@ -271,11 +271,18 @@ fn print_details(e: &DeviceEntry) {
         (
             "preferred vectors",
             format!(
-                "float {}, half {}",
-                c.preferred_vector_width_float, c.preferred_vector_width_half
+                "float {}, half {} (native: float {}, half {})",
+                c.preferred_vector_width_float,
+                c.preferred_vector_width_half,
+                c.native_vector_width_float,
+                c.native_vector_width_half
             ),
         ),
         ("mat-vec kernels", crate::cmd_devices_profile::matvec_kernels(c)),
+        (
+            "decode attention",
+            clkernels::kernels::attention::decode_attention_choice(c).1,
+        ),
     ];
     println!("[{}] {}", e.index, c.name);
     for (key, value) in rows {

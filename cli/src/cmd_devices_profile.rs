@@ -41,6 +41,7 @@ pub fn run(profile: &DeviceProfile, shown: &[DeviceEntry], json: bool) -> anyhow
                 "reductions": reductions(&phone),
                 "matvec_kernel": MatvecConfig::vendor_choice(&phone).0,
                 "matvec_kernel_why": MatvecConfig::vendor_choice(&phone).1,
+                "decode_attention": clkernels::kernels::attention::decode_attention_choice(&phone).1,
                 "low_priority": low_priority(&phone),
             },
             "emulated": list,
@@ -211,6 +212,10 @@ fn print_choices(caps: &Capabilities) {
         ("compile defines", defines.join(" ")),
         ("reductions", reductions(caps).to_string()),
         ("mat-vec kernels", matvec_kernels(caps)),
+        (
+            "decode attention",
+            clkernels::kernels::attention::decode_attention_choice(caps).1,
+        ),
         (
             "mat-vec products",
             if caps.fp16 {

@@ -18,6 +18,7 @@ use clkernels::kernels::attention::{
     Attention, AttentionScores, AttentionShape, AttentionWalk, FreshToken,
 };
 use clkernels::kernels::rope::{HeadsLayout, Rope, RopeConfig, RopeShift, RopeStyle};
+use clkernels::kernels::vector_width::VectorWidth;
 use clkernels::kv_storage::ClKvStorage;
 use common::*;
 use fixtures::ops;
@@ -131,7 +132,13 @@ fn run_case(gpu: &clkernels::runtime::Gpu, case: Case, label: &str) {
             seq.storage().write_views(&[(buffer, view)], &nan).unwrap();
         }
     }
-    let mut att = Attention::new(gpu).unwrap();
+    // The Mali kernel is built only on Malis (or under their profiles): build it here to run it on any device.
+    let mut att = if walk == AttentionWalk::Mali {
+        Attention::with_mali_width(gpu, VectorWidth::DEFAULT, &[])
+    } else {
+        Attention::new(gpu)
+    }
+    .unwrap();
     att.set_walk(walk);
     let rope_k = Rope::new(gpu).unwrap();
     let shift = RopeShift::new(gpu, dtype).unwrap();
@@ -362,6 +369,7 @@ fn ring_attention_matches_the_plain_reference_through_wraps_shifts_and_truncatio
         AttentionWalk::Rows,
         AttentionWalk::WideRows,
         AttentionWalk::Auto,
+        AttentionWalk::Mali,
     ];
     // Windows of 1, short and long against the chunks; head sizes the row kernels take (64) and do not (36).
     let windows: &[usize] = if small { &[1, 5] } else { &[1, 3, 7, 40] };

@@ -16,6 +16,7 @@ use clkernels::kernels::matvec::{MatvecConfig, MatvecF16, MatvecM0e4, MatvecVend
 use clkernels::kernels::norm::Norm;
 use clkernels::kernels::rope::{Rope, RopeShift};
 use clkernels::kernels::sampling::Sampling;
+use clkernels::kernels::vector_width::VectorWidth;
 use clkernels::runtime::{CachePolicy, Gpu, GpuOptions, ProgramSource};
 use common::{ADRENO_STAND_INS, KHR_SUBGROUP_STAND_INS, NVIDIA_STAND_INS};
 use kvcache::KvDtype;
@@ -73,6 +74,22 @@ fn matvec_configs(gpu: &Gpu) -> Vec<MatvecConfig> {
             rows_per_group: 1,
             x_local_chunks: 0,
             half_math: false,
+            ..base
+        },
+        // The Mali build at its narrower vector widths (the ones above take the device's, 4 on PoCL).
+        MatvecConfig {
+            vendor_kernel: MatvecVendorKernel::Mali,
+            rows_per_group: 2,
+            x_local_chunks: 0,
+            vector_width: VectorWidth::new(1).unwrap(),
+            ..base
+        },
+        MatvecConfig {
+            vendor_kernel: MatvecVendorKernel::Mali,
+            rows_per_group: 2,
+            x_local_chunks: 0,
+            half_math: true,
+            vector_width: VectorWidth::new(2).unwrap(),
             ..base
         },
         // The Adreno image build, with its buffer builds beside it.
@@ -196,6 +213,11 @@ fn every_program_builds_without_compiler_messages() {
         &NVIDIA_STAND_INS[..],
     ] {
         Attention::with_defines(&gpu, stand_ins).unwrap();
+    }
+    // The Mali attention build (vendor/mali_attention.cl) at every width, plain and with the Mali stand-ins.
+    for width in VectorWidth::ALL {
+        Attention::with_mali_width(&gpu, width, &[]).unwrap();
+        Attention::with_mali_width(&gpu, width, &KHR_SUBGROUP_STAND_INS).unwrap();
     }
     // The benchmark diagnostics (diag.cl) with the defines that switch them on.
     MatvecM0e4::with_diagnostics(

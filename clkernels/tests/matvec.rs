@@ -9,6 +9,7 @@ use clkernels::kernels::matvec::{
     DeviceF16Matrix, DeviceM0e4, MatvecConfig, MatvecF16, MatvecM0e4, MatvecVendorKernel,
 };
 use clkernels::kernels::norm::RmsNormParams;
+use clkernels::kernels::vector_width::VectorWidth;
 use clkernels::kernels::{GatedActivation, Residual};
 use clkernels::runtime::Gpu;
 use common::*;
@@ -179,6 +180,7 @@ fn m0e4_matvec_geometries_agree() {
             cpu: None,
             vendor_kernel: MatvecVendorKernel::Portable,
             image_max_pixels: 0,
+            vector_width: VectorWidth::DEFAULT,
         };
         let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
         let label = format!("wg{wg} rows{rows} tall{tall}");
@@ -207,6 +209,7 @@ fn m0e4_matvec_local_x_variants_agree() {
             cpu: None,
             vendor_kernel: MatvecVendorKernel::Portable,
             image_max_pixels: 0,
+            vector_width: VectorWidth::DEFAULT,
         };
         let label = format!("xl {x_local_chunks} long {long}");
         let mv = MatvecM0e4::with_config(&gpu, config).unwrap();
@@ -234,6 +237,7 @@ fn m0e4_matvec_vendor_paths_compile_and_reduce_correctly() {
         cpu: None,
         vendor_kernel: MatvecVendorKernel::Portable,
         image_max_pixels: 0,
+        vector_width: VectorWidth::DEFAULT,
     };
     for (label, defines) in [
         ("khr subgroups", KHR_SUBGROUP_STAND_INS.to_vec()),
@@ -461,6 +465,7 @@ fn shape_errors_are_refused_before_launch() {
         cpu: None,
         vendor_kernel: MatvecVendorKernel::Portable,
         image_max_pixels: 0,
+        vector_width: VectorWidth::DEFAULT,
     };
     assert!(MatvecM0e4::with_config(&gpu, bad).is_err());
 }
@@ -485,6 +490,7 @@ fn m0e4_matvec_half_math_path_matches_within_half_precision_where_it_builds() {
         cpu: None,
         vendor_kernel: MatvecVendorKernel::Portable,
         image_max_pixels: 0,
+        vector_width: VectorWidth::DEFAULT,
     };
     let defines = [("TLITE_HAS_FP16", "1")];
     // The portable kernels, and the Mali build's half8 products (its normed launches normalise before converting).
@@ -535,11 +541,12 @@ fn vendor_config(
         cpu: None,
         vendor_kernel,
         image_max_pixels: u64::MAX,
+        vector_width: VectorWidth::DEFAULT,
     }
 }
 
-/// The Mali build (vendor/mali.cl: whole rows per work-item, no local memory), forced here: every product and
-/// residual mode at 1, 2 and 3 rows per work-item (37, 13, 70, 45 and 19 rows leave partly filled work-items and
+/// The Mali build (vendor/mali.cl: whole rows per work-item, no local memory), forced here at each vector width
+/// (1, 2 and 4 words per load): every product and residual mode at 1, 2 and 3 rows per work-item (37, 13, 70, 45 and 19 rows leave partly filled work-items and
 /// work-groups), plain and with the Mali compile-check defines. Tolerance as the portable kernels' (1e-5 of Σ|w·x|;
 /// f32 products in another order). Its normed products take the norm's scale after the dots, which the
 /// normed checks' tolerance covers.
@@ -558,14 +565,20 @@ fn m0e4_matvec_mali_build_matches_reference() {
         (64, 2, &mali_defines.to_vec()),
         (8, 3, &none),
     ];
-    for (wg, rows, defines) in cases {
-        let config = vendor_config(MatvecVendorKernel::Mali, wg, rows);
-        let mv = MatvecM0e4::with_defines(&gpu, config, defines).unwrap();
-        assert_eq!(mv.vendor_kernel(), MatvecVendorKernel::Mali);
-        assert!(!mv.uses_cpu_kernels() && !mv.uses_warp_shuffle());
-        let label = format!("mali wg{wg} rows{rows} defines{}", defines.len());
-        check_matvec(&gpu, &mv, &label);
-        check_gate_up_within(&gpu, &mv, &label, REL);
+    // Every vector width the build takes (its loads of codes, activations and norm weights).
+    for width in VectorWidth::ALL {
+        for (wg, rows, defines) in cases {
+            let config = MatvecConfig {
+                vector_width: width,
+                ..vendor_config(MatvecVendorKernel::Mali, wg, rows)
+            };
+            let mv = MatvecM0e4::with_defines(&gpu, config, defines).unwrap();
+            assert_eq!(mv.vendor_kernel(), MatvecVendorKernel::Mali);
+            assert!(!mv.uses_cpu_kernels() && !mv.uses_warp_shuffle());
+            let label = format!("mali {width} wg{wg} rows{rows} defines{}", defines.len());
+            check_matvec(&gpu, &mv, &label);
+            check_gate_up_within(&gpu, &mv, &label, REL);
+        }
     }
     // A CPU geometry overrides the vendor kernels, as it overrides every GPU field.
     let both = MatvecConfig {

@@ -13,7 +13,7 @@
 //! | rotary | [`rope`] | interleaved and half-split, partial rotary dim, `past` offset; cached keys turned by a position delta (context shift), f32 or f16 cache |
 //! | embedding | [`embedding`] | f16 and M0E4 tables, scale |
 //! | sampling | [`sampling`] | softmax (temperature), argmax, the whole sampling chain (penalty, temperature, top-k, top-p, min-p, draw) reading back one id |
-//! | attention | [`attention`] | causal GQA prefill/decode; decode over a short context in one work-group per head (no merge), longer ones split across the context and merged in the same launch; in-place K/V append (in decode, inside the attention launch with the rotary) |
+//! | attention | [`attention`] | causal GQA prefill/decode; decode over a short context in one work-group per head (no merge), longer ones split across the context and merged in the same launch; in-place K/V append (in decode, inside the attention launch with the rotary); on Mali a decode without local memory (`vendor/mali_attention.cl`) |
 //! | elementwise | [`elementwise`] | add, SiLU/GELU gating, bias add, row copy |
 //!
 //! The largest families (attention, mat-vec) are folders that keep apart choosing a build (pure functions,
@@ -21,7 +21,8 @@
 //! launching. Every launch checks its argument count against the kernel's `CL_KERNEL_NUM_ARGS`.
 //!
 //! Vendor code is fenced in `vendor/`: `nvidia.cl` (all inline PTX), `adreno.cl` (qcom sub-group built-ins),
-//! `khr_subgroups.cl` (the khr/intel sub-group built-ins Mali and Intel use), each compiled only for its devices, and
+//! `khr_subgroups.cl` (the khr/intel sub-group built-ins Mali and Intel use), each compiled only for its devices,
+//! `mali.cl` and `mali_attention.cl` (Mali's own programs, built at the width [`vector_width`] picks), and
 //! `portable.cl` with the portable definitions of the helpers they may replace. `common.cl` holds what every family
 //! shares (M0E4 recipe, reductions, rotary, gated activations); `diag.cl` holds benchmark diagnostics, which only
 //! [`matvec::MatvecM0e4::with_diagnostics`] includes.
@@ -38,6 +39,7 @@ pub mod norm;
 mod profile;
 pub mod rope;
 pub mod sampling;
+pub mod vector_width;
 
 /// The CPU-device mat-vec kernels, by their older path ([`matvec::cpu`]).
 pub use matvec::cpu as matvec_cpu;

@@ -6,7 +6,7 @@
 #endif
 
 // y[row] = softmax(x[row] * scale) (scale = 1 / temperature). One work-group per row; y may alias x.
-kernel __attribute__((reqd_work_group_size(SAMPLE_WG, 1, 1)))
+kernel TL_REQD_SUBGROUP __attribute__((reqd_work_group_size(SAMPLE_WG, 1, 1)))
 void softmax(global const float* x, global float* y, uint n, float scale) {
     local float scratch[SAMPLE_WG];
     const size_t base = (size_t)get_group_id(0) * n;

@@ -188,6 +188,10 @@ pub struct Capabilities {
     pub preferred_vector_width_float: u32,
     /// `CL_DEVICE_PREFERRED_VECTOR_WIDTH_HALF` (0: unknown or no `cl_khr_fp16`).
     pub preferred_vector_width_half: u32,
+    /// `CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT` (0: unknown).
+    pub native_vector_width_float: u32,
+    /// `CL_DEVICE_NATIVE_VECTOR_WIDTH_HALF` (0: unknown or no `cl_khr_fp16`).
+    pub native_vector_width_half: u32,
     /// `CL_DEVICE_MAX_MEM_ALLOC_SIZE` in bytes.
     pub max_alloc_bytes: u64,
     /// `CL_DEVICE_GLOBAL_MEM_SIZE` in bytes.
@@ -307,6 +311,8 @@ impl Capabilities {
             image_max_buffer_pixels: device.image_max_buffer_size().map_or(0, |p| p as u64),
             preferred_vector_width_float: device.max_preferred_vector_width_float().unwrap_or(0),
             preferred_vector_width_half: device.preferred_vector_width_half().unwrap_or(0),
+            native_vector_width_float: device.native_vector_width_float().unwrap_or(0),
+            native_vector_width_half: device.native_vector_width_half().unwrap_or(0),
             max_alloc_bytes: device.max_mem_alloc_size().unwrap_or(0),
             global_mem_bytes: device.global_mem_size().unwrap_or(0),
             base_addr_align_bits: device.mem_base_addr_align().unwrap_or(0),
@@ -448,6 +454,8 @@ mod tests {
             image_max_buffer_pixels: 1 << 27,
             preferred_vector_width_float: 1,
             preferred_vector_width_half: 2,
+            native_vector_width_float: 1,
+            native_vector_width_half: 2,
             max_alloc_bytes: 1 << 30,
             global_mem_bytes: 1 << 32,
             base_addr_align_bits: 1024,

@@ -106,6 +106,7 @@ pub(super) fn attention(
             AttentionKernel::Positions => "positions",
             AttentionKernel::Rows => "rows",
             AttentionKernel::WideRows => "wide rows",
+            AttentionKernel::Mali => "mali",
         };
         let splits = plan.splits;
         // Keys scored per query, summed over queries (causal).

@@ -244,7 +244,7 @@ inline void attn_finish(const float* o, float m, float l, size_t th, uint s, uin
 // and value (at v_src_off) are taken from there rather than from the cache, rounded to the cache's element type
 // as a cache read would return them, and the work-groups of query heads h % group == 0 write them into the cache
 // at position past. No work-group of the launch reads that cache position, so the write races with nothing.
-kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
+kernel TL_REQD_SUBGROUP __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attn_partial(global const float* q, global kv_t* k, global kv_t* v, global float* out,
                   global float2* part_ml, global float* part_o, global uint* counters, const attn_params p) {
     local float4 qs4[ATT_MAX_HD / 4];
@@ -427,7 +427,7 @@ typedef float8 kv_raw8;
 // then costs one round trip. Partial dots are summed through local memory (portable: no sub-groups needed).
 // Built at ATT_WG 64 for split decode and at 256 for one work-group per (token, head) over a short context,
 // which needs no merge.
-kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
+kernel TL_REQD_SUBGROUP __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attn_rows(global const float* q, global kv_t* k, global kv_t* v, global float* out, global float2* part_ml,
                global float* part_o, global uint* counters, const attn_params p) {
     local float4 qs4[ATT_MAX_HD / 4];

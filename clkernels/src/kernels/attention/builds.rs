@@ -1,16 +1,24 @@
 //! The builds of `attention.cl` an [`super::Attention`] holds: for each cache element type, `attn_partial`, the
-//! split and (where the device runs it) the wide `attn_rows`, `kv_write` and `qkv_rope_write`.
+//! split and (where the device runs it) the wide `attn_rows`, `kv_write` and `qkv_rope_write`; on a Mali (or under
+//! a Mali profile) also `attn_mali` and `attn_mali_stage` (`vendor/mali_attention.cl`).
 
 use kvcache::KvDtype;
 
 use super::super::{program_source, KernelError, LockedKernel};
 use super::choose::{
-    AttentionDevice, AttentionKernel, ATT_WG, MAX_HEAD_DIM, MAX_SPLITS, ROWS_PER_ITEM,
-    WIDE_ROWS_PER_ITEM, WIDE_WG,
+    AttentionDevice, AttentionKernel, ATT_WG, MALI_BLOCK, MALI_WG, MAX_HEAD_DIM, MAX_SPLITS,
+    ROWS_PER_ITEM, WIDE_ROWS_PER_ITEM, WIDE_WG,
 };
+use crate::kernels::vector_width::VectorWidth;
 use crate::runtime::{Gpu, ProgramSource};
 
 const SOURCE: ProgramSource = program_source!("attention", "attention/attention.cl");
+/// The Mali program: `attention.cl` (its parameter struct and cache macros) and the Mali kernels after it.
+const MALI_SOURCE: ProgramSource = program_source!(
+    "attention_mali",
+    "attention/attention.cl",
+    "vendor/mali_attention.cl"
+);
 
 /// One kernel of one build, as a plan and a cache type name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +63,16 @@ pub(super) struct AttentionBuilds {
     wide: Option<PerDtype>,
     write: PerDtype,
     fused_write: PerDtype,
+    /// `attn_mali` and `attn_mali_stage`, where built.
+    mali: Option<MaliBuilds>,
+}
+
+/// The Mali build at one vector width.
+#[derive(Debug)]
+struct MaliBuilds {
+    width: VectorWidth,
+    attend: PerDtype,
+    stage: PerDtype,
 }
 
 /// One program's defines: work-group size, `attn_rows` rows per work-item, f16 or f32 cache, then the rest.
@@ -106,11 +124,13 @@ fn wide_builds(
 }
 
 impl AttentionBuilds {
-    /// Builds every kernel with `extra` defines added to each program (compile checks use them).
+    /// Builds every kernel with `extra` defines added to each program (compile checks use them), and the Mali
+    /// kernels at `mali`'s width where given.
     pub(super) fn new(
         gpu: &Gpu,
         device: &AttentionDevice,
         extra: &[(&str, &str)],
+        mali: Option<VectorWidth>,
     ) -> Result<Self, KernelError> {
         let wg = ATT_WG.to_string();
         let hd = MAX_HEAD_DIM.to_string();
@@ -129,7 +149,29 @@ impl AttentionBuilds {
                 .map(|(kernel, _)| kernel)
         };
         let plain = |f16, name| LockedKernel::build(gpu, &SOURCE, &split(f16), name);
+        let (mali_wg, mali_block) = (MALI_WG.to_string(), MALI_BLOCK.to_string());
+        let mali = mali
+            .map(|width| {
+                let mali_defines = |f16| {
+                    let mut d = split(f16);
+                    d.extend([
+                        ("MALI_VW", width.define_value()),
+                        ("MALI_ATT_WG", mali_wg.as_str()),
+                        ("MALI_ATT_BLOCK", mali_block.as_str()),
+                    ]);
+                    d
+                };
+                let mali_kernel =
+                    |f16, name| LockedKernel::build(gpu, &MALI_SOURCE, &mali_defines(f16), name);
+                Ok::<_, KernelError>(MaliBuilds {
+                    width,
+                    attend: PerDtype::build(|f16| mali_kernel(f16, "attn_mali"))?,
+                    stage: PerDtype::build(|f16| mali_kernel(f16, "attn_mali_stage"))?,
+                })
+            })
+            .transpose()?;
         Ok(AttentionBuilds {
+            mali,
             partial: PerDtype::build(|f16| shuffled(&split(f16), "attn_partial"))?,
             rows: PerDtype::build(|f16| shuffled(&split(f16), "attn_rows"))?,
             wide: wide_builds(gpu, device, |f16| {
@@ -148,14 +190,25 @@ impl AttentionBuilds {
         self.wide.is_some()
     }
 
-    /// The attention kernel of `build`, `None` for a wide build this device does not have.
+    /// The attention kernel of `build`, `None` for a wide or Mali build this device does not have.
     pub(super) fn attention(&self, build: AttentionBuild) -> Option<&LockedKernel> {
         let kernels = match build.kernel {
             AttentionKernel::Positions => &self.partial,
             AttentionKernel::Rows => &self.rows,
             AttentionKernel::WideRows => self.wide.as_ref()?,
+            AttentionKernel::Mali => &self.mali.as_ref()?.attend,
         };
         Some(kernels.get(build.dtype))
+    }
+
+    /// The width of the Mali build, `None` where it is not built.
+    pub(super) fn mali_width(&self) -> Option<VectorWidth> {
+        self.mali.as_ref().map(|m| m.width)
+    }
+
+    /// `attn_mali_stage` for a cache of `dtype`, `None` where the Mali build is not built.
+    pub(super) fn mali_stage(&self, dtype: KvDtype) -> Option<&LockedKernel> {
+        self.mali.as_ref().map(|m| m.stage.get(dtype))
     }
 
     /// `kv_write` for a cache of `dtype`.

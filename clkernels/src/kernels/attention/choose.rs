@@ -5,12 +5,15 @@
 //! one block of loads (no partial results to merge), beyond that the context split across 64-wide groups of the
 //! same kernel, about four per compute unit; the older position-per-work-item kernel serves prefill and layouts the
 //! row kernel cannot read. Measured on the H100 only (bench/RESULTS.md); on phones the wide build is skipped where
-//! local memory is 32 KiB.
+//! local memory is 32 KiB. On a Mali (the device's family, or the phone a device profile names) decode runs
+//! `attn_mali` instead (`vendor/mali_attention.cl`: no local memory, one split per work-item), never measured on
+//! a Mali; it falls back to the portable kernels for a head size its vector width does not divide.
 
 use kvcache::KvView;
 
 use super::AttentionShape;
-use crate::runtime::{Capabilities, DeviceKind};
+use crate::kernels::vector_width::{VectorWidth, WidthSource};
+use crate::runtime::{Capabilities, DeviceKind, VendorFamily};
 
 /// Work-items per work-group of `attn_partial` and of the split `attn_rows` (`ATT_WG`).
 pub(super) const ATT_WG: usize = 64;
@@ -31,6 +34,12 @@ const WIDE_LOCAL_BYTES: u64 = 36 << 10;
 pub(super) const MAX_SPLITS: usize = 256;
 /// Largest head dimension the kernels hold in local memory.
 pub const MAX_HEAD_DIM: usize = 256;
+/// Work-items per work-group of `attn_mali` (`MALI_ATT_WG`; each owns one split, so only occupancy depends on it).
+pub(super) const MALI_WG: usize = 64;
+/// Positions `attn_mali` scores per block (`MALI_ATT_BLOCK`, its private score array); its splits are multiples.
+pub(super) const MALI_BLOCK: usize = 16;
+/// Work-items per compute unit `attn_mali`'s splits aim at (a starting point; nothing has run on a Mali).
+const MALI_ITEMS_PER_UNIT: usize = 256;
 
 /// How decode (few query rows) splits the context across work-groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +90,9 @@ pub enum AttentionWalk {
     /// Always `attn_partial`: a work-item scores whole key rows and the values are loaded after each block's
     /// softmax (the kernel before `attn_rows`; kept for layouts `attn_rows` cannot take and for comparison).
     Positions,
+    /// `attn_mali` wherever it is built and its vector width divides the head size, prefill included; else as
+    /// `Auto`. (`Auto` takes it for one-token steps on a Mali.)
+    Mali,
 }
 
 /// The kernel a call runs.
@@ -92,6 +104,8 @@ pub enum AttentionKernel {
     Rows,
     /// `attn_rows` at 256 work-items, one work-group per (token, head) (`splits` is 1).
     WideRows,
+    /// `attn_mali` (`vendor/mali_attention.cl`): one work-item per split of a (token, head), no local memory.
+    Mali,
 }
 
 impl AttentionKernel {
@@ -100,6 +114,7 @@ impl AttentionKernel {
         match self {
             AttentionKernel::Positions | AttentionKernel::Rows => ATT_WG,
             AttentionKernel::WideRows => WIDE_WG,
+            AttentionKernel::Mali => MALI_WG,
         }
     }
 }
@@ -126,6 +141,10 @@ pub(super) struct AttentionDevice {
     pub max_work_group_size: usize,
     /// `CL_DEVICE_LOCAL_MEM_SIZE` in bytes.
     pub local_mem_bytes: u64,
+    /// The family the variants are chosen for: the device's, or the phone's under a profile.
+    pub family: VendorFamily,
+    /// The width `attn_mali` is built at where it is built.
+    pub mali_width: VectorWidth,
 }
 
 impl AttentionDevice {
@@ -135,7 +154,15 @@ impl AttentionDevice {
             compute_units: (caps.compute_units as usize).max(1),
             max_work_group_size: caps.max_work_group_size,
             local_mem_bytes: caps.local_mem_bytes,
+            family: caps.target_family(),
+            mali_width: VectorWidth::for_caps(caps).0,
         }
+    }
+
+    /// Whether to build `attn_mali`: a Mali (or a Mali profile, also on a CPU device, so that profile runs execute
+    /// the phone's kernel) that runs its 64-wide groups.
+    pub(super) fn wants_mali(&self) -> bool {
+        self.family == VendorFamily::Mali && self.max_work_group_size >= MALI_WG
     }
 
     /// Whether to try the wide builds at all: 256 work-items per group and 36 KiB of local memory (phones have
@@ -155,6 +182,45 @@ impl AttentionDevice {
     }
 }
 
+/// The kernel a one-token step runs on `caps` (under a device profile, on the profile's phone) and why, for the
+/// phone plan and `tlite devices`: `attn_mali` on a Mali, else `attn_rows` (wide while the context is one block
+/// where the device runs the wide build, else split), or `attn_partial` on a CPU device without a profile.
+pub fn decode_attention_choice(caps: &Capabilities) -> (AttentionKernel, String) {
+    let device = AttentionDevice::from_caps(caps);
+    if device.wants_mali() {
+        let (width, source) = VectorWidth::for_caps(caps);
+        let source = match source {
+            WidthSource::Preferred => "the preferred float width",
+            WidthSource::Native => "the native float width",
+            WidthSource::Default => "the default; no float width reported",
+        };
+        return (
+            AttentionKernel::Mali,
+            format!(
+                "attn_mali: no local memory, one split per work-item, {width} loads ({source})"
+            ),
+        );
+    }
+    if caps.profile.is_none() && device.default_walk() == AttentionWalk::Positions {
+        return (
+            AttentionKernel::Positions,
+            "attn_partial (a CPU device)".to_string(),
+        );
+    }
+    if device.fits_wide_build() {
+        (
+            AttentionKernel::WideRows,
+            "attn_rows: one 256-wide group per head over a short context, split beyond".to_string(),
+        )
+    } else {
+        (
+            AttentionKernel::Rows,
+            "split attn_rows (the wide build needs 36 KiB of local memory and 256-wide groups)"
+                .to_string(),
+        )
+    }
+}
+
 /// What a plan depends on beside the call itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct PlanInputs {
@@ -166,6 +232,8 @@ pub(super) struct PlanInputs {
     pub split: SplitPolicy,
     /// Whether the wide builds exist on this device.
     pub has_wide: bool,
+    /// The width `attn_mali` is built at, `None` where it is not built.
+    pub mali: Option<VectorWidth>,
 }
 
 /// Positions a call reads: from the first key of its first token (the start of that token's sliding window, or
@@ -200,11 +268,21 @@ pub(super) fn choose_attention_plan(
         splits: 1,
         chunk: n_keys,
     };
+    let mali_fits = inputs
+        .mali
+        .is_some_and(|w| shape.head_dim.is_multiple_of(w.floats()));
+    match inputs.walk {
+        AttentionWalk::Auto if shape.seq == 1 && mali_fits => {
+            return mali_plan(inputs, shape, window)
+        }
+        AttentionWalk::Mali if mali_fits => return mali_plan(inputs, shape, window),
+        _ => {}
+    }
     if !rows_fit(shape.head_dim, view) {
         return split(AttentionKernel::Positions);
     }
     match inputs.walk {
-        AttentionWalk::Auto if shape.seq == 1 => {
+        AttentionWalk::Auto | AttentionWalk::Mali if shape.seq == 1 => {
             if inputs.has_wide && n_keys <= rows_block(shape.head_dim, WIDE_WG, WIDE_ROWS_PER_ITEM)
             {
                 wide
@@ -212,7 +290,9 @@ pub(super) fn choose_attention_plan(
                 split_at(AttentionKernel::Rows, ROWS_GROUPS_PER_UNIT)
             }
         }
-        AttentionWalk::Auto | AttentionWalk::Positions => split(AttentionKernel::Positions),
+        AttentionWalk::Auto | AttentionWalk::Mali | AttentionWalk::Positions => {
+            split(AttentionKernel::Positions)
+        }
         AttentionWalk::Rows => split(AttentionKernel::Rows),
         AttentionWalk::WideRows if inputs.has_wide => wide,
         AttentionWalk::WideRows => split(AttentionKernel::Rows),
@@ -245,6 +325,27 @@ pub(super) fn split_plan(
     match n_keys.div_ceil(chunk) {
         0 | 1 => (1, n_keys),
         splits => (splits, chunk),
+    }
+}
+
+/// `attn_mali`'s plan: splits until about [`MALI_ITEMS_PER_UNIT`] work-items per compute unit, but no more than
+/// about the square root of twice the context, where the merge (one work-item reading every split's output row)
+/// costs about what one split's walk over its keys and values does; chunks are whole blocks.
+fn mali_plan(inputs: &PlanInputs, shape: &AttentionShape, window: Option<usize>) -> AttentionPlan {
+    let n_keys = keys_read(shape, window);
+    let groups = (shape.seq * shape.heads).max(1);
+    let wanted = (MALI_ITEMS_PER_UNIT * inputs.compute_units.max(1)).div_ceil(groups);
+    let balanced = (2 * n_keys).isqrt();
+    let splits = wanted.min(balanced).clamp(1, MAX_SPLITS);
+    let chunk = n_keys.div_ceil(splits).next_multiple_of(MALI_BLOCK);
+    let (splits, chunk) = match n_keys.div_ceil(chunk) {
+        0 | 1 => (1, n_keys),
+        splits => (splits, chunk),
+    };
+    AttentionPlan {
+        kernel: AttentionKernel::Mali,
+        splits,
+        chunk,
     }
 }
 
@@ -300,6 +401,7 @@ mod tests {
             walk,
             split: SplitPolicy::default(),
             has_wide,
+            mali: None,
         }
     }
 
@@ -309,6 +411,8 @@ mod tests {
             compute_units: 16,
             max_work_group_size,
             local_mem_bytes: local_kib << 10,
+            family: VendorFamily::Other,
+            mali_width: VectorWidth::DEFAULT,
         }
     }
 
@@ -484,9 +588,110 @@ mod tests {
     }
 
     #[test]
+    fn mali_devices_and_profiles_build_attn_mali() {
+        let mali = |kind, max_wg| AttentionDevice {
+            family: VendorFamily::Mali,
+            ..device(kind, max_wg, 32)
+        };
+        assert!(mali(DeviceKind::Gpu, 1024).wants_mali());
+        // A Mali profile on a CPU device runs the phone's kernel too.
+        assert!(mali(DeviceKind::Cpu, 4096).wants_mali());
+        assert!(!mali(DeviceKind::Gpu, 32).wants_mali());
+        for family in [
+            VendorFamily::Adreno,
+            VendorFamily::Nvidia,
+            VendorFamily::Pocl,
+        ] {
+            let d = AttentionDevice {
+                family,
+                ..device(DeviceKind::Gpu, 1024, 48)
+            };
+            assert!(!d.wants_mali(), "{family:?}");
+        }
+    }
+
+    #[test]
+    fn mali_decode_takes_attn_mali_where_the_width_divides_the_head() {
+        let mali = |walk, width| PlanInputs {
+            mali: VectorWidth::new(width),
+            ..inputs(7, walk, false)
+        };
+        let auto4 = mali(AttentionWalk::Auto, 4);
+        let plan = choose_attention_plan(&auto4, &shape(1, 1023, 32, 128), &view(128, 1024), None);
+        // 1792 work-items over 32 heads want 56 splits; sqrt(2048) = 45 caps them; chunks of 23 -> 32 positions.
+        assert_eq!(
+            plan,
+            AttentionPlan {
+                kernel: AttentionKernel::Mali,
+                splits: 32,
+                chunk: 32
+            }
+        );
+        // Off the row kernels' 8-element layout it still runs (head_dim 36 at width 4 or 2), but not at a width
+        // that does not divide the head (36 / 8 would need width 8, which is never built; 6 at width 4).
+        assert_eq!(
+            choose_attention_plan(&auto4, &shape(1, 50, 4, 36), &view(36, 51), None).kernel,
+            AttentionKernel::Mali
+        );
+        assert_eq!(
+            choose_attention_plan(&auto4, &shape(1, 50, 4, 6), &view(6, 51), None).kernel,
+            AttentionKernel::Positions
+        );
+        assert_eq!(
+            choose_attention_plan(
+                &mali(AttentionWalk::Auto, 2),
+                &shape(1, 50, 4, 6),
+                &view(6, 51),
+                None
+            )
+            .kernel,
+            AttentionKernel::Mali
+        );
+        // Prefill keeps the portable kernels under Auto; the forced walk takes attn_mali there too.
+        let prefill = shape(37, 0, 4, 64);
+        assert_eq!(
+            choose_attention_plan(&auto4, &prefill, &view(64, 37), None).kernel,
+            AttentionKernel::Positions
+        );
+        let forced =
+            choose_attention_plan(&mali(AttentionWalk::Mali, 4), &prefill, &view(64, 37), None);
+        assert_eq!(forced.kernel, AttentionKernel::Mali);
+        // Without the Mali build the forced walk is Auto.
+        let none = inputs(7, AttentionWalk::Mali, false);
+        assert_eq!(
+            choose_attention_plan(&none, &shape(1, 100, 4, 64), &view(64, 101), None).kernel,
+            AttentionKernel::Rows
+        );
+    }
+
+    #[test]
+    fn mali_splits_cover_the_context_in_whole_blocks_and_stay_near_its_square_root() {
+        for past in [0, 1, 15, 16, 17, 300, 4095, 100_000] {
+            for heads in [1, 8, 32] {
+                for units in [1, 7, 16] {
+                    let i = PlanInputs {
+                        mali: Some(VectorWidth::DEFAULT),
+                        ..inputs(units, AttentionWalk::Auto, false)
+                    };
+                    let plan = mali_plan(&i, &shape(1, past, heads, 64), None);
+                    let n = past + 1;
+                    assert!((1..=MAX_SPLITS).contains(&plan.splits));
+                    assert!(plan.splits * plan.chunk >= n && (plan.splits - 1) * plan.chunk < n);
+                    assert!(
+                        plan.splits == 1 || plan.chunk.is_multiple_of(MALI_BLOCK),
+                        "{plan:?}"
+                    );
+                    assert!(plan.splits <= (2 * n).isqrt().max(1), "{past} {plan:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn each_kernel_names_its_work_group() {
         assert_eq!(AttentionKernel::Positions.work_group(), ATT_WG);
         assert_eq!(AttentionKernel::Rows.work_group(), ATT_WG);
         assert_eq!(AttentionKernel::WideRows.work_group(), WIDE_WG);
+        assert_eq!(AttentionKernel::Mali.work_group(), MALI_WG);
     }
 }

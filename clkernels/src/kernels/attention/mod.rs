@@ -8,6 +8,9 @@
 //! The folder keeps each concern apart: `choose.rs` picks the kernel and the context split (pure, unit-tested
 //! without a device), `params.rs` checks a call and turns it into the kernel's `#[repr(C)]` parameter struct
 //! (pure too), `builds.rs` compiles the kernels, and [`Attention`] here only ties them together and launches.
+//!
+//! On a Mali, or under a Mali device profile, decode runs `vendor/mali_attention.cl` instead, which uses no local
+//! memory (see [`AttentionKernel::Mali`]); it has run on PoCL and Oclgrind only, never on a Mali.
 
 mod builds;
 mod choose;
@@ -20,11 +23,15 @@ use kvcache::KvView;
 
 use self::builds::{AttentionBuild, AttentionBuilds};
 use self::choose::{choose_attention_plan, split_plan, AttentionDevice, PlanInputs};
-pub use self::choose::{AttentionKernel, AttentionPlan, AttentionWalk, SplitPolicy, MAX_HEAD_DIM};
+pub use self::choose::{
+    decode_attention_choice, AttentionKernel, AttentionPlan, AttentionWalk, SplitPolicy,
+    MAX_HEAD_DIM,
+};
 pub(crate) use self::operands::kv_ring;
 pub use self::operands::{AttentionScores, AttentionShape, FreshToken, KvOperand};
-use self::params::{check_attention, check_kv_write, check_qkv_rope_write, QkvParts};
+use self::params::{check_attention, check_kv_write, check_qkv_rope_write, AttnParams, QkvParts};
 use super::rope::{HeadsLayout, RopeConfig};
+use super::vector_width::VectorWidth;
 use super::{shape_error, to_u32, Arg, KernelError};
 use crate::runtime::{DeviceBuffer, Gpu};
 
@@ -35,6 +42,8 @@ struct Scratch {
     /// Per (token, head): how many splits have finished (zero between launches; the merging work-group resets
     /// its counter).
     counters: Option<DeviceBuffer<u32>>,
+    /// The rotated query heads `attn_mali_stage` writes for `attn_mali`.
+    mali_q: Option<DeviceBuffer<f32>>,
 }
 
 impl Scratch {
@@ -100,16 +109,46 @@ impl Attention {
     /// `TLITE_COMPILE_CHECK` and stand-in capability defines).
     pub fn with_defines(gpu: &Gpu, extra: &[(&str, &str)]) -> Result<Self, KernelError> {
         let device = AttentionDevice::from_caps(gpu.caps());
+        Self::build(
+            gpu,
+            device,
+            extra,
+            device.wants_mali().then_some(device.mali_width),
+        )
+    }
+
+    /// As [`Attention::with_defines`], and with the Mali kernel (`attn_mali`) built at `width` whatever the device:
+    /// for testing it on other devices and comparing widths. [`AttentionWalk::Mali`] selects it.
+    pub fn with_mali_width(
+        gpu: &Gpu,
+        width: VectorWidth,
+        extra: &[(&str, &str)],
+    ) -> Result<Self, KernelError> {
+        Self::build(
+            gpu,
+            AttentionDevice::from_caps(gpu.caps()),
+            extra,
+            Some(width),
+        )
+    }
+
+    fn build(
+        gpu: &Gpu,
+        device: AttentionDevice,
+        extra: &[(&str, &str)],
+        mali: Option<VectorWidth>,
+    ) -> Result<Self, KernelError> {
         Ok(Attention {
             gpu: gpu.clone(),
             device,
-            builds: AttentionBuilds::new(gpu, &device, extra)?,
+            builds: AttentionBuilds::new(gpu, &device, extra, mali)?,
             split: SplitPolicy::default(),
             walk: device.default_walk(),
             scratch: Mutex::new(Scratch {
                 ml: None,
                 o: None,
                 counters: None,
+                mali_q: None,
             }),
         })
     }
@@ -130,12 +169,19 @@ impl Attention {
         self.builds.has_wide()
     }
 
+    /// The vector width of the Mali kernel where this launcher built it (on a Mali, under a Mali profile, or
+    /// through [`Attention::with_mali_width`]).
+    pub fn mali_width(&self) -> Option<VectorWidth> {
+        self.builds.mali_width()
+    }
+
     fn plan_inputs(&self) -> PlanInputs {
         PlanInputs {
             compute_units: self.device.compute_units,
             walk: self.walk,
             split: self.split,
             has_wide: self.has_wide(),
+            mali: self.mali_width(),
         }
     }
 
@@ -208,10 +254,12 @@ impl Attention {
             kernel: plan.kernel,
             dtype: k.view.dtype,
         };
-        let kernel = self
-            .builds
-            .attention(build)
-            .ok_or_else(|| shape_error(K, "the wide attention build is not available"))?;
+        let kernel = self.builds.attention(build).ok_or_else(|| {
+            shape_error(
+                K,
+                "the chosen attention build is not available on this device",
+            )
+        })?;
         // Held until the launch is enqueued: the scratch buffers are its arguments.
         let mut scratch = self
             .scratch
@@ -220,6 +268,18 @@ impl Attention {
         let groups = shape.seq * shape.heads;
         let [ml, o, counters] =
             scratch.args(&self.gpu, groups, plan.splits, shape.head_dim, out)?;
+        if plan.kernel == AttentionKernel::Mali {
+            return self.enqueue_mali(
+                &mut scratch,
+                q,
+                (k, v),
+                shape,
+                params,
+                [ml, o, counters],
+                out,
+                kernel,
+            );
+        }
         let args = [
             q.into(),
             Arg::Mem(k.mem),
@@ -237,6 +297,72 @@ impl Attention {
             &[wg * plan.splits, shape.heads, shape.seq],
             Some(&[wg, 1, 1]),
         )
+    }
+
+    /// The Mali plan's launches: with a fresh token, `attn_mali_stage` first (q rotated into a buffer of its own,
+    /// the token's K and V into the cache), then `attn_mali` over the cache alone.
+    #[allow(clippy::too_many_arguments)] // the checked call's parts, passed on as they are
+    fn enqueue_mali(
+        &self,
+        scratch: &mut Scratch,
+        q: &DeviceBuffer<f32>,
+        (k, v): (KvOperand<'_>, KvOperand<'_>),
+        shape: AttentionShape,
+        mut params: AttnParams,
+        [ml, o, counters]: [Arg<'static>; 3],
+        out: &DeviceBuffer<f32>,
+        kernel: &super::LockedKernel,
+    ) -> Result<(), KernelError> {
+        const K: &str = "attention (Mali)";
+        let mut rotated = None;
+        if params.fresh != 0 {
+            let stage = self
+                .builds
+                .mali_stage(k.view.dtype)
+                .ok_or_else(|| shape_error(K, "the Mali build is not available"))?;
+            let len = shape.heads * shape.head_dim;
+            if scratch.mali_q.as_ref().is_none_or(|b| b.len() < len) {
+                scratch.mali_q = Some(DeviceBuffer::new(&self.gpu, len.max(1))?);
+            }
+            let qr = scratch
+                .mali_q
+                .as_ref()
+                .ok_or_else(|| shape_error(K, "rotated-query buffer missing after allocation"))?;
+            let args = [
+                q.into(),
+                Arg::Mem(k.mem),
+                Arg::Mem(v.mem),
+                qr.into(),
+                out.into(),
+                out.into(),
+                out.into(),
+                Arg::params(&params),
+            ];
+            let kv_heads = shape.heads / (params.group.max(1) as usize);
+            stage.launch(
+                &self.gpu,
+                &args,
+                &[shape.head_dim, shape.heads + kv_heads, 1],
+                None,
+            )?;
+            params.fresh = 0;
+            params.q_off = 0;
+            params.q_stride = to_u32(K, "q_stride", len)?;
+            rotated = Some(qr);
+        }
+        let args = [
+            rotated.map_or_else(|| q.into(), Arg::from),
+            Arg::Mem(k.mem),
+            Arg::Mem(v.mem),
+            out.into(),
+            ml,
+            o,
+            counters,
+            Arg::params(&params),
+        ];
+        let wg = AttentionKernel::Mali.work_group();
+        let items = (shape.heads * params.splits as usize).next_multiple_of(wg);
+        kernel.launch(&self.gpu, &args, &[items, shape.seq], Some(&[wg, 1]))
     }
 
     /// Writes `src_layout.seq` new tokens of `src_layout.heads` K or V heads into the cache view `dst` (a

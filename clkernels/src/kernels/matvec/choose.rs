@@ -16,7 +16,8 @@ use crate::runtime::{DeviceKind, VendorFamily};
 pub enum MatvecVendorKernel {
     /// `matvec.cl`, weights read from buffers.
     Portable,
-    /// `vendor/mali.cl`: whole rows per work-item, no local memory, no barriers, 128-bit loads.
+    /// `vendor/mali.cl`: whole rows per work-item, no local memory, no barriers, loads of the device's preferred
+    /// vector width (128 bits where it does not say).
     Mali,
     /// `matvec.cl` with the weights read through `image1d_buffer_t` (the texture path), and from buffers for a
     /// tensor larger than `CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`.
@@ -42,7 +43,8 @@ pub(super) fn choose_vendor_kernel(device: &MatvecDevice) -> (MatvecVendorKernel
             MatvecVendorKernel::Mali,
             format!(
                 "{whose} a Mali, whose local memory is ordinary memory behind the same caches: whole rows per \
-                 work-item, no local memory or barriers, 128-bit loads{}",
+                 work-item, no local memory or barriers, {} loads{}",
+                device.vector_width,
                 if device.half_vector_ok() {
                     ", half products where asked"
                 } else {
@@ -265,6 +267,7 @@ mod tests {
             image_max_buffer_pixels: 0,
             preferred_vector_width_half: 0,
             local_mem_bytes: 48 << 10,
+            vector_width: crate::kernels::vector_width::VectorWidth::DEFAULT,
         })
     }
 
@@ -436,6 +439,7 @@ mod tests {
             image_max_buffer_pixels: 0,
             preferred_vector_width_half: 0,
             local_mem_bytes: 32 << 10,
+            vector_width: crate::kernels::vector_width::VectorWidth::DEFAULT,
         }
     }
 

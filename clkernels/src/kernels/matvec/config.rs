@@ -4,6 +4,7 @@
 use super::super::{pow2_at_most, shape_error, KernelError};
 use super::choose::{choose_vendor_kernel, MatvecVendorKernel};
 use super::cpu::CpuMatvecGeometry;
+use crate::kernels::vector_width::VectorWidth;
 use crate::runtime::{Capabilities, DeviceKind, VendorFamily};
 
 /// Launch geometry of the mat-vec kernels.
@@ -49,6 +50,9 @@ pub struct MatvecConfig {
     /// The most 16-byte pixels a tensor's codes may have to be read through images
     /// (`CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`); larger ones are read from buffers. Only the Adreno image build reads it.
     pub image_max_pixels: u64,
+    /// Words per load of the Mali build (`MV_VW`), from the device's preferred vector width
+    /// ([`VectorWidth::for_caps`]); the other kernels ignore it.
+    pub vector_width: VectorWidth,
 }
 
 /// Rows each work-item owns in the Mali build: two rows share every activation load while a 576-row matrix still
@@ -74,6 +78,8 @@ pub(super) struct MatvecDevice {
     pub preferred_vector_width_half: u32,
     /// `CL_DEVICE_LOCAL_MEM_SIZE`, or the profile's lower limit (0: unknown, no staging).
     pub local_mem_bytes: u64,
+    /// The Mali build's vector width, from the reported float widths.
+    pub vector_width: VectorWidth,
 }
 
 /// Local bytes one chunk of a staged x tile takes (`matvec.cl`'s `xl`: 9 float4 per chunk).
@@ -98,6 +104,7 @@ impl MatvecDevice {
             },
             preferred_vector_width_half: caps.preferred_vector_width_half,
             local_mem_bytes: caps.local_mem_bytes,
+            vector_width: VectorWidth::for_caps(caps).0,
         }
     }
 
@@ -143,6 +150,7 @@ impl MatvecConfig {
                 nv_half2: false,
                 cpu: None,
                 vendor_kernel,
+                vector_width: device.vector_width,
                 ..base
             },
             MatvecVendorKernel::AdrenoImage => MatvecConfig {
@@ -215,6 +223,7 @@ impl MatvecConfig {
             cpu: CpuMatvecGeometry::for_kind(device.kind),
             vendor_kernel: MatvecVendorKernel::Portable,
             image_max_pixels: 0,
+            vector_width: VectorWidth::DEFAULT,
         }
     }
 
@@ -254,6 +263,9 @@ impl MatvecConfig {
         if self.x_local_chunks > 0 {
             d.push(("MV_XLOCAL", self.x_local_chunks.to_string()));
         }
+        if self.vendor_kernel == MatvecVendorKernel::Mali {
+            d.push(("MV_VW", self.vector_width.define_value().to_string()));
+        }
         d
     }
 
@@ -277,6 +289,7 @@ mod tests {
             image_max_buffer_pixels: 0,
             preferred_vector_width_half: 0,
             local_mem_bytes: 48 << 10,
+            vector_width: VectorWidth::DEFAULT,
         }
     }
 

@@ -1,12 +1,20 @@
-// Qualcomm Adreno (TLITE_HAS_SUBGROUPS_QCOM): kernels that reduce over sub-groups ask for half waves (64 lanes)
-// through TL_REQD_SUBGROUP, and where cl_khr_subgroups is missing the reduction interface (TL_SG_*) is a
-// shuffle-down tree over qcom_sub_group_shuffle_down. Written from Qualcomm's documentation; it has only been
-// compiled, on PoCL under TLITE_COMPILE_CHECK, whose stand-ins make sub-groups of one work-item whose shuffles
-// return the default value, so the tree stays correct there.
+// Qualcomm Adreno (TLITE_HAS_SUBGROUPS_QCOM): every kernel that reduces over sub-groups (the mat-vec, attention's
+// attn_partial and attn_rows, the norms, the softmax) asks for half waves (64 lanes) through TL_REQD_SUBGROUP,
+// qcom_reqd_sub_group_size("half") as Qualcomm's documentation and llama.cpp's Adreno kernels spell it, and where
+// cl_khr_subgroups is missing the reduction interface (TL_SG_*) is a shuffle-down tree over
+// qcom_sub_group_shuffle_down that assumes those 64 lanes. TL_REQD_SUBGROUP is empty (vendor/portable.cl) wherever
+// the compiler does not define cl_qcom_reqd_sub_group_size: PoCL, NVIDIA, any other device. Written from
+// Qualcomm's documentation; it has never run on an Adreno, only been compiled, on PoCL under TLITE_COMPILE_CHECK,
+// whose stand-ins make sub-groups of one work-item whose shuffles return the default value, so the tree stays
+// correct there.
 
 #ifdef TLITE_HAS_SUBGROUPS_QCOM
 #ifdef TLITE_COMPILE_CHECK
 
+// PoCL's compiler does not know qcom_reqd_sub_group_size, so the stand-in puts a kernel attribute it does know
+// (vec_type_hint, a hint without effect) in the same place: the check proves every use sits where a kernel
+// attribute may.
+#define TL_REQD_SUBGROUP __attribute__((vec_type_hint(float)))
 #define qcom_sub_group_shuffle_down(v, d, w, def) (def)
 #define CLK_SUB_GROUP_SHUFFLE_WIDTH_WAVE_SIZE_QCOM 0
 #define TL_QCOM_SHUFFLE 1
@@ -18,7 +26,7 @@
 
 #ifdef cl_qcom_reqd_sub_group_size
 #pragma OPENCL EXTENSION cl_qcom_reqd_sub_group_size : enable
-// The mat-vec reductions assume at most 64 lanes.
+// The reductions assume at most 64 lanes.
 #define TL_REQD_SUBGROUP __attribute__((qcom_reqd_sub_group_size("half")))
 #endif
 #ifdef cl_qcom_subgroup_shuffle

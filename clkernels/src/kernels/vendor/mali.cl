@@ -10,8 +10,12 @@
 //   so there is no reduction across work-items: no local array, no barrier. The RMSNorm fused in front needs its
 //   sum of squares, which every work-item takes in the same pass (it reads all of x anyway) and applies to the
 //   finished dots: W·(x·s·(nw + o)) = s·(W·(x·(nw + o))).
-// - 128-bit vectors: every load is 128 bits (one uint4 of 32 codes per row and chunk, the activations as float4),
-//   and where the device has cl_khr_fp16 and the launcher asks for half math, the products are half8 (128 bits).
+// - The device's preferred vector width (MV_VW, 1, 2 or 4 32-bit lanes: kernels/vector_width.rs picks it from
+//   CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, else the native width, else 4): the loads of codes, activations and norm
+//   weights are MV_VW words wide (at 4, one uint4 of 32 codes per row and chunk and the activations as float4: the
+//   128-bit loads the guidance recommends). The products stay float4 expressions, which Bifrost and Valhall, whose
+//   arithmetic is scalar per thread, split into lanes anyway. Where the device has cl_khr_fp16 and the launcher
+//   asks for half math, the products are half8 (128 bits).
 // - Neighbouring work-items read different rows, so their loads are not contiguous: on a phone the mat-vec is
 //   bound by DRAM bandwidth, far below what the load/store unit moves even line by line, and each work-item uses
 //   whole cache lines over its consecutive chunks. The activations (a few KiB) are read by every work-item and
@@ -25,19 +29,45 @@
 #define MV_ROWS 2
 #endif
 
+#ifndef MV_VW
+#define MV_VW 4
+#endif
+
+// Four floats at float4 index i of p, and a chunk's four code words at p, loaded MV_VW words at a time.
+#if MV_VW == 4
+#define MALI_F4(p, i) ((p)[(i)])
+#define MALI_CODES(p) tl_load_once_u4(p)
+#elif MV_VW == 2
+#define MALI_F4(p, i) (float4)(vload2(0, (global const float*)((p) + (i))), vload2(1, (global const float*)((p) + (i))))
+#define MALI_CODES(p) (uint4)(vload2(0, (global const uint*)(p)), vload2(1, (global const uint*)(p)))
+#elif MV_VW == 1
+inline float4 mali_f4_words(global const float* f) {
+    return (float4)(f[0], f[1], f[2], f[3]);
+}
+inline uint4 mali_u4_words(global const uint* u) {
+    return (uint4)(u[0], u[1], u[2], u[3]);
+}
+#define MALI_F4(p, i) mali_f4_words((global const float*)((p) + (i)))
+#define MALI_CODES(p) mali_u4_words((global const uint*)(p))
+#else
+#error "MV_VW must be 1, 2 or 4"
+#endif
+
 // The 32 activations of chunk c of x (times nw + w_off when `normed`), their sum, and the sum of squares of the
 // raw activations added to ss.
 #define MALI_LOAD_X(c)                                                                                             \
-    float4 x0 = xv[(c) * 8 + 0], x1 = xv[(c) * 8 + 1], x2 = xv[(c) * 8 + 2], x3 = xv[(c) * 8 + 3];                 \
-    float4 x4 = xv[(c) * 8 + 4], x5 = xv[(c) * 8 + 5], x6 = xv[(c) * 8 + 6], x7 = xv[(c) * 8 + 7];                 \
+    float4 x0 = MALI_F4(xv, (c) * 8 + 0), x1 = MALI_F4(xv, (c) * 8 + 1);                                         \
+    float4 x2 = MALI_F4(xv, (c) * 8 + 2), x3 = MALI_F4(xv, (c) * 8 + 3);                                         \
+    float4 x4 = MALI_F4(xv, (c) * 8 + 4), x5 = MALI_F4(xv, (c) * 8 + 5);                                         \
+    float4 x6 = MALI_F4(xv, (c) * 8 + 6), x7 = MALI_F4(xv, (c) * 8 + 7);                                         \
     if (normed) {                                                                                                  \
         ss += dot(x0, x0) + dot(x1, x1) + dot(x2, x2) + dot(x3, x3) + dot(x4, x4) + dot(x5, x5) + dot(x6, x6) +   \
               dot(x7, x7);                                                                                         \
         global const float4* n = nw4 + (c) * 8;                                                                    \
-        x0 *= (n[0] + w_off) * x_scale; x1 *= (n[1] + w_off) * x_scale;                                            \
-        x2 *= (n[2] + w_off) * x_scale; x3 *= (n[3] + w_off) * x_scale;                                            \
-        x4 *= (n[4] + w_off) * x_scale; x5 *= (n[5] + w_off) * x_scale;                                            \
-        x6 *= (n[6] + w_off) * x_scale; x7 *= (n[7] + w_off) * x_scale;                                            \
+        x0 *= (MALI_F4(n, 0) + w_off) * x_scale; x1 *= (MALI_F4(n, 1) + w_off) * x_scale;                          \
+        x2 *= (MALI_F4(n, 2) + w_off) * x_scale; x3 *= (MALI_F4(n, 3) + w_off) * x_scale;                          \
+        x4 *= (MALI_F4(n, 4) + w_off) * x_scale; x5 *= (MALI_F4(n, 5) + w_off) * x_scale;                          \
+        x6 *= (MALI_F4(n, 6) + w_off) * x_scale; x7 *= (MALI_F4(n, 7) + w_off) * x_scale;                          \
     }                                                                                                              \
     const float xsum = dot(((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)), (float4)(1.0f));
 
@@ -64,7 +94,7 @@
 #define MALI_ROWS_ACC(acc, codes, scales, offsets)                                                                 \
     _Pragma("unroll") for (uint r = 0; r < MV_ROWS; ++r) {                                                         \
         const uint row = min(row0 + r, rows - 1);                                                                  \
-        const uint4 q = tl_load_once_u4((codes) + (size_t)row * chunks + c);                                       \
+        const uint4 q = MALI_CODES((codes) + (size_t)row * chunks + c);                                            \
         const size_t gi = (size_t)row * groups + g;                                                                \
         (acc)[r] += MALI_TERM(q, tl_load_once_half((scales) + gi), tl_load_once_half((offsets) + gi));             \
     }
@@ -83,7 +113,10 @@ inline float mali_dots(global const uint4* codes, global const half* scales, glo
     float x_scale = 1.0f;
 #ifdef MALI_HALF
     if (normed) {
-        for (uint i = 0; i < chunks * 8; ++i) ss += dot(xv[i], xv[i]);
+        for (uint i = 0; i < chunks * 8; ++i) {
+            const float4 xi = MALI_F4(xv, i);
+            ss += dot(xi, xi);
+        }
         x_scale = rsqrt(ss / (float)(chunks * 32) + eps);
     }
     const bool scale_at_end = false;

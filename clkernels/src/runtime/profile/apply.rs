@@ -49,7 +49,7 @@ fn merge_limits(caps: &mut Capabilities, limits: &ProfileLimits) {
 impl DeviceProfile {
     /// `host` limited to this profile: each limit the stricter of the two (unknown profile limits taken from
     /// `phone-min`), only the extensions both show, and the flags, sub-group counts and vendor queries that rest
-    /// on a removed extension cleared.
+    /// on a removed extension cleared. The vector widths are the phone's (0 where the profile does not show them).
     pub fn apply(&self, host: &Capabilities) -> Result<Capabilities, ProfileError> {
         let (limits, _) = self.limits_in_effect()?;
         let mut caps = host.clone();
@@ -73,6 +73,12 @@ impl DeviceProfile {
             caps.subgroup_sizes.clear();
         }
         caps.derive_extension_flags();
+        // Vector widths are no limit but the phone's preference, which the phone's kernel variants are built for:
+        // the profile's, 0 (unknown, the kernels' stated default) where it does not show them, never the host's.
+        caps.preferred_vector_width_float = self.preferred_vector_width_float.unwrap_or(0);
+        caps.preferred_vector_width_half = self.preferred_vector_width_half.unwrap_or(0);
+        caps.native_vector_width_float = self.native_vector_width_float.unwrap_or(0);
+        caps.native_vector_width_half = self.native_vector_width_half.unwrap_or(0);
         caps.profile = Some(self.name.clone());
         caps.profile_family = Some(self.family());
         Ok(caps)
@@ -137,6 +143,8 @@ impl DeviceProfile {
             image_max_buffer_pixels: self.images_in_effect().1,
             preferred_vector_width_float: self.preferred_vector_width_float.unwrap_or(0),
             preferred_vector_width_half: self.preferred_vector_width_half.unwrap_or(0),
+            native_vector_width_float: self.native_vector_width_float.unwrap_or(0),
+            native_vector_width_half: self.native_vector_width_half.unwrap_or(0),
             max_alloc_bytes: 0,
             global_mem_bytes: 0,
             base_addr_align_bits: 0,

@@ -150,6 +150,10 @@ pub struct DeviceProfile {
     pub preferred_vector_width_float: Option<u32>,
     /// `CL_DEVICE_PREFERRED_VECTOR_WIDTH_HALF`, if shown.
     pub preferred_vector_width_half: Option<u32>,
+    /// `CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT`, if shown.
+    pub native_vector_width_float: Option<u32>,
+    /// `CL_DEVICE_NATIVE_VECTOR_WIDTH_HALF`, if shown.
+    pub native_vector_width_half: Option<u32>,
 }
 
 /// The fewest pixels an `image1d_buffer_t` may have on a full-profile device with images (the OpenCL

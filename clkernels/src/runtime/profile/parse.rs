@@ -32,11 +32,11 @@ struct Raw {
     vector_widths_preferred_native: Option<VectorWidths>,
 }
 
-/// `[preferred, native]` widths per type; only the two the mat-vec choice reads.
+/// `[preferred, native]` widths per type; only the two the Mali kernels' vector width is chosen from.
 #[derive(Deserialize)]
 struct VectorWidths {
-    float: Option<Vec<u32>>,
-    half: Option<Vec<u32>>,
+    float: Option<Vec<Option<u32>>>,
+    half: Option<Vec<Option<u32>>>,
 }
 
 /// Parses profile JSON; `origin` (a file or a bundled name) names it in errors.
@@ -80,13 +80,21 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<DeviceProfile, ProfileEr
     }
     extensions.sort();
     extensions.dedup();
-    let preferred = |w: Option<&Vec<u32>>| w.and_then(|v| v.first().copied());
+    // A pair's null (or missing) member is unknown, like a null pair.
+    let preferred = |w: Option<&Vec<Option<u32>>>| w.and_then(|v| v.first().copied().flatten());
+    let native = |w: Option<&Vec<Option<u32>>>| w.and_then(|v| v.get(1).copied().flatten());
     let widths = raw.vector_widths_preferred_native.as_ref();
+    let (float, half) = (
+        widths.and_then(|w| w.float.as_ref()),
+        widths.and_then(|w| w.half.as_ref()),
+    );
     Ok(DeviceProfile {
         image_support: raw.image_support,
         image_max_buffer_pixels: raw.image_max_buffer_size_pixels,
-        preferred_vector_width_float: preferred(widths.and_then(|w| w.float.as_ref())),
-        preferred_vector_width_half: preferred(widths.and_then(|w| w.half.as_ref())),
+        preferred_vector_width_float: preferred(float),
+        preferred_vector_width_half: preferred(half),
+        native_vector_width_float: native(float),
+        native_vector_width_half: native(half),
         name,
         source: raw.source,
         vendor: raw.vendor,

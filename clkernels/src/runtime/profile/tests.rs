@@ -349,3 +349,70 @@ fn images_and_the_phones_family_follow_the_profile() {
     assert!(!emulated.image_support);
     assert_eq!(emulated.image_max_buffer_pixels, 0);
 }
+
+#[test]
+fn vector_widths_are_the_phones_and_null_is_unknown() {
+    // Adreno 740's dump shows [preferred, native] pairs; the Mali dumps show null for every type.
+    let adreno = DeviceProfile::named("adreno-740").unwrap();
+    assert_eq!(
+        (
+            adreno.preferred_vector_width_float,
+            adreno.native_vector_width_float
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (
+            adreno.preferred_vector_width_half,
+            adreno.native_vector_width_half
+        ),
+        (Some(1), Some(1))
+    );
+    let mali = DeviceProfile::named("mali-g710").unwrap();
+    assert_eq!(mali.preferred_vector_width_float, None);
+    assert_eq!(mali.native_vector_width_float, None);
+    // Applied to a host, the widths are the phone's, never the host's: 0 (unknown) where the profile shows none.
+    let mut host = desktop();
+    (
+        host.preferred_vector_width_float,
+        host.native_vector_width_float,
+    ) = (8, 8);
+    (
+        host.preferred_vector_width_half,
+        host.native_vector_width_half,
+    ) = (16, 16);
+    let emulated = mali.apply(&host).unwrap();
+    assert_eq!(
+        [
+            emulated.preferred_vector_width_float,
+            emulated.native_vector_width_float,
+            emulated.preferred_vector_width_half,
+            emulated.native_vector_width_half
+        ],
+        [0; 4]
+    );
+    let emulated = adreno.apply(&host).unwrap();
+    assert_eq!(
+        (
+            emulated.preferred_vector_width_float,
+            emulated.native_vector_width_half
+        ),
+        (1, 1)
+    );
+    // A pair is [preferred, native]; a null or missing member is unknown.
+    for half in ["[8, null]", "[8]"] {
+        let json = format!(
+            r#"{{"short_name": "w", "vector_widths_preferred_native": {{"float": [4, 2], "half": {half}}}}}"#
+        );
+        let w = DeviceProfile::from_json(&json, "test").unwrap();
+        assert_eq!(
+            (
+                w.preferred_vector_width_float,
+                w.native_vector_width_float,
+                w.preferred_vector_width_half,
+                w.native_vector_width_half
+            ),
+            (Some(4), Some(2), Some(8), None)
+        );
+    }
+}
