@@ -159,7 +159,7 @@ fn run_phone_attention(gpu: &Gpu, phone: &DeviceProfile) -> Result<(), String> {
         kv_heads: 1,
         head_dim,
     };
-    let plan = att.plan(&shape, &view);
+    let plan = att.plan(&shape, &view, None);
     assert_eq!(plan.kernel, AttentionKernel::Mali);
     assert!(plan.splits > 1, "{plan:?}");
     let stride = (heads + 2) * head_dim;
