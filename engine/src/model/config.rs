@@ -85,8 +85,8 @@ impl Architecture {
 
 /// Which layers attend through a sliding window (Gemma 2 and 3's local layers, Mistral's every layer).
 ///
-/// The window only masks: a local layer keeps the full-size KV cache (a ring buffer of `window` positions would
-/// save memory, and is not implemented).
+/// The attention kernels mask by the window, and on the GPU a local layer keeps a ring KV cache of the window plus
+/// one step's positions instead of the whole context (`GpuOptions::kv_ring`; see kvcache's `KvRings`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlidingWindow {
     /// Positions a local layer's query sees, its own included: keys at `j <= i` with `i - j < window`.
