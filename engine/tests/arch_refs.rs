@@ -45,11 +45,14 @@
 #![allow(clippy::unwrap_used)]
 
 use clkernels::runtime::Gpu;
-use engine::generate::{LanguageModel, StepOutput, Want};
+use engine::generate::{LanguageModel, Want};
 use engine::gpu::{GpuModel, GpuOptions};
 use engine::model::{self, LoadOptions, Model, WeightFormat};
 use fixtures::arch_refs::{ArchModel, ArchRefs, StoredWeights};
 use kvcache::KvDtype;
+
+mod logit_checks;
+use logit_checks::{logits, max_diff};
 
 /// Largest |tlite - llama.cpp| on any logit with an f32 KV cache, SiLU models (see the module docs).
 const TOL_EXACT: f32 = 1e-4;
@@ -67,29 +70,6 @@ const SUPPORTED: [&str; 10] = [
 const M0E4: WeightFormat = WeightFormat::M0e4 {
     group: fp4::GroupSize::G32,
 };
-
-fn logits(out: StepOutput) -> Vec<f32> {
-    match out {
-        StepOutput::Logits(l) => l,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
-
-/// Largest |got - want| and where.
-fn max_diff(got: &[f32], want: &[f32]) -> (f32, usize) {
-    assert_eq!(got.len(), want.len(), "vocabulary sizes");
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| {
-            if g.is_nan() {
-                f32::INFINITY
-            } else {
-                (g - w).abs()
-            }
-        })
-        .enumerate()
-        .fold((0.0, 0), |b, (i, e)| if e > b.0 { (e, i) } else { b })
-}
 
 fn load(reference: &ArchModel, stored: StoredWeights, format: WeightFormat) -> Model {
     let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,9 @@ use fixtures::tiny_models::{write_hf_folder, StoreDtype, TinySpec};
 use kvcache::KvDtype;
 use rand::{Rng, SeedableRng};
 
+mod logit_checks;
+use logit_checks::logits;
+
 fn gpu() -> Gpu {
     Gpu::open_default().expect("an OpenCL device (PoCL on the dev box)")
 }
@@ -52,13 +55,6 @@ fn tiny(arch: RefArch, dir: &Path, format: WeightFormat) -> Model {
 fn random_tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()
-}
-
-fn logits(out: StepOutput) -> Vec<f32> {
-    match out {
-        StepOutput::Logits(l) => l,
-        other => panic!("expected logits, got {other:?}"),
-    }
 }
 
 /// Checks `got` against `want` within `rel * (1 + max|want|)`; returns the error as a fraction of that scale.

@@ -34,12 +34,15 @@
 #![allow(clippy::unwrap_used)]
 
 use clkernels::runtime::Gpu;
-use engine::generate::{LanguageModel, StepOutput, Want};
+use engine::generate::{LanguageModel, Want};
 use engine::gpu::{GpuModel, GpuOptions};
 use engine::model::{self, LoadOptions, Model, RopeScaling, WeightFormat};
 use fixtures::arch_refs::ArchRefs;
 use fixtures::hf_refs::{HfModel, HfRefs, HfRun};
 use kvcache::KvDtype;
+
+mod logit_checks;
+use logit_checks::{logits, max_diff};
 
 /// Largest |tlite - transformers| on any logit with f16 weights and an f32 KV cache (see the module docs).
 const TOL_F16: f32 = 2e-3;
@@ -51,29 +54,6 @@ const TOL_F16_KV: f32 = 2e-2;
 const M0E4: WeightFormat = WeightFormat::M0e4 {
     group: fp4::GroupSize::G32,
 };
-
-fn logits(out: StepOutput) -> Vec<f32> {
-    match out {
-        StepOutput::Logits(l) => l,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
-
-/// Largest |got - want| and where.
-fn max_diff(got: &[f32], want: &[f32]) -> (f32, usize) {
-    assert_eq!(got.len(), want.len(), "vocabulary sizes");
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| {
-            if g.is_nan() {
-                f32::INFINITY
-            } else {
-                (g - w).abs()
-            }
-        })
-        .enumerate()
-        .fold((0.0, 0), |b, (i, e)| if e > b.0 { (e, i) } else { b })
-}
 
 fn load(reference: &HfModel, format: WeightFormat) -> Model {
     let dir = tempfile::tempdir().unwrap();

@@ -12,11 +12,14 @@
 #![allow(clippy::unwrap_used)]
 
 use clkernels::runtime::Gpu;
-use engine::generate::{LanguageModel, StepOutput, Want};
+use engine::generate::{LanguageModel, Want};
 use engine::gpu::{GpuModel, GpuOptions};
 use engine::model::{self, LoadOptions, Model, WeightFormat};
 use fixtures::arch_refs::{ArchRefs, StoredWeights};
 use kvcache::KvDtype;
+
+mod logit_checks;
+use logit_checks::{logits, max_diff};
 
 /// The largest logit difference allowed between the ring and full-cache runs for a cache of `dtype`.
 fn tolerance(dtype: KvDtype) -> f32 {
@@ -41,13 +44,6 @@ fn load(name: &str) -> Model {
     .unwrap()
 }
 
-fn logits(out: StepOutput) -> Vec<f32> {
-    match out {
-        StepOutput::Logits(l) => l,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
-
 /// The two models and the tokens each holds.
 struct Pair {
     ring: GpuModel,
@@ -64,17 +60,7 @@ impl Pair {
         let a = logits(self.ring.step(tokens, Want::Logits).unwrap());
         let b = logits(self.full.step(tokens, Want::Logits).unwrap());
         self.tokens.extend_from_slice(tokens);
-        let err = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| {
-                if x.is_finite() {
-                    (x - y).abs()
-                } else {
-                    f32::INFINITY
-                }
-            })
-            .fold(0.0f32, f32::max);
+        let (err, _) = max_diff(&a, &b);
         assert!(
             err <= self.tol,
             "{} {what} at {}: ring and full caches differ by {err}",

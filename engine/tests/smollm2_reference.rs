@@ -20,11 +20,14 @@
 //!   none).
 #![allow(clippy::unwrap_used)]
 
-use engine::generate::{GenerateOptions, LanguageModel, StepOutput, Want};
+use engine::generate::{GenerateOptions, LanguageModel, Want};
 use engine::gpu::GpuOptions;
 use engine::model::WeightFormat;
 use engine::session::{Session, SessionOptions};
 use serde_json::Value;
+
+mod logit_checks;
+use logit_checks::logits;
 
 /// Largest |ours - llama.cpp| allowed on the first step's ten largest logits with f16 weights.
 const F16_TOL: f32 = 0.05;
@@ -68,13 +71,6 @@ fn cases() -> Vec<Case> {
                 .collect(),
         })
         .collect()
-}
-
-fn logits(out: StepOutput) -> Vec<f32> {
-    match out {
-        StepOutput::Logits(l) => l,
-        other => panic!("expected logits, got {other:?}"),
-    }
 }
 
 fn argmax(v: &[f32]) -> usize {
