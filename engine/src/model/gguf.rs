@@ -467,13 +467,6 @@ impl Reader<'_> {
     }
 }
 
-/// The next part of a cut tensor (`split_rows` returns as many parts as asked, so this never fails in practice).
-fn next(parts: &mut impl Iterator<Item = Tensor>) -> Result<Tensor, EngineError> {
-    parts
-        .next()
-        .ok_or_else(|| EngineError::Model("a fused tensor was cut into too few parts".into()))
-}
-
 fn load_weights(
     file: &GgufFile,
     c: &ModelConfig,
@@ -508,10 +501,9 @@ fn load_weights(
             };
             let has = |t: &str| file.header().tensor(&n(t)).is_some();
             let (wq, wk, wv) = if has("attn_qkv.weight") {
-                let mut p = lin("attn_qkv.weight", q + 2 * kv, h)?
-                    .split_rows(&[q, kv, kv])?
-                    .into_iter();
-                (next(&mut p)?, next(&mut p)?, next(&mut p)?)
+                let [wq, wk, wv] =
+                    lin("attn_qkv.weight", q + 2 * kv, h)?.split_rows([q, kv, kv])?;
+                (wq, wk, wv)
             } else {
                 (
                     lin("attn_q.weight", q, h)?,
@@ -522,15 +514,10 @@ fn load_weights(
             let (bq, bk, bv) = match (c.qkv_bias, has("attn_qkv.weight")) {
                 (false, _) => (None, None, None),
                 (true, true) => {
-                    let mut p = r
+                    let [bq, bk, bv] = r
                         .vector(&n("attn_qkv.bias"), q + 2 * kv)?
-                        .split_vector(&[q, kv, kv])?
-                        .into_iter();
-                    (
-                        Some(next(&mut p)?),
-                        Some(next(&mut p)?),
-                        Some(next(&mut p)?),
-                    )
+                        .split_vector([q, kv, kv])?;
+                    (Some(bq), Some(bk), Some(bv))
                 }
                 (true, false) => (bias("attn_q", q)?, bias("attn_k", kv)?, bias("attn_v", kv)?),
             };
@@ -541,10 +528,8 @@ fn load_weights(
                 )
             } else {
                 // Fused: `ffn_up` holds gate rows, then up rows.
-                let mut p = lin("ffn_up.weight", 2 * ffn, h)?
-                    .split_rows(&[ffn, ffn])?
-                    .into_iter();
-                (next(&mut p)?, next(&mut p)?)
+                let [gate, up] = lin("ffn_up.weight", 2 * ffn, h)?.split_rows([ffn, ffn])?;
+                (gate, up)
             };
             let norm_if = |on: bool, t: &str, len| on.then(|| r.vector(&n(t), len)).transpose();
             let l = LayerWeights {

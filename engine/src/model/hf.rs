@@ -501,13 +501,6 @@ pub(crate) fn load_folder(
     Ok(Model { config, weights })
 }
 
-/// The next part of a cut tensor (`split_rows` returns as many parts as asked).
-fn next(parts: &mut impl Iterator<Item = super::Tensor>) -> Result<super::Tensor, EngineError> {
-    parts
-        .next()
-        .ok_or_else(|| EngineError::Model("a fused tensor was cut into too few parts".into()))
-}
-
 fn load_weights(
     st: &SafetensorsSet,
     c: &ModelConfig,
@@ -571,10 +564,9 @@ fn load_weights(
             // here so the rest of the engine sees the usual matrices.
             let fused_qkv = st.get(&name("self_attn.qkv_proj")).is_ok();
             let (wq, wk, wv) = if fused_qkv {
-                let mut parts = lin("self_attn.qkv_proj", q + 2 * kv, h)?
-                    .split_rows(&[q, kv, kv])?
-                    .into_iter();
-                (next(&mut parts)?, next(&mut parts)?, next(&mut parts)?)
+                let [wq, wk, wv] =
+                    lin("self_attn.qkv_proj", q + 2 * kv, h)?.split_rows([q, kv, kv])?;
+                (wq, wk, wv)
             } else {
                 (
                     lin("self_attn.q_proj", q, h)?,
@@ -585,22 +577,15 @@ fn load_weights(
             let (bq, bk, bv) = match (c.qkv_bias, fused_qkv) {
                 (false, _) => (None, None, None),
                 (true, true) => {
-                    let mut parts = vec(&format!("{p}.self_attn.qkv_proj.bias"), q + 2 * kv)?
-                        .split_vector(&[q, kv, kv])?
-                        .into_iter();
-                    (
-                        Some(next(&mut parts)?),
-                        Some(next(&mut parts)?),
-                        Some(next(&mut parts)?),
-                    )
+                    let [bq, bk, bv] = vec(&format!("{p}.self_attn.qkv_proj.bias"), q + 2 * kv)?
+                        .split_vector([q, kv, kv])?;
+                    (Some(bq), Some(bk), Some(bv))
                 }
                 (true, false) => (bias("q_proj", q)?, bias("k_proj", kv)?, bias("v_proj", kv)?),
             };
             let (w_gate, w_up) = if st.get(&name("mlp.gate_up_proj")).is_ok() {
-                let mut parts = lin("mlp.gate_up_proj", 2 * ffn, h)?
-                    .split_rows(&[ffn, ffn])?
-                    .into_iter();
-                (next(&mut parts)?, next(&mut parts)?)
+                let [gate, up] = lin("mlp.gate_up_proj", 2 * ffn, h)?.split_rows([ffn, ffn])?;
+                (gate, up)
             } else {
                 (lin("mlp.gate_proj", ffn, h)?, lin("mlp.up_proj", ffn, h)?)
             };

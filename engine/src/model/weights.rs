@@ -96,8 +96,13 @@ impl Tensor {
     /// A matrix cut along its rows into consecutive parts of `rows[0]`, `rows[1]`, ... rows (which must add up to
     /// all of them): how a fused projection (`qkv_proj`, `gate_up_proj`, GGUF `attn_qkv`) becomes the separate
     /// matrices the rest of the engine takes. Exact in every storage (M0E4 groups run along a row, so a row's
-    /// codes, scales and offsets move together).
-    pub fn split_rows(self, rows: &[usize]) -> Result<Vec<Tensor>, EngineError> {
+    /// codes, scales and offsets move together). One part per entry of `rows`, in order.
+    pub fn split_rows<const N: usize>(self, rows: [usize; N]) -> Result<[Tensor; N], EngineError> {
+        let parts = self.split_rows_vec(&rows)?;
+        into_array(parts)
+    }
+
+    fn split_rows_vec(self, rows: &[usize]) -> Result<Vec<Tensor>, EngineError> {
         let cols = self.cols();
         if self.shape.len() != 2 || rows.iter().sum::<usize>() != self.rows() {
             return Err(EngineError::Model(format!(
@@ -139,8 +144,11 @@ impl Tensor {
         }
     }
 
-    /// A vector cut into consecutive parts of the given lengths (a fused bias).
-    pub fn split_vector(self, lens: &[usize]) -> Result<Vec<Tensor>, EngineError> {
+    /// A vector cut into consecutive parts of the given lengths (a fused bias), one per entry of `lens`, in order.
+    pub fn split_vector<const N: usize>(
+        self,
+        lens: [usize; N],
+    ) -> Result<[Tensor; N], EngineError> {
         let TensorData::F32(v) = &self.data else {
             return Err(EngineError::Model(format!(
                 "only f32 vectors are cut, not {}",
@@ -154,13 +162,15 @@ impl Tensor {
             )));
         }
         let mut at = 0;
-        lens.iter()
+        let parts = lens
+            .iter()
             .map(|&n| {
                 let part = v[at..at + n].to_vec();
                 at += n;
                 Tensor::f32(vec![n], part)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        into_array(parts)
     }
 
     /// Bytes the tensor occupies in memory.
@@ -337,6 +347,13 @@ pub struct Model {
     pub weights: ModelWeights,
 }
 
+/// The parts of a cut as the array its caller asked for (the cuts make exactly one part per requested size).
+fn into_array<const N: usize>(parts: Vec<Tensor>) -> Result<[Tensor; N], EngineError> {
+    parts.try_into().map_err(|_| {
+        EngineError::Model("a fused tensor was cut into the wrong number of parts".into())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -351,7 +368,7 @@ mod tests {
         let parts = [3, 1, 3];
         let check = |t: Tensor| {
             let whole = t.to_f32();
-            let cut = t.split_rows(&parts).unwrap();
+            let cut = t.split_rows(parts).unwrap();
             let mut at = 0;
             for (p, &r) in cut.iter().zip(&parts) {
                 assert_eq!(p.shape, vec![r, cols]);
@@ -370,9 +387,9 @@ mod tests {
         .unwrap();
         check(Tensor::m0e4(m));
         let bad = Tensor::f32(vec![rows, cols], values).unwrap();
-        assert!(bad.split_rows(&[3, 3]).is_err());
+        assert!(bad.split_rows([3, 3]).is_err());
         let b = Tensor::f32(vec![5], vec![1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
-        let cut = b.split_vector(&[2, 3]).unwrap();
+        let cut = b.split_vector([2, 3]).unwrap();
         assert_eq!(cut[1].to_f32(), vec![3.0, 4.0, 5.0]);
     }
 
