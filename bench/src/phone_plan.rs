@@ -14,11 +14,11 @@ use clkernels::kernels::vector_width::VectorWidth;
 use clkernels::runtime::{Capabilities, DeviceProfile, ProfileError, RowSplit, SplitLimits};
 use engine::gpu::{
     choose_context, padded_ffn, size, ContextChoice, ContextReason, ContextRequest, DeviceMemory,
-    Footprint, GpuOptions, KvRingFootprint, NamedBuffer, StepPlan, PROGRAM_ALLOWANCE_BYTES,
+    Footprint, GpuOptions, NamedBuffer, StepPlan,
 };
 use engine::model::{ModelConfig, ModelShape};
 use engine::EngineError;
-use kvcache::{KvDtype, KvModelShape};
+use kvcache::KvDtype;
 
 use crate::end_to_end::BenchArch;
 
@@ -134,31 +134,15 @@ pub fn footprint_of_shapes(config: &ModelConfig, kv: KvDtype) -> Result<Footprin
     let qk_norms = if config.qk_norm { 2 * s.head_dim } else { 0 };
     let post_norms = if config.post_norms { 2 * hidden } else { 0 };
     weights += 4 * (hidden + s.layers * (2 * hidden + bias + qk_norms + post_norms)) as u64;
-    let kv_shape = KvModelShape {
-        layers: s.layers,
-        kv_heads: s.kv_heads,
-        head_dim: s.head_dim,
-        dtype: kv,
-    };
     // The activations from the engine's own shape plan, for steps of at most the default chunk.
-    let activations = StepPlan::new(
+    let plan = StepPlan::new(
         config,
         config.shape.max_ctx.max(1),
         GpuOptions::default().max_chunk,
-    )?
-    .sizes()?;
-    Ok(Footprint {
-        weights,
-        largest_weight: largest,
-        kv_per_position: kv_shape.position_bytes_total()?,
-        kv_buffer_per_position: kv_shape.position_bytes_per_buffer()?,
-        kv_rings: KvRingFootprint::of_config(config),
-        activations,
-        programs: PROGRAM_ALLOWANCE_BYTES,
-    })
+    )?;
+    Footprint::of_counted_weights(config, kv, &plan, weights, largest)
 }
 
-/// The kernel choices that follow from a phone's capabilities alone.
 fn kernel_variants(caps: &Capabilities) -> [String; 6] {
     let reduction = if caps.has_subgroups() {
         "sub-group built-ins"

@@ -8,12 +8,13 @@
 
 use std::fmt;
 
-use kvcache::{KvDtype, KvModelShape};
+use kvcache::KvDtype;
 
 use super::arena::ActivationSizes;
 use super::plan::StepPlan;
+use super::step::kv_shape;
 use super::{padded_ffn, MemBudget};
-use crate::model::{Model, Tensor, TensorData};
+use crate::model::{Model, ModelConfig, Tensor, TensorData};
 use crate::EngineError;
 
 /// What the compiled programs (the program cache the driver holds for tlite's twenty-odd kernel programs) are
@@ -190,22 +191,29 @@ impl Footprint {
         kv_dtype: KvDtype,
         plan: &StepPlan,
     ) -> Result<Self, EngineError> {
-        let c = &model.config;
-        let kv = KvModelShape {
-            layers: c.shape.layers,
-            kv_heads: c.shape.kv_heads,
-            head_dim: c.shape.head_dim,
-            dtype: kv_dtype,
-        };
-        let activations = plan.sizes()?;
         let (weights, largest_weight) = weight_buffers(model);
+        Self::of_counted_weights(&model.config, kv_dtype, plan, weights, largest_weight)
+    }
+
+    /// The footprint of a model of `config` whose weights were counted elsewhere (`weights` bytes, the largest
+    /// allocation among them `largest_weight`): [`Footprint::of_model_planned`] counts a loaded model's tensors, a
+    /// shape-only estimate counts what its matrices would take. The KV cache, the activations of `plan` and the
+    /// program allowance follow from the configuration alike.
+    pub fn of_counted_weights(
+        config: &ModelConfig,
+        kv_dtype: KvDtype,
+        plan: &StepPlan,
+        weights: u64,
+        largest_weight: NamedBuffer,
+    ) -> Result<Self, EngineError> {
+        let kv = kv_shape(&config.shape, kv_dtype);
         Ok(Footprint {
-            kv_rings: KvRingFootprint::of_config(c),
+            kv_rings: KvRingFootprint::of_config(config),
             weights,
             largest_weight,
             kv_per_position: kv.position_bytes_total()?,
             kv_buffer_per_position: kv.position_bytes_per_buffer()?,
-            activations,
+            activations: plan.sizes()?,
             programs: PROGRAM_ALLOWANCE_BYTES,
         })
     }
